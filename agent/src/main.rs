@@ -1,0 +1,2 @@
+//! `agent`: the node daemon (stub until the agent issue lands).
+fn main() {}

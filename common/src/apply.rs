@@ -1,0 +1,191 @@
+//! Putting a secret's values into its files and taking them out again, on
+//! whatever machine runs this (the controller for `secret write`, the agent on
+//! a node). Merges through the provider, never loses other content, writes
+//! atomically with mode 0600, and holds a lock on each file's directory for
+//! the whole read-merge-write so concurrent writers never interleave.
+//! Callers resolve and confine paths first; this module never logs.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{self, atomic_write, lock_parent, read_optional, remove_file};
+use crate::providers::{Merge, Provider, ProviderError, Removal};
+use crate::secret_value::Values;
+
+/// One file of a secret: how it is shown (`~/.aws/credentials`) and where it is.
+#[derive(Debug, Clone)]
+pub struct TargetFile {
+    pub display: String,
+    pub path: PathBuf,
+}
+
+/// What happened (or, in a dry run, would happen) to one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    Written,
+    Unchanged,
+    Conflict,
+    WouldWrite,
+    Removed,
+}
+
+/// The outcome for one file, with the conflicting keys when there are any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOutcome {
+    pub path: String,
+    pub status: FileStatus,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflict_keys: Vec<String>,
+}
+
+/// Write `values` into `files` (aligned with `provider.files(..)`).
+/// If any file conflicts, nothing is written and every file is reported.
+pub fn write_files(
+    provider: &dyn Provider,
+    files: &[TargetFile],
+    values: &Values,
+    overwrite: bool,
+    dry_run: bool,
+) -> Result<Vec<FileOutcome>, ProviderError> {
+    provider.validate(values)?;
+    let _locks = lock_all(files)?;
+    let mut plans = Vec::with_capacity(files.len());
+    for (index, file) in files.iter().enumerate() {
+        let existing = read_optional(&file.path)?;
+        plans.push(provider.merge(index, &file.display, existing.as_ref(), values, overwrite)?);
+    }
+    let conflicted = plans.iter().any(|p| matches!(p, Merge::Conflict(_)));
+    let mut outcomes = Vec::with_capacity(files.len());
+    for (file, plan) in files.iter().zip(plans) {
+        let (status, conflict_keys) = match plan {
+            Merge::Unchanged => (FileStatus::Unchanged, vec![]),
+            Merge::Conflict(keys) => (FileStatus::Conflict, keys),
+            Merge::Write(_) if dry_run || conflicted => (FileStatus::WouldWrite, vec![]),
+            Merge::Write(text) => {
+                atomic_write(&file.path, text.expose_secret().as_bytes())?;
+                (FileStatus::Written, vec![])
+            }
+        };
+        outcomes.push(FileOutcome {
+            path: file.display.clone(),
+            status,
+            conflict_keys,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Remove what `values` installed from `files`, keeping everything else.
+pub fn remove_files(
+    provider: &dyn Provider,
+    files: &[TargetFile],
+    values: &Values,
+    dry_run: bool,
+) -> Result<Vec<FileOutcome>, ProviderError> {
+    let _locks = lock_all(files)?;
+    let mut outcomes = Vec::with_capacity(files.len());
+    for (index, file) in files.iter().enumerate() {
+        let status = match read_optional(&file.path)? {
+            None => FileStatus::Unchanged,
+            Some(text) => match provider.remove(index, &file.display, &text, values)? {
+                Removal::Unchanged => FileStatus::Unchanged,
+                _ if dry_run => FileStatus::WouldWrite,
+                Removal::Write(new) => {
+                    atomic_write(&file.path, new.expose_secret().as_bytes())?;
+                    FileStatus::Removed
+                }
+                Removal::Delete => {
+                    remove_file(&file.path)?;
+                    FileStatus::Removed
+                }
+            },
+        };
+        outcomes.push(FileOutcome {
+            path: file.display.clone(),
+            status,
+            conflict_keys: vec![],
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Lock each distinct parent directory once, in a fixed order (no deadlock).
+fn lock_all(files: &[TargetFile]) -> Result<Vec<fsutil::DirLock>, ProviderError> {
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .map(|f| f.path.parent().map(PathBuf::from).unwrap_or_default())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs.iter()
+        .map(|d| lock_parent(&d.join("_")).map_err(ProviderError::from))
+        .collect()
+}
+
+/// Sum of a secret's file outcomes: conflict if any, else written if any, else unchanged.
+pub fn overall(outcomes: &[FileOutcome]) -> FileStatus {
+    let has = |s| outcomes.iter().any(|o| o.status == s);
+    if has(FileStatus::Conflict) {
+        FileStatus::Conflict
+    } else if has(FileStatus::Written) {
+        FileStatus::Written
+    } else if has(FileStatus::Removed) {
+        FileStatus::Removed
+    } else if has(FileStatus::WouldWrite) {
+        FileStatus::WouldWrite
+    } else {
+        FileStatus::Unchanged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::generic::GENERIC;
+    use crate::secret_value::values_from;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn target(dir: &std::path::Path) -> Vec<TargetFile> {
+        vec![TargetFile {
+            display: "~/s.json".into(),
+            path: dir.join("sub/s.json"),
+        }]
+    }
+
+    #[test]
+    fn write_then_unchanged_then_conflict_then_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = target(dir.path());
+        let v1 = values_from([("k", "v1")]);
+        let out = write_files(&GENERIC, &files, &v1, false, false).unwrap();
+        assert_eq!(overall(&out), FileStatus::Written);
+        let meta = std::fs::metadata(&files[0].path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let mtime = meta.modified().unwrap();
+        let out = write_files(&GENERIC, &files, &v1, false, false).unwrap();
+        assert_eq!(overall(&out), FileStatus::Unchanged);
+        assert_eq!(
+            std::fs::metadata(&files[0].path)
+                .unwrap()
+                .modified()
+                .unwrap(),
+            mtime
+        );
+        let v2 = values_from([("k", "v2")]);
+        let before = std::fs::read(&files[0].path).unwrap();
+        let out = write_files(&GENERIC, &files, &v2, false, false).unwrap();
+        assert_eq!(out[0].status, FileStatus::Conflict);
+        assert_eq!(out[0].conflict_keys, vec!["k".to_string()]);
+        assert_eq!(std::fs::read(&files[0].path).unwrap(), before);
+        let out = write_files(&GENERIC, &files, &v2, true, true).unwrap();
+        assert_eq!(out[0].status, FileStatus::WouldWrite);
+        assert_eq!(std::fs::read(&files[0].path).unwrap(), before);
+        let out = write_files(&GENERIC, &files, &v2, true, false).unwrap();
+        assert_eq!(out[0].status, FileStatus::Written);
+        let out = remove_files(&GENERIC, &files, &v2, false).unwrap();
+        assert_eq!(out[0].status, FileStatus::Removed);
+        assert!(!files[0].path.exists());
+    }
+}

@@ -1,0 +1,16 @@
+//! Shared by the controller and the agent: the secret model and the redacting
+//! value type, the provider registry and file formats, the local secret
+//! store, safe file writing, and the wire types of the agent's HTTP API.
+//! Nothing here logs; no error message carries a secret value.
+
+pub mod apply;
+pub mod fingerprint;
+pub mod fsutil;
+pub mod model;
+pub mod names;
+pub mod providers;
+pub mod secret_value;
+pub mod wire;
+
+pub use model::{ProviderSecret, Secret};
+pub use secret_value::{SecretText, SecretValue, Values};

@@ -1,0 +1,193 @@
+//! The provider registry: what each builtin provider (aws, gcp, ssh, ...)
+//! knows about its default file, its environment variables, its value keys,
+//! and how to parse, render, merge and un-merge its file format.
+//!
+//! One module per provider; [`PROVIDERS`] lists them in the reference order.
+//! Any other provider id is a generic provider secret ([`generic::GENERIC`]):
+//! arbitrary values, a JSON file when a path is given.
+//! Providers work on text in memory; reading and writing files is
+//! [`crate::apply`]'s job. Errors name files, lines and keys, never values.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+use crate::fsutil::PathError;
+use crate::secret_value::{SecretText, Values};
+
+pub mod generic;
+
+/// Something wrong with a provider, its file or its values.
+#[derive(Debug, Error)]
+pub enum ProviderError {
+    #[error("unknown provider {id:?}; builtin providers are: {valid}")]
+    Unknown { id: String, valid: String },
+    #[error("{path}{}: {reason}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Malformed {
+        path: String,
+        line: Option<usize>,
+        reason: String,
+    },
+    #[error("{provider} secret is missing value {key:?}")]
+    MissingKey { provider: String, key: String },
+    #[error("{provider} value {key:?} {reason}")]
+    InvalidValue {
+        provider: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{provider} has no file: give a path")]
+    NoPath { provider: String },
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
+impl ProviderError {
+    /// A malformed-file error.
+    pub fn malformed(path: &str, line: Option<usize>, reason: impl Into<String>) -> Self {
+        Self::Malformed {
+            path: path.to_owned(),
+            line,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A file a provider reads: its display path (`~/...`) and its text.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceFile<'a> {
+    pub path: &'a str,
+    pub text: &'a SecretText,
+}
+
+/// What merging values into one file comes to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// The file already holds exactly these values: leave it untouched.
+    Unchanged,
+    /// Write this new text.
+    Write(SecretText),
+    /// The file holds other values for these keys (and overwrite was off).
+    Conflict(Vec<String>),
+}
+
+/// What removing a secret's values from one file comes to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// Nothing of the secret is in the file.
+    Unchanged,
+    /// Write this text (other content kept).
+    Write(SecretText),
+    /// Nothing else is left: remove the file.
+    Delete,
+}
+
+/// One builtin provider. Implementations are unit structs in their own module.
+pub trait Provider: Sync + Send {
+    /// Provider id (`aws`).
+    fn id(&self) -> &'static str;
+    /// Default file, `~/...` form; `None` for env-only providers and ssh.
+    fn default_path(&self) -> Option<&'static str>;
+    /// Value key -> environment variable name.
+    fn env_vars(&self) -> &'static [(&'static str, &'static str)];
+    /// The value keys; empty when the values are a whole document (gcp, kubernetes).
+    fn value_keys(&self) -> &'static [&'static str];
+    /// Keys that must be present; default: all of [`Provider::value_keys`].
+    fn required_keys(&self) -> &'static [&'static str] {
+        self.value_keys()
+    }
+    /// The files this provider keeps for a secret at `path` (ssh: the key and its `.pub`).
+    fn files(&self, path: &str) -> Vec<String> {
+        vec![path.to_owned()]
+    }
+    /// Extract values from the files, given in the order of [`Provider::files`].
+    fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError>;
+    /// Merge `values` into file number `index` (`existing` is its text if it exists).
+    /// Without `overwrite`, keys holding other values are a [`Merge::Conflict`].
+    fn merge(
+        &self,
+        index: usize,
+        path: &str,
+        existing: Option<&SecretText>,
+        values: &Values,
+        overwrite: bool,
+    ) -> Result<Merge, ProviderError>;
+    /// Remove what `values` put into file number `index`, keeping everything else.
+    fn remove(
+        &self,
+        index: usize,
+        path: &str,
+        existing: &SecretText,
+        values: &Values,
+    ) -> Result<Removal, ProviderError>;
+    /// Check values before anything is written: required keys present, and
+    /// no value the file format cannot hold (a newline in an INI value...).
+    fn validate(&self, values: &Values) -> Result<(), ProviderError> {
+        for key in self.required_keys() {
+            if !values.contains_key(*key) {
+                return Err(ProviderError::MissingKey {
+                    provider: self.id().into(),
+                    key: (*key).into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for dyn Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Provider({})", self.id())
+    }
+}
+
+/// The builtin providers, in the reference order.
+pub static PROVIDERS: &[&dyn Provider] = &[];
+
+/// The builtin provider with this id.
+pub fn lookup(id: &str) -> Option<&'static dyn Provider> {
+    PROVIDERS.iter().copied().find(|p| p.id() == id)
+}
+
+/// The builtin provider with this id, or an error listing the valid ids.
+pub fn builtin(id: &str) -> Result<&'static dyn Provider, ProviderError> {
+    lookup(id).ok_or_else(|| ProviderError::Unknown {
+        id: id.to_owned(),
+        valid: builtin_ids().join(", "),
+    })
+}
+
+/// The provider that handles secrets of `provider` (generic for any unknown id or none).
+pub fn for_secret(provider: Option<&str>) -> &'static dyn Provider {
+    provider.and_then(lookup).unwrap_or(&generic::GENERIC)
+}
+
+/// Ids of the builtin providers, in order.
+pub fn builtin_ids() -> Vec<&'static str> {
+    PROVIDERS.iter().map(|p| p.id()).collect()
+}
+
+/// The default env var map of a provider, as owned strings.
+pub fn env_var_map(provider: &dyn Provider) -> BTreeMap<String, String> {
+    provider
+        .env_vars()
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Refuse a string value containing a newline (for line-based formats).
+pub fn reject_newlines(provider: &str, values: &Values) -> Result<(), ProviderError> {
+    for (key, value) in values {
+        if let Some(s) = value.expose_str() {
+            if s.contains('\n') || s.contains('\r') {
+                return Err(ProviderError::InvalidValue {
+                    provider: provider.into(),
+                    key: key.clone(),
+                    reason: "contains a newline, which this file format cannot hold".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! Wire types between the controller and the agent (JSON over HTTP).
+//! Requests carry values (the point of the system); responses never do:
+//! they carry names, paths, keys, statuses and keyed fingerprints only.
+//! Types that hold values implement `Debug` by hand, without them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::apply::{FileOutcome, FileStatus};
+use crate::model::Secret;
+use crate::secret_value::SecretValue;
+
+/// The env that env-var secrets go to when none is named.
+pub const DEFAULT_ENV: &str = "base_env";
+/// The agent's default port.
+pub const DEFAULT_AGENT_PORT: u16 = 32300;
+
+/// `POST /v1/secrets/_write_to_file`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteToFileRequest {
+    pub secret: Secret,
+    /// Where to write on the node (`~/...` or relative to home); default: the secret's path,
+    /// else the provider's default file.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub overwrite: bool,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /v1/envs/{env}/_set_env_vars`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetEnvVarsRequest {
+    /// Variable name -> value.
+    pub vars: BTreeMap<String, SecretValue>,
+    /// The secret these vars belong to (recorded for status and revoke).
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One secret in a `POST /v1/sync`: written to `path` when set, its env vars
+/// set in `env` when set (both may be set).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncItem {
+    pub secret: Secret,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+/// `POST /v1/sync`.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    pub items: Vec<SyncItem>,
+    #[serde(default)]
+    pub overwrite: bool,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What happened to one secret on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Written,
+    Unchanged,
+    Conflict,
+    WouldWrite,
+    Removed,
+    Failed,
+}
+
+impl Status {
+    /// The word shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Written => "written",
+            Status::Unchanged => "unchanged",
+            Status::Conflict => "conflict",
+            Status::WouldWrite => "would write",
+            Status::Removed => "removed",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+impl From<FileStatus> for Status {
+    fn from(s: FileStatus) -> Self {
+        match s {
+            FileStatus::Written => Status::Written,
+            FileStatus::Unchanged => Status::Unchanged,
+            FileStatus::Conflict => Status::Conflict,
+            FileStatus::WouldWrite => Status::WouldWrite,
+            FileStatus::Removed => Status::Removed,
+        }
+    }
+}
+
+/// The result for one secret: its files, its vars, and an error message
+/// (names only) when it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretResult {
+    pub name: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vars: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Response of `POST /v1/sync` (and of `_write_to_file`/`_set_env_vars`, with one result).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub results: Vec<SecretResult>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /v1/envs/{env}/run`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    pub argv: Vec<String>,
+    /// Seconds before the command is killed (default: the agent's run timeout).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The outcome of a command run in an env.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunResponse {
+    /// Exit status; 128 + signal number when killed by a signal.
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+/// One file a secret installed, with a keyed fingerprint of what it wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledFile {
+    pub path: String,
+    pub keys: Vec<String>,
+    pub fingerprint: String,
+}
+
+/// One env var a secret set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledVar {
+    pub env: String,
+    pub var: String,
+    pub fingerprint: String,
+}
+
+/// What one secret installed on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledSecret {
+    pub name: String,
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub files: Vec<InstalledFile>,
+    #[serde(default)]
+    pub vars: Vec<InstalledVar>,
+}
+
+/// One env process on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvStatus {
+    pub name: String,
+    pub vars: Vec<String>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    pub running: bool,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub version: String,
+    pub secrets: Vec<InstalledSecret>,
+    pub envs: Vec<EnvStatus>,
+}
+
+/// Query of `DELETE /v1/secrets/{name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RevokeQuery {
+    /// Only remove its vars from this env (default: everything it installed).
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Every error body: `{"error": CODE, "message": TEXT}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+macro_rules! debug_without_values {
+    ($ty:ident { $($field:ident),* } hides $hidden:literal) => {
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    .field($hidden, &"<redacted>")
+                    .finish()
+            }
+        }
+    };
+}
+
+debug_without_values!(WriteToFileRequest { secret, path, overwrite, dry_run } hides "values");
+debug_without_values!(SyncItem { secret, path, env } hides "values");
+debug_without_values!(SyncRequest { items, overwrite, dry_run } hides "values");
+
+impl fmt::Debug for SetEnvVarsRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetEnvVarsRequest")
+            .field("vars", &self.vars.keys().collect::<Vec<_>>())
+            .field("secret", &self.secret)
+            .field("dry_run", &self.dry_run)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret_value::values_from;
+
+    #[test]
+    fn requests_debug_without_values() {
+        let mut secret = Secret::base("openai", values_from([("api_key", "sk-live-xyz")]));
+        secret.provider = Some("openai".into());
+        let req = SyncRequest {
+            items: vec![SyncItem {
+                secret,
+                path: None,
+                env: Some("base_env".into()),
+            }],
+            overwrite: false,
+            dry_run: false,
+        };
+        let set = SetEnvVarsRequest {
+            vars: [(
+                "OPENAI_API_KEY".to_string(),
+                SecretValue::from("sk-live-xyz"),
+            )]
+            .into(),
+            secret: None,
+            dry_run: false,
+        };
+        let out = format!("{req:?} {req:#?} {set:?} {set:#?}");
+        assert!(!out.contains("sk-live-xyz"), "{out}");
+        assert!(out.contains("OPENAI_API_KEY"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<RunRequest>(r#"{"argv": ["x"], "bogus": 1}"#);
+        assert!(err.is_err());
+    }
+}

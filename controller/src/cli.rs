@@ -1,0 +1,434 @@
+//! The command line: every subcommand and flag, as clap derive structs.
+//! Names are fixed by `shared/spec/interface.md`. No struct here derives
+//! `Debug` over a field that can hold a value (`--value`, `--var`): those
+//! implement it by hand.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Get your cloud and API credentials onto every node of your clusters.
+#[derive(Debug, Parser)]
+#[command(name = "controller", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More diagnostics on stderr (-v debug, -vv trace). Never prints values.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The builtin providers: id, default path, default env vars, value keys.
+    Providers(ProvidersArgs),
+    /// Secrets on this machine: detect, create, show, list, delete, write.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Clusters: add, list, show, remove, bootstrap.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Push secrets to every node of a cluster (files, and env vars in an env).
+    Sync(SyncArgs),
+    /// Send one secret to a cluster.
+    Send(SendArgs),
+    /// Envs: named processes on the nodes whose environment holds secrets.
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Run a command inside an env's process on each node.
+    Run(RunArgs),
+    /// What each node holds: secret names, paths, envs, var names, fingerprints.
+    Status(StatusArgs),
+    /// Remove a secret's files and env vars from the nodes.
+    Revoke(RevokeArgs),
+    /// Connect to the remote store (Vault KV v2); optionally upload/download secrets.
+    Login(LoginArgs),
+    /// Forget the remote store; optionally delete local credentials.
+    Logout(LogoutArgs),
+    /// The remote store: list, push, pull.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ProvidersArgs {
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// The provider secrets configured on this machine (files, env vars, ~/.ssh keys).
+    Detect(DetectArgs),
+    /// Create and save a secret to ~/.rh/secrets/NAME.json.
+    Create(CreateArgs),
+    /// Show one saved (or detected) secret.
+    Show(ShowArgs),
+    /// List saved secrets (names, providers, paths; never values).
+    List(ListArgs),
+    /// Delete a saved secret (its credential files are left alone).
+    Delete(DeleteArgs),
+    /// Write a secret's values into its provider file on this machine (merge, atomic, 0600).
+    Write(WriteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// Only these providers (repeatable).
+    #[arg(long = "provider", value_name = "P")]
+    pub providers: Vec<String>,
+    /// Print values instead of <redacted>.
+    #[arg(long)]
+    pub reveal: bool,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Name of the secret (file name in ~/.rh/secrets).
+    pub name: String,
+    /// Provider id; without it a base secret is created.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// File to extract the values from (and where `secret write` puts them).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Value key to environment variable, KEY=VAR (repeatable).
+    #[arg(long = "env-var", value_name = "KEY=VAR")]
+    pub env_vars: Vec<String>,
+    /// A value, KEY=VALUE (repeatable). Visible in shell history and `ps`: prefer --values-json.
+    #[arg(long = "value", value_name = "KEY=VALUE")]
+    pub values: Vec<String>,
+    /// A JSON object of values, from FILE or `-` for stdin.
+    #[arg(long = "values-json", value_name = "FILE|-")]
+    pub values_json: Option<String>,
+    /// Replace an existing saved secret of the same name.
+    #[arg(long)]
+    pub force: bool,
+    /// One JSON document on stdout (the saved secret, values redacted).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl fmt::Debug for CreateArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateArgs")
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field("path", &self.path)
+            .field("env_vars", &self.env_vars)
+            .field("values", &format_args!("<{} redacted>", self.values.len()))
+            .field("values_json", &self.values_json)
+            .finish()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    pub name: String,
+    /// Print values instead of <redacted>.
+    #[arg(long)]
+    pub reveal: bool,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WriteArgs {
+    pub name: String,
+    /// Write here instead of the secret's path or the provider's default file.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Replace differing values of the secret's keys (other content is kept).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Add (or replace) a cluster.
+    Add(ClusterAddArgs),
+    /// List clusters.
+    List(ListArgs),
+    /// Show one cluster.
+    Show(ClusterNameArgs),
+    /// Remove a cluster from this machine (nodes are left alone).
+    Remove(ClusterNameArgs),
+    /// Install the agent and its boot unit on every node, start it, check /healthz.
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterAddArgs {
+    pub name: String,
+    /// Node address (repeatable), HOST or USER@HOST or HOST:PORT.
+    #[arg(long = "host", required = true)]
+    pub hosts: Vec<String>,
+    /// SSH user (default: your user name).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// SSH port.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// SSH private key.
+    #[arg(long = "identity-file")]
+    pub identity_file: Option<PathBuf>,
+    /// The agent's port on the nodes (loopback).
+    #[arg(long = "agent-port", default_value_t = 32300)]
+    pub agent_port: u16,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterNameArgs {
+    pub name: String,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    pub name: String,
+    /// The agent binary to install (default: `agent` next to this controller).
+    #[arg(long = "agent-bin")]
+    pub agent_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: RemoteOpts,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How to reach the nodes.
+#[derive(Debug, Args, Clone)]
+pub struct RemoteOpts {
+    /// At most this many nodes at once.
+    #[arg(long, default_value_t = 32)]
+    pub parallel: usize,
+    /// Seconds allowed per node for connecting and for each request.
+    #[arg(long, default_value_t = 15)]
+    pub timeout: u64,
+    /// Accept (and remember) host keys of hosts not yet in known_hosts. A changed key is always refused.
+    #[arg(long = "accept-new-host-keys")]
+    pub accept_new_host_keys: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[arg(long)]
+    pub cluster: String,
+    /// Only these secrets (repeatable): saved names or provider ids. Default: every
+    /// detected provider secret plus every saved one.
+    #[arg(long = "secret", value_name = "S")]
+    pub secrets: Vec<String>,
+    /// Env whose process gets the env-var secrets.
+    #[arg(long, default_value = "base_env")]
+    pub env: String,
+    /// Replace differing values on the nodes (other content is kept).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Show what would change on each node; change nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub remote: RemoteOpts,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    pub secret: String,
+    #[arg(long)]
+    pub cluster: String,
+    /// Set the secret's env vars in this env (default: files for path secrets, base_env otherwise).
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Write to this path on the nodes.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Replace differing values on the nodes.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub remote: RemoteOpts,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Define an env: its secrets and plain vars (saved in ~/.rh/envs/NAME.json).
+    Create(EnvCreateArgs),
+    /// List envs.
+    List(ListArgs),
+    /// Show one env.
+    Show(EnvNameArgs),
+    /// Delete an env definition.
+    Delete(EnvNameArgs),
+    /// Create or refresh the env process on each node, with its secrets and vars.
+    Sync(EnvSyncArgs),
+}
+
+#[derive(Args)]
+pub struct EnvCreateArgs {
+    pub name: String,
+    /// Secret to bring into the env (repeatable).
+    #[arg(long = "secret", value_name = "S")]
+    pub secrets: Vec<String>,
+    /// Plain variable, KEY=VALUE (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl fmt::Debug for EnvCreateArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvCreateArgs")
+            .field("name", &self.name)
+            .field("secrets", &self.secrets)
+            .field("vars", &format_args!("<{} redacted>", self.vars.len()))
+            .finish()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EnvNameArgs {
+    pub name: String,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvSyncArgs {
+    pub name: String,
+    #[arg(long)]
+    pub cluster: String,
+    /// Replace differing values on the nodes.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub remote: RemoteOpts,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[arg(long)]
+    pub cluster: String,
+    /// The env to run in.
+    #[arg(long, default_value = "base_env")]
+    pub env: String,
+    /// Only this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    #[command(flatten)]
+    pub remote: RemoteOpts,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub cluster: String,
+    #[command(flatten)]
+    pub remote: RemoteOpts,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    pub secret: String,
+    #[arg(long)]
+    pub cluster: String,
+    /// Only remove its vars from this env.
+    #[arg(long)]
+    pub env: Option<String>,
+    #[command(flatten)]
+    pub remote: RemoteOpts,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Server URL(s) of the Vault KV v2 store (repeatable; tried in order). Default: $VAULT_ADDR.
+    #[arg(long = "url")]
+    pub urls: Vec<String>,
+    /// Push every detected and saved secret to the store.
+    #[arg(long)]
+    pub upload: bool,
+    /// Pull every remote secret and write its provider files.
+    #[arg(long)]
+    pub download: bool,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Answer yes to every question.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Secret names in the remote store.
+    List(ListArgs),
+    /// Push saved (or detected) secrets to the store (check-and-set).
+    Push(VaultNamesArgs),
+    /// Pull secrets from the store into ~/.rh/secrets.
+    Pull(VaultNamesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VaultNamesArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Replace a differing remote (push) or local (pull) copy.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}

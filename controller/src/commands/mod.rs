@@ -1,0 +1,34 @@
+//! One module per subcommand, each with a `run` function. [`dispatch`] maps
+//! the parsed command line to them and returns the process exit code:
+//! 0 success, 1 failure, 2 bad usage, 3 some nodes failed and others succeeded.
+
+use anyhow::Result;
+
+use crate::cli::{Command, SecretCommand};
+use crate::Context;
+
+/// Exit codes fixed by the interface.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const PARTIAL: u8 = 3;
+}
+
+/// A usage error: exit code 2 rather than 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Run a parsed command.
+pub fn dispatch(command: Command, _ctx: &Context) -> Result<u8> {
+    match command {
+        Command::Providers(_) | Command::Secret(SecretCommand::Detect(_)) => todo_command("secret"),
+        other => todo_command(&format!("{other:?}")),
+    }
+}
+
+fn todo_command(what: &str) -> Result<u8> {
+    let first = what.split(['(', ' ']).next().unwrap_or(what);
+    anyhow::bail!("{first}: not implemented yet")
+}

@@ -1,0 +1,13 @@
+//! The controller: finds the user's provider secrets, keeps them in
+//! `~/.rh/secrets`, and pushes them to the agents of a cluster.
+//! All logic lives here (`commands/`, `transport/`, `store/`) so tests drive
+//! it without spawning a process; `main.rs` only parses and exits.
+//! Results go to stdout, diagnostics to stderr; no value is ever printed
+//! unless the user asked with `--reveal`.
+
+pub mod cli;
+pub mod commands;
+pub mod context;
+pub mod output;
+
+pub use context::Context;

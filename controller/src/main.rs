@@ -1,0 +1,38 @@
+//! `controller`: parse the command line, set up tracing on stderr, run the
+//! command, print the error chain and exit with its code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use controller::cli::Cli;
+use controller::commands::{self, exit, UsageError};
+use controller::Context;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info,controller=debug",
+        _ => "debug,controller=trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("RH_LOG").unwrap_or_else(|_| EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = Context::from_process().and_then(|ctx| commands::dispatch(cli.command, &ctx));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::from(exit::FAILURE)
+            }
+        }
+    }
+}
