@@ -9,9 +9,58 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::fsutil::{self, atomic_write, lock_parent, read_optional, remove_file};
-use crate::providers::{Merge, Provider, ProviderError, Removal};
-use crate::secret_value::Values;
+use crate::model::Secret;
+use crate::providers::{self, Merge, Provider, ProviderError, Removal};
+use crate::secret_value::{SecretValue, Values};
+
+/// The display paths (`~/...`) of a secret's files: at `path` when given, else
+/// the secret's own path, else its provider's default file. An ssh secret
+/// without a path lives at `~/.ssh/<key>`, the key named by the secret
+/// (`ssh-id_rsa` -> `~/.ssh/id_rsa`), never at `~/.ssh` itself.
+pub fn secret_paths(secret: &Secret, path: Option<&str>) -> Result<Vec<String>, ProviderError> {
+    let provider = providers::for_secret(secret.provider.as_deref());
+    let chosen = path
+        .map(str::to_owned)
+        .or_else(|| secret.path.clone())
+        .or_else(|| provider.default_path().map(str::to_owned))
+        .or_else(|| {
+            (provider.id() == "ssh").then(|| {
+                let key = secret.name.strip_prefix("ssh-").unwrap_or(&secret.name);
+                format!("~/.ssh/{key}")
+            })
+        })
+        .ok_or_else(|| ProviderError::NoPath {
+            provider: secret
+                .provider
+                .clone()
+                .unwrap_or_else(|| secret.name.clone()),
+        })?;
+    Ok(provider.files(&chosen))
+}
+
+/// The environment variables a secret sets: its `env_vars` map (else its
+/// provider's default map) applied to its values. String values are used as
+/// they are; other JSON values are passed as compact JSON. Keys without a
+/// value are skipped.
+pub fn secret_env_vars(secret: &Secret) -> BTreeMap<String, SecretValue> {
+    let map = match &secret.env_vars {
+        Some(map) => map.clone(),
+        None => providers::env_var_map(providers::for_secret(secret.provider.as_deref())),
+    };
+    map.iter()
+        .filter_map(|(key, var)| {
+            let value = secret.values.get(key)?;
+            let text = match value.expose_str() {
+                Some(s) => s.to_owned(),
+                None => value.expose_secret().to_string(),
+            };
+            Some((var.clone(), SecretValue::from_string(text)))
+        })
+        .collect()
+}
 
 /// One file of a secret: how it is shown (`~/.aws/credentials`) and where it is.
 #[derive(Debug, Clone)]
@@ -152,6 +201,20 @@ mod tests {
             display: "~/s.json".into(),
             path: dir.join("sub/s.json"),
         }]
+    }
+
+    #[test]
+    fn paths_and_env_vars_of_a_secret() {
+        let mut s = Secret::base("ssh-id_rsa", values_from([("k", "v")]));
+        assert!(secret_paths(&s, None).is_err());
+        assert_eq!(
+            secret_paths(&s, Some("~/x.json")).unwrap(),
+            vec!["~/x.json".to_string()]
+        );
+        s.env_vars = Some([("k".to_string(), "MY_VAR".to_string())].into());
+        let vars = secret_env_vars(&s);
+        assert_eq!(vars.get("MY_VAR").and_then(|v| v.expose_str()), Some("v"));
+        assert_eq!(vars.len(), 1);
     }
 
     #[test]
