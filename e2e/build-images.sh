@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Builds the e2e images without any container registry:
+#   rh-e2e-base:bookworm  debootstrap minbase + sshd, curl, procps (reused when present;
+#                         another suite may reuse it, keep the name)
+#   rh-e2e-node:latest    base + user `ubuntu` (home, bash, key-only sshd) + entrypoint;
+#                         "bare" nodes run it (sshd only, agent comes by `cluster bootstrap`)
+#   rh-e2e-agent:latest   node + the host-built release `agent` + scripts/agent-boot.sh
+# The Debian mirror is read at run time from the host's apt sources, never written here.
+# Usage: e2e/build-images.sh [--base-only] [--rebuild-base]
+# Env:   RH_E2E_TARGET_DIR  where the release binaries are (default: <repo>/target/release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BASE=rh-e2e-base:bookworm
+BUILD=$ROOT/e2e/.build
+TARGET_DIR=${RH_E2E_TARGET_DIR:-$ROOT/target/release}
+base_only=0 rebuild_base=0
+for a in "$@"; do
+  case $a in
+    --base-only) base_only=1 ;;
+    --rebuild-base) rebuild_base=1 ;;
+    *) echo "build-images.sh: unknown argument $a" >&2; exit 2 ;;
+  esac
+done
+log() { printf '[build-images] %s\n' "$*" >&2; }
+
+# The bookworm mirror this host already uses (deb822 `URIs:` of the entry whose
+# Suites has `bookworm`, else a classic sources.list line).
+debian_mirror() {
+  local f=/etc/apt/sources.list.d/debian.sources
+  if [ -r "$f" ]; then
+    awk '
+      /^[[:space:]]*$/ { if (uri != "" && suite ~ /(^| )bookworm( |$)/) { print uri; exit } uri=""; suite=""; next }
+      /^URIs:/ { uri=$2 }
+      /^Suites:/ { $1=""; suite=$0 " " }
+      END { if (uri != "" && suite ~ /(^| )bookworm( |$)/) print uri }
+    ' "$f" | head -n1
+    return
+  fi
+  grep -hE '^deb[[:space:]]+[^ ]+[[:space:]]+bookworm[[:space:]]' /etc/apt/sources.list 2>/dev/null \
+    | awk '{print $2}' | head -n1
+}
+
+build_base() {
+  if [ "$rebuild_base" = 0 ] && docker image inspect "$BASE" >/dev/null 2>&1; then
+    log "$BASE present, reused"
+    return
+  fi
+  command -v debootstrap >/dev/null || { log "debootstrap missing (apt-get install debootstrap)"; exit 1; }
+  local mirror rootfs
+  mirror=$(debian_mirror)
+  [ -n "$mirror" ] || { log "no bookworm mirror found in the host's apt sources"; exit 1; }
+  rootfs=$(mktemp -d "${TMPDIR:-/tmp}/rh-e2e-rootfs.XXXXXX")
+  trap 'rm -rf "$rootfs"' RETURN
+  log "debootstrap bookworm (minbase) from the host's mirror into $rootfs"
+  debootstrap --variant=minbase \
+    --include=openssh-server,ca-certificates,curl,procps,iproute2 \
+    bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+    || { tail -n 30 "$rootfs.log" >&2; rm -f "$rootfs.log"; exit 1; }
+  rm -f "$rootfs.log"
+  # Small and deterministic: no apt lists or caches, no host keys (made per container).
+  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
+  rm -f "$rootfs"/etc/ssh/ssh_host_*
+  mkdir -p "$rootfs/run/sshd"
+  log "docker import -> $BASE"
+  tar -C "$rootfs" -c . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'CMD ["/bin/bash"]' - "$BASE" >/dev/null
+}
+
+build_node_images() {
+  local ctx=$BUILD/image-ctx
+  rm -rf "$ctx" && mkdir -p "$ctx"
+  cp e2e/node/entrypoint.sh e2e/node/sshd_config "$ctx/"
+  log "docker build rh-e2e-node:latest"
+  docker build -q -t rh-e2e-node:latest -f e2e/node/Dockerfile.node "$ctx" >"$BUILD/docker-build.log" 2>&1 \
+    || { cat "$BUILD/docker-build.log" >&2; exit 1; }
+
+  [ -x "$TARGET_DIR/agent" ] || { log "no agent binary at $TARGET_DIR/agent (cargo build --release -p agent)"; exit 1; }
+  cp "$TARGET_DIR/agent" "$ctx/agent"
+  if [ -f scripts/agent-boot.sh ]; then
+    cp scripts/agent-boot.sh "$ctx/agent-boot.sh"
+  else
+    # Not merged yet: an empty marker; the entrypoint falls back to its own loop.
+    : >"$ctx/agent-boot.sh"
+  fi
+  log "docker build rh-e2e-agent:latest"
+  docker build -q -t rh-e2e-agent:latest -f e2e/node/Dockerfile.agent "$ctx" >"$BUILD/docker-build.log" 2>&1 \
+    || { cat "$BUILD/docker-build.log" >&2; exit 1; }
+}
+
+build_base
+[ "$base_only" = 1 ] || build_node_images
+log "images ready"
