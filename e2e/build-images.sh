@@ -2,18 +2,20 @@
 # Builds the e2e images without any container registry:
 #   rh-e2e-base:bookworm  debootstrap minbase + sshd, curl, procps (reused when present;
 #                         another suite may reuse it, keep the name)
-#   rh-e2e-node:latest    base + user `ubuntu` (home, bash, key-only sshd) + entrypoint;
+#   rh-e2e-node:<project> base + user `ubuntu` (home, bash, key-only sshd) + entrypoint;
 #                         "bare" nodes run it (sshd only, agent comes by `cluster bootstrap`)
-#   rh-e2e-agent:latest   node + the host-built release `agent` + scripts/agent-boot.sh
+#   rh-e2e-agent:<project> node + the host-built release `agent` + scripts/agent-boot.sh
 # The Debian mirror is read at run time from the host's apt sources, never written here.
 # Usage: e2e/build-images.sh [--base-only] [--rebuild-base]
 # Env:   RH_E2E_TARGET_DIR  where the release binaries are (default: <repo>/target/release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. e2e/env.sh
 ROOT=$PWD
-BASE=rh-e2e-base:bookworm
-BUILD=$ROOT/e2e/.build
+BASE=$RH_E2E_BASE_IMAGE
+BUILD=$RH_E2E_STATE
 TARGET_DIR=${RH_E2E_TARGET_DIR:-$ROOT/target/release}
+mkdir -p "$BUILD"
 base_only=0 rebuild_base=0
 for a in "$@"; do
   case $a in
@@ -61,6 +63,7 @@ build_base() {
   # Small and deterministic: no apt lists or caches, no host keys (made per container).
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
   rm -f "$rootfs"/etc/ssh/ssh_host_*
+  find "$rootfs/var/log" -type f -delete
   mkdir -p "$rootfs/run/sshd"
   log "docker import -> $BASE"
   tar -C "$rootfs" -c . | docker import \
@@ -71,9 +74,10 @@ build_base() {
 build_node_images() {
   local ctx=$BUILD/image-ctx
   rm -rf "$ctx" && mkdir -p "$ctx"
+  sed "s|^FROM rh-e2e-node:.*|FROM $RH_E2E_NODE_IMAGE|" e2e/node/Dockerfile.agent >"$ctx/Dockerfile.agent"
   cp e2e/node/entrypoint.sh e2e/node/sshd_config "$ctx/"
-  log "docker build rh-e2e-node:latest"
-  docker build -q -t rh-e2e-node:latest -f e2e/node/Dockerfile.node "$ctx" >"$BUILD/docker-build.log" 2>&1 \
+  log "docker build $RH_E2E_NODE_IMAGE"
+  docker build -q -t "$RH_E2E_NODE_IMAGE" -f e2e/node/Dockerfile.node "$ctx" >"$BUILD/docker-build.log" 2>&1 \
     || { cat "$BUILD/docker-build.log" >&2; exit 1; }
 
   [ -x "$TARGET_DIR/agent" ] || { log "no agent binary at $TARGET_DIR/agent (cargo build --release -p agent)"; exit 1; }
@@ -84,8 +88,8 @@ build_node_images() {
     # Not merged yet: an empty marker; the entrypoint falls back to its own loop.
     : >"$ctx/agent-boot.sh"
   fi
-  log "docker build rh-e2e-agent:latest"
-  docker build -q -t rh-e2e-agent:latest -f e2e/node/Dockerfile.agent "$ctx" >"$BUILD/docker-build.log" 2>&1 \
+  log "docker build $RH_E2E_AGENT_IMAGE"
+  docker build -q -t "$RH_E2E_AGENT_IMAGE" -f "$ctx/Dockerfile.agent" "$ctx" >"$BUILD/docker-build.log" 2>&1 \
     || { cat "$BUILD/docker-build.log" >&2; exit 1; }
 }
 

@@ -11,14 +11,15 @@
 # Usage: e2e/cluster.sh up [--agents N] [--bare N]    (default 3 and 3)
 #        e2e/cluster.sh down
 #        e2e/cluster.sh logs DIR                       (every container's logs)
-# Env:   RH_E2E_PROJECT (default rh-e2e), RH_E2E_SUBNET (default 172.30.99) as
-#        the first three octets of a free /24.
+# Env:   RH_E2E_PROJECT, RH_E2E_SUBNET (first three octets of a free /24):
+#        defaults from e2e/env.sh, derived from the checkout path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. e2e/env.sh
 ROOT=$PWD
-PROJECT=${RH_E2E_PROJECT:-rh-e2e}
-SUBNET=${RH_E2E_SUBNET:-172.30.99}
-STATE=$ROOT/e2e/.build/$PROJECT
+PROJECT=$RH_E2E_PROJECT
+SUBNET=$RH_E2E_SUBNET
+STATE=$RH_E2E_STATE
 COMPOSE_FILE=$STATE/docker-compose.yml
 NETWORK=${PROJECT}_nodes
 log() { printf '[cluster %s] %s\n' "$PROJECT" "$*" >&2; }
@@ -34,10 +35,10 @@ gen_compose() {
     echo 'version: "2.4"'
     echo 'services:'
     for ((i = 1; i <= agents; i++)); do
-      node_service agent "$i" rh-e2e-agent:latest agent "$(agent_ip "$i")"
+      node_service agent "$i" "$RH_E2E_AGENT_IMAGE" agent "$(agent_ip "$i")"
     done
     for ((i = 1; i <= bare; i++)); do
-      node_service bare "$i" rh-e2e-node:latest bare "$(bare_ip "$i")"
+      node_service bare "$i" "$RH_E2E_NODE_IMAGE" bare "$(bare_ip "$i")"
     done
     echo 'networks:'
     echo '  nodes:'
@@ -169,8 +170,9 @@ logs() {
   for c in $(docker ps -a --filter "label=rh-e2e.project=$PROJECT" --format '{{.Names}}'); do
     docker logs "$c" >"$dir/$c.docker.log" 2>&1 || true
     # The agent's own log and audit files (no state files: those may hold values).
-    for f in $(docker exec "$c" find /home/ubuntu /var/log /tmp -xdev \
-                 \( -name '*.log' -o -name '*audit*' \) -type f 2>/dev/null); do
+    for f in $(docker exec "$c" find /home/ubuntu /tmp /var/log -xdev -type f \
+                 \( -path '/var/log/rh*' -o \( -not -path '/var/log/*' \
+                    \( -name '*.log' -o -name '*.log.*' -o -name '*audit*' \) \) \) 2>/dev/null); do
       docker cp "$c:$f" "$dir/$c.$(echo "${f#/}" | tr / _)" 2>/dev/null || true
     done
   done

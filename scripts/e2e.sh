@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The docker-compose end-to-end suite: builds the release binaries, the node
+# images (no registry: debootstrap base, reused when present), starts a
+# cluster of containers (3 agent nodes started by the boot script, 3 bare
+# nodes for `cluster bootstrap`), runs the e2e tests against it with the real
+# controller over real SSH, saves every container's logs to e2e/.build/logs/,
+# and tears the cluster down whatever happens.
+# Usage: scripts/e2e.sh [TEST_FILTER]
+# Env:   RH_E2E_NODES=3 (nodes per set), RH_E2E_KEEP=1 (leave the cluster up),
+#        RH_E2E_PROJECT / RH_E2E_SUBNET (see e2e/env.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+. e2e/env.sh
+NODES=${RH_E2E_NODES:-3}
+LOGS=$PWD/e2e/.build/logs
+start=$(date +%s)
+
+finish() {
+  local rc=$?
+  trap - EXIT INT TERM
+  step "e2e: saving container logs to e2e/.build/logs"
+  e2e/cluster.sh logs "$LOGS" || true
+  if [ "${RH_E2E_KEEP:-0}" = 1 ]; then
+    step "e2e: cluster left up (RH_E2E_KEEP=1): e2e/cluster.sh down"
+  else
+    e2e/cluster.sh down || true
+  fi
+  step "e2e: wall time $(( $(date +%s) - start )) s, exit $rc"
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+
+step "e2e: cargo build --release -p agent -p controller"
+cargo build --release --quiet -p agent -p controller
+
+step "e2e: node images"
+e2e/build-images.sh
+
+step "e2e: cluster up ($NODES agent nodes, $NODES bare nodes)"
+e2e/cluster.sh up --agents "$NODES" --bare "$NODES"
+
+step "e2e: tests"
+export RH_E2E_CLUSTER_ENV=$RH_E2E_STATE/cluster.env RH_E2E_LOGS=$LOGS
+export RH_E2E_CONTROLLER=$PWD/target/release/controller
+set +e
+cargo test --release -p e2e --test cluster -- --ignored --test-threads=1 ${1:+"$1"} 2>&1 \
+  | tee "$LOGS/tests.log"
+rc=${PIPESTATUS[0]}
+set -e
+grep -E '^test result:' "$LOGS/tests.log" | tail -n1 >&2 || true
+exit "$rc"
