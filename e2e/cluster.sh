@@ -148,10 +148,10 @@ ENV
   done
   # Agents started by the boot script: wait for /healthz (a missing agent is
   # reported, and left to the tests to fail on).
+  local deadline=$((SECONDS + 30))
   for c in $names_agent; do
-    for n in $(seq 1 50); do
-      docker exec "$c" curl -fsS -m 1 http://127.0.0.1:32300/healthz >/dev/null 2>&1 && break
-      if [ "$n" = 50 ]; then log "warning: no agent answers /healthz on $c"; fi
+    until docker exec "$c" curl -fsS -m 1 http://127.0.0.1:32300/healthz >/dev/null 2>&1; do
+      if ((SECONDS > deadline)); then log "warning: no agent answers /healthz on $c"; break; fi
       sleep 0.2
     done
   done
