@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod fingerprint;
+pub mod formats;
 pub mod fsutil;
 pub mod model;
 pub mod names;
