@@ -4,6 +4,7 @@
 //! Nothing here logs; no error message carries a secret value.
 
 pub mod apply;
+pub mod extract;
 pub mod fingerprint;
 pub mod formats;
 pub mod fsutil;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod names;
 pub mod providers;
 pub mod secret_value;
+pub mod store;
 pub mod wire;
 
 pub use model::{ProviderSecret, Secret};

@@ -167,3 +167,111 @@ fn missing_required_key_is_refused() {
         assert!(p.validate(&values).is_err(), "{}", p.id());
     }
 }
+
+/// Put a provider's fixture files at `path` (`~/...`) under `home`.
+fn place(home: &std::path::Path, p: &dyn Provider, path: &str, texts: &[SecretText]) {
+    for (name, text) in p.files(path).iter().zip(texts) {
+        let full = common::fsutil::expand_home(home, name);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text.expose_secret()).unwrap();
+    }
+}
+
+fn fixture_env(id: &str) -> std::collections::BTreeMap<String, String> {
+    read(id, "env.json")
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or_default()
+}
+
+#[test]
+fn extract_from_default_file_custom_path_and_env_vars() {
+    use common::extract::{extract, Sources};
+    let no_env = |_: &str| None;
+    for p in PROVIDERS {
+        let id = p.id();
+        // default file
+        if has_file(*p) {
+            let home = tempfile::tempdir().unwrap();
+            let default = p.default_path().unwrap_or("~/.ssh/id_rsa");
+            place(home.path(), *p, default, &sources(*p).unwrap());
+            let src = Sources {
+                home: home.path(),
+                env: &no_env,
+            };
+            let s = extract(&src, id, None, None, None)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{id}: default"));
+            assert_eq!(
+                (s.name.as_str(), s.path.as_deref()),
+                (id, Some(default)),
+                "{id}"
+            );
+            assert_eq!(s.values, expected(*p), "{id}");
+        }
+        // custom path (env-only providers: a JSON file), given absolute: stored in ~ form
+        let home = tempfile::tempdir().unwrap();
+        let texts = if has_file(*p) {
+            sources(*p).unwrap()
+        } else {
+            p.render("~/x", &expected(*p)).unwrap()
+        };
+        place(home.path(), *p, "~/custom/dir/creds", &texts);
+        let src = Sources {
+            home: home.path(),
+            env: &no_env,
+        };
+        let abs = home.path().join("custom/dir/creds");
+        let s = extract(&src, id, Some("named"), abs.to_str(), None)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id}: custom"));
+        assert_eq!(
+            (s.name.as_str(), s.path.as_deref()),
+            ("named", Some("~/custom/dir/creds")),
+            "{id}"
+        );
+        assert_eq!(s.values, expected(*p), "{id}");
+        assert!(
+            extract(&src, id, None, Some("~/nothing/here"), None)
+                .unwrap()
+                .is_none(),
+            "{id}"
+        );
+        // env vars, every one needed
+        let env = fixture_env(id);
+        if !env.is_empty() {
+            let home = tempfile::tempdir().unwrap();
+            let lookup = |k: &str| env.get(k).cloned();
+            let src = Sources {
+                home: home.path(),
+                env: &lookup,
+            };
+            let s = extract(&src, id, None, None, None)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{id}: env"));
+            assert_eq!(s.path, None);
+            for (key, var) in p.env_vars() {
+                assert_eq!(
+                    s.values[*key].expose_str(),
+                    Some(env[*var].as_str()),
+                    "{id}"
+                );
+            }
+            let (first_var, _) = env.iter().next().unwrap();
+            let partial = |k: &str| {
+                if k == first_var {
+                    None
+                } else {
+                    env.get(k).cloned()
+                }
+            };
+            let src = Sources {
+                home: home.path(),
+                env: &partial,
+            };
+            assert!(
+                extract(&src, id, None, None, None).unwrap().is_none(),
+                "{id}: partial env"
+            );
+        }
+    }
+}
