@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 . e2e/env.sh
 NODES=${RH_E2E_NODES:-3}
 LOGS=$PWD/e2e/.build/logs
+# The controller's temp HOME (fixtures): a short path, as the controller keeps
+# ssh control sockets under it (Unix socket paths are limited to 108 bytes).
+WORK=$(mktemp -d /tmp/rhe2e.XXXXXX)
 start=$(date +%s)
 
 finish() {
@@ -26,6 +29,7 @@ finish() {
   else
     e2e/cluster.sh down || true
   fi
+  rm -rf "$WORK"
   step "e2e: wall time $(( $(date +%s) - start )) s, exit $rc"
   exit "$rc"
 }
@@ -45,10 +49,10 @@ step "e2e: cluster up ($NODES agent nodes, $NODES bare nodes)"
 e2e/cluster.sh up --agents "$NODES" --bare "$NODES"
 
 step "e2e: tests"
-export RH_E2E_CLUSTER_ENV=$RH_E2E_STATE/cluster.env RH_E2E_LOGS=$LOGS
+export RH_E2E_CLUSTER_ENV=$RH_E2E_STATE/cluster.env RH_E2E_LOGS=$LOGS RH_E2E_WORK=$WORK
 export RH_E2E_CONTROLLER=$PWD/target/release/controller
 set +e
-cargo test --release -p e2e --test cluster -- --ignored --test-threads=1 ${1:+"$1"} 2>&1 \
+cargo test --release -p e2e --test cluster -- --ignored --test-threads=1 --nocapture ${1:+"$1"} 2>&1 \
   | tee "$LOGS/tests.log"
 rc=${PIPESTATUS[0]}
 set -e

@@ -16,8 +16,9 @@ fi
 export RH_E2E_SUFFIX=-bench
 . e2e/env.sh
 RUNS=${RH_BENCH_RUNS:-10}
-OUT=$RH_E2E_STATE/bench
-trap 'e2e/cluster.sh down || true' EXIT
+# Short path: the controller keeps ssh control sockets under its HOME.
+OUT=$(mktemp -d /tmp/rhe2e-bench.XXXXXX)
+trap 'e2e/cluster.sh down || true; rm -rf "$OUT"' EXIT
 trap 'exit 130' INT TERM
 
 step "40-e2e-sync: build (release), images, 32-node cluster"
@@ -27,7 +28,6 @@ e2e/cluster.sh up --agents 32 --bare 0
 . "$RH_E2E_STATE/cluster.env"
 read -r -a HOSTS <<<"$RH_E2E_AGENT_HOSTS"
 
-rm -rf "$OUT" && mkdir -p "$OUT"
 e2e/fixtures.sh "$OUT/fixtures" >/dev/null
 CONTROLLER=$PWD/target/release/controller
 ctl() {

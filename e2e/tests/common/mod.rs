@@ -195,8 +195,11 @@ impl Suite {
                 })
                 .collect()
         };
-        let state = PathBuf::from(get("RH_E2E_STATE"));
-        let work = state.join("run");
+        // A short path: the controller keeps ssh control sockets under its HOME,
+        // and a Unix socket path is limited to 108 bytes.
+        let work = std::env::var_os("RH_E2E_WORK")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/rhe2e.{}", std::process::id())));
         let _ = fs::remove_dir_all(&work);
         fs::create_dir_all(&work).expect("create run dir");
         let fixtures = work.join("fixtures");
