@@ -4,8 +4,11 @@
 
 use anyhow::Result;
 
-use crate::cli::{Command, SecretCommand};
+use crate::cli::Command;
 use crate::Context;
+
+pub mod providers;
+pub mod secret;
 
 /// Exit codes fixed by the interface.
 pub mod exit {
@@ -21,9 +24,10 @@ pub mod exit {
 pub struct UsageError(pub String);
 
 /// Run a parsed command.
-pub fn dispatch(command: Command, _ctx: &Context) -> Result<u8> {
+pub fn dispatch(command: Command, ctx: &Context) -> Result<u8> {
     match command {
-        Command::Providers(_) | Command::Secret(SecretCommand::Detect(_)) => todo_command("secret"),
+        Command::Providers(args) => providers::run(&args, ctx),
+        Command::Secret(command) => secret::run(command, ctx),
         other => todo_command(&format!("{other:?}")),
     }
 }
