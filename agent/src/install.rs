@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use common::apply::{self, secret_env_vars, secret_paths, FileStatus, TargetFile};
 use common::fsutil::confine;
 use common::names::{validate_env_name, validate_env_var_name, validate_secret_name};
-use common::providers::{self, Provider, ProviderError};
+use common::providers::{self, Merge, Provider, ProviderError, Removal};
 use common::wire::{
     FileOutcome, InstalledFile, InstalledSecret, InstalledVar, SecretResult, Status,
 };
@@ -165,6 +165,61 @@ pub(crate) fn plan(
     })
 }
 
+/// What `write_files` would do, without taking its lock: the lock creates
+/// missing directories, and a dry run must change nothing at all.
+fn preview_files(
+    provider: &dyn Provider,
+    files: &[TargetFile],
+    values: &common::Values,
+    overwrite: bool,
+) -> Result<Vec<FileOutcome>, ProviderError> {
+    provider.validate(values)?;
+    files
+        .iter()
+        .enumerate()
+        .map(|(index, file)| {
+            let existing = common::fsutil::read_optional(&file.path)?;
+            let (status, conflict_keys) =
+                match provider.merge(index, &file.display, existing.as_ref(), values, overwrite)? {
+                    Merge::Unchanged => (FileStatus::Unchanged, vec![]),
+                    Merge::Conflict(keys) => (FileStatus::Conflict, keys),
+                    Merge::Write(_) => (FileStatus::WouldWrite, vec![]),
+                };
+            Ok(FileOutcome {
+                path: file.display.clone(),
+                status,
+                conflict_keys,
+            })
+        })
+        .collect()
+}
+
+/// What `remove_files` would do, without its lock (a dry run changes nothing).
+fn preview_removal(
+    provider: &dyn Provider,
+    files: &[TargetFile],
+    values: &common::Values,
+) -> Result<Vec<FileOutcome>, ProviderError> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(index, file)| {
+            let status = match common::fsutil::read_optional(&file.path)? {
+                None => FileStatus::Unchanged,
+                Some(text) => match provider.remove(index, &file.display, &text, values)? {
+                    Removal::Unchanged => FileStatus::Unchanged,
+                    Removal::Write(_) | Removal::Delete => FileStatus::WouldWrite,
+                },
+            };
+            Ok(FileOutcome {
+                path: file.display.clone(),
+                status,
+                conflict_keys: vec![],
+            })
+        })
+        .collect()
+}
+
 fn file_status(outcomes: &[FileOutcome]) -> Status {
     apply::overall(outcomes).into()
 }
@@ -192,8 +247,12 @@ pub(crate) async fn apply(
         jobs.into_iter()
             .map(|job| {
                 job.map(|(provider, files, values)| {
-                    apply::write_files(provider, &files, &values, overwrite, dry_run)
-                        .map_err(ApiError::from)
+                    if dry_run {
+                        preview_files(provider, &files, &values, overwrite)
+                    } else {
+                        apply::write_files(provider, &files, &values, overwrite, false)
+                    }
+                    .map_err(ApiError::from)
                 })
             })
             .collect::<Vec<_>>()
@@ -393,12 +452,16 @@ pub(crate) async fn revoke(
                         })
                     })
                     .collect::<Result<Vec<_>, ProviderError>>()?;
-                all.extend(apply::remove_files(
-                    provider,
-                    &files,
-                    &install.values,
-                    dry_run,
-                )?);
+                if dry_run {
+                    all.extend(preview_removal(provider, &files, &install.values)?);
+                } else {
+                    all.extend(apply::remove_files(
+                        provider,
+                        &files,
+                        &install.values,
+                        false,
+                    )?);
+                }
             }
             Ok::<_, ProviderError>(all)
         })
