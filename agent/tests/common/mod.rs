@@ -42,7 +42,19 @@ impl TestAgent {
         let task = tokio::spawn(agent::serve(listener, state, async {
             let _ = rx.await;
         }));
-        let addr = wait_for_file(&state_dir.join("agent.addr"));
+        let addr_path = state_dir.join("agent.addr");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            match std::fs::read_to_string(&addr_path) {
+                Ok(text) if !text.trim().is_empty() => break text,
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent never wrote agent.addr"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
         let token = std::fs::read_to_string(state_dir.join("token")).unwrap();
         Self {
             url: format!("http://{}", addr.trim()),
