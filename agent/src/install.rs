@@ -7,6 +7,7 @@
 //! vars, never a value.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use axum::http::StatusCode;
 
@@ -165,6 +166,75 @@ pub(crate) fn plan(
     })
 }
 
+type FileJob = Option<(&'static dyn Provider, Vec<TargetFile>, common::Values)>;
+type FileResult = Option<Result<Vec<FileOutcome>, ApiError>>;
+
+/// Run the file jobs: jobs that share a directory run in request order, one
+/// after the other; groups with no directory in common run on parallel
+/// threads (their fsyncs overlap). Results come back in job order.
+fn write_all(jobs: Vec<FileJob>, overwrite: bool, dry_run: bool) -> Vec<FileResult> {
+    let dirs: Vec<Vec<&Path>> = jobs
+        .iter()
+        .map(|job| {
+            job.iter()
+                .flat_map(|(_, files, _)| files.iter().filter_map(|f| f.path.parent()))
+                .collect()
+        })
+        .collect();
+    // Group jobs transitively sharing a directory (n is small).
+    let mut group: Vec<usize> = (0..jobs.len()).collect();
+    for i in 0..jobs.len() {
+        for j in 0..i {
+            if dirs[i].iter().any(|d| dirs[j].contains(d)) {
+                let (from, to) = (group[i], group[j]);
+                group
+                    .iter_mut()
+                    .filter(|g| **g == from)
+                    .for_each(|g| *g = to);
+            }
+        }
+    }
+    let run = |job: &FileJob| -> FileResult {
+        job.as_ref().map(|(provider, files, values)| {
+            if dry_run {
+                preview_files(*provider, files, values, overwrite)
+            } else {
+                apply::write_files(*provider, files, values, overwrite, false)
+            }
+            .map_err(ApiError::from)
+        })
+    };
+    let mut groups: Vec<usize> = group.clone();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut results: Vec<FileResult> = (0..jobs.len()).map(|_| None).collect();
+    if groups.len() <= 1 {
+        for (i, job) in jobs.iter().enumerate() {
+            results[i] = run(job);
+        }
+        return results;
+    }
+    let done: Vec<Vec<(usize, FileResult)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                let members: Vec<usize> = (0..jobs.len()).filter(|i| group[*i] == *g).collect();
+                let jobs = &jobs;
+                let run = &run;
+                scope.spawn(move || members.into_iter().map(|i| (i, run(&jobs[i]))).collect())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    for (i, result) in done.into_iter().flatten() {
+        results[i] = result;
+    }
+    results
+}
+
 /// What `write_files` would do, without taking its lock: the lock creates
 /// missing directories, and a dry run must change nothing at all.
 fn preview_files(
@@ -235,7 +305,7 @@ pub(crate) async fn apply(
 ) -> Vec<Result<SecretResult, ApiError>> {
     let _guard = state.inner.write_lock.lock().await;
     // Every file write in one blocking task.
-    let jobs: Vec<_> = items
+    let jobs: Vec<FileJob> = items
         .iter()
         .map(|item| {
             item.files
@@ -243,32 +313,17 @@ pub(crate) async fn apply(
                 .map(|files| (item.provider, files, item.secret.values.clone()))
         })
         .collect();
-    let file_results = match tokio::task::spawn_blocking(move || {
-        jobs.into_iter()
-            .map(|job| {
-                job.map(|(provider, files, values)| {
-                    if dry_run {
-                        preview_files(provider, &files, &values, overwrite)
-                    } else {
-                        apply::write_files(provider, &files, &values, overwrite, false)
-                    }
-                    .map_err(ApiError::from)
-                })
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    {
-        Ok(results) => results,
-        Err(e) => {
-            let detail = format!("the file writer task failed: {e}");
-            return items
-                .iter()
-                .map(|_| Err(ApiError::internal(&detail)))
-                .collect();
-        }
-    };
-
+    let file_results =
+        match tokio::task::spawn_blocking(move || write_all(jobs, overwrite, dry_run)).await {
+            Ok(results) => results,
+            Err(e) => {
+                let detail = format!("the file writer task failed: {e}");
+                return items
+                    .iter()
+                    .map(|_| Err(ApiError::internal(&detail)))
+                    .collect();
+            }
+        };
     let mut results = Vec::with_capacity(items.len());
     let (mut installed_changed, mut envs_changed) = (false, false);
     for (item, file_result) in items.into_iter().zip(file_results) {
@@ -344,6 +399,7 @@ pub(crate) async fn apply(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             let record = installed.secrets.entry(name).or_default();
+            let before = record.clone();
             record.provider = item.secret.provider.clone();
             if let Some(files) = &item.files {
                 let paths: Vec<String> = files.iter().map(|f| f.display.clone()).collect();
@@ -359,7 +415,7 @@ pub(crate) async fn apply(
                     .retain(|v| !(v.env == var.env && v.var == var.var));
                 record.vars.push(var);
             }
-            installed_changed = true;
+            installed_changed |= *record != before;
         }
         results.push(Ok(result));
     }

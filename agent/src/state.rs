@@ -56,7 +56,7 @@ pub enum StartError {
 }
 
 /// One install of a secret's files: the display paths and the values written.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileInstall {
     pub(crate) paths: Vec<String>,
@@ -73,7 +73,7 @@ pub(crate) struct VarInstall {
 }
 
 /// Everything one secret installed on this node.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Record {
     #[serde(default)]

@@ -564,3 +564,43 @@ async fn status_and_audit_never_hold_values() {
     assert!(!audit.contains(SECRET), "{audit}");
     f.state.shutdown().await;
 }
+
+#[tokio::test]
+async fn sync_applies_items_on_one_file_in_order_and_others_in_parallel() {
+    let f = fixture().await;
+    let mut items = vec![];
+    for i in 0..6 {
+        items.push(
+            json!({"secret": {"name": format!("d{i}"), "provider": "custom",
+            "values": {"k": format!("v{i}")}}, "path": format!("~/dir{i}/c.json")}),
+        );
+    }
+    items.push(json!({"secret": {"name": "first", "provider": "custom", "values": {"k": "one"}}, "path": "~/same/x.json"}));
+    items.push(json!({"secret": {"name": "second", "provider": "custom", "values": {"k": "two"}}, "path": "~/same/x.json"}));
+    let body = json!({"items": items, "overwrite": true}).to_string();
+    let resp = f.post("/v1/sync", &body).await;
+    assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
+    let v: Value = serde_json::from_str(&resp.1).unwrap();
+    let names: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["d0", "d1", "d2", "d3", "d4", "d5", "first", "second"]
+    );
+    for i in 0..6 {
+        let file: Value = serde_json::from_str(
+            &std::fs::read_to_string(f.home().join(format!("dir{i}/c.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(file, json!({"k": format!("v{i}")}));
+    }
+    let same: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.home().join("same/x.json")).unwrap())
+            .unwrap();
+    assert_eq!(same, json!({"k": "two"}), "the later item wins");
+    f.state.shutdown().await;
+}
