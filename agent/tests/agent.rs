@@ -468,3 +468,80 @@ async fn non_loopback_without_tls_is_refused() {
     assert!(err.to_string().contains("not a loopback address"), "{err}");
     state.shutdown().await;
 }
+
+#[tokio::test]
+async fn tls_listener_serves_https() {
+    let home = tempfile::tempdir().unwrap();
+    let (cert, key) = (home.path().join("cert.pem"), home.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    let Ok(out) = made else {
+        eprintln!("SKIPPED: openssl is not installed");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut config = common::config(home.path());
+    config.tls = Some(agent::config::TlsConfig {
+        cert: cert.clone(),
+        key,
+    });
+    let agent = TestAgent::start(config).await;
+    let https = agent.url.replace("http://", "https://");
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .build()
+        .unwrap();
+    let health: Value = client
+        .get(format!("{https}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let resp = client
+        .get(format!("{https}/v1/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = client
+        .get(format!("{https}/v1/status"))
+        .bearer_auth(&agent.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // plain HTTP is not answered on a TLS listener
+    assert!(reqwest::get(format!("{}/healthz", agent.url))
+        .await
+        .is_err());
+    agent.stop().await;
+}
