@@ -7,6 +7,9 @@ use anyhow::Result;
 use crate::cli::{Command, SecretCommand};
 use crate::Context;
 
+pub mod login;
+pub mod vault;
+
 /// Exit codes fixed by the interface.
 pub mod exit {
     pub const OK: u8 = 0;
@@ -24,6 +27,9 @@ pub struct UsageError(pub String);
 pub fn dispatch(command: Command, _ctx: &Context) -> Result<u8> {
     match command {
         Command::Providers(_) | Command::Secret(SecretCommand::Detect(_)) => todo_command("secret"),
+        Command::Login(args) => login::run_login(args, _ctx),
+        Command::Logout(args) => login::run_logout(args, _ctx),
+        Command::Vault(command) => vault::run(command, _ctx),
         other => todo_command(&format!("{other:?}")),
     }
 }
