@@ -276,6 +276,26 @@ fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// A short reason for a transport error: what failed and its root cause.
+fn describe_transport(err: &reqwest::Error) -> String {
+    let mut root: &(dyn std::error::Error + 'static) = err;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    if std::ptr::addr_eq(root, err as &(dyn std::error::Error + 'static)) {
+        what.to_owned()
+    } else {
+        format!("{what} ({root})")
+    }
+}
+
 /// Whether a transport error is a TLS failure (certificate, handshake).
 fn is_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -419,7 +439,7 @@ impl VaultClient {
                 let response = match request.send().await {
                     Ok(r) => r,
                     Err(e) => {
-                        let reason = chain_text(&e);
+                        let reason = describe_transport(&e);
                         tracing::debug!(url = %url, "request failed: {reason}");
                         if is_tls_error(&e) && tls.is_none() {
                             tls = Some((url.clone(), reason.clone()));
@@ -510,7 +530,7 @@ impl VaultClient {
         let result = self.http.get(format!("{url}/v1/sys/health")).send().await;
         match result {
             Err(e) => {
-                let reason = chain_text(&e);
+                let reason = describe_transport(&e);
                 let state = if is_tls_error(&e) {
                     "tls-error"
                 } else {

@@ -317,7 +317,7 @@ pub async fn push(
                         Status::Conflict,
                         Some(r.version),
                         Some(format!(
-                            "changed remotely since {} (now version {}): pull it first, or push with --overwrite",
+                            "changed remotely since {}; it is now version {}: pull it first, or push with --overwrite",
                             describe_known(k),
                             r.version
                         )),
@@ -354,7 +354,7 @@ pub async fn push(
                     Status::Conflict,
                     Some(current),
                     Some(format!(
-                        "changed remotely since {since} (now version {current}): pull it first, or push with --overwrite"
+                        "changed remotely since {since}; it is now version {current}: pull it first, or push with --overwrite"
                     )),
                 ));
             }
