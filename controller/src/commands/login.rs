@@ -272,11 +272,7 @@ fn status_word(status: FileStatus) -> &'static str {
 /// Every saved secret, then every detected one not saved under the same name.
 fn all_local_secrets(ctx: &Context) -> Result<Vec<Secret>> {
     let mut secrets = Vec::new();
-    for name in local::list(&ctx.home).map_err(anyhow::Error::msg)? {
-        if let Some(secret) = local::load(&ctx.home, &name).map_err(anyhow::Error::msg)? {
-            secrets.push(secret);
-        }
-    }
+    secrets.extend(local::list(&ctx.home)?);
     let env = |k: &str| ctx.var(k).map(str::to_owned);
     let (detected, warnings) = local::detect(&ctx.home, &env);
     for w in warnings {
@@ -343,10 +339,7 @@ pub fn run_logout(args: LogoutArgs, ctx: &Context) -> Result<u8> {
         );
         return Ok(exit::OK);
     }
-    let saved: BTreeSet<String> = local::list(home)
-        .map_err(anyhow::Error::msg)?
-        .into_iter()
-        .collect();
+    let saved: BTreeSet<String> = local::list(home)?.into_iter().map(|s| s.name).collect();
     let secrets = all_local_secrets(ctx)?;
     let mut failed = false;
     for secret in &secrets {

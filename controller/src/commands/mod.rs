@@ -4,10 +4,12 @@
 
 use anyhow::Result;
 
-use crate::cli::{Command, SecretCommand};
+use crate::cli::Command;
 use crate::Context;
 
 pub mod login;
+pub mod providers;
+pub mod secret;
 pub mod vault;
 
 /// Exit codes fixed by the interface.
@@ -24,12 +26,13 @@ pub mod exit {
 pub struct UsageError(pub String);
 
 /// Run a parsed command.
-pub fn dispatch(command: Command, _ctx: &Context) -> Result<u8> {
+pub fn dispatch(command: Command, ctx: &Context) -> Result<u8> {
     match command {
-        Command::Providers(_) | Command::Secret(SecretCommand::Detect(_)) => todo_command("secret"),
-        Command::Login(args) => login::run_login(args, _ctx),
-        Command::Logout(args) => login::run_logout(args, _ctx),
-        Command::Vault(command) => vault::run(command, _ctx),
+        Command::Providers(args) => providers::run(&args, ctx),
+        Command::Secret(command) => secret::run(command, ctx),
+        Command::Login(args) => login::run_login(args, ctx),
+        Command::Logout(args) => login::run_logout(args, ctx),
+        Command::Vault(command) => vault::run(command, ctx),
         other => todo_command(&format!("{other:?}")),
     }
 }

@@ -110,7 +110,7 @@ pub(crate) fn local_secret(
     name: &str,
     detected: &mut Option<Vec<Secret>>,
 ) -> Result<Option<Secret>> {
-    if let Some(secret) = local::load(&ctx.home, name).map_err(anyhow::Error::msg)? {
+    if let Some(secret) = local::load(&ctx.home, name)? {
         return Ok(Some(secret));
     }
     let detected = detected.get_or_insert_with(|| {
