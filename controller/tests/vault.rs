@@ -530,3 +530,76 @@ fn tls_with_the_ca_works_and_without_it_fails_naming_url_and_ca() {
         "{run:?}"
     );
 }
+
+#[test]
+fn detected_provider_secrets_upload_download_and_logout() {
+    let Some(server) = DevServer::start() else {
+        return;
+    };
+    const AWS_ID: &str = "AKIAVAULTTEST0000001";
+    const AWS_KEY: &str = "sv-aws-secret-key-e2b7";
+    const OPENAI: &str = "sk-sv-openai-3c4d5e";
+    // Machine A: nothing saved; aws in its file, openai in the environment.
+    let mut a = home_for(&server, "alice");
+    a.env.retain(|(k, _)| k != "VAULT_ADDR");
+    a.forbidden
+        .extend([AWS_KEY.to_string(), OPENAI.to_string()]);
+    std::fs::create_dir_all(a.file(".aws")).unwrap();
+    std::fs::write(
+        a.file(".aws/credentials"),
+        format!("[default]\naws_access_key_id = {AWS_ID}\naws_secret_access_key = {AWS_KEY}\n"),
+    )
+    .unwrap();
+    a.set_env("OPENAI_API_KEY", OPENAI);
+    let run = a.ok(&["login", "--url", &server.url, "--upload", "--json"]);
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    let pushed: Vec<&str> = doc["upload"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["status"] == "pushed")
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        pushed.contains(&"aws") && pushed.contains(&"openai"),
+        "{doc}"
+    );
+
+    // Machine B: another profile in ~/.aws/credentials is kept by the download.
+    let mut b = home_for(&server, "alice");
+    b.env.retain(|(k, _)| k != "VAULT_ADDR");
+    b.forbidden
+        .extend([AWS_KEY.to_string(), OPENAI.to_string()]);
+    std::fs::create_dir_all(b.file(".aws")).unwrap();
+    std::fs::write(
+        b.file(".aws/credentials"),
+        "[work]\naws_access_key_id = AKIAOTHER\n",
+    )
+    .unwrap();
+    b.ok(&["login", "--url", &server.url, "--download"]);
+    let text = std::fs::read_to_string(b.file(".aws/credentials")).unwrap();
+    assert!(
+        text.contains("[work]\naws_access_key_id = AKIAOTHER"),
+        "{text}"
+    );
+    assert!(
+        text.contains(AWS_KEY) && text.contains(AWS_ID),
+        "aws values missing"
+    );
+    assert_eq!(mode(&b.file(".aws/credentials")), 0o600);
+    assert_eq!(
+        saved(&b, "openai").unwrap().values["api_key"].expose_str(),
+        Some(OPENAI)
+    );
+
+    // Logout on A: the aws file goes, openai is named as a shell variable to unset.
+    let run = a.ok(&["logout", "--yes"]);
+    assert!(
+        run.stderr
+            .contains("Delete credentials in [~/.aws/credentials] for aws? [y/N]"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("OPENAI_API_KEY"), "{run:?}");
+    assert!(!a.file(".aws/credentials").exists());
+    assert!(!a.file(".rh/config").exists());
+}
