@@ -172,12 +172,7 @@ ctl() { # ctl HOME ARGS...: the controller with that home; output kept for the l
 save_secret() { # save_secret HOME NAME VALUE
   local json=$WORK/values.json
   printf '{"api_key": "%s"}' "$3" >"$json"
-  if ! ctl "$1" secret create "$2" --values-json "$json" >/dev/null 2>&1 \
-    && ! ctl "$1" secret create "$2" --values-json "$json" --force >/dev/null 2>&1; then
-    mkdir -p "$1/.rh/secrets" && chmod 700 "$1/.rh" "$1/.rh/secrets"
-    printf '{"name": "%s", "values": {"api_key": "%s"}}\n' "$2" "$3" >"$1/.rh/secrets/$2.json"
-    chmod 600 "$1/.rh/secrets/$2.json"
-  fi
+  ctl "$1" secret create "$2" --values-json "$json" --force >/dev/null || ko "secret create $2"
   rm -f "$json"
 }
 remote_value() { # remote_value NAME: the api_key stored remotely (read via any live node)

