@@ -90,7 +90,7 @@ ensure_bao_image() {
   mkdir -p "$ctx"
   cp "$BAO" "$ctx/bao"
   printf 'FROM %s\nCOPY bao /usr/local/bin/bao\nRUN mkdir -p /bao/data /etc/bao\n' "$BASE" >"$ctx/Dockerfile"
-  docker build -q -t "$IMAGE" "$ctx" >/dev/null
+  docker build -q -t "$IMAGE" "$ctx" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
 }
 
 controller_bin() {

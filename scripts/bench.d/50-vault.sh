@@ -33,16 +33,18 @@ for i in $(seq -w 1 16); do
   n=bench$i
   NAMES+=("$n")
   printf '{"api_key": "value-%s-%s", "secret": "s-%s"}' "$n" "$RANDOM$RANDOM" "$RANDOM" \
-    | HOME=$A "$CONTROLLER" secret create "$n" --provider bench --values-json - >/dev/null
+    | HOME=$A "$CONTROLLER" secret create "$n" --provider bench --values-json - >/dev/null 2>&1
 done
 
 ms() { date +%s%N; }
 t0=$(ms); HOME=$A "$CONTROLLER" vault push "${NAMES[@]}" >/dev/null; t1=$(ms)
 HOME=$A "$CONTROLLER" vault push "${NAMES[@]}" >/dev/null; t2=$(ms)
 HOME=$B "$CONTROLLER" vault pull "${NAMES[@]}" >/dev/null; t3=$(ms)
+HOME=$B "$CONTROLLER" vault pull "${NAMES[@]}" >/dev/null; t4=$(ms)
 printf 'vault push 16 new secrets:        %6.1f ms\n' "$(echo "($t1-$t0)/1000000" | bc -l)"
 printf 'vault push 16 unchanged secrets:  %6.1f ms\n' "$(echo "($t2-$t1)/1000000" | bc -l)"
 printf 'vault pull 16 secrets (empty):    %6.1f ms\n' "$(echo "($t3-$t2)/1000000" | bc -l)"
+printf 'vault pull 16 unchanged secrets:  %6.1f ms\n' "$(echo "($t4-$t3)/1000000" | bc -l)"
 if command -v hyperfine >/dev/null; then
   export A B CONTROLLER
   hyperfine -N --warmup 2 --runs 20 --style basic \

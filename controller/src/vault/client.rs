@@ -615,6 +615,19 @@ impl VaultClient {
             .keys
             .into_iter()
             .filter(|k| !k.ends_with('/'))
+            .filter(|k| {
+                // Names that cannot be local secret names are not ours.
+                let ok = common::names::validate_secret_name(k).is_ok();
+                if !ok {
+                    tracing::warn!(
+                        "skipping {} under {}/{}: not a secret name",
+                        k.escape_debug(),
+                        self.mount,
+                        self.prefix
+                    );
+                }
+                ok
+            })
             .collect();
         keys.sort();
         Ok(keys)
