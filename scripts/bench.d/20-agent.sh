@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Agent benchmark (loopback only, temp home, a few seconds): start to healthy
+# /healthz, idle RSS of the agent plus its base_env host, /v1/sync of 16
+# secrets (p50/p90), and requests/s with 64 concurrent clients. Uses the
+# release agent in $RH_BIN_DIR (default target/release; scripts/bench.sh
+# builds it) and builds the small driver `agent/examples/agent_bench.rs`.
+# Figures only, never asserted.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin_dir="${RH_BIN_DIR:-$PWD/target/release}"
+[ -x "$bin_dir/agent" ] || cargo build --release --quiet -p agent
+cargo build --release --quiet -p agent --example agent_bench
+echo "agent binary: $(du -h "$bin_dir/agent" | cut -f1)"
+target/release/examples/agent_bench "$bin_dir/agent"
