@@ -765,10 +765,14 @@ fn probe_body(path: &str) -> String {
 #[test]
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t10_agent_refuses_unauthenticated_and_escaping_requests_from_inside_a_node() {
+    // Talks to the agent directly: needs the boot script's agent, not the controller.
     let s = suite();
-    boot_cluster(s);
     let n = &s.agents[0];
     let c = n.container.as_str();
+    assert!(
+        wait_agent(c, Duration::from_secs(30)),
+        "{c}: no agent answers /healthz (boot script)"
+    );
     let token = exec(c, &["cat", &abs(".rh/agent/token")]);
     token.assert_code(0);
     let token = token.stdout.trim().to_string();
