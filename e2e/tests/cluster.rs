@@ -638,7 +638,7 @@ fn t09_kill9_of_the_agent_during_a_sync_loop_leaves_no_torn_file() {
                 &mut problems,
                 &format!("right after kill {round}"),
             );
-            if !wait_agent(c, Duration::from_secs(10)) {
+            if !wait_agent(c, Duration::from_secs(20)) {
                 eprintln!("{c}: the agent is not restarted after kill -9; restarting the node");
                 docker(&["restart", "-t", "1", c]).assert_code(0);
                 assert!(wait_agent(c, Duration::from_secs(30)), "{c}: no agent");
