@@ -62,6 +62,19 @@ for n in 1 8 32; do
   printf 'e2e sync, 16 secrets, %2d node(s): median %5d ms  (min %d, max %d, %d runs)\n' \
     "$n" "${MED[$n]}" "$(sort -n "$OUT/sync-$n.ms" | head -n1)" "$(sort -n "$OUT/sync-$n.ms" | tail -n1)" "$RUNS"
 done
+# The floor under those figures: a bare `ssh HOST true` (new connection, key
+# exchange, auth) to 1 node, and to all 32 at once, from this host.
+ssh_floor() {
+  local t0 t1
+  t0=$(now_ms)
+  printf '%s\n' "${HOSTS[@]:0:$1}" | xargs -P "$1" -I{} ssh -F "$RH_E2E_SSH_CONFIG" {} true
+  t1=$(now_ms)
+  echo $((t1 - t0))
+}
+for n in 1 32; do
+  for _ in 1 2 3 4 5; do ssh_floor "$n"; done >"$OUT/ssh-$n.ms"
+  printf 'reference: bare `ssh true` to %2d node(s) in parallel: median %d ms\n' "$n" "$(median <"$OUT/ssh-$n.ms")"
+done
 verdict() { if [ "$1" = 1 ]; then echo "ok"; else echo "MISSED"; fi; }
 ratio=$(awk -v a="${MED[32]}" -v b="${MED[1]}" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}')
 echo "target 1 node <= 150 ms: $(verdict $(( MED[1] <= 150 )))"
