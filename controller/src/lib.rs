@@ -11,3 +11,6 @@ pub mod context;
 pub mod output;
 
 pub use context::Context;
+pub mod clusters;
+pub mod envs;
+pub mod transport;

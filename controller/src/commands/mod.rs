@@ -4,6 +4,14 @@
 
 use anyhow::Result;
 
+pub mod cluster;
+pub mod env;
+pub mod revoke;
+pub mod run;
+pub mod send;
+pub mod status;
+pub mod sync;
+
 use crate::cli::{Command, SecretCommand};
 use crate::Context;
 
@@ -21,8 +29,15 @@ pub mod exit {
 pub struct UsageError(pub String);
 
 /// Run a parsed command.
-pub fn dispatch(command: Command, _ctx: &Context) -> Result<u8> {
+pub fn dispatch(command: Command, ctx: &Context) -> Result<u8> {
     match command {
+        Command::Cluster(c) => cluster::run(c, ctx),
+        Command::Sync(a) => sync::run(a, ctx),
+        Command::Send(a) => send::run(a, ctx),
+        Command::Env(c) => env::run(c, ctx),
+        Command::Run(a) => run::run(a, ctx),
+        Command::Status(a) => status::run(a, ctx),
+        Command::Revoke(a) => revoke::run(a, ctx),
         Command::Providers(_) | Command::Secret(SecretCommand::Detect(_)) => todo_command("secret"),
         other => todo_command(&format!("{other:?}")),
     }
