@@ -4,12 +4,15 @@
 //! Nothing here logs; no error message carries a secret value.
 
 pub mod apply;
+pub mod extract;
 pub mod fingerprint;
+pub mod formats;
 pub mod fsutil;
 pub mod model;
 pub mod names;
 pub mod providers;
 pub mod secret_value;
+pub mod store;
 pub mod wire;
 
 pub use model::{ProviderSecret, Secret};

@@ -15,7 +15,24 @@ use thiserror::Error;
 use crate::fsutil::PathError;
 use crate::secret_value::{SecretText, Values};
 
+pub mod anthropic;
+pub mod aws;
+pub mod azure;
+pub mod cohere;
+pub mod docker;
+pub mod env_only;
+pub mod gcp;
 pub mod generic;
+pub mod github;
+pub mod huggingface;
+pub mod kubernetes;
+pub mod lambda;
+pub mod langchain;
+pub mod openai;
+pub mod pinecone;
+pub mod sky;
+pub mod ssh;
+pub mod wandb;
 
 /// Something wrong with a provider, its file or its values.
 #[derive(Debug, Error)]
@@ -123,16 +140,49 @@ pub trait Provider: Sync + Send {
     /// Check values before anything is written: required keys present, and
     /// no value the file format cannot hold (a newline in an INI value...).
     fn validate(&self, values: &Values) -> Result<(), ProviderError> {
-        for key in self.required_keys() {
-            if !values.contains_key(*key) {
-                return Err(ProviderError::MissingKey {
-                    provider: self.id().into(),
-                    key: (*key).into(),
-                });
-            }
-        }
-        Ok(())
+        check_required(self, values)
     }
+    /// The files for `values` at `path`, rendered from nothing (aligned with
+    /// [`Provider::files`]): what [`Provider::merge`] writes into missing files.
+    fn render(&self, path: &str, values: &Values) -> Result<Vec<SecretText>, ProviderError> {
+        self.validate(values)?;
+        self.files(path)
+            .iter()
+            .enumerate()
+            .map(
+                |(index, file)| match self.merge(index, file, None, values, true)? {
+                    Merge::Write(text) => Ok(text),
+                    _ => Ok(SecretText::default()),
+                },
+            )
+            .collect()
+    }
+}
+
+/// Every required key of `provider` is in `values`.
+pub fn check_required<P: Provider + ?Sized>(
+    provider: &P,
+    values: &Values,
+) -> Result<(), ProviderError> {
+    for key in provider.required_keys() {
+        if !values.contains_key(*key) {
+            return Err(ProviderError::MissingKey {
+                provider: provider.id().into(),
+                key: (*key).into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The first (usually only) file given to [`Provider::parse`].
+pub(crate) fn first_file<'a, 'b, P: Provider + ?Sized>(
+    provider: &P,
+    files: &'b [SourceFile<'a>],
+) -> Result<&'b SourceFile<'a>, ProviderError> {
+    files.first().ok_or_else(|| ProviderError::NoPath {
+        provider: provider.id().into(),
+    })
 }
 
 impl std::fmt::Debug for dyn Provider {
@@ -142,7 +192,24 @@ impl std::fmt::Debug for dyn Provider {
 }
 
 /// The builtin providers, in the reference order.
-pub static PROVIDERS: &[&dyn Provider] = &[];
+pub static PROVIDERS: &[&dyn Provider] = &[
+    &aws::AWS,
+    &azure::AZURE,
+    &gcp::GCP,
+    &github::GITHUB,
+    &huggingface::HUGGINGFACE,
+    &kubernetes::KUBERNETES,
+    &lambda::LAMBDA,
+    &docker::DOCKER,
+    &ssh::SSH,
+    &sky::SKY,
+    &anthropic::ANTHROPIC,
+    &cohere::COHERE,
+    &langchain::LANGCHAIN,
+    &openai::OPENAI,
+    &pinecone::PINECONE,
+    &wandb::WANDB,
+];
 
 /// The builtin provider with this id.
 pub fn lookup(id: &str) -> Option<&'static dyn Provider> {
@@ -190,4 +257,56 @@ pub fn reject_newlines(provider: &str, values: &Values) -> Result<(), ProviderEr
         }
     }
     Ok(())
+}
+
+/// Helpers for the providers' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Parse one file's text as `provider` would read it from `~/f`.
+    pub(crate) fn parse_one(provider: &dyn Provider, text: &str) -> Result<Values, ProviderError> {
+        let text = SecretText::new(text.to_owned());
+        provider.parse(&[SourceFile {
+            path: "~/f",
+            text: &text,
+        }])
+    }
+
+    /// The text of a `Merge::Write`, panicking on anything else.
+    pub(crate) fn expect_write(merge: Result<Merge, ProviderError>) -> String {
+        match merge {
+            Ok(Merge::Write(text)) => text.expose_secret().to_owned(),
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn registry_order_and_ids() {
+        assert_eq!(
+            builtin_ids(),
+            [
+                "aws",
+                "azure",
+                "gcp",
+                "github",
+                "huggingface",
+                "kubernetes",
+                "lambda",
+                "docker",
+                "ssh",
+                "sky",
+                "anthropic",
+                "cohere",
+                "langchain",
+                "openai",
+                "pinecone",
+                "wandb"
+            ]
+        );
+        let err = builtin("nope").unwrap_err().to_string();
+        assert!(err.contains("aws, azure") && err.contains("wandb"), "{err}");
+        assert_eq!(for_secret(Some("custom")).id(), "generic");
+        assert_eq!(for_secret(Some("aws")).id(), "aws");
+    }
 }

@@ -1,0 +1,186 @@
+//! GitHub CLI: `~/.config/gh/hosts.yml`. The values are the `github.com:`
+//! mapping (user, oauth_token, git_protocol, ...). Merging changes only that
+//! host's keys; other hosts and keys stay (the YAML is re-rendered, so
+//! comments are not kept when the file changes; an unchanged file is untouched).
+
+use serde_yaml::{Mapping, Value as Yaml};
+
+use super::{Merge, Provider, ProviderError, Removal, SourceFile};
+use crate::formats::yaml;
+use crate::secret_value::{SecretText, SecretValue, Values};
+
+/// The GitHub provider.
+#[derive(Debug)]
+pub struct GitHub;
+
+/// The one instance.
+pub static GITHUB: GitHub = GitHub;
+
+const HOST: &str = "github.com";
+
+fn host_entry<'a>(path: &str, doc: &'a mut Mapping) -> Result<&'a mut Mapping, ProviderError> {
+    let entry = doc
+        .entry(yaml::key(HOST))
+        .or_insert_with(|| Yaml::Mapping(Mapping::new()));
+    if entry.is_null() {
+        *entry = Yaml::Mapping(Mapping::new());
+    }
+    entry
+        .as_mapping_mut()
+        .ok_or_else(|| ProviderError::malformed(path, None, "github.com is not a mapping"))
+}
+
+impl Provider for GitHub {
+    fn id(&self) -> &'static str {
+        "github"
+    }
+    fn default_path(&self) -> Option<&'static str> {
+        Some("~/.config/gh/hosts.yml")
+    }
+    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    fn value_keys(&self) -> &'static [&'static str] {
+        &["user", "oauth_token", "git_protocol"]
+    }
+    fn required_keys(&self) -> &'static [&'static str] {
+        &["oauth_token"]
+    }
+    fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
+        let f = super::first_file(self, files)?;
+        let doc = yaml::parse_mapping(f.path, f.text)?;
+        let Some(entry) = doc.get(HOST) else {
+            return Err(ProviderError::malformed(
+                f.path,
+                None,
+                "no github.com entry",
+            ));
+        };
+        let serde_json::Value::Object(map) = yaml::to_json(f.path, entry)? else {
+            return Err(ProviderError::malformed(
+                f.path,
+                None,
+                "github.com is not a mapping",
+            ));
+        };
+        let values: Values = map
+            .into_iter()
+            .map(|(k, v)| (k, SecretValue::new(v)))
+            .collect();
+        super::check_required(self, &values)
+            .map_err(|_| ProviderError::malformed(f.path, None, "github.com has no oauth_token"))?;
+        Ok(values)
+    }
+    fn merge(
+        &self,
+        _index: usize,
+        path: &str,
+        existing: Option<&SecretText>,
+        values: &Values,
+        overwrite: bool,
+    ) -> Result<Merge, ProviderError> {
+        let mut doc = match existing {
+            Some(t) => yaml::parse_mapping(path, t)?,
+            None => Mapping::new(),
+        };
+        let entry = host_entry(path, &mut doc)?;
+        let mut changed = existing.is_none();
+        let mut conflicts = Vec::new();
+        for (key, value) in values {
+            let new = yaml::from_json(value.expose_secret());
+            match entry.get(key.as_str()) {
+                Some(old) if *old == new => {}
+                Some(_) if !overwrite => conflicts.push(key.clone()),
+                _ => {
+                    entry.insert(yaml::key(key), new);
+                    changed = true;
+                }
+            }
+        }
+        Ok(if !conflicts.is_empty() {
+            Merge::Conflict(conflicts)
+        } else if changed {
+            Merge::Write(yaml::render(&doc))
+        } else {
+            Merge::Unchanged
+        })
+    }
+    fn remove(
+        &self,
+        _index: usize,
+        path: &str,
+        existing: &SecretText,
+        values: &Values,
+    ) -> Result<Removal, ProviderError> {
+        let mut doc = yaml::parse_mapping(path, existing)?;
+        let Some(entry) = doc.get_mut(HOST).and_then(Yaml::as_mapping_mut) else {
+            return Ok(Removal::Unchanged);
+        };
+        let before = entry.len();
+        for (key, value) in values {
+            if entry.get(key.as_str()) == Some(&yaml::from_json(value.expose_secret())) {
+                entry.remove(key.as_str());
+            }
+        }
+        if entry.len() == before {
+            return Ok(Removal::Unchanged);
+        }
+        if entry.is_empty() {
+            doc.remove(HOST);
+        }
+        Ok(if doc.is_empty() {
+            Removal::Delete
+        } else {
+            Removal::Write(yaml::render(&doc))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::testing::{expect_write, parse_one};
+    use crate::secret_value::values_from;
+
+    const HOSTS: &str = "github.com:\n    user: octo\n    oauth_token: gho_fixture\n    git_protocol: https\nghe.corp.example:\n    user: me\n    oauth_token: ghe_other\n";
+
+    #[test]
+    fn parse_merge_keeps_other_hosts_and_remove() {
+        let v = parse_one(&GITHUB, HOSTS).unwrap();
+        assert_eq!(
+            v,
+            values_from([
+                ("user", "octo"),
+                ("oauth_token", "gho_fixture"),
+                ("git_protocol", "https")
+            ])
+        );
+        let existing = SecretText::new(HOSTS.into());
+        assert_eq!(
+            GITHUB.merge(0, "~/h", Some(&existing), &v, false).unwrap(),
+            Merge::Unchanged
+        );
+        let new = values_from([("oauth_token", "gho_new")]);
+        assert_eq!(
+            GITHUB
+                .merge(0, "~/h", Some(&existing), &new, false)
+                .unwrap(),
+            Merge::Conflict(vec!["oauth_token".into()])
+        );
+        let out = expect_write(GITHUB.merge(0, "~/h", Some(&existing), &new, true));
+        let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(
+            doc["ghe.corp.example"]["oauth_token"].as_str(),
+            Some("ghe_other")
+        );
+        assert_eq!(doc["github.com"]["oauth_token"].as_str(), Some("gho_new"));
+        assert_eq!(doc["github.com"]["user"].as_str(), Some("octo"));
+        let Removal::Write(left) = GITHUB.remove(0, "~/h", &existing, &v).unwrap() else {
+            panic!("expected a write")
+        };
+        let doc: serde_yaml::Value = serde_yaml::from_str(left.expose_secret()).unwrap();
+        assert!(doc.get("github.com").is_none());
+        assert_eq!(doc["ghe.corp.example"]["user"].as_str(), Some("me"));
+        assert!(parse_one(&GITHUB, "other.host:\n  user: x\n").is_err());
+    }
+}

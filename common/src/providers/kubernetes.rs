@@ -1,0 +1,240 @@
+//! Kubernetes: `~/.kube/config`. The values are the whole parsed kubeconfig,
+//! one value per top-level key (apiVersion, clusters, contexts, users,
+//! current-context, ...). Merging merges the named lists (`clusters`,
+//! `contexts`, `users`) entry by entry by `name`: other entries stay; the same
+//! name with different content is a conflict (`clusters/NAME`) unless
+//! overwriting. Other keys merge like JSON keys.
+
+use serde_yaml::{Mapping, Value as Yaml};
+
+use super::{Merge, Provider, ProviderError, Removal, SourceFile};
+use crate::formats::yaml;
+use crate::secret_value::{SecretText, SecretValue, Values};
+
+/// The Kubernetes provider.
+#[derive(Debug)]
+pub struct Kubernetes;
+
+/// The one instance.
+pub static KUBERNETES: Kubernetes = Kubernetes;
+
+/// Lists whose entries are identified by their `name`.
+const NAMED_LISTS: &[&str] = &["clusters", "contexts", "users"];
+/// Keys only removed when nothing else is left.
+const STRUCTURAL: &[&str] = &["apiVersion", "kind", "preferences"];
+
+fn entry_name(entry: &Yaml) -> Option<&str> {
+    entry.get("name").and_then(Yaml::as_str)
+}
+
+fn list_mut<'a>(
+    path: &str,
+    doc: &'a mut Mapping,
+    key: &str,
+) -> Result<&'a mut Vec<Yaml>, ProviderError> {
+    let slot = doc
+        .entry(yaml::key(key))
+        .or_insert_with(|| Yaml::Sequence(vec![]));
+    if slot.is_null() {
+        *slot = Yaml::Sequence(vec![]);
+    }
+    slot.as_sequence_mut()
+        .ok_or_else(|| ProviderError::malformed(path, None, format!("{key} is not a list")))
+}
+
+impl Provider for Kubernetes {
+    fn id(&self) -> &'static str {
+        "kubernetes"
+    }
+    fn default_path(&self) -> Option<&'static str> {
+        Some("~/.kube/config")
+    }
+    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    fn value_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn required_keys(&self) -> &'static [&'static str] {
+        &["clusters"]
+    }
+    fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
+        let f = super::first_file(self, files)?;
+        let doc = yaml::parse_mapping(f.path, f.text)?;
+        let serde_json::Value::Object(map) = yaml::to_json(f.path, &Yaml::Mapping(doc))? else {
+            return Err(ProviderError::malformed(f.path, None, "expected a mapping"));
+        };
+        if !map.contains_key("clusters") {
+            return Err(ProviderError::malformed(f.path, None, "no clusters"));
+        }
+        Ok(map
+            .into_iter()
+            .map(|(k, v)| (k, SecretValue::new(v)))
+            .collect())
+    }
+    fn merge(
+        &self,
+        _index: usize,
+        path: &str,
+        existing: Option<&SecretText>,
+        values: &Values,
+        overwrite: bool,
+    ) -> Result<Merge, ProviderError> {
+        let mut doc = match existing {
+            Some(t) => yaml::parse_mapping(path, t)?,
+            None => Mapping::new(),
+        };
+        let mut changed = existing.is_none();
+        let mut conflicts = Vec::new();
+        for (key, value) in values {
+            let new = yaml::from_json(value.expose_secret());
+            if NAMED_LISTS.contains(&key.as_str()) {
+                let Yaml::Sequence(entries) = new else {
+                    return Err(ProviderError::InvalidValue {
+                        provider: self.id().into(),
+                        key: key.clone(),
+                        reason: "must be a list".into(),
+                    });
+                };
+                let list = list_mut(path, &mut doc, key)?;
+                for entry in entries {
+                    let name = entry_name(&entry).map(str::to_owned);
+                    let at = name
+                        .as_deref()
+                        .and_then(|n| list.iter().position(|e| entry_name(e) == Some(n)))
+                        .or_else(|| list.iter().position(|e| *e == entry));
+                    match at {
+                        Some(i) if list[i] == entry => {}
+                        Some(_) if !overwrite => {
+                            conflicts.push(format!("{key}/{}", name.unwrap_or_default()))
+                        }
+                        Some(i) => {
+                            list[i] = entry;
+                            changed = true;
+                        }
+                        None => {
+                            list.push(entry);
+                            changed = true;
+                        }
+                    }
+                }
+            } else {
+                match doc.get(key.as_str()) {
+                    Some(old) if *old == new => {}
+                    Some(_) if !overwrite => conflicts.push(key.clone()),
+                    _ => {
+                        doc.insert(yaml::key(key), new);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        Ok(if !conflicts.is_empty() {
+            Merge::Conflict(conflicts)
+        } else if changed {
+            Merge::Write(yaml::render(&doc))
+        } else {
+            Merge::Unchanged
+        })
+    }
+    fn remove(
+        &self,
+        _index: usize,
+        path: &str,
+        existing: &SecretText,
+        values: &Values,
+    ) -> Result<Removal, ProviderError> {
+        let mut doc = yaml::parse_mapping(path, existing)?;
+        let mut removed = false;
+        for (key, value) in values {
+            let ours = yaml::from_json(value.expose_secret());
+            if NAMED_LISTS.contains(&key.as_str()) {
+                let (Some(Yaml::Sequence(list)), Yaml::Sequence(entries)) =
+                    (doc.get_mut(key.as_str()), ours)
+                else {
+                    continue;
+                };
+                let before = list.len();
+                list.retain(|e| !entries.contains(e));
+                removed |= list.len() != before;
+                if list.is_empty() {
+                    doc.remove(key.as_str());
+                }
+            } else if !STRUCTURAL.contains(&key.as_str()) && doc.get(key.as_str()) == Some(&ours) {
+                doc.remove(key.as_str());
+                removed = true;
+            }
+        }
+        if !removed {
+            return Ok(Removal::Unchanged);
+        }
+        if doc
+            .keys()
+            .all(|k| k.as_str().is_some_and(|k| STRUCTURAL.contains(&k)))
+        {
+            return Ok(Removal::Delete);
+        }
+        Ok(Removal::Write(yaml::render(&doc)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::testing::{expect_write, parse_one};
+
+    const OURS: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://prod:6443\ncontexts:\n- name: prod\n  context:\n    cluster: prod\n    user: admin\nusers:\n- name: admin\n  user:\n    token: kube-token-fixture\ncurrent-context: prod\n";
+    const THEIRS: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: dev\n  cluster:\n    server: https://dev:6443\ncontexts:\n- name: dev\n  context:\n    cluster: dev\n    user: dev\nusers:\n- name: dev\n  user:\n    token: dev-token\n";
+
+    fn names(doc: &serde_yaml::Value, list: &str) -> Vec<String> {
+        doc[list]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn merge_keeps_other_clusters_contexts_users() {
+        let ours = parse_one(&KUBERNETES, OURS).unwrap();
+        let existing = SecretText::new(THEIRS.into());
+        let out =
+            expect_write(KUBERNETES.merge(0, "~/.kube/config", Some(&existing), &ours, false));
+        let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(names(&doc, "clusters"), ["dev", "prod"]);
+        assert_eq!(names(&doc, "contexts"), ["dev", "prod"]);
+        assert_eq!(names(&doc, "users"), ["dev", "admin"]);
+        assert_eq!(doc["current-context"].as_str(), Some("prod"));
+        // merging again: unchanged
+        let merged = SecretText::new(out.clone());
+        assert_eq!(
+            KUBERNETES
+                .merge(0, "~/k", Some(&merged), &ours, false)
+                .unwrap(),
+            Merge::Unchanged
+        );
+        // remove takes exactly ours back out
+        let Removal::Write(left) = KUBERNETES.remove(0, "~/k", &merged, &ours).unwrap() else {
+            panic!("expected a write")
+        };
+        let left: serde_yaml::Value = serde_yaml::from_str(left.expose_secret()).unwrap();
+        let theirs: serde_yaml::Value = serde_yaml::from_str(THEIRS).unwrap();
+        assert_eq!(left, theirs);
+    }
+
+    #[test]
+    fn same_name_different_content_conflicts() {
+        let ours = parse_one(&KUBERNETES, OURS).unwrap();
+        let changed = OURS.replace("kube-token-fixture", "other-token");
+        let existing = SecretText::new(changed);
+        assert_eq!(
+            KUBERNETES
+                .merge(0, "~/k", Some(&existing), &ours, false)
+                .unwrap(),
+            Merge::Conflict(vec!["users/admin".into()])
+        );
+        let out = expect_write(KUBERNETES.merge(0, "~/k", Some(&existing), &ours, true));
+        assert!(out.contains("kube-token-fixture") && !out.contains("other-token"));
+    }
+}

@@ -1,0 +1,21 @@
+//! LangChain API key: environment variables only, no default file.
+//! Never reads or writes a file unless a path is given explicitly.
+
+use super::env_only::EnvOnly;
+
+/// The langchain provider.
+pub static LANGCHAIN: EnvOnly = EnvOnly {
+    id: "langchain",
+    vars: &[("api_key", "LANGCHAIN_API_KEY")],
+    keys: &["api_key"],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_vars_only() {
+        crate::providers::env_only::check_env_only(&LANGCHAIN, &[("api_key", "LANGCHAIN_API_KEY")]);
+    }
+}

@@ -1,0 +1,164 @@
+//! SSH key pairs: `~/.ssh/<key>` and `~/.ssh/<key>.pub` (two files,
+//! `private_key` and `public_key`). Each file is replaced whole, byte for
+//! byte; equal content is left untouched. [`KeyPair`] is shared with `sky`.
+//! An ssh secret without a path lives at `~/.ssh/<key>`, never at `~/.ssh`
+//! itself (see [`crate::apply::secret_paths`]).
+
+use super::generic::{merge_json_object, parse_json_object, values_from_object};
+use super::{Merge, Provider, ProviderError, Removal, SourceFile};
+use crate::formats::whole::{self, Compare};
+use crate::secret_value::{SecretText, Values};
+
+/// A provider whose secret is a private key file and its `.pub`.
+#[derive(Debug)]
+pub struct KeyPair {
+    pub id: &'static str,
+    pub default_path: Option<&'static str>,
+}
+
+/// The ssh provider.
+pub static SSH: KeyPair = KeyPair {
+    id: "ssh",
+    default_path: None,
+};
+
+/// Value key of file number `index`.
+const KEYS: [&str; 2] = ["private_key", "public_key"];
+
+impl Provider for KeyPair {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn default_path(&self) -> Option<&'static str> {
+        self.default_path
+    }
+    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    fn value_keys(&self) -> &'static [&'static str] {
+        &KEYS
+    }
+    fn files(&self, path: &str) -> Vec<String> {
+        vec![path.to_owned(), format!("{path}.pub")]
+    }
+    fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
+        match files {
+            [private, public] => Ok([
+                (
+                    KEYS[0].to_owned(),
+                    private.text.expose_secret().to_owned().into(),
+                ),
+                (
+                    KEYS[1].to_owned(),
+                    public.text.expose_secret().to_owned().into(),
+                ),
+            ]
+            .into()),
+            // a single JSON file given explicitly
+            [one] => parse_json_object(one.path, one.text).map(values_from_object),
+            _ => Err(ProviderError::NoPath {
+                provider: self.id.into(),
+            }),
+        }
+    }
+    fn merge(
+        &self,
+        index: usize,
+        path: &str,
+        existing: Option<&SecretText>,
+        values: &Values,
+        overwrite: bool,
+    ) -> Result<Merge, ProviderError> {
+        let Some(key) = KEYS.get(index) else {
+            return merge_json_object(path, existing, values, overwrite);
+        };
+        let Some(value) = values.get(*key) else {
+            return Ok(Merge::Unchanged);
+        };
+        let text = whole::text_of(self.id, key, value)?;
+        Ok(whole::merge(
+            Compare::Exact,
+            key,
+            existing,
+            text,
+            text.to_owned(),
+            overwrite,
+        ))
+    }
+    fn remove(
+        &self,
+        index: usize,
+        _path: &str,
+        existing: &SecretText,
+        values: &Values,
+    ) -> Result<Removal, ProviderError> {
+        Ok(
+            match KEYS
+                .get(index)
+                .and_then(|k| values.get(*k))
+                .and_then(|v| v.expose_str())
+            {
+                Some(text) => whole::remove(Compare::Exact, existing, text),
+                None => Removal::Unchanged,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret_value::values_from;
+
+    const PRIVATE: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAfixture\n-----END OPENSSH PRIVATE KEY-----\n";
+    const PUBLIC: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIfixture me@host\n";
+
+    #[test]
+    fn two_files_byte_for_byte() {
+        assert_eq!(
+            SSH.files("~/.ssh/id_ed25519"),
+            ["~/.ssh/id_ed25519", "~/.ssh/id_ed25519.pub"]
+        );
+        let (a, b) = (
+            SecretText::new(PRIVATE.into()),
+            SecretText::new(PUBLIC.into()),
+        );
+        let v = SSH
+            .parse(&[
+                SourceFile {
+                    path: "~/.ssh/k",
+                    text: &a,
+                },
+                SourceFile {
+                    path: "~/.ssh/k.pub",
+                    text: &b,
+                },
+            ])
+            .unwrap();
+        assert_eq!(
+            v,
+            values_from([("private_key", PRIVATE), ("public_key", PUBLIC)])
+        );
+        assert_eq!(
+            SSH.merge(0, "~/.ssh/k", Some(&a), &v, false).unwrap(),
+            Merge::Unchanged
+        );
+        assert_eq!(
+            SSH.merge(1, "~/.ssh/k.pub", Some(&b), &v, false).unwrap(),
+            Merge::Unchanged
+        );
+        let other = SecretText::new(PRIVATE.replace("fixture", "other"));
+        assert_eq!(
+            SSH.merge(0, "~/.ssh/k", Some(&other), &v, false).unwrap(),
+            Merge::Conflict(vec!["private_key".into()])
+        );
+        assert_eq!(
+            SSH.remove(1, "~/.ssh/k.pub", &b, &v).unwrap(),
+            Removal::Delete
+        );
+        assert!(matches!(
+            SSH.validate(&values_from([("public_key", PUBLIC)])),
+            Err(ProviderError::MissingKey { .. })
+        ));
+    }
+}

@@ -1,0 +1,21 @@
+//! Weights & Biases API key: environment variables only, no default file.
+//! Never reads or writes a file unless a path is given explicitly.
+
+use super::env_only::EnvOnly;
+
+/// The wandb provider.
+pub static WANDB: EnvOnly = EnvOnly {
+    id: "wandb",
+    vars: &[("api_key", "WANDB_API_KEY")],
+    keys: &["api_key"],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_vars_only() {
+        crate::providers::env_only::check_env_only(&WANDB, &[("api_key", "WANDB_API_KEY")]);
+    }
+}
