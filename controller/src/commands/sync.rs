@@ -89,45 +89,37 @@ impl SecretPool {
     }
 }
 
-/// Where secrets come from on this machine.
-/// TODO(local branch): switch to `common::store` / `common::extract` once merged.
+/// Where secrets come from on this machine: the local store and detection.
 mod source {
     use super::*;
+    use common::extract::{self, Sources};
 
-    /// Saved secrets in `~/.rh/secrets/*.json`.
+    /// Saved secrets in `~/.rh/secrets`; a provider secret saved without
+    /// values (the reference's shape) gets them from its file or env vars.
     pub(super) fn saved(ctx: &Context) -> Result<Vec<Secret>> {
-        let dir = ctx.rh_dir().join("secrets");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
+        let mut secrets = common::store::list(&ctx.home).context("read the saved secrets")?;
+        let env = |name: &str| ctx.var(name).map(str::to_owned);
+        let src = Sources {
+            home: &ctx.home,
+            env: &env,
         };
-        let mut out = vec![];
-        for entry in entries.filter_map(std::result::Result::ok) {
-            let path = entry.path();
-            let Some(stem) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            let Some(text) = common::fsutil::read_optional(&path)? else {
-                continue;
-            };
-            let mut secret: Secret = serde_json::from_str(text.expose_secret()).map_err(|e| {
-                anyhow::anyhow!("{} is malformed (line {})", path.display(), e.line())
-            })?;
-            secret.name = stem.to_owned();
-            out.push(secret);
+        for s in &mut secrets {
+            extract::fill_values(&src, s)
+                .with_context(|| format!("read the values of saved secret {:?}", s.name))?;
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        Ok(secrets)
     }
 
-    /// Detected provider secrets and warnings.
-    pub(super) fn detected(_ctx: &Context) -> (Vec<Secret>, Vec<String>) {
-        (vec![], vec![])
+    /// Detected provider secrets and warnings (warnings name files, never values).
+    pub(super) fn detected(ctx: &Context) -> (Vec<Secret>, Vec<String>) {
+        let env = |name: &str| ctx.var(name).map(str::to_owned);
+        let src = Sources {
+            home: &ctx.home,
+            env: &env,
+        };
+        let found = extract::detect(&src, &[]);
+        let warnings = found.warnings.iter().map(ToString::to_string).collect();
+        (found.secrets, warnings)
     }
 }
 
@@ -171,6 +163,13 @@ pub(crate) fn plan_items(secrets: &[Secret], env: &str) -> Result<(Vec<SyncItem>
     let mut items = vec![];
     let mut skipped = vec![];
     for s in secrets {
+        if s.values.is_empty() {
+            skipped.push(Skipped {
+                secret: s.name.clone(),
+                reason: "no values (its file or env vars are missing on this machine)".into(),
+            });
+            continue;
+        }
         match sync_item(s, Some(env), None)? {
             Some(item) => items.push(item),
             None => skipped.push(Skipped {
