@@ -5,8 +5,8 @@
 //! with `--accept-new-host-keys`: a CHANGED key is refused either way).
 //! `RH_SSH_CONFIG` names an ssh_config passed as `-F` (tests use it so the real
 //! `~/.ssh` is never read). Through the master: the agent token is read with
-//! `cat ~/.rh/agent/token` and a local port forward reaches the agent's
-//! loopback port. ssh's own messages are classified into errors a user can
+//! `cat ~/.rh/agent/token` (with the port in `agent.addr`, when the agent
+//! wrote one) and a local port forward reaches the agent's loopback port. ssh's own messages are classified into errors a user can
 //! act on; they never contain secret values, and neither does anything here.
 
 use std::fmt;
@@ -93,11 +93,17 @@ impl SshSession {
         })
     }
 
-    /// Read the agent token (`~/.rh/agent/token`) over the session.
-    pub async fn read_token(&self, cluster: &str) -> Result<SecretText, TransportError> {
+    /// Read the agent token (`~/.rh/agent/token`) and the port the agent
+    /// reports in `~/.rh/agent/agent.addr` (when present) in one remote command.
+    pub async fn read_token(
+        &self,
+        cluster: &str,
+    ) -> Result<(SecretText, Option<u16>), TransportError> {
         let out = self
             .session
-            .raw_command("cat ~/.rh/agent/token")
+            .raw_command(
+                "cat ~/.rh/agent/token && echo && { cat ~/.rh/agent/agent.addr 2>/dev/null || true; }",
+            )
             .stdin(Stdio::null())
             .output()
             .await
@@ -118,19 +124,32 @@ impl SshSession {
                 detail: first_line(&stderr),
             });
         }
-        let text = String::from_utf8(out.stdout).map_err(|_| TransportError::TokenUnreadable {
-            node: self.node.clone(),
-            detail: "it is not UTF-8".into(),
-        })?;
-        let token = SecretText::new(text);
-        let trimmed = token.expose_secret().trim();
-        if trimmed.is_empty() || trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let text = SecretText::new(String::from_utf8(out.stdout).map_err(|_| {
+            TransportError::TokenUnreadable {
+                node: self.node.clone(),
+                detail: "it is not UTF-8".into(),
+            }
+        })?);
+        let mut lines = text
+            .expose_secret()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty());
+        let token = lines.next().unwrap_or_default();
+        if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(TransportError::TokenUnreadable {
                 node: self.node.clone(),
                 detail: "it is empty or malformed".into(),
             });
         }
-        Ok(SecretText::new(trimmed.to_owned()))
+        let port = lines.next().and_then(|addr| {
+            let addr = addr.strip_prefix("http://").unwrap_or(addr);
+            addr.trim_end_matches('/')
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.port())
+        });
+        Ok((SecretText::new(token.to_owned()), port))
     }
 
     /// Forward a free local loopback port to `127.0.0.1:remote_port` on the node.
@@ -223,7 +242,8 @@ impl SshSession {
     }
 }
 
-/// Open the master, then read the token and set up the forward concurrently.
+/// Open the master, read the token (and the agent's reported port), then
+/// forward a local port to the agent.
 pub(crate) async fn connect(
     node: &Node,
     t: &SshTarget,
@@ -231,13 +251,16 @@ pub(crate) async fn connect(
     http: &reqwest::Client,
 ) -> Result<AgentConn, TransportError> {
     let session = SshSession::open(node, t, opts).await?;
-    let (token, port) = tokio::join!(
-        session.read_token(&opts.cluster),
-        session.forward(t.agent_port)
-    );
-    let (token, port) = match (token, port) {
-        (Ok(t), Ok(p)) => (t, p),
-        (Err(e), _) | (_, Err(e)) => {
+    // The port the agent reports (agent.addr) wins over the cluster's setting.
+    let tunnel = async {
+        let (token, reported) = session.read_token(&opts.cluster).await?;
+        let agent_port = reported.unwrap_or(t.agent_port);
+        let local = session.forward(agent_port).await?;
+        Ok::<_, TransportError>((token, agent_port, local))
+    };
+    let (token, agent_port, port) = match tunnel.await {
+        Ok(v) => v,
+        Err(e) => {
             session.close().await;
             return Err(e);
         }
@@ -245,7 +268,7 @@ pub(crate) async fn connect(
     Ok(AgentConn {
         node: node.name.clone(),
         base: format!("http://127.0.0.1:{port}"),
-        agent_port: t.agent_port,
+        agent_port,
         token,
         http: http.clone(),
         timeout: opts.timeout,
