@@ -12,8 +12,11 @@ pub mod send;
 pub mod status;
 pub mod sync;
 
-use crate::cli::{Command, SecretCommand};
+use crate::cli::Command;
 use crate::Context;
+
+pub mod providers;
+pub mod secret;
 
 /// Exit codes fixed by the interface.
 pub mod exit {
@@ -38,7 +41,8 @@ pub fn dispatch(command: Command, ctx: &Context) -> Result<u8> {
         Command::Run(a) => run::run(a, ctx),
         Command::Status(a) => status::run(a, ctx),
         Command::Revoke(a) => revoke::run(a, ctx),
-        Command::Providers(_) | Command::Secret(SecretCommand::Detect(_)) => todo_command("secret"),
+        Command::Providers(args) => providers::run(&args, ctx),
+        Command::Secret(command) => secret::run(command, ctx),
         other => todo_command(&format!("{other:?}")),
     }
 }

@@ -1,0 +1,218 @@
+//! The agent's configuration: command-line flags over an optional config file
+//! (YAML or JSON, unknown keys refused) over defaults. Owns the resolution of
+//! home and state dir and the loopback/TLS listen rule. Holds paths and limits
+//! only; never a secret.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Default request body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Default cap on each of a run's stdout and stderr: 1 MiB.
+pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("no home directory: pass --home or set HOME")]
+    NoHome,
+    #[error(
+        "refusing to listen on {addr}: not a loopback address and no TLS is configured \
+         (set tls.cert and tls.key in the config file)"
+    )]
+    NotLoopback { addr: SocketAddr },
+    #[error("{field} must be greater than zero")]
+    Zero { field: &'static str },
+}
+
+/// TLS certificate and key (PEM files) for a non-loopback listener.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The config file: every key optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub home: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub body_limit_bytes: Option<usize>,
+    pub request_timeout_secs: Option<u64>,
+    pub run_timeout_secs: Option<u64>,
+    pub max_run_timeout_secs: Option<u64>,
+    pub output_cap_bytes: Option<usize>,
+    pub tls: Option<TlsConfig>,
+}
+
+impl FileConfig {
+    /// Read and parse a config file (YAML, which includes JSON).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The resolved configuration the agent runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// The node user's home: every file the agent writes is confined to it.
+    pub home: PathBuf,
+    /// Token, state files, audit log (default `<home>/.rh/agent`).
+    pub state_dir: PathBuf,
+    pub body_limit: usize,
+    /// Timeout of every request but `run`.
+    pub request_timeout: Duration,
+    /// Default timeout of a command run in an env.
+    pub run_timeout: Duration,
+    /// Longest timeout a `run` may ask for.
+    pub max_run_timeout: Duration,
+    /// Cap on each of a run's stdout and stderr.
+    pub output_cap: usize,
+    pub tls: Option<TlsConfig>,
+    /// The executable started as `<exe> env-host --name E` for each env
+    /// (the agent binary itself; tests point it at the built binary).
+    pub env_host_exe: PathBuf,
+}
+
+impl Config {
+    /// Defaults for `home`: state dir `<home>/.rh/agent`, loopback port 32300.
+    pub fn for_home(home: impl Into<PathBuf>) -> Self {
+        let home = home.into();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], common::wire::DEFAULT_AGENT_PORT)),
+            state_dir: home.join(".rh/agent"),
+            home,
+            body_limit: DEFAULT_BODY_LIMIT,
+            request_timeout: Duration::from_secs(30),
+            run_timeout: Duration::from_secs(600),
+            max_run_timeout: Duration::from_secs(24 * 3600),
+            output_cap: DEFAULT_OUTPUT_CAP,
+            tls: None,
+            env_host_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("agent")),
+        }
+    }
+
+    /// Merge flags (`Some` wins) over the file over defaults.
+    pub fn resolve(
+        file: FileConfig,
+        listen: Option<SocketAddr>,
+        home: Option<PathBuf>,
+        state_dir: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
+        let home = home
+            .or(file.home)
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+            .filter(|h| !h.as_os_str().is_empty())
+            .ok_or(ConfigError::NoHome)?;
+        let mut config = Self::for_home(home);
+        if let Some(dir) = state_dir.or(file.state_dir) {
+            config.state_dir = dir;
+        }
+        if let Some(addr) = listen.or(file.listen) {
+            config.listen = addr;
+        }
+        let positive = |v: Option<u64>, field| match v {
+            Some(0) => Err(ConfigError::Zero { field }),
+            other => Ok(other),
+        };
+        if let Some(n) = file.body_limit_bytes {
+            if n == 0 {
+                return Err(ConfigError::Zero {
+                    field: "body_limit_bytes",
+                });
+            }
+            config.body_limit = n;
+        }
+        if let Some(s) = positive(file.request_timeout_secs, "request_timeout_secs")? {
+            config.request_timeout = Duration::from_secs(s);
+        }
+        if let Some(s) = positive(file.run_timeout_secs, "run_timeout_secs")? {
+            config.run_timeout = Duration::from_secs(s);
+        }
+        if let Some(s) = positive(file.max_run_timeout_secs, "max_run_timeout_secs")? {
+            config.max_run_timeout = Duration::from_secs(s);
+        }
+        if let Some(n) = file.output_cap_bytes {
+            config.output_cap = n;
+        }
+        config.tls = file.tls;
+        config.check_listen(config.listen)?;
+        Ok(config)
+    }
+
+    /// Refuse a non-loopback address unless TLS is configured.
+    pub fn check_listen(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        if addr.ip().is_loopback() || self.tls.is_some() {
+            Ok(())
+        } else {
+            Err(ConfigError::NotLoopback { addr })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_non_loopback_needs_tls() {
+        let file: FileConfig =
+            serde_yaml::from_str("listen: 127.0.0.1:4000\nbody_limit_bytes: 10\n").unwrap();
+        let c = Config::resolve(file.clone(), None, Some("/h".into()), None).unwrap();
+        assert_eq!(c.listen.port(), 4000);
+        assert_eq!(c.body_limit, 10);
+        assert_eq!(c.state_dir, PathBuf::from("/h/.rh/agent"));
+        let c = Config::resolve(
+            file,
+            Some("127.0.0.1:5000".parse().unwrap()),
+            Some("/h".into()),
+            Some("/s".into()),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 5000);
+        assert_eq!(c.state_dir, PathBuf::from("/s"));
+        let err = Config::resolve(
+            FileConfig::default(),
+            Some("0.0.0.0:1".parse().unwrap()),
+            Some("/h".into()),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::NotLoopback { .. }), "{err}");
+        let tls: FileConfig = serde_yaml::from_str("tls: {cert: /c.pem, key: /k.pem}\n").unwrap();
+        assert!(Config::resolve(
+            tls,
+            Some("0.0.0.0:1".parse().unwrap()),
+            Some("/h".into()),
+            None
+        )
+        .is_ok());
+        assert!(serde_yaml::from_str::<FileConfig>("bogus: 1").is_err());
+    }
+}

@@ -1,0 +1,75 @@
+//! `POST /v1/sync`: many secrets in one request. Every item is checked
+//! (names, paths confined to home, env and var names, provider values)
+//! before anything is written; one bad item refuses the whole request with a
+//! 4xx and nothing changes. Then each item is applied in order and gets its
+//! own `SecretResult` (`written`, `unchanged`, `conflict`, `failed` with a
+//! message naming paths only; `would_write`/`unchanged` in a dry run, which
+//! changes nothing). The response is 200 whatever the per-secret results.
+
+use axum::extract::State;
+use axum::Json;
+
+use common::wire::{SecretResult, Status, SyncRequest, SyncResponse};
+
+use crate::audit::AuditEntry;
+use crate::error::{ApiError, ApiJson};
+use crate::handlers::{outcome, statuses};
+use crate::install;
+use crate::state::AppState;
+
+/// Apply many secrets.
+pub(crate) async fn post(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<SyncRequest>,
+) -> Result<Json<SyncResponse>, ApiError> {
+    let mut audit = AuditEntry {
+        route: "/v1/sync",
+        secrets: req.items.iter().map(|i| i.secret.name.clone()).collect(),
+        dry_run: req.dry_run,
+        ..Default::default()
+    };
+    let result = async {
+        let mut planned = Vec::with_capacity(req.items.len());
+        for item in req.items {
+            let p = install::plan(
+                &state,
+                item.secret,
+                item.path.as_deref(),
+                item.env.as_deref(),
+                false,
+            )?;
+            audit.paths.extend(p.paths());
+            if let Some((env, vars)) = p.env_vars() {
+                if !audit.envs.contains(&env) {
+                    audit.envs.push(env);
+                }
+                audit.vars.extend(vars);
+            }
+            planned.push(p);
+        }
+        let names: Vec<String> = planned.iter().map(|p| p.secret.name.clone()).collect();
+        let results = install::apply(&state, planned, req.overwrite, req.dry_run).await;
+        let results = names
+            .into_iter()
+            .zip(results)
+            .map(|(name, r)| {
+                r.unwrap_or_else(|e| SecretResult {
+                    name,
+                    status: Status::Failed,
+                    files: vec![],
+                    env: None,
+                    vars: vec![],
+                    message: Some(e.message),
+                })
+            })
+            .collect();
+        Ok(Json(SyncResponse {
+            results,
+            dry_run: req.dry_run,
+        }))
+    }
+    .await;
+    audit.result = outcome(&result, |Json(r)| statuses(&r.results));
+    state.inner.audit.record(&audit);
+    result
+}

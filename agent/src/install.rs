@@ -1,0 +1,530 @@
+//! Installing and revoking secrets on this node: resolves and confines each
+//! file path, validates env and var names and values, writes files through
+//! `common::apply` (lock, provider merge, atomic 0600 write) and sets env
+//! vars, records what was installed (for status and revoke), and removes
+//! exactly that again. Every check runs before anything is written, so a bad
+//! item changes nothing. Errors and results name secrets, paths, envs and
+//! vars, never a value.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+
+use common::apply::{self, secret_env_vars, secret_paths, FileStatus, TargetFile};
+use common::fsutil::confine;
+use common::names::{validate_env_name, validate_env_var_name, validate_secret_name};
+use common::providers::{self, Provider, ProviderError};
+use common::wire::{
+    FileOutcome, InstalledFile, InstalledSecret, InstalledVar, SecretResult, Status,
+};
+use common::{Secret, SecretValue};
+
+use crate::error::ApiError;
+use crate::state::{AppState, FileInstall, VarInstall};
+
+/// One secret, checked and ready to apply.
+pub(crate) struct Planned {
+    pub(crate) secret: Secret,
+    provider: &'static dyn Provider,
+    files: Option<Vec<TargetFile>>,
+    env: Option<(String, BTreeMap<String, SecretValue>)>,
+}
+
+impl Planned {
+    /// Display paths of the files it writes.
+    pub(crate) fn paths(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .flatten()
+            .map(|f| f.display.clone())
+            .collect()
+    }
+
+    /// The env and var names it sets.
+    pub(crate) fn env_vars(&self) -> Option<(String, Vec<String>)> {
+        self.env
+            .as_ref()
+            .map(|(e, vars)| (e.clone(), vars.keys().cloned().collect()))
+    }
+}
+
+/// Resolve and confine the files of `secret` (at `path` when given).
+fn plan_files(
+    state: &AppState,
+    secret: &Secret,
+    path: Option<&str>,
+) -> Result<Vec<TargetFile>, ApiError> {
+    let provider = providers::for_secret(secret.provider.as_deref());
+    let displays = secret_paths(secret, path).map_err(|e| match (&e, &secret.provider) {
+        (ProviderError::NoPath { .. }, Some(id)) if providers::lookup(id).is_none() => {
+            ApiError::bad_request(
+                "unknown_provider",
+                format!(
+                    "unknown provider {id:?} has no default file: give a path, or use a builtin \
+                     provider ({})",
+                    providers::builtin_ids().join(", ")
+                ),
+            )
+        }
+        _ => e.into(),
+    })?;
+    let home = &state.inner.config.home;
+    let files = displays
+        .into_iter()
+        .map(|display| {
+            let path = confine(home, &display)?;
+            Ok(TargetFile { display, path })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    provider.validate(&secret.values)?;
+    Ok(files)
+}
+
+/// Check an env name and the vars to set in it.
+pub(crate) fn check_env_vars(
+    env: &str,
+    vars: &BTreeMap<String, SecretValue>,
+) -> Result<(), ApiError> {
+    validate_env_name(env)?;
+    for (name, value) in vars {
+        validate_env_var_name(name)?;
+        let has_nul = match value.expose_str() {
+            Some(s) => s.contains('\0'),
+            None => value.expose_secret().to_string().contains('\0'),
+        };
+        if has_nul {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                format!("value of environment variable {name} contains a NUL byte"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Env var values as text (strings as they are, other JSON compact).
+pub(crate) fn as_text(vars: BTreeMap<String, SecretValue>) -> BTreeMap<String, SecretValue> {
+    vars.into_iter()
+        .map(|(k, v)| match v.expose_str() {
+            Some(_) => (k, v),
+            None => {
+                let text = v.expose_secret().to_string();
+                (k, SecretValue::from_string(text))
+            }
+        })
+        .collect()
+}
+
+/// Check one secret: its files when `path` is given (or `want_file`), its
+/// env vars when `env` is given. With neither, the secret's own file if it
+/// has one, else its vars in `base_env`.
+pub(crate) fn plan(
+    state: &AppState,
+    secret: Secret,
+    path: Option<&str>,
+    env: Option<&str>,
+    want_file: bool,
+) -> Result<Planned, ApiError> {
+    validate_secret_name(&secret.name)?;
+    let provider = providers::for_secret(secret.provider.as_deref());
+    let mut files = if want_file || path.is_some() {
+        Some(plan_files(state, &secret, path)?)
+    } else {
+        None
+    };
+    let mut env = env.map(str::to_owned);
+    if files.is_none() && env.is_none() {
+        match secret_paths(&secret, None) {
+            Ok(_) => files = Some(plan_files(state, &secret, None)?),
+            Err(_) => env = Some(common::wire::DEFAULT_ENV.to_owned()),
+        }
+    }
+    let env = match env {
+        None => None,
+        Some(env) => {
+            let vars = as_text(secret_env_vars(&secret));
+            if vars.is_empty() {
+                return Err(ApiError::bad_request(
+                    "no_env_vars",
+                    format!(
+                        "secret {} maps no value to an environment variable (give env_vars, or \
+                         use a provider with default variables)",
+                        secret.name
+                    ),
+                ));
+            }
+            check_env_vars(&env, &vars)?;
+            Some((env, vars))
+        }
+    };
+    Ok(Planned {
+        secret,
+        provider,
+        files,
+        env,
+    })
+}
+
+fn file_status(outcomes: &[FileOutcome]) -> Status {
+    apply::overall(outcomes).into()
+}
+
+/// Apply checked secrets in order, under the write lock, and record what was
+/// installed. A file conflict leaves that secret's env vars untouched too.
+/// `Err` items are failures of that secret alone (I/O, a malformed existing file).
+pub(crate) async fn apply(
+    state: &AppState,
+    items: Vec<Planned>,
+    overwrite: bool,
+    dry_run: bool,
+) -> Vec<Result<SecretResult, ApiError>> {
+    let _guard = state.inner.write_lock.lock().await;
+    // Every file write in one blocking task.
+    let jobs: Vec<_> = items
+        .iter()
+        .map(|item| {
+            item.files
+                .clone()
+                .map(|files| (item.provider, files, item.secret.values.clone()))
+        })
+        .collect();
+    let file_results = match tokio::task::spawn_blocking(move || {
+        jobs.into_iter()
+            .map(|job| {
+                job.map(|(provider, files, values)| {
+                    apply::write_files(provider, &files, &values, overwrite, dry_run)
+                        .map_err(ApiError::from)
+                })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    {
+        Ok(results) => results,
+        Err(e) => {
+            let detail = format!("the file writer task failed: {e}");
+            return items
+                .iter()
+                .map(|_| Err(ApiError::internal(&detail)))
+                .collect();
+        }
+    };
+
+    let mut results = Vec::with_capacity(items.len());
+    let (mut installed_changed, mut envs_changed) = (false, false);
+    for (item, file_result) in items.into_iter().zip(file_results) {
+        let name = item.secret.name.clone();
+        let mut result = SecretResult {
+            name: name.clone(),
+            status: Status::Unchanged,
+            files: vec![],
+            env: None,
+            vars: vec![],
+            message: None,
+        };
+        let mut statuses = vec![];
+        match file_result {
+            Some(Ok(outcomes)) => {
+                statuses.push(file_status(&outcomes));
+                result.files = outcomes;
+            }
+            Some(Err(e)) => {
+                results.push(Err(e));
+                continue;
+            }
+            None => {}
+        }
+        let conflict = statuses.contains(&Status::Conflict);
+        let mut var_installs = vec![];
+        if let Some((env, vars)) = &item.env {
+            result.env = Some(env.clone());
+            result.vars = vars.keys().cloned().collect();
+            if !conflict {
+                let envs = &state.inner.envs;
+                let differs = !envs.exists(env)
+                    || vars
+                        .iter()
+                        .any(|(k, v)| envs.value(env, k).as_ref() != Some(v));
+                if dry_run {
+                    statuses.push(if differs {
+                        Status::WouldWrite
+                    } else {
+                        Status::Unchanged
+                    });
+                } else {
+                    match envs.set_vars(env, vars.clone()).await {
+                        Ok(changed) => {
+                            envs_changed |= !changed.is_empty();
+                            statuses.push(if changed.is_empty() && !differs {
+                                Status::Unchanged
+                            } else {
+                                Status::Written
+                            });
+                        }
+                        Err(e) => {
+                            results.push(Err(ApiError::internal(e)));
+                            continue;
+                        }
+                    }
+                }
+                var_installs = vars
+                    .iter()
+                    .map(|(var, value)| VarInstall {
+                        env: env.clone(),
+                        var: var.clone(),
+                        fingerprint: state.fingerprint(value_bytes(value).as_bytes()),
+                    })
+                    .collect();
+            }
+        }
+        result.status = combine(&statuses);
+        if !dry_run && !conflict {
+            let mut installed = state
+                .inner
+                .installed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let record = installed.secrets.entry(name).or_default();
+            record.provider = item.secret.provider.clone();
+            if let Some(files) = &item.files {
+                let paths: Vec<String> = files.iter().map(|f| f.display.clone()).collect();
+                record.files.retain(|f| f.paths != paths);
+                record.files.push(FileInstall {
+                    paths,
+                    values: item.secret.values.clone(),
+                });
+            }
+            for var in var_installs {
+                record
+                    .vars
+                    .retain(|v| !(v.env == var.env && v.var == var.var));
+                record.vars.push(var);
+            }
+            installed_changed = true;
+        }
+        results.push(Ok(result));
+    }
+    if installed_changed {
+        if let Err(e) = state.save_installed().await {
+            tracing::error!(error = %e, "cannot save installed secrets");
+        }
+    }
+    if envs_changed {
+        if let Err(e) = state.inner.envs.save().await {
+            tracing::error!(error = %e, "cannot save envs");
+        }
+    }
+    results
+}
+
+/// The bytes a var value is fingerprinted over.
+fn value_bytes(value: &SecretValue) -> String {
+    match value.expose_str() {
+        Some(s) => s.to_owned(),
+        None => value.expose_secret().to_string(),
+    }
+}
+
+/// Conflict over failed over written over would-write over removed over unchanged.
+fn combine(statuses: &[Status]) -> Status {
+    for s in [
+        Status::Conflict,
+        Status::Failed,
+        Status::Written,
+        Status::WouldWrite,
+        Status::Removed,
+    ] {
+        if statuses.contains(&s) {
+            return s;
+        }
+    }
+    Status::Unchanged
+}
+
+/// Remove what secret `name` installed (only its vars in `only_env` when given).
+pub(crate) async fn revoke(
+    state: &AppState,
+    name: &str,
+    only_env: Option<&str>,
+    dry_run: bool,
+) -> Result<SecretResult, ApiError> {
+    validate_secret_name(name)?;
+    if let Some(env) = only_env {
+        validate_env_name(env)?;
+    }
+    let _guard = state.inner.write_lock.lock().await;
+    let record = state
+        .inner
+        .installed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .secrets
+        .get(name)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_secret",
+                format!("secret {name} is not installed on this node"),
+            )
+        })?;
+    let provider = providers::for_secret(record.provider.as_deref());
+    let home = state.inner.config.home.clone();
+    let mut result = SecretResult {
+        name: name.to_owned(),
+        status: Status::Unchanged,
+        files: vec![],
+        env: only_env.map(str::to_owned),
+        vars: vec![],
+        message: None,
+    };
+    let mut statuses = vec![];
+    if only_env.is_none() {
+        let installs = record.files.clone();
+        let outcomes = tokio::task::spawn_blocking(move || {
+            let mut all = vec![];
+            for install in &installs {
+                let files = install
+                    .paths
+                    .iter()
+                    .map(|display| {
+                        Ok(TargetFile {
+                            display: display.clone(),
+                            path: confine(&home, display)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, ProviderError>>()?;
+                all.extend(apply::remove_files(
+                    provider,
+                    &files,
+                    &install.values,
+                    dry_run,
+                )?);
+            }
+            Ok::<_, ProviderError>(all)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("revoke {name}: {e}")))??;
+        statuses.push(match apply::overall(&outcomes) {
+            FileStatus::Removed => Status::Removed,
+            other => other.into(),
+        });
+        result.files = outcomes;
+    }
+    let envs = &state.inner.envs;
+    let targets: Vec<&VarInstall> = record
+        .vars
+        .iter()
+        .filter(|v| only_env.map_or(true, |e| e == v.env))
+        .collect();
+    let mut by_env: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for var in &targets {
+        // Only a var still holding the value this secret set is removed.
+        let current = envs.value(&var.env, &var.var);
+        if current.is_some_and(|v| state.fingerprint(value_bytes(&v).as_bytes()) == var.fingerprint)
+        {
+            by_env
+                .entry(var.env.clone())
+                .or_default()
+                .push(var.var.clone());
+        }
+    }
+    let mut envs_changed = false;
+    for (env, names) in &by_env {
+        if dry_run {
+            statuses.push(Status::WouldWrite);
+        } else {
+            let removed = envs.unset_vars(env, names).await;
+            envs_changed |= !removed.is_empty();
+            statuses.push(Status::Removed);
+        }
+    }
+    let single_env = by_env.len() == 1;
+    for (env, names) in by_env {
+        if single_env {
+            result.env = Some(env);
+            result.vars.extend(names);
+        } else {
+            result
+                .vars
+                .extend(names.into_iter().map(|n| format!("{env}/{n}")));
+        }
+    }
+    result.status = combine(&statuses);
+    if !dry_run {
+        {
+            let mut installed = state
+                .inner
+                .installed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match only_env {
+                None => {
+                    installed.secrets.remove(name);
+                }
+                Some(env) => {
+                    if let Some(rec) = installed.secrets.get_mut(name) {
+                        rec.vars.retain(|v| v.env != env);
+                        if rec.is_empty() {
+                            installed.secrets.remove(name);
+                        }
+                    }
+                }
+            }
+        }
+        state.save_installed().await.map_err(ApiError::internal)?;
+        if envs_changed {
+            envs.save().await.map_err(ApiError::internal)?;
+        }
+    }
+    Ok(result)
+}
+
+/// What every secret installed, with keyed fingerprints and no values.
+pub(crate) fn installed_status(state: &AppState) -> Vec<InstalledSecret> {
+    let installed = state
+        .inner
+        .installed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    installed
+        .secrets
+        .iter()
+        .map(|(name, record)| InstalledSecret {
+            name: name.clone(),
+            provider: record.provider.clone(),
+            files: record
+                .files
+                .iter()
+                .flat_map(|install| {
+                    let keys: Vec<String> = install.values.keys().cloned().collect();
+                    let data = serde_json::to_string(&install.values).unwrap_or_default();
+                    let fp = state.fingerprint(data.as_bytes());
+                    drop(common::SecretText::new(data)); // zeroed
+                    install.paths.iter().map(move |path| InstalledFile {
+                        path: path.clone(),
+                        keys: keys.clone(),
+                        fingerprint: fp.clone(),
+                    })
+                })
+                .collect(),
+            vars: record
+                .vars
+                .iter()
+                .map(|v| InstalledVar {
+                    env: v.env.clone(),
+                    var: v.var.clone(),
+                    fingerprint: v.fingerprint.clone(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The HTTP status of a `_write_to_file` result: 409 on conflict.
+pub(crate) fn write_status(result: &SecretResult) -> StatusCode {
+    if result.status == Status::Conflict {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    }
+}

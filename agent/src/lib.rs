@@ -1,0 +1,125 @@
+//! The node agent: an HTTP daemon on loopback (or behind TLS) that writes
+//! credential files into the node user's home and keeps named env processes
+//! whose environment holds env-var secrets. [`router`] builds the API,
+//! [`serve`] runs it until shutdown; `main.rs` only parses flags.
+//! It never logs, echoes or records a secret value: logs, errors and the
+//! audit log carry names, paths and statuses only.
+
+mod audit;
+pub mod config;
+mod env_host;
+mod envs;
+pub mod error;
+mod handlers;
+mod install;
+mod protocol;
+mod router;
+mod state;
+mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+pub use config::{Config, ConfigError, FileConfig};
+pub use env_host::run_env_host;
+pub use envs::EnvError;
+pub use router::router;
+pub use state::{AppState, StartError};
+
+/// How long in-flight requests may run after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why serving stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Path(#[from] common::fsutil::PathError),
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// Serve the API on `listener` until `shutdown` resolves, then let in-flight
+/// requests finish (up to a grace period) and stop every env process.
+/// Refuses a non-loopback listener unless TLS is configured. Writes the bound
+/// address to `<state-dir>/agent.addr` and the pid to `<state-dir>/agent.pid`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let addr: SocketAddr = listener.local_addr().map_err(|source| ServeError::Io {
+        what: "read the listener address".into(),
+        source,
+    })?;
+    let config = state.config().clone();
+    config.check_listen(addr)?;
+    let app = router(state.clone());
+    let acceptor = match &config.tls {
+        Some(tls) => Some(tls::acceptor(tls).map_err(ServeError::Tls)?),
+        None => None,
+    };
+    common::fsutil::atomic_write(
+        &config.state_dir.join("agent.addr"),
+        format!("{addr}\n").as_bytes(),
+    )?;
+    let pid_path = config.state_dir.join("agent.pid");
+    common::fsutil::atomic_write(&pid_path, format!("{}\n", std::process::id()).as_bytes())?;
+    tracing::info!(%addr, tls = acceptor.is_some(), "agent listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let grace = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    let served = async {
+        match acceptor {
+            None => axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+                .map_err(|source| ServeError::Io {
+                    what: "serve".into(),
+                    source,
+                }),
+            Some(acceptor) => {
+                tls::serve(listener, acceptor, app, stopped).await;
+                Ok(())
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = served => r,
+        () = grace => {
+            tracing::warn!("requests still running after the shutdown grace period; stopping anyway");
+            Ok(())
+        }
+    };
+    tracing::info!("stopping env processes");
+    state.shutdown().await;
+    let _ = std::fs::remove_file(&pid_path);
+    result
+}

@@ -1,0 +1,515 @@
+//! `controller secret detect|create|show|list|delete|write`: the secrets on
+//! this machine. Finds provider secrets (files, env vars, ~/.ssh key pairs),
+//! saves them to `~/.rh/secrets`, and writes them into provider files
+//! (merged, atomic, 0600). Values are printed only with `--reveal`; errors and
+//! conflicts name files and keys, never values.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context as _, Result};
+use common::apply::{overall, secret_paths, write_files, FileStatus, TargetFile};
+use common::extract::{detect as detect_all, extract, fill_values, Sources};
+use common::fsutil::{expand_home, tilde_path};
+use common::names::{validate_env_var_name, validate_secret_name};
+use common::providers::{self, Provider, ProviderError};
+use common::store::{self, StoreError};
+use common::{Secret, SecretValue, Values};
+use serde_json::{json, Value};
+
+use crate::cli::{
+    CreateArgs, DeleteArgs, DetectArgs, ListArgs, SecretCommand, ShowArgs, WriteArgs,
+};
+use crate::commands::{exit, UsageError};
+use crate::output::{print_json, Table};
+use crate::Context;
+
+/// Run one `secret` subcommand.
+pub fn run(command: SecretCommand, ctx: &Context) -> Result<u8> {
+    match command {
+        SecretCommand::Detect(args) => detect(&args, ctx),
+        SecretCommand::Create(args) => create(&args, ctx),
+        SecretCommand::Show(args) => show(&args, ctx),
+        SecretCommand::List(args) => list(&args, ctx),
+        SecretCommand::Delete(args) => delete(&args, ctx),
+        SecretCommand::Write(args) => write(&args, ctx),
+    }
+}
+
+/// Run `f` with the sources of this command: its home and its environment.
+fn with_sources<T>(ctx: &Context, f: impl FnOnce(&Sources<'_>) -> T) -> T {
+    let env = |name: &str| ctx.var(name).map(str::to_owned);
+    f(&Sources {
+        home: &ctx.home,
+        env: &env,
+    })
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// One secret as printed: `{"name","provider","path","env_vars","values"}`.
+fn entry_json(secret: &Secret, reveal: bool) -> Value {
+    let values: serde_json::Map<String, Value> = secret
+        .values
+        .iter()
+        .map(|(k, v)| {
+            let shown = if reveal {
+                v.expose_secret().clone()
+            } else {
+                Value::String(REDACTED.into())
+            };
+            (k.clone(), shown)
+        })
+        .collect();
+    json!({
+        "name": secret.name,
+        "provider": secret.provider,
+        "path": secret.path,
+        "env_vars": secret.env_vars,
+        "values": values,
+    })
+}
+
+/// Where a secret comes from, for tables.
+fn source_of(secret: &Secret) -> String {
+    match (&secret.path, &secret.env_vars) {
+        (Some(path), _) => path.clone(),
+        (None, Some(vars)) => format!(
+            "env {}",
+            vars.values().cloned().collect::<Vec<_>>().join(" ")
+        ),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+/// A value for a `--reveal` text listing: the string itself when it is one
+/// line, else JSON.
+fn revealed(value: &SecretValue) -> String {
+    match value.expose_str() {
+        Some(s) if !s.contains('\n') => s.to_owned(),
+        _ => value.expose_secret().to_string(),
+    }
+}
+
+fn print_values(secret: &Secret, reveal: bool) {
+    for (key, value) in &secret.values {
+        if reveal {
+            println!("  {key}: {}", revealed(value));
+        } else {
+            println!("  {key}: {REDACTED}");
+        }
+    }
+}
+
+/// Resolve a user-given path: `~/x` and absolute paths as they are, relative
+/// paths against the current directory; returned in `~/...` form when under home.
+fn user_path(ctx: &Context, path: &str) -> Result<String> {
+    if path.is_empty() {
+        return Err(UsageError("--path is empty".into()).into());
+    }
+    let full = if path == "~" || path.starts_with("~/") {
+        expand_home(&ctx.home, path)
+    } else if Path::new(path).is_absolute() {
+        Path::new(path).to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("current directory")?
+            .join(path)
+    };
+    Ok(tilde_path(&ctx.home, &full))
+}
+
+fn check_provider_filter(ids: &[String]) -> Result<()> {
+    for id in ids {
+        providers::builtin(id).map_err(|e| UsageError(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn detect(args: &DetectArgs, ctx: &Context) -> Result<u8> {
+    check_provider_filter(&args.providers)?;
+    let found = with_sources(ctx, |src| detect_all(src, &args.providers));
+    for warning in &found.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if args.json {
+        let map: serde_json::Map<String, Value> = found
+            .secrets
+            .iter()
+            .map(|s| (s.name.clone(), entry_json(s, args.reveal)))
+            .collect();
+        print_json(&map)?;
+        return Ok(exit::OK);
+    }
+    if found.secrets.is_empty() {
+        eprintln!("no provider secrets found");
+        return Ok(exit::OK);
+    }
+    if args.reveal {
+        for s in &found.secrets {
+            println!(
+                "{} ({}, {})",
+                s.name,
+                s.provider.as_deref().unwrap_or("-"),
+                source_of(s)
+            );
+            print_values(s, true);
+        }
+        return Ok(exit::OK);
+    }
+    let mut table = Table::new(&["name", "provider", "source", "keys"]);
+    for s in &found.secrets {
+        table.row(vec![
+            s.name.clone(),
+            s.provider.clone().unwrap_or_default(),
+            source_of(s),
+            s.keys().join(", "),
+        ]);
+    }
+    table.print()?;
+    Ok(exit::OK)
+}
+
+/// Values given on the command line (`--value`, `--values-json`), if any.
+fn explicit_values(args: &CreateArgs, ctx: &Context) -> Result<Option<Values>> {
+    if args.values.is_empty() && args.values_json.is_none() {
+        return Ok(None);
+    }
+    let mut values = Values::new();
+    if let Some(source) = &args.values_json {
+        let mut text = String::new();
+        if source == "-" {
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("read --values-json from stdin")?;
+        } else {
+            let path = expand_home(&ctx.home, &user_path(ctx, source)?);
+            text = std::fs::read_to_string(&path)
+                .with_context(|| format!("read --values-json {}", path.display()))?;
+        }
+        let text = common::SecretText::new(text);
+        let parsed: Value = serde_json::from_str(text.expose_secret()).map_err(|e| {
+            UsageError(format!(
+                "--values-json: invalid JSON ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let Value::Object(map) = parsed else {
+            return Err(UsageError("--values-json: expected a JSON object".into()).into());
+        };
+        values.extend(map.into_iter().map(|(k, v)| (k, SecretValue::new(v))));
+    }
+    for pair in &args.values {
+        match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => {
+                values.insert(key.to_owned(), SecretValue::from(value));
+            }
+            _ => return Err(UsageError("--value expects KEY=VALUE".into()).into()),
+        }
+    }
+    Ok(Some(values))
+}
+
+/// `--env-var KEY=VAR` pairs, if any.
+fn env_var_map(args: &CreateArgs) -> Result<Option<BTreeMap<String, String>>> {
+    if args.env_vars.is_empty() {
+        return Ok(None);
+    }
+    let mut map = BTreeMap::new();
+    for pair in &args.env_vars {
+        let Some((key, var)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(UsageError(format!("--env-var expects KEY=VAR, got {pair:?}")).into());
+        };
+        validate_env_var_name(var).map_err(|e| UsageError(e.to_string()))?;
+        map.insert(key.to_owned(), var.to_owned());
+    }
+    Ok(Some(map))
+}
+
+/// Where extraction looked, for the "nothing found" message.
+fn looked_at(
+    p: &dyn Provider,
+    name: &str,
+    path: Option<&str>,
+    env: Option<&BTreeMap<String, String>>,
+) -> String {
+    if let Some(path) = path {
+        return format!("nothing at {}", p.files(path).join(" and "));
+    }
+    if let Some(env) = env {
+        return format!(
+            "not every variable is set: {}",
+            env.values().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let mut parts = Vec::new();
+    let file = p.default_path().map(str::to_owned).or_else(|| {
+        (p.id() == "ssh").then(|| format!("~/.ssh/{}", name.strip_prefix("ssh-").unwrap_or(name)))
+    });
+    if let Some(file) = file {
+        parts.push(format!("no file at {}", p.files(&file).join(" and ")));
+    }
+    if !p.env_vars().is_empty() {
+        let vars: Vec<_> = p.env_vars().iter().map(|(_, v)| *v).collect();
+        parts.push(format!("not every variable is set: {}", vars.join(", ")));
+    }
+    parts.join("; ")
+}
+
+fn create(args: &CreateArgs, ctx: &Context) -> Result<u8> {
+    let name = args.name.as_str();
+    validate_secret_name(name).map_err(|e| UsageError(e.to_string()))?;
+    let explicit = explicit_values(args, ctx)?;
+    let env_map = env_var_map(args)?;
+    let path = args
+        .path
+        .as_deref()
+        .map(|p| user_path(ctx, p))
+        .transpose()?;
+    if store::exists(&ctx.home, name) && !args.force {
+        bail!("secret {name} already exists in ~/.rh/secrets; use --force to replace it");
+    }
+    let secret = match args.provider.as_deref() {
+        None => {
+            let values = explicit.ok_or_else(|| {
+                UsageError(
+                    "a base secret needs values: give --value KEY=VALUE or --values-json FILE|- \
+                     (or --provider P to extract a provider's credentials)"
+                        .into(),
+                )
+            })?;
+            Secret {
+                name: name.to_owned(),
+                provider: None,
+                path,
+                env_vars: env_map,
+                values,
+            }
+        }
+        Some(id) => {
+            let builtin = providers::lookup(id);
+            if builtin.is_none() {
+                if explicit.is_none() && path.is_none() && env_map.is_none() {
+                    let err = providers::builtin(id).unwrap_err();
+                    return Err(UsageError(format!(
+                        "{err}; a custom provider needs --value, --values-json or --path"
+                    ))
+                    .into());
+                }
+                eprintln!(
+                    "note: {id:?} is not a builtin provider; saving a generic provider secret"
+                );
+            }
+            match explicit {
+                Some(values) => {
+                    if let Some(p) = builtin {
+                        p.validate(&values).map_err(|e| UsageError(e.to_string()))?;
+                    }
+                    Secret {
+                        name: name.to_owned(),
+                        provider: Some(id.to_owned()),
+                        path,
+                        env_vars: env_map,
+                        values,
+                    }
+                }
+                None => {
+                    let found = with_sources(ctx, |src| {
+                        extract(src, id, Some(name), path.as_deref(), env_map.as_ref())
+                    })?;
+                    match found {
+                        Some(secret) => secret,
+                        None => {
+                            let p = providers::for_secret(Some(id));
+                            bail!(
+                                "no {id} credentials found ({}); give --path, --env-var KEY=VAR or --value KEY=VALUE",
+                                looked_at(p, name, path.as_deref(), env_map.as_ref())
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    };
+    store::save(&ctx.home, &secret).with_context(|| format!("save secret {name}"))?;
+    if args.json {
+        print_json(&entry_json(&secret, false))?;
+    } else {
+        let mut what = vec![match &secret.provider {
+            Some(p) => format!("provider {p}"),
+            None => "base secret".to_owned(),
+        }];
+        if secret.path.is_some() || secret.env_vars.is_some() {
+            what.push(format!("source {}", source_of(&secret)));
+        }
+        what.push(format!("keys {}", secret.keys().join(", ")));
+        println!(
+            "saved secret {name} ({}) to ~/.rh/secrets/{name}.json",
+            what.join("; ")
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// A saved secret (values filled in when the file kept none), else a detected one.
+fn load_or_detect(ctx: &Context, name: &str) -> Result<Secret> {
+    validate_secret_name(name).map_err(|e| UsageError(e.to_string()))?;
+    match store::load(&ctx.home, name) {
+        Ok(mut secret) => {
+            with_sources(ctx, |src| fill_values(src, &mut secret))?;
+            Ok(secret)
+        }
+        Err(StoreError::NotFound { .. }) => {
+            let found = with_sources(ctx, |src| detect_all(src, &[]));
+            found
+                .secrets
+                .into_iter()
+                .find(|s| s.name == name)
+                .with_context(|| format!("no saved or detected secret named {name}"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn show(args: &ShowArgs, ctx: &Context) -> Result<u8> {
+    let secret = load_or_detect(ctx, &args.name)?;
+    if args.json {
+        print_json(&entry_json(&secret, args.reveal))?;
+        return Ok(exit::OK);
+    }
+    println!("name:      {}", secret.name);
+    println!(
+        "provider:  {}",
+        secret.provider.as_deref().unwrap_or("(base secret)")
+    );
+    println!("path:      {}", secret.path.as_deref().unwrap_or("-"));
+    if let Some(vars) = &secret.env_vars {
+        let vars: Vec<_> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("env vars:  {}", vars.join(" "));
+    }
+    println!("values:");
+    print_values(&secret, args.reveal);
+    Ok(exit::OK)
+}
+
+fn list(args: &ListArgs, ctx: &Context) -> Result<u8> {
+    let secrets = store::list(&ctx.home).context("list ~/.rh/secrets")?;
+    if args.json {
+        let rows: Vec<Value> = secrets
+            .iter()
+            .map(|s| {
+                json!({"name": s.name, "provider": s.provider, "path": s.path,
+                       "env_vars": s.env_vars, "keys": s.keys()})
+            })
+            .collect();
+        print_json(&rows)?;
+        return Ok(exit::OK);
+    }
+    if secrets.is_empty() {
+        eprintln!(
+            "no saved secrets (see `controller secret detect` and `controller secret create`)"
+        );
+        return Ok(exit::OK);
+    }
+    let mut table = Table::new(&["name", "provider", "source", "keys"]);
+    for s in &secrets {
+        table.row(vec![
+            s.name.clone(),
+            s.provider.clone().unwrap_or_else(|| "-".into()),
+            source_of(s),
+            s.keys().join(", "),
+        ]);
+    }
+    table.print()?;
+    Ok(exit::OK)
+}
+
+fn delete(args: &DeleteArgs, ctx: &Context) -> Result<u8> {
+    validate_secret_name(&args.name).map_err(|e| UsageError(e.to_string()))?;
+    store::delete(&ctx.home, &args.name)?;
+    println!(
+        "deleted secret {} (its credential files are left in place)",
+        args.name
+    );
+    Ok(exit::OK)
+}
+
+fn status_text(status: FileStatus, keys: &[String]) -> String {
+    match status {
+        FileStatus::Written => "written".into(),
+        FileStatus::Unchanged => "unchanged".into(),
+        FileStatus::Conflict => format!("conflict ({})", keys.join(", ")),
+        FileStatus::WouldWrite => "not written (conflict in another file)".into(),
+        FileStatus::Removed => "removed".into(),
+    }
+}
+
+fn write(args: &WriteArgs, ctx: &Context) -> Result<u8> {
+    let secret = load_or_detect(ctx, &args.name)?;
+    if secret.values.is_empty() {
+        bail!("secret {} has no values to write", secret.name);
+    }
+    let provider = providers::for_secret(secret.provider.as_deref());
+    let path = args
+        .path
+        .as_deref()
+        .map(|p| user_path(ctx, p))
+        .transpose()?;
+    let no_file = path.is_none()
+        && secret.path.is_none()
+        && provider.default_path().is_none()
+        && provider.id() != "ssh";
+    if no_file {
+        if provider.id() != "generic" {
+            let vars: Vec<_> = provider.env_vars().iter().map(|(_, v)| *v).collect();
+            bail!(
+                "{} keeps its values in environment variables ({}), so there is no file to write; \
+                 give --path FILE to write them as a JSON file",
+                provider.id(),
+                vars.join(", ")
+            );
+        }
+        bail!(
+            "secret {} has no file; give --path FILE to write its values as a JSON file",
+            secret.name
+        );
+    }
+    let displays = secret_paths(&secret, path.as_deref())?;
+    let files: Vec<TargetFile> = displays
+        .into_iter()
+        .map(|display| TargetFile {
+            path: expand_home(&ctx.home, &display),
+            display,
+        })
+        .collect();
+    let outcomes = write_files(provider, &files, &secret.values, args.overwrite, false)
+        .map_err(|e: ProviderError| anyhow::Error::new(e))
+        .with_context(|| format!("write secret {}", secret.name))?;
+    let status = overall(&outcomes);
+    if args.json {
+        print_json(&json!({"name": secret.name, "status": status, "files": outcomes}))?;
+    } else {
+        let mut table = Table::new(&["file", "status"]);
+        for o in &outcomes {
+            table.row(vec![
+                o.path.clone(),
+                status_text(o.status, &o.conflict_keys),
+            ]);
+        }
+        table.print()?;
+    }
+    if status == FileStatus::Conflict {
+        for o in outcomes.iter().filter(|o| o.status == FileStatus::Conflict) {
+            eprintln!(
+                "error: {} holds other values for {}; nothing was written (use --overwrite to replace them)",
+                o.path,
+                o.conflict_keys.join(", ")
+            );
+        }
+        return Ok(exit::FAILURE);
+    }
+    Ok(exit::OK)
+}
