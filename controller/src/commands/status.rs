@@ -1,7 +1,11 @@
 //! `controller status --cluster NAME`: what each node holds, from
 //! `GET /v1/status`: secret names, file paths, env names and var names, and
-//! keyed fingerprints; never values. Secrets whose fingerprints differ across
-//! nodes, or that some nodes lack, are flagged.
+//! keyed fingerprints; never values. Secrets that are not installed the same
+//! way on every node (other files, vars or keys), or that some nodes lack,
+//! are flagged. Fingerprints are keyed per node (each agent has its own
+//! key), so they tell whether a value changed on one node over time but
+//! cannot be compared across nodes: value drift between nodes is not
+//! detectable here without a shared fingerprint key.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,26 +33,27 @@ struct NodeStatus {
 #[derive(Debug, Serialize, PartialEq, Eq)]
 struct Drift {
     secret: String,
-    /// Fingerprints differ between nodes that hold it.
+    /// Installed differently (other files, keys or vars) on the nodes that hold it.
     differs: bool,
     /// Nodes that answered but do not hold it.
     missing_on: Vec<String>,
 }
 
-/// Everything a secret installed on one node, as comparable `(where, fingerprint)` pairs.
+/// Where a secret is installed on one node: `(path, keys)` of its files and
+/// `(env:var, "")` of its vars. Fingerprints are left out: they are keyed per node.
 fn footprint(s: &InstalledSecret) -> Footprint {
     s.files
         .iter()
-        .map(|f| (f.path.clone(), f.fingerprint.clone()))
+        .map(|f| (f.path.clone(), f.keys.join(",")))
         .chain(
             s.vars
                 .iter()
-                .map(|v| (format!("{}:{}", v.env, v.var), v.fingerprint.clone())),
+                .map(|v| (format!("{}:{}", v.env, v.var), String::new())),
         )
         .collect()
 }
 
-/// Where a secret is installed and with which fingerprint.
+/// Where a secret is installed on one node.
 type Footprint = BTreeSet<(String, String)>;
 
 fn drift(nodes: &[NodeStatus]) -> Vec<Drift> {
@@ -176,7 +181,7 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<u8> {
         for d in &drift {
             if d.differs {
                 eprintln!(
-                    "warning: secret {} differs across nodes (fingerprints differ); run `controller sync --cluster {} --secret {} --overwrite`",
+                    "warning: secret {} is installed differently across nodes (files, keys or vars); run `controller sync --cluster {} --secret {} --overwrite`",
                     d.secret, cluster.name, d.secret
                 );
             }
@@ -210,8 +215,8 @@ mod tests {
                     provider: Some("aws".into()),
                     files: vec![InstalledFile {
                         path: "~/.aws/credentials".into(),
-                        keys: vec!["access_key".into()],
-                        fingerprint: fp.into(),
+                        keys: vec![fp.into()],
+                        fingerprint: "ff".into(),
                     }],
                     vars: vec![],
                 }]
@@ -231,6 +236,7 @@ mod tests {
 
     #[test]
     fn drift_flags_differences_and_missing() {
+        // Fingerprints are per node: only the layout (paths, keys, vars) is compared.
         assert!(drift(&[node("a", Some("f1")), node("b", Some("f1"))]).is_empty());
         let d = drift(&[
             node("a", Some("f1")),

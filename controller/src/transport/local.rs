@@ -2,7 +2,7 @@
 //! `127.0.0.1:<port>` (the port from `~/.rh/agent/agent.addr`, else 32300)
 //! with the token from `~/.rh/agent/token`. When no agent answers, one is
 //! started in the background (`agent serve` detached with `setsid`, logs to
-//! `~/.rh/agent/agent.log`, its pid in `~/.rh/agent/agent.pid`) and
+//! `~/.rh/agent/agent.log`; the agent writes its pid to `agent.pid`) and
 //! `/healthz` is awaited. Never prints the token.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -176,7 +176,6 @@ async fn start_agent(
             bin.display()
         ))
     })?;
-    let _ = std::fs::write(dir.join("agent.pid"), format!("{}\n", child.id()));
     let started = Instant::now();
     while started.elapsed() < wait {
         if let Ok(Some(status)) = child.try_wait() {

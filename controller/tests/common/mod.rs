@@ -61,21 +61,41 @@ pub fn controller_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_controller"))
 }
 
-/// The agent binary next to the controller, built once if needed.
+/// Newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut best = None;
+    for entry in fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest(&path)
+        } else {
+            entry.metadata().ok().and_then(|m| m.modified().ok())
+        };
+        best = best.max(t);
+    }
+    best
+}
+
+/// The agent binary next to the controller, built (once) when it is missing
+/// or older than the agent's or common's sources.
 pub fn agent_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let bin = controller_bin().with_file_name("agent");
-            // Always ask cargo: a no-op when fresh, a rebuild when the agent changed.
-            let profile_release = bin
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+            let built = fs::metadata(&bin).and_then(|m| m.modified()).ok();
+            let sources = newest(&root.join("agent/src")).max(newest(&root.join("common/src")));
+            if built.is_some() && built >= sources {
+                return bin;
+            }
+            let release = bin
                 .parent()
                 .and_then(|p| p.file_name())
                 .is_some_and(|n| n == "release");
             let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "-q", "-p", "agent"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if profile_release {
+            cmd.args(["build", "-q", "-p", "agent"]).current_dir(root);
+            if release {
                 cmd.arg("--release");
             }
             let status = cmd.status().expect("run cargo build -p agent");
@@ -366,13 +386,25 @@ impl Run {
     /// Assert exit 0 and return self.
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "controller {}\n{}", self.args, self.describe());
+        assert_eq!(
+            self.code,
+            0,
+            "controller {}\n{}",
+            self.args,
+            self.describe()
+        );
         self
     }
 
     #[track_caller]
     pub fn code(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "controller {}\n{}", self.args, self.describe());
+        assert_eq!(
+            self.code,
+            code,
+            "controller {}\n{}",
+            self.args,
+            self.describe()
+        );
         self
     }
 
