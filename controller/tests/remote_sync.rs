@@ -85,6 +85,13 @@ fn sync_writes_files_and_vars_then_unchanged_dry_run_status_revoke() {
         r.describe()
     );
 
+    // Trace-level diagnostics carry no value either.
+    let r = w
+        .controller_with(&["-vv", "sync", "--cluster", "c"], &env())
+        .ok();
+    r.no_values(&values);
+    assert!(r.stderr.contains("/v1/sync"), "{}", r.describe());
+
     // A changed local token: --dry-run reports, changes nothing.
     fs::write(
         w.home.join(".cache/huggingface/token"),

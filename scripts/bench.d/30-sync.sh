@@ -95,7 +95,7 @@ write_config() { # write_config FILE [KEX]
     done
     printf 'Host *\n  User root\n  IdentityFile %s\n  IdentitiesOnly yes\n' "$work/client_key"
     printf '  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n' "$work/known_hosts"
-    [ -n "${2:-}" ] && printf '  KexAlgorithms %s\n' "$2"
+    if [ -n "${2:-}" ]; then printf '  KexAlgorithms %s\n' "$2"; fi
   } >"$1"
 }
 write_config "$work/ssh_config.default"
@@ -113,6 +113,12 @@ out=$("${run_env[@]}" RH_SSH_CONFIG="$work/ssh_config.default" "$BIN" sync --clu
 count=$(printf '%s' "$out" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["nodes"][0]["results"]))')
 [ "$count" -ge 16 ] || { echo "30-sync: only $count secrets synced (want 16)" >&2; exit 1; }
 "${run_env[@]}" RH_SSH_CONFIG="$work/ssh_config.default" "$BIN" sync --cluster b32 >/dev/null
+
+if [ -n "${BENCH_PROFILE:-}" ]; then # one traced run per size, for finding where time goes
+  for n in "${NODES[@]}"; do
+    "${run_env[@]}" RH_SSH_CONFIG="$work/ssh_config.curve" RH_LOG=controller=debug "$BIN" sync --cluster "b$n" 2>&1 >/dev/null | tail -n 4
+  done
+fi
 
 measure() { # measure CONFIG N RUNS -> mean seconds
   local json; json=$(mktemp)

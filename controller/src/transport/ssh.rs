@@ -242,8 +242,8 @@ impl SshSession {
     }
 }
 
-/// Open the master, read the token (and the agent's reported port), then
-/// forward a local port to the agent.
+/// Open the master, then read the token (and the agent's reported port)
+/// while forwarding a local port to the agent.
 pub(crate) async fn connect(
     node: &Node,
     t: &SshTarget,
@@ -251,12 +251,21 @@ pub(crate) async fn connect(
     http: &reqwest::Client,
 ) -> Result<AgentConn, TransportError> {
     let session = SshSession::open(node, t, opts).await?;
-    // The port the agent reports (agent.addr) wins over the cluster's setting.
+    // Read the token and forward the cluster's agent port at the same time;
+    // when the agent reports another port (agent.addr), forward that one too.
     let tunnel = async {
-        let (token, reported) = session.read_token(&opts.cluster).await?;
-        let agent_port = reported.unwrap_or(t.agent_port);
-        let local = session.forward(agent_port).await?;
-        Ok::<_, TransportError>((token, agent_port, local))
+        let (read, forward) = tokio::join!(
+            session.read_token(&opts.cluster),
+            session.forward(t.agent_port)
+        );
+        let (token, reported) = read?;
+        match reported {
+            Some(p) if p != t.agent_port => {
+                tracing::debug!(node = %node.name, port = p, "agent reports another port");
+                Ok::<_, TransportError>((token, p, session.forward(p).await?))
+            }
+            _ => Ok((token, t.agent_port, forward?)),
+        }
     };
     let (token, agent_port, port) = match tunnel.await {
         Ok(v) => v,
