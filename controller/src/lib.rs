@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod output;
+pub mod vault;
 
 pub use context::Context;
 pub mod clusters;

@@ -15,8 +15,10 @@ pub mod sync;
 use crate::cli::Command;
 use crate::Context;
 
+pub mod login;
 pub mod providers;
 pub mod secret;
+pub mod vault;
 
 /// Exit codes fixed by the interface.
 pub mod exit {
@@ -43,6 +45,9 @@ pub fn dispatch(command: Command, ctx: &Context) -> Result<u8> {
         Command::Revoke(a) => revoke::run(a, ctx),
         Command::Providers(args) => providers::run(&args, ctx),
         Command::Secret(command) => secret::run(command, ctx),
+        Command::Login(args) => login::run_login(args, ctx),
+        Command::Logout(args) => login::run_logout(args, ctx),
+        Command::Vault(command) => vault::run(command, ctx),
         other => todo_command(&format!("{other:?}")),
     }
 }

@@ -1,0 +1,189 @@
+//! `controller vault list | push NAME... | pull NAME...`: the remote store
+//! (Vault KV v2). Resolves the configuration and the secrets first, then
+//! talks to the server; prints one row per secret (name, status, version,
+//! detail) or one JSON document. Never prints a value or the token.
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use crate::cli::{ListArgs, VaultCommand, VaultNamesArgs};
+use crate::commands::{exit, UsageError};
+use crate::output::{print_json, Table};
+use crate::vault::{self, local, Outcome, State, VaultClient, VaultConfig};
+use crate::Context;
+use common::Secret;
+
+/// A runtime for the async HTTP client of one command.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The configuration and client of the remote store, from `~/.rh/config`
+/// and the environment.
+pub(crate) fn connect(ctx: &Context) -> Result<(VaultConfig, VaultClient)> {
+    let env = |k: &str| ctx.var(k).map(str::to_owned);
+    let config = VaultConfig::resolve(&ctx.home, &env, &[], None)?;
+    let client = VaultClient::new(&config)?;
+    Ok((config, client))
+}
+
+/// Run `controller vault ...`.
+pub fn run(command: VaultCommand, ctx: &Context) -> Result<u8> {
+    match command {
+        VaultCommand::List(args) => list(&args, ctx),
+        VaultCommand::Push(args) => push(&args, ctx),
+        VaultCommand::Pull(args) => pull(&args, ctx),
+    }
+}
+
+#[derive(Serialize)]
+struct ListEntry {
+    name: String,
+    saved_locally: bool,
+    known_version: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ListDoc<'a> {
+    url: &'a str,
+    mount: &'a str,
+    prefix: &'a str,
+    secrets: Vec<ListEntry>,
+}
+
+fn list(args: &ListArgs, ctx: &Context) -> Result<u8> {
+    let (config, client) = connect(ctx)?;
+    let names = runtime()?.block_on(client.list())?;
+    let state = State::load(&ctx.home)?;
+    let key = config.store_key();
+    let entries: Vec<ListEntry> = names
+        .into_iter()
+        .map(|name| ListEntry {
+            saved_locally: local::exists(&ctx.home, &name),
+            known_version: state.known(&key, &name).map(|k| k.version),
+            name,
+        })
+        .collect();
+    if args.json {
+        print_json(&ListDoc {
+            url: client.current_url(),
+            mount: &config.mount,
+            prefix: &config.prefix,
+            secrets: entries,
+        })?;
+    } else if entries.is_empty() {
+        eprintln!(
+            "no secrets in {}/{} on {}",
+            config.mount,
+            config.prefix,
+            client.current_url()
+        );
+    } else {
+        let mut table = Table::new(&["name", "saved here", "version seen here"]);
+        for e in &entries {
+            table.row(vec![
+                e.name.clone(),
+                if e.saved_locally { "yes" } else { "no" }.into(),
+                e.known_version
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        table.print()?;
+    }
+    Ok(exit::OK)
+}
+
+fn check_names(names: &[String]) -> Result<()> {
+    for name in names {
+        common::names::validate_secret_name(name).map_err(|e| UsageError(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The saved secret `name`, else the detected one.
+pub(crate) fn local_secret(
+    ctx: &Context,
+    name: &str,
+    detected: &mut Option<Vec<Secret>>,
+) -> Result<Option<Secret>> {
+    if let Some(secret) = local::load(&ctx.home, name)? {
+        return Ok(Some(secret));
+    }
+    let detected = detected.get_or_insert_with(|| {
+        let env = |k: &str| ctx.var(k).map(str::to_owned);
+        local::detect(&ctx.home, &env).0
+    });
+    Ok(detected.iter().find(|s| s.name == name).cloned())
+}
+
+fn push(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
+    check_names(&args.names)?;
+    let mut detected = None;
+    let mut secrets = Vec::with_capacity(args.names.len());
+    for name in &args.names {
+        match local_secret(ctx, name, &mut detected)? {
+            Some(s) => secrets.push(s),
+            None => anyhow::bail!(
+                "no saved or detected secret named {name}: see `controller secret list`"
+            ),
+        }
+    }
+    let (config, client) = connect(ctx)?;
+    let outcomes = runtime()?.block_on(vault::push(
+        &client,
+        &config,
+        &ctx.home,
+        &secrets,
+        args.overwrite,
+    ))?;
+    report(&outcomes, args.json)
+}
+
+fn pull(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
+    check_names(&args.names)?;
+    let (config, client) = connect(ctx)?;
+    let (outcomes, _) = runtime()?.block_on(vault::pull(
+        &client,
+        &config,
+        &ctx.home,
+        &args.names,
+        args.overwrite,
+    ))?;
+    report(&outcomes, args.json)
+}
+
+/// Print outcomes; exit 1 if any conflicted or failed.
+pub(crate) fn report(outcomes: &[Outcome], json: bool) -> Result<u8> {
+    if json {
+        print_json(&serde_json::json!({ "results": outcomes }))?;
+    } else {
+        outcome_table(outcomes).print()?;
+    }
+    let bad = outcomes.iter().filter(|o| o.status.is_failure()).count();
+    if bad > 0 {
+        eprintln!("error: {bad} of {} secret(s) not done", outcomes.len());
+        Ok(exit::FAILURE)
+    } else {
+        Ok(exit::OK)
+    }
+}
+
+/// The outcome rows as a table.
+pub(crate) fn outcome_table(outcomes: &[Outcome]) -> Table {
+    let mut table = Table::new(&["name", "status", "version", "detail"]);
+    for o in outcomes {
+        table.row(vec![
+            o.name.clone(),
+            o.status.as_str().into(),
+            o.version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            o.detail.clone().unwrap_or_default(),
+        ]);
+    }
+    table
+}

@@ -1,0 +1,824 @@
+//! The HTTP client of the remote store: the Vault KV v2 API (OpenBao or
+//! Vault), over one reqwest client (rustls, connect and request timeouts,
+//! no redirects, the configured CA added to the roots; verification is never
+//! turned off). Tries the server URLs in order: a connection error or a
+//! non-leader answer (standby, sealed, 307, 503, "no active node") moves on
+//! to the next URL, and rounds are retried for a while when some node says
+//! an election is under way.
+//! It sends the token only in `X-Vault-Token`, never logs it or a value, and
+//! its errors name URLs, mounts and secret names only.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Values;
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::config::{Token, VaultConfig};
+use super::VaultError;
+
+/// Time allowed to connect to one server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time allowed for one request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long to keep retrying while nodes answer "not the active node".
+const DEFAULT_FAILOVER_WAIT: Duration = Duration::from_secs(40);
+
+/// A client bound to one store (URLs, mount, prefix, token).
+pub struct VaultClient {
+    http: reqwest::Client,
+    urls: Vec<String>,
+    mount: String,
+    prefix: String,
+    token: Token,
+    ca_cert: Option<PathBuf>,
+    preferred: AtomicUsize,
+    failover_wait: Duration,
+}
+
+impl fmt::Debug for VaultClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultClient")
+            .field("urls", &self.urls)
+            .field("mount", &self.mount)
+            .field("prefix", &self.prefix)
+            .field("token", &self.token)
+            .field("ca_cert", &self.ca_cert)
+            .finish()
+    }
+}
+
+/// Metadata kept next to a secret (`custom_metadata`): never values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretMeta {
+    pub provider: Option<String>,
+    pub path: Option<String>,
+    pub env_vars: Option<BTreeMap<String, String>>,
+}
+
+impl SecretMeta {
+    /// As KV v2 `custom_metadata` (string values only).
+    fn to_custom(&self) -> BTreeMap<String, String> {
+        let mut map = BTreeMap::new();
+        map.insert("managed_by".into(), "rh-controller".into());
+        if let Some(p) = &self.provider {
+            map.insert("provider".into(), p.clone());
+        }
+        if let Some(p) = &self.path {
+            map.insert("path".into(), p.clone());
+        }
+        if let Some(vars) = &self.env_vars {
+            map.insert(
+                "env_vars".into(),
+                serde_json::to_string(vars).expect("map serializes"),
+            );
+        }
+        map
+    }
+
+    fn from_custom(custom: &BTreeMap<String, String>) -> Self {
+        Self {
+            provider: custom.get("provider").cloned(),
+            path: custom.get("path").cloned(),
+            env_vars: custom
+                .get("env_vars")
+                .and_then(|s| serde_json::from_str(s).ok()),
+        }
+    }
+}
+
+/// One secret as read from the store.
+pub struct RemoteSecret {
+    pub version: u64,
+    pub values: Values,
+    pub meta: SecretMeta,
+    /// When this version was written (RFC 3339, as the server says).
+    pub created_time: Option<String>,
+}
+
+impl fmt::Debug for RemoteSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteSecret")
+            .field("version", &self.version)
+            .field("keys", &self.values.keys().collect::<Vec<_>>())
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+/// What a read found.
+#[derive(Debug)]
+pub enum RemoteRead {
+    /// No such secret (`current_version` is 0, or the last version's number
+    /// when it was deleted).
+    Absent { current_version: u64 },
+    /// The current version.
+    Present(RemoteSecret),
+}
+
+impl RemoteRead {
+    /// The version a check-and-set write must name.
+    pub fn current_version(&self) -> u64 {
+        match self {
+            Self::Absent { current_version } => *current_version,
+            Self::Present(s) => s.version,
+        }
+    }
+}
+
+/// One server's answer to `GET /v1/sys/health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub url: String,
+    /// active | standby | perf-standby | sealed | uninitialized | unreachable | ...
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What the server says about the token (no token material).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenInfo {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub policies: Vec<String>,
+    #[serde(default)]
+    pub ttl: Option<u64>,
+}
+
+/// A server's answer to one request. The body may hold values: no `Debug`.
+struct Reply {
+    url: String,
+    status: StatusCode,
+    body: Vec<u8>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct KvReadBody {
+    data: Option<KvReadData>,
+}
+
+#[derive(Deserialize)]
+struct KvReadData {
+    #[serde(default)]
+    data: Option<Values>,
+    #[serde(default)]
+    metadata: Option<KvVersionMeta>,
+}
+
+#[derive(Deserialize, Default)]
+struct KvVersionMeta {
+    #[serde(default)]
+    version: u64,
+    #[serde(default)]
+    created_time: Option<String>,
+    #[serde(default)]
+    custom_metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct KvWriteBody {
+    data: KvVersionMeta,
+}
+
+#[derive(Deserialize)]
+struct KvMetadataBody {
+    data: KvMetadata,
+}
+
+#[derive(Deserialize)]
+struct KvMetadata {
+    #[serde(default)]
+    current_version: u64,
+    #[serde(default)]
+    custom_metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct ListBody {
+    data: ListData,
+}
+
+#[derive(Deserialize)]
+struct ListData {
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct LookupBody {
+    data: TokenInfo,
+}
+
+#[derive(Serialize)]
+struct WriteBody<'a> {
+    data: &'a Values,
+    options: WriteOptions,
+}
+
+#[derive(Serialize)]
+struct WriteOptions {
+    cas: u64,
+}
+
+fn errors_of(body: &[u8]) -> String {
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let mut text = parsed.errors.join("; ");
+    if text.len() > 300 {
+        let mut cut = 300;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+/// Whether an answer means "this node cannot serve that now, try another".
+fn is_not_leader(status: StatusCode, body: &[u8]) -> bool {
+    match status.as_u16() {
+        307 | 308 | 429 | 472 | 473 | 502 | 503 | 504 => true,
+        500 => {
+            let text = errors_of(body).to_lowercase();
+            ["active", "leader", "standby", "sealed", "election"]
+                .iter()
+                .any(|w| text.contains(w))
+        }
+        _ => false,
+    }
+}
+
+/// The whole source chain of an error, joined.
+fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut src = err.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        src = s.source();
+    }
+    parts.join(": ")
+}
+
+/// A short reason for a transport error: what failed and its root cause.
+fn describe_transport(err: &reqwest::Error) -> String {
+    let mut root: &(dyn std::error::Error + 'static) = err;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    if std::ptr::addr_eq(root, err as &(dyn std::error::Error + 'static)) {
+        what.to_owned()
+    } else {
+        format!("{what} ({root})")
+    }
+}
+
+/// Whether a transport error is a TLS failure (certificate, handshake).
+fn is_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(s) = src {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(inner) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            if inner.downcast_ref::<rustls::Error>().is_some() {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    let text = chain_text(err).to_lowercase();
+    ["certificate", "tls", "handshake", "unknownissuer"]
+        .iter()
+        .any(|w| text.contains(w))
+}
+
+impl VaultClient {
+    /// Build the client for a resolved configuration (reads the CA file).
+    pub fn new(config: &VaultConfig) -> Result<Self, VaultError> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("rh-controller/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &config.ca_cert {
+            let shown = ca.display().to_string();
+            let pem = std::fs::read(ca).map_err(|e| VaultError::CaFile {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
+            let mut count = 0;
+            for der in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let der = der.map_err(|e| VaultError::CaFile {
+                    path: shown.clone(),
+                    reason: format!("not a PEM certificate: {e}"),
+                })?;
+                let cert = reqwest::Certificate::from_der(der.as_ref()).map_err(|e| {
+                    VaultError::CaFile {
+                        path: shown.clone(),
+                        reason: chain_text(&e),
+                    }
+                })?;
+                builder = builder.add_root_certificate(cert);
+                count += 1;
+            }
+            if count == 0 {
+                return Err(VaultError::CaFile {
+                    path: shown,
+                    reason: "holds no PEM certificate".into(),
+                });
+            }
+        }
+        let http = builder.build().map_err(|e| VaultError::Client {
+            reason: chain_text(&e),
+        })?;
+        Ok(Self {
+            http,
+            urls: config.urls.clone(),
+            mount: config.mount.clone(),
+            prefix: config.prefix.clone(),
+            token: config.token.clone(),
+            ca_cert: config.ca_cert.clone(),
+            preferred: AtomicUsize::new(0),
+            failover_wait: DEFAULT_FAILOVER_WAIT,
+        })
+    }
+
+    /// How long to keep retrying while nodes answer "not the active node".
+    pub fn with_failover_wait(mut self, wait: Duration) -> Self {
+        self.failover_wait = wait;
+        self
+    }
+
+    /// The server URLs, in order.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// The URL that answered last (the first one before any request).
+    pub fn current_url(&self) -> &str {
+        &self.urls[self.preferred.load(Ordering::Relaxed) % self.urls.len()]
+    }
+
+    fn data_path(&self, name: &str) -> String {
+        format!("{}/data/{}/{}", self.mount, self.prefix, name)
+    }
+
+    fn metadata_path(&self, name: &str) -> String {
+        format!("{}/metadata/{}/{}", self.mount, self.prefix, name)
+    }
+
+    fn tls_error(&self, url: &str, reason: String) -> VaultError {
+        VaultError::Tls {
+            url: url.to_owned(),
+            ca: match &self.ca_cert {
+                Some(p) => format!("CA file {}", p.display()),
+                None => "no CA file: the system roots only; set VAULT_CACERT or \
+                         login with VAULT_CACERT set"
+                    .into(),
+            },
+            reason,
+        }
+    }
+
+    /// Send one request to the first server that can serve it.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply, VaultError> {
+        let n = self.urls.len();
+        let deadline = Instant::now() + self.failover_wait;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let start = self.preferred.load(Ordering::Relaxed);
+            let mut failures: Vec<String> = Vec::new();
+            let mut tls: Option<(String, String)> = None;
+            let mut not_leader = false;
+            for i in 0..n {
+                let index = (start + i) % n;
+                let url = &self.urls[index];
+                let mut request = self
+                    .http
+                    .request(method.clone(), format!("{url}/v1/{path}"))
+                    .header("X-Vault-Token", self.token.expose_secret())
+                    .header("X-Vault-Request", "true");
+                if let Some(body) = &body {
+                    request = request
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone());
+                }
+                let response = match request.send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let reason = describe_transport(&e);
+                        tracing::debug!(url = %url, "request failed: {reason}");
+                        if is_tls_error(&e) && tls.is_none() {
+                            tls = Some((url.clone(), reason.clone()));
+                        }
+                        failures.push(format!("{url}: {reason}"));
+                        continue;
+                    }
+                };
+                let status = response.status();
+                let bytes = match response.bytes().await {
+                    Ok(b) => b.to_vec(),
+                    Err(e) => {
+                        failures.push(format!("{url}: reading the answer: {}", chain_text(&e)));
+                        continue;
+                    }
+                };
+                if is_not_leader(status, &bytes) {
+                    tracing::debug!(url = %url, status = status.as_u16(), "not the active node");
+                    not_leader = true;
+                    failures.push(format!(
+                        "{url}: not the active node (HTTP {})",
+                        status.as_u16()
+                    ));
+                    continue;
+                }
+                if index != start {
+                    tracing::info!(url = %url, "using the next server");
+                }
+                self.preferred.store(index, Ordering::Relaxed);
+                return Ok(Reply {
+                    url: url.clone(),
+                    status,
+                    body: bytes,
+                });
+            }
+            if not_leader && Instant::now() + backoff < deadline {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            if let Some((url, reason)) = tls {
+                if failures.len() == 1 || !not_leader {
+                    return Err(self.tls_error(&url, reason));
+                }
+            }
+            return Err(VaultError::Unreachable {
+                tried: n,
+                details: failures.join("; "),
+            });
+        }
+    }
+
+    /// Map an unexpected answer to an error.
+    fn fail(&self, op: &str, reply: &Reply) -> VaultError {
+        let message = errors_of(&reply.body);
+        match reply.status.as_u16() {
+            401 | 403 => VaultError::TokenRejected {
+                url: reply.url.clone(),
+            },
+            404 if message.contains("no handler for route") => VaultError::UnknownMount {
+                mount: self.mount.clone(),
+                url: reply.url.clone(),
+            },
+            status => VaultError::Http {
+                op: op.to_owned(),
+                url: reply.url.clone(),
+                status,
+                message,
+            },
+        }
+    }
+
+    /// `GET /v1/sys/health` on each URL (no failover): what each node is.
+    pub async fn health_all(&self) -> Vec<Health> {
+        let mut out = Vec::with_capacity(self.urls.len());
+        for url in &self.urls {
+            out.push(self.health(url).await);
+        }
+        out
+    }
+
+    async fn health(&self, url: &str) -> Health {
+        #[derive(Deserialize, Default)]
+        struct HealthBody {
+            #[serde(default)]
+            version: Option<String>,
+        }
+        let result = self.http.get(format!("{url}/v1/sys/health")).send().await;
+        match result {
+            Err(e) => {
+                let reason = describe_transport(&e);
+                let state = if is_tls_error(&e) {
+                    "tls-error"
+                } else {
+                    "unreachable"
+                };
+                let detail = if state == "tls-error" {
+                    self.tls_error(url, reason).to_string()
+                } else {
+                    reason
+                };
+                Health {
+                    url: url.to_owned(),
+                    state: state.into(),
+                    version: None,
+                    detail: Some(detail),
+                }
+            }
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body: HealthBody = response.json().await.unwrap_or_default();
+                let state = match status {
+                    200 => "active",
+                    429 => "standby",
+                    472 => "dr-secondary",
+                    473 => "perf-standby",
+                    501 => "uninitialized",
+                    503 => "sealed",
+                    _ => "unexpected",
+                };
+                Health {
+                    url: url.to_owned(),
+                    state: state.into(),
+                    version: body.version,
+                    detail: (state == "unexpected").then(|| format!("HTTP {status}")),
+                }
+            }
+        }
+    }
+
+    /// `GET /v1/auth/token/lookup-self`: the token is valid (403 -> rejected).
+    pub async fn lookup_self(&self) -> Result<TokenInfo, VaultError> {
+        let reply = self
+            .send(Method::GET, "auth/token/lookup-self", None)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(self.fail("token lookup", &reply));
+        }
+        let body: LookupBody =
+            serde_json::from_slice(&reply.body).map_err(|_| VaultError::Decode {
+                op: "token lookup".into(),
+                url: reply.url.clone(),
+            })?;
+        Ok(body.data)
+    }
+
+    /// Check that the mount exists and answers KV v2 (a metadata list).
+    pub async fn check_mount(&self) -> Result<(), VaultError> {
+        self.list().await.map(|_| ())
+    }
+
+    /// Names under the prefix (`LIST` on the metadata path); empty when none.
+    pub async fn list(&self) -> Result<Vec<String>, VaultError> {
+        let path = format!("{}/metadata/{}?list=true", self.mount, self.prefix);
+        let reply = self.send(Method::GET, &path, None).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            let message = errors_of(&reply.body);
+            if message.is_empty() {
+                return Ok(vec![]);
+            }
+            return Err(self.fail("list", &reply));
+        }
+        if !reply.status.is_success() {
+            return Err(self.fail("list", &reply));
+        }
+        let body: ListBody =
+            serde_json::from_slice(&reply.body).map_err(|_| VaultError::Decode {
+                op: "list".into(),
+                url: reply.url.clone(),
+            })?;
+        let mut keys: Vec<String> = body
+            .data
+            .keys
+            .into_iter()
+            .filter(|k| !k.ends_with('/'))
+            .filter(|k| {
+                // Names that cannot be local secret names are not ours.
+                let ok = common::names::validate_secret_name(k).is_ok();
+                if !ok {
+                    tracing::warn!(
+                        "skipping {} under {}/{}: not a secret name",
+                        k.escape_debug(),
+                        self.mount,
+                        self.prefix
+                    );
+                }
+                ok
+            })
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Read the current version of a secret.
+    pub async fn read(&self, name: &str) -> Result<RemoteRead, VaultError> {
+        let op = format!("read {name}");
+        let reply = self.send(Method::GET, &self.data_path(name), None).await?;
+        let parsed = || -> Result<KvReadBody, VaultError> {
+            serde_json::from_slice(&reply.body).map_err(|_| VaultError::Decode {
+                op: op.clone(),
+                url: reply.url.clone(),
+            })
+        };
+        if reply.status == StatusCode::NOT_FOUND {
+            if errors_of(&reply.body).contains("no handler for route") {
+                return Err(self.fail(&op, &reply));
+            }
+            // A deleted latest version answers 404 with its metadata.
+            let version = parsed()
+                .ok()
+                .and_then(|b| b.data)
+                .and_then(|d| d.metadata)
+                .map(|m| m.version)
+                .unwrap_or(0);
+            let current_version = if version == 0 {
+                self.current_version(name).await?
+            } else {
+                version
+            };
+            return Ok(RemoteRead::Absent { current_version });
+        }
+        if !reply.status.is_success() {
+            return Err(self.fail(&op, &reply));
+        }
+        let data = parsed()?.data.ok_or_else(|| VaultError::Decode {
+            op: op.clone(),
+            url: reply.url.clone(),
+        })?;
+        let meta = data.metadata.unwrap_or_default();
+        match data.data {
+            None => Ok(RemoteRead::Absent {
+                current_version: meta.version,
+            }),
+            Some(values) => {
+                let custom = match meta.custom_metadata {
+                    Some(c) => c,
+                    None => self.custom_metadata(name).await?,
+                };
+                Ok(RemoteRead::Present(RemoteSecret {
+                    version: meta.version,
+                    values,
+                    meta: SecretMeta::from_custom(&custom),
+                    created_time: meta.created_time,
+                }))
+            }
+        }
+    }
+
+    async fn metadata(&self, name: &str) -> Result<Option<KvMetadata>, VaultError> {
+        let op = format!("read metadata of {name}");
+        let reply = self
+            .send(Method::GET, &self.metadata_path(name), None)
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND
+            && !errors_of(&reply.body).contains("no handler for route")
+        {
+            return Ok(None);
+        }
+        if !reply.status.is_success() {
+            return Err(self.fail(&op, &reply));
+        }
+        let body: KvMetadataBody =
+            serde_json::from_slice(&reply.body).map_err(|_| VaultError::Decode {
+                op,
+                url: reply.url.clone(),
+            })?;
+        Ok(Some(body.data))
+    }
+
+    async fn current_version(&self, name: &str) -> Result<u64, VaultError> {
+        Ok(self
+            .metadata(name)
+            .await?
+            .map(|m| m.current_version)
+            .unwrap_or(0))
+    }
+
+    async fn custom_metadata(&self, name: &str) -> Result<BTreeMap<String, String>, VaultError> {
+        Ok(self
+            .metadata(name)
+            .await?
+            .and_then(|m| m.custom_metadata)
+            .unwrap_or_default())
+    }
+
+    /// Write a new version with check-and-set `cas` (0: the name must be
+    /// new), then its metadata. Returns the new version.
+    pub async fn write(
+        &self,
+        name: &str,
+        values: &Values,
+        meta: &SecretMeta,
+        cas: u64,
+    ) -> Result<u64, VaultError> {
+        let op = format!("write {name}");
+        let body = serde_json::to_vec(&WriteBody {
+            data: values,
+            options: WriteOptions { cas },
+        })
+        .expect("values serialize");
+        let reply = self
+            .send(Method::POST, &self.data_path(name), Some(body))
+            .await?;
+        if reply.status == StatusCode::BAD_REQUEST
+            && errors_of(&reply.body).contains("check-and-set")
+        {
+            let current = self.current_version(name).await.unwrap_or(0);
+            return Err(VaultError::CasMismatch {
+                name: name.to_owned(),
+                expected: cas,
+                current,
+            });
+        }
+        if !reply.status.is_success() {
+            return Err(self.fail(&op, &reply));
+        }
+        let written: KvWriteBody =
+            serde_json::from_slice(&reply.body).map_err(|_| VaultError::Decode {
+                op: op.clone(),
+                url: reply.url.clone(),
+            })?;
+        self.write_metadata(name, meta).await?;
+        Ok(written.data.version)
+    }
+
+    /// Set a secret's `custom_metadata` (provider, path, env var names).
+    pub async fn write_metadata(&self, name: &str, meta: &SecretMeta) -> Result<(), VaultError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "custom_metadata": meta.to_custom() }))
+            .expect("metadata serializes");
+        let reply = self
+            .send(Method::POST, &self.metadata_path(name), Some(body))
+            .await?;
+        if !reply.status.is_success() {
+            return Err(self.fail(&format!("write metadata of {name}"), &reply));
+        }
+        Ok(())
+    }
+
+    /// Delete a secret and all its versions (metadata included).
+    pub async fn destroy(&self, name: &str) -> Result<(), VaultError> {
+        let reply = self
+            .send(Method::DELETE, &self.metadata_path(name), None)
+            .await?;
+        if !reply.status.is_success() && reply.status != StatusCode::NOT_FOUND {
+            return Err(self.fail(&format!("delete {name}"), &reply));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_leader_answers_are_recognised() {
+        assert!(is_not_leader(StatusCode::from_u16(307).unwrap(), b""));
+        assert!(is_not_leader(StatusCode::SERVICE_UNAVAILABLE, b""));
+        assert!(is_not_leader(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"errors":["local node not active but active cluster node not found"]}"#
+        ));
+        assert!(!is_not_leader(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"errors":["storage failure"]}"#
+        ));
+        assert!(!is_not_leader(StatusCode::FORBIDDEN, b""));
+        assert!(!is_not_leader(StatusCode::OK, b""));
+    }
+
+    #[test]
+    fn metadata_round_trips_through_custom_metadata() {
+        let meta = SecretMeta {
+            provider: Some("openai".into()),
+            path: None,
+            env_vars: Some([("api_key".to_string(), "OPENAI_API_KEY".to_string())].into()),
+        };
+        let custom = meta.to_custom();
+        assert_eq!(custom["provider"], "openai");
+        assert_eq!(SecretMeta::from_custom(&custom), meta);
+    }
+}

@@ -1,0 +1,51 @@
+//! The remote store's view of this machine: the saved secrets of the local
+//! store (`common::store`, `~/.rh/secrets`) and the detected provider secrets
+//! (`common::extract`), behind one small interface so the push/pull logic
+//! does not depend on how they are kept. Errors name secrets and paths,
+//! never values.
+
+use std::path::Path;
+
+use common::extract::{self, Sources};
+use common::store::{self, StoreError};
+use common::Secret;
+
+/// The saved secret `name`, if any.
+pub fn load(home: &Path, name: &str) -> Result<Option<Secret>, StoreError> {
+    match store::load(home, name) {
+        Ok(secret) => Ok(Some(secret)),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Save a secret (0600).
+pub fn save(home: &Path, secret: &Secret) -> Result<(), StoreError> {
+    store::save(home, secret)
+}
+
+/// Whether `name` is saved.
+pub fn exists(home: &Path, name: &str) -> bool {
+    store::exists(home, name)
+}
+
+/// The saved secrets, in the store's order.
+pub fn list(home: &Path) -> Result<Vec<Secret>, StoreError> {
+    store::list(home)
+}
+
+/// Delete the saved secret `name` (its files are left alone); absent is fine.
+pub fn delete(home: &Path, name: &str) -> Result<(), StoreError> {
+    match store::delete(home, name) {
+        Err(StoreError::NotFound { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// The provider secrets detected on this machine (files and env vars), and
+/// warnings (unreadable files...) as text naming files, never values.
+pub fn detect(home: &Path, env: &dyn Fn(&str) -> Option<String>) -> (Vec<Secret>, Vec<String>) {
+    let detected = extract::detect(&Sources { home, env }, &[]);
+    let warnings = detected.warnings.iter().map(ToString::to_string).collect();
+    (detected.secrets, warnings)
+}

