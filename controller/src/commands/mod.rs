@@ -48,11 +48,5 @@ pub fn dispatch(command: Command, ctx: &Context) -> Result<u8> {
         Command::Login(args) => login::run_login(args, ctx),
         Command::Logout(args) => login::run_logout(args, ctx),
         Command::Vault(command) => vault::run(command, ctx),
-        other => todo_command(&format!("{other:?}")),
     }
-}
-
-fn todo_command(what: &str) -> Result<u8> {
-    let first = what.split(['(', ' ']).next().unwrap_or(what);
-    anyhow::bail!("{first}: not implemented yet")
 }
