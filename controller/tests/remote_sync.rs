@@ -525,3 +525,68 @@ fn cluster_add_list_show_remove() {
     assert!(!file.exists());
     w.controller(&["cluster", "show", "gpu"]).code(2);
 }
+
+/// Kills the agent that `cluster bootstrap` started on a node, even when an assert fails.
+struct StopNodeAgent(std::path::PathBuf);
+
+impl Drop for StopNodeAgent {
+    fn drop(&mut self) {
+        if let Ok(pid) = fs::read_to_string(self.0.join(".rh/agent/agent.pid")) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+#[test]
+fn bootstrap_installs_and_starts_the_agent_over_ssh() {
+    let mut w = World::bare();
+    Fixtures::write(&w.home);
+    w.add_node(false, true);
+    let node = w.nodes[0].home.clone();
+    let _stop = StopNodeAgent(node.clone());
+    let port = common::free_port().to_string();
+    w.controller(&[
+        "cluster",
+        "add",
+        "c",
+        "--host",
+        &w.nodes[0].host(),
+        "--user",
+        "root",
+        "--agent-port",
+        &port,
+        "--identity-file",
+        &w.client_key.display().to_string(),
+    ])
+    .ok();
+    // Before: actionable error.
+    let r = w
+        .controller_with(&["sync", "--cluster", "c"], &env())
+        .code(1);
+    assert!(
+        r.stderr.contains("controller cluster bootstrap c"),
+        "{}",
+        r.describe()
+    );
+    let agent = common::agent_bin();
+    let r = w
+        .controller(&[
+            "cluster",
+            "bootstrap",
+            "c",
+            "--agent-bin",
+            agent.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(r.stdout.contains("running"), "{}", r.describe());
+    assert_eq!(mode(&node.join(".rh/bin/agent")), 0o700);
+    assert_eq!(
+        fs::read(node.join(".rh/bin/agent")).unwrap(),
+        fs::read(&agent).unwrap()
+    );
+    w.controller_with(&["sync", "--cluster", "c"], &env()).ok();
+    assert_eq!(
+        fs::read_to_string(node.join(".cache/huggingface/token")).unwrap(),
+        Fixtures::HF_TOKEN
+    );
+}
