@@ -358,8 +358,9 @@ impl EnvManager {
         Box::pin(async move {
             let mut child = Command::new(&self.exe)
                 .arg("env-host")
-                .arg("--name")
-                .arg(&env.name)
+                // `--name=E` in one argument: a name starting with '-' (the
+                // name rules allow it) must not be parsed as a flag.
+                .arg(format!("--name={}", env.name))
                 .current_dir(&self.home)
                 .env("HOME", &self.home)
                 .stdin(Stdio::piped())
