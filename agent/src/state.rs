@@ -191,6 +191,7 @@ impl AppState {
             config.home.clone(),
             &dir,
             Arc::clone(&write_lock),
+            config.max_envs,
         )?;
         envs.start_all().await?;
         Ok(Self {
