@@ -652,3 +652,19 @@ async fn envs_are_capped_and_the_cap_is_a_409_that_changes_nothing() {
     assert_eq!(names, ["base_env", "e1", "e2"]);
     f.state.shutdown().await;
 }
+
+#[tokio::test]
+async fn stale_temp_files_in_the_state_dir_are_removed_at_start() {
+    let home = tempfile::tempdir().unwrap();
+    let state_dir = home.path().join(".rh/agent");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    // what a kill -9 between create and rename of installed.json leaves
+    let stale = state_dir.join(".rh-tmp-Xy12ab");
+    std::fs::write(&stale, format!("{{\"values\": {{\"k\": \"{SECRET}\"}}}}")).unwrap();
+    let state = agent::AppState::open(common::config(home.path()))
+        .await
+        .unwrap();
+    assert!(!stale.exists(), "stale temp file kept");
+    assert!(state_dir.join("token").exists());
+    state.shutdown().await;
+}
