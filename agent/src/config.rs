@@ -14,6 +14,8 @@ use thiserror::Error;
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// Default cap on each of a run's stdout and stderr: 1 MiB.
 pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
+/// Default cap on the number of envs (each is a process): 64.
+pub const DEFAULT_MAX_ENVS: usize = 64;
 
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
@@ -57,6 +59,7 @@ pub struct FileConfig {
     pub run_timeout_secs: Option<u64>,
     pub max_run_timeout_secs: Option<u64>,
     pub output_cap_bytes: Option<usize>,
+    pub max_envs: Option<usize>,
     pub tls: Option<TlsConfig>,
 }
 
@@ -94,6 +97,8 @@ pub struct Config {
     pub max_run_timeout: Duration,
     /// Cap on each of a run's stdout and stderr.
     pub output_cap: usize,
+    /// Most envs (env processes) this node keeps; creating one more is refused.
+    pub max_envs: usize,
     pub tls: Option<TlsConfig>,
     /// The executable started as `<exe> env-host --name E` for each env
     /// (the agent binary itself; tests point it at the built binary).
@@ -113,6 +118,7 @@ impl Config {
             run_timeout: Duration::from_secs(600),
             max_run_timeout: Duration::from_secs(24 * 3600),
             output_cap: DEFAULT_OUTPUT_CAP,
+            max_envs: DEFAULT_MAX_ENVS,
             tls: None,
             env_host_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("agent")),
         }
@@ -160,6 +166,12 @@ impl Config {
         }
         if let Some(n) = file.output_cap_bytes {
             config.output_cap = n;
+        }
+        if let Some(n) = file.max_envs {
+            if n == 0 {
+                return Err(ConfigError::Zero { field: "max_envs" });
+            }
+            config.max_envs = n;
         }
         config.tls = file.tls;
         config.check_listen(config.listen)?;
@@ -214,5 +226,10 @@ mod tests {
         )
         .is_ok());
         assert!(serde_yaml::from_str::<FileConfig>("bogus: 1").is_err());
+        let envs: FileConfig = serde_yaml::from_str("max_envs: 5\n").unwrap();
+        let c = Config::resolve(envs, None, Some("/h".into()), None).unwrap();
+        assert_eq!(c.max_envs, 5);
+        let zero: FileConfig = serde_yaml::from_str("max_envs: 0\n").unwrap();
+        assert!(Config::resolve(zero, None, Some("/h".into()), None).is_err());
     }
 }

@@ -51,6 +51,8 @@ pub enum EnvError {
     },
     #[error("envs state {path}: {reason}")]
     State { path: String, reason: String },
+    #[error("cannot create env {env:?}: this node already has {max} envs (the agent's max_envs)")]
+    TooMany { env: String, max: usize },
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -98,6 +100,7 @@ pub(crate) struct EnvManager {
     write_lock: Arc<tokio::sync::Mutex<()>>,
     shutting_down: AtomicBool,
     next_id: AtomicU64,
+    max_envs: usize,
 }
 
 impl std::fmt::Debug for EnvManager {
@@ -111,12 +114,15 @@ impl std::fmt::Debug for EnvManager {
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl EnvManager {
-    /// Load `envs.json` from `state_dir` (base_env always exists); starts nothing.
+    /// Load `envs.json` from `state_dir` (base_env always exists); starts
+    /// nothing. At most `max_envs` envs can be created (envs already saved
+    /// are all loaded).
     pub(crate) fn open(
         exe: PathBuf,
         home: PathBuf,
         state_dir: &Path,
         write_lock: Arc<tokio::sync::Mutex<()>>,
+        max_envs: usize,
     ) -> Result<Arc<Self>, EnvError> {
         let path = state_dir.join("envs.json");
         let state_err = |reason: String| EnvError::State {
@@ -147,6 +153,7 @@ impl EnvManager {
             write_lock,
             shutting_down: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            max_envs,
         }))
     }
 
@@ -166,6 +173,30 @@ impl EnvManager {
     /// Whether env `name` exists.
     pub(crate) fn exists(&self, name: &str) -> bool {
         lock(&self.envs).contains_key(name)
+    }
+
+    /// Refuse creating `new` envs (names not existing yet) beyond the cap.
+    pub(crate) fn check_room<'a>(
+        &self,
+        new: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), EnvError> {
+        let envs = lock(&self.envs);
+        let mut count = envs.len();
+        let mut seen: Vec<&str> = Vec::new();
+        for name in new {
+            if envs.contains_key(name) || seen.contains(&name) {
+                continue;
+            }
+            seen.push(name);
+            count += 1;
+            if count > self.max_envs {
+                return Err(EnvError::TooMany {
+                    env: name.to_owned(),
+                    max: self.max_envs,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The current value of `var` in env `name`.
@@ -213,6 +244,7 @@ impl EnvManager {
         let env = match self.get(name) {
             Some(env) => env,
             None => {
+                self.check_room([name])?;
                 let env = Arc::new(Env::new(name.to_owned(), BTreeMap::new()));
                 lock(&self.envs).insert(name.to_owned(), Arc::clone(&env));
                 Arc::clone(self).spawn_host(Arc::clone(&env)).await?;
@@ -358,8 +390,9 @@ impl EnvManager {
         Box::pin(async move {
             let mut child = Command::new(&self.exe)
                 .arg("env-host")
-                .arg("--name")
-                .arg(&env.name)
+                // `--name=E` in one argument: a name starting with '-' (the
+                // name rules allow it) must not be parsed as a flag.
+                .arg(format!("--name={}", env.name))
                 .current_dir(&self.home)
                 .env("HOME", &self.home)
                 .stdin(Stdio::piped())

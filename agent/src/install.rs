@@ -376,7 +376,7 @@ pub(crate) async fn apply(
                             });
                         }
                         Err(e) => {
-                            results.push(Err(ApiError::internal(e)));
+                            results.push(Err(ApiError::from(e)));
                             continue;
                         }
                     }

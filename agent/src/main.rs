@@ -45,7 +45,7 @@ struct ServeArgs {
     state_dir: Option<PathBuf>,
     /// Config file (YAML or JSON): listen, home, state_dir, body_limit_bytes,
     /// request_timeout_secs, run_timeout_secs, max_run_timeout_secs,
-    /// output_cap_bytes, tls {cert, key}.
+    /// output_cap_bytes, max_envs, tls {cert, key}.
     #[arg(long)]
     config: Option<PathBuf>,
 }

@@ -13,6 +13,9 @@
 //! - `audit.log` (0600): names only (see [`crate::audit`]).
 //! - `agent.addr`, `agent.pid`: where the running agent listens, its pid.
 //!
+//! Temp files (`.rh-tmp-*`) a killed agent left in the state dir are removed
+//! at start.
+//!
 //! Mutations (file writes, env var changes, state-file saves) run under one
 //! in-process write lock so state files are saved in order and concurrent
 //! requests never interleave; file writes also hold the directory flock of
@@ -167,6 +170,13 @@ impl AppState {
                 },
             )?;
         }
+        // A kill -9 between creating and renaming a state file's temp file
+        // leaves it behind, values included: nobody else writes here, so
+        // every one is stale.
+        let stale = common::fsutil::remove_stale_temp_files(&dir)?;
+        if stale > 0 {
+            tracing::info!(count = stale, "removed temp files left by an earlier run");
+        }
         let token = private_random(&dir.join("token"), 32)?;
         let fingerprint_key = private_random(&dir.join("fingerprint.key"), 32)?;
         let installed_path = dir.join("installed.json");
@@ -191,6 +201,7 @@ impl AppState {
             config.home.clone(),
             &dir,
             Arc::clone(&write_lock),
+            config.max_envs,
         )?;
         envs.start_all().await?;
         Ok(Self {

@@ -195,6 +195,26 @@ async fn env_vars_are_seen_by_commands_even_when_set_later() {
     agent.stop().await;
 }
 
+/// Env names may start with '-' (the name rules allow it): the env host must
+/// get the name as a value, not parse it as a flag and exit.
+#[tokio::test]
+async fn env_names_that_look_like_flags_work() {
+    let home = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(common::config(home.path())).await;
+    let c = agent.client();
+    for env in ["-h", "--version", "--name"] {
+        let (status, body) = c.set_vars(env, json!({"RH_FLAGGY": VALUE})).await;
+        assert_eq!(status, 200, "{env}: {body}");
+        let (status, out) = c.run(env, &["printenv", "RH_FLAGGY"]).await;
+        assert_eq!(status, 200, "{env}: {out}");
+        assert_eq!(out["stdout"], format!("{VALUE}\n"), "{env}");
+        let first = env_pid(&c, env).await.expect("env has a pid");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(env_pid(&c, env).await, Some(first), "{env}: host restarted");
+    }
+    agent.stop().await;
+}
+
 #[tokio::test]
 async fn concurrent_runs_in_one_env() {
     let home = tempfile::tempdir().unwrap();

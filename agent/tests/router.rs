@@ -604,3 +604,67 @@ async fn sync_applies_items_on_one_file_in_order_and_others_in_parallel() {
     assert_eq!(same, json!({"k": "two"}), "the later item wins");
     f.state.shutdown().await;
 }
+
+#[tokio::test]
+async fn envs_are_capped_and_the_cap_is_a_409_that_changes_nothing() {
+    let f = fixture_with(|c| c.max_envs = 3).await; // base_env + 2
+    for env in ["e1", "e2"] {
+        let resp = f
+            .post(
+                &format!("/v1/envs/{env}/_set_env_vars"),
+                &json!({"vars": {"RH_A": "a"}}).to_string(),
+            )
+            .await;
+        assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
+    }
+    let resp = f
+        .post(
+            "/v1/envs/e3/_set_env_vars",
+            &json!({"vars": {"RH_A": SECRET}}).to_string(),
+        )
+        .await;
+    assert_error(&resp, StatusCode::CONFLICT, "too_many_envs");
+    // a sync creating one more env is refused as a whole: its file is not written
+    let body = json!({"items": [
+        {"secret": {"name": "f", "provider": "custom", "values": {"k": SECRET}}, "path": "~/f.json"},
+        {"secret": {"name": "v", "env_vars": {"k": "RH_K"}, "values": {"k": SECRET}}, "env": "e4"},
+    ]})
+    .to_string();
+    let resp = f.post("/v1/sync", &body).await;
+    assert_error(&resp, StatusCode::CONFLICT, "too_many_envs");
+    assert!(f.user_files().is_empty(), "{:?}", f.user_files());
+    // existing envs still take vars, and the refused ones were not created
+    let resp = f
+        .post(
+            "/v1/envs/e1/_set_env_vars",
+            &json!({"vars": {"RH_B": "b"}}).to_string(),
+        )
+        .await;
+    assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
+    let (_, status) = f.get("/v1/status").await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let names: Vec<&str> = status["envs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["base_env", "e1", "e2"]);
+    f.state.shutdown().await;
+}
+
+#[tokio::test]
+async fn stale_temp_files_in_the_state_dir_are_removed_at_start() {
+    let home = tempfile::tempdir().unwrap();
+    let state_dir = home.path().join(".rh/agent");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    // what a kill -9 between create and rename of installed.json leaves
+    let stale = state_dir.join(".rh-tmp-Xy12ab");
+    std::fs::write(&stale, format!("{{\"values\": {{\"k\": \"{SECRET}\"}}}}")).unwrap();
+    let state = agent::AppState::open(common::config(home.path()))
+        .await
+        .unwrap();
+    assert!(!stale.exists(), "stale temp file kept");
+    assert!(state_dir.join("token").exists());
+    state.shutdown().await;
+}

@@ -180,7 +180,7 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<(), PathError> {
     let dir = parent_dir(path);
     create_private_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(".rh-tmp-")
+        .prefix(TEMP_PREFIX)
         .permissions(fs::Permissions::from_mode(FILE_MODE))
         .tempfile_in(dir)
         .map_err(|e| PathError::io("create temp file in", dir, e))?;
@@ -194,6 +194,44 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<(), PathError> {
     tmp.persist(path)
         .map_err(|e| PathError::io("rename into", path, e.error))?;
     sync_dir(dir)
+}
+
+/// The name prefix of [`atomic_write`]'s temp files.
+pub const TEMP_PREFIX: &str = ".rh-tmp-";
+
+/// Remove the temp files [`atomic_write`] left in `dir` when its process was
+/// killed between creating and renaming them (they hold what was being
+/// written, values included). Only regular files named `.rh-tmp-*` directly
+/// in `dir` are removed, never a symlink or a directory. Call it only on a
+/// directory no other process is writing to at the time (the agent's state
+/// dir at start). Returns how many were removed.
+pub fn remove_stale_temp_files(dir: &Path) -> Result<usize, PathError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(PathError::io("list", dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| PathError::io("list", dir, e))?;
+        let is_temp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_temp && is_file {
+            let path = entry.path();
+            match fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(PathError::io("remove", &path, e)),
+            }
+        }
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 /// Remove `path` (missing is fine) and fsync its directory.
@@ -334,6 +372,35 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"two");
         // no temp files left behind
         assert_eq!(fs::read_dir(h.path().join("a/b")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_nothing_else() {
+        let h = home();
+        let dir = h.path();
+        fs::write(dir.join(".rh-tmp-AbC123"), b"half-written secret").unwrap();
+        fs::write(dir.join("installed.json"), b"{}").unwrap();
+        fs::write(dir.join("rh-tmp-not-ours"), b"x").unwrap();
+        fs::create_dir(dir.join(".rh-tmp-dir")).unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        symlink(outside.path(), dir.join(".rh-tmp-link")).unwrap();
+        assert_eq!(remove_stale_temp_files(dir).unwrap(), 1);
+        let mut left: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".rh-tmp-dir",
+                ".rh-tmp-link",
+                "installed.json",
+                "rh-tmp-not-ours"
+            ]
+        );
+        assert!(outside.path().exists());
+        assert_eq!(remove_stale_temp_files(&dir.join("missing")).unwrap(), 0);
     }
 
     #[test]

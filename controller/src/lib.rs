@@ -12,3 +12,6 @@ pub mod output;
 pub mod vault;
 
 pub use context::Context;
+pub mod clusters;
+pub mod envs;
+pub mod transport;

@@ -35,6 +35,9 @@ impl From<EnvError> for ApiError {
             EnvError::Crashed(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "env_crashed", e.to_string())
             }
+            EnvError::TooMany { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_envs", e.to_string())
+            }
             EnvError::Spawn { .. } | EnvError::State { .. } => ApiError::internal(e),
         }
     }

@@ -1,10 +1,12 @@
 //! `POST /v1/sync`: many secrets in one request. Every item is checked
 //! (names, paths confined to home, env and var names, provider values)
 //! before anything is written; one bad item refuses the whole request with a
-//! 4xx and nothing changes. Then each item is applied in order and gets its
-//! own `SecretResult` (`written`, `unchanged`, `conflict`, `failed` with a
-//! message naming paths only; `would_write`/`unchanged` in a dry run, which
-//! changes nothing). The response is 200 whatever the per-secret results.
+//! 4xx and nothing changes (so does a request that would create more envs
+//! than the agent's `max_envs`: 409 `too_many_envs`). Then each item is
+//! applied in order and gets its own `SecretResult` (`written`, `unchanged`,
+//! `conflict`, `failed` with a message naming paths only;
+//! `would_write`/`unchanged` in a dry run, which changes nothing). The
+//! response is 200 whatever the per-secret results.
 
 use axum::extract::State;
 use axum::Json;
@@ -47,6 +49,12 @@ pub(crate) async fn post(
             }
             planned.push(p);
         }
+        // Envs the request would create must fit under the cap (checked
+        // again under the write lock when they are created).
+        state
+            .inner
+            .envs
+            .check_room(audit.envs.iter().map(String::as_str))?;
         let names: Vec<String> = planned.iter().map(|p| p.secret.name.clone()).collect();
         let results = install::apply(&state, planned, req.overwrite, req.dry_run).await;
         let results = names

@@ -3,79 +3,36 @@
 //! `aws_session_token`. Merges key by key inside the profile: other profiles,
 //! comments, `region` and every other line stay byte for byte.
 
-use super::{reject_newlines, Merge, Provider, ProviderError, Removal, SourceFile};
+use super::ini_file::IniFile;
 use crate::formats::ini::IniLayout;
-use crate::secret_value::{SecretText, Values};
 
 /// The AWS provider.
-#[derive(Debug)]
-pub struct Aws;
-
-/// The one instance.
-pub static AWS: Aws = Aws;
-
-const LAYOUT: IniLayout = IniLayout {
-    section: "default",
-    keys: &[
-        ("access_key", "aws_access_key_id"),
-        ("secret_key", "aws_secret_access_key"),
-        ("session_token", "aws_session_token"),
+pub static AWS: IniFile = IniFile {
+    id: "aws",
+    path: "~/.aws/credentials",
+    vars: &[
+        ("access_key", "AWS_ACCESS_KEY_ID"),
+        ("secret_key", "AWS_SECRET_ACCESS_KEY"),
     ],
+    keys: &["access_key", "secret_key", "session_token"],
+    required: &["access_key", "secret_key"],
+    layout: IniLayout {
+        section: "default",
+        keys: &[
+            ("access_key", "aws_access_key_id"),
+            ("secret_key", "aws_secret_access_key"),
+            ("session_token", "aws_session_token"),
+        ],
+    },
 };
-
-impl Provider for Aws {
-    fn id(&self) -> &'static str {
-        "aws"
-    }
-    fn default_path(&self) -> Option<&'static str> {
-        Some("~/.aws/credentials")
-    }
-    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            ("access_key", "AWS_ACCESS_KEY_ID"),
-            ("secret_key", "AWS_SECRET_ACCESS_KEY"),
-        ]
-    }
-    fn value_keys(&self) -> &'static [&'static str] {
-        &["access_key", "secret_key", "session_token"]
-    }
-    fn required_keys(&self) -> &'static [&'static str] {
-        &["access_key", "secret_key"]
-    }
-    fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
-        let f = super::first_file(self, files)?;
-        LAYOUT.parse(f.path, f.text, self.required_keys())
-    }
-    fn merge(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
-        LAYOUT.merge(self.id(), path, existing, values, overwrite)
-    }
-    fn remove(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
-        LAYOUT.remove(path, existing, values)
-    }
-    fn validate(&self, values: &Values) -> Result<(), ProviderError> {
-        super::check_required(self, values)?;
-        reject_newlines(self.id(), values)
-    }
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::providers::testing::{expect_write, parse_one};
+    use crate::providers::{Merge, Provider, ProviderError};
     use crate::secret_value::values_from;
+    use crate::secret_value::SecretText;
 
     pub(crate) const FIXTURE: &str =
         "[default]\naws_access_key_id = AKIAFIXTURE\naws_secret_access_key = fixture/secret+key\n";

@@ -25,6 +25,7 @@ pub mod gcp;
 pub mod generic;
 pub mod github;
 pub mod huggingface;
+pub mod ini_file;
 pub mod kubernetes;
 pub mod lambda;
 pub mod langchain;

@@ -4,6 +4,14 @@
 
 use anyhow::Result;
 
+pub mod cluster;
+pub mod env;
+pub mod revoke;
+pub mod run;
+pub mod send;
+pub mod status;
+pub mod sync;
+
 use crate::cli::Command;
 use crate::Context;
 
@@ -28,16 +36,17 @@ pub struct UsageError(pub String);
 /// Run a parsed command.
 pub fn dispatch(command: Command, ctx: &Context) -> Result<u8> {
     match command {
+        Command::Cluster(c) => cluster::run(c, ctx),
+        Command::Sync(a) => sync::run(a, ctx),
+        Command::Send(a) => send::run(a, ctx),
+        Command::Env(c) => env::run(c, ctx),
+        Command::Run(a) => run::run(a, ctx),
+        Command::Status(a) => status::run(a, ctx),
+        Command::Revoke(a) => revoke::run(a, ctx),
         Command::Providers(args) => providers::run(&args, ctx),
         Command::Secret(command) => secret::run(command, ctx),
         Command::Login(args) => login::run_login(args, ctx),
         Command::Logout(args) => login::run_logout(args, ctx),
         Command::Vault(command) => vault::run(command, ctx),
-        other => todo_command(&format!("{other:?}")),
     }
-}
-
-fn todo_command(what: &str) -> Result<u8> {
-    let first = what.split(['(', ' ']).next().unwrap_or(what);
-    anyhow::bail!("{first}: not implemented yet")
 }

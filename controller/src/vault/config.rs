@@ -231,7 +231,7 @@ fn user_name(env: &dyn Fn(&str) -> Option<String>) -> String {
 /// Check and normalise a server URL: http or https, no query, no trailing `/`.
 pub fn normalize_url(url: &str) -> Result<String, ConfigError> {
     let bad = |reason: &str| ConfigError::BadUrl {
-        url: url.to_owned(),
+        url: shown_url(url),
         reason: reason.to_owned(),
     };
     let parsed = reqwest::Url::parse(url.trim()).map_err(|e| bad(&e.to_string()))?;
@@ -248,6 +248,28 @@ pub fn normalize_url(url: &str) -> Result<String, ConfigError> {
         return Err(bad("no credentials in the URL"));
     }
     Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
+/// A URL as it may be shown in an error: credentials before `@` and any
+/// query or fragment (where tokens hide) replaced by `<redacted>`. Works on
+/// text that does not parse as a URL too.
+fn shown_url(url: &str) -> String {
+    let url = url.trim();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let (before_query, query) = match rest.find(['?', '#']) {
+        Some(i) => (&rest[..i], "?<redacted>"),
+        None => (rest, ""),
+    };
+    let authority_end = before_query.find('/').unwrap_or(before_query.len());
+    let (authority, path) = before_query.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("<redacted>@{}", &authority[at + 1..]),
+        None => authority.to_owned(),
+    };
+    format!("{scheme}{authority}{path}{query}")
 }
 
 /// Split a list of URLs (`VAULT_ADDR` may hold several, comma-separated).
@@ -438,6 +460,18 @@ mod tests {
         assert_eq!(normalize_url("https://x:8200/").unwrap(), "https://x:8200");
         assert!(normalize_url("ftp://x").is_err());
         assert!(normalize_url("http://u:p@x").is_err());
+        // errors never repeat credentials or a query (VAULT_ADDR pasted with a token)
+        for url in [
+            "https://admin:hunter2-pw@vault:8200/",
+            "https://vault:8200/?token=hunter2-pw",
+            "ftp://u:hunter2-pw@vault",
+            "http://u:hunter2-pw@[bad",
+            "u:hunter2-pw@vault",
+        ] {
+            let err = normalize_url(url).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("vault") || err.contains("[bad"), "{err}");
+        }
         assert!(check_path("p", "rh/alice").is_ok());
         for bad in ["", "/a", "a/", "a/../b", "a//b", "a b"] {
             assert!(check_path("p", bad).is_err(), "{bad}");

@@ -1,0 +1,67 @@
+//! The shape shared by providers whose file is INI-like (aws, azure,
+//! lambda): a default file, an [`IniLayout`] mapping value keys onto keys of
+//! one section, and values that must fit on one line. Parsing, merging and
+//! removal are the layout's; every other line of the file stays byte for
+//! byte. Errors name files, lines and keys, never values.
+
+use super::{reject_newlines, Merge, Provider, ProviderError, Removal, SourceFile};
+use crate::formats::ini::IniLayout;
+use crate::secret_value::{SecretText, Values};
+
+/// A provider kept in an INI-like file.
+#[derive(Debug)]
+pub struct IniFile {
+    pub id: &'static str,
+    pub path: &'static str,
+    pub vars: &'static [(&'static str, &'static str)],
+    pub keys: &'static [&'static str],
+    /// Keys that must be present (a subset of `keys`).
+    pub required: &'static [&'static str],
+    pub layout: IniLayout,
+}
+
+impl Provider for IniFile {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn default_path(&self) -> Option<&'static str> {
+        Some(self.path)
+    }
+    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
+        self.vars
+    }
+    fn value_keys(&self) -> &'static [&'static str] {
+        self.keys
+    }
+    fn required_keys(&self) -> &'static [&'static str] {
+        self.required
+    }
+    fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
+        let f = super::first_file(self, files)?;
+        self.layout.parse(f.path, f.text, self.required_keys())
+    }
+    fn merge(
+        &self,
+        _index: usize,
+        path: &str,
+        existing: Option<&SecretText>,
+        values: &Values,
+        overwrite: bool,
+    ) -> Result<Merge, ProviderError> {
+        self.layout
+            .merge(self.id, path, existing, values, overwrite)
+    }
+    fn remove(
+        &self,
+        _index: usize,
+        path: &str,
+        existing: &SecretText,
+        values: &Values,
+    ) -> Result<Removal, ProviderError> {
+        self.layout.remove(path, existing, values)
+    }
+    fn validate(&self, values: &Values) -> Result<(), ProviderError> {
+        super::check_required(self, values)?;
+        reject_newlines(self.id, values)
+    }
+}

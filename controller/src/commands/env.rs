@@ -1,0 +1,205 @@
+//! `controller env create|list|show|delete|sync`: envs are defined on this
+//! machine (`~/.rh/envs/NAME.json`: secret names and plain vars) and
+//! `env sync NAME --cluster C` creates or refreshes the env process on each
+//! node: its secrets' vars and its plain vars set in it, its path secrets'
+//! files written, all in one `POST /v1/sync` per node. Listings show var
+//! names only, never values.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Result;
+use common::wire::{SecretResult, SetEnvVarsRequest, SyncItem, SyncRequest};
+use common::Secret;
+use serde::Serialize;
+
+use super::sync::{
+    check_remote, finish, reports, resolve_cluster, runtime, sync_item, SecretPool, Skipped,
+};
+use super::UsageError;
+use crate::cli::{EnvCommand, EnvCreateArgs, EnvNameArgs, EnvSyncArgs, ListArgs};
+use crate::envs::{self, EnvDef, EnvError};
+use crate::output::{print_json, Table};
+use crate::transport::{fan_out, TransportOptions};
+use crate::Context;
+
+/// `controller env ...`.
+pub fn run(cmd: EnvCommand, ctx: &Context) -> Result<u8> {
+    match cmd {
+        EnvCommand::Create(a) => create(a, ctx),
+        EnvCommand::List(a) => list(a, ctx),
+        EnvCommand::Show(a) => show(a, ctx),
+        EnvCommand::Delete(a) => delete(a, ctx),
+        EnvCommand::Sync(a) => sync(a, ctx),
+    }
+}
+
+fn usage(e: EnvError) -> anyhow::Error {
+    match e {
+        EnvError::Path(_) | EnvError::Malformed { .. } => e.into(),
+        other => UsageError(other.to_string()).into(),
+    }
+}
+
+/// An env as listed: names only.
+#[derive(Debug, Serialize)]
+struct EnvView {
+    name: String,
+    secrets: Vec<String>,
+    vars: Vec<String>,
+}
+
+impl From<&EnvDef> for EnvView {
+    fn from(e: &EnvDef) -> Self {
+        Self {
+            name: e.name.clone(),
+            secrets: e.secrets.clone(),
+            vars: e.vars.keys().cloned().collect(),
+        }
+    }
+}
+
+fn create(args: EnvCreateArgs, ctx: &Context) -> Result<u8> {
+    let vars = envs::parse_vars(&args.vars).map_err(usage)?;
+    let env = EnvDef {
+        name: args.name.clone(),
+        secrets: args.secrets.clone(),
+        vars,
+    };
+    env.validate().map_err(usage)?;
+    if !env.secrets.is_empty() {
+        // Refuse names that resolve to nothing now rather than at `env sync`.
+        SecretPool::load(ctx)?.resolve(&env.secrets)?;
+    }
+    envs::save(&ctx.home, &env).map_err(usage)?;
+    let view = EnvView::from(&env);
+    if args.json {
+        print_json(&view)?;
+    } else {
+        println!(
+            "env {} saved: {} secret(s), {} var(s)",
+            view.name,
+            view.secrets.len(),
+            view.vars.len()
+        );
+    }
+    Ok(0)
+}
+
+fn list(args: ListArgs, ctx: &Context) -> Result<u8> {
+    let mut views = vec![];
+    for name in envs::list_names(&ctx.home).map_err(usage)? {
+        views.push(EnvView::from(&envs::load(&ctx.home, &name).map_err(usage)?));
+    }
+    if args.json {
+        print_json(&views)?;
+    } else {
+        let mut t = Table::new(&["env", "secrets", "vars"]);
+        for v in &views {
+            t.row(vec![v.name.clone(), v.secrets.join(" "), v.vars.join(" ")]);
+        }
+        t.print()?;
+    }
+    Ok(0)
+}
+
+fn show(args: EnvNameArgs, ctx: &Context) -> Result<u8> {
+    let view = EnvView::from(&envs::load(&ctx.home, &args.name).map_err(usage)?);
+    if args.json {
+        print_json(&view)?;
+    } else {
+        println!("env:     {}", view.name);
+        println!("secrets: {}", view.secrets.join(" "));
+        println!("vars:    {}", view.vars.join(" "));
+    }
+    Ok(0)
+}
+
+fn delete(args: EnvNameArgs, ctx: &Context) -> Result<u8> {
+    envs::delete(&ctx.home, &args.name).map_err(usage)?;
+    if args.json {
+        print_json(&serde_json::json!({"deleted": args.name}))?;
+    } else {
+        println!(
+            "env {} deleted (env processes on the nodes are left alone)",
+            args.name
+        );
+    }
+    Ok(0)
+}
+
+/// The name under which an env's plain vars are recorded on the nodes.
+pub(crate) fn vars_secret_name(env: &str) -> String {
+    format!("env.{env}")
+}
+
+/// The env's plain vars as a base secret whose keys map to themselves.
+fn vars_secret(env: &EnvDef) -> Secret {
+    let mut s = Secret::base(vars_secret_name(&env.name), env.vars.clone());
+    s.env_vars = Some(env.vars.keys().map(|k| (k.clone(), k.clone())).collect());
+    s
+}
+
+fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
+    check_remote(&args.remote)?;
+    let env = envs::load(&ctx.home, &args.name).map_err(usage)?;
+    let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
+    let secrets = if env.secrets.is_empty() {
+        vec![]
+    } else {
+        SecretPool::load(ctx)?.resolve(&env.secrets)?
+    };
+    let mut items: Vec<SyncItem> = vec![];
+    let mut skipped = vec![];
+    for s in &secrets {
+        match sync_item(s, Some(&env.name), None)? {
+            Some(i) => items.push(i),
+            None => skipped.push(Skipped {
+                secret: s.name.clone(),
+                reason: "no file and no env vars".into(),
+            }),
+        }
+    }
+    if !env.vars.is_empty() {
+        items.push(SyncItem {
+            secret: vars_secret(&env),
+            path: None,
+            env: Some(env.name.clone()),
+        });
+    }
+    // An env with nothing to set is still created (empty) on each node.
+    let create_empty = !items.iter().any(|i| i.env.is_some());
+    let names: Vec<String> = items.iter().map(|i| i.secret.name.clone()).collect();
+    let request = Arc::new(SyncRequest {
+        items,
+        overwrite: args.overwrite,
+        dry_run: false,
+    });
+    let env_name = Arc::new(env.name.clone());
+    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.json);
+    let rt = runtime()?;
+    let outcomes = rt.block_on(fan_out(&nodes, &opts, "env sync", move |conn| {
+        let (request, env_name) = (request.clone(), env_name.clone());
+        async move {
+            let mut results: Vec<SecretResult> = vec![];
+            if !request.items.is_empty() {
+                results = conn.sync(&request).await?.results;
+            }
+            if create_empty {
+                let empty = SetEnvVarsRequest {
+                    vars: BTreeMap::new(),
+                    secret: None,
+                    dry_run: false,
+                };
+                conn.set_env_vars(&env_name, &empty).await?;
+            }
+            Ok(results)
+        }
+    }));
+    let reports = reports(outcomes, false);
+    let code = finish(&cluster.name, false, &names, &reports, &skipped, args.json)?;
+    if !args.json && create_empty && code == 0 {
+        println!("env {} is running on {} node(s)", env.name, reports.len());
+    }
+    Ok(code)
+}

@@ -1,0 +1,59 @@
+//! `controller revoke SECRET --cluster NAME [--env E]`: `DELETE
+//! /v1/secrets/{name}` on every node, which removes the files and env vars
+//! that secret installed (only its vars in env E with `--env`). The secret
+//! need not exist on this machine any more: the nodes know what they hold.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use common::names::{validate_env_name, validate_secret_name};
+use common::wire::{RevokeQuery, SecretResult, Status};
+
+use super::sync::{check_remote, finish, reports, resolve_cluster, runtime};
+use super::UsageError;
+use crate::cli::RevokeArgs;
+use crate::transport::{fan_out, TransportError, TransportOptions};
+use crate::Context;
+
+/// `controller revoke`.
+pub fn run(args: RevokeArgs, ctx: &Context) -> Result<u8> {
+    check_remote(&args.remote)?;
+    validate_secret_name(&args.secret).map_err(|e| UsageError(e.to_string()))?;
+    if let Some(env) = &args.env {
+        validate_env_name(env).map_err(|e| UsageError(e.to_string()))?;
+    }
+    let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
+    let query = Arc::new(RevokeQuery {
+        env: args.env.clone(),
+        dry_run: false,
+    });
+    let name = Arc::new(args.secret.clone());
+    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.json);
+    let rt = runtime()?;
+    let outcomes = rt.block_on(fan_out(&nodes, &opts, "revoke", move |conn| {
+        let (query, name) = (query.clone(), name.clone());
+        async move {
+            match conn.revoke(&name, &query).await {
+                // Nothing of that secret on this node: nothing to remove.
+                Err(TransportError::Agent { status: 404, .. }) => Ok(vec![SecretResult {
+                    name: name.to_string(),
+                    status: Status::Unchanged,
+                    files: vec![],
+                    env: None,
+                    vars: vec![],
+                    message: Some("not installed on this node".into()),
+                }]),
+                other => other,
+            }
+        }
+    }));
+    let reports = reports(outcomes, false);
+    finish(
+        &cluster.name,
+        false,
+        std::slice::from_ref(&args.secret),
+        &reports,
+        &[],
+        args.json,
+    )
+}

@@ -1,0 +1,153 @@
+//! `controller run --cluster NAME [--env E] [--node N] -- CMD [ARG]...`: run a
+//! command inside env E's process on each node (or node N) in parallel and
+//! print each node's output: as is for one node, under a `==> node <==`
+//! header for several. Exits with the command's status (the highest over
+//! the nodes), 3 when some nodes could not be reached and others ran, 1 when
+//! none could. The command's own output is the user's to see; nothing else
+//! here prints a value.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Result;
+use common::names::validate_env_name;
+use common::wire::RunRequest;
+use serde::Serialize;
+
+use super::sync::{check_remote, resolve_cluster, runtime};
+use super::{exit, UsageError};
+use crate::cli::RunArgs;
+use crate::output::print_json;
+use crate::transport::{fan_out, TransportOptions};
+use crate::Context;
+
+#[derive(Debug, Serialize)]
+struct NodeRun {
+    node: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    timed_out: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `controller run`.
+pub fn run(args: RunArgs, ctx: &Context) -> Result<u8> {
+    check_remote(&args.remote)?;
+    validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
+    let (cluster, mut nodes) = resolve_cluster(ctx, &args.cluster)?;
+    if let Some(only) = &args.node {
+        let known: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        nodes.retain(|n| &n.name == only);
+        if nodes.is_empty() {
+            return Err(UsageError(format!(
+                "cluster {} has no node {only:?}; its nodes: {}",
+                cluster.name,
+                known.join(", ")
+            ))
+            .into());
+        }
+    }
+    let request = Arc::new(RunRequest {
+        argv: args.argv.clone(),
+        timeout_secs: None,
+    });
+    let env = Arc::new(args.env.clone());
+    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, true);
+    let rt = runtime()?;
+    let outcomes = rt.block_on(fan_out(&nodes, &opts, "run", move |conn| {
+        let (request, env) = (request.clone(), env.clone());
+        async move { conn.run(&env, &request).await }
+    }));
+    let runs: Vec<NodeRun> = outcomes
+        .into_iter()
+        .map(|o| match o.result {
+            Ok(r) => NodeRun {
+                node: o.node.name,
+                exit_code: Some(r.exit_code),
+                stdout: r.stdout,
+                stderr: r.stderr,
+                timed_out: r.timed_out,
+                error: None,
+            },
+            Err(e) => NodeRun {
+                node: o.node.name,
+                exit_code: None,
+                stdout: String::new(),
+                stderr: String::new(),
+                timed_out: false,
+                error: Some(e.to_string()),
+            },
+        })
+        .collect();
+    if args.json {
+        print_json(&serde_json::json!({"cluster": cluster.name, "env": args.env, "nodes": runs}))?;
+    } else {
+        let headers = runs.len() > 1;
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        for r in &runs {
+            if headers {
+                writeln!(out, "==> {} <==", r.node)?;
+            }
+            out.write_all(r.stdout.as_bytes())?;
+            if headers && !r.stdout.is_empty() && !r.stdout.ends_with('\n') {
+                writeln!(out)?;
+            }
+            out.flush()?;
+            if !r.stderr.is_empty() {
+                if headers {
+                    writeln!(err, "==> {} (stderr) <==", r.node)?;
+                }
+                err.write_all(r.stderr.as_bytes())?;
+            }
+            if r.timed_out {
+                writeln!(err, "{}: the command timed out and was killed", r.node)?;
+            }
+        }
+        for r in &runs {
+            if let Some(e) = &r.error {
+                writeln!(err, "error: {e}")?;
+            }
+        }
+    }
+    Ok(run_exit_code(&runs))
+}
+
+fn run_exit_code(runs: &[NodeRun]) -> u8 {
+    let failed = runs.iter().filter(|r| r.error.is_some()).count();
+    if failed == runs.len() {
+        return exit::FAILURE;
+    }
+    if failed > 0 {
+        return exit::PARTIAL;
+    }
+    let max = runs.iter().filter_map(|r| r.exit_code).max().unwrap_or(0);
+    max.clamp(0, 255) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(code: Option<i32>) -> NodeRun {
+        NodeRun {
+            node: "n".into(),
+            exit_code: code,
+            stdout: String::new(),
+            stderr: String::new(),
+            timed_out: false,
+            error: code.is_none().then(|| "down".into()),
+        }
+    }
+
+    #[test]
+    fn exit_code_is_max_or_partial() {
+        assert_eq!(run_exit_code(&[r(Some(0)), r(Some(7))]), 7);
+        assert_eq!(run_exit_code(&[r(Some(0)), r(None)]), 3);
+        assert_eq!(run_exit_code(&[r(None)]), 1);
+        assert_eq!(run_exit_code(&[r(Some(0))]), 0);
+    }
+}

@@ -1,0 +1,544 @@
+//! `controller sync --cluster NAME`: push secrets to every node in ONE
+//! `POST /v1/sync` per node. Path secrets become files, env-var secrets become
+//! vars in env E (both when a secret has both); a base secret with neither is
+//! skipped with a note. The plan (cluster, nodes, secrets, envs) is resolved
+//! and validated before any SSH or HTTP work. Also holds what `send`,
+//! `env sync` and `revoke` share: the secret pool (detected + saved), the
+//! per-node x per-secret result table and the exit code rule.
+//! Never prints a value: rows carry names, paths, var names and statuses.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use common::apply::{secret_env_vars, secret_paths};
+use common::names::validate_env_var_name;
+use common::wire::{SecretResult, Status, SyncItem, SyncRequest};
+use common::Secret;
+use serde::Serialize;
+
+use super::{exit, UsageError};
+use crate::cli::{RemoteOpts, SyncArgs};
+use crate::clusters::{self, Cluster, Node};
+use crate::output::{print_json, Table};
+use crate::transport::{fan_out, NodeOutcome, TransportOptions};
+use crate::Context;
+
+/// Every secret this machine knows: detected provider secrets and saved ones.
+pub(crate) struct SecretPool {
+    pub(crate) saved: Vec<Secret>,
+    pub(crate) detected: Vec<Secret>,
+}
+
+impl SecretPool {
+    /// Detect and load (no network).
+    pub(crate) fn load(ctx: &Context) -> Result<Self> {
+        let saved = source::saved(ctx)?;
+        let (detected, warnings) = source::detected(ctx);
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        Ok(Self { saved, detected })
+    }
+
+    /// Every detected secret plus every saved one; saved wins on a name clash.
+    pub(crate) fn all(&self) -> Vec<Secret> {
+        let mut by_name: BTreeMap<String, Secret> = BTreeMap::new();
+        for s in self.detected.iter().chain(self.saved.iter()) {
+            by_name.insert(s.name.clone(), s.clone());
+        }
+        by_name.into_values().collect()
+    }
+
+    /// A saved name, else a detected secret's name, else a detected provider id.
+    pub(crate) fn find(&self, wanted: &str) -> Option<Secret> {
+        self.saved
+            .iter()
+            .find(|s| s.name == wanted)
+            .or_else(|| self.detected.iter().find(|s| s.name == wanted))
+            .or_else(|| {
+                self.detected
+                    .iter()
+                    .find(|s| s.provider.as_deref() == Some(wanted))
+            })
+            .cloned()
+    }
+
+    /// Resolve `--secret` arguments (all of them, or an error naming the unknown ones).
+    pub(crate) fn resolve(&self, wanted: &[String]) -> Result<Vec<Secret>> {
+        let mut out: Vec<Secret> = vec![];
+        let mut unknown = vec![];
+        for w in wanted {
+            match self.find(w) {
+                Some(s) if out.iter().any(|o| o.name == s.name) => {}
+                Some(s) => out.push(s),
+                None => unknown.push(w.clone()),
+            }
+        }
+        if !unknown.is_empty() {
+            let mut known: Vec<String> = self.all().into_iter().map(|s| s.name).collect();
+            known.sort();
+            return Err(UsageError(format!(
+                "unknown secret(s) {}: not saved (`controller secret list`) nor detected (`controller secret detect`); known: {}",
+                unknown.join(", "),
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            ))
+            .into());
+        }
+        Ok(out)
+    }
+}
+
+/// Where secrets come from on this machine: the local store and detection.
+mod source {
+    use super::*;
+    use common::extract::{self, Sources};
+
+    /// Saved secrets in `~/.rh/secrets`; a provider secret saved without
+    /// values (the reference's shape) gets them from its file or env vars.
+    pub(super) fn saved(ctx: &Context) -> Result<Vec<Secret>> {
+        let mut secrets = common::store::list(&ctx.home).context("read the saved secrets")?;
+        let env = |name: &str| ctx.var(name).map(str::to_owned);
+        let src = Sources {
+            home: &ctx.home,
+            env: &env,
+        };
+        for s in &mut secrets {
+            extract::fill_values(&src, s)
+                .with_context(|| format!("read the values of saved secret {:?}", s.name))?;
+        }
+        Ok(secrets)
+    }
+
+    /// Detected provider secrets and warnings (warnings name files, never values).
+    pub(super) fn detected(ctx: &Context) -> (Vec<Secret>, Vec<String>) {
+        let env = |name: &str| ctx.var(name).map(str::to_owned);
+        let src = Sources {
+            home: &ctx.home,
+            env: &env,
+        };
+        let found = extract::detect(&src, &[]);
+        let warnings = found.warnings.iter().map(ToString::to_string).collect();
+        (found.secrets, warnings)
+    }
+}
+
+/// A secret left out of a sync, and why.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Skipped {
+    pub(crate) secret: String,
+    pub(crate) reason: String,
+}
+
+/// Turn a secret into what the agent should do with it: its file path (when
+/// it has one) and the env for its vars (when it has any). `None` when neither.
+pub(crate) fn sync_item(
+    secret: &Secret,
+    env: Option<&str>,
+    path: Option<&str>,
+) -> Result<Option<SyncItem>> {
+    let file = match path {
+        Some(p) => Some(p.to_owned()),
+        None => secret_paths(secret, None)
+            .ok()
+            .and_then(|p| p.into_iter().next()),
+    };
+    let vars = secret_env_vars(secret);
+    for var in vars.keys() {
+        validate_env_var_name(var).with_context(|| format!("secret {:?}", secret.name))?;
+    }
+    let env = env.filter(|_| !vars.is_empty()).map(str::to_owned);
+    if file.is_none() && env.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(SyncItem {
+        secret: secret.clone(),
+        path: file,
+        env,
+    }))
+}
+
+/// Items for these secrets, with the ones that have nowhere to go noted.
+pub(crate) fn plan_items(secrets: &[Secret], env: &str) -> Result<(Vec<SyncItem>, Vec<Skipped>)> {
+    let mut items = vec![];
+    let mut skipped = vec![];
+    for s in secrets {
+        if s.values.is_empty() {
+            skipped.push(Skipped {
+                secret: s.name.clone(),
+                reason: "no values (its file or env vars are missing on this machine)".into(),
+            });
+            continue;
+        }
+        match sync_item(s, Some(env), None)? {
+            Some(item) => items.push(item),
+            None => skipped.push(Skipped {
+                secret: s.name.clone(),
+                reason: "no file and no env vars (a base secret: give it --path or --env-var)"
+                    .into(),
+            }),
+        }
+    }
+    Ok((items, skipped))
+}
+
+/// A resolved cluster and its nodes.
+pub(crate) fn resolve_cluster(ctx: &Context, name: &str) -> Result<(Cluster, Vec<Node>)> {
+    let cluster = clusters::load(&ctx.home, name).map_err(|e| match e {
+        clusters::ClusterError::NotFound { .. } | clusters::ClusterError::Name(_) => {
+            anyhow::Error::from(UsageError(e.to_string()))
+        }
+        other => other.into(),
+    })?;
+    let nodes = cluster.nodes()?;
+    Ok((cluster, nodes))
+}
+
+/// Check the fan-out options.
+pub(crate) fn check_remote(remote: &RemoteOpts) -> Result<()> {
+    if remote.parallel == 0 {
+        return Err(UsageError("--parallel must be at least 1".into()).into());
+    }
+    if remote.timeout == 0 {
+        return Err(UsageError("--timeout must be at least 1 second".into()).into());
+    }
+    Ok(())
+}
+
+/// A tokio runtime for one command (the dispatch is sync).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+/// What one node reported.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct NodeReport {
+    pub(crate) node: String,
+    pub(crate) ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+    pub(crate) results: Vec<SecretResult>,
+}
+
+/// The JSON document of `sync`, `send`, `env sync` and `revoke`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report<'a> {
+    pub(crate) cluster: &'a str,
+    pub(crate) dry_run: bool,
+    pub(crate) nodes: &'a [NodeReport],
+    #[serde(skip_serializing_if = "<[Skipped]>::is_empty")]
+    pub(crate) skipped: &'a [Skipped],
+}
+
+/// Node outcomes into reports. A node is ok when it answered and no secret
+/// failed (or conflicted, unless `conflicts_ok`).
+pub(crate) fn reports(
+    outcomes: Vec<NodeOutcome<Vec<SecretResult>>>,
+    conflicts_ok: bool,
+) -> Vec<NodeReport> {
+    outcomes
+        .into_iter()
+        .map(|o| match o.result {
+            Ok(results) => NodeReport {
+                node: o.node.name,
+                ok: results.iter().all(|r| match r.status {
+                    Status::Failed => false,
+                    Status::Conflict => conflicts_ok,
+                    _ => true,
+                }),
+                error: None,
+                results,
+            },
+            Err(e) => NodeReport {
+                node: o.node.name,
+                ok: false,
+                error: Some(e.to_string()),
+                results: vec![],
+            },
+        })
+        .collect()
+}
+
+/// The status cell of one result: `written`, `conflict (k1, k2)`, `failed: reason`.
+pub(crate) fn status_cell(r: &SecretResult) -> String {
+    match r.status {
+        Status::Conflict => {
+            let keys: Vec<&str> = r
+                .files
+                .iter()
+                .flat_map(|f| f.conflict_keys.iter().map(String::as_str))
+                .collect();
+            if keys.is_empty() {
+                "conflict".into()
+            } else {
+                format!("conflict ({})", keys.join(", "))
+            }
+        }
+        Status::Failed => format!(
+            "failed: {}",
+            r.message.as_deref().unwrap_or("no reason given")
+        ),
+        s => s.as_str().into(),
+    }
+}
+
+/// Where a result landed: file paths and `env: VARS`.
+pub(crate) fn where_cell(r: &SecretResult) -> String {
+    let mut parts: Vec<String> = r.files.iter().map(|f| f.path.clone()).collect();
+    if !r.vars.is_empty() {
+        parts.push(format!(
+            "{}: {}",
+            r.env.as_deref().unwrap_or("env"),
+            r.vars.join(" ")
+        ));
+    }
+    parts.join(", ")
+}
+
+/// Print the per-node x per-secret table (or JSON), the notes and failures
+/// on stderr, and return the exit code: 0 all ok, 1 all failed, 3 some failed.
+pub(crate) fn finish(
+    cluster: &str,
+    dry_run: bool,
+    names: &[String],
+    nodes: &[NodeReport],
+    skipped: &[Skipped],
+    json: bool,
+) -> Result<u8> {
+    if json {
+        print_json(&Report {
+            cluster,
+            dry_run,
+            nodes,
+            skipped,
+        })?;
+    } else {
+        let mut table = Table::new(&["node", "secret", "status", "where"]);
+        for n in nodes {
+            match &n.error {
+                Some(err) => {
+                    let reason = short_reason(err, &n.node);
+                    for name in names {
+                        table.row(vec![
+                            n.node.clone(),
+                            name.clone(),
+                            format!("failed: {reason}"),
+                            String::new(),
+                        ]);
+                    }
+                    if names.is_empty() {
+                        table.row(vec![
+                            n.node.clone(),
+                            "-".into(),
+                            format!("failed: {reason}"),
+                            String::new(),
+                        ]);
+                    }
+                }
+                None => {
+                    for r in &n.results {
+                        table.row(vec![
+                            n.node.clone(),
+                            r.name.clone(),
+                            status_cell(r),
+                            where_cell(r),
+                        ]);
+                    }
+                }
+            }
+        }
+        if !table.is_empty() {
+            table.print()?;
+        }
+        for s in skipped {
+            eprintln!("note: skipped {}: {}", s.secret, s.reason);
+        }
+        if dry_run {
+            eprintln!("dry run: nothing was changed");
+        }
+    }
+    for n in nodes {
+        if let Some(err) = &n.error {
+            eprintln!("error: {err}");
+        }
+    }
+    if !dry_run
+        && nodes
+            .iter()
+            .any(|n| n.results.iter().any(|r| r.status == Status::Conflict))
+    {
+        eprintln!("hint: conflicts were left as they are; rerun with --overwrite to replace them");
+    }
+    Ok(exit_code(nodes.iter().map(|n| n.ok)))
+}
+
+/// 0 when every node succeeded, 1 when none did (or there were none), 3 otherwise.
+pub(crate) fn exit_code(oks: impl Iterator<Item = bool>) -> u8 {
+    let (mut good, mut bad) = (0, 0);
+    for ok in oks {
+        if ok {
+            good += 1
+        } else {
+            bad += 1
+        }
+    }
+    match (good, bad) {
+        (_, 0) => exit::OK,
+        (0, _) => exit::FAILURE,
+        _ => exit::PARTIAL,
+    }
+}
+
+/// An error message without its `node: ` prefix, for a table cell.
+fn short_reason(err: &str, node: &str) -> String {
+    let s = err
+        .strip_prefix(node)
+        .and_then(|s| s.strip_prefix(": "))
+        .unwrap_or(err);
+    // The first clause is enough in a table; the full message goes to stderr.
+    s.split(';').next().unwrap_or(s).trim().to_owned()
+}
+
+/// Send one request per node carrying every item; collect per-node results.
+pub(crate) fn push(
+    ctx: &Context,
+    cluster: &Cluster,
+    nodes: &[Node],
+    remote: &RemoteOpts,
+    request: SyncRequest,
+    json: bool,
+    label: &str,
+) -> Result<Vec<NodeOutcome<Vec<SecretResult>>>> {
+    let opts = TransportOptions::new(ctx, remote, &cluster.name, json);
+    let request = Arc::new(request);
+    let rt = runtime()?;
+    Ok(rt.block_on(fan_out(nodes, &opts, label, move |conn| {
+        let request = request.clone();
+        async move { conn.sync(&request).await.map(|r| r.results) }
+    })))
+}
+
+/// `controller sync`.
+pub fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
+    check_remote(&args.remote)?;
+    common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
+    let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
+    let pool = SecretPool::load(ctx)?;
+    let secrets = if args.secrets.is_empty() {
+        pool.all()
+    } else {
+        pool.resolve(&args.secrets)?
+    };
+    let (items, skipped) = plan_items(&secrets, &args.env)?;
+    let names: Vec<String> = items.iter().map(|i| i.secret.name.clone()).collect();
+    if items.is_empty() {
+        for s in &skipped {
+            eprintln!("note: skipped {}: {}", s.secret, s.reason);
+        }
+        anyhow::bail!(
+            "nothing to sync: no secret detected or saved (see `controller secret detect` and `controller secret create`)"
+        );
+    }
+    tracing::info!(cluster = %cluster.name, nodes = nodes.len(), secrets = items.len(), dry_run = args.dry_run, "sync plan");
+    let request = SyncRequest {
+        items,
+        overwrite: args.overwrite,
+        dry_run: args.dry_run,
+    };
+    let outcomes = push(
+        ctx,
+        &cluster,
+        &nodes,
+        &args.remote,
+        request,
+        args.json,
+        "sync",
+    )?;
+    let nodes = reports(outcomes, args.dry_run);
+    finish(
+        &cluster.name,
+        args.dry_run,
+        &names,
+        &nodes,
+        &skipped,
+        args.json,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::secret_value::values_from;
+
+    #[test]
+    fn items_get_files_vars_both_or_are_skipped() {
+        let mut file_only = Secret::base("cfg", values_from([("k", "v")]));
+        file_only.path = Some("~/cfg.json".into());
+        let mut vars_only = Secret::base("tok", values_from([("k", "v")]));
+        vars_only.env_vars = Some([("k".to_string(), "TOK".to_string())].into());
+        let mut both = file_only.clone();
+        both.name = "both".into();
+        both.env_vars = vars_only.env_vars.clone();
+        let neither = Secret::base("plain", values_from([("k", "v")]));
+        let (items, skipped) =
+            plan_items(&[file_only, vars_only, both, neither], "base_env").unwrap();
+        let got: Vec<(String, Option<String>, Option<String>)> = items
+            .iter()
+            .map(|i| (i.secret.name.clone(), i.path.clone(), i.env.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("cfg".into(), Some("~/cfg.json".into()), None),
+                ("tok".into(), None, Some("base_env".into())),
+                (
+                    "both".into(),
+                    Some("~/cfg.json".into()),
+                    Some("base_env".into())
+                ),
+            ]
+        );
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].secret, "plain");
+    }
+
+    #[test]
+    fn bad_var_names_are_refused_before_any_network() {
+        let mut s = Secret::base("tok", values_from([("k", "v")]));
+        s.env_vars = Some([("k".to_string(), "NOT-A-VAR".to_string())].into());
+        assert!(plan_items(&[s], "base_env").is_err());
+    }
+
+    #[test]
+    fn pool_saved_wins_and_finds_by_provider() {
+        let mut det = Secret::base("aws", values_from([("access_key", "detected")]));
+        det.provider = Some("aws".into());
+        let mut saved = det.clone();
+        saved.values = values_from([("access_key", "saved")]);
+        let mut hf = Secret::base("hf-main", values_from([("token", "x")]));
+        hf.provider = Some("huggingface".into());
+        let pool = SecretPool {
+            saved: vec![saved],
+            detected: vec![det, hf],
+        };
+        let all = pool.all();
+        assert_eq!(all.len(), 2);
+        let aws = all.iter().find(|s| s.name == "aws").unwrap();
+        assert_eq!(aws.values["access_key"].expose_str(), Some("saved"));
+        assert_eq!(pool.find("huggingface").unwrap().name, "hf-main");
+        let err = pool.resolve(&["nope".into()]).unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains("aws"), "{err}");
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code([true, true].into_iter()), 0);
+        assert_eq!(exit_code([false, false].into_iter()), 1);
+        assert_eq!(exit_code([true, false].into_iter()), 3);
+        assert_eq!(exit_code(std::iter::empty()), 0);
+    }
+}

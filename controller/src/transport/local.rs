@@ -1,0 +1,200 @@
+//! The `local` cluster: the agent on this machine, reached WITHOUT SSH at
+//! `127.0.0.1:<port>` (the port from `~/.rh/agent/agent.addr`, else 32300)
+//! with the token from `~/.rh/agent/token`. When no agent answers, one is
+//! started in the background (`agent serve` detached with `setsid`, logs to
+//! `~/.rh/agent/agent.log`; the agent writes its pid to `agent.pid`) and
+//! `/healthz` is awaited. Never prints the token.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::fsutil;
+use common::wire::DEFAULT_AGENT_PORT;
+use common::SecretText;
+
+use super::{AgentConn, TransportError, TransportOptions};
+use crate::clusters::Node;
+
+/// `~/.rh/agent`: the local agent's state dir.
+pub fn state_dir(home: &Path) -> PathBuf {
+    home.join(".rh").join("agent")
+}
+
+/// The local agent's address: `agent.addr` when present and valid, else the default port.
+pub fn agent_addr(home: &Path) -> SocketAddr {
+    read_addr(home).unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_AGENT_PORT)))
+}
+
+fn read_addr(home: &Path) -> Option<SocketAddr> {
+    let text = std::fs::read_to_string(state_dir(home).join("agent.addr")).ok()?;
+    let text = text.trim();
+    let text = text.strip_prefix("http://").unwrap_or(text);
+    let addr: SocketAddr = text.trim_end_matches('/').parse().ok()?;
+    // Only ever loopback: a stray file must not send the token elsewhere.
+    addr.ip().is_loopback().then_some(addr)
+}
+
+fn read_token(home: &Path) -> Result<Option<SecretText>, TransportError> {
+    let path = state_dir(home).join("token");
+    match fsutil::read_optional(&path) {
+        Ok(None) => Ok(None),
+        Ok(Some(text)) => {
+            let t = text.expose_secret().trim();
+            if t.is_empty() {
+                Ok(None)
+            } else {
+                Ok(Some(SecretText::new(t.to_owned())))
+            }
+        }
+        Err(e) => Err(TransportError::TokenUnreadable {
+            node: "local".into(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+async fn healthy(http: &reqwest::Client, addr: SocketAddr) -> bool {
+    let url = format!("http://{addr}/healthz");
+    matches!(
+        http.get(url).timeout(Duration::from_secs(2)).send().await,
+        Ok(r) if r.status().is_success()
+    )
+}
+
+/// Connect to the local agent, starting it when none answers.
+pub(crate) async fn connect(
+    node: &Node,
+    opts: &TransportOptions,
+    http: &reqwest::Client,
+) -> Result<AgentConn, TransportError> {
+    let home = &opts.home;
+    let mut addr = agent_addr(home);
+    if !healthy(http, addr).await {
+        addr = start_agent(home, http, opts.timeout.max(Duration::from_secs(10))).await?;
+    }
+    let token = read_token(home)?.ok_or_else(|| TransportError::TokenUnreadable {
+        node: node.name.clone(),
+        detail: format!(
+            "{} is missing or empty",
+            state_dir(home).join("token").display()
+        ),
+    })?;
+    Ok(AgentConn {
+        node: node.name.clone(),
+        base: format!("http://{addr}"),
+        agent_port: addr.port(),
+        token,
+        http: http.clone(),
+        timeout: opts.timeout,
+        cluster: opts.cluster.clone(),
+        ssh: None,
+    })
+}
+
+/// The agent binary: `$RH_AGENT_BIN`, else `agent` next to this executable, else `agent` on PATH.
+pub fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("RH_AGENT_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            let candidate = dir.join("agent");
+            if candidate.is_file() {
+                return candidate;
+            }
+            // `cargo test` binaries live in target/<profile>/deps.
+            if let Some(up) = dir.parent() {
+                let candidate = up.join("agent");
+                if dir.ends_with("deps") && candidate.is_file() {
+                    return candidate;
+                }
+            }
+        }
+    }
+    PathBuf::from("agent")
+}
+
+/// Start `agent serve` detached (new session, stdin closed, output to
+/// `agent.log`) and wait until it answers `/healthz`.
+async fn start_agent(
+    home: &Path,
+    http: &reqwest::Client,
+    wait: Duration,
+) -> Result<SocketAddr, TransportError> {
+    let dir = state_dir(home);
+    let err = |detail: String| TransportError::LocalAgent { detail };
+    fsutil::create_private_dir_all(&dir).map_err(|e| err(e.to_string()))?;
+    let addr_file = dir.join("agent.addr");
+    // A stale address must not be mistaken for the new agent's.
+    let _ = std::fs::remove_file(&addr_file);
+    let log_path = dir.join("agent.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| err(format!("open {}: {e}", log_path.display())))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| err(format!("open {}: {e}", log_path.display())))?;
+    let bin = agent_binary();
+    let listen = std::env::var("RH_LOCAL_AGENT_LISTEN")
+        .unwrap_or_else(|_| format!("127.0.0.1:{DEFAULT_AGENT_PORT}"));
+    let setsid = ["/usr/bin/setsid", "/bin/setsid"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file());
+    let mut cmd = match setsid {
+        Some(s) => {
+            let mut c = std::process::Command::new(s);
+            c.arg(&bin);
+            c
+        }
+        None => {
+            use std::os::unix::process::CommandExt;
+            let mut c = std::process::Command::new(&bin);
+            c.process_group(0);
+            c
+        }
+    };
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(&listen)
+        .arg("--home")
+        .arg(home)
+        .arg("--state-dir")
+        .arg(&dir)
+        .env("HOME", home)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    tracing::info!(agent = %bin.display(), %listen, "starting the local agent");
+    let mut child = cmd.spawn().map_err(|e| {
+        err(format!(
+            "cannot start {} ({e}); build it (`cargo build -p agent`) or set RH_AGENT_BIN",
+            bin.display()
+        ))
+    })?;
+    let started = Instant::now();
+    while started.elapsed() < wait {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(err(format!(
+                "the agent exited at start ({status}); see {}",
+                log_path.display()
+            )));
+        }
+        if let Some(addr) = read_addr(home) {
+            if healthy(http, addr).await {
+                tracing::debug!(%addr, ms = started.elapsed().as_millis() as u64, "local agent up");
+                return Ok(addr);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(err(format!(
+        "the agent did not answer /healthz within {}s; see {}",
+        wait.as_secs(),
+        log_path.display()
+    )))
+}

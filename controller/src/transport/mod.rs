@@ -1,0 +1,495 @@
+//! Reaching the agents of a cluster: over SSH for remote nodes ([`ssh`]: a
+//! multiplexed master per node, a local port forward to the agent's loopback
+//! port, the token read over the same session) or straight over loopback for
+//! the `local` cluster ([`local`]); then HTTP through ONE shared reqwest client
+//! (connect and request timeouts, no redirects, no proxy). [`fan_out`] runs a
+//! job on every node in parallel with a bound, one retry on connection errors
+//! and an optional progress bar on stderr.
+//!
+//! Errors name the node, the host and what the user can do; request bodies
+//! are never logged or `Debug`-printed, and the token is a [`SecretText`].
+
+pub mod local;
+pub mod ssh;
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::wire::{
+    ErrorBody, Health, RevokeQuery, RunRequest, RunResponse, SecretResult, SetEnvVarsRequest,
+    StatusResponse, SyncRequest, SyncResponse,
+};
+use common::SecretText;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::Semaphore;
+
+use crate::cli::RemoteOpts;
+use crate::clusters::{Node, Target};
+use crate::Context;
+
+/// Why a node could not be reached or answered with an error. Every message
+/// names the node and, where there is one, the step the user can take.
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("{node}: host key of {host} is not in known_hosts; check it and rerun with --accept-new-host-keys to trust it")]
+    UnknownHostKey { node: String, host: String },
+    #[error("{node}: HOST KEY MISMATCH: the host key of {host} differs from the one in known_hosts (possible man-in-the-middle); refused. If the host was reinstalled, remove the old key with `ssh-keygen -R {host}`")]
+    HostKeyChanged { node: String, host: String },
+    #[error("{node}: ssh authentication failed for {who}: {detail}; check --user and --identity-file of the cluster")]
+    AuthFailed {
+        node: String,
+        who: String,
+        detail: String,
+    },
+    #[error("{node}: cannot reach {host}: {detail}")]
+    Unreachable {
+        node: String,
+        host: String,
+        detail: String,
+    },
+    #[error("{node}: timed out after {secs}s {during}")]
+    Timeout {
+        node: String,
+        secs: u64,
+        during: &'static str,
+    },
+    #[error("{node}: ssh failed: {detail}")]
+    Ssh { node: String, detail: String },
+    #[error("{node}: the agent is not installed (no token at ~/.rh/agent/token); run `controller cluster bootstrap {cluster}`")]
+    AgentNotInstalled { node: String, cluster: String },
+    #[error("{node}: cannot read the agent token ~/.rh/agent/token: {detail}")]
+    TokenUnreadable { node: String, detail: String },
+    #[error("{node}: the agent is not running on port {port}; run `controller cluster bootstrap {cluster}`")]
+    AgentNotRunning {
+        node: String,
+        port: u16,
+        cluster: String,
+    },
+    #[error(
+        "{node}: the agent refused the token (401); the token changed or belongs to another agent"
+    )]
+    Unauthorized { node: String },
+    #[error("{node}: agent answered {status} {code}: {message}")]
+    Agent {
+        node: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("{node}: request to the agent failed: {detail}")]
+    Http { node: String, detail: String },
+    #[error("local agent: {detail}")]
+    LocalAgent { detail: String },
+}
+
+impl TransportError {
+    /// Connection-level errors worth one retry (never host key or auth problems).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Unreachable { .. }
+                | TransportError::Timeout {
+                    during: "connecting",
+                    ..
+                }
+                | TransportError::Ssh { .. }
+        )
+    }
+}
+
+/// How to reach nodes: timeouts, host key policy, ssh config and where the
+/// control sockets live.
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    pub timeout: Duration,
+    pub parallel: usize,
+    pub accept_new_host_keys: bool,
+    /// `RH_SSH_CONFIG`: an ssh_config passed as `-F`.
+    pub ssh_config: Option<PathBuf>,
+    /// `~/.rh/ssh`: control sockets of the master connections.
+    pub control_dir: PathBuf,
+    pub home: PathBuf,
+    /// The cluster's name, for hints in errors.
+    pub cluster: String,
+    /// Show a progress bar (stderr is a terminal and output is not JSON).
+    pub progress: bool,
+}
+
+impl TransportOptions {
+    /// From the command line and the context.
+    pub fn new(ctx: &Context, remote: &RemoteOpts, cluster: &str, json: bool) -> Self {
+        Self {
+            timeout: Duration::from_secs(remote.timeout.max(1)),
+            parallel: remote.parallel.max(1),
+            accept_new_host_keys: remote.accept_new_host_keys,
+            ssh_config: ctx
+                .var("RH_SSH_CONFIG")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            control_dir: ctx.rh_dir().join("ssh"),
+            home: ctx.home.clone(),
+            cluster: cluster.to_owned(),
+            progress: !json && std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+/// The one HTTP client every node shares: connect and request timeouts,
+/// no redirects, no proxy (all traffic goes to loopback).
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("the HTTP client builds (rustls, no system config needed)")
+}
+
+/// A connection to one node's agent. Holds the SSH session (if any) that the
+/// tunnel runs through; [`AgentConn::close`] ends it.
+#[derive(Debug)]
+pub struct AgentConn {
+    pub node: String,
+    base: String,
+    agent_port: u16,
+    token: SecretText,
+    http: reqwest::Client,
+    timeout: Duration,
+    cluster: String,
+    ssh: Option<ssh::SshSession>,
+}
+
+impl AgentConn {
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<Health, TransportError> {
+        self.call::<(), Health>(Method::GET, "/healthz", None, None)
+            .await
+    }
+
+    /// `POST /v1/sync`.
+    pub async fn sync(&self, req: &SyncRequest) -> Result<SyncResponse, TransportError> {
+        self.call(Method::POST, "/v1/sync", Some(req), None).await
+    }
+
+    /// `POST /v1/envs/{env}/_set_env_vars`.
+    pub async fn set_env_vars(
+        &self,
+        env: &str,
+        req: &SetEnvVarsRequest,
+    ) -> Result<SyncResponse, TransportError> {
+        let path = format!("/v1/envs/{}/_set_env_vars", encode_segment(env));
+        self.call(Method::POST, &path, Some(req), None).await
+    }
+
+    /// `POST /v1/envs/{env}/run`; the HTTP timeout is the command's plus a margin.
+    pub async fn run(&self, env: &str, req: &RunRequest) -> Result<RunResponse, TransportError> {
+        let path = format!("/v1/envs/{}/run", encode_segment(env));
+        let limit = Duration::from_secs(req.timeout_secs.unwrap_or(self.timeout.as_secs()) + 10);
+        self.call(Method::POST, &path, Some(req), Some(limit)).await
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Result<StatusResponse, TransportError> {
+        self.call::<(), _>(Method::GET, "/v1/status", None, None)
+            .await
+    }
+
+    /// `DELETE /v1/secrets/{name}`.
+    pub async fn revoke(
+        &self,
+        name: &str,
+        query: &RevokeQuery,
+    ) -> Result<Vec<SecretResult>, TransportError> {
+        let mut path = format!("/v1/secrets/{}", encode_segment(name));
+        let mut params = vec![];
+        if let Some(env) = &query.env {
+            params.push(format!("env={}", encode_segment(env)));
+        }
+        if query.dry_run {
+            params.push("dry_run=true".into());
+        }
+        if !params.is_empty() {
+            path.push('?');
+            path.push_str(&params.join("&"));
+        }
+        let body: RevokeBody = self
+            .call::<(), _>(Method::DELETE, &path, None, None)
+            .await?;
+        Ok(match body {
+            RevokeBody::Many(r) => r.results,
+            RevokeBody::One(r) => vec![r],
+        })
+    }
+
+    /// End the SSH session (the master connection and its forward).
+    pub async fn close(self) {
+        if let Some(s) = self.ssh {
+            s.close().await;
+        }
+    }
+
+    /// One request. The body is serialized here and never logged.
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+    ) -> Result<T, TransportError> {
+        let started = Instant::now();
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method.clone(), &url);
+        if path != "/healthz" {
+            req = req.bearer_auth(self.token.expose_secret());
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = req.send().await.map_err(|e| self.request_error(&e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.request_error(&e))?;
+        tracing::debug!(node = %self.node, %method, path, status = status.as_u16(),
+            ms = started.elapsed().as_millis() as u64, "agent request");
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(TransportError::Unauthorized {
+                node: self.node.clone(),
+            });
+        }
+        if !status.is_success() {
+            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => (b.error, b.message),
+                Err(_) => (
+                    status.canonical_reason().unwrap_or("error").to_owned(),
+                    "(no JSON error body)".to_owned(),
+                ),
+            };
+            return Err(TransportError::Agent {
+                node: self.node.clone(),
+                status: status.as_u16(),
+                code,
+                message,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| TransportError::Http {
+            node: self.node.clone(),
+            detail: format!("unexpected answer from the agent ({e})"),
+        })
+    }
+
+    fn request_error(&self, e: &reqwest::Error) -> TransportError {
+        if e.is_timeout() {
+            TransportError::Timeout {
+                node: self.node.clone(),
+                secs: self.timeout.as_secs(),
+                during: "waiting for the agent",
+            }
+        } else if e.is_connect() || e.is_request() {
+            // Through a tunnel, a closed connection means nothing listens on the node's port.
+            TransportError::AgentNotRunning {
+                node: self.node.clone(),
+                port: self.agent_port,
+                cluster: self.cluster.clone(),
+            }
+        } else {
+            TransportError::Http {
+                node: self.node.clone(),
+                detail: error_chain(e),
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RevokeBody {
+    Many(SyncResponse),
+    One(SecretResult),
+}
+
+/// Percent-encode a path segment (names are validated already; this is belt and braces).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An error and its sources on one line (reqwest errors carry URLs, never bodies).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// Connect to one node's agent.
+pub async fn connect(
+    node: &Node,
+    opts: &TransportOptions,
+    http: &reqwest::Client,
+) -> Result<AgentConn, TransportError> {
+    match &node.target {
+        Target::Local => local::connect(node, opts, http).await,
+        Target::Ssh(t) => ssh::connect(node, t, opts, http).await,
+    }
+}
+
+/// The outcome of a job on one node.
+#[derive(Debug)]
+pub struct NodeOutcome<T> {
+    pub node: Node,
+    pub result: Result<T, TransportError>,
+}
+
+/// Run `job` on every node: at most `opts.parallel` at once, each node's
+/// connection retried once on a connection error, a progress bar on stderr
+/// when it is a terminal. Results come back in the order of `nodes`.
+pub async fn fan_out<T, F, Fut>(
+    nodes: &[Node],
+    opts: &TransportOptions,
+    label: &str,
+    job: F,
+) -> Vec<NodeOutcome<T>>
+where
+    T: Send + 'static,
+    F: Fn(Arc<AgentConn>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, TransportError>> + Send + 'static,
+{
+    let http = http_client(opts.timeout);
+    let limit = Arc::new(Semaphore::new(opts.parallel));
+    let job = Arc::new(job);
+    let opts_arc = Arc::new(opts.clone());
+    let bar = opts.progress.then(|| {
+        let bar = indicatif::ProgressBar::new(nodes.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} nodes {elapsed}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(label.to_owned());
+        bar
+    });
+    let mut tasks = Vec::with_capacity(nodes.len());
+    for node in nodes.iter().cloned() {
+        let (http, limit, job, opts, bar) = (
+            http.clone(),
+            limit.clone(),
+            job.clone(),
+            opts_arc.clone(),
+            bar.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let result = run_on_node(&node, &opts, &http, job.as_ref()).await;
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+            NodeOutcome { node, result }
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for (task, node) in tasks.into_iter().zip(nodes) {
+        out.push(task.await.unwrap_or_else(|e| NodeOutcome {
+            node: node.clone(),
+            result: Err(TransportError::Http {
+                node: node.name.clone(),
+                detail: format!("internal error: {e}"),
+            }),
+        }));
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    out
+}
+
+async fn run_on_node<T, F, Fut>(
+    node: &Node,
+    opts: &TransportOptions,
+    http: &reqwest::Client,
+    job: &F,
+) -> Result<T, TransportError>
+where
+    F: Fn(Arc<AgentConn>) -> Fut,
+    Fut: Future<Output = Result<T, TransportError>>,
+{
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let conn = match connect(node, opts, http).await {
+            Ok(c) => Arc::new(c),
+            Err(e) if attempt == 1 && e.is_retryable() => {
+                tracing::info!(node = %node.name, error = %e, "connection failed; retrying once");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        tracing::debug!(node = %node.name, ms = started.elapsed().as_millis() as u64, "connected");
+        let result = job(conn.clone()).await;
+        if let Ok(conn) = Arc::try_unwrap(conn) {
+            conn.close().await;
+        }
+        tracing::debug!(node = %node.name, ms = started.elapsed().as_millis() as u64, "done");
+        // No retry once a request went out: it may have reached the agent.
+        return result;
+    }
+}
+
+/// Create `~/.rh/ssh` (0700) for control sockets.
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), TransportError> {
+    common::fsutil::create_private_dir_all(dir).map_err(|e| TransportError::Ssh {
+        node: "-".into(),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(encode_segment("base_env"), "base_env");
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn retry_only_connection_errors() {
+        let unreachable = TransportError::Unreachable {
+            node: "n".into(),
+            host: "h".into(),
+            detail: "Connection refused".into(),
+        };
+        assert!(unreachable.is_retryable());
+        let changed = TransportError::HostKeyChanged {
+            node: "n".into(),
+            host: "h".into(),
+        };
+        assert!(!changed.is_retryable());
+        assert!(changed.to_string().contains("HOST KEY MISMATCH"));
+    }
+}

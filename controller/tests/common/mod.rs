@@ -1,0 +1,480 @@
+//! Helpers for the controller's integration tests over real SSH: an OpenSSH
+//! server on a loopback high port with its own host key and authorized_keys
+//! (`SetEnv HOME=` points each "node" at its own temp home), the real agent
+//! on loopback serving that home, and the real `controller` binary run with
+//! `HOME` set to a temp dir, an emptied environment and `RH_SSH_CONFIG`
+//! pointing at a generated ssh_config, so the real `~/.ssh` and `$HOME` are
+//! never touched.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::fs;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A free loopback port (racy by nature; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on port {port}");
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A new ed25519 key pair at `path` (and `path.pub`).
+pub fn keygen(path: &Path) {
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "rh-test", "-f"])
+            .arg(path),
+    );
+}
+
+/// The controller binary.
+pub fn controller_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_controller"))
+}
+
+/// Newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut best = None;
+    for entry in fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest(&path)
+        } else {
+            entry.metadata().ok().and_then(|m| m.modified().ok())
+        };
+        best = best.max(t);
+    }
+    best
+}
+
+/// The agent binary next to the controller, built (once) when it is missing
+/// or older than the agent's or common's sources.
+pub fn agent_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin = controller_bin().with_file_name("agent");
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+            let built = fs::metadata(&bin).and_then(|m| m.modified()).ok();
+            let sources = newest(&root.join("agent/src")).max(newest(&root.join("common/src")));
+            if built.is_some() && built >= sources {
+                return bin;
+            }
+            let release = bin
+                .parent()
+                .and_then(|p| p.file_name())
+                .is_some_and(|n| n == "release");
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "-q", "-p", "agent"]).current_dir(root);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("run cargo build -p agent");
+            assert!(status.success(), "cargo build -p agent failed");
+            assert!(bin.is_file(), "no agent binary at {}", bin.display());
+            bin
+        })
+        .clone()
+}
+
+/// A running agent serving `home` on a loopback port.
+pub struct Agent {
+    pub port: u16,
+    pub home: PathBuf,
+    child: Child,
+}
+
+impl Agent {
+    pub fn start(home: &Path) -> Agent {
+        let port = free_port();
+        let state = home.join(".rh/agent");
+        fs::create_dir_all(&state).unwrap();
+        let log = fs::File::create(home.join("agent-test.log")).unwrap();
+        let child = Command::new(agent_bin())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--home"])
+            .arg(home)
+            .arg("--state-dir")
+            .arg(&state)
+            .env_clear()
+            .env("HOME", home)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the agent");
+        wait_for_port(port, "agent");
+        let token = state.join("token");
+        let start = Instant::now();
+        while !token.is_file() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent {
+            port,
+            home: home.to_path_buf(),
+            child,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An sshd on a loopback port whose sessions get `HOME=<node home>`.
+pub struct Sshd {
+    pub port: u16,
+    pub host_key: PathBuf,
+    child: Child,
+}
+
+impl Sshd {
+    pub fn start(dir: &Path, authorized_keys: &Path, node_home: &Path) -> Sshd {
+        // sshd refuses to start without its privilege separation directory.
+        let _ = fs::create_dir_all("/run/sshd");
+        fs::create_dir_all(dir).unwrap();
+        let host_key = dir.join("host_key");
+        keygen(&host_key);
+        let port = free_port();
+        let config = dir.join("sshd_config");
+        fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
+                 StrictModes no\nUsePAM no\nPidFile {pid}\nPermitRootLogin yes\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUseDNS no\n\
+                 AllowTcpForwarding yes\nSetEnv HOME={home}\nMaxStartups 100:30:200\nMaxSessions 100\n",
+                hk = host_key.display(),
+                ak = authorized_keys.display(),
+                pid = dir.join("sshd.pid").display(),
+                home = node_home.display(),
+            ),
+        )
+        .unwrap();
+        let log = fs::File::create(dir.join("sshd.log")).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start /usr/sbin/sshd");
+        wait_for_port(port, "sshd");
+        Sshd {
+            port,
+            host_key,
+            child,
+        }
+    }
+
+    /// The host's public key line as known_hosts wants it.
+    pub fn known_hosts_line(&self) -> String {
+        let public = fs::read_to_string(self.host_key.with_extension("pub")).unwrap();
+        let mut parts = public.split_whitespace();
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            self.port,
+            parts.next().unwrap(),
+            parts.next().unwrap()
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One "node": an sshd and an agent serving their own home.
+pub struct TestNode {
+    pub home: PathBuf,
+    pub sshd: Sshd,
+    pub agent: Option<Agent>,
+}
+
+impl TestNode {
+    /// `host:port` for `cluster add --host`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.sshd.port)
+    }
+}
+
+/// A controller home, a client key, an ssh_config and known_hosts, and nodes.
+pub struct World {
+    pub root: TempDir,
+    pub home: PathBuf,
+    pub client_key: PathBuf,
+    pub ssh_config: PathBuf,
+    pub known_hosts: PathBuf,
+    pub nodes: Vec<TestNode>,
+}
+
+impl World {
+    /// `n` nodes with agents running and their host keys in known_hosts.
+    pub fn new(n: usize) -> World {
+        let mut w = World::bare();
+        for _ in 0..n {
+            w.add_node(true, true);
+        }
+        w
+    }
+
+    /// No nodes yet.
+    pub fn bare() -> World {
+        let root = tempfile::Builder::new().prefix("rh-it").tempdir().unwrap();
+        let home = root.path().join("home");
+        fs::create_dir_all(&home).unwrap();
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
+        let client_key = root.path().join("client_key");
+        keygen(&client_key);
+        fs::copy(
+            client_key.with_extension("pub"),
+            root.path().join("authorized_keys"),
+        )
+        .unwrap();
+        let known_hosts = root.path().join("known_hosts");
+        fs::write(&known_hosts, "").unwrap();
+        let ssh_config = root.path().join("ssh_config");
+        fs::write(
+            &ssh_config,
+            format!(
+                "Host *\n  UserKnownHostsFile {kh}\n  GlobalKnownHostsFile /dev/null\n  \
+                 IdentityFile {key}\n  IdentitiesOnly yes\n  User root\n  \
+                 KexAlgorithms curve25519-sha256,sntrup761x25519-sha512@openssh.com\n",
+                kh = known_hosts.display(),
+                key = client_key.display(),
+            ),
+        )
+        .unwrap();
+        World {
+            root,
+            home,
+            client_key,
+            ssh_config,
+            known_hosts,
+            nodes: vec![],
+        }
+    }
+
+    /// Add a node; optionally start its agent and trust its host key.
+    pub fn add_node(&mut self, agent: bool, trusted: bool) -> usize {
+        let i = self.nodes.len();
+        let dir = self.root.path().join(format!("node{i}"));
+        let home = dir.join("home");
+        fs::create_dir_all(&home).unwrap();
+        let sshd = Sshd::start(
+            &dir.join("sshd"),
+            &self.root.path().join("authorized_keys"),
+            &home,
+        );
+        if trusted {
+            self.trust(&sshd);
+        }
+        let agent = agent.then(|| Agent::start(&home));
+        self.nodes.push(TestNode { home, sshd, agent });
+        i
+    }
+
+    /// Append a node's host key to known_hosts.
+    pub fn trust(&self, sshd: &Sshd) {
+        let mut kh = fs::read_to_string(&self.known_hosts).unwrap();
+        kh.push_str(&sshd.known_hosts_line());
+        fs::write(&self.known_hosts, kh).unwrap();
+    }
+
+    /// `controller ARGS` with HOME, an empty environment plus `envs`, and RH_SSH_CONFIG.
+    pub fn controller_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(controller_bin());
+        cmd.args(args)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RH_SSH_CONFIG", &self.ssh_config)
+            .env("RH_AGENT_BIN", agent_bin())
+            .stdin(Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run controller");
+        Run::from(out, args)
+    }
+
+    pub fn controller(&self, args: &[&str]) -> Run {
+        self.controller_with(args, &[])
+    }
+
+    /// `cluster add NAME` for these node indexes (plus extra raw hosts).
+    pub fn add_cluster(&self, name: &str, nodes: &[usize], extra_hosts: &[&str]) {
+        let mut args: Vec<String> = vec!["cluster".into(), "add".into(), name.into()];
+        for &i in nodes {
+            args.push("--host".into());
+            args.push(self.nodes[i].host());
+        }
+        for h in extra_hosts {
+            args.push("--host".into());
+            args.push((*h).into());
+        }
+        args.push("--identity-file".into());
+        args.push(self.client_key.display().to_string());
+        args.push("--user".into());
+        args.push("root".into());
+        if let Some(a) = &self.nodes.get(nodes[0]).and_then(|n| n.agent.as_ref()) {
+            args.push("--agent-port".into());
+            args.push(a.port.to_string());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.controller(&refs).ok();
+    }
+}
+
+/// The outcome of one controller run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    args: String,
+}
+
+impl Run {
+    fn from(out: Output, args: &[&str]) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            args: args.join(" "),
+        }
+    }
+
+    /// Assert exit 0 and return self.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code,
+            0,
+            "controller {}\n{}",
+            self.args,
+            self.describe()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code,
+            code,
+            "controller {}\n{}",
+            self.args,
+            self.describe()
+        );
+        self
+    }
+
+    pub fn describe(&self) -> String {
+        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.describe()))
+    }
+
+    /// Assert none of `values` appears in stdout or stderr.
+    #[track_caller]
+    pub fn no_values(&self, values: &[&str]) -> &Run {
+        for v in values {
+            assert!(
+                !self.stdout.contains(v) && !self.stderr.contains(v),
+                "a fixture value leaked in `controller {}`:\n{}",
+                self.args,
+                self.describe()
+            );
+        }
+        self
+    }
+}
+
+/// File mode bits.
+pub fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Fixture credentials (all fake) and the values to look for in outputs.
+pub struct Fixtures;
+
+impl Fixtures {
+    pub const AWS_KEY: &'static str = "AKIAFIXTUREKEY000001";
+    pub const AWS_SECRET: &'static str = "fixture/aws+secret/value0000000000000001";
+    pub const HF_TOKEN: &'static str = "hf_fixturetokenvalue0000000001";
+    pub const OPENAI_KEY: &'static str = "sk-fixture-openai-000000000000000001";
+    pub const VAR_VALUE: &'static str = "plain-var-fixture-value-0001";
+
+    pub fn all() -> Vec<&'static str> {
+        vec![
+            Self::AWS_KEY,
+            Self::AWS_SECRET,
+            Self::HF_TOKEN,
+            Self::OPENAI_KEY,
+            Self::VAR_VALUE,
+        ]
+    }
+
+    /// Write AWS and Hugging Face credential files into `home`.
+    pub fn write(home: &Path) {
+        fs::create_dir_all(home.join(".aws")).unwrap();
+        fs::write(
+            home.join(".aws/credentials"),
+            format!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                Self::AWS_KEY,
+                Self::AWS_SECRET
+            ),
+        )
+        .unwrap();
+        fs::create_dir_all(home.join(".cache/huggingface")).unwrap();
+        fs::write(home.join(".cache/huggingface/token"), Self::HF_TOKEN).unwrap();
+    }
+
+    /// The environment that makes `openai` detected.
+    pub fn env() -> Vec<(&'static str, &'static str)> {
+        vec![("OPENAI_API_KEY", Self::OPENAI_KEY)]
+    }
+}

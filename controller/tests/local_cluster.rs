@@ -1,0 +1,80 @@
+//! The `local` cluster: the agent on this machine, reached without SSH and
+//! started in the background by the controller when it is not running.
+//! HOME is a temp dir; the agent the controller starts is stopped at the end
+//! through the pid it wrote to `~/.rh/agent/agent.pid`.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+
+use common::{mode, Fixtures, World};
+
+/// Kills the agent the controller started, even when an assert fails.
+struct StopAgent(PathBuf);
+
+impl Drop for StopAgent {
+    fn drop(&mut self) {
+        if let Ok(pid) = fs::read_to_string(self.0.join(".rh/agent/agent.pid")) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+#[test]
+fn local_cluster_starts_the_agent_and_syncs_without_ssh() {
+    let w = World::bare();
+    Fixtures::write(&w.home);
+    let _stop = StopAgent(w.home.clone());
+    let mut envs = Fixtures::env();
+    envs.push(("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"));
+    // No ssh config at all: local never uses SSH.
+    envs.push(("RH_SSH_CONFIG", "/nonexistent"));
+    let r = w
+        .controller_with(&["sync", "--cluster", "local", "--json"], &envs)
+        .ok();
+    r.no_values(&Fixtures::all());
+    let json = r.json();
+    let results = json["nodes"][0]["results"].as_array().unwrap();
+    let status = |name: &str| {
+        results
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {json:#}"))["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The files are this machine's own: already there, unchanged; the vars are new.
+    let hf = results.iter().find(|r| r["name"] == "huggingface").unwrap();
+    assert_eq!(hf["files"][0]["status"], "unchanged", "{json:#}");
+    assert_eq!(hf["vars"], serde_json::json!(["HF_TOKEN"]), "{json:#}");
+    assert_eq!(status("openai"), "written");
+    let state = w.home.join(".rh/agent");
+    assert!(state.join("agent.pid").is_file());
+    assert!(state.join("agent.log").is_file());
+    assert_eq!(mode(&state.join("token")), 0o600);
+    // The agent keeps running between commands: the var is in base_env.
+    let r = w
+        .controller_with(
+            &[
+                "run",
+                "--cluster",
+                "local",
+                "--",
+                "printenv",
+                "OPENAI_API_KEY",
+            ],
+            &envs,
+        )
+        .ok();
+    assert_eq!(r.stdout, format!("{}\n", Fixtures::OPENAI_KEY));
+    let pid = fs::read_to_string(state.join("agent.pid")).unwrap();
+    let r = w
+        .controller_with(&["status", "--cluster", "local"], &envs)
+        .ok();
+    r.no_values(&Fixtures::all());
+    assert!(r.stdout.contains("OPENAI_API_KEY"), "{}", r.describe());
+    // Same agent (not restarted).
+    assert_eq!(fs::read_to_string(state.join("agent.pid")).unwrap(), pid);
+}

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Benchmark: `controller sync --cluster C` of 16 secrets (every builtin
+# provider configured from common's fixtures) over real SSH on loopback:
+# one node, then 8 and 32 "nodes" (ssh host aliases of one sshd, each with
+# its own master connection, tunnel and POST /v1/sync). Wall time includes
+# the SSH connections. Steady state: the nodes already hold the secrets, so
+# every row is `unchanged` (the agent still compares every file and var).
+# Targets: t(1) <= 150 ms, t(32) <= 1.5 s, t(32)/t(1) <= 4. Reference
+# (Runhouse): 2.33 s for 6 providers to ONE node.
+# Two rows: ssh's default key exchange (sntrup761x25519, post-quantum, costly
+# on the server) and `KexAlgorithms curve25519-sha256` preferred in ssh_config.
+# Uses target/release/{controller,agent} (override with CONTROLLER_BIN, AGENT_BIN).
+# BENCH_STRICT=1 makes a missed target exit 1.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+BIN=${CONTROLLER_BIN:-$PWD/target/release/controller}
+AGENT=${AGENT_BIN:-$PWD/target/release/agent}
+for b in "$BIN" "$AGENT"; do
+  [ -x "$b" ] || { echo "30-sync: $b not built (cargo build --release -p controller -p agent)" >&2; exit 1; }
+done
+[ -x /usr/sbin/sshd ] || { echo "30-sync: SKIPPED: no /usr/sbin/sshd" >&2; exit 0; }
+DATA=$PWD/common/tests/data/providers
+NODES=(1 8 32)
+
+work=$(mktemp -d /tmp/rh-bench-sync.XXXXXX)
+sshd_pid=""; agent_pid=""
+cleanup() {
+  [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true
+  [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+home=$work/home; node=$work/node
+mkdir -p "$home" "$node"; chmod 700 "$home" "$node"
+
+# --- the 16 secrets on the controller side (same set as 10-detect) ---
+put() { mkdir -p "$(dirname "$home/$2")"; cp "$DATA/$1/${3:-source}" "$home/$2"; }
+put aws .aws/credentials
+put azure .azure/clouds.config
+put gcp .config/gcloud/application_default_credentials.json
+put github .config/gh/hosts.yml
+put huggingface .cache/huggingface/token
+put kubernetes .kube/config
+put lambda .lambda_cloud/lambda_keys
+put ssh .ssh/id_ed25519
+put ssh .ssh/id_ed25519.pub source.pub
+put sky .ssh/sky-key
+put sky .ssh/sky-key.pub source.pub
+mapfile -t vars < <(python3 -c '
+import json, sys
+for f in sys.argv[1:]:
+    for k, v in json.load(open(f)).items():
+        print(f"{k}={v}")' "$DATA"/{docker,anthropic,cohere,langchain,openai,pinecone,wandb}/env.json)
+
+# --- one sshd on loopback whose sessions get HOME=$node ---
+mkdir -p /run/sshd 2>/dev/null || true
+ssh-keygen -q -t ed25519 -N "" -f "$work/host_key"
+ssh-keygen -q -t ed25519 -N "" -f "$work/client_key"
+cp "$work/client_key.pub" "$work/authorized_keys"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$work/sshd_config" <<EOF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $work/host_key
+AuthorizedKeysFile $work/authorized_keys
+StrictModes no
+UsePAM no
+PidFile $work/sshd.pid
+PermitRootLogin yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+SetEnv HOME=$node
+MaxStartups 200
+MaxSessions 200
+EOF
+/usr/sbin/sshd -D -e -f "$work/sshd_config" 2>"$work/sshd.log" &
+sshd_pid=$!
+
+# --- the agent serving the node's home ---
+HOME=$node "$AGENT" serve --listen 127.0.0.1:0 --home "$node" --state-dir "$node/.rh/agent" \
+  >"$work/agent.log" 2>&1 &
+agent_pid=$!
+for _ in $(seq 100); do [ -s "$node/.rh/agent/agent.addr" ] && break; sleep 0.05; done
+[ -s "$node/.rh/agent/agent.addr" ] || { echo "30-sync: agent did not start" >&2; cat "$work/agent.log" >&2; exit 1; }
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.05; done
+
+echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$work/host_key.pub")" >"$work/known_hosts"
+write_config() { # write_config FILE [KEX]
+  {
+    for i in $(seq 32); do
+      printf 'Host node%d\n  HostName 127.0.0.1\n  Port %d\n' "$i" "$port"
+    done
+    printf 'Host *\n  User root\n  IdentityFile %s\n  IdentitiesOnly yes\n' "$work/client_key"
+    printf '  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n' "$work/known_hosts"
+    if [ -n "${2:-}" ]; then printf '  KexAlgorithms %s\n' "$2"; fi
+  } >"$1"
+}
+write_config "$work/ssh_config.default"
+write_config "$work/ssh_config.curve" "curve25519-sha256,sntrup761x25519-sha512@openssh.com"
+
+run_env=(env -i "HOME=$home" "PATH=/usr/bin:/bin" "${vars[@]}")
+for n in "${NODES[@]}"; do
+  hosts=()
+  for i in $(seq "$n"); do hosts+=(--host "node$i"); done
+  "${run_env[@]}" "$BIN" cluster add "b$n" "${hosts[@]}" >/dev/null
+done
+
+# Sanity + warm: the first sync writes, the second is all unchanged.
+out=$("${run_env[@]}" RH_SSH_CONFIG="$work/ssh_config.default" "$BIN" sync --cluster b1 --json)
+count=$(printf '%s' "$out" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["nodes"][0]["results"]))')
+[ "$count" -ge 16 ] || { echo "30-sync: only $count secrets synced (want 16)" >&2; exit 1; }
+"${run_env[@]}" RH_SSH_CONFIG="$work/ssh_config.default" "$BIN" sync --cluster b32 >/dev/null
+
+if [ -n "${BENCH_PROFILE:-}" ]; then # one traced run per size, for finding where time goes
+  for n in "${NODES[@]}"; do
+    "${run_env[@]}" RH_SSH_CONFIG="$work/ssh_config.curve" RH_LOG=controller=debug "$BIN" sync --cluster "b$n" 2>&1 >/dev/null | tail -n 4
+  done
+fi
+
+measure() { # measure CONFIG N RUNS -> mean seconds
+  local json; json=$(mktemp)
+  "${run_env[@]}" RH_SSH_CONFIG="$1" "$(command -v hyperfine)" -N --warmup 1 --runs "$3" \
+    --style none --export-json "$json" "$BIN sync --cluster b$2" >/dev/null
+  python3 -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["results"][0]["mean"])' "$json"
+  rm -f "$json"
+}
+command -v hyperfine >/dev/null || { echo "30-sync: SKIPPED: hyperfine missing" >&2; exit 0; }
+
+verdict=PASS
+for cfg in default curve; do
+  t1=$(measure "$work/ssh_config.$cfg" 1 15)
+  t8=$(measure "$work/ssh_config.$cfg" 8 5)
+  t32=$(measure "$work/ssh_config.$cfg" 32 5)
+  ratio=$(awk -v a="$t32" -v b="$t1" 'BEGIN { printf "%.2f", a / b }')
+  ok=PASS
+  awk -v t="$t1" 'BEGIN { exit !(t <= 0.150) }' || ok=FAIL
+  awk -v t="$t32" 'BEGIN { exit !(t <= 1.5) }' || ok=FAIL
+  awk -v r="$ratio" 'BEGIN { exit !(r <= 4) }' || ok=FAIL
+  [ "$cfg" = default ] && [ "$ok" = FAIL ] && verdict=FAIL
+  printf '30-sync (%s kex): 16 secrets: t(1)=%.0f ms  t(8)=%.0f ms  t(32)=%.0f ms  t(32)/t(1)=%s; targets 150 ms / 1500 ms / 4 (reference: 2330 ms for 6 secrets to 1 node): %s\n' \
+    "$cfg" "$(awk -v t="$t1" 'BEGIN{print t*1000}')" "$(awk -v t="$t8" 'BEGIN{print t*1000}')" \
+    "$(awk -v t="$t32" 'BEGIN{print t*1000}')" "$ratio" "$ok"
+done
+echo "30-sync: machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$verdict" = FAIL ] && [ "${BENCH_STRICT:-0}" = 1 ]; then exit 1; fi
