@@ -90,6 +90,11 @@ up() {
       *) log "unknown argument $1"; exit 2 ;;
     esac
   done
+  local img
+  for img in "$RH_E2E_NODE_IMAGE" "$RH_E2E_AGENT_IMAGE"; do
+    docker image inspect "$img" >/dev/null 2>&1 \
+      || { log "no image $img: run e2e/build-images.sh first (no registry to pull from)"; exit 1; }
+  done
   mkdir -p "$STATE/ssh"
   chmod 700 "$STATE/ssh"
   rm -f "$STATE/ssh/id_ed25519" "$STATE/ssh/id_ed25519.pub" "$STATE/ssh/known_hosts"
