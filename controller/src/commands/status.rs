@@ -230,6 +230,7 @@ mod tests {
                 version: "x".into(),
                 secrets,
                 envs: vec![],
+                ..Default::default()
             }),
         }
     }
