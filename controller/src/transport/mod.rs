@@ -202,6 +202,21 @@ impl AgentConn {
             .await
     }
 
+    /// `GET /v1/status?key=HEX`: fingerprints under the caller's key (hex
+    /// digits only). The key is kept out of errors and logs.
+    pub async fn status_with_key(&self, key_hex: &str) -> Result<StatusResponse, TransportError> {
+        let path = format!("/v1/status?key={key_hex}");
+        self.call::<(), _>(Method::GET, &path, None, None)
+            .await
+            .map_err(|e| match e {
+                TransportError::Http { node, detail } => TransportError::Http {
+                    node,
+                    detail: detail.replace(key_hex, "<key>"),
+                },
+                other => other,
+            })
+    }
+
     /// `DELETE /v1/secrets/{name}`.
     pub async fn revoke(
         &self,
@@ -259,6 +274,7 @@ impl AgentConn {
         let resp = req.send().await.map_err(|e| self.request_error(&e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| self.request_error(&e))?;
+        let path = path.split('?').next().unwrap_or(path); // queries may hold keys
         tracing::debug!(node = %self.node, %method, path, status = status.as_u16(),
             ms = started.elapsed().as_millis() as u64, "agent request");
         if status == StatusCode::UNAUTHORIZED {
