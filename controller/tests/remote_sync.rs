@@ -724,14 +724,20 @@ fn persistent_master_is_reused_while_sshd_accepts_nothing_new() {
     assert_eq!(mode(&control), 0o700);
     let masters = common::ssh_masters(&control);
     assert_eq!(masters.len(), 1, "one master left running: {masters:?}");
-    // Its control socket sits in the private dir under a short name.
-    let sockets: Vec<_> = fs::read_dir(&control)
+    // Its control socket and the agent forward's socket sit in the private
+    // dir under short names.
+    let mut sockets: Vec<String> = fs::read_dir(&control)
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| e.file_type().unwrap().is_socket())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(sockets.len(), 1);
-    assert!(sockets[0].path().as_os_str().len() <= 90);
+    sockets.sort();
+    assert_eq!(sockets.len(), 2, "{sockets:?}");
+    assert_eq!(sockets[0].len(), 16, "{sockets:?}");
+    let agent_port = w.nodes[0].agent.as_ref().unwrap().port;
+    assert_eq!(sockets[1], format!("{}.p{agent_port}", sockets[0]));
+    assert!(control.join(&sockets[0]).as_os_str().len() <= 90);
 
     // No new ssh connection can be made from now on.
     let port = w.nodes[0].sshd.port;
@@ -753,6 +759,14 @@ fn persistent_master_is_reused_while_sshd_accepts_nothing_new() {
     )
     .ok();
     assert!(common::ssh_masters_after_exit(&control).is_empty());
+    assert_eq!(
+        fs::read_dir(&control)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().unwrap().is_socket())
+            .count(),
+        0
+    );
     // And now nothing can reach the node.
     let r = w
         .controller_with(&["status", "--cluster", "c"], &persist)

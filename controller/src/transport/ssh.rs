@@ -14,8 +14,9 @@
 //! `ssh -O check`, otherwise a new one is started with `ControlPersist=<idle
 //! seconds>` and left running; `--ssh-persist 0` closes it (`ssh -O exit`)
 //! when the command ends. A per-node lock file keeps two controllers from
-//! racing to start the same master. Forwards requested through a master that
-//! stays alive are cancelled when the command ends.
+//! racing to start the same master. The agent port is forwarded to a unix
+//! socket next to the control socket (kept with the master) and bridged to
+//! a loopback port by this process only while a command runs.
 //!
 //! Through the master: the agent token is read with `cat ~/.rh/agent/token`
 //! (with the port in `agent.addr`, when the agent wrote one) and a local port
@@ -24,7 +25,7 @@
 //! values, and neither does anything here.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio as StdStdio;
 use std::sync::Mutex;
@@ -67,9 +68,9 @@ pub struct SshSession {
     keep: bool,
     /// An already running master was reused.
     reused: bool,
-    /// Local forwards requested here (local port, remote port), cancelled at
-    /// the end when the master stays alive.
-    forwards: Mutex<Vec<(u16, u16)>>,
+    /// The in-process loopback listeners bridging to the forwards' unix
+    /// sockets, stopped when this session ends.
+    bridges: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl fmt::Debug for SshSession {
@@ -162,8 +163,10 @@ impl SshSession {
                 ctl.clone().into_boxed_path(),
                 Some(log.clone().into_boxed_path()),
             );
-            match session.check().await {
-                Ok(()) => {
+            // A master that accepts on its socket is alive (what `ssh -O
+            // check` asks, without spawning ssh).
+            match tokio::net::UnixStream::connect(&ctl).await {
+                Ok(_) => {
                     tracing::debug!(node = %node.name, ms = started.elapsed().as_millis() as u64,
                         "ssh master reused");
                     return Ok(Self::new(node, session, ctl, keep, true));
@@ -187,7 +190,7 @@ impl SshSession {
             ctl,
             keep,
             reused,
-            forwards: Mutex::new(vec![]),
+            bridges: Mutex::new(vec![]),
         }
     }
 
@@ -255,36 +258,60 @@ impl SshSession {
         Ok((SecretText::new(token.to_owned()), port))
     }
 
-    /// Forward a free local loopback port to `127.0.0.1:remote_port` on the node.
+    /// Reach `127.0.0.1:remote_port` on the node from a local loopback port.
+    /// The master forwards a unix socket in the private control dir
+    /// (`<ctl>.p<port>`, kept with the master, so a reused master needs no
+    /// new forward) and a loopback listener in this process bridges to it
+    /// for the duration of the command. Returns the local port.
     pub async fn forward(&self, remote_port: u16) -> Result<u16, TransportError> {
-        let mut last = String::new();
-        // A port picked here could be taken before ssh binds it: try a few.
-        for _ in 0..3 {
-            let local = free_port().map_err(|e| TransportError::Ssh {
-                node: self.node.clone(),
-                detail: format!("no free local port: {e}"),
-            })?;
-            let listen = Socket::from(SocketAddr::from((Ipv4Addr::LOCALHOST, local)));
-            let connect = Socket::new("127.0.0.1", remote_port);
-            match self
-                .session
-                .request_port_forward(ForwardType::Local, listen, connect)
-                .await
-            {
-                Ok(()) => {
-                    self.forwards
-                        .lock()
-                        .expect("never poisoned")
-                        .push((local, remote_port));
-                    return Ok(local);
-                }
-                Err(e) => last = super::error_chain(&e),
-            }
-        }
-        Err(TransportError::Ssh {
+        let err = |detail: String| TransportError::Ssh {
             node: self.node.clone(),
-            detail: format!("port forward failed: {last}"),
-        })
+            detail,
+        };
+        let sock = self.ctl.with_extension(format!("p{remote_port}"));
+        if tokio::net::UnixStream::connect(&sock).await.is_err() {
+            let _ = std::fs::remove_file(&sock);
+            self.session
+                .request_port_forward(
+                    ForwardType::Local,
+                    Socket::from(sock.as_path()),
+                    Socket::new("127.0.0.1", remote_port),
+                )
+                .await
+                .map_err(|e| err(format!("port forward failed: {}", super::error_chain(&e))))?;
+        }
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(|e| err(format!("no free local port: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| err(format!("no free local port: {e}")))?
+            .port();
+        let node = self.node.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut tcp, _)) = listener.accept().await else {
+                    break;
+                };
+                let sock = sock.clone();
+                let node = node.clone();
+                tokio::spawn(async move {
+                    match tokio::net::UnixStream::connect(&sock).await {
+                        Ok(mut unix) => {
+                            let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(node = %node, error = %e, "forward socket unreachable")
+                        }
+                    }
+                });
+            }
+        });
+        self.bridges
+            .lock()
+            .expect("never poisoned")
+            .push(task.abort_handle());
+        Ok(local)
     }
 
     /// Run a shell command on the node with `stdin` as its input; its
@@ -361,31 +388,44 @@ impl SshSession {
         })
     }
 
+    /// Close the master whatever the persistence setting (`ssh -O exit`).
+    pub async fn shut_down(mut self) {
+        self.keep = false;
+        self.close().await;
+    }
+
     /// End this command's use of the master: with persistence, cancel the
     /// forwards requested here and leave the master running for the next
     /// command; without, close the master (`ssh -O exit`).
     pub async fn close(self) {
+        for bridge in self.bridges.lock().expect("never poisoned").drain(..) {
+            bridge.abort();
+        }
         if self.keep {
-            let forwards = std::mem::take(&mut *self.forwards.lock().expect("never poisoned"));
-            for (local, remote) in forwards {
-                let listen = Socket::from(SocketAddr::from((Ipv4Addr::LOCALHOST, local)));
-                let connect = Socket::new("127.0.0.1", remote);
-                if let Err(e) = self
-                    .session
-                    .close_port_forward(ForwardType::Local, listen, connect)
-                    .await
-                {
-                    tracing::debug!(node = %self.node, error = %e, "cancelling a forward");
-                }
-            }
-            // Dropping a resumed session leaves its master alone.
+            // Dropping a resumed session leaves its master (and its
+            // unix-socket forwards) alone.
             return;
         }
         let log = self.ctl.with_extension("log");
+        let ctl = self.ctl.clone();
         if let Err(e) = self.session.close().await {
             tracing::debug!(node = %self.node, error = %e, "closing the ssh session");
         }
         let _ = std::fs::remove_file(log);
+        remove_forward_sockets(&ctl);
+    }
+}
+
+/// Remove the forward sockets (`<ctl>.p<port>`) of a closed master.
+fn remove_forward_sockets(ctl: &Path) {
+    let (Some(dir), Some(name)) = (ctl.parent(), ctl.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.p", name.to_string_lossy());
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -480,6 +520,7 @@ pub async fn disconnect(t: &SshTarget, opts: &TransportOptions) -> Result<bool, 
     let closed = session.check().await.is_ok() && session.close().await.is_ok();
     let _ = std::fs::remove_file(&ctl);
     let _ = std::fs::remove_file(&log);
+    remove_forward_sockets(&ctl);
     Ok(closed)
 }
 
@@ -491,8 +532,22 @@ pub(crate) async fn connect(
     opts: &TransportOptions,
     http: &reqwest::Client,
 ) -> Result<AgentConn, TransportError> {
-    let session = SshSession::open(node, t, opts).await?;
-    match tunnel(&session, node, t, opts).await {
+    let mut session = SshSession::open(node, t, opts).await?;
+    let mut result = tunnel(&session, node, t, opts).await;
+    if session.reused()
+        && matches!(
+            result,
+            Err(TransportError::Ssh { .. } | TransportError::TokenUnreadable { .. })
+        )
+    {
+        // `-O check` passes while a master waits for a peer that is gone
+        // (node rebooted, network changed): drop it and connect afresh once.
+        tracing::debug!(node = %node.name, "reused ssh master failed; starting a new one");
+        session.shut_down().await;
+        session = SshSession::open(node, t, opts).await?;
+        result = tunnel(&session, node, t, opts).await;
+    }
+    match result {
         Ok((token, agent_port, port)) => Ok(AgentConn::new(
             node,
             port,
@@ -530,11 +585,6 @@ pub(crate) async fn tunnel(
         }
         _ => Ok((token, t.agent_port, forward?)),
     }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
 }
 
 fn first_line(s: &str) -> String {
