@@ -53,8 +53,14 @@ if [ -n "$run_user" ] && [ "$is_root" = 0 ] && [ "$run_user" != "$(id -un)" ]; t
   die "--user needs root"
 fi
 run_user="${run_user:-$(id -un)}"
-run_home="$(getent passwd "$run_user" 2>/dev/null | cut -d: -f6 || true)"
-[ -n "$run_home" ] || { [ "$run_user" = "$(id -un)" ] && run_home="$HOME"; }
+# The invoking user's own install serves their $HOME (as the session sets it);
+# another user's (root only) serves that user's home from the passwd database.
+run_home=""
+if [ "$run_user" = "$(id -un)" ] && [ -n "${HOME:-}" ] && [ -d "$HOME" ]; then
+  run_home="$HOME"
+else
+  run_home="$(getent passwd "$run_user" 2>/dev/null | cut -d: -f6 || true)"
+fi
 [ -n "$run_home" ] && [ -d "$run_home" ] || die "no home directory for user $run_user"
 
 if [ -z "$prefix" ]; then

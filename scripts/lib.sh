@@ -8,6 +8,12 @@ ensure_test_tools() {
   local need_apt=()
   command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
   command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+  command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+  command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+  # The e2e suite builds its node images from nothing with debootstrap.
+  if [ "${E2E:-auto}" != skip ] && docker info >/dev/null 2>&1; then
+    command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+  fi
   if [ "${#need_apt[@]}" -gt 0 ]; then
     step "installing ${need_apt[*]}"
     if [ "$(id -u)" = 0 ]; then

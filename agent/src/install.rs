@@ -12,6 +12,7 @@ use std::path::Path;
 use axum::http::StatusCode;
 
 use common::apply::{self, secret_env_vars, secret_paths, FileStatus, TargetFile};
+use common::fingerprint::{value_fingerprint, values_fingerprint, FingerprintKey};
 use common::fsutil::confine;
 use common::names::{validate_env_name, validate_env_var_name, validate_secret_name};
 use common::providers::{self, Merge, Provider, ProviderError, Removal};
@@ -386,7 +387,7 @@ pub(crate) async fn apply(
                     .map(|(var, value)| VarInstall {
                         env: env.clone(),
                         var: var.clone(),
-                        fingerprint: state.fingerprint(value_bytes(value).as_bytes()),
+                        fingerprint: value_fingerprint(state.fingerprint_key(), value),
                     })
                     .collect();
             }
@@ -430,14 +431,6 @@ pub(crate) async fn apply(
         }
     }
     results
-}
-
-/// The bytes a var value is fingerprinted over.
-fn value_bytes(value: &SecretValue) -> String {
-    match value.expose_str() {
-        Some(s) => s.to_owned(),
-        None => value.expose_secret().to_string(),
-    }
 }
 
 /// Conflict over failed over written over would-write over removed over unchanged.
@@ -539,7 +532,8 @@ pub(crate) async fn revoke(
     for var in &targets {
         // Only a var still holding the value this secret set is removed.
         let current = envs.value(&var.env, &var.var);
-        if current.is_some_and(|v| state.fingerprint(value_bytes(&v).as_bytes()) == var.fingerprint)
+        if current
+            .is_some_and(|v| value_fingerprint(state.fingerprint_key(), &v) == var.fingerprint)
         {
             by_env
                 .entry(var.env.clone())
@@ -599,7 +593,19 @@ pub(crate) async fn revoke(
 }
 
 /// What every secret installed, with keyed fingerprints and no values.
-pub(crate) fn installed_status(state: &AppState) -> Vec<InstalledSecret> {
+///
+/// Under the node's key (`key` is `None`) file and var fingerprints are the
+/// ones recorded at install time. Under a caller's key, a file's fingerprint
+/// is over the values the secret wrote there (as recorded) and a var's is
+/// over the value the env holds now (only its fingerprint was recorded);
+/// a var no longer set in its env gets an empty fingerprint. Both use the
+/// canonical encodings of `common::fingerprint`, so a caller holding the same
+/// values computes the same fingerprints.
+pub(crate) fn installed_status(
+    state: &AppState,
+    key: Option<&FingerprintKey>,
+) -> Vec<InstalledSecret> {
+    let file_key = key.map_or_else(|| state.fingerprint_key(), FingerprintKey::as_bytes);
     let installed = state
         .inner
         .installed
@@ -616,9 +622,7 @@ pub(crate) fn installed_status(state: &AppState) -> Vec<InstalledSecret> {
                 .iter()
                 .flat_map(|install| {
                     let keys: Vec<String> = install.values.keys().cloned().collect();
-                    let data = serde_json::to_string(&install.values).unwrap_or_default();
-                    let fp = state.fingerprint(data.as_bytes());
-                    drop(common::SecretText::new(data)); // zeroed
+                    let fp = values_fingerprint(file_key, &install.values);
                     install.paths.iter().map(move |path| InstalledFile {
                         path: path.clone(),
                         keys: keys.clone(),
@@ -632,7 +636,15 @@ pub(crate) fn installed_status(state: &AppState) -> Vec<InstalledSecret> {
                 .map(|v| InstalledVar {
                     env: v.env.clone(),
                     var: v.var.clone(),
-                    fingerprint: v.fingerprint.clone(),
+                    fingerprint: match key {
+                        None => v.fingerprint.clone(),
+                        Some(key) => state
+                            .inner
+                            .envs
+                            .value(&v.env, &v.var)
+                            .map(|value| value_fingerprint(key.as_bytes(), &value))
+                            .unwrap_or_default(),
+                    },
                 })
                 .collect(),
         })

@@ -230,7 +230,13 @@ impl AppState {
 
     /// A keyed fingerprint under this node's key.
     pub(crate) fn fingerprint(&self, data: &[u8]) -> String {
-        fingerprint(self.inner.fingerprint_key.expose_secret().as_bytes(), data)
+        fingerprint(self.fingerprint_key(), data)
+    }
+
+    /// This node's fingerprint key, as the HMAC is keyed with it (the bytes
+    /// of its hex text, as since the first release).
+    pub(crate) fn fingerprint_key(&self) -> &[u8] {
+        self.inner.fingerprint_key.expose_secret().as_bytes()
     }
 
     /// Write `installed.json` (atomic, 0600). Call with the write lock held.

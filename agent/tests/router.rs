@@ -668,3 +668,93 @@ async fn stale_temp_files_in_the_state_dir_are_removed_at_start() {
     assert!(state_dir.join("token").exists());
     state.shutdown().await;
 }
+
+#[tokio::test]
+async fn status_key_fingerprints_under_the_callers_key_and_bad_keys_are_400() {
+    use ::common::fingerprint::{value_fingerprint, values_fingerprint, FingerprintKey};
+    use ::common::secret_value::values_from;
+    use ::common::SecretValue;
+
+    let f = fixture().await;
+    let body = json!({"items": [
+        {"secret": {"name": "f", "provider": "custom", "values": {"k": SECRET, "n": {"b": 1, "a": "x"}}}, "path": "~/f.json"},
+        {"secret": {"name": "openai", "provider": "openai", "values": {"api_key": SECRET}}, "env": "base_env"},
+    ]})
+    .to_string();
+    assert_eq!(f.post("/v1/sync", &body).await.0, StatusCode::OK);
+    let key_hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let key = FingerprintKey::from_hex(key_hex).unwrap();
+    let fps = |text: &str| -> (String, String, Value) {
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert!(!text.contains(SECRET), "{text}");
+        (
+            v["secrets"][0]["files"][0]["fingerprint"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            v["secrets"][1]["vars"][0]["fingerprint"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            v["fingerprints_keyed_by"].clone(),
+        )
+    };
+    let (status, text) = f.get(&format!("/v1/status?key={key_hex}")).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(!text.contains(key_hex), "{text}");
+    let (file_fp, var_fp, keyed_by) = fps(&text);
+    assert_eq!(keyed_by, "request");
+    // The same fingerprints the controller computes from its own copy.
+    let mut values = values_from([("k", SECRET)]);
+    values.insert("n".into(), SecretValue::new(json!({"a": "x", "b": 1})));
+    assert_eq!(file_fp, values_fingerprint(key.as_bytes(), &values));
+    assert_eq!(
+        var_fp,
+        value_fingerprint(key.as_bytes(), &SecretValue::from(SECRET))
+    );
+    // Deterministic; another key (uppercase hex is the same key) or none differs.
+    let again = f
+        .get(&format!("/v1/status?key={}", key_hex.to_uppercase()))
+        .await;
+    assert_eq!(fps(&again.1).0, file_fp);
+    let other = f.get(&format!("/v1/status?key={}", "ab".repeat(16))).await;
+    let (other_file, other_var, _) = fps(&other.1);
+    assert_ne!(other_file, file_fp);
+    assert_ne!(other_var, var_fp);
+    let (plain_file, plain_var, keyed_by) = fps(&f.get("/v1/status").await.1);
+    assert_eq!(keyed_by, "node");
+    assert_ne!(plain_file, file_fp);
+    assert_ne!(plain_var, var_fp);
+    // Without a key: the node's own key, same canonical encoding as before.
+    let node_key = std::fs::read_to_string(f.home().join(".rh/agent/fingerprint.key")).unwrap();
+    let node_key = node_key.trim().as_bytes();
+    assert_eq!(plain_file, values_fingerprint(node_key, &values));
+    assert_eq!(
+        plain_var,
+        value_fingerprint(node_key, &SecretValue::from(SECRET))
+    );
+    // Still behind the token.
+    let (status, _) = f
+        .send(
+            Method::GET,
+            &format!("/v1/status?key={key_hex}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for bad in [
+        String::new(),
+        "ab".repeat(15),
+        "ab".repeat(65),
+        format!("{key_hex}0"),
+        "zz".repeat(16),
+        format!("{}%20", "ab".repeat(16)),
+        format!("{key_hex}&key={key_hex}"),
+    ] {
+        let resp = f.get(&format!("/v1/status?key={bad}")).await;
+        assert_error(&resp, StatusCode::BAD_REQUEST, "bad_fingerprint_key");
+        assert!(bad.is_empty() || !resp.1.contains(&bad), "{}", resp.1);
+    }
+    f.state.shutdown().await;
+}

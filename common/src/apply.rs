@@ -109,7 +109,12 @@ pub fn write_files(
     let mut outcomes = Vec::with_capacity(files.len());
     for (file, plan) in files.iter().zip(plans) {
         let (status, conflict_keys) = match plan {
-            Merge::Unchanged => (FileStatus::Unchanged, vec![]),
+            Merge::Unchanged => {
+                if !dry_run {
+                    tighten_mode(&file.path)?;
+                }
+                (FileStatus::Unchanged, vec![])
+            }
             Merge::Conflict(keys) => (FileStatus::Conflict, keys),
             Merge::Write(_) if dry_run || conflicted => (FileStatus::WouldWrite, vec![]),
             Merge::Write(text) => {
@@ -124,6 +129,18 @@ pub fn write_files(
         });
     }
     Ok(outcomes)
+}
+
+/// A credential file that already holds the values but is readable by group
+/// or others is made 0600 in place (no rewrite, so its mtime stays).
+fn tighten_mode(path: &std::path::Path) -> Result<(), ProviderError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| fsutil::PathError::io("inspect", path, e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(fsutil::FILE_MODE))
+            .map_err(|e| fsutil::PathError::io("chmod", path, e))?;
+    }
+    Ok(())
 }
 
 /// Remove what `values` installed from `files`, keeping everything else.
@@ -227,8 +244,18 @@ mod tests {
         let meta = std::fs::metadata(&files[0].path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         let mtime = meta.modified().unwrap();
+        std::fs::set_permissions(&files[0].path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let out = write_files(&GENERIC, &files, &v1, false, false).unwrap();
         assert_eq!(overall(&out), FileStatus::Unchanged);
+        let mode = std::fs::metadata(&files[0].path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "a readable credential file is tightened in place"
+        );
         assert_eq!(
             std::fs::metadata(&files[0].path)
                 .unwrap()

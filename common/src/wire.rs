@@ -202,6 +202,23 @@ pub struct StatusResponse {
     pub version: String,
     pub secrets: Vec<InstalledSecret>,
     pub envs: Vec<EnvStatus>,
+    /// Which key the fingerprints are under. Absent from agents that
+    /// predate `?key=`: read as [`KeyedBy::Node`].
+    #[serde(default)]
+    pub fingerprints_keyed_by: KeyedBy,
+}
+
+/// The key of the fingerprints in a [`StatusResponse`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyedBy {
+    /// The node's own key: comparable on that node over time, not across nodes.
+    #[default]
+    Node,
+    /// The key the caller sent (`GET /v1/status?key=HEX`): comparable across
+    /// nodes and with the caller's own fingerprints of its local values
+    /// (`common::fingerprint::{value_fingerprint, values_fingerprint}`).
+    Request,
 }
 
 /// Query of `DELETE /v1/secrets/{name}`.

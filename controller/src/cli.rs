@@ -176,6 +176,8 @@ pub enum ClusterCommand {
     Remove(ClusterNameArgs),
     /// Install the agent and its boot unit on every node, start it, check /healthz.
     Bootstrap(BootstrapArgs),
+    /// Close the persisted SSH master connections to the cluster's nodes.
+    Disconnect(ClusterNameArgs),
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +236,11 @@ pub struct RemoteOpts {
     /// Accept (and remember) host keys of hosts not yet in known_hosts. A changed key is always refused.
     #[arg(long = "accept-new-host-keys")]
     pub accept_new_host_keys: bool,
+    /// Keep each node's SSH master connection open for this many idle seconds so the
+    /// next command skips the handshake (default 300, or $RH_SSH_PERSIST); 0 closes
+    /// it when this command ends. `controller cluster disconnect NAME` closes them.
+    #[arg(long = "ssh-persist", value_name = "SECS")]
+    pub ssh_persist: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -4,13 +4,19 @@
 //! named `local` always exists and is never stored: it is the agent on this
 //! machine, reached without SSH. This module only reads and writes those
 //! definitions; it never connects anywhere and never sees a secret value.
+//!
+//! Next to each cluster (`local` included) it keeps `NAME.key` (0600): the
+//! random fingerprint key `controller status` sends to the nodes for drift
+//! detection.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use common::fingerprint::random_hex;
 use common::fsutil::{self, PathError};
 use common::names::{validate_cluster_name, NameError};
 use common::wire::DEFAULT_AGENT_PORT;
+use common::SecretText;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -303,7 +309,37 @@ pub fn remove(home: &Path, name: &str) -> Result<(), ClusterError> {
     }
     load(home, name)?;
     fsutil::remove_file(&cluster_file(home, name))?;
+    fsutil::remove_file(&key_file(home, name))?;
     Ok(())
+}
+
+/// `~/.rh/clusters/NAME.key` (0600): the cluster's fingerprint key.
+fn key_file(home: &Path, name: &str) -> PathBuf {
+    clusters_dir(home).join(format!("{name}.key"))
+}
+
+/// The cluster's fingerprint key (64 hex digits), created (32 random bytes,
+/// file 0600 in the 0700 clusters dir) on first use. `controller status`
+/// sends it to every node so their fingerprints compare with each other and
+/// with this machine's copy. It is no credential: it only keys fingerprints.
+pub fn fingerprint_key(home: &Path, name: &str) -> Result<SecretText, ClusterError> {
+    validate_cluster_name(name)?;
+    let path = key_file(home, name);
+    if let Some(text) = fsutil::read_optional(&path)? {
+        let key = text.expose_secret().trim();
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ClusterError::Malformed {
+                path: path.display().to_string(),
+                reason: "it is not 64 hex digits (delete it: a new key is made on next use)".into(),
+            });
+        }
+        return Ok(SecretText::new(key.to_owned()));
+    }
+    let dir = clusters_dir(home);
+    fsutil::create_private_dir_all(&dir)?;
+    let key = SecretText::new(random_hex(32));
+    fsutil::atomic_write(&path, key.expose_secret().as_bytes())?;
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -385,5 +421,26 @@ mod tests {
         assert!(!file.exists());
         assert!(remove(h, "gpu").is_err());
         assert!(load(h, "../x").is_err());
+    }
+
+    #[test]
+    fn fingerprint_keys_are_private_stable_per_cluster_and_removed_with_it() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        save(h, &cluster(&["a"])).unwrap();
+        let key = fingerprint_key(h, "gpu").unwrap();
+        assert_eq!(key.expose_secret().len(), 64);
+        assert_eq!(fingerprint_key(h, "gpu").unwrap(), key);
+        assert_eq!(mode(&clusters_dir(h).join("gpu.key")), 0o600);
+        assert_eq!(list_names(h).unwrap(), vec!["local", "gpu"]);
+        let local_key = fingerprint_key(h, LOCAL).unwrap();
+        assert_ne!(local_key, key);
+        assert_eq!(mode(&clusters_dir(h).join("local.key")), 0o600);
+        remove(h, "gpu").unwrap();
+        assert!(!clusters_dir(h).join("gpu.key").exists());
+        std::fs::write(clusters_dir(h).join("local.key"), "short").unwrap();
+        assert!(fingerprint_key(h, LOCAL).is_err());
+        assert!(fingerprint_key(h, "../x").is_err());
     }
 }

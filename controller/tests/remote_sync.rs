@@ -7,6 +7,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::FileTypeExt;
 
 use common::{mode, Fixtures, World};
 
@@ -59,17 +60,19 @@ fn sync_writes_files_and_vars_then_unchanged_dry_run_status_revoke() {
         .controller(&["run", "--cluster", "c", "--", "printenv", "OPENAI_API_KEY"])
         .ok();
     assert_eq!(r.stdout, format!("{}\n", Fixtures::OPENAI_KEY));
-    let r = w
-        .controller(&[
-            "run",
-            "--cluster",
-            "c",
-            "--",
-            "printenv",
-            "AWS_ACCESS_KEY_ID",
-        ])
-        .ok();
-    assert_eq!(r.stdout.trim(), Fixtures::AWS_KEY);
+    // aws came from a file: it is installed as that file, not copied into the
+    // env's variables (printenv exits 1 for an unset var).
+    let r = w.controller(&[
+        "run",
+        "--cluster",
+        "c",
+        "--",
+        "printenv",
+        "AWS_ACCESS_KEY_ID",
+    ]);
+    r.no_values(&values);
+    let r = r.code(1);
+    assert_eq!(r.stdout, "");
     // The command's exit status comes back.
     w.controller(&["run", "--cluster", "c", "--", "sh", "-c", "exit 7"])
         .code(7);
@@ -526,67 +529,276 @@ fn cluster_add_list_show_remove() {
     w.controller(&["cluster", "show", "gpu"]).code(2);
 }
 
-/// Kills the agent that `cluster bootstrap` started on a node, even when an assert fails.
-struct StopNodeAgent(std::path::PathBuf);
+/// Stops what `cluster bootstrap` started on a node (the agent-boot.sh
+/// supervisor, which stops its agent; then the agent itself), even when an
+/// assert fails.
+struct StopNodeAgent(Vec<std::path::PathBuf>);
 
 impl Drop for StopNodeAgent {
     fn drop(&mut self) {
-        if let Ok(pid) = fs::read_to_string(self.0.join(".rh/agent/agent.pid")) {
-            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        for home in &self.0 {
+            let state = home.join(".rh/agent");
+            if let Ok(pid) = fs::read_to_string(state.join("agent-boot.pid")) {
+                let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+                for _ in 0..50 {
+                    if !state.join("agent-boot.pid").exists() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+            if let Ok(pid) = fs::read_to_string(state.join("agent.pid")) {
+                let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+    }
+}
+
+/// A fake `crontab` (only `-l` and `-`) keeping its table in `dir/crontab.txt`.
+fn fake_crontab(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir).unwrap();
+    let script = dir.join("crontab");
+    fs::write(
+        &script,
+        "#!/bin/sh\nf=\"$(dirname \"$0\")/crontab.txt\"\n\
+         case \"$1\" in -l) cat \"$f\" 2>/dev/null || exit 1 ;; -) cat > \"$f\" ;; *) exit 2 ;; esac\n",
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn pid_of(home: &std::path::Path) -> String {
+    fs::read_to_string(home.join(".rh/agent/agent.pid"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn bootstrap_installs_the_boot_scripts_starts_the_agent_and_upgrades_in_place() {
+    let mut w = World::bare();
+    Fixtures::write(&w.home);
+    // Node 0's sessions find a `crontab`; node 1 has neither systemd nor crontab.
+    let cron_dir = w.node_dir(0).join("bin");
+    fake_crontab(&cron_dir);
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", cron_dir.display());
+    w.add_node_with(false, true, &[("PATH", &path)]);
+    w.add_node(false, true);
+    let homes: Vec<_> = w.nodes.iter().map(|n| n.home.clone()).collect();
+    let _stop = StopNodeAgent(homes.clone());
+    // Both "nodes" are this machine: one cluster each, with its own agent port.
+    let ports = [common::free_port(), common::free_port()];
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        w.controller(&[
+            "cluster",
+            "add",
+            name,
+            "--host",
+            &w.nodes[i].host(),
+            "--user",
+            "root",
+            "--agent-port",
+            &ports[i].to_string(),
+            "--identity-file",
+            &w.client_key.display().to_string(),
+        ])
+        .ok();
+    }
+    // Before: actionable error.
+    let r = w
+        .controller_with(&["sync", "--cluster", "a"], &env())
+        .code(1);
+    assert!(
+        r.stderr.contains("controller cluster bootstrap a"),
+        "{}",
+        r.describe()
+    );
+    let agent = common::agent_bin();
+    let bootstrap = |name: &str, json: bool| {
+        let mut args = vec![
+            "cluster",
+            "bootstrap",
+            name,
+            "--agent-bin",
+            agent.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        w.controller(&args).ok()
+    };
+    let boot_of = |name: &str| {
+        let json = bootstrap(name, true).json();
+        assert_eq!(json["nodes"][0]["ok"], true, "{json:#}");
+        json["nodes"][0]["boot"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(boot_of("a"), "crontab");
+    assert_eq!(boot_of("b"), "none");
+    for (home, port) in homes.iter().zip(ports) {
+        let bin = home.join(".rh/bin/agent");
+        assert_eq!(fs::read(&bin).unwrap(), fs::read(&agent).unwrap());
+        assert_ne!(mode(&bin) & 0o111, 0, "the agent is executable");
+        let boot = home.join(".rh/bin/agent-boot.sh");
+        assert_eq!(
+            fs::read_to_string(&boot).unwrap(),
+            fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/agent-boot.sh")
+            )
+            .unwrap()
+        );
+        assert_ne!(mode(&boot) & 0o111, 0);
+        assert_eq!(mode(&home.join(".rh/agent/token")), 0o600);
+        assert_eq!(mode(&home.join(".rh/agent")), 0o700);
+        assert_eq!(mode(&home.join(".rh")), 0o700);
+        // The supervisor runs, and the stage is gone.
+        assert!(home.join(".rh/agent/agent-boot.pid").is_file());
+        assert!(!home.join(".rh/install").exists());
+        let addr = fs::read_to_string(home.join(".rh/agent/agent.addr")).unwrap();
+        assert!(addr.contains(&format!("127.0.0.1:{port}")), "{addr}");
+    }
+    let cron = fs::read_to_string(cron_dir.join("crontab.txt")).unwrap();
+    assert!(cron.starts_with("@reboot "), "{cron}");
+    assert!(
+        cron.contains(&format!("HOME='{}'", homes[0].display())),
+        "{cron}"
+    );
+    assert!(cron.contains("agent-boot.sh"), "{cron}");
+    // The table output names the boot method; no crontab is a warning.
+    let pids: Vec<String> = homes.iter().map(|h| pid_of(h)).collect();
+    let r = bootstrap("a", false);
+    assert!(r.stdout.contains("@reboot crontab"), "{}", r.describe());
+    assert!(!r.stderr.contains("warning"), "{}", r.describe());
+    let r = bootstrap("b", false);
+    assert!(r.stdout.contains("no crontab"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("will not start after a reboot"),
+        "{}",
+        r.describe()
+    );
+    // Re-running upgraded in place: a new agent process, one crontab entry.
+    for (home, old) in homes.iter().zip(&pids) {
+        assert_ne!(&pid_of(home), old, "the agent was restarted");
+    }
+    let cron = fs::read_to_string(cron_dir.join("crontab.txt")).unwrap();
+    assert_eq!(cron.matches("agent-boot.sh").count(), 1, "{cron}");
+    // The agents are healthy: sync works and writes to both nodes.
+    for (name, home) in ["a", "b"].into_iter().zip(&homes) {
+        w.controller_with(&["sync", "--cluster", name], &env()).ok();
+        assert_eq!(
+            fs::read_to_string(home.join(".cache/huggingface/token")).unwrap(),
+            Fixtures::HF_TOKEN
+        );
+    }
+}
+
+/// Closes every ssh master whose socket is in a control dir (`ssh -O exit`),
+/// even when an assert fails.
+struct Disconnect(std::path::PathBuf);
+
+impl Drop for Disconnect {
+    fn drop(&mut self) {
+        for e in fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_socket()) {
+                let _ = std::process::Command::new("ssh")
+                    .arg("-S")
+                    .arg(e.path())
+                    .args(["-O", "exit", "none"])
+                    .output();
+            }
         }
     }
 }
 
 #[test]
-fn bootstrap_installs_and_starts_the_agent_over_ssh() {
-    let mut w = World::bare();
+fn persistent_master_is_reused_while_sshd_accepts_nothing_new() {
+    let mut w = World::new(1);
     Fixtures::write(&w.home);
-    w.add_node(false, true);
-    let node = w.nodes[0].home.clone();
-    let _stop = StopNodeAgent(node.clone());
-    let port = common::free_port().to_string();
-    w.controller(&[
-        "cluster",
-        "add",
-        "c",
-        "--host",
-        &w.nodes[0].host(),
-        "--user",
-        "root",
-        "--agent-port",
-        &port,
-        "--identity-file",
-        &w.client_key.display().to_string(),
-    ])
-    .ok();
-    // Before: actionable error.
-    let r = w
-        .controller_with(&["sync", "--cluster", "c"], &env())
-        .code(1);
-    assert!(
-        r.stderr.contains("controller cluster bootstrap c"),
-        "{}",
-        r.describe()
-    );
-    let agent = common::agent_bin();
-    let r = w
-        .controller(&[
-            "cluster",
-            "bootstrap",
-            "c",
-            "--agent-bin",
-            agent.to_str().unwrap(),
-        ])
+    w.add_cluster("c", &[0], &[]);
+    let control = w.home.join(".rh/ssh");
+    let _close = Disconnect(control.clone());
+    let mut persist = env();
+    persist.push(("RH_SSH_PERSIST", "120"));
+    let token = w.nodes[0].home.join(".cache/huggingface/token");
+    w.controller_with(&["sync", "--cluster", "c"], &persist)
         .ok();
-    assert!(r.stdout.contains("running"), "{}", r.describe());
-    assert_eq!(mode(&node.join(".rh/bin/agent")), 0o700);
+    assert_eq!(fs::read_to_string(&token).unwrap(), Fixtures::HF_TOKEN);
+    assert_eq!(mode(&control), 0o700);
+    let masters = common::ssh_masters(&control);
+    assert_eq!(masters.len(), 1, "one master left running: {masters:?}");
+    // Its control socket and the agent forward's socket sit in the private
+    // dir under short names.
+    let mut sockets: Vec<String> = fs::read_dir(&control)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().unwrap().is_socket())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    sockets.sort();
+    assert_eq!(sockets.len(), 2, "{sockets:?}");
+    assert_eq!(sockets[0].len(), 16, "{sockets:?}");
+    let agent_port = w.nodes[0].agent.as_ref().unwrap().port;
+    assert_eq!(sockets[1], format!("{}.p{agent_port}", sockets[0]));
+    assert!(control.join(&sockets[0]).as_os_str().len() <= 90);
+
+    // No new ssh connection can be made from now on.
+    let port = w.nodes[0].sshd.port;
+    // SAFETY of the test: only the listener stops; the master's session lives on.
+    let sshd = &mut w.nodes[0].sshd;
+    sshd.stop_listener();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    fs::remove_file(&token).unwrap();
+    let r = w
+        .controller_with(&["sync", "--cluster", "c"], &persist)
+        .ok();
+    r.no_values(&Fixtures::all());
+    assert_eq!(fs::read_to_string(&token).unwrap(), Fixtures::HF_TOKEN);
+    assert_eq!(common::ssh_masters(&control), masters, "the same master");
+    // The flag beats the environment: 0 closes the master after this command.
+    w.controller_with(
+        &["status", "--cluster", "c", "--ssh-persist", "0"],
+        &persist,
+    )
+    .ok();
+    assert!(common::ssh_masters_after_exit(&control).is_empty());
     assert_eq!(
-        fs::read(node.join(".rh/bin/agent")).unwrap(),
-        fs::read(&agent).unwrap()
+        fs::read_dir(&control)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().unwrap().is_socket())
+            .count(),
+        0
     );
+    // And now nothing can reach the node.
+    let r = w
+        .controller_with(&["status", "--cluster", "c"], &persist)
+        .code(1);
+    assert!(r.stderr.contains("cannot reach"), "{}", r.describe());
+    assert!(common::ssh_masters(&control).is_empty());
+}
+
+#[test]
+fn cluster_disconnect_closes_persisted_masters_and_persist_0_leaves_none() {
+    let w = World::new(2);
+    Fixtures::write(&w.home);
+    w.add_cluster("c", &[0, 1], &[]);
+    let control = w.home.join(".rh/ssh");
+    let _close = Disconnect(control.clone());
+    // The harness default (RH_SSH_PERSIST=0): no master outlives the command.
     w.controller_with(&["sync", "--cluster", "c"], &env()).ok();
-    assert_eq!(
-        fs::read_to_string(node.join(".cache/huggingface/token")).unwrap(),
-        Fixtures::HF_TOKEN
-    );
+    assert!(common::ssh_masters_after_exit(&control).is_empty());
+    let r = w
+        .controller(&["status", "--cluster", "c", "--ssh-persist", "60"])
+        .ok();
+    assert!(r.stdout.contains("huggingface"), "{}", r.describe());
+    assert_eq!(common::ssh_masters(&control).len(), 2);
+    let r = w.controller(&["cluster", "disconnect", "c", "--json"]).ok();
+    let json = r.json();
+    for n in json["nodes"].as_array().unwrap() {
+        assert_eq!(n["closed"], true, "{json:#}");
+    }
+    assert!(common::ssh_masters_after_exit(&control).is_empty());
+    // Nothing left to close.
+    let r = w.controller(&["cluster", "disconnect", "c"]).ok();
+    assert!(r.stdout.contains("none open"), "{}", r.describe());
 }

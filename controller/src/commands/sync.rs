@@ -170,7 +170,12 @@ pub(crate) fn plan_items(secrets: &[Secret], env: &str) -> Result<(Vec<SyncItem>
             });
             continue;
         }
-        match sync_item(s, Some(env), None)? {
+        // As in the reference: a secret kept in a file goes to that file; its
+        // values go into the env as vars only when the secret was defined by
+        // env vars, or has no file. (`send --env` and envs with secrets ask
+        // for vars explicitly.)
+        let wants_env = s.env_vars.is_some() || secret_paths(s, None).is_err();
+        match sync_item(s, wants_env.then_some(env), None)? {
             Some(item) => items.push(item),
             None => skipped.push(Skipped {
                 secret: s.name.clone(),

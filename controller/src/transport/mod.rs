@@ -1,6 +1,8 @@
 //! Reaching the agents of a cluster: over SSH for remote nodes ([`ssh`]: a
-//! multiplexed master per node, a local port forward to the agent's loopback
-//! port, the token read over the same session) or straight over loopback for
+//! multiplexed master per node, kept alive between commands for
+//! `--ssh-persist` idle seconds in the private `~/.rh/ssh`, a local port
+//! forward to the agent's loopback port, the token read over the same
+//! session) or straight over loopback for
 //! the `local` cluster ([`local`]); then HTTP through ONE shared reqwest client
 //! (connect and request timeouts, no redirects, no proxy). [`fan_out`] runs a
 //! job on every node in parallel with a bound, one retry on connection errors
@@ -86,6 +88,8 @@ pub enum TransportError {
     Http { node: String, detail: String },
     #[error("local agent: {detail}")]
     LocalAgent { detail: String },
+    #[error("ssh control directory {path}: {detail}")]
+    ControlDir { path: String, detail: String },
 }
 
 impl TransportError {
@@ -114,6 +118,9 @@ pub struct TransportOptions {
     pub ssh_config: Option<PathBuf>,
     /// `~/.rh/ssh`: control sockets of the master connections.
     pub control_dir: PathBuf,
+    /// How long an idle master connection stays open for the next command;
+    /// zero closes it when the command ends.
+    pub ssh_persist: Duration,
     pub home: PathBuf,
     /// The cluster's name, for hints in errors.
     pub cluster: String,
@@ -133,10 +140,31 @@ impl TransportOptions {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
             control_dir: ctx.rh_dir().join("ssh"),
+            ssh_persist: Duration::from_secs(ssh_persist_secs(ctx, remote)),
             home: ctx.home.clone(),
             cluster: cluster.to_owned(),
             progress: !json && std::io::stderr().is_terminal(),
         }
+    }
+}
+
+/// Default idle lifetime of a persisted master connection.
+pub const DEFAULT_SSH_PERSIST_SECS: u64 = 300;
+
+/// `--ssh-persist`, else `$RH_SSH_PERSIST`, else 300 s.
+fn ssh_persist_secs(ctx: &Context, remote: &RemoteOpts) -> u64 {
+    if let Some(secs) = remote.ssh_persist {
+        return secs;
+    }
+    match ctx.var("RH_SSH_PERSIST").map(str::trim) {
+        None | Some("") => DEFAULT_SSH_PERSIST_SECS,
+        Some(v) => v.parse().unwrap_or_else(|_| {
+            tracing::warn!(
+                value = v,
+                "RH_SSH_PERSIST is not a number of seconds; using 300"
+            );
+            DEFAULT_SSH_PERSIST_SECS
+        }),
     }
 }
 
@@ -168,6 +196,29 @@ pub struct AgentConn {
 }
 
 impl AgentConn {
+    /// A connection to the agent listening on local port `port` (a tunnel's
+    /// end, or the agent itself for `local`).
+    pub(crate) fn new(
+        node: &Node,
+        port: u16,
+        agent_port: u16,
+        token: SecretText,
+        http: &reqwest::Client,
+        opts: &TransportOptions,
+        ssh: Option<ssh::SshSession>,
+    ) -> Self {
+        Self {
+            node: node.name.clone(),
+            base: format!("http://127.0.0.1:{port}"),
+            agent_port,
+            token,
+            http: http.clone(),
+            timeout: opts.timeout,
+            cluster: opts.cluster.clone(),
+            ssh,
+        }
+    }
+
     /// `GET /healthz`.
     pub async fn health(&self) -> Result<Health, TransportError> {
         self.call::<(), Health>(Method::GET, "/healthz", None, None)
@@ -200,6 +251,21 @@ impl AgentConn {
     pub async fn status(&self) -> Result<StatusResponse, TransportError> {
         self.call::<(), _>(Method::GET, "/v1/status", None, None)
             .await
+    }
+
+    /// `GET /v1/status?key=HEX`: fingerprints under the caller's key (hex
+    /// digits only). The key is kept out of errors and logs.
+    pub async fn status_with_key(&self, key_hex: &str) -> Result<StatusResponse, TransportError> {
+        let path = format!("/v1/status?key={key_hex}");
+        self.call::<(), _>(Method::GET, &path, None, None)
+            .await
+            .map_err(|e| match e {
+                TransportError::Http { node, detail } => TransportError::Http {
+                    node,
+                    detail: detail.replace(key_hex, "<key>"),
+                },
+                other => other,
+            })
     }
 
     /// `DELETE /v1/secrets/{name}`.
@@ -259,6 +325,7 @@ impl AgentConn {
         let resp = req.send().await.map_err(|e| self.request_error(&e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| self.request_error(&e))?;
+        let path = path.split('?').next().unwrap_or(path); // queries may hold keys
         tracing::debug!(node = %self.node, %method, path, status = status.as_u16(),
             ms = started.elapsed().as_millis() as u64, "agent request");
         if status == StatusCode::UNAUTHORIZED {
@@ -459,17 +526,55 @@ where
     }
 }
 
-/// Create `~/.rh/ssh` (0700) for control sockets.
+/// Create `~/.rh/ssh` (0700) for control sockets, and refuse it unless it
+/// is a real directory (not a symlink) owned by this user; group and other
+/// permissions are removed. A control socket is as good as an authenticated
+/// session, so nobody else may reach one.
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), TransportError> {
-    common::fsutil::create_private_dir_all(dir).map_err(|e| TransportError::Ssh {
-        node: "-".into(),
-        detail: e.to_string(),
-    })
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fail = |detail: String| TransportError::ControlDir {
+        path: dir.display().to_string(),
+        detail,
+    };
+    common::fsutil::create_private_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(e.to_string()))?;
+    if !meta.file_type().is_dir() {
+        return Err(fail("is not a directory (a symlink?); refused".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(fail(format!(
+            "is owned by uid {}, not by you (uid {me}); refused",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail(format!("chmod 700: {e}")))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_dir_is_made_private_and_a_symlink_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/ssh");
+        ensure_private_dir(&dir).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let err = ensure_private_dir(&link).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+    }
 
     #[test]
     fn segments_are_encoded() {

@@ -4,7 +4,9 @@
 //! on loopback serving that home, and the real `controller` binary run with
 //! `HOME` set to a temp dir, an emptied environment and `RH_SSH_CONFIG`
 //! pointing at a generated ssh_config, so the real `~/.ssh` and `$HOME` are
-//! never touched.
+//! never touched. Commands run with `RH_SSH_PERSIST=0` unless a test asks
+//! otherwise, so no ssh master outlives a command; [`ssh_masters`] finds
+//! the ones that do.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -162,6 +164,16 @@ pub struct Sshd {
 
 impl Sshd {
     pub fn start(dir: &Path, authorized_keys: &Path, node_home: &Path) -> Sshd {
+        Sshd::start_with(dir, authorized_keys, node_home, &[])
+    }
+
+    /// Like [`Sshd::start`], with more `SetEnv` variables for the sessions.
+    pub fn start_with(
+        dir: &Path,
+        authorized_keys: &Path,
+        node_home: &Path,
+        set_env: &[(&str, &str)],
+    ) -> Sshd {
         // sshd refuses to start without its privilege separation directory.
         let _ = fs::create_dir_all("/run/sshd");
         fs::create_dir_all(dir).unwrap();
@@ -175,11 +187,15 @@ impl Sshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
                  StrictModes no\nUsePAM no\nPidFile {pid}\nPermitRootLogin yes\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nUseDNS no\n\
-                 AllowTcpForwarding yes\nSetEnv HOME={home}\nMaxStartups 100:30:200\nMaxSessions 100\n",
+                 AllowTcpForwarding yes\nSetEnv HOME={home}{more}\nMaxStartups 100:30:200\nMaxSessions 100\n",
                 hk = host_key.display(),
                 ak = authorized_keys.display(),
                 pid = dir.join("sshd.pid").display(),
                 home = node_home.display(),
+                more = set_env
+                    .iter()
+                    .map(|(k, v)| format!(" {k}={v}"))
+                    .collect::<String>(),
             ),
         )
         .unwrap();
@@ -212,6 +228,15 @@ impl Sshd {
             parts.next().unwrap(),
             parts.next().unwrap()
         )
+    }
+}
+
+impl Sshd {
+    /// Stop the listener: new connections are refused from now on, while the
+    /// sessions already open (their own sshd processes) go on.
+    pub fn stop_listener(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -295,14 +320,25 @@ impl World {
 
     /// Add a node; optionally start its agent and trust its host key.
     pub fn add_node(&mut self, agent: bool, trusted: bool) -> usize {
+        self.add_node_with(agent, trusted, &[])
+    }
+
+    /// The directory of node `i` (its home is `<dir>/home`).
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.root.path().join(format!("node{i}"))
+    }
+
+    /// [`World::add_node`] with more environment for the node's ssh sessions.
+    pub fn add_node_with(&mut self, agent: bool, trusted: bool, set_env: &[(&str, &str)]) -> usize {
         let i = self.nodes.len();
-        let dir = self.root.path().join(format!("node{i}"));
+        let dir = self.node_dir(i);
         let home = dir.join("home");
         fs::create_dir_all(&home).unwrap();
-        let sshd = Sshd::start(
+        let sshd = Sshd::start_with(
             &dir.join("sshd"),
             &self.root.path().join("authorized_keys"),
             &home,
+            set_env,
         );
         if trusted {
             self.trust(&sshd);
@@ -328,6 +364,7 @@ impl World {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RH_SSH_CONFIG", &self.ssh_config)
             .env("RH_AGENT_BIN", agent_bin())
+            .env("RH_SSH_PERSIST", "0")
             .stdin(Stdio::null());
         for (k, v) in envs {
             cmd.env(k, v);
@@ -429,6 +466,44 @@ impl Run {
             );
         }
         self
+    }
+}
+
+/// Pids of the ssh master processes whose control socket is under `dir`
+/// (read from /proc; nothing is signalled).
+pub fn ssh_masters(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    let mut out = vec![];
+    for entry in fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_ssh = args
+            .first()
+            .is_some_and(|a| a == "ssh" || a.ends_with("/ssh"));
+        if is_ssh && args.iter().any(|a| a == "-M") && args.iter().any(|a| a.starts_with(&needle)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// [`ssh_masters`], waiting up to 5 s for the list to become empty.
+pub fn ssh_masters_after_exit(dir: &Path) -> Vec<u32> {
+    let start = Instant::now();
+    loop {
+        let m = ssh_masters(dir);
+        if m.is_empty() || start.elapsed() > Duration::from_secs(5) {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
