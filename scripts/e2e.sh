@@ -19,6 +19,15 @@ LOGS=$PWD/e2e/.build/logs
 WORK=$(mktemp -d /tmp/rhe2e.XXXXXX)
 start=$(date +%s)
 
+# The controller leaves one persistent ssh master per node (ControlPersist):
+# close the ones this run made, by their control sockets.
+close_ssh_masters() {
+  local sock
+  for sock in $(find "$1" -type s 2>/dev/null); do
+    ssh -S "$sock" -O exit rh-e2e-node >/dev/null 2>&1 || true
+  done
+}
+
 finish() {
   local rc=$?
   trap - EXIT INT TERM
@@ -29,6 +38,7 @@ finish() {
   else
     e2e/cluster.sh down || true
   fi
+  close_ssh_masters "$WORK"
   rm -rf "$WORK"
   step "e2e: wall time $(( $(date +%s) - start )) s, exit $rc"
   exit "$rc"

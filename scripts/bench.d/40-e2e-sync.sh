@@ -18,7 +18,13 @@ export RH_E2E_SUFFIX=-bench
 RUNS=${RH_BENCH_RUNS:-10}
 # Short path: the controller keeps ssh control sockets under its HOME.
 OUT=$(mktemp -d /tmp/rhe2e-bench.XXXXXX)
-trap 'e2e/cluster.sh down || true; rm -rf "$OUT"' EXIT
+close_ssh_masters() {  # the controller's persistent masters, by control socket
+  local sock
+  for sock in $(find "$OUT" -type s 2>/dev/null); do
+    ssh -S "$sock" -O exit rh-e2e-node >/dev/null 2>&1 || true
+  done
+}
+trap 'close_ssh_masters; e2e/cluster.sh down || true; rm -rf "$OUT"' EXIT
 trap 'exit 130' INT TERM
 
 step "40-e2e-sync: build (release), images, 32-node cluster"
