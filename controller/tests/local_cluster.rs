@@ -80,3 +80,45 @@ fn local_cluster_starts_the_agent_and_syncs_without_ssh() {
     // Same agent (not restarted).
     assert_eq!(fs::read_to_string(state.join("agent.pid")).unwrap(), pid);
 }
+
+#[test]
+fn local_run_honours_the_command_timeout() {
+    let w = World::bare();
+    let _stop = StopAgent(w.home.clone());
+    let envs = [
+        ("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"),
+        ("RH_SSH_CONFIG", "/nonexistent"),
+    ];
+    // The agent kills a command over its limit and says so; the exit
+    // status is the kill's (not 0), and the output so far is kept.
+    let r = w.controller_with(
+        &[
+            "run",
+            "--cluster",
+            "local",
+            "--command-timeout",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "echo started; sleep 30",
+        ],
+        &envs,
+    );
+    assert_ne!(r.code, 0, "{}", r.describe());
+    assert!(r.stderr.contains("timed out"), "{}", r.describe());
+    assert!(r.stdout.contains("started"), "{}", r.describe());
+    let r = w.controller_with(
+        &[
+            "run",
+            "--cluster",
+            "local",
+            "--command-timeout",
+            "0",
+            "--",
+            "true",
+        ],
+        &envs,
+    );
+    assert_eq!(r.code, 2, "{}", r.describe());
+}

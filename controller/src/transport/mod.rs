@@ -243,7 +243,7 @@ impl AgentConn {
     /// `POST /v1/envs/{env}/run`; the HTTP timeout is the command's plus a margin.
     pub async fn run(&self, env: &str, req: &RunRequest) -> Result<RunResponse, TransportError> {
         let path = format!("/v1/envs/{}/run", encode_segment(env));
-        let limit = Duration::from_secs(req.timeout_secs.unwrap_or(self.timeout.as_secs()) + 10);
+        let limit = run_http_limit(req.timeout_secs, self.timeout);
         self.call(Method::POST, &path, Some(req), Some(limit)).await
     }
 
@@ -375,6 +375,19 @@ impl AgentConn {
             }
         }
     }
+}
+
+/// The agent's own limit on a command when the request names none
+/// (`run_timeout_secs`, 600 s by default).
+const AGENT_DEFAULT_RUN_SECS: u64 = 600;
+
+/// How long to wait for a `run` answer: the command's limit (the agent's
+/// default when none is sent) plus the request timeout and a margin, so a
+/// command is stopped by the agent, never cut off by this client first.
+fn run_http_limit(command_secs: Option<u64>, request: Duration) -> Duration {
+    Duration::from_secs(command_secs.unwrap_or(AGENT_DEFAULT_RUN_SECS))
+        + request
+        + Duration::from_secs(10)
 }
 
 #[derive(Deserialize)]
@@ -574,6 +587,15 @@ mod tests {
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         let err = ensure_private_dir(&link).unwrap_err();
         assert!(err.to_string().contains("symlink"), "{err}");
+    }
+
+    #[test]
+    fn a_run_outlives_its_command_not_the_request_timeout() {
+        let request = Duration::from_secs(15);
+        // A 10-minute command must not be cut off after 25 s.
+        assert!(run_http_limit(Some(600), request) > Duration::from_secs(600));
+        assert!(run_http_limit(None, request) > Duration::from_secs(AGENT_DEFAULT_RUN_SECS));
+        assert!(run_http_limit(Some(1), request) > Duration::from_secs(1) + request);
     }
 
     #[test]
