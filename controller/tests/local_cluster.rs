@@ -6,19 +6,43 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{mode, Fixtures, World};
 
-/// Kills the agent the controller started, even when an assert fails.
+/// Kills the agents the controller started, even when an assert fails.
 struct StopAgent(PathBuf);
 
 impl Drop for StopAgent {
     fn drop(&mut self) {
-        if let Ok(pid) = fs::read_to_string(self.0.join(".rh/agent/agent.pid")) {
-            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        for pid in agents_serving(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
         }
     }
+}
+
+/// Pids of the `agent serve` processes whose state dir is under `home`.
+fn agents_serving(home: &Path) -> Vec<u32> {
+    let state = home.join(".rh/agent");
+    let mut pids = vec![];
+    for entry in fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let serves = args
+            .windows(2)
+            .any(|w| w[0] == b"--state-dir" && w[1] == state.as_os_str().as_encoded_bytes());
+        if serves && args.contains(&&b"serve"[..]) {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 #[test]
@@ -121,4 +145,26 @@ fn local_run_honours_the_command_timeout() {
         &envs,
     );
     assert_eq!(r.code, 2, "{}", r.describe());
+}
+
+#[test]
+fn two_controllers_at_once_start_one_local_agent_with_a_private_log() {
+    let w = World::bare();
+    let _stop = StopAgent(w.home.clone());
+    let envs = [
+        ("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"),
+        ("RH_SSH_CONFIG", "/nonexistent"),
+    ];
+    let runs: Vec<_> = std::thread::scope(|s| {
+        let tasks: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| w.controller_with(&["status", "--cluster", "local"], &envs)))
+            .collect();
+        tasks.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for r in runs {
+        r.ok();
+    }
+    let agents = agents_serving(&w.home);
+    assert_eq!(agents.len(), 1, "agents serving one home: {agents:?}");
+    assert_eq!(mode(&w.home.join(".rh/agent/agent.log")), 0o600);
 }

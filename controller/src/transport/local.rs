@@ -2,8 +2,9 @@
 //! `127.0.0.1:<port>` (the port from `~/.rh/agent/agent.addr`, else 32300)
 //! with the token from `~/.rh/agent/token`. When no agent answers, one is
 //! started in the background (`agent serve` detached with `setsid`, logs to
-//! `~/.rh/agent/agent.log`; the agent writes its pid to `agent.pid`) and
-//! `/healthz` is awaited. Never prints the token.
+//! `~/.rh/agent/agent.log`, 0600; the agent writes its pid to `agent.pid`)
+//! and `/healthz` is awaited, under `~/.rh/agent/start.lock` so two
+//! controllers never start two agents. Never prints the token.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -72,7 +73,14 @@ pub(crate) async fn connect(
     let home = &opts.home;
     let mut addr = agent_addr(home);
     if !healthy(http, addr).await {
-        addr = start_agent(home, http, opts.timeout.max(Duration::from_secs(10))).await?;
+        // One starter at a time: a controller that waited on the lock finds
+        // the agent the other one started instead of starting a second one
+        // on the same state dir.
+        let _lock = lock_start(home).await?;
+        addr = agent_addr(home);
+        if !healthy(http, addr).await {
+            addr = start_agent(home, http, opts.timeout.max(Duration::from_secs(10))).await?;
+        }
     }
     let token = read_token(home)?.ok_or_else(|| TransportError::TokenUnreadable {
         node: node.name.clone(),
@@ -91,6 +99,29 @@ pub(crate) async fn connect(
         cluster: opts.cluster.clone(),
         ssh: None,
     })
+}
+
+/// Hold `~/.rh/agent/start.lock` (0600) while checking for and starting the agent.
+async fn lock_start(home: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, TransportError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = state_dir(home);
+    tokio::task::spawn_blocking(move || {
+        fsutil::create_private_dir_all(&dir).map_err(|e| e.to_string())?;
+        let path = dir.join("start.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("lock {}: {e}", path.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .map_err(|detail| TransportError::LocalAgent { detail })
 }
 
 /// The agent binary: `$RH_AGENT_BIN`, else `agent` next to this executable, else `agent` on PATH.
@@ -130,11 +161,19 @@ async fn start_agent(
     // A stale address must not be mistaken for the new agent's.
     let _ = std::fs::remove_file(&addr_file);
     let log_path = dir.join("agent.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| err(format!("open {}: {e}", log_path.display())))?;
+    let log = {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(|e| err(format!("open {}: {e}", log_path.display())))?;
+        // A log an older version left readable by others is tightened too.
+        log.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| err(format!("chmod 600 {}: {e}", log_path.display())))?;
+        log
+    };
     let log2 = log
         .try_clone()
         .map_err(|e| err(format!("open {}: {e}", log_path.display())))?;
