@@ -168,3 +168,78 @@ fn two_controllers_at_once_start_one_local_agent_with_a_private_log() {
     assert_eq!(agents.len(), 1, "agents serving one home: {agents:?}");
     assert_eq!(mode(&w.home.join(".rh/agent/agent.log")), 0o600);
 }
+
+/// Another user holding the local agent's port (the agent is down) and
+/// answering `/healthz` must not receive the agent token.
+#[test]
+fn the_local_token_is_never_sent_to_another_users_listener() {
+    if !Path::new("/usr/bin/setpriv").exists() || !Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: needs setpriv and /usr/bin/python3");
+        return;
+    }
+    if nix::unistd::geteuid().as_raw() != 0 {
+        eprintln!("skipped: needs root to listen as another user");
+        return;
+    }
+    let w = World::bare();
+    let port = common::free_port();
+    let seen = w.home.parent().unwrap().join("seen");
+    fs::write(&seen, "").unwrap();
+    fs::set_permissions(&seen, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let server = format!(
+        r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        open({seen:?}, "a").write(str(self.headers.get("Authorization")) + "\n")
+        self.send_response(200); self.send_header("Content-Type", "application/json"); self.end_headers()
+        self.wfile.write(b'{{"version":"x","ok":true}}')
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
+"#,
+        seen = seen.display().to_string()
+    );
+    let mut imp = std::process::Command::new("/usr/bin/setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
+        .arg(&server)
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut imp);
+    let state = w.home.join(".rh/agent");
+    fs::create_dir_all(&state).unwrap();
+    fs::write(state.join("token"), "the-agent-token-0123456789").unwrap();
+    fs::write(state.join("agent.addr"), format!("127.0.0.1:{port}")).unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "the impostor did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = w.controller_with(
+        &["status", "--cluster", "local"],
+        &[("RH_SSH_CONFIG", "/nonexistent")],
+    );
+    assert_eq!(r.code, 1, "{}", r.describe());
+    assert!(r.stderr.contains("not by you"), "{}", r.describe());
+    let seen = fs::read_to_string(&seen).unwrap();
+    assert!(!seen.contains("the-agent-token"), "{seen}");
+    assert!(
+        seen.contains("None"),
+        "the impostor was asked /healthz: {seen:?}"
+    );
+}
