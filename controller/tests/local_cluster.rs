@@ -243,3 +243,36 @@ http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
         "the impostor was asked /healthz: {seen:?}"
     );
 }
+
+#[test]
+fn the_local_agent_does_not_inherit_the_controllers_environment() {
+    let w = World::bare();
+    let _stop = StopAgent(w.home.clone());
+    let envs = [
+        ("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"),
+        ("RH_SSH_CONFIG", "/nonexistent"),
+        ("OPENAI_API_KEY", "sk-never-synced-0123"),
+    ];
+    // The first command starts the agent; nothing was synced, so the key
+    // in the controller's environment must not be in the env process.
+    let r = w.controller_with(
+        &[
+            "run",
+            "--cluster",
+            "local",
+            "--",
+            "printenv",
+            "OPENAI_API_KEY",
+        ],
+        &envs,
+    );
+    assert!(!r.stdout.contains("sk-never-synced"), "{}", r.describe());
+    assert_eq!(r.code, 1, "{}", r.describe());
+    let r = w
+        .controller_with(
+            &["run", "--cluster", "local", "--", "printenv", "HOME"],
+            &envs,
+        )
+        .ok();
+    assert_eq!(r.stdout.trim(), w.home.display().to_string());
+}

@@ -216,6 +216,11 @@ pub fn agent_binary() -> PathBuf {
     PathBuf::from("agent")
 }
 
+/// The variables the local agent inherits from the controller.
+const AGENT_ENV: &[&str] = &[
+    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR", "RUST_LOG",
+];
+
 /// Start `agent serve` detached (new session, stdin closed, output to
 /// `agent.log`) and wait until it answers `/healthz`.
 async fn start_agent(
@@ -273,6 +278,15 @@ async fn start_agent(
         .arg(home)
         .arg("--state-dir")
         .arg(&dir)
+        // Only a neutral environment: the env processes inherit the agent's,
+        // so the controller's own (a shell full of API keys) would otherwise
+        // reach every `run` unasked, and survive `revoke`.
+        .env_clear()
+        .envs(
+            AGENT_ENV
+                .iter()
+                .filter_map(|k| Some((k, std::env::var_os(k)?))),
+        )
         .env("HOME", home)
         .stdin(Stdio::null())
         .stdout(log)
