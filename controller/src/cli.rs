@@ -359,6 +359,10 @@ pub struct RunArgs {
     /// Only this node.
     #[arg(long)]
     pub node: Option<String>,
+    /// Seconds the command may run on each node before the agent kills it
+    /// (`--timeout` only bounds connecting and the other requests).
+    #[arg(long = "command-timeout", value_name = "SECS", default_value_t = 600)]
+    pub command_timeout: u64,
     #[command(flatten)]
     pub remote: RemoteOpts,
     /// One JSON document on stdout.

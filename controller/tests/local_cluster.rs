@@ -6,19 +6,43 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{mode, Fixtures, World};
 
-/// Kills the agent the controller started, even when an assert fails.
+/// Kills the agents the controller started, even when an assert fails.
 struct StopAgent(PathBuf);
 
 impl Drop for StopAgent {
     fn drop(&mut self) {
-        if let Ok(pid) = fs::read_to_string(self.0.join(".rh/agent/agent.pid")) {
-            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        for pid in agents_serving(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
         }
     }
+}
+
+/// Pids of the `agent serve` processes whose state dir is under `home`.
+fn agents_serving(home: &Path) -> Vec<u32> {
+    let state = home.join(".rh/agent");
+    let mut pids = vec![];
+    for entry in fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let serves = args
+            .windows(2)
+            .any(|w| w[0] == b"--state-dir" && w[1] == state.as_os_str().as_encoded_bytes());
+        if serves && args.contains(&&b"serve"[..]) {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 #[test]
@@ -79,4 +103,176 @@ fn local_cluster_starts_the_agent_and_syncs_without_ssh() {
     assert!(r.stdout.contains("OPENAI_API_KEY"), "{}", r.describe());
     // Same agent (not restarted).
     assert_eq!(fs::read_to_string(state.join("agent.pid")).unwrap(), pid);
+}
+
+#[test]
+fn local_run_honours_the_command_timeout() {
+    let w = World::bare();
+    let _stop = StopAgent(w.home.clone());
+    let envs = [
+        ("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"),
+        ("RH_SSH_CONFIG", "/nonexistent"),
+    ];
+    // The agent kills a command over its limit and says so; the exit
+    // status is the kill's (not 0), and the output so far is kept.
+    let r = w.controller_with(
+        &[
+            "run",
+            "--cluster",
+            "local",
+            "--command-timeout",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "echo started; sleep 30",
+        ],
+        &envs,
+    );
+    assert_ne!(r.code, 0, "{}", r.describe());
+    assert!(r.stderr.contains("timed out"), "{}", r.describe());
+    assert!(r.stdout.contains("started"), "{}", r.describe());
+    let r = w.controller_with(
+        &[
+            "run",
+            "--cluster",
+            "local",
+            "--command-timeout",
+            "0",
+            "--",
+            "true",
+        ],
+        &envs,
+    );
+    assert_eq!(r.code, 2, "{}", r.describe());
+}
+
+#[test]
+fn two_controllers_at_once_start_one_local_agent_with_a_private_log() {
+    let w = World::bare();
+    let _stop = StopAgent(w.home.clone());
+    let envs = [
+        ("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"),
+        ("RH_SSH_CONFIG", "/nonexistent"),
+    ];
+    let runs: Vec<_> = std::thread::scope(|s| {
+        let tasks: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| w.controller_with(&["status", "--cluster", "local"], &envs)))
+            .collect();
+        tasks.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for r in runs {
+        r.ok();
+    }
+    let agents = agents_serving(&w.home);
+    assert_eq!(agents.len(), 1, "agents serving one home: {agents:?}");
+    assert_eq!(mode(&w.home.join(".rh/agent/agent.log")), 0o600);
+}
+
+/// Another user holding the local agent's port (the agent is down) and
+/// answering `/healthz` must not receive the agent token.
+#[test]
+fn the_local_token_is_never_sent_to_another_users_listener() {
+    if !Path::new("/usr/bin/setpriv").exists() || !Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: needs setpriv and /usr/bin/python3");
+        return;
+    }
+    if nix::unistd::geteuid().as_raw() != 0 {
+        eprintln!("skipped: needs root to listen as another user");
+        return;
+    }
+    let w = World::bare();
+    let port = common::free_port();
+    let seen = w.home.parent().unwrap().join("seen");
+    fs::write(&seen, "").unwrap();
+    fs::set_permissions(&seen, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let server = format!(
+        r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        open({seen:?}, "a").write(str(self.headers.get("Authorization")) + "\n")
+        self.send_response(200); self.send_header("Content-Type", "application/json"); self.end_headers()
+        self.wfile.write(b'{{"version":"x","ok":true}}')
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
+"#,
+        seen = seen.display().to_string()
+    );
+    let mut imp = std::process::Command::new("/usr/bin/setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
+        .arg(&server)
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut imp);
+    let state = w.home.join(".rh/agent");
+    fs::create_dir_all(&state).unwrap();
+    fs::write(state.join("token"), "the-agent-token-0123456789").unwrap();
+    fs::write(state.join("agent.addr"), format!("127.0.0.1:{port}")).unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "the impostor did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = w.controller_with(
+        &["status", "--cluster", "local"],
+        &[("RH_SSH_CONFIG", "/nonexistent")],
+    );
+    assert_eq!(r.code, 1, "{}", r.describe());
+    assert!(r.stderr.contains("not by you"), "{}", r.describe());
+    let seen = fs::read_to_string(&seen).unwrap();
+    assert!(!seen.contains("the-agent-token"), "{seen}");
+    assert!(
+        seen.contains("None"),
+        "the impostor was asked /healthz: {seen:?}"
+    );
+}
+
+#[test]
+fn the_local_agent_does_not_inherit_the_controllers_environment() {
+    let w = World::bare();
+    let _stop = StopAgent(w.home.clone());
+    let envs = [
+        ("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"),
+        ("RH_SSH_CONFIG", "/nonexistent"),
+        ("OPENAI_API_KEY", "sk-never-synced-0123"),
+    ];
+    // The first command starts the agent; nothing was synced, so the key
+    // in the controller's environment must not be in the env process.
+    let r = w.controller_with(
+        &[
+            "run",
+            "--cluster",
+            "local",
+            "--",
+            "printenv",
+            "OPENAI_API_KEY",
+        ],
+        &envs,
+    );
+    assert!(!r.stdout.contains("sk-never-synced"), "{}", r.describe());
+    assert_eq!(r.code, 1, "{}", r.describe());
+    let r = w
+        .controller_with(
+            &["run", "--cluster", "local", "--", "printenv", "HOME"],
+            &envs,
+        )
+        .ok();
+    assert_eq!(r.stdout.trim(), w.home.display().to_string());
 }

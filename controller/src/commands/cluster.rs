@@ -351,7 +351,7 @@ async fn wait_healthy(
     opts: &TransportOptions,
 ) -> Result<String, TransportError> {
     let http = transport::http_client(opts.timeout);
-    let (token, agent_port, port) = ssh::tunnel(session, node, t, opts).await?;
+    let (token, agent_port, port) = ssh::tunnel_within(session, node, t, opts).await?;
     let conn = AgentConn::new(node, port, agent_port, token, &http, opts, None);
     let started = Instant::now();
     loop {

@@ -134,7 +134,7 @@ pub(crate) fn vars_secret_name(env: &str) -> String {
 }
 
 /// The env's plain vars as a base secret whose keys map to themselves.
-fn vars_secret(env: &EnvDef) -> Secret {
+pub(crate) fn vars_secret(env: &EnvDef) -> Secret {
     let mut s = Secret::base(vars_secret_name(&env.name), env.vars.clone());
     s.env_vars = Some(env.vars.keys().map(|k| (k.clone(), k.clone())).collect());
     s

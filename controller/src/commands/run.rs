@@ -50,9 +50,12 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<u8> {
             .into());
         }
     }
+    if args.command_timeout == 0 {
+        return Err(UsageError("--command-timeout must be at least 1 second".into()).into());
+    }
     let request = Arc::new(RunRequest {
         argv: args.argv.clone(),
-        timeout_secs: None,
+        timeout_secs: Some(args.command_timeout),
     });
     let env = Arc::new(args.env.clone());
     let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, true);
@@ -124,8 +127,12 @@ fn run_exit_code(runs: &[NodeRun]) -> u8 {
     if failed > 0 {
         return exit::PARTIAL;
     }
-    let max = runs.iter().filter_map(|r| r.exit_code).max().unwrap_or(0);
-    max.clamp(0, 255) as u8
+    // A status outside 0..=255 (a malformed answer) is a failure, never success.
+    runs.iter()
+        .filter_map(|r| r.exit_code)
+        .map(|c| u8::try_from(c).unwrap_or(if c > 0 { 255 } else { exit::FAILURE }))
+        .max()
+        .unwrap_or(exit::OK)
 }
 
 #[cfg(test)]
@@ -149,5 +156,7 @@ mod tests {
         assert_eq!(run_exit_code(&[r(Some(0)), r(None)]), 3);
         assert_eq!(run_exit_code(&[r(None)]), 1);
         assert_eq!(run_exit_code(&[r(Some(0))]), 0);
+        assert_eq!(run_exit_code(&[r(Some(-1))]), 1);
+        assert_eq!(run_exit_code(&[r(Some(0)), r(Some(300))]), 255);
     }
 }

@@ -104,9 +104,8 @@ fn local_secret(pool: &SecretPool, ctx: &Context, name: &str) -> Option<Secret> 
             // `controller env sync` records an env's plain vars as `env.E`.
             let env = name.strip_prefix("env.")?;
             let def = crate::envs::load(&ctx.home, env).ok()?;
-            let mut s = Secret::base(name.to_owned(), def.vars.clone());
-            s.env_vars = Some(def.vars.keys().map(|k| (k.clone(), k.clone())).collect());
-            Some(s)
+            let s = super::env::vars_secret(&def);
+            (s.name == name).then_some(s)
         })?;
     (!found.values.is_empty()).then_some(found)
 }

@@ -2,8 +2,9 @@
 //! `127.0.0.1:<port>` (the port from `~/.rh/agent/agent.addr`, else 32300)
 //! with the token from `~/.rh/agent/token`. When no agent answers, one is
 //! started in the background (`agent serve` detached with `setsid`, logs to
-//! `~/.rh/agent/agent.log`; the agent writes its pid to `agent.pid`) and
-//! `/healthz` is awaited. Never prints the token.
+//! `~/.rh/agent/agent.log`, 0600; the agent writes its pid to `agent.pid`)
+//! and `/healthz` is awaited, under `~/.rh/agent/start.lock` so two
+//! controllers never start two agents. Never prints the token.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -72,8 +73,16 @@ pub(crate) async fn connect(
     let home = &opts.home;
     let mut addr = agent_addr(home);
     if !healthy(http, addr).await {
-        addr = start_agent(home, http, opts.timeout.max(Duration::from_secs(10))).await?;
+        // One starter at a time: a controller that waited on the lock finds
+        // the agent the other one started instead of starting a second one
+        // on the same state dir.
+        let _lock = lock_start(home).await?;
+        addr = agent_addr(home);
+        if !healthy(http, addr).await {
+            addr = start_agent(home, http, opts.timeout.max(Duration::from_secs(10))).await?;
+        }
     }
+    check_listener_owner(addr)?;
     let token = read_token(home)?.ok_or_else(|| TransportError::TokenUnreadable {
         node: node.name.clone(),
         detail: format!(
@@ -91,6 +100,97 @@ pub(crate) async fn connect(
         cluster: opts.cluster.clone(),
         ssh: None,
     })
+}
+
+/// Refuse to send the token to a port another user listens on: while the
+/// agent is down, anyone on this machine can bind its loopback port, answer
+/// `/healthz` and collect the bearer token of the next request. The owner
+/// comes from `/proc/net/tcp{,6}`; where that is unavailable, no check.
+fn check_listener_owner(addr: SocketAddr) -> Result<(), TransportError> {
+    let me = nix::unistd::geteuid().as_raw();
+    let tables = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect::<Vec<_>>()
+        .join("\n");
+    match listener_uid(&tables, addr) {
+        Some(uid) if uid != me => Err(TransportError::LocalAgent {
+            detail: format!(
+                "{addr} is held by uid {uid}, not by you (uid {me}): not the agent; \
+                 refusing to send it the token"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The uid of the socket listening on `addr` (or on the wildcard address at
+/// its port) in `/proc/net/tcp`-format `tables`.
+fn listener_uid(tables: &str, addr: SocketAddr) -> Option<u32> {
+    use std::net::IpAddr;
+    let mut wildcard = None;
+    for line in tables.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid ...
+        if cols.len() < 8 || cols[3] != "0A" {
+            continue;
+        }
+        let Some((ip_hex, port_hex)) = cols[1].split_once(':') else {
+            continue;
+        };
+        if u16::from_str_radix(port_hex, 16).ok() != Some(addr.port()) {
+            continue;
+        }
+        // The kernel prints each 32-bit word of the address in host order.
+        let mut bytes = vec![];
+        for i in (0..ip_hex.len()).step_by(8) {
+            let word = ip_hex
+                .get(i..i + 8)
+                .and_then(|w| u32::from_str_radix(w, 16).ok())?;
+            bytes.extend_from_slice(&word.to_ne_bytes());
+        }
+        let ip = match bytes.len() {
+            4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+            16 => {
+                let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+                v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+            }
+            _ => continue,
+        };
+        let Ok(uid) = cols[7].parse::<u32>() else {
+            continue;
+        };
+        if ip == addr.ip() {
+            return Some(uid);
+        }
+        if ip.is_unspecified() {
+            wildcard = Some(uid);
+        }
+    }
+    wildcard
+}
+
+/// Hold `~/.rh/agent/start.lock` (0600) while checking for and starting the agent.
+async fn lock_start(home: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, TransportError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = state_dir(home);
+    tokio::task::spawn_blocking(move || {
+        fsutil::create_private_dir_all(&dir).map_err(|e| e.to_string())?;
+        let path = dir.join("start.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("lock {}: {e}", path.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .map_err(|detail| TransportError::LocalAgent { detail })
 }
 
 /// The agent binary: `$RH_AGENT_BIN`, else `agent` next to this executable, else `agent` on PATH.
@@ -116,6 +216,11 @@ pub fn agent_binary() -> PathBuf {
     PathBuf::from("agent")
 }
 
+/// The variables the local agent inherits from the controller.
+const AGENT_ENV: &[&str] = &[
+    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR", "RUST_LOG",
+];
+
 /// Start `agent serve` detached (new session, stdin closed, output to
 /// `agent.log`) and wait until it answers `/healthz`.
 async fn start_agent(
@@ -130,11 +235,19 @@ async fn start_agent(
     // A stale address must not be mistaken for the new agent's.
     let _ = std::fs::remove_file(&addr_file);
     let log_path = dir.join("agent.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| err(format!("open {}: {e}", log_path.display())))?;
+    let log = {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(|e| err(format!("open {}: {e}", log_path.display())))?;
+        // A log an older version left readable by others is tightened too.
+        log.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| err(format!("chmod 600 {}: {e}", log_path.display())))?;
+        log
+    };
     let log2 = log
         .try_clone()
         .map_err(|e| err(format!("open {}: {e}", log_path.display())))?;
@@ -165,6 +278,15 @@ async fn start_agent(
         .arg(home)
         .arg("--state-dir")
         .arg(&dir)
+        // Only a neutral environment: the env processes inherit the agent's,
+        // so the controller's own (a shell full of API keys) would otherwise
+        // reach every `run` unasked, and survive `revoke`.
+        .env_clear()
+        .envs(
+            AGENT_ENV
+                .iter()
+                .filter_map(|k| Some((k, std::env::var_os(k)?))),
+        )
         .env("HOME", home)
         .stdin(Stdio::null())
         .stdout(log)
@@ -197,4 +319,45 @@ async fn start_agent(
         wait.as_secs(),
         log_path.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_owners_come_from_proc_net_tcp() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:7E5C 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 11 1 0 100 0 0 10 0
+   1: 0100007F:7E5D 0100007F:83DF 01 00000000:00000000 00:00000000 00000000     0        0 0 3 0
+   2: 00000000:7E5E 00000000:0000 0A 00000000:00000000 00:00000000 00000000    33        0 12 1 0 100 0 0 10 0";
+        let at = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        assert_eq!(listener_uid(tcp, at(32348)), Some(1000));
+        // An established connection is no listener.
+        assert_eq!(listener_uid(tcp, at(32349)), None);
+        // A wildcard listener covers loopback.
+        assert_eq!(listener_uid(tcp, at(32350)), Some(33));
+        assert_eq!(listener_uid(tcp, at(1)), None);
+    }
+
+    #[test]
+    fn our_own_listener_passes_and_is_found_with_our_uid() {
+        let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let addr = l.local_addr().unwrap();
+        check_listener_owner(addr).unwrap();
+        if let Ok(tcp) = std::fs::read_to_string("/proc/net/tcp") {
+            assert_eq!(
+                listener_uid(&tcp, addr),
+                Some(nix::unistd::geteuid().as_raw())
+            );
+        }
+        let l6 = std::net::TcpListener::bind("[::1]:0");
+        if let (Ok(l6), Ok(tcp6)) = (l6, std::fs::read_to_string("/proc/net/tcp6")) {
+            let addr6 = l6.local_addr().unwrap();
+            assert_eq!(
+                listener_uid(&tcp6, addr6),
+                Some(nix::unistd::geteuid().as_raw())
+            );
+        }
+    }
 }

@@ -243,7 +243,7 @@ impl AgentConn {
     /// `POST /v1/envs/{env}/run`; the HTTP timeout is the command's plus a margin.
     pub async fn run(&self, env: &str, req: &RunRequest) -> Result<RunResponse, TransportError> {
         let path = format!("/v1/envs/{}/run", encode_segment(env));
-        let limit = Duration::from_secs(req.timeout_secs.unwrap_or(self.timeout.as_secs()) + 10);
+        let limit = run_http_limit(req.timeout_secs, self.timeout);
         self.call(Method::POST, &path, Some(req), Some(limit)).await
     }
 
@@ -322,9 +322,22 @@ impl AgentConn {
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
-        let resp = req.send().await.map_err(|e| self.request_error(&e))?;
+        let mut resp = req.send().await.map_err(|e| self.request_error(&e))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| self.request_error(&e))?;
+        // Bounded: a broken or hostile node must not exhaust this machine's memory.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.request_error(&e))? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(TransportError::Http {
+                    node: self.node.clone(),
+                    detail: format!(
+                        "the agent's answer is larger than {} MiB; refused",
+                        MAX_RESPONSE_BYTES >> 20
+                    ),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let path = path.split('?').next().unwrap_or(path); // queries may hold keys
         tracing::debug!(node = %self.node, %method, path, status = status.as_u16(),
             ms = started.elapsed().as_millis() as u64, "agent request");
@@ -375,6 +388,23 @@ impl AgentConn {
             }
         }
     }
+}
+
+/// The largest agent answer read (a `run` answer holds at most twice the
+/// agent's output cap, 1 MiB by default, JSON-escaped).
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// The agent's own limit on a command when the request names none
+/// (`run_timeout_secs`, 600 s by default).
+const AGENT_DEFAULT_RUN_SECS: u64 = 600;
+
+/// How long to wait for a `run` answer: the command's limit (the agent's
+/// default when none is sent) plus the request timeout and a margin, so a
+/// command is stopped by the agent, never cut off by this client first.
+fn run_http_limit(command_secs: Option<u64>, request: Duration) -> Duration {
+    Duration::from_secs(command_secs.unwrap_or(AGENT_DEFAULT_RUN_SECS))
+        + request
+        + Duration::from_secs(10)
 }
 
 #[derive(Deserialize)]
@@ -574,6 +604,52 @@ mod tests {
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         let err = ensure_private_dir(&link).unwrap_err();
         assert!(err.to_string().contains("symlink"), "{err}");
+    }
+
+    #[test]
+    fn a_run_outlives_its_command_not_the_request_timeout() {
+        let request = Duration::from_secs(15);
+        // A 10-minute command must not be cut off after 25 s.
+        assert!(run_http_limit(Some(600), request) > Duration::from_secs(600));
+        assert!(run_http_limit(None, request) > Duration::from_secs(AGENT_DEFAULT_RUN_SECS));
+        assert!(run_http_limit(Some(1), request) > Duration::from_secs(1) + request);
+    }
+
+    #[tokio::test]
+    async fn a_huge_answer_is_refused_not_buffered() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                        Content-Length: 1000000000\r\n\r\n";
+            let _ = s.write_all(head.as_bytes());
+            let chunk = vec![b' '; 1 << 20];
+            while s.write_all(&chunk).is_ok() {}
+        });
+        let node = Node {
+            name: "n1".into(),
+            target: Target::Local,
+        };
+        let opts = TransportOptions {
+            timeout: Duration::from_secs(30),
+            parallel: 1,
+            accept_new_host_keys: false,
+            ssh_config: None,
+            control_dir: PathBuf::from("/nonexistent"),
+            ssh_persist: Duration::ZERO,
+            home: PathBuf::from("/nonexistent"),
+            cluster: "c".into(),
+            progress: false,
+        };
+        let http = http_client(opts.timeout);
+        let token = SecretText::new("t".to_owned());
+        let conn = AgentConn::new(&node, port, port, token, &http, &opts, None);
+        let err = conn.status().await.unwrap_err().to_string();
+        assert!(err.contains("larger than 64 MiB"), "{err}");
     }
 
     #[test]

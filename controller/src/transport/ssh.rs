@@ -533,11 +533,13 @@ pub(crate) async fn connect(
     http: &reqwest::Client,
 ) -> Result<AgentConn, TransportError> {
     let mut session = SshSession::open(node, t, opts).await?;
-    let mut result = tunnel(&session, node, t, opts).await;
+    let mut result = tunnel_within(&session, node, t, opts).await;
     if session.reused()
         && matches!(
             result,
-            Err(TransportError::Ssh { .. } | TransportError::TokenUnreadable { .. })
+            Err(TransportError::Ssh { .. }
+                | TransportError::TokenUnreadable { .. }
+                | TransportError::Timeout { .. })
         )
     {
         // `-O check` passes while a master waits for a peer that is gone
@@ -545,7 +547,7 @@ pub(crate) async fn connect(
         tracing::debug!(node = %node.name, "reused ssh master failed; starting a new one");
         session.shut_down().await;
         session = SshSession::open(node, t, opts).await?;
-        result = tunnel(&session, node, t, opts).await;
+        result = tunnel_within(&session, node, t, opts).await;
     }
     match result {
         Ok((token, agent_port, port)) => Ok(AgentConn::new(
@@ -562,6 +564,25 @@ pub(crate) async fn connect(
             Err(e)
         }
     }
+}
+
+/// [`tunnel`] bounded by `--timeout`: reading the token and requesting the
+/// forward go through the master, which can hang on a peer that vanished.
+pub(crate) async fn tunnel_within(
+    session: &SshSession,
+    node: &Node,
+    t: &SshTarget,
+    opts: &TransportOptions,
+) -> Result<(SecretText, u16, u16), TransportError> {
+    tokio::time::timeout(opts.timeout, tunnel(session, node, t, opts))
+        .await
+        .unwrap_or_else(|_| {
+            Err(TransportError::Timeout {
+                node: node.name.clone(),
+                secs: opts.timeout.as_secs(),
+                during: "connecting",
+            })
+        })
 }
 
 /// Read the token and forward the cluster's agent port at the same time;
