@@ -523,6 +523,10 @@ where
     out
 }
 
+/// Slack on top of `--timeout` for the connect phase (starting ssh, the
+/// forward, reading the token), so a healthy but slow node is not cut off.
+const CONNECT_MARGIN: Duration = Duration::from_secs(1);
+
 async fn run_on_node<T, F, Fut>(
     node: &Node,
     opts: &TransportOptions,
@@ -534,12 +538,25 @@ where
     Fut: Future<Output = Result<T, TransportError>>,
 {
     let started = Instant::now();
+    // One budget for the whole connect phase (a stale kept master, a new
+    // master, the retry): an unreachable node is reported after about
+    // `--timeout`, not after a multiple of it.
+    let deadline = started + opts.timeout + CONNECT_MARGIN;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let conn = match connect(node, opts, http).await {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let connected = match tokio::time::timeout(remaining, connect(node, opts, http)).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout {
+                node: node.name.clone(),
+                secs: opts.timeout.as_secs(),
+                during: "connecting",
+            }),
+        };
+        let conn = match connected {
             Ok(c) => Arc::new(c),
-            Err(e) if attempt == 1 && e.is_retryable() => {
+            Err(e) if attempt == 1 && e.is_retryable() && Instant::now() < deadline => {
                 tracing::info!(node = %node.name, error = %e, "connection failed; retrying once");
                 continue;
             }
