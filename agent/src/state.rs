@@ -228,6 +228,12 @@ impl AppState {
         ct_eq_bytes(presented, self.inner.token.expose_secret().as_bytes())
     }
 
+    /// The proof of holding the token for a `/healthz` challenge
+    /// (`common::proof::agent_proof`); the token itself never leaves.
+    pub(crate) fn token_proof(&self, nonce: &[u8]) -> String {
+        common::proof::agent_proof(self.inner.token.expose_secret().as_bytes(), nonce)
+    }
+
     /// A keyed fingerprint under this node's key.
     pub(crate) fn fingerprint(&self, data: &[u8]) -> String {
         fingerprint(self.fingerprint_key(), data)

@@ -758,3 +758,101 @@ async fn status_key_fingerprints_under_the_callers_key_and_bad_keys_are_400() {
     }
     f.state.shutdown().await;
 }
+
+#[tokio::test]
+async fn healthz_proves_the_token_only_when_challenged() {
+    let f = fixture().await;
+    // No challenge: exactly today's body, no proof field.
+    let (status, body) = f.send(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["status", "version"], "{body}");
+
+    // A challenge, without any token: the proof is the shared function of
+    // the state's token and the nonce bytes.
+    let nonce_hex = ::common::fingerprint::random_hex(32);
+    let nonce = hex::decode(&nonce_hex).unwrap();
+    let (status, body) = f
+        .send(
+            Method::GET,
+            &format!("/healthz?challenge={nonce_hex}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    let proof = v["proof"].as_str().unwrap();
+    assert_eq!(
+        proof,
+        ::common::proof::agent_proof(f.token.as_bytes(), &nonce)
+    );
+    assert!(::common::proof::verify_agent_proof(
+        f.token.as_bytes(),
+        &nonce,
+        proof
+    ));
+    assert!(!::common::proof::verify_agent_proof(
+        b"another-token",
+        &nonce,
+        proof
+    ));
+    assert!(!body.contains(&f.token), "token echoed: {body}");
+    // Upper-case hex is the same nonce; another nonce gives another proof.
+    let (_, upper) = f
+        .send(
+            Method::GET,
+            &format!("/healthz?challenge={}", nonce_hex.to_uppercase()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&upper).unwrap()["proof"],
+        proof
+    );
+    let other = ::common::fingerprint::random_hex(16);
+    let (_, body2) = f
+        .send(
+            Method::GET,
+            &format!("/healthz?challenge={other}"),
+            None,
+            None,
+        )
+        .await;
+    assert_ne!(
+        serde_json::from_str::<Value>(&body2).unwrap()["proof"],
+        proof
+    );
+
+    for bad in [
+        String::new(),
+        "ab".repeat(15),
+        "ab".repeat(65),
+        format!("{nonce_hex}0"),
+        "zz".repeat(16),
+        format!("{}%20", "ab".repeat(16)),
+        format!("{nonce_hex}&challenge={nonce_hex}"),
+    ] {
+        let resp = f
+            .send(
+                Method::GET,
+                &format!("/healthz?challenge={bad}"),
+                None,
+                None,
+            )
+            .await;
+        assert_error(&resp, StatusCode::BAD_REQUEST, "bad_challenge");
+        assert!(bad.is_empty() || !resp.1.contains(&bad), "{}", resp.1);
+        assert!(!resp.1.contains(&f.token), "{}", resp.1);
+    }
+    // Still alive after bad input.
+    assert_eq!(
+        f.send(Method::GET, "/healthz", None, None).await.0,
+        StatusCode::OK
+    );
+    f.state.shutdown().await;
+}

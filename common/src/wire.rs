@@ -156,6 +156,12 @@ pub struct RunResponse {
 pub struct Health {
     pub status: String,
     pub version: String,
+    /// With `GET /healthz?challenge=HEX`: `common::proof::agent_proof` of the
+    /// agent's token and the challenge, so the caller knows it talks to the
+    /// token's holder before sending the token. Absent otherwise (and from
+    /// older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
 }
 
 /// One file a secret installed, with a keyed fingerprint of what it wrote.

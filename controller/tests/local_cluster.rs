@@ -276,3 +276,46 @@ fn the_local_agent_does_not_inherit_the_controllers_environment() {
         .ok();
     assert_eq!(r.stdout.trim(), w.home.display().to_string());
 }
+
+/// A process of the same user (so the uid check lets it pass) holding the
+/// local agent's port while the agent is down, answering `/healthz` like an
+/// agent: it cannot prove it holds the token, so it never receives it, nor a
+/// request carrying secrets.
+#[test]
+fn the_local_token_is_never_sent_to_a_listener_that_cannot_prove_it_holds_it() {
+    for body in common::UNPROVEN_HEALTH {
+        let w = World::bare();
+        Fixtures::write(&w.home);
+        let _stop = StopAgent(w.home.clone());
+        let fake = common::FakeAgent::start(body);
+        let token = "the-agent-token-0123456789abcdef";
+        let state = w.home.join(".rh/agent");
+        fs::create_dir_all(&state).unwrap();
+        fs::write(state.join("token"), token).unwrap();
+        fs::write(state.join("agent.addr"), format!("127.0.0.1:{}", fake.port)).unwrap();
+        let mut envs = Fixtures::env();
+        envs.push(("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"));
+        envs.push(("RH_SSH_CONFIG", "/nonexistent"));
+        let r = w.controller_with(&["sync", "--cluster", "local"], &envs);
+        // First what matters most: the impostor got no token.
+        fake.assert_challenged_only(token);
+        assert_eq!(r.code, 1, "{}", r.describe());
+        r.no_values(&Fixtures::all());
+        r.no_values(&[token]);
+        assert!(
+            r.stderr.contains(
+                "the process listening on the agent port of local could not prove it holds \
+                 the agent token"
+            ) && r.stderr.contains("refusing to send the token"),
+            "{}",
+            r.describe()
+        );
+        for req in fake.requests() {
+            for v in Fixtures::all() {
+                assert!(!req.contains(v), "a value reached the fake agent: {req}");
+            }
+        }
+        // The fake kept the port: no agent was started in its place.
+        assert!(agents_serving(&w.home).is_empty());
+    }
+}

@@ -802,3 +802,65 @@ fn cluster_disconnect_closes_persisted_masters_and_persist_0_leaves_none() {
     let r = w.controller(&["cluster", "disconnect", "c"]).ok();
     assert!(r.stdout.contains("none open"), "{}", r.describe());
 }
+
+/// On a node, a process that took the agent's port while the agent is down
+/// (the token file is still there) answers `/healthz` like an agent but
+/// cannot prove it holds the token: the controller fails that node with a
+/// clear error (another node with its agent is synced), and the impostor
+/// never receives the token or a request carrying secrets. Once the port
+/// comes from `agent.addr`, once from the cluster's `--agent-port`.
+#[test]
+fn the_token_is_never_sent_over_ssh_to_a_listener_that_cannot_prove_it_holds_it() {
+    for (i, body) in common::UNPROVEN_HEALTH.into_iter().enumerate() {
+        let via_addr_file = i == 0;
+        let mut w = World::new(1);
+        Fixtures::write(&w.home);
+        let fake = common::FakeAgent::start(body);
+        let node = w.add_node(false, true);
+        let token = "the-agent-token-0123456789abcdef";
+        let state = w.nodes[node].home.join(".rh/agent");
+        fs::create_dir_all(&state).unwrap();
+        fs::write(state.join("token"), token).unwrap();
+        let expect = if via_addr_file {
+            fs::write(state.join("agent.addr"), format!("127.0.0.1:{}", fake.port)).unwrap();
+            w.add_cluster("c", &[0, node], &[]);
+            3
+        } else {
+            w.controller(&[
+                "cluster",
+                "add",
+                "c",
+                "--host",
+                &w.nodes[node].host(),
+                "--user",
+                "root",
+                "--agent-port",
+                &fake.port.to_string(),
+                "--identity-file",
+                &w.client_key.display().to_string(),
+            ])
+            .ok();
+            1
+        };
+        let r = w.controller_with(&["sync", "--cluster", "c"], &env());
+        // First what matters most: the impostor got no token.
+        fake.assert_challenged_only(token);
+        let r = r.code(expect);
+        r.no_values(&Fixtures::all());
+        r.no_values(&[token]);
+        let name = w.nodes[node].host();
+        assert!(
+            r.stderr.contains(&format!(
+                "the process listening on the agent port of {name} could not prove it holds \
+                 the agent token"
+            )) && r.stderr.contains("refusing to send the token"),
+            "{}",
+            r.describe()
+        );
+        for req in fake.requests() {
+            for v in Fixtures::all() {
+                assert!(!req.contains(v), "a value reached the fake agent: {req}");
+            }
+        }
+    }
+}

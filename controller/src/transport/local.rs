@@ -4,7 +4,10 @@
 //! started in the background (`agent serve` detached with `setsid`, logs to
 //! `~/.rh/agent/agent.log`, 0600; the agent writes its pid to `agent.pid`)
 //! and `/healthz` is awaited, under `~/.rh/agent/start.lock` so two
-//! controllers never start two agents. Never prints the token.
+//! controllers never start two agents. The liveness probe is the token
+//! challenge (`/healthz?challenge=`): the answering process must prove it
+//! holds the token in `~/.rh/agent/token` before the token is sent, and the
+//! port must be held by this user (`/proc/net/tcp`). Never prints the token.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,7 +18,7 @@ use common::fsutil;
 use common::wire::DEFAULT_AGENT_PORT;
 use common::SecretText;
 
-use super::{AgentConn, TransportError, TransportOptions};
+use super::{AgentConn, Challenged, Endpoint, TransportError, TransportOptions};
 use crate::clusters::Node;
 
 /// `~/.rh/agent`: the local agent's state dir.
@@ -56,12 +59,28 @@ fn read_token(home: &Path) -> Result<Option<SecretText>, TransportError> {
     }
 }
 
-async fn healthy(http: &reqwest::Client, addr: SocketAddr) -> bool {
-    let url = format!("http://{addr}/healthz");
-    matches!(
-        http.get(url).timeout(Duration::from_secs(2)).send().await,
-        Ok(r) if r.status().is_success()
-    )
+/// Where the local agent at `addr` answers.
+fn endpoint(
+    node: &Node,
+    addr: SocketAddr,
+    http: &reqwest::Client,
+    opts: &TransportOptions,
+) -> Endpoint {
+    Endpoint::new(node, format!("http://{addr}"), addr.port(), http, opts)
+}
+
+/// The liveness probe: a token challenge, answered by whatever listens at
+/// the endpoint (checked against the token later). `None` when nothing
+/// answers or it answers with an error status (as before the challenge:
+/// then an agent is started); an answer with a success status that is no
+/// agent's health is kept as the error it will be once the port's owner
+/// was checked.
+async fn healthy(ep: &Endpoint) -> Option<Result<Challenged, TransportError>> {
+    match ep.challenge_raw(Some(Duration::from_secs(2))).await {
+        Ok(c) => Some(Ok(c)),
+        Err(e @ TransportError::Http { .. }) => Some(Err(ep.not_the_agent(&e))),
+        Err(_) => None,
+    }
 }
 
 /// Connect to the local agent, starting it when none answers.
@@ -72,17 +91,32 @@ pub(crate) async fn connect(
 ) -> Result<AgentConn, TransportError> {
     let home = &opts.home;
     let mut addr = agent_addr(home);
-    if !healthy(http, addr).await {
-        // One starter at a time: a controller that waited on the lock finds
-        // the agent the other one started instead of starting a second one
-        // on the same state dir.
-        let _lock = lock_start(home).await?;
-        addr = agent_addr(home);
-        if !healthy(http, addr).await {
-            addr = start_agent(home, http, opts.timeout.max(Duration::from_secs(10))).await?;
+    let mut ep = endpoint(node, addr, http, opts);
+    let challenged = match healthy(&ep).await {
+        Some(c) => c,
+        None => {
+            // One starter at a time: a controller that waited on the lock finds
+            // the agent the other one started instead of starting a second one
+            // on the same state dir.
+            let _lock = lock_start(home).await?;
+            addr = agent_addr(home);
+            ep = endpoint(node, addr, http, opts);
+            match healthy(&ep).await {
+                Some(c) => c,
+                None => {
+                    let wait = opts.timeout.max(Duration::from_secs(10));
+                    let (a, c) = start_agent(node, opts, http, wait).await?;
+                    addr = a;
+                    ep = endpoint(node, addr, http, opts);
+                    c
+                }
+            }
         }
-    }
+    };
+    // Defence in depth, and the clearer message when it applies: a port
+    // held by another user is refused before the proof is even looked at.
     check_listener_owner(addr)?;
+    let challenged = challenged?;
     let token = read_token(home)?.ok_or_else(|| TransportError::TokenUnreadable {
         node: node.name.clone(),
         detail: format!(
@@ -90,16 +124,7 @@ pub(crate) async fn connect(
             state_dir(home).join("token").display()
         ),
     })?;
-    Ok(AgentConn {
-        node: node.name.clone(),
-        base: format!("http://{addr}"),
-        agent_port: addr.port(),
-        token,
-        http: http.clone(),
-        timeout: opts.timeout,
-        cluster: opts.cluster.clone(),
-        ssh: None,
-    })
+    AgentConn::proven(ep, token, challenged, None).await
 }
 
 /// Refuse to send the token to a port another user listens on: while the
@@ -222,12 +247,15 @@ const AGENT_ENV: &[&str] = &[
 ];
 
 /// Start `agent serve` detached (new session, stdin closed, output to
-/// `agent.log`) and wait until it answers `/healthz`.
+/// `agent.log`) and wait until it answers `/healthz` (the token challenge:
+/// its answer is returned to be checked).
 async fn start_agent(
-    home: &Path,
+    node: &Node,
+    opts: &TransportOptions,
     http: &reqwest::Client,
     wait: Duration,
-) -> Result<SocketAddr, TransportError> {
+) -> Result<(SocketAddr, Result<Challenged, TransportError>), TransportError> {
+    let home = opts.home.as_path();
     let dir = state_dir(home);
     let err = |detail: String| TransportError::LocalAgent { detail };
     fsutil::create_private_dir_all(&dir).map_err(|e| err(e.to_string()))?;
@@ -307,9 +335,9 @@ async fn start_agent(
             )));
         }
         if let Some(addr) = read_addr(home) {
-            if healthy(http, addr).await {
+            if let Some(c) = healthy(&endpoint(node, addr, http, opts)).await {
                 tracing::debug!(%addr, ms = started.elapsed().as_millis() as u64, "local agent up");
-                return Ok(addr);
+                return Ok((addr, c));
             }
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

@@ -8,6 +8,16 @@
 //! job on every node in parallel with a bound, one retry on connection errors
 //! and an optional progress bar on stderr.
 //!
+//! The token is never sent before the agent proved it holds it: every
+//! connection starts with `GET /healthz?challenge=<fresh nonce>` and checks
+//! the answer's `proof` (`common::proof`) against the token read from the
+//! node; a missing or wrong proof fails the node with
+//! [`TransportError::NotTheAgent`]. [`AgentConn`] enforces this itself (an
+//! unproven connection proves before its first authenticated request), and
+//! the transports fold the challenge into work they do anyway (the local
+//! liveness probe; over SSH, alongside reading the token) so it costs no extra
+//! round trip on the usual path.
+//!
 //! Errors name the node, the host and what the user can do; request bodies
 //! are never logged or `Debug`-printed, and the token is a [`SecretText`].
 
@@ -17,6 +27,7 @@ pub mod ssh;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +88,12 @@ pub enum TransportError {
         "{node}: the agent refused the token (401); the token changed or belongs to another agent"
     )]
     Unauthorized { node: String },
+    #[error(
+        "the process listening on the agent port of {node} could not prove it holds the agent \
+         token: it is not this user's agent (another process took the port?); refusing to send \
+         the token{hint}"
+    )]
+    NotTheAgent { node: String, hint: String },
     #[error("{node}: agent answered {status} {code}: {message}")]
     Agent {
         node: String,
@@ -181,140 +198,113 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .expect("the HTTP client builds (rustls, no system config needed)")
 }
 
-/// A connection to one node's agent. Holds the SSH session (if any) that the
-/// tunnel runs through; [`AgentConn::close`] ends it.
-#[derive(Debug)]
-pub struct AgentConn {
-    pub node: String,
+/// Where one node's agent answers, and how to name it in errors. Makes the
+/// HTTP requests, carrying the token only when handed one.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    node: String,
     base: String,
     agent_port: u16,
-    token: SecretText,
     http: reqwest::Client,
     timeout: Duration,
     cluster: String,
-    ssh: Option<ssh::SshSession>,
+    local: bool,
 }
 
-impl AgentConn {
-    /// A connection to the agent listening on local port `port` (a tunnel's
-    /// end, or the agent itself for `local`).
+impl Endpoint {
+    /// The agent at `base` (`http://127.0.0.1:PORT`: a tunnel's end, or the
+    /// local agent), listening on `agent_port` on its node.
     pub(crate) fn new(
         node: &Node,
-        port: u16,
+        base: String,
         agent_port: u16,
-        token: SecretText,
         http: &reqwest::Client,
         opts: &TransportOptions,
-        ssh: Option<ssh::SshSession>,
     ) -> Self {
         Self {
             node: node.name.clone(),
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             agent_port,
-            token,
             http: http.clone(),
             timeout: opts.timeout,
             cluster: opts.cluster.clone(),
-            ssh,
+            local: matches!(node.target, Target::Local),
         }
     }
 
-    /// `GET /healthz`.
-    pub async fn health(&self) -> Result<Health, TransportError> {
-        self.call::<(), Health>(Method::GET, "/healthz", None, None)
-            .await
-    }
-
-    /// `POST /v1/sync`.
-    pub async fn sync(&self, req: &SyncRequest) -> Result<SyncResponse, TransportError> {
-        self.call(Method::POST, "/v1/sync", Some(req), None).await
-    }
-
-    /// `POST /v1/envs/{env}/_set_env_vars`.
-    pub async fn set_env_vars(
+    /// `GET /healthz?challenge=<fresh nonce>`, without the token. The answer
+    /// is checked against the token with [`Challenged::verify`]. An answer
+    /// that is no agent's health (an error status, not JSON, too large) is
+    /// [`TransportError::NotTheAgent`]; connection errors and timeouts stay
+    /// what they are.
+    pub(crate) async fn challenge(
         &self,
-        env: &str,
-        req: &SetEnvVarsRequest,
-    ) -> Result<SyncResponse, TransportError> {
-        let path = format!("/v1/envs/{}/_set_env_vars", encode_segment(env));
-        self.call(Method::POST, &path, Some(req), None).await
-    }
-
-    /// `POST /v1/envs/{env}/run`; the HTTP timeout is the command's plus a margin.
-    pub async fn run(&self, env: &str, req: &RunRequest) -> Result<RunResponse, TransportError> {
-        let path = format!("/v1/envs/{}/run", encode_segment(env));
-        let limit = run_http_limit(req.timeout_secs, self.timeout);
-        self.call(Method::POST, &path, Some(req), Some(limit)).await
-    }
-
-    /// `GET /v1/status`.
-    pub async fn status(&self) -> Result<StatusResponse, TransportError> {
-        self.call::<(), _>(Method::GET, "/v1/status", None, None)
-            .await
-    }
-
-    /// `GET /v1/status?key=HEX`: fingerprints under the caller's key (hex
-    /// digits only). The key is kept out of errors and logs.
-    pub async fn status_with_key(&self, key_hex: &str) -> Result<StatusResponse, TransportError> {
-        let path = format!("/v1/status?key={key_hex}");
-        self.call::<(), _>(Method::GET, &path, None, None)
-            .await
-            .map_err(|e| match e {
-                TransportError::Http { node, detail } => TransportError::Http {
-                    node,
-                    detail: detail.replace(key_hex, "<key>"),
-                },
-                other => other,
-            })
-    }
-
-    /// `DELETE /v1/secrets/{name}`.
-    pub async fn revoke(
-        &self,
-        name: &str,
-        query: &RevokeQuery,
-    ) -> Result<Vec<SecretResult>, TransportError> {
-        let mut path = format!("/v1/secrets/{}", encode_segment(name));
-        let mut params = vec![];
-        if let Some(env) = &query.env {
-            params.push(format!("env={}", encode_segment(env)));
-        }
-        if query.dry_run {
-            params.push("dry_run=true".into());
-        }
-        if !params.is_empty() {
-            path.push('?');
-            path.push_str(&params.join("&"));
-        }
-        let body: RevokeBody = self
-            .call::<(), _>(Method::DELETE, &path, None, None)
-            .await?;
-        Ok(match body {
-            RevokeBody::Many(r) => r.results,
-            RevokeBody::One(r) => vec![r],
+        timeout: Option<Duration>,
+    ) -> Result<Challenged, TransportError> {
+        self.challenge_raw(timeout).await.map_err(|e| match e {
+            TransportError::Agent { .. } | TransportError::Http { .. } => self.not_the_agent(&e),
+            other => other,
         })
     }
 
-    /// End the SSH session (the master connection and its forward).
-    pub async fn close(self) {
-        if let Some(s) = self.ssh {
-            s.close().await;
+    /// [`Endpoint::challenge`] with the request's own errors: `Agent` for an
+    /// error status, `Http` for a success status whose body is no health.
+    pub(crate) async fn challenge_raw(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Challenged, TransportError> {
+        let nonce_hex = common::fingerprint::random_hex(common::proof::NONCE_BYTES);
+        let path = format!("/healthz?challenge={nonce_hex}");
+        let health = self
+            .call::<(), Health>(Method::GET, &path, None, timeout, None)
+            .await?;
+        Ok(Challenged {
+            node: self.node.clone(),
+            nonce: common::proof::parse_challenge(&nonce_hex).expect("a fresh nonce is valid"),
+            health,
+            no_proof_hint: self.no_proof_hint(),
+        })
+    }
+
+    /// The error for an answer to the challenge that is no agent's health.
+    pub(crate) fn not_the_agent(&self, answer: &TransportError) -> TransportError {
+        TransportError::NotTheAgent {
+            node: self.node.clone(),
+            hint: format!(" (its answer to /healthz: {answer})"),
         }
     }
 
-    /// One request. The body is serialized here and never logged.
+    /// What to do when the answer carries no proof at all: an agent older
+    /// than this controller gives none.
+    fn no_proof_hint(&self) -> String {
+        if self.local {
+            "; its answer has no proof at all: if it is an agent older than this controller, \
+             stop it (pid in ~/.rh/agent/agent.pid) and rerun to start a current one"
+                .to_owned()
+        } else {
+            format!(
+                "; its answer has no proof at all: if it is an agent older than this \
+                 controller, upgrade it with `controller cluster bootstrap {}`",
+                self.cluster
+            )
+        }
+    }
+
+    /// One request, with `Authorization: Bearer` only when `token` is given.
+    /// The body is serialized here and never logged.
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
         timeout: Option<Duration>,
+        token: Option<&SecretText>,
     ) -> Result<T, TransportError> {
         let started = Instant::now();
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method.clone(), &url);
-        if path != "/healthz" {
-            req = req.bearer_auth(self.token.expose_secret());
+        if let Some(token) = token {
+            req = req.bearer_auth(token.expose_secret());
         }
         if let Some(body) = body {
             req = req.json(body);
@@ -387,6 +377,203 @@ impl AgentConn {
                 detail: error_chain(e),
             }
         }
+    }
+}
+
+/// A `/healthz` answer to a fresh challenge, not yet checked against a token.
+#[derive(Debug)]
+pub(crate) struct Challenged {
+    node: String,
+    nonce: Vec<u8>,
+    health: Health,
+    no_proof_hint: String,
+}
+
+impl Challenged {
+    /// Whether the answer proves the process holds `token` (constant-time
+    /// compare); [`TransportError::NotTheAgent`] if not. Returns the health.
+    pub(crate) fn verify(self, token: &SecretText) -> Result<Health, TransportError> {
+        let token = token.expose_secret().as_bytes();
+        match &self.health.proof {
+            Some(p) if common::proof::verify_agent_proof(token, &self.nonce, p) => Ok(self.health),
+            Some(_) => Err(TransportError::NotTheAgent {
+                node: self.node,
+                hint: String::new(),
+            }),
+            None => Err(TransportError::NotTheAgent {
+                node: self.node,
+                hint: self.no_proof_hint,
+            }),
+        }
+    }
+}
+
+/// A connection to one node's agent. Holds the SSH session (if any) that the
+/// tunnel runs through; [`AgentConn::close`] ends it. The token goes out
+/// only once the agent proved it holds it (a connection made unproven proves
+/// itself before its first authenticated request).
+#[derive(Debug)]
+pub struct AgentConn {
+    pub node: String,
+    ep: Endpoint,
+    token: SecretText,
+    proven: AtomicBool,
+    ssh: Option<ssh::SshSession>,
+}
+
+impl AgentConn {
+    /// A connection to the agent listening on local port `port` (a tunnel's
+    /// end, or the agent itself for `local`), not yet proven: the first
+    /// authenticated request challenges the agent first.
+    pub(crate) fn new(
+        node: &Node,
+        port: u16,
+        agent_port: u16,
+        token: SecretText,
+        http: &reqwest::Client,
+        opts: &TransportOptions,
+        ssh: Option<ssh::SshSession>,
+    ) -> Self {
+        let ep = Endpoint::new(
+            node,
+            format!("http://127.0.0.1:{port}"),
+            agent_port,
+            http,
+            opts,
+        );
+        Self {
+            node: node.name.clone(),
+            ep,
+            token,
+            proven: AtomicBool::new(false),
+            ssh,
+        }
+    }
+
+    /// A connection whose agent answered `challenged`: checked against
+    /// `token` here, so the token is never sent when the proof is missing or
+    /// wrong. On error the SSH session is closed.
+    pub(crate) async fn proven(
+        ep: Endpoint,
+        token: SecretText,
+        challenged: Challenged,
+        ssh: Option<ssh::SshSession>,
+    ) -> Result<Self, TransportError> {
+        if let Err(e) = challenged.verify(&token) {
+            if let Some(s) = ssh {
+                s.close().await;
+            }
+            return Err(e);
+        }
+        Ok(Self {
+            node: ep.node.clone(),
+            ep,
+            token,
+            proven: AtomicBool::new(true),
+            ssh,
+        })
+    }
+
+    /// `GET /healthz` with a fresh challenge, the proof checked against the
+    /// token (which is not sent).
+    pub async fn health(&self) -> Result<Health, TransportError> {
+        let health = self.ep.challenge(None).await?.verify(&self.token)?;
+        self.proven.store(true, Ordering::Release);
+        Ok(health)
+    }
+
+    /// `POST /v1/sync`.
+    pub async fn sync(&self, req: &SyncRequest) -> Result<SyncResponse, TransportError> {
+        self.call(Method::POST, "/v1/sync", Some(req), None).await
+    }
+
+    /// `POST /v1/envs/{env}/_set_env_vars`.
+    pub async fn set_env_vars(
+        &self,
+        env: &str,
+        req: &SetEnvVarsRequest,
+    ) -> Result<SyncResponse, TransportError> {
+        let path = format!("/v1/envs/{}/_set_env_vars", encode_segment(env));
+        self.call(Method::POST, &path, Some(req), None).await
+    }
+
+    /// `POST /v1/envs/{env}/run`; the HTTP timeout is the command's plus a margin.
+    pub async fn run(&self, env: &str, req: &RunRequest) -> Result<RunResponse, TransportError> {
+        let path = format!("/v1/envs/{}/run", encode_segment(env));
+        let limit = run_http_limit(req.timeout_secs, self.ep.timeout);
+        self.call(Method::POST, &path, Some(req), Some(limit)).await
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Result<StatusResponse, TransportError> {
+        self.call::<(), _>(Method::GET, "/v1/status", None, None)
+            .await
+    }
+
+    /// `GET /v1/status?key=HEX`: fingerprints under the caller's key (hex
+    /// digits only). The key is kept out of errors and logs.
+    pub async fn status_with_key(&self, key_hex: &str) -> Result<StatusResponse, TransportError> {
+        let path = format!("/v1/status?key={key_hex}");
+        self.call::<(), _>(Method::GET, &path, None, None)
+            .await
+            .map_err(|e| match e {
+                TransportError::Http { node, detail } => TransportError::Http {
+                    node,
+                    detail: detail.replace(key_hex, "<key>"),
+                },
+                other => other,
+            })
+    }
+
+    /// `DELETE /v1/secrets/{name}`.
+    pub async fn revoke(
+        &self,
+        name: &str,
+        query: &RevokeQuery,
+    ) -> Result<Vec<SecretResult>, TransportError> {
+        let mut path = format!("/v1/secrets/{}", encode_segment(name));
+        let mut params = vec![];
+        if let Some(env) = &query.env {
+            params.push(format!("env={}", encode_segment(env)));
+        }
+        if query.dry_run {
+            params.push("dry_run=true".into());
+        }
+        if !params.is_empty() {
+            path.push('?');
+            path.push_str(&params.join("&"));
+        }
+        let body: RevokeBody = self
+            .call::<(), _>(Method::DELETE, &path, None, None)
+            .await?;
+        Ok(match body {
+            RevokeBody::Many(r) => r.results,
+            RevokeBody::One(r) => vec![r],
+        })
+    }
+
+    /// End the SSH session (the master connection and its forward).
+    pub async fn close(self) {
+        if let Some(s) = self.ssh {
+            s.close().await;
+        }
+    }
+
+    /// One authenticated request, made only once the agent proved it holds
+    /// the token.
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+    ) -> Result<T, TransportError> {
+        if !self.proven.load(Ordering::Acquire) {
+            self.health().await?;
+        }
+        self.ep
+            .call(method, path, body, timeout, Some(&self.token))
+            .await
     }
 }
 
@@ -667,6 +854,170 @@ mod tests {
         let conn = AgentConn::new(&node, port, port, token, &http, &opts, None);
         let err = conn.status().await.unwrap_err().to_string();
         assert!(err.contains("larger than 64 MiB"), "{err}");
+    }
+
+    /// A one-thread HTTP server on a loopback port: answers every request
+    /// with `answer(request head)` and records each request head.
+    fn fake_agent(
+        answer: impl Fn(&str) -> String + Send + 'static,
+    ) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::Mutex::new(vec![]));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { break };
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match s.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => break,
+                        }
+                    }
+                    if !head.ends_with(b"\r\n\r\n") {
+                        break;
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    let _ = s.read_exact(&mut body);
+                    let out = answer(&head);
+                    log.lock().unwrap().push(head);
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\n\r\n{out}",
+                        out.len()
+                    );
+                    if s.write_all(resp.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        (port, seen)
+    }
+
+    fn test_conn(port: u16, token: &str) -> AgentConn {
+        let node = Node {
+            name: "n1".into(),
+            target: Target::Ssh(crate::clusters::SshTarget {
+                host: "h".into(),
+                port: 22,
+                user: None,
+                identity_file: None,
+                agent_port: port,
+            }),
+        };
+        let opts = TransportOptions {
+            timeout: Duration::from_secs(10),
+            parallel: 1,
+            accept_new_host_keys: false,
+            ssh_config: None,
+            control_dir: PathBuf::from("/nonexistent"),
+            ssh_persist: Duration::ZERO,
+            home: PathBuf::from("/nonexistent"),
+            cluster: "c".into(),
+            progress: false,
+        };
+        let http = http_client(opts.timeout);
+        AgentConn::new(
+            &node,
+            port,
+            port,
+            SecretText::new(token.to_owned()),
+            &http,
+            &opts,
+            None,
+        )
+    }
+
+    /// The nonce of a `GET /healthz?challenge=HEX` request head.
+    fn nonce_of(head: &str) -> Option<Vec<u8>> {
+        let hex = head.split("challenge=").nth(1)?.split([' ', '&']).next()?;
+        common::proof::parse_challenge(hex).ok()
+    }
+
+    #[tokio::test]
+    async fn no_token_goes_to_a_listener_that_cannot_prove_it_holds_it() {
+        let health = r#"{"status":"ok","version":"0.1.0"}"#;
+        let wrong = format!(
+            r#"{{"status":"ok","version":"0.1.0","proof":"{}"}}"#,
+            "ab".repeat(32)
+        );
+        for (body, hint) in [(health.to_owned(), true), (wrong, false)] {
+            let (port, seen) = fake_agent(move |_| body.clone());
+            let conn = test_conn(port, "the-token");
+            let err = conn.status().await.unwrap_err();
+            assert!(matches!(err, TransportError::NotTheAgent { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("the process listening on the agent port of n1 could not prove it holds the agent token")
+                    && msg.contains("refusing to send the token"),
+                "{msg}"
+            );
+            assert_eq!(
+                msg.contains("controller cluster bootstrap c"),
+                hint,
+                "{msg}"
+            );
+            let seen = seen.lock().unwrap().clone();
+            assert_eq!(seen.len(), 1, "{seen:?}");
+            assert!(seen[0].starts_with("GET /healthz?challenge="), "{seen:?}");
+            for head in &seen {
+                assert!(
+                    !head.to_ascii_lowercase().contains("authorization"),
+                    "{head}"
+                );
+                assert!(!head.contains("the-token"), "{head}");
+            }
+            // health() itself refuses too, and sends no token either.
+            assert!(matches!(
+                conn.health().await,
+                Err(TransportError::NotTheAgent { .. })
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_proves_the_token_gets_the_request() {
+        let (port, seen) = fake_agent(|head| match nonce_of(head) {
+            Some(nonce) => format!(
+                r#"{{"status":"ok","version":"0.1.0","proof":"{}"}}"#,
+                common::proof::agent_proof(b"the-token", &nonce)
+            ),
+            None => r#"{"version":"0.1.0","secrets":[],"envs":[]}"#.to_owned(),
+        });
+        let conn = test_conn(port, "the-token");
+        conn.status().await.unwrap();
+        conn.status().await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        // One challenge, then only authenticated requests.
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(seen[0].starts_with("GET /healthz?challenge="));
+        assert!(!seen[0].to_ascii_lowercase().contains("authorization"));
+        for head in &seen[1..] {
+            assert!(head.starts_with("GET /v1/status "), "{head}");
+            assert!(head.contains("Bearer the-token"), "{head}");
+        }
+        // A proof for another token is refused (the fake serves one
+        // connection at a time: close this one first).
+        drop(conn);
+        let other = test_conn(port, "another-token");
+        assert!(matches!(
+            other.health().await,
+            Err(TransportError::NotTheAgent { .. })
+        ));
     }
 
     #[test]

@@ -20,7 +20,11 @@
 //!
 //! Through the master: the agent token is read with `cat ~/.rh/agent/token`
 //! (with the port in `agent.addr`, when the agent wrote one) and a local port
-//! forward reaches the agent's loopback port. ssh's own messages are
+//! forward reaches the agent's loopback port. While the token is being read,
+//! the forwarded port is sent a token challenge (`/healthz?challenge=`); the
+//! connection is only made when the answer proves the token, so a process
+//! that took the agent's port on the node never receives it (and the check
+//! adds no round trip: it overlaps the token read). ssh's own messages are
 //! classified into errors a user can act on; they never contain secret
 //! values, and neither does anything here.
 
@@ -36,7 +40,9 @@ use openssh::{ForwardType, Session, Socket, Stdio};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{ensure_private_dir, AgentConn, TransportError, TransportOptions};
+use super::{
+    ensure_private_dir, AgentConn, Challenged, Endpoint, TransportError, TransportOptions,
+};
 use crate::clusters::{Node, SshTarget};
 
 /// A unix socket path must fit in `sun_path` (108 bytes) and ssh first binds
@@ -533,7 +539,7 @@ pub(crate) async fn connect(
     http: &reqwest::Client,
 ) -> Result<AgentConn, TransportError> {
     let mut session = SshSession::open(node, t, opts).await?;
-    let mut result = tunnel_within(&session, node, t, opts).await;
+    let mut result = proven_tunnel_within(&session, node, t, opts, http).await;
     if session.reused()
         && matches!(
             result,
@@ -547,23 +553,73 @@ pub(crate) async fn connect(
         tracing::debug!(node = %node.name, "reused ssh master failed; starting a new one");
         session.shut_down().await;
         session = SshSession::open(node, t, opts).await?;
-        result = tunnel_within(&session, node, t, opts).await;
+        result = proven_tunnel_within(&session, node, t, opts, http).await;
     }
     match result {
-        Ok((token, agent_port, port)) => Ok(AgentConn::new(
-            node,
-            port,
-            agent_port,
-            token,
-            http,
-            opts,
-            Some(session),
-        )),
+        // The proof is checked here, before the connection can send anything
+        // with the token; a failure closes the session.
+        Ok((token, ep, challenged)) => {
+            AgentConn::proven(ep, token, challenged, Some(session)).await
+        }
         Err(e) => {
             session.close().await;
             Err(e)
         }
     }
+}
+
+/// [`proven_tunnel`] bounded by `--timeout`.
+async fn proven_tunnel_within(
+    session: &SshSession,
+    node: &Node,
+    t: &SshTarget,
+    opts: &TransportOptions,
+    http: &reqwest::Client,
+) -> Result<(SecretText, Endpoint, Challenged), TransportError> {
+    tokio::time::timeout(opts.timeout, proven_tunnel(session, node, t, opts, http))
+        .await
+        .unwrap_or_else(|_| {
+            Err(TransportError::Timeout {
+                node: node.name.clone(),
+                secs: opts.timeout.as_secs(),
+                during: "connecting",
+            })
+        })
+}
+
+/// Like [`tunnel`], and the forwarded port is challenged while the token is
+/// read (the challenge carries no token). Returns the token, the endpoint
+/// and its answer, still to be checked against the token. A token-read
+/// failure wins over the challenge's (it says more: not installed, ...).
+async fn proven_tunnel(
+    session: &SshSession,
+    node: &Node,
+    t: &SshTarget,
+    opts: &TransportOptions,
+    http: &reqwest::Client,
+) -> Result<(SecretText, Endpoint, Challenged), TransportError> {
+    let probe = |agent_port: u16| async move {
+        let port = session.forward(agent_port).await?;
+        let ep = Endpoint::new(
+            node,
+            format!("http://127.0.0.1:{port}"),
+            agent_port,
+            http,
+            opts,
+        );
+        let challenged = ep.challenge(None).await;
+        Ok::<_, TransportError>((ep, challenged))
+    };
+    let (read, probed) = tokio::join!(session.read_token(&opts.cluster), probe(t.agent_port));
+    let (token, reported) = read?;
+    let (ep, challenged) = match reported {
+        Some(p) if p != t.agent_port => {
+            tracing::debug!(node = %node.name, port = p, "agent reports another port");
+            probe(p).await?
+        }
+        _ => probed?,
+    };
+    Ok((token, ep, challenged?))
 }
 
 /// [`tunnel`] bounded by `--timeout`: reading the token and requesting the

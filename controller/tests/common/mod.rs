@@ -553,3 +553,100 @@ impl Fixtures {
         vec![("OPENAI_API_KEY", Self::OPENAI_KEY)]
     }
 }
+
+/// A process on a loopback port that is NOT the agent: it answers every
+/// request with `200` and `body` (JSON) and records each request head
+/// (request line and headers), to check what the controller sent it.
+pub struct FakeAgent {
+    pub port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeAgent {
+    pub fn start(body: &str) -> FakeAgent {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (log, body) = (seen.clone(), body.to_owned());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                let (log, body) = (log.clone(), body.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut out = stream;
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            match reader.read_line(&mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) => {}
+                            }
+                            head.push_str(&line);
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .and_then(|v| v.trim().parse::<usize>().ok())
+                            })
+                            .unwrap_or(0);
+                        let mut req_body = vec![0u8; len];
+                        let _ = reader.read_exact(&mut req_body);
+                        head.push_str(&String::from_utf8_lossy(&req_body));
+                        log.lock().unwrap().push(head);
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                             Content-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if out.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FakeAgent { port, seen }
+    }
+
+    /// Every request received so far (head, then any body).
+    pub fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Assert it was asked for a challenge and never sent the token: no
+    /// `Authorization` header, no `token` text, no request but the challenge.
+    pub fn assert_challenged_only(&self, token: &str) {
+        let seen = self.requests();
+        assert!(!seen.is_empty(), "the fake agent was never asked");
+        for req in &seen {
+            assert!(
+                req.starts_with("GET /healthz?challenge="),
+                "a request other than the challenge reached the fake agent: {req}"
+            );
+            assert!(
+                !req.to_ascii_lowercase().contains("authorization"),
+                "an Authorization header reached the fake agent: {req}"
+            );
+            assert!(
+                !req.contains(token),
+                "the token reached the fake agent: {req}"
+            );
+        }
+    }
+}
+
+/// The answers of a process on the agent port that cannot prove it holds
+/// the token: an agent-like health without a proof, and one with a made-up
+/// proof.
+pub const UNPROVEN_HEALTH: [&str; 2] = [
+    r#"{"status":"ok","version":"0.1.0"}"#,
+    r#"{"status":"ok","version":"0.1.0","proof":"0000000000000000000000000000000000000000000000000000000000000000"}"#,
+];
