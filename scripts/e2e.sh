@@ -3,7 +3,7 @@
 # images (no registry: debootstrap base, reused when present), starts a
 # cluster of containers (3 agent nodes started by the boot script, 3 bare
 # nodes for `cluster bootstrap`), runs the e2e tests against it with the real
-# controller over real SSH, saves every container's logs to e2e/.build/logs/,
+# controller over real SSH, then the OpenBao HA test (e2e/vault-ha/run.sh), saves every container's logs to e2e/.build/logs/,
 # and tears the cluster down whatever happens.
 # Usage: scripts/e2e.sh [TEST_FILTER]
 # Env:   RH_E2E_NODES=3 (nodes per set), RH_E2E_KEEP=1 (leave the cluster up),
@@ -67,4 +67,13 @@ cargo test --release -p e2e --test cluster -- --ignored --test-threads=1 --nocap
 rc=${PIPESTATUS[0]}
 set -e
 grep -E '^test result:' "$LOGS/tests.log" | tail -n1 >&2 || true
+
+# The remote store's HA test: a three-node OpenBao Raft cluster, leader
+# killed mid-run, push and pull still served through the URL list.
+step "e2e: OpenBao HA (three-node Raft, leader killed mid-run)"
+set +e
+RH_CONTROLLER=$RH_E2E_CONTROLLER bash e2e/vault-ha/run.sh 2>&1 | tee "$LOGS/vault-ha.log"
+ha_rc=${PIPESTATUS[0]}
+set -e
+[ "$rc" -ne 0 ] || rc=$ha_rc
 exit "$rc"

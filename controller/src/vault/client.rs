@@ -2,7 +2,8 @@
 //! Vault), over one reqwest client (rustls, connect and request timeouts,
 //! no redirects, the configured CA added to the roots; verification is never
 //! turned off). Tries the server URLs in order: a connection error or a
-//! non-leader answer (standby, sealed, 307, 503, "no active node") moves on
+//! non-leader answer (standby, sealed, 307, 503, "no active node", a new
+//! leader's KV mount still "waiting for the primary to upgrade") moves on
 //! to the next URL, and rounds are retried for a while when some node says
 //! an election is under way.
 //! It sends the token only in `X-Vault-Token`, never logs it or a value, and
@@ -258,6 +259,12 @@ fn is_not_leader(status: StatusCode, body: &[u8]) -> bool {
                 .iter()
                 .any(|w| text.contains(w))
         }
+        // Right after a leader change, the new active node's KV v2 mount
+        // answers 400 "Waiting for the primary to upgrade from non-versioned
+        // to versioned data..." until it has set itself up: transient.
+        400 => errors_of(body)
+            .to_lowercase()
+            .contains("waiting for the primary to upgrade"),
         _ => false,
     }
 }
@@ -807,6 +814,12 @@ mod tests {
             br#"{"errors":["storage failure"]}"#
         ));
         assert!(!is_not_leader(StatusCode::FORBIDDEN, b""));
+        let upgrading = br#"{"errors":["Waiting for the primary to upgrade from non-versioned to versioned data. This backend will be unavailable for a brief period and will resume service when the primary is finished."]}"#;
+        assert!(is_not_leader(StatusCode::BAD_REQUEST, upgrading));
+        assert!(!is_not_leader(
+            StatusCode::BAD_REQUEST,
+            br#"{"errors":["check-and-set parameter did not match the current version"]}"#
+        ));
         assert!(!is_not_leader(StatusCode::OK, b""));
     }
 
