@@ -3,12 +3,14 @@
 //! process environment, read through one function so tests can replace it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-/// The surroundings of one command run.
-#[derive(Debug, Clone)]
+/// The surroundings of one command run. `Debug` lists variable names only:
+/// the environment holds API keys.
+#[derive(Clone)]
 pub struct Context {
     /// `$HOME`.
     pub home: PathBuf,
@@ -45,5 +47,28 @@ impl Context {
     /// `~/.rh`.
     pub fn rh_dir(&self) -> PathBuf {
         self.home.join(".rh")
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("home", &self.home)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_lists_variable_names_not_values() {
+        let env = [("OPENAI_API_KEY".to_string(), "sk-do-not-print".to_string())].into();
+        let ctx = Context::for_home(Path::new("/h"), env);
+        let out = format!("{ctx:?} {ctx:#?}");
+        assert!(out.contains("OPENAI_API_KEY"), "{out}");
+        assert!(!out.contains("sk-do-not-print"), "{out}");
     }
 }
