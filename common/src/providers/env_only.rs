@@ -3,11 +3,9 @@
 //! key -> variable map and no default file. Given an explicit path, their
 //! values are kept as a JSON object file like a generic secret.
 
-use super::generic::{
-    merge_json_object, parse_json_object, remove_json_object, values_from_object,
-};
-use super::{Merge, Provider, ProviderError, Removal, SourceFile};
-use crate::secret_value::{SecretText, Values};
+use super::generic::{parse_json_object, values_from_object};
+use super::{Provider, ProviderError, SourceFile};
+use crate::secret_value::Values;
 
 /// An env-only provider.
 #[derive(Debug)]
@@ -33,25 +31,6 @@ impl Provider for EnvOnly {
     fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
         let f = super::first_file(self, files)?;
         parse_json_object(f.path, f.text).map(values_from_object)
-    }
-    fn merge(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
-        merge_json_object(path, existing, values, overwrite)
-    }
-    fn remove(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
-        remove_json_object(path, existing, values)
     }
 }
 

@@ -4,11 +4,9 @@
 //! file's other keys. Paths are always resolved against the home directory,
 //! so nothing is ever written under a literal `./~`.
 
-use super::generic::{
-    merge_json_object, parse_json_object, remove_json_object, values_from_object,
-};
-use super::{Merge, Provider, ProviderError, Removal, SourceFile};
-use crate::secret_value::{SecretText, Values};
+use super::generic::{parse_json_object, values_from_object};
+use super::{Provider, ProviderError, SourceFile};
+use crate::secret_value::Values;
 
 /// The GCP provider.
 #[derive(Debug)]
@@ -45,25 +43,6 @@ impl Provider for Gcp {
         }
         Ok(values_from_object(map))
     }
-    fn merge(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
-        merge_json_object(path, existing, values, overwrite)
-    }
-    fn remove(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
-        remove_json_object(path, existing, values)
-    }
     fn validate(&self, values: &Values) -> Result<(), ProviderError> {
         if values.is_empty() {
             return Err(ProviderError::MissingKey {
@@ -79,7 +58,7 @@ impl Provider for Gcp {
 mod tests {
     use super::*;
     use crate::providers::testing::{expect_write, parse_one};
-    use crate::secret_value::values_from;
+    use crate::secret_value::{values_from, SecretText};
 
     #[test]
     fn whole_object_and_merge_keeps_other_keys() {

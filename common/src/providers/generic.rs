@@ -130,25 +130,6 @@ impl Provider for Generic {
         })?;
         parse_json_object(file.path, file.text).map(values_from_object)
     }
-    fn merge(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
-        merge_json_object(path, existing, values, overwrite)
-    }
-    fn remove(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
-        remove_json_object(path, existing, values)
-    }
 }
 
 #[cfg(test)]

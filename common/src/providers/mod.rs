@@ -122,22 +122,29 @@ pub trait Provider: Sync + Send {
     fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError>;
     /// Merge `values` into file number `index` (`existing` is its text if it exists).
     /// Without `overwrite`, keys holding other values are a [`Merge::Conflict`].
+    /// The default is the JSON-object file format (per top-level key), used by
+    /// generic secrets, env-only providers given a path, and gcp.
     fn merge(
         &self,
-        index: usize,
+        _index: usize,
         path: &str,
         existing: Option<&SecretText>,
         values: &Values,
         overwrite: bool,
-    ) -> Result<Merge, ProviderError>;
+    ) -> Result<Merge, ProviderError> {
+        generic::merge_json_object(path, existing, values, overwrite)
+    }
     /// Remove what `values` put into file number `index`, keeping everything else.
+    /// The default is the JSON-object file format, like [`Provider::merge`].
     fn remove(
         &self,
-        index: usize,
+        _index: usize,
         path: &str,
         existing: &SecretText,
         values: &Values,
-    ) -> Result<Removal, ProviderError>;
+    ) -> Result<Removal, ProviderError> {
+        generic::remove_json_object(path, existing, values)
+    }
     /// Check values before anything is written: required keys present, and
     /// no value the file format cannot hold (a newline in an INI value...).
     fn validate(&self, values: &Values) -> Result<(), ProviderError> {
