@@ -394,13 +394,7 @@ impl IniLayout {
                 }
             }
         }
-        Ok(if !conflicts.is_empty() {
-            Merge::Conflict(conflicts)
-        } else if changed {
-            Merge::Write(doc.render())
-        } else {
-            Merge::Unchanged
-        })
+        Ok(Merge::decide(conflicts, changed, || doc.render()))
     }
 
     /// Remove the keys whose value in the file is the secret's.

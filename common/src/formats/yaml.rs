@@ -86,6 +86,26 @@ pub fn render(map: &Mapping) -> SecretText {
     SecretText::new(serde_yaml::to_string(map).unwrap_or_default())
 }
 
+/// Merge one key into `map`: an equal value changes nothing; a differing one
+/// is a conflict unless `overwrite`; otherwise the value is set.
+pub fn merge_key(
+    map: &mut Mapping,
+    key: &str,
+    new: Yaml,
+    overwrite: bool,
+    changed: &mut bool,
+    conflicts: &mut Vec<String>,
+) {
+    match map.get(key) {
+        Some(old) if *old == new => {}
+        Some(_) if !overwrite => conflicts.push(key.to_owned()),
+        _ => {
+            map.insert(self::key(key), new);
+            *changed = true;
+        }
+    }
+}
+
 /// The key as a YAML string value.
 pub fn key(k: &str) -> Yaml {
     Yaml::String(k.to_owned())

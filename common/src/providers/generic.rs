@@ -72,14 +72,9 @@ pub fn merge_json_object(
             }
         }
     }
-    if !conflicts.is_empty() {
-        return Ok(Merge::Conflict(conflicts));
-    }
-    Ok(if changed {
-        Merge::Write(render_json_object(&map))
-    } else {
-        Merge::Unchanged
-    })
+    Ok(Merge::decide(conflicts, changed, || {
+        render_json_object(&map)
+    }))
 }
 
 /// Remove the keys of `values` whose value in the file is the same.

@@ -88,22 +88,9 @@ impl Provider for GitHub {
         let mut conflicts = Vec::new();
         for (key, value) in values {
             let new = yaml::from_json(value.expose_secret());
-            match entry.get(key.as_str()) {
-                Some(old) if *old == new => {}
-                Some(_) if !overwrite => conflicts.push(key.clone()),
-                _ => {
-                    entry.insert(yaml::key(key), new);
-                    changed = true;
-                }
-            }
+            yaml::merge_key(entry, key, new, overwrite, &mut changed, &mut conflicts);
         }
-        Ok(if !conflicts.is_empty() {
-            Merge::Conflict(conflicts)
-        } else if changed {
-            Merge::Write(yaml::render(&doc))
-        } else {
-            Merge::Unchanged
-        })
+        Ok(Merge::decide(conflicts, changed, || yaml::render(&doc)))
     }
     fn remove(
         &self,

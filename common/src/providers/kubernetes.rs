@@ -119,23 +119,10 @@ impl Provider for Kubernetes {
                     }
                 }
             } else {
-                match doc.get(key.as_str()) {
-                    Some(old) if *old == new => {}
-                    Some(_) if !overwrite => conflicts.push(key.clone()),
-                    _ => {
-                        doc.insert(yaml::key(key), new);
-                        changed = true;
-                    }
-                }
+                yaml::merge_key(&mut doc, key, new, overwrite, &mut changed, &mut conflicts);
             }
         }
-        Ok(if !conflicts.is_empty() {
-            Merge::Conflict(conflicts)
-        } else if changed {
-            Merge::Write(yaml::render(&doc))
-        } else {
-            Merge::Unchanged
-        })
+        Ok(Merge::decide(conflicts, changed, || yaml::render(&doc)))
     }
     fn remove(
         &self,

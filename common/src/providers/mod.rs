@@ -89,6 +89,24 @@ pub enum Merge {
     Conflict(Vec<String>),
 }
 
+impl Merge {
+    /// The outcome of merging key by key: a conflict when any key conflicted,
+    /// else the rendered text when something changed, else unchanged.
+    pub fn decide(
+        conflicts: Vec<String>,
+        changed: bool,
+        render: impl FnOnce() -> SecretText,
+    ) -> Self {
+        if !conflicts.is_empty() {
+            Merge::Conflict(conflicts)
+        } else if changed {
+            Merge::Write(render())
+        } else {
+            Merge::Unchanged
+        }
+    }
+}
+
 /// What removing a secret's values from one file comes to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Removal {
