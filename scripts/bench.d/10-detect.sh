@@ -9,6 +9,7 @@
 # BENCH_STRICT=1 makes a missed target exit 1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/lib.sh
 
 BIN=${CONTROLLER_BIN:-$PWD/target/release/controller}
 [ -x "$BIN" ] || { echo "10-detect: $BIN not built (cargo build --release -p controller)" >&2; exit 1; }
@@ -19,30 +20,8 @@ TARGET_KIB=$((10 * 1024))
 home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
 
-put() { # put PROVIDER RELPATH [SOURCE]
-  mkdir -p "$(dirname "$home/$2")"
-  cp "$DATA/$1/${3:-source}" "$home/$2"
-}
-put aws .aws/credentials
-put azure .azure/clouds.config
-put gcp .config/gcloud/application_default_credentials.json
-put github .config/gh/hosts.yml
-put huggingface .cache/huggingface/token
-put kubernetes .kube/config
-put lambda .lambda_cloud/lambda_keys
-put ssh .ssh/id_ed25519
-put ssh .ssh/id_ed25519.pub source.pub
-put sky .ssh/sky-key
-put sky .ssh/sky-key.pub source.pub
-
-# Env vars of the env-only providers, from their fixtures (VAR=value).
-mapfile -t vars < <(python3 -c '
-import json, sys
-for f in sys.argv[1:]:
-    for k, v in json.load(open(f)).items():
-        print(f"{k}={v}")' "$DATA"/{docker,anthropic,cohere,langchain,openai,pinecone,wandb}/env.json)
-[ "${#vars[@]}" -ge 7 ] || { echo "10-detect: could not read env fixtures" >&2; exit 1; }
-run_env=(env -i "HOME=$home" "PATH=/usr/bin:/bin" "${vars[@]}")
+bench_fixture_home "$home" "$DATA"
+run_env=(env -i "HOME=$home" "PATH=/usr/bin:/bin" "${fixture_vars[@]}")
 
 # Sanity: the command works and finds every secret.
 out=$("${run_env[@]}" "$BIN" secret detect --json)

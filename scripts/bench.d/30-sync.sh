@@ -17,6 +17,7 @@
 # BENCH_STRICT=1 makes a missed target exit 1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/lib.sh
 
 BIN=${CONTROLLER_BIN:-$PWD/target/release/controller}
 AGENT=${AGENT_BIN:-$PWD/target/release/agent}
@@ -44,23 +45,7 @@ home=$work/home; node=$work/node
 mkdir -p "$home" "$node"; chmod 700 "$home" "$node"
 
 # --- the 16 secrets on the controller side (same set as 10-detect) ---
-put() { mkdir -p "$(dirname "$home/$2")"; cp "$DATA/$1/${3:-source}" "$home/$2"; }
-put aws .aws/credentials
-put azure .azure/clouds.config
-put gcp .config/gcloud/application_default_credentials.json
-put github .config/gh/hosts.yml
-put huggingface .cache/huggingface/token
-put kubernetes .kube/config
-put lambda .lambda_cloud/lambda_keys
-put ssh .ssh/id_ed25519
-put ssh .ssh/id_ed25519.pub source.pub
-put sky .ssh/sky-key
-put sky .ssh/sky-key.pub source.pub
-mapfile -t vars < <(python3 -c '
-import json, sys
-for f in sys.argv[1:]:
-    for k, v in json.load(open(f)).items():
-        print(f"{k}={v}")' "$DATA"/{docker,anthropic,cohere,langchain,openai,pinecone,wandb}/env.json)
+bench_fixture_home "$home" "$DATA"
 
 # --- one sshd on loopback whose sessions get HOME=$node ---
 mkdir -p /run/sshd 2>/dev/null || true
@@ -109,7 +94,7 @@ write_config() { # write_config FILE [KEX]
 write_config "$work/ssh_config.default"
 write_config "$work/ssh_config.curve" "curve25519-sha256,sntrup761x25519-sha512@openssh.com"
 
-run_env=(env -i "HOME=$home" "PATH=/usr/bin:/bin" "${vars[@]}")
+run_env=(env -i "HOME=$home" "PATH=/usr/bin:/bin" "${fixture_vars[@]}")
 for n in "${NODES[@]}"; do
   hosts=()
   for i in $(seq "$n"); do hosts+=(--host "node$i"); done
