@@ -793,6 +793,21 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), TransportError> {
 mod tests {
     use super::*;
 
+    /// Options for a test node reached over loopback (no SSH, no persistence).
+    fn test_options(timeout_secs: u64) -> TransportOptions {
+        TransportOptions {
+            timeout: Duration::from_secs(timeout_secs),
+            parallel: 1,
+            accept_new_host_keys: false,
+            ssh_config: None,
+            control_dir: PathBuf::from("/nonexistent"),
+            ssh_persist: Duration::ZERO,
+            home: PathBuf::from("/nonexistent"),
+            cluster: "c".into(),
+            progress: false,
+        }
+    }
+
     #[test]
     fn control_dir_is_made_private_and_a_symlink_is_refused() {
         use std::os::unix::fs::PermissionsExt;
@@ -838,17 +853,7 @@ mod tests {
             name: "n1".into(),
             target: Target::Local,
         };
-        let opts = TransportOptions {
-            timeout: Duration::from_secs(30),
-            parallel: 1,
-            accept_new_host_keys: false,
-            ssh_config: None,
-            control_dir: PathBuf::from("/nonexistent"),
-            ssh_persist: Duration::ZERO,
-            home: PathBuf::from("/nonexistent"),
-            cluster: "c".into(),
-            progress: false,
-        };
+        let opts = test_options(30);
         let http = http_client(opts.timeout);
         let token = SecretText::new("t".to_owned());
         let conn = AgentConn::new(&node, port, port, token, &http, &opts, None);
@@ -919,17 +924,7 @@ mod tests {
                 agent_port: port,
             }),
         };
-        let opts = TransportOptions {
-            timeout: Duration::from_secs(10),
-            parallel: 1,
-            accept_new_host_keys: false,
-            ssh_config: None,
-            control_dir: PathBuf::from("/nonexistent"),
-            ssh_persist: Duration::ZERO,
-            home: PathBuf::from("/nonexistent"),
-            cluster: "c".into(),
-            progress: false,
-        };
+        let opts = test_options(10);
         let http = http_client(opts.timeout);
         AgentConn::new(
             &node,
