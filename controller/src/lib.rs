@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod commands;
 pub mod context;
+pub mod exit;
 pub mod output;
 pub mod vault;
 

@@ -1,12 +1,12 @@
 //! `controller`: parse the command line, set up tracing on stderr, run the
-//! command, print the error chain and exit with its code.
+//! command, print the error chain (each cause once) and exit with its code.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use controller::cli::Cli;
-use controller::commands::{self, exit, UsageError};
 use controller::Context;
+use controller::{commands, exit, output};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -27,12 +27,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("error: {err:#}");
-            if err.downcast_ref::<UsageError>().is_some() {
-                ExitCode::from(exit::USAGE)
-            } else {
-                ExitCode::from(exit::FAILURE)
-            }
+            eprintln!("error: {}", output::error_chain(err.as_ref()));
+            ExitCode::from(exit::code_of(&err))
         }
     }
 }

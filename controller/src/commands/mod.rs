@@ -20,18 +20,9 @@ pub mod providers;
 pub mod secret;
 pub mod vault;
 
-/// Exit codes fixed by the interface.
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const FAILURE: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const PARTIAL: u8 = 3;
-}
-
-/// A usage error: exit code 2 rather than 1.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+// The exit codes and `UsageError` live in `crate::exit`; re-exported so the
+// commands keep writing `super::{exit, UsageError}`.
+pub use crate::exit::{self, UsageError};
 
 /// Run a parsed command.
 pub fn dispatch(command: Command, ctx: &Context) -> Result<u8> {

@@ -7,10 +7,17 @@
 //! to the next URL, and rounds are retried for a while when some node says
 //! an election is under way.
 //! It sends the token only in `X-Vault-Token`, never logs it or a value, and
-//! its errors name URLs, mounts and secret names only.
+//! its errors name URLs, mounts and secret names only. It refuses to send
+//! the token over plain `http://` to a host that is not loopback unless the
+//! user opted in (`RH_VAULT_ALLOW_HTTP=1` or `"allow_insecure_http": true`),
+//! reads every answer chunk by chunk up to a cap (a huge or endless answer
+//! is an error, not an allocation), and passes every piece of text the
+//! server chose (error messages, versions, token names) through
+//! [`escape_text`] before it can reach a terminal.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Token, VaultConfig};
 use super::VaultError;
+use crate::output::{error_chain, escape_text, FOREIGN_TEXT_MAX};
 
 /// Time allowed to connect to one server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -28,6 +36,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to keep retrying while nodes answer "not the active node".
 const DEFAULT_FAILOVER_WAIT: Duration = Duration::from_secs(40);
+/// The largest answer read from the store (a KV read, a list, an error).
+pub const MAX_ANSWER_BYTES: usize = 32 << 20;
+/// The largest `sys/health` answer read (a few hundred bytes in practice).
+const MAX_HEALTH_BYTES: usize = 64 << 10;
 
 /// A client bound to one store (URLs, mount, prefix, token).
 pub struct VaultClient {
@@ -235,18 +247,55 @@ struct WriteOptions {
     cas: u64,
 }
 
+/// The server's error messages, escaped and cut: they reach the terminal.
 fn errors_of(body: &[u8]) -> String {
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    let mut text = parsed.errors.join("; ");
-    if text.len() > 300 {
-        let mut cut = 300;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
+    escape_text(&parsed.errors.join("; "), FOREIGN_TEXT_MAX)
+}
+
+/// Read an answer's body chunk by chunk; `Ok(None)` as soon as it would
+/// exceed `cap` bytes (a declared length over the cap is refused unread).
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > cap as u64)
+    {
+        return Ok(None);
     }
-    text
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > cap {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// Whether `url` sends the token in cleartext off this machine: `http://`
+/// to a host other than localhost, 127.0.0.0/8 or ::1.
+fn is_insecure_http(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    if parsed.scheme() != "http" {
+        return false;
+    }
+    let host = parsed.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return false;
+    }
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => !ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => {
+            !(ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+        }
+        Err(_) => true,
+    }
 }
 
 /// Whether an answer means "this node cannot serve that now, try another".
@@ -269,20 +318,6 @@ fn is_not_leader(status: StatusCode, body: &[u8]) -> bool {
     }
 }
 
-/// The whole source chain of an error, joined.
-fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut src = err.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        src = s.source();
-    }
-    parts.join(": ")
-}
-
 /// A short reason for a transport error: what failed and its root cause.
 fn describe_transport(err: &reqwest::Error) -> String {
     let mut root: &(dyn std::error::Error + 'static) = err;
@@ -303,6 +338,14 @@ fn describe_transport(err: &reqwest::Error) -> String {
     }
 }
 
+/// The host of a URL, for messages (the URL itself when it does not parse).
+fn host_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| url.to_owned())
+}
+
 /// Whether a transport error is a TLS failure (certificate, handshake).
 fn is_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -320,7 +363,7 @@ fn is_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
         }
         src = s.source();
     }
-    let text = chain_text(err).to_lowercase();
+    let text = error_chain(err).to_lowercase();
     ["certificate", "tls", "handshake", "unknownissuer"]
         .iter()
         .any(|w| text.contains(w))
@@ -328,7 +371,19 @@ fn is_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
 
 impl VaultClient {
     /// Build the client for a resolved configuration (reads the CA file).
+    /// Refuses `http://` to a host that is not loopback unless
+    /// `config.allow_insecure_http`, and then warns on stderr.
     pub fn new(config: &VaultConfig) -> Result<Self, VaultError> {
+        for url in config.urls.iter().filter(|u| is_insecure_http(u)) {
+            if !config.allow_insecure_http {
+                return Err(VaultError::InsecureHttp { url: url.clone() });
+            }
+            eprintln!(
+                "warning: the store token goes to {url} in cleartext (plain http:// to a host \
+                 that is not loopback); allowed by {}",
+                super::config::ALLOW_HTTP_ENV
+            );
+        }
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -350,7 +405,7 @@ impl VaultClient {
                 let cert = reqwest::Certificate::from_der(der.as_ref()).map_err(|e| {
                     VaultError::CaFile {
                         path: shown.clone(),
-                        reason: chain_text(&e),
+                        reason: error_chain(&e),
                     }
                 })?;
                 builder = builder.add_root_certificate(cert);
@@ -364,7 +419,7 @@ impl VaultClient {
             }
         }
         let http = builder.build().map_err(|e| VaultError::Client {
-            reason: chain_text(&e),
+            reason: error_chain(&e),
         })?;
         Ok(Self {
             http,
@@ -403,6 +458,20 @@ impl VaultClient {
     }
 
     fn tls_error(&self, url: &str, reason: String) -> VaultError {
+        let hint = if reason.contains("CaUsedAsEndEntity") {
+            format!(
+                "; the server's certificate is itself a CA (basicConstraints CA:TRUE, typical \
+                 of a self-signed certificate) and TLS refuses a CA as the server's own \
+                 certificate even when it is the pinned CA: give the server a certificate \
+                 signed by a CA (CA:FALSE, subjectAltName naming {}) and point VAULT_CACERT \
+                 (or ca_cert in ~/.rh/config) at that CA's certificate, or re-create the \
+                 self-signed certificate with `-addext basicConstraints=critical,CA:FALSE` \
+                 and that subjectAltName",
+                host_of(url)
+            )
+        } else {
+            String::new()
+        };
         VaultError::Tls {
             url: url.to_owned(),
             ca: match &self.ca_cert {
@@ -411,7 +480,7 @@ impl VaultClient {
                          login with VAULT_CACERT set"
                     .into(),
             },
-            reason,
+            reason: format!("{reason}{hint}"),
         }
     }
 
@@ -456,10 +525,16 @@ impl VaultClient {
                     }
                 };
                 let status = response.status();
-                let bytes = match response.bytes().await {
-                    Ok(b) => b.to_vec(),
+                let bytes = match read_capped(response, MAX_ANSWER_BYTES).await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => {
+                        return Err(VaultError::TooLarge {
+                            url: url.clone(),
+                            limit: MAX_ANSWER_BYTES,
+                        })
+                    }
                     Err(e) => {
-                        failures.push(format!("{url}: reading the answer: {}", chain_text(&e)));
+                        failures.push(format!("{url}: reading the answer: {}", error_chain(&e)));
                         continue;
                     }
                 };
@@ -533,6 +608,8 @@ impl VaultClient {
         struct HealthBody {
             #[serde(default)]
             version: Option<String>,
+            #[serde(skip)]
+            error: Option<String>,
         }
         let result = self.http.get(format!("{url}/v1/sys/health")).send().await;
         match result {
@@ -557,7 +634,27 @@ impl VaultClient {
             }
             Ok(response) => {
                 let status = response.status().as_u16();
-                let body: HealthBody = response.json().await.unwrap_or_default();
+                let body: HealthBody = match read_capped(response, MAX_HEALTH_BYTES).await {
+                    Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                    Ok(None) => {
+                        return Health {
+                            url: url.to_owned(),
+                            state: "unexpected".into(),
+                            version: None,
+                            detail: Some(
+                                VaultError::TooLarge {
+                                    url: url.to_owned(),
+                                    limit: MAX_HEALTH_BYTES,
+                                }
+                                .to_string(),
+                            ),
+                        }
+                    }
+                    Err(e) => HealthBody {
+                        version: None,
+                        error: Some(describe_transport(&e)),
+                    },
+                };
                 let state = match status {
                     200 => "active",
                     429 => "standby",
@@ -570,8 +667,10 @@ impl VaultClient {
                 Health {
                     url: url.to_owned(),
                     state: state.into(),
-                    version: body.version,
-                    detail: (state == "unexpected").then(|| format!("HTTP {status}")),
+                    version: body.version.map(|v| escape_text(&v, 64)),
+                    detail: body
+                        .error
+                        .or_else(|| (state == "unexpected").then(|| format!("HTTP {status}"))),
                 }
             }
         }
@@ -590,7 +689,16 @@ impl VaultClient {
                 op: "token lookup".into(),
                 url: reply.url.clone(),
             })?;
-        Ok(body.data)
+        let info = body.data;
+        Ok(TokenInfo {
+            display_name: info.display_name.map(|n| escape_text(&n, FOREIGN_TEXT_MAX)),
+            policies: info
+                .policies
+                .iter()
+                .map(|p| escape_text(p, FOREIGN_TEXT_MAX))
+                .collect(),
+            ttl: info.ttl,
+        })
     }
 
     /// Check that the mount exists and answers KV v2 (a metadata list).
@@ -628,7 +736,7 @@ impl VaultClient {
                 if !ok {
                     tracing::warn!(
                         "skipping {} under {}/{}: not a secret name",
-                        k.escape_debug(),
+                        escape_text(k, FOREIGN_TEXT_MAX),
                         self.mount,
                         self.prefix
                     );

@@ -2,7 +2,10 @@
 //! path prefix, optional CA certificate and the token. Read from
 //! `~/.rh/config` (the `"vault"` section of a JSON document), the token from
 //! `VAULT_TOKEN` or the 0600 file `~/.rh/vault-token`; `VAULT_ADDR`,
-//! `VAULT_TOKEN` and `VAULT_CACERT` override the file.
+//! `VAULT_TOKEN` and `VAULT_CACERT` override the file. Plain `http://` to a
+//! host that is not loopback is allowed only with `RH_VAULT_ALLOW_HTTP=1`
+//! or `"allow_insecure_http": true` in the section (the client refuses it
+//! otherwise).
 //! The token lives in a [`Token`] (redacted `Debug`, zeroed on drop); this
 //! module never prints it and refuses a token file others can read.
 
@@ -18,6 +21,9 @@ use thiserror::Error;
 
 /// Default KV v2 mount.
 pub const DEFAULT_MOUNT: &str = "secret";
+/// The environment variable that allows plain `http://` to a host that is
+/// not loopback (`1`, `true` or `yes`).
+pub const ALLOW_HTTP_ENV: &str = "RH_VAULT_ALLOW_HTTP";
 
 /// Something wrong with the remote store configuration.
 #[derive(Debug, Error)]
@@ -97,6 +103,9 @@ pub struct StoredConfig {
     /// PEM CA certificate(s) added to the trusted roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
+    /// Send the token over plain `http://` to hosts that are not loopback.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
 }
 
 /// The resolved configuration: file, then environment overrides, then defaults.
@@ -108,6 +117,8 @@ pub struct VaultConfig {
     pub ca_cert: Option<PathBuf>,
     pub token: Token,
     pub token_source: TokenSource,
+    /// The user opted in to plain `http://` off this machine.
+    pub allow_insecure_http: bool,
 }
 
 /// `~/.rh/config`.
@@ -355,6 +366,10 @@ impl VaultConfig {
                 },
             },
         };
+        let allow_insecure_http = stored.allow_insecure_http
+            || env_nonempty(ALLOW_HTTP_ENV).is_some_and(|v| {
+                matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")
+            });
         Ok(Self {
             urls,
             mount,
@@ -362,6 +377,7 @@ impl VaultConfig {
             ca_cert,
             token,
             token_source,
+            allow_insecure_http,
         })
     }
 
@@ -372,6 +388,7 @@ impl VaultConfig {
             mount: Some(self.mount.clone()),
             prefix: Some(self.prefix.clone()),
             ca_cert: self.ca_cert.clone(),
+            allow_insecure_http: self.allow_insecure_http,
         }
     }
 

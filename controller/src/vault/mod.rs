@@ -46,6 +46,15 @@ pub enum VaultError {
         ca: String,
         reason: String,
     },
+    #[error(
+        "refusing to send the store token in cleartext to {url}: use https://, or opt in to \
+         plain http:// with {env}=1 (saved by `controller login`) or \
+         \"allow_insecure_http\": true in the \"vault\" section of ~/.rh/config",
+        env = config::ALLOW_HTTP_ENV
+    )]
+    InsecureHttp { url: String },
+    #[error("store answer from {url} exceeds {limit} bytes; refused")]
+    TooLarge { url: String, limit: usize },
     #[error("cannot use CA certificate {path}: {reason}")]
     CaFile { path: String, reason: String },
     #[error("cannot build the HTTP client: {reason}")]
