@@ -16,6 +16,8 @@ use crate::secret_value::SecretValue;
 pub const DEFAULT_ENV: &str = "base_env";
 /// The agent's default port.
 pub const DEFAULT_AGENT_PORT: u16 = 32300;
+/// Seconds a `run` command may take when the request names no limit.
+pub const DEFAULT_RUN_TIMEOUT_SECS: u64 = 600;
 
 /// `POST /v1/secrets/_write_to_file`.
 #[derive(Clone, Serialize, Deserialize)]

@@ -7,6 +7,20 @@ use std::fmt;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use common::wire::{DEFAULT_AGENT_PORT, DEFAULT_ENV, DEFAULT_RUN_TIMEOUT_SECS};
+
+/// Nodes reached at once unless `--parallel` says otherwise.
+pub const DEFAULT_PARALLEL: usize = 32;
+/// Seconds per node for connecting and each request unless `--timeout` says otherwise.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 15;
+
+/// How results are printed; shared by every command that prints results.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct OutputOpts {
+    /// One JSON document on stdout (stable keys; values redacted unless --reveal).
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Get your cloud and API credentials onto every node of your clusters.
 #[derive(Debug, Parser)]
@@ -53,9 +67,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ProvidersArgs {
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,9 +95,8 @@ pub struct DetectArgs {
     /// Print values instead of <redacted>.
     #[arg(long)]
     pub reveal: bool,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Args)]
@@ -109,9 +121,8 @@ pub struct CreateArgs {
     /// Replace an existing saved secret of the same name.
     #[arg(long)]
     pub force: bool,
-    /// One JSON document on stdout (the saved secret, values redacted).
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 impl fmt::Debug for CreateArgs {
@@ -123,6 +134,8 @@ impl fmt::Debug for CreateArgs {
             .field("env_vars", &self.env_vars)
             .field("values", &format_args!("<{} redacted>", self.values.len()))
             .field("values_json", &self.values_json)
+            .field("force", &self.force)
+            .field("output", &self.output)
             .finish()
     }
 }
@@ -133,16 +146,14 @@ pub struct ShowArgs {
     /// Print values instead of <redacted>.
     #[arg(long)]
     pub reveal: bool,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]
@@ -159,9 +170,8 @@ pub struct WriteArgs {
     /// Replace differing values of the secret's keys (other content is kept).
     #[arg(long)]
     pub overwrite: bool,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,19 +206,17 @@ pub struct ClusterAddArgs {
     #[arg(long = "identity-file")]
     pub identity_file: Option<PathBuf>,
     /// The agent's port on the nodes (loopback).
-    #[arg(long = "agent-port", default_value_t = 32300)]
+    #[arg(long = "agent-port", default_value_t = DEFAULT_AGENT_PORT)]
     pub agent_port: u16,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]
 pub struct ClusterNameArgs {
     pub name: String,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]
@@ -219,19 +227,18 @@ pub struct BootstrapArgs {
     pub agent_bin: Option<PathBuf>,
     #[command(flatten)]
     pub remote: RemoteOpts,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 /// How to reach the nodes.
 #[derive(Debug, Args, Clone)]
 pub struct RemoteOpts {
     /// At most this many nodes at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = DEFAULT_PARALLEL)]
     pub parallel: usize,
     /// Seconds allowed per node for connecting and for each request.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
     pub timeout: u64,
     /// Accept (and remember) host keys of hosts not yet in known_hosts. A changed key is always refused.
     #[arg(long = "accept-new-host-keys")]
@@ -252,7 +259,7 @@ pub struct SyncArgs {
     #[arg(long = "secret", value_name = "S")]
     pub secrets: Vec<String>,
     /// Env whose process gets the env-var secrets.
-    #[arg(long, default_value = "base_env")]
+    #[arg(long, default_value = DEFAULT_ENV)]
     pub env: String,
     /// Replace differing values on the nodes (other content is kept).
     #[arg(long)]
@@ -262,9 +269,8 @@ pub struct SyncArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub remote: RemoteOpts,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]
@@ -283,9 +289,8 @@ pub struct SendArgs {
     pub overwrite: bool,
     #[command(flatten)]
     pub remote: RemoteOpts,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,9 +316,8 @@ pub struct EnvCreateArgs {
     /// Plain variable, KEY=VALUE (repeatable).
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 impl fmt::Debug for EnvCreateArgs {
@@ -322,6 +326,7 @@ impl fmt::Debug for EnvCreateArgs {
             .field("name", &self.name)
             .field("secrets", &self.secrets)
             .field("vars", &format_args!("<{} redacted>", self.vars.len()))
+            .field("output", &self.output)
             .finish()
     }
 }
@@ -329,9 +334,8 @@ impl fmt::Debug for EnvCreateArgs {
 #[derive(Debug, Args)]
 pub struct EnvNameArgs {
     pub name: String,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]
@@ -344,9 +348,8 @@ pub struct EnvSyncArgs {
     pub overwrite: bool,
     #[command(flatten)]
     pub remote: RemoteOpts,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]
@@ -354,20 +357,19 @@ pub struct RunArgs {
     #[arg(long)]
     pub cluster: String,
     /// The env to run in.
-    #[arg(long, default_value = "base_env")]
+    #[arg(long, default_value = DEFAULT_ENV)]
     pub env: String,
     /// Only this node.
     #[arg(long)]
     pub node: Option<String>,
     /// Seconds the command may run on each node before the agent kills it
     /// (`--timeout` only bounds connecting and the other requests).
-    #[arg(long = "command-timeout", value_name = "SECS", default_value_t = 600)]
+    #[arg(long = "command-timeout", value_name = "SECS", default_value_t = DEFAULT_RUN_TIMEOUT_SECS)]
     pub command_timeout: u64,
     #[command(flatten)]
     pub remote: RemoteOpts,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub argv: Vec<String>,
@@ -379,9 +381,8 @@ pub struct StatusArgs {
     pub cluster: String,
     #[command(flatten)]
     pub remote: RemoteOpts,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]
@@ -394,9 +395,8 @@ pub struct RevokeArgs {
     pub env: Option<String>,
     #[command(flatten)]
     pub remote: RemoteOpts,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]
@@ -410,9 +410,8 @@ pub struct LoginArgs {
     /// Pull every remote secret and write its provider files.
     #[arg(long)]
     pub download: bool,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]
@@ -439,7 +438,91 @@ pub struct VaultNamesArgs {
     /// Replace a differing remote (push) or local (pull) copy.
     #[arg(long)]
     pub overwrite: bool,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Command {
+        let mut argv = vec!["controller"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_listing_command_takes_the_shared_json_flag() {
+        let listing: &[&[&str]] = &[
+            &["providers"],
+            &["secret", "detect"],
+            &["secret", "create", "n", "--value", "k=v"],
+            &["secret", "show", "n"],
+            &["secret", "list"],
+            &["secret", "write", "n"],
+            &["cluster", "add", "c", "--host", "h"],
+            &["cluster", "list"],
+            &["cluster", "show", "c"],
+            &["cluster", "bootstrap", "c"],
+            &["sync", "--cluster", "c"],
+            &["send", "s", "--cluster", "c"],
+            &["env", "create", "e"],
+            &["env", "list"],
+            &["env", "show", "e"],
+            &["env", "sync", "e", "--cluster", "c"],
+            &["status", "--cluster", "c"],
+            &["revoke", "s", "--cluster", "c"],
+            &["login"],
+            &["vault", "list"],
+            &["vault", "push", "n"],
+        ];
+        for args in listing {
+            let mut with_json = args.to_vec();
+            with_json.push("--json");
+            let debug = format!("{:?}", parse(&with_json));
+            assert!(
+                debug.contains("output: OutputOpts { json: true }"),
+                "{with_json:?}: {debug}"
+            );
+            let debug = format!("{:?}", parse(args));
+            assert!(
+                debug.contains("output: OutputOpts { json: false }"),
+                "{args:?}: {debug}"
+            );
+        }
+        let mut run = vec!["run", "--cluster", "c", "--json", "--", "true"];
+        assert!(format!("{:?}", parse(&run)).contains("json: true"));
+        run.retain(|a| *a != "--json");
+        assert!(format!("{:?}", parse(&run)).contains("json: false"));
+    }
+
+    #[test]
+    fn defaults_come_from_the_shared_constants() {
+        let Command::Sync(sync) = parse(&["sync", "--cluster", "c"]) else {
+            panic!("not sync");
+        };
+        assert_eq!(sync.env, DEFAULT_ENV);
+        assert_eq!(sync.remote.parallel, DEFAULT_PARALLEL);
+        assert_eq!(sync.remote.timeout, DEFAULT_TIMEOUT_SECS);
+        let Command::Run(run) = parse(&["run", "--cluster", "c", "--", "true"]) else {
+            panic!("not run");
+        };
+        assert_eq!(run.env, DEFAULT_ENV);
+        assert_eq!(run.command_timeout, DEFAULT_RUN_TIMEOUT_SECS);
+        let Command::Cluster(ClusterCommand::Add(add)) =
+            parse(&["cluster", "add", "c", "--host", "h"])
+        else {
+            panic!("not cluster add");
+        };
+        assert_eq!(add.agent_port, DEFAULT_AGENT_PORT);
+    }
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod exit;
+pub mod local_secrets;
 pub mod output;
 pub mod vault;
 

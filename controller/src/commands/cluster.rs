@@ -63,7 +63,7 @@ fn add(args: ClusterAddArgs, ctx: &Context) -> Result<u8> {
         agent_port: args.agent_port,
     };
     clusters::save(&ctx.home, &cluster).map_err(usage)?;
-    if args.json {
+    if args.output.json {
         print_json(&cluster)?;
     } else {
         println!(
@@ -114,7 +114,7 @@ fn table(clusters: &[Cluster]) -> Table {
 
 fn list(args: ListArgs, ctx: &Context) -> Result<u8> {
     let all = clusters::list(&ctx.home).map_err(usage)?;
-    if args.json {
+    if args.output.json {
         print_json(&all)?;
     } else {
         table(&all).print()?;
@@ -124,7 +124,7 @@ fn list(args: ListArgs, ctx: &Context) -> Result<u8> {
 
 fn show(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
     let c = clusters::load(&ctx.home, &args.name).map_err(usage)?;
-    if args.json {
+    if args.output.json {
         print_json(&c)?;
     } else {
         table(std::slice::from_ref(&c)).print()?;
@@ -134,7 +134,7 @@ fn show(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
 
 fn remove(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
     clusters::remove(&ctx.home, &args.name).map_err(usage)?;
-    if args.json {
+    if args.output.json {
         print_json(&serde_json::json!({"removed": args.name}))?;
     } else {
         println!("cluster {} removed (the nodes are left alone)", args.name);
@@ -222,7 +222,7 @@ fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
     if !bin.is_file() {
         return Err(UsageError(format!("agent binary {} is not a file", bin.display())).into());
     }
-    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.json);
+    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.output.json);
     let rt = runtime()?;
     let reports: Vec<BootstrapReport> = if cluster.is_local() {
         // The local agent is started on demand; bootstrapping it means starting it.
@@ -264,7 +264,7 @@ fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
             out
         })
     };
-    if args.json {
+    if args.output.json {
         print_json(&serde_json::json!({"cluster": cluster.name, "nodes": reports}))?;
     } else {
         let mut t = Table::new(&["node", "status", "agent version", "starts at boot via"]);
@@ -449,7 +449,7 @@ fn disconnect(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
         accept_new_host_keys: false,
         ssh_persist: Some(0),
     };
-    let opts = TransportOptions::new(ctx, &remote, &cluster.name, args.json);
+    let opts = TransportOptions::new(ctx, &remote, &cluster.name, args.output.json);
     let rt = runtime()?;
     let results: Vec<(String, Result<bool, TransportError>)> = rt.block_on(async {
         let mut out = vec![];
@@ -462,7 +462,7 @@ fn disconnect(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
         }
         out
     });
-    if args.json {
+    if args.output.json {
         let nodes: Vec<_> = results
             .iter()
             .map(|(n, r)| match r {

@@ -73,7 +73,7 @@ fn create(args: EnvCreateArgs, ctx: &Context) -> Result<u8> {
     }
     envs::save(&ctx.home, &env).map_err(usage)?;
     let view = EnvView::from(&env);
-    if args.json {
+    if args.output.json {
         print_json(&view)?;
     } else {
         println!(
@@ -91,7 +91,7 @@ fn list(args: ListArgs, ctx: &Context) -> Result<u8> {
     for name in envs::list_names(&ctx.home).map_err(usage)? {
         views.push(EnvView::from(&envs::load(&ctx.home, &name).map_err(usage)?));
     }
-    if args.json {
+    if args.output.json {
         print_json(&views)?;
     } else {
         let mut t = Table::new(&["env", "secrets", "vars"]);
@@ -105,7 +105,7 @@ fn list(args: ListArgs, ctx: &Context) -> Result<u8> {
 
 fn show(args: EnvNameArgs, ctx: &Context) -> Result<u8> {
     let view = EnvView::from(&envs::load(&ctx.home, &args.name).map_err(usage)?);
-    if args.json {
+    if args.output.json {
         print_json(&view)?;
     } else {
         println!("env:     {}", view.name);
@@ -117,7 +117,7 @@ fn show(args: EnvNameArgs, ctx: &Context) -> Result<u8> {
 
 fn delete(args: EnvNameArgs, ctx: &Context) -> Result<u8> {
     envs::delete(&ctx.home, &args.name).map_err(usage)?;
-    if args.json {
+    if args.output.json {
         print_json(&serde_json::json!({"deleted": args.name}))?;
     } else {
         println!(
@@ -176,7 +176,7 @@ fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
         dry_run: false,
     });
     let env_name = Arc::new(env.name.clone());
-    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.json);
+    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.output.json);
     let rt = runtime()?;
     let outcomes = rt.block_on(fan_out(&nodes, &opts, "env sync", move |conn| {
         let (request, env_name) = (request.clone(), env_name.clone());
@@ -197,8 +197,15 @@ fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
         }
     }));
     let reports = reports(outcomes, false);
-    let code = finish(&cluster.name, false, &names, &reports, &skipped, args.json)?;
-    if !args.json && create_empty && code == 0 {
+    let code = finish(
+        &cluster.name,
+        false,
+        &names,
+        &reports,
+        &skipped,
+        args.output.json,
+    )?;
+    if !args.output.json && create_empty && code == 0 {
         println!("env {} is running on {} node(s)", env.name, reports.len());
     }
     Ok(code)

@@ -12,7 +12,6 @@
 //! stdin that is not a terminal without `--yes` deletes nothing.
 //! Never prints a value or the token.
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::{Command as Process, Stdio};
@@ -26,6 +25,7 @@ use serde::Serialize;
 use crate::cli::{LoginArgs, LogoutArgs};
 use crate::commands::exit;
 use crate::commands::vault::{outcome_table, runtime};
+use crate::local_secrets::LocalSecrets;
 use crate::output::{print_json, Table};
 use crate::vault::client::{Health, TokenInfo};
 use crate::vault::config::{self, ConfigError, Token, TokenSource};
@@ -143,7 +143,7 @@ pub fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
     if config.token_source != TokenSource::File {
         config::save_token(&ctx.home, &config.token)?;
     }
-    if !args.json {
+    if !args.output.json {
         let mut table = Table::new(&["server", "state", "version"]);
         for h in &servers {
             let state = match &h.detail {
@@ -171,10 +171,10 @@ pub fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
     let mut failed = false;
     // 3. Upload: every saved and detected secret.
     let upload = if args.upload {
-        let secrets = all_local_secrets(ctx)?;
+        let secrets = LocalSecrets::load(ctx)?.all();
         let outcomes = rt.block_on(vault::push(&client, &config, &ctx.home, &secrets, false))?;
         failed |= outcomes.iter().any(|o| o.status.is_failure());
-        if !args.json {
+        if !args.output.json {
             println!("\nupload:");
             if outcomes.is_empty() {
                 println!("no saved or detected secret to upload");
@@ -210,7 +210,7 @@ pub fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
                 }
             }
         }
-        if !args.json {
+        if !args.output.json {
             println!("\ndownload:");
             if outcomes.is_empty() {
                 println!("no secret in the remote store");
@@ -244,7 +244,7 @@ pub fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
         None
     };
 
-    if args.json {
+    if args.output.json {
         print_json(&LoginDoc {
             servers,
             token: token_info,
@@ -267,20 +267,6 @@ fn status_word(status: FileStatus) -> &'static str {
         FileStatus::WouldWrite => "not written",
         FileStatus::Removed => "removed",
     }
-}
-
-/// Every saved secret, then every detected one not saved under the same name.
-fn all_local_secrets(ctx: &Context) -> Result<Vec<Secret>> {
-    let mut secrets = Vec::new();
-    secrets.extend(local::list(&ctx.home)?);
-    let env = |k: &str| ctx.var(k).map(str::to_owned);
-    let (detected, warnings) = local::detect(&ctx.home, &env);
-    for w in warnings {
-        eprintln!("warning: {w}");
-    }
-    let saved: BTreeSet<String> = secrets.iter().map(|s| s.name.clone()).collect();
-    secrets.extend(detected.into_iter().filter(|s| !saved.contains(&s.name)));
-    Ok(secrets)
 }
 
 /// The files of a secret, confined to home; `None` for a secret without files.
@@ -339,11 +325,10 @@ pub fn run_logout(args: LogoutArgs, ctx: &Context) -> Result<u8> {
         );
         return Ok(exit::OK);
     }
-    let saved: BTreeSet<String> = local::list(home)?.into_iter().map(|s| s.name).collect();
-    let secrets = all_local_secrets(ctx)?;
+    let local_secrets = LocalSecrets::load(ctx)?;
     let mut failed = false;
-    for secret in &secrets {
-        let is_saved = saved.contains(&secret.name);
+    for secret in &local_secrets.all() {
+        let is_saved = local_secrets.is_saved(&secret.name);
         let files: Vec<TargetFile> = match target_files(home, secret) {
             Ok(Some(files)) => files.into_iter().filter(|f| f.path.exists()).collect(),
             Ok(None) => vec![],

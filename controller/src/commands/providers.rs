@@ -37,7 +37,7 @@ fn row(p: &dyn Provider) -> Row {
 /// Run `controller providers`.
 pub fn run(args: &ProvidersArgs, _ctx: &Context) -> Result<u8> {
     let rows: Vec<Row> = PROVIDERS.iter().map(|p| row(*p)).collect();
-    if args.json {
+    if args.output.json {
         print_json(&rows)?;
         return Ok(exit::OK);
     }

@@ -28,7 +28,7 @@ pub fn run(args: RevokeArgs, ctx: &Context) -> Result<u8> {
         dry_run: false,
     });
     let name = Arc::new(args.secret.clone());
-    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.json);
+    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.output.json);
     let rt = runtime()?;
     let outcomes = rt.block_on(fan_out(&nodes, &opts, "revoke", move |conn| {
         let (query, name) = (query.clone(), name.clone());
@@ -54,6 +54,6 @@ pub fn run(args: RevokeArgs, ctx: &Context) -> Result<u8> {
         std::slice::from_ref(&args.secret),
         &reports,
         &[],
-        args.json,
+        args.output.json,
     )
 }

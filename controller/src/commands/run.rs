@@ -85,7 +85,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<u8> {
             },
         })
         .collect();
-    if args.json {
+    if args.output.json {
         print_json(&serde_json::json!({"cluster": cluster.name, "env": args.env, "nodes": runs}))?;
     } else {
         let headers = runs.len() > 1;

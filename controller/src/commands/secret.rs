@@ -10,18 +10,19 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use common::apply::{overall, secret_paths, write_files, FileStatus, TargetFile};
-use common::extract::{detect as detect_all, extract, fill_values, Sources};
+use common::extract::extract;
 use common::fsutil::{expand_home, tilde_path};
 use common::names::{validate_env_var_name, validate_secret_name};
 use common::providers::{self, Provider, ProviderError};
-use common::store::{self, StoreError};
+use common::store;
 use common::{Secret, SecretValue, Values};
 use serde_json::{json, Value};
 
 use crate::cli::{
     CreateArgs, DeleteArgs, DetectArgs, ListArgs, SecretCommand, ShowArgs, WriteArgs,
 };
-use crate::commands::{exit, UsageError};
+use crate::exit::{self, UsageError};
+use crate::local_secrets::{self, with_sources};
 use crate::output::{print_json, Table};
 use crate::Context;
 
@@ -35,15 +36,6 @@ pub fn run(command: SecretCommand, ctx: &Context) -> Result<u8> {
         SecretCommand::Delete(args) => delete(&args, ctx),
         SecretCommand::Write(args) => write(&args, ctx),
     }
-}
-
-/// Run `f` with the sources of this command: its home and its environment.
-fn with_sources<T>(ctx: &Context, f: impl FnOnce(&Sources<'_>) -> T) -> T {
-    let env = |name: &str| ctx.var(name).map(str::to_owned);
-    f(&Sources {
-        home: &ctx.home,
-        env: &env,
-    })
 }
 
 const REDACTED: &str = "<redacted>";
@@ -129,11 +121,11 @@ fn check_provider_filter(ids: &[String]) -> Result<()> {
 
 fn detect(args: &DetectArgs, ctx: &Context) -> Result<u8> {
     check_provider_filter(&args.providers)?;
-    let found = with_sources(ctx, |src| detect_all(src, &args.providers));
+    let found = local_secrets::detect(ctx, &args.providers);
     for warning in &found.warnings {
         eprintln!("warning: {warning}");
     }
-    if args.json {
+    if args.output.json {
         let map: serde_json::Map<String, Value> = found
             .secrets
             .iter()
@@ -335,7 +327,7 @@ fn create(args: &CreateArgs, ctx: &Context) -> Result<u8> {
         }
     };
     store::save(&ctx.home, &secret).with_context(|| format!("save secret {name}"))?;
-    if args.json {
+    if args.output.json {
         print_json(&entry_json(&secret, false))?;
     } else {
         let mut what = vec![match &secret.provider {
@@ -357,26 +349,13 @@ fn create(args: &CreateArgs, ctx: &Context) -> Result<u8> {
 /// A saved secret (values filled in when the file kept none), else a detected one.
 fn load_or_detect(ctx: &Context, name: &str) -> Result<Secret> {
     validate_secret_name(name).map_err(|e| UsageError(e.to_string()))?;
-    match store::load(&ctx.home, name) {
-        Ok(mut secret) => {
-            with_sources(ctx, |src| fill_values(src, &mut secret))?;
-            Ok(secret)
-        }
-        Err(StoreError::NotFound { .. }) => {
-            let found = with_sources(ctx, |src| detect_all(src, &[]));
-            found
-                .secrets
-                .into_iter()
-                .find(|s| s.name == name)
-                .with_context(|| format!("no saved or detected secret named {name}"))
-        }
-        Err(e) => Err(e.into()),
-    }
+    local_secrets::one(ctx, name)?
+        .with_context(|| format!("no saved or detected secret named {name}"))
 }
 
 fn show(args: &ShowArgs, ctx: &Context) -> Result<u8> {
     let secret = load_or_detect(ctx, &args.name)?;
-    if args.json {
+    if args.output.json {
         print_json(&entry_json(&secret, args.reveal))?;
         return Ok(exit::OK);
     }
@@ -397,7 +376,7 @@ fn show(args: &ShowArgs, ctx: &Context) -> Result<u8> {
 
 fn list(args: &ListArgs, ctx: &Context) -> Result<u8> {
     let secrets = store::list(&ctx.home).context("list ~/.rh/secrets")?;
-    if args.json {
+    if args.output.json {
         let rows: Vec<Value> = secrets
             .iter()
             .map(|s| {
@@ -489,7 +468,7 @@ fn write(args: &WriteArgs, ctx: &Context) -> Result<u8> {
         .map_err(|e: ProviderError| anyhow::Error::new(e))
         .with_context(|| format!("write secret {}", secret.name))?;
     let status = overall(&outcomes);
-    if args.json {
+    if args.output.json {
         print_json(&json!({"name": secret.name, "status": status, "files": outcomes}))?;
     } else {
         let mut table = Table::new(&["file", "status"]);

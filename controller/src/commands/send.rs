@@ -56,9 +56,9 @@ pub fn run(args: SendArgs, ctx: &Context) -> Result<u8> {
         &nodes,
         &args.remote,
         request,
-        args.json,
+        args.output.json,
         "send",
     )?;
     let nodes = reports(outcomes, false);
-    finish(&cluster.name, false, &names, &nodes, &[], args.json)
+    finish(&cluster.name, false, &names, &nodes, &[], args.output.json)
 }

@@ -23,9 +23,10 @@ use common::wire::{InstalledSecret, KeyedBy, StatusResponse};
 use common::Secret;
 use serde::Serialize;
 
-use super::sync::{check_remote, exit_code, resolve_cluster, runtime, SecretPool};
+use super::sync::{check_remote, exit_code, resolve_cluster, runtime};
 use crate::cli::StatusArgs;
 use crate::clusters;
+use crate::local_secrets::LocalSecrets;
 use crate::output::{print_json, Table};
 use crate::transport::{fan_out, TransportOptions};
 use crate::Context;
@@ -93,20 +94,14 @@ impl LocalPrints {
 
 /// This machine's copy of secret `name`: saved, else detected, else (for
 /// `env.E`) env E's plain vars; `None` when there is none or it has no values.
-fn local_secret(pool: &SecretPool, ctx: &Context, name: &str) -> Option<Secret> {
-    let found = pool
-        .saved
-        .iter()
-        .find(|s| s.name == name)
-        .or_else(|| pool.detected.iter().find(|s| s.name == name))
-        .cloned()
-        .or_else(|| {
-            // `controller env sync` records an env's plain vars as `env.E`.
-            let env = name.strip_prefix("env.")?;
-            let def = crate::envs::load(&ctx.home, env).ok()?;
-            let s = super::env::vars_secret(&def);
-            (s.name == name).then_some(s)
-        })?;
+fn local_secret(pool: &LocalSecrets, ctx: &Context, name: &str) -> Option<Secret> {
+    let found = pool.get(name).cloned().or_else(|| {
+        // `controller env sync` records an env's plain vars as `env.E`.
+        let env = name.strip_prefix("env.")?;
+        let def = crate::envs::load(&ctx.home, env).ok()?;
+        let s = super::env::vars_secret(&def);
+        (s.name == name).then_some(s)
+    })?;
     (!found.values.is_empty()).then_some(found)
 }
 
@@ -286,17 +281,14 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<u8> {
     let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
     let key_hex = clusters::fingerprint_key(&ctx.home, &cluster.name)?;
     let key = FingerprintKey::from_hex(key_hex.expose_secret())?;
-    let pool = match SecretPool::load(ctx) {
+    let pool = match LocalSecrets::load(ctx) {
         Ok(pool) => pool,
         Err(e) => {
-            eprintln!("warning: {e:#}; nodes are not compared with local copies");
-            SecretPool {
-                saved: vec![],
-                detected: vec![],
-            }
+            eprintln!("warning: {e}; nodes are not compared with local copies");
+            LocalSecrets::default()
         }
     };
-    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.json);
+    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.output.json);
     let rt = runtime()?;
     let outcomes = rt.block_on(fan_out(&nodes, &opts, "status", move |conn| {
         let key_hex = key_hex.clone();
@@ -351,7 +343,7 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<u8> {
         }
     }
     let drift = drift(&nodes);
-    if args.json {
+    if args.output.json {
         print_json(&serde_json::json!({
             "cluster": cluster.name,
             "nodes": nodes,

@@ -3,11 +3,11 @@
 //! vars in env E (both when a secret has both); a base secret with neither is
 //! skipped with a note. The plan (cluster, nodes, secrets, envs) is resolved
 //! and validated before any SSH or HTTP work. Also holds what `send`,
-//! `env sync` and `revoke` share: the secret pool (detected + saved), the
-//! per-node x per-secret result table and the exit code rule.
+//! `env sync` and `revoke` share: the secret pool (detected + saved, from
+//! `crate::local_secrets`), the per-node x per-secret result table and the
+//! exit code rule.
 //! Never prints a value: rows carry names, paths, var names and statuses.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -24,104 +24,9 @@ use crate::output::{print_json, Table};
 use crate::transport::{fan_out, NodeOutcome, TransportOptions};
 use crate::Context;
 
-/// Every secret this machine knows: detected provider secrets and saved ones.
-pub(crate) struct SecretPool {
-    pub(crate) saved: Vec<Secret>,
-    pub(crate) detected: Vec<Secret>,
-}
-
-impl SecretPool {
-    /// Detect and load (no network).
-    pub(crate) fn load(ctx: &Context) -> Result<Self> {
-        let saved = source::saved(ctx)?;
-        let (detected, warnings) = source::detected(ctx);
-        for w in warnings {
-            eprintln!("warning: {w}");
-        }
-        Ok(Self { saved, detected })
-    }
-
-    /// Every detected secret plus every saved one; saved wins on a name clash.
-    pub(crate) fn all(&self) -> Vec<Secret> {
-        let mut by_name: BTreeMap<String, Secret> = BTreeMap::new();
-        for s in self.detected.iter().chain(self.saved.iter()) {
-            by_name.insert(s.name.clone(), s.clone());
-        }
-        by_name.into_values().collect()
-    }
-
-    /// A saved name, else a detected secret's name, else a detected provider id.
-    pub(crate) fn find(&self, wanted: &str) -> Option<Secret> {
-        self.saved
-            .iter()
-            .find(|s| s.name == wanted)
-            .or_else(|| self.detected.iter().find(|s| s.name == wanted))
-            .or_else(|| {
-                self.detected
-                    .iter()
-                    .find(|s| s.provider.as_deref() == Some(wanted))
-            })
-            .cloned()
-    }
-
-    /// Resolve `--secret` arguments (all of them, or an error naming the unknown ones).
-    pub(crate) fn resolve(&self, wanted: &[String]) -> Result<Vec<Secret>> {
-        let mut out: Vec<Secret> = vec![];
-        let mut unknown = vec![];
-        for w in wanted {
-            match self.find(w) {
-                Some(s) if out.iter().any(|o| o.name == s.name) => {}
-                Some(s) => out.push(s),
-                None => unknown.push(w.clone()),
-            }
-        }
-        if !unknown.is_empty() {
-            let mut known: Vec<String> = self.all().into_iter().map(|s| s.name).collect();
-            known.sort();
-            return Err(UsageError(format!(
-                "unknown secret(s) {}: not saved (`controller secret list`) nor detected (`controller secret detect`); known: {}",
-                unknown.join(", "),
-                if known.is_empty() { "none".into() } else { known.join(", ") }
-            ))
-            .into());
-        }
-        Ok(out)
-    }
-}
-
-/// Where secrets come from on this machine: the local store and detection.
-mod source {
-    use super::*;
-    use common::extract::{self, Sources};
-
-    /// Saved secrets in `~/.rh/secrets`; a provider secret saved without
-    /// values (the reference's shape) gets them from its file or env vars.
-    pub(super) fn saved(ctx: &Context) -> Result<Vec<Secret>> {
-        let mut secrets = common::store::list(&ctx.home).context("read the saved secrets")?;
-        let env = |name: &str| ctx.var(name).map(str::to_owned);
-        let src = Sources {
-            home: &ctx.home,
-            env: &env,
-        };
-        for s in &mut secrets {
-            extract::fill_values(&src, s)
-                .with_context(|| format!("read the values of saved secret {:?}", s.name))?;
-        }
-        Ok(secrets)
-    }
-
-    /// Detected provider secrets and warnings (warnings name files, never values).
-    pub(super) fn detected(ctx: &Context) -> (Vec<Secret>, Vec<String>) {
-        let env = |name: &str| ctx.var(name).map(str::to_owned);
-        let src = Sources {
-            home: &ctx.home,
-            env: &env,
-        };
-        let found = extract::detect(&src, &[]);
-        let warnings = found.warnings.iter().map(ToString::to_string).collect();
-        (found.secrets, warnings)
-    }
-}
+/// Every secret this machine knows (saved and detected): one gathering
+/// for `sync`, `send`, `env sync` and `status`.
+pub(crate) use crate::local_secrets::LocalSecrets as SecretPool;
 
 /// A secret left out of a sync, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -460,7 +365,7 @@ pub fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
         &nodes,
         &args.remote,
         request,
-        args.json,
+        args.output.json,
         "sync",
     )?;
     let nodes = reports(outcomes, args.dry_run);
@@ -470,7 +375,7 @@ pub fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
         &names,
         &nodes,
         &skipped,
-        args.json,
+        args.output.json,
     )
 }
 
@@ -516,27 +421,6 @@ mod tests {
         let mut s = Secret::base("tok", values_from([("k", "v")]));
         s.env_vars = Some([("k".to_string(), "NOT-A-VAR".to_string())].into());
         assert!(plan_items(&[s], "base_env").is_err());
-    }
-
-    #[test]
-    fn pool_saved_wins_and_finds_by_provider() {
-        let mut det = Secret::base("aws", values_from([("access_key", "detected")]));
-        det.provider = Some("aws".into());
-        let mut saved = det.clone();
-        saved.values = values_from([("access_key", "saved")]);
-        let mut hf = Secret::base("hf-main", values_from([("token", "x")]));
-        hf.provider = Some("huggingface".into());
-        let pool = SecretPool {
-            saved: vec![saved],
-            detected: vec![det, hf],
-        };
-        let all = pool.all();
-        assert_eq!(all.len(), 2);
-        let aws = all.iter().find(|s| s.name == "aws").unwrap();
-        assert_eq!(aws.values["access_key"].expose_str(), Some("saved"));
-        assert_eq!(pool.find("huggingface").unwrap().name, "hf-main");
-        let err = pool.resolve(&["nope".into()]).unwrap_err().to_string();
-        assert!(err.contains("nope") && err.contains("aws"), "{err}");
     }
 
     #[test]

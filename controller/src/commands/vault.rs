@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use crate::cli::{ListArgs, VaultCommand, VaultNamesArgs};
 use crate::commands::{exit, UsageError};
+use crate::local_secrets::LocalSecrets;
 use crate::output::{print_json, Table};
 use crate::vault::{self, local, Outcome, State, VaultClient, VaultConfig};
 use crate::Context;
-use common::Secret;
 
 /// A runtime for the async HTTP client of one command.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -67,7 +67,7 @@ fn list(args: &ListArgs, ctx: &Context) -> Result<u8> {
             name,
         })
         .collect();
-    if args.json {
+    if args.output.json {
         print_json(&ListDoc {
             url: client.current_url(),
             mount: &config.mount,
@@ -104,29 +104,13 @@ fn check_names(names: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The saved secret `name`, else the detected one.
-pub(crate) fn local_secret(
-    ctx: &Context,
-    name: &str,
-    detected: &mut Option<Vec<Secret>>,
-) -> Result<Option<Secret>> {
-    if let Some(secret) = local::load(&ctx.home, name)? {
-        return Ok(Some(secret));
-    }
-    let detected = detected.get_or_insert_with(|| {
-        let env = |k: &str| ctx.var(k).map(str::to_owned);
-        local::detect(&ctx.home, &env).0
-    });
-    Ok(detected.iter().find(|s| s.name == name).cloned())
-}
-
 fn push(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
     check_names(&args.names)?;
-    let mut detected = None;
+    let local_secrets = LocalSecrets::load(ctx)?;
     let mut secrets = Vec::with_capacity(args.names.len());
     for name in &args.names {
-        match local_secret(ctx, name, &mut detected)? {
-            Some(s) => secrets.push(s),
+        match local_secrets.get(name) {
+            Some(s) => secrets.push(s.clone()),
             None => anyhow::bail!(
                 "no saved or detected secret named {name}: see `controller secret list`"
             ),
@@ -140,7 +124,7 @@ fn push(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
         &secrets,
         args.overwrite,
     ))?;
-    report(&outcomes, args.json)
+    report(&outcomes, args.output.json)
 }
 
 fn pull(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
@@ -153,7 +137,7 @@ fn pull(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
         &args.names,
         args.overwrite,
     ))?;
-    report(&outcomes, args.json)
+    report(&outcomes, args.output.json)
 }
 
 /// Print outcomes; exit 1 if any conflicted or failed.

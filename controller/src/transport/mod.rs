@@ -583,7 +583,7 @@ const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 /// The agent's own limit on a command when the request names none
 /// (`run_timeout_secs`, 600 s by default).
-const AGENT_DEFAULT_RUN_SECS: u64 = 600;
+const AGENT_DEFAULT_RUN_SECS: u64 = common::wire::DEFAULT_RUN_TIMEOUT_SECS;
 
 /// How long to wait for a `run` answer: the command's limit (the agent's
 /// default when none is sent) plus the request timeout and a margin, so a

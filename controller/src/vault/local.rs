@@ -1,12 +1,11 @@
 //! The remote store's view of this machine: the saved secrets of the local
-//! store (`common::store`, `~/.rh/secrets`) and the detected provider secrets
-//! (`common::extract`), behind one small interface so the push/pull logic
-//! does not depend on how they are kept. Errors name secrets and paths,
-//! never values.
+//! store (`common::store`, `~/.rh/secrets`), behind one small interface so
+//! the push/pull logic does not depend on how they are kept (gathering saved
+//! and detected secrets is `crate::local_secrets`). Errors name secrets and
+//! paths, never values.
 
 use std::path::Path;
 
-use common::extract::{self, Sources};
 use common::store::{self, StoreError};
 use common::Secret;
 
@@ -40,12 +39,4 @@ pub fn delete(home: &Path, name: &str) -> Result<(), StoreError> {
         Err(StoreError::NotFound { .. }) => Ok(()),
         other => other,
     }
-}
-
-/// The provider secrets detected on this machine (files and env vars), and
-/// warnings (unreadable files...) as text naming files, never values.
-pub fn detect(home: &Path, env: &dyn Fn(&str) -> Option<String>) -> (Vec<Secret>, Vec<String>) {
-    let detected = extract::detect(&Sources { home, env }, &[]);
-    let warnings = detected.warnings.iter().map(ToString::to_string).collect();
-    (detected.secrets, warnings)
 }
