@@ -603,3 +603,32 @@ fn detected_provider_secrets_upload_download_and_logout() {
     assert!(!a.file(".aws/credentials").exists());
     assert!(!a.file(".rh/config").exists());
 }
+
+#[test]
+fn a_saved_reference_is_pushed_and_uploaded_with_its_values() {
+    let Some(server) = DevServer::start() else {
+        return;
+    };
+    let mut a = home_for(&server, "alice");
+    // Saved without values: they live in MYAPI_KEY / MYAPI_KEY2, as for
+    // `secret create --provider` without values.
+    for (name, var) in [("ref", "MYAPI_KEY"), ("ref2", "MYAPI_KEY2")] {
+        let mut reference = env_secret(name, "unused");
+        reference.values = Default::default();
+        reference.env_vars = Some(BTreeMap::from([("api_key".to_string(), var.to_string())]));
+        local::save(a.path(), &reference).unwrap();
+    }
+    a.set_env("MYAPI_KEY", V_API);
+    a.set_env("MYAPI_KEY2", V_LOCAL2);
+    let run = a.ok(&["vault", "push", "ref"]);
+    assert!(run.stdout.contains("pushed"), "{run:?}");
+    assert_eq!(
+        remote_values(&server.url, "alice", "ref"),
+        Some(json!({"api_key": V_API}))
+    );
+    a.ok(&["login", "--upload"]);
+    assert_eq!(
+        remote_values(&server.url, "alice", "ref2"),
+        Some(json!({"api_key": V_LOCAL2}))
+    );
+}
