@@ -15,7 +15,7 @@ pub enum NameError {
         name: String,
         max: usize,
     },
-    #[error("{kind} name {name:?} contains {what}; use letters, digits, '-', '_' or '.'")]
+    #[error("{kind} name {name:?} contains {what}; {}", allowed(.kind))]
     Invalid {
         kind: &'static str,
         name: String,
@@ -24,6 +24,15 @@ pub enum NameError {
 }
 
 const MAX_NAME: usize = 128;
+
+/// What a name of `kind` may hold, as told to the user.
+fn allowed(kind: &str) -> &'static str {
+    if kind == "environment variable" {
+        "use letters, digits and '_', not starting with a digit"
+    } else {
+        "use letters, digits, '-', '_', '.', '@' or '+' (not starting with '.')"
+    }
+}
 
 fn check_common(kind: &'static str, name: &str) -> Result<(), NameError> {
     if name.is_empty() {
@@ -145,6 +154,17 @@ mod tests {
         for bad in ["", "A=B", "A\0", "1A", "A-B", "A B"] {
             assert!(validate_env_var_name(bad).is_err(), "{bad:?}");
         }
+        // The hint lists only what is allowed for that kind of name.
+        for bad in ["A-B", "A.B", "A=B"] {
+            let text = validate_env_var_name(bad).unwrap_err().to_string();
+            assert!(
+                text.ends_with("use letters, digits and '_', not starting with a digit"),
+                "{text}"
+            );
+        }
+        let text = validate_secret_name("a b").unwrap_err().to_string();
+        assert!(text.contains("'@' or '+'"), "{text}");
+        assert!(validate_secret_name("a@b+c").is_ok());
     }
 
     #[test]

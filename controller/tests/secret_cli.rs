@@ -763,3 +763,35 @@ fn write_github_and_kubeconfig_keep_other_entries() {
         stderr(&out)
     );
 }
+
+#[test]
+fn errors_say_each_cause_once_and_hint_only_allowed_characters() {
+    // ~/.rh is a file: the OS error must be printed once, not twice.
+    let home = Home::empty();
+    home.put(".rh", "not a directory");
+    let out = home.run(&["secret", "create", "x", "--value", "k=v"]);
+    assert_eq!(code(&out), 1, "{out:?}");
+    let err = stderr(&out);
+    let cause = std::io::Error::from_raw_os_error(20).to_string(); // ENOTDIR
+    assert_eq!(err.matches(&cause).count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A bad variable name: the hint lists what a variable name may hold.
+    let home = Home::empty();
+    let out = home.run(&[
+        "secret",
+        "create",
+        "y",
+        "--value",
+        "k=v",
+        "--env-var",
+        "k=MY-VAR",
+    ]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains("\"MY-VAR\""), "{err}");
+    assert!(
+        err.contains("use letters, digits and '_', not starting with a digit"),
+        "{err}"
+    );
+    assert!(!err.contains("'-'") && !err.contains("'.'"), "{err}");
+}

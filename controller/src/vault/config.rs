@@ -41,7 +41,7 @@ pub enum ConfigError {
     EmptyToken { path: String },
     #[error("server URL {url:?} is not valid: {reason}")]
     BadUrl { url: String, reason: String },
-    #[error("{what} {value:?} is not valid: use letters, digits, '-', '_', '.' and '/' (no '..', no leading or trailing '/')")]
+    #[error("{what} {value:?} is not valid: use letters, digits, '-', '_', '.', '@' and '/' (no '..', no leading or trailing '/')")]
     BadPath { what: &'static str, value: String },
     #[error("config file {path} is not valid JSON: {reason}")]
     Parse { path: String, reason: String },
