@@ -932,6 +932,30 @@ mod tests {
     }
 
     #[test]
+    fn cleartext_is_only_plain_http_off_this_machine() {
+        for url in [
+            "http://10.0.0.5:8200",
+            "http://vault.example:8200",
+            "http://[2001:db8::1]:8200",
+            "http://localhost.example.com",
+            "http://0.0.0.0:8200",
+        ] {
+            assert!(is_insecure_http(url), "{url}");
+        }
+        for url in [
+            "https://10.0.0.5:8200",
+            "http://127.0.0.1:8200",
+            "http://127.8.9.10",
+            "http://localhost:8200",
+            "http://LOCALHOST",
+            "http://[::1]:8200",
+            "http://[::ffff:127.0.0.1]:8200",
+        ] {
+            assert!(!is_insecure_http(url), "{url}");
+        }
+    }
+
+    #[test]
     fn metadata_round_trips_through_custom_metadata() {
         let meta = SecretMeta {
             provider: Some("openai".into()),

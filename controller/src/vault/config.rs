@@ -473,6 +473,28 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_opt_in_comes_from_env_or_file_and_is_saved() {
+        let home = tempfile::tempdir().unwrap();
+        let base = [("VAULT_ADDR", "http://10.0.0.5:8200"), ("VAULT_TOKEN", "t")];
+        let cfg = VaultConfig::resolve(home.path(), &env_of(&base), &[], None).unwrap();
+        assert!(!cfg.allow_insecure_http);
+        assert!(!serde_json::to_string(&cfg.to_stored())
+            .unwrap()
+            .contains("allow_insecure_http"));
+        for (value, allowed) in [("1", true), ("yes", true), ("0", false), ("", false)] {
+            let env = env_of(&[base[0], base[1], (ALLOW_HTTP_ENV, value)]);
+            let cfg = VaultConfig::resolve(home.path(), &env, &[], None).unwrap();
+            assert_eq!(cfg.allow_insecure_http, allowed, "{value:?}");
+            assert_eq!(cfg.to_stored().allow_insecure_http, allowed);
+        }
+        let env = env_of(&[base[0], base[1], (ALLOW_HTTP_ENV, "1")]);
+        let cfg = VaultConfig::resolve(home.path(), &env, &[], None).unwrap();
+        save_stored(home.path(), &cfg.to_stored()).unwrap();
+        let cfg = VaultConfig::resolve(home.path(), &env_of(&base), &[], None).unwrap();
+        assert!(cfg.allow_insecure_http);
+    }
+
+    #[test]
     fn urls_and_paths_are_checked() {
         assert_eq!(normalize_url("https://x:8200/").unwrap(), "https://x:8200");
         assert!(normalize_url("ftp://x").is_err());
