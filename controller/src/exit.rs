@@ -26,3 +26,16 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
         FAILURE
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn a_usage_error_anywhere_in_the_chain_exits_2() {
+        let usage: anyhow::Result<()> = Err(UsageError("bad flag".into()).into());
+        assert_eq!(code_of(&usage.context("parse").unwrap_err()), USAGE);
+        assert_eq!(code_of(&anyhow::anyhow!("boom")), FAILURE);
+    }
+}

@@ -23,8 +23,8 @@ use common::{providers, SecretText};
 use serde::Serialize;
 
 use crate::cli::{LoginArgs, LogoutArgs};
-use crate::commands::exit;
 use crate::commands::vault::{outcome_table, runtime};
+use crate::exit;
 use crate::local_secrets::LocalSecrets;
 use crate::output::{print_json, Table};
 use crate::vault::client::{Health, TokenInfo};

@@ -17,9 +17,9 @@ use common::wire::{SecretResult, Status, SyncItem, SyncRequest};
 use common::Secret;
 use serde::Serialize;
 
-use super::{exit, UsageError};
 use crate::cli::{RemoteOpts, SyncArgs};
 use crate::clusters::{self, Cluster, Node};
+use crate::exit::{self, UsageError};
 use crate::output::{print_json, Table};
 use crate::transport::{fan_out, NodeOutcome, TransportOptions};
 use crate::Context;

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::cli::{ListArgs, VaultCommand, VaultNamesArgs};
-use crate::commands::{exit, UsageError};
+use crate::exit::{self, UsageError};
 use crate::local_secrets::LocalSecrets;
 use crate::output::{print_json, Table};
 use crate::vault::{self, local, Outcome, State, VaultClient, VaultConfig};
