@@ -17,6 +17,8 @@ use common::names::NameError;
 use common::providers::ProviderError;
 use common::wire::ErrorBody;
 
+use crate::envs::EnvError;
+
 /// An error answered to the client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -49,7 +51,7 @@ impl ApiError {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            format!("internal error: {detail}"),
+            "internal error (details are in the agent's log)",
         )
     }
 }
@@ -67,6 +69,26 @@ impl IntoResponse for ApiError {
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
         Self::bad_request("invalid_name", e.to_string())
+    }
+}
+
+impl From<EnvError> for ApiError {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::NotFound(_) => Self::not_found("unknown_env", e.to_string()),
+            EnvError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "env_unavailable",
+                e.to_string(),
+            ),
+            EnvError::Crashed(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "env_crashed", e.to_string())
+            }
+            EnvError::TooMany { .. } => {
+                Self::new(StatusCode::CONFLICT, "too_many_envs", e.to_string())
+            }
+            EnvError::Spawn { .. } | EnvError::State { .. } => Self::internal(e),
+        }
     }
 }
 

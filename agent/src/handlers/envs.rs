@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 
 use common::names::validate_secret_name;
@@ -17,31 +16,10 @@ use common::wire::{
 };
 
 use crate::audit::AuditEntry;
-use crate::envs::EnvError;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::handlers::{outcome, statuses};
 use crate::install::{as_text, check_env_vars};
 use crate::state::{AppState, VarInstall};
-
-impl From<EnvError> for ApiError {
-    fn from(e: EnvError) -> Self {
-        match e {
-            EnvError::NotFound(_) => ApiError::not_found("unknown_env", e.to_string()),
-            EnvError::Unavailable(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "env_unavailable",
-                e.to_string(),
-            ),
-            EnvError::Crashed(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "env_crashed", e.to_string())
-            }
-            EnvError::TooMany { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "too_many_envs", e.to_string())
-            }
-            EnvError::Spawn { .. } | EnvError::State { .. } => ApiError::internal(e),
-        }
-    }
-}
 
 /// Set vars in an env, creating it if absent.
 pub(crate) async fn set_env_vars(
