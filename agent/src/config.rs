@@ -115,6 +115,11 @@ pub struct Config {
     /// The executable started as `<exe> env-host --name E` for each env
     /// (the agent binary itself; tests point it at the built binary).
     pub env_host_exe: PathBuf,
+    /// Tests only: a pause before each file item of a request, so a test
+    /// can make a request outlive its deadline part-way. Never set by the
+    /// config file or flags.
+    #[doc(hidden)]
+    pub test_item_delay: Option<Duration>,
 }
 
 impl Config {
@@ -135,6 +140,7 @@ impl Config {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             tls: None,
             env_host_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("agent")),
+            test_item_delay: None,
         }
     }
 

@@ -56,6 +56,26 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The agent could not save a state file (`detail` names the file and
+    /// the I/O error, never content): logged, and answered as a 500
+    /// `state_not_saved`; callers add what was left unchanged.
+    pub fn not_saved(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "cannot save agent state");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "state_not_saved",
+            format!("the agent could not save its state ({detail})"),
+        )
+    }
+
+    /// The same error with `more` appended to its message.
+    pub fn and(mut self, more: &str) -> Self {
+        self.message.push_str(more);
+        self
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
