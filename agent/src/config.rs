@@ -167,12 +167,11 @@ impl Config {
             Some(0) => Err(ConfigError::Zero { field }),
             other => Ok(other),
         };
-        if let Some(n) = file.body_limit_bytes {
-            if n == 0 {
-                return Err(ConfigError::Zero {
-                    field: "body_limit_bytes",
-                });
-            }
+        let nonzero = |v: Option<usize>, field| match v {
+            Some(0) => Err(ConfigError::Zero { field }),
+            other => Ok(other),
+        };
+        if let Some(n) = nonzero(file.body_limit_bytes, "body_limit_bytes")? {
             config.body_limit = n;
         }
         if let Some(s) = positive(file.request_timeout_secs, "request_timeout_secs")? {
@@ -187,18 +186,10 @@ impl Config {
         if let Some(n) = file.output_cap_bytes {
             config.output_cap = n;
         }
-        if let Some(n) = file.max_envs {
-            if n == 0 {
-                return Err(ConfigError::Zero { field: "max_envs" });
-            }
+        if let Some(n) = nonzero(file.max_envs, "max_envs")? {
             config.max_envs = n;
         }
-        if let Some(n) = file.max_connections {
-            if n == 0 {
-                return Err(ConfigError::Zero {
-                    field: "max_connections",
-                });
-            }
+        if let Some(n) = nonzero(file.max_connections, "max_connections")? {
             config.max_connections = n;
         }
         if let Some(s) = positive(file.header_read_timeout_secs, "header_read_timeout_secs")? {

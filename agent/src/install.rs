@@ -861,3 +861,46 @@ pub(crate) fn write_status(result: &SecretResult) -> StatusCode {
         StatusCode::OK
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(paths: &[&str]) -> FileJob {
+        let files = paths
+            .iter()
+            .map(|p| TargetFile {
+                display: (*p).to_owned(),
+                path: std::path::PathBuf::from(p),
+            })
+            .collect();
+        Some((providers::for_secret(None), files, common::Values::new()))
+    }
+
+    #[test]
+    fn jobs_sharing_a_directory_are_grouped_transitively_in_request_order() {
+        let jobs = vec![
+            job(&["/h/a/1"]),
+            job(&["/h/b/1"]),
+            None,
+            job(&["/h/c/1", "/h/a/2"]),
+            job(&["/h/b/2"]),
+            job(&["/h/d/1"]),
+            job(&["/h/d/2", "/h/c/3"]),
+        ];
+        // a-c-d are one group through jobs 3 and 6; b is another.
+        assert_eq!(
+            group_by_dir(&jobs),
+            vec![vec![0, 3, 5, 6], vec![1, 4], vec![2]]
+        );
+    }
+
+    #[test]
+    fn grouping_many_jobs_in_many_directories() {
+        let paths: Vec<String> = (0..20_000).map(|i| format!("/h/d{i}/f")).collect();
+        let jobs: Vec<FileJob> = paths.iter().map(|p| job(&[p.as_str()])).collect();
+        let groups = group_by_dir(&jobs);
+        assert_eq!(groups.len(), 20_000);
+        assert!(groups.iter().enumerate().all(|(i, g)| g == &vec![i]));
+    }
+}
