@@ -16,6 +16,11 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
 /// Default cap on the number of envs (each is a process): 64.
 pub const DEFAULT_MAX_ENVS: usize = 64;
+/// Default cap on open connections: 1,024.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default time allowed for a TLS handshake, a request's headers, or an idle
+/// keep-alive connection: 10 s.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
@@ -60,6 +65,8 @@ pub struct FileConfig {
     pub max_run_timeout_secs: Option<u64>,
     pub output_cap_bytes: Option<usize>,
     pub max_envs: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout_secs: Option<u64>,
     pub tls: Option<TlsConfig>,
 }
 
@@ -99,10 +106,20 @@ pub struct Config {
     pub output_cap: usize,
     /// Most envs (env processes) this node keeps; creating one more is refused.
     pub max_envs: usize,
+    /// Most open connections; at the cap the longest-idle one is dropped.
+    pub max_connections: usize,
+    /// Time allowed for a TLS handshake, a request's headers, or an idle
+    /// keep-alive connection.
+    pub header_read_timeout: Duration,
     pub tls: Option<TlsConfig>,
     /// The executable started as `<exe> env-host --name E` for each env
     /// (the agent binary itself; tests point it at the built binary).
     pub env_host_exe: PathBuf,
+    /// Tests only: a pause before each file item of a request, so a test
+    /// can make a request outlive its deadline part-way. Never set by the
+    /// config file or flags.
+    #[doc(hidden)]
+    pub test_item_delay: Option<Duration>,
 }
 
 impl Config {
@@ -119,8 +136,11 @@ impl Config {
             max_run_timeout: Duration::from_secs(24 * 3600),
             output_cap: DEFAULT_OUTPUT_CAP,
             max_envs: DEFAULT_MAX_ENVS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             tls: None,
             env_host_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("agent")),
+            test_item_delay: None,
         }
     }
 
@@ -147,12 +167,11 @@ impl Config {
             Some(0) => Err(ConfigError::Zero { field }),
             other => Ok(other),
         };
-        if let Some(n) = file.body_limit_bytes {
-            if n == 0 {
-                return Err(ConfigError::Zero {
-                    field: "body_limit_bytes",
-                });
-            }
+        let nonzero = |v: Option<usize>, field| match v {
+            Some(0) => Err(ConfigError::Zero { field }),
+            other => Ok(other),
+        };
+        if let Some(n) = nonzero(file.body_limit_bytes, "body_limit_bytes")? {
             config.body_limit = n;
         }
         if let Some(s) = positive(file.request_timeout_secs, "request_timeout_secs")? {
@@ -167,11 +186,14 @@ impl Config {
         if let Some(n) = file.output_cap_bytes {
             config.output_cap = n;
         }
-        if let Some(n) = file.max_envs {
-            if n == 0 {
-                return Err(ConfigError::Zero { field: "max_envs" });
-            }
+        if let Some(n) = nonzero(file.max_envs, "max_envs")? {
             config.max_envs = n;
+        }
+        if let Some(n) = nonzero(file.max_connections, "max_connections")? {
+            config.max_connections = n;
+        }
+        if let Some(s) = positive(file.header_read_timeout_secs, "header_read_timeout_secs")? {
+            config.header_read_timeout = Duration::from_secs(s);
         }
         config.tls = file.tls;
         config.check_listen(config.listen)?;

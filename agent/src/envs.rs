@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{oneshot, watch};
 
-use common::fsutil::{atomic_write, read_optional};
+use common::fsutil::atomic_write;
 use common::wire::{EnvStatus, RunResponse, DEFAULT_ENV};
 use common::SecretValue;
 
@@ -59,16 +59,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The persisted form of every env (`envs.json`).
+/// The persisted form of every env (`envs.json`). Unknown fields are
+/// ignored (a newer agent may add some); names are checked on load.
 #[derive(Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct EnvsFile {
     #[serde(default)]
     envs: BTreeMap<String, EnvRecord>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct EnvRecord {
     #[serde(default)]
     vars: BTreeMap<String, SecretValue>,
@@ -113,48 +112,51 @@ impl std::fmt::Debug for EnvManager {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Every env and its vars, as saved in `envs.json`.
+pub(crate) type SavedEnvs = BTreeMap<String, BTreeMap<String, SecretValue>>;
+
+/// Parse `envs.json` and check every env and var name (and value) as a
+/// request's would be; the reason names what is wrong, never a value.
+pub(crate) fn parse_envs(text: &str) -> Result<SavedEnvs, String> {
+    let file: EnvsFile = serde_json::from_str(text).map_err(|e| crate::state::json_reason(&e))?;
+    for (name, record) in &file.envs {
+        crate::install::check_env_vars(name, &record.vars).map_err(|e| e.message)?;
+    }
+    Ok(file
+        .envs
+        .into_iter()
+        .map(|(name, record)| (name, record.vars))
+        .collect())
+}
+
 impl EnvManager {
-    /// Load `envs.json` from `state_dir` (base_env always exists); starts
-    /// nothing. At most `max_envs` envs can be created (envs already saved
-    /// are all loaded).
+    /// Keep `saved` envs (from [`parse_envs`]; `base_env` always exists),
+    /// saved to `state_dir/envs.json`; starts nothing. At most `max_envs`
+    /// envs can be created (envs already saved are all loaded).
     pub(crate) fn open(
         exe: PathBuf,
         home: PathBuf,
         state_dir: &Path,
+        saved: SavedEnvs,
         write_lock: Arc<tokio::sync::Mutex<()>>,
         max_envs: usize,
-    ) -> Result<Arc<Self>, EnvError> {
-        let path = state_dir.join("envs.json");
-        let state_err = |reason: String| EnvError::State {
-            path: path.display().to_string(),
-            reason,
-        };
-        let file: EnvsFile = match read_optional(&path).map_err(|e| state_err(e.to_string()))? {
-            None => EnvsFile::default(),
-            Some(text) => serde_json::from_str(text.expose_secret()).map_err(|e| {
-                state_err(format!(
-                    "invalid JSON at line {} column {}",
-                    e.line(),
-                    e.column()
-                ))
-            })?,
-        };
+    ) -> Arc<Self> {
         let mut envs = BTreeMap::new();
-        for (name, record) in file.envs {
-            envs.insert(name.clone(), Arc::new(Env::new(name, record.vars)));
+        for (name, vars) in saved {
+            envs.insert(name.clone(), Arc::new(Env::new(name, vars)));
         }
         envs.entry(DEFAULT_ENV.to_owned())
             .or_insert_with(|| Arc::new(Env::new(DEFAULT_ENV.to_owned(), BTreeMap::new())));
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             exe,
             home,
-            path,
+            path: state_dir.join("envs.json"),
             envs: Mutex::new(envs),
             write_lock,
             shutting_down: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             max_envs,
-        }))
+        })
     }
 
     /// Start the host of every env.
@@ -352,20 +354,24 @@ impl EnvManager {
         }
     }
 
-    /// Write every env and its vars to `envs.json` (atomic, 0600).
-    /// The caller holds the write lock, so saves never reorder.
-    pub(crate) async fn save(&self) -> Result<(), EnvError> {
+    /// Write `envs.json` (atomic, 0600) as it will be once `change` is
+    /// applied to every env's vars, without changing them in memory: callers
+    /// persist a change first and make it live only once it is saved, so a
+    /// failed save changes nothing. The caller holds the write lock, so saves
+    /// never reorder.
+    pub(crate) async fn save_changed(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, BTreeMap<String, SecretValue>>),
+    ) -> Result<(), EnvError> {
+        let mut all: BTreeMap<String, BTreeMap<String, SecretValue>> = lock(&self.envs)
+            .iter()
+            .map(|(name, env)| (name.clone(), lock(&env.vars).clone()))
+            .collect();
+        change(&mut all);
         let file = EnvsFile {
-            envs: lock(&self.envs)
-                .iter()
-                .map(|(name, env)| {
-                    (
-                        name.clone(),
-                        EnvRecord {
-                            vars: lock(&env.vars).clone(),
-                        },
-                    )
-                })
+            envs: all
+                .into_iter()
+                .map(|(name, vars)| (name, EnvRecord { vars }))
                 .collect(),
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| EnvError::State {

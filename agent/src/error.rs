@@ -17,6 +17,8 @@ use common::names::NameError;
 use common::providers::ProviderError;
 use common::wire::ErrorBody;
 
+use crate::envs::EnvError;
+
 /// An error answered to the client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -49,8 +51,28 @@ impl ApiError {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            format!("internal error: {detail}"),
+            "internal error (details are in the agent's log)",
         )
+    }
+}
+
+impl ApiError {
+    /// The agent could not save a state file (`detail` names the file and
+    /// the I/O error, never content): logged, and answered as a 500
+    /// `state_not_saved`; callers add what was left unchanged.
+    pub fn not_saved(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "cannot save agent state");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "state_not_saved",
+            format!("the agent could not save its state ({detail})"),
+        )
+    }
+
+    /// The same error with `more` appended to its message.
+    pub fn and(mut self, more: &str) -> Self {
+        self.message.push_str(more);
+        self
     }
 }
 
@@ -67,6 +89,26 @@ impl IntoResponse for ApiError {
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
         Self::bad_request("invalid_name", e.to_string())
+    }
+}
+
+impl From<EnvError> for ApiError {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::NotFound(_) => Self::not_found("unknown_env", e.to_string()),
+            EnvError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "env_unavailable",
+                e.to_string(),
+            ),
+            EnvError::Crashed(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "env_crashed", e.to_string())
+            }
+            EnvError::TooMany { .. } => {
+                Self::new(StatusCode::CONFLICT, "too_many_envs", e.to_string())
+            }
+            EnvError::Spawn { .. } | EnvError::State { .. } => Self::internal(e),
+        }
     }
 }
 

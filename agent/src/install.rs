@@ -6,8 +6,10 @@
 //! item changes nothing. Errors and results name secrets, paths, envs and
 //! vars, never a value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use axum::http::StatusCode;
 
@@ -22,7 +24,7 @@ use common::wire::{
 use common::{Secret, SecretValue};
 
 use crate::error::ApiError;
-use crate::state::{AppState, FileInstall, VarInstall};
+use crate::state::{AppState, FileInstall, Record, VarInstall};
 
 /// One secret, checked and ready to apply.
 pub(crate) struct Planned {
@@ -168,72 +170,147 @@ pub(crate) fn plan(
 }
 
 type FileJob = Option<(&'static dyn Provider, Vec<TargetFile>, common::Values)>;
-type FileResult = Option<Result<Vec<FileOutcome>, ApiError>>;
 
-/// Run the file jobs: jobs that share a directory run in request order, one
-/// after the other; groups with no directory in common run on parallel
-/// threads (their fsyncs overlap). Results come back in job order.
-fn write_all(jobs: Vec<FileJob>, overwrite: bool, dry_run: bool) -> Vec<FileResult> {
-    let dirs: Vec<Vec<&Path>> = jobs
-        .iter()
-        .map(|job| {
-            job.iter()
-                .flat_map(|(_, files, _)| files.iter().filter_map(|f| f.path.parent()))
-                .collect()
-        })
-        .collect();
-    // Group jobs transitively sharing a directory (n is small).
-    let mut group: Vec<usize> = (0..jobs.len()).collect();
-    for i in 0..jobs.len() {
-        for j in 0..i {
-            if dirs[i].iter().any(|d| dirs[j].contains(d)) {
-                let (from, to) = (group[i], group[j]);
-                group
-                    .iter_mut()
-                    .filter(|g| **g == from)
-                    .for_each(|g| *g = to);
+/// What became of one item's files in the blocking work.
+enum FileResult {
+    /// The item has no files.
+    None,
+    Done(Result<Vec<FileOutcome>, ApiError>),
+    /// Not started: the deadline had passed (nothing of it was written).
+    Skipped,
+}
+
+/// Most threads the file jobs of one request run on.
+const WRITER_THREADS: usize = 8;
+
+/// Group jobs that share a directory, transitively (union-find over a map
+/// from directory to the first job writing there: linear in the number of
+/// files). Each group lists its jobs in request order; groups are ordered by
+/// their first job.
+fn group_by_dir(jobs: &[FileJob]) -> Vec<Vec<usize>> {
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut parent: Vec<usize> = (0..jobs.len()).collect();
+    let mut first: HashMap<&Path, usize> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let dirs = job
+            .iter()
+            .flat_map(|(_, files, _)| files.iter().filter_map(|f| f.path.parent()));
+        for dir in dirs {
+            let j = *first.entry(dir).or_insert(i);
+            let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+            if a != b {
+                // The smaller index stays the root: groups keep request order.
+                parent[a.max(b)] = a.min(b);
             }
         }
     }
+    let mut index_of_root: HashMap<usize, usize> = HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for i in 0..jobs.len() {
+        let r = root(&mut parent, i);
+        let g = *index_of_root.entry(r).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(i);
+    }
+    groups
+}
+
+/// Run the file jobs: jobs that share a directory run in request order, one
+/// after the other; groups with no directory in common run on up to
+/// [`WRITER_THREADS`] threads (their fsyncs overlap). A job not started by
+/// `deadline` is skipped, and so is every later job of its group. Results
+/// come back in job order.
+fn write_all(
+    jobs: Vec<FileJob>,
+    overwrite: bool,
+    dry_run: bool,
+    deadline: Option<Instant>,
+    item_delay: Option<std::time::Duration>,
+) -> Vec<FileResult> {
     let run = |job: &FileJob| -> FileResult {
-        job.as_ref().map(|(provider, files, values)| {
+        let Some((provider, files, values)) = job.as_ref() else {
+            return FileResult::None;
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return FileResult::Skipped;
+        }
+        if let Some(delay) = item_delay {
+            std::thread::sleep(delay);
+        }
+        FileResult::Done(
             if dry_run {
                 preview_files(*provider, files, values, overwrite)
             } else {
                 apply::write_files(*provider, files, values, overwrite, false)
             }
-            .map_err(ApiError::from)
+            .map_err(ApiError::from),
+        )
+    };
+    let groups = group_by_dir(&jobs);
+    let run_group = |group: &[usize]| -> Vec<(usize, FileResult)> {
+        let mut skipping = false;
+        group
+            .iter()
+            .map(|&i| {
+                let result = if skipping && jobs[i].is_some() {
+                    FileResult::Skipped
+                } else {
+                    run(&jobs[i])
+                };
+                skipping |= matches!(result, FileResult::Skipped);
+                (i, result)
+            })
+            .collect()
+    };
+    let mut results: Vec<Option<FileResult>> = (0..jobs.len()).map(|_| None).collect();
+    let threads = WRITER_THREADS.min(groups.len());
+    let done: Vec<(usize, FileResult)> = if threads <= 1 {
+        groups.iter().flat_map(|g| run_group(g)).collect()
+    } else {
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut out = vec![];
+                        loop {
+                            let g = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(group) = groups.get(g) else {
+                                break out;
+                            };
+                            out.extend(run_group(group));
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
         })
     };
-    let mut groups: Vec<usize> = group.clone();
-    groups.sort_unstable();
-    groups.dedup();
-    let mut results: Vec<FileResult> = (0..jobs.len()).map(|_| None).collect();
-    if groups.len() <= 1 {
-        for (i, job) in jobs.iter().enumerate() {
-            results[i] = run(job);
-        }
-        return results;
-    }
-    let done: Vec<Vec<(usize, FileResult)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = groups
-            .iter()
-            .map(|g| {
-                let members: Vec<usize> = (0..jobs.len()).filter(|i| group[*i] == *g).collect();
-                let jobs = &jobs;
-                let run = &run;
-                scope.spawn(move || members.into_iter().map(|i| (i, run(&jobs[i]))).collect())
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    for (i, result) in done.into_iter().flatten() {
-        results[i] = result;
+    for (i, result) in done {
+        results[i] = Some(result);
     }
     results
+        .into_iter()
+        .zip(&jobs)
+        .map(|(result, job)| match (result, job) {
+            (Some(result), _) => result,
+            (None, None) => FileResult::None,
+            (None, Some(_)) => {
+                FileResult::Done(Err(ApiError::internal("a file writer thread panicked")))
+            }
+        })
+        .collect()
 }
 
 /// What `write_files` would do, without taking its lock: the lock creates
@@ -296,13 +373,23 @@ fn file_status(outcomes: &[FileOutcome]) -> Status {
 }
 
 /// Apply checked secrets in order, under the write lock, and record what was
-/// installed. A file conflict leaves that secret's env vars untouched too.
-/// `Err` items are failures of that secret alone (I/O, a malformed existing file).
+/// applied. A file conflict leaves that secret's env vars untouched too.
+/// `Err` items are failures of that secret alone (I/O, a malformed existing
+/// file, state that could not be saved).
+///
+/// Work is either done and recorded or not done: an item not started by
+/// `deadline` is answered `failed` ("not applied") with nothing of it
+/// written; var changes are saved to `envs.json` before they go live, and
+/// `installed.json` is saved before success is answered (a failed save
+/// undoes the change in memory and fails the items concerned). Callers run
+/// this in a task of its own ([`crate::handlers::detached`]) so a request
+/// timeout cannot cut it short between writing and recording.
 pub(crate) async fn apply(
     state: &AppState,
     items: Vec<Planned>,
     overwrite: bool,
     dry_run: bool,
+    deadline: Option<Instant>,
 ) -> Vec<Result<SecretResult, ApiError>> {
     let _guard = state.inner.write_lock.lock().await;
     // Every file write in one blocking task.
@@ -314,23 +401,33 @@ pub(crate) async fn apply(
                 .map(|files| (item.provider, files, item.secret.values.clone()))
         })
         .collect();
-    let file_results =
-        match tokio::task::spawn_blocking(move || write_all(jobs, overwrite, dry_run)).await {
-            Ok(results) => results,
-            Err(e) => {
-                let detail = format!("the file writer task failed: {e}");
-                return items
-                    .iter()
-                    .map(|_| Err(ApiError::internal(&detail)))
-                    .collect();
-            }
-        };
-    let mut results = Vec::with_capacity(items.len());
-    let (mut installed_changed, mut envs_changed) = (false, false);
-    for (item, file_result) in items.into_iter().zip(file_results) {
-        let name = item.secret.name.clone();
+    let delay = state.inner.config.test_item_delay;
+    let file_results = match tokio::task::spawn_blocking(move || {
+        write_all(jobs, overwrite, dry_run, deadline, delay)
+    })
+    .await
+    {
+        Ok(results) => results,
+        Err(e) => {
+            let detail = format!("the file writer task failed: {e}");
+            return items
+                .iter()
+                .map(|_| Err(ApiError::internal(&detail)))
+                .collect();
+        }
+    };
+    let past = |d: Option<Instant>| d.is_some_and(|d| Instant::now() >= d);
+    // Per item: its result so far, and what to set and record when saved.
+    struct Pending {
+        result: Result<SecretResult, ApiError>,
+        vars: Option<(String, BTreeMap<String, SecretValue>)>,
+        record: bool,
+    }
+    let mut pending = Vec::with_capacity(items.len());
+    let mut skipping = false;
+    for (item, file_result) in items.iter().zip(file_results) {
         let mut result = SecretResult {
-            name: name.clone(),
+            name: item.secret.name.clone(),
             status: Status::Unchanged,
             files: vec![],
             env: None,
@@ -338,19 +435,35 @@ pub(crate) async fn apply(
             message: None,
         };
         let mut statuses = vec![];
-        match file_result {
-            Some(Ok(outcomes)) => {
+        let skipped = match file_result {
+            FileResult::Done(Ok(outcomes)) => {
                 statuses.push(file_status(&outcomes));
                 result.files = outcomes;
+                false
             }
-            Some(Err(e)) => {
-                results.push(Err(e));
+            FileResult::Done(Err(e)) => {
+                pending.push(Pending {
+                    result: Err(e),
+                    vars: None,
+                    record: false,
+                });
                 continue;
             }
-            None => {}
+            FileResult::Skipped => true,
+            // A var-only item is reached in order, like the files.
+            FileResult::None => item.env.is_some() && (skipping || past(deadline)),
+        };
+        if skipped {
+            skipping = true;
+            pending.push(Pending {
+                result: Err(not_applied(&item.secret.name)),
+                vars: None,
+                record: false,
+            });
+            continue;
         }
         let conflict = statuses.contains(&Status::Conflict);
-        let mut var_installs = vec![];
+        let mut vars_to_set = None;
         if let Some((env, vars)) = &item.env {
             result.env = Some(env.clone());
             result.vars = vars.keys().cloned().collect();
@@ -360,77 +473,150 @@ pub(crate) async fn apply(
                     || vars
                         .iter()
                         .any(|(k, v)| envs.value(env, k).as_ref() != Some(v));
-                if dry_run {
-                    statuses.push(if differs {
-                        Status::WouldWrite
-                    } else {
-                        Status::Unchanged
-                    });
-                } else {
-                    match envs.set_vars(env, vars.clone()).await {
-                        Ok(changed) => {
-                            envs_changed |= !changed.is_empty();
-                            statuses.push(if changed.is_empty() && !differs {
-                                Status::Unchanged
-                            } else {
-                                Status::Written
-                            });
-                        }
-                        Err(e) => {
-                            results.push(Err(ApiError::from(e)));
-                            continue;
-                        }
-                    }
+                statuses.push(match (differs, dry_run) {
+                    (false, _) => Status::Unchanged,
+                    (true, true) => Status::WouldWrite,
+                    (true, false) => Status::Written,
+                });
+                if !dry_run {
+                    vars_to_set = Some((env.clone(), vars.clone()));
                 }
-                var_installs = vars
-                    .iter()
-                    .map(|(var, value)| VarInstall {
+            }
+        }
+        result.status = combine(&statuses);
+        pending.push(Pending {
+            result: Ok(result),
+            vars: vars_to_set,
+            record: !dry_run && !conflict,
+        });
+    }
+    if dry_run {
+        return pending.into_iter().map(|p| p.result).collect();
+    }
+    // 1. The var changes: saved first, then made live.
+    let var_changes: Vec<(String, BTreeMap<String, SecretValue>)> =
+        pending.iter().filter_map(|p| p.vars.clone()).collect();
+    if !var_changes.is_empty() {
+        let envs = &state.inner.envs;
+        let saved = match envs.check_room(var_changes.iter().map(|(e, _)| e.as_str())) {
+            Err(e) => Err(ApiError::from(e)),
+            Ok(()) => envs
+                .save_changed(|all| {
+                    for (env, vars) in &var_changes {
+                        let current = all.entry(env.clone()).or_default();
+                        current.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
+                })
+                .await
+                .map_err(|e| ApiError::not_saved(&e).and("; no var was changed")),
+        };
+        let mut failed = saved.err();
+        for p in &mut pending {
+            let Some((env, vars)) = &p.vars else { continue };
+            if failed.is_none() {
+                if let Err(e) = envs.set_vars(env, vars.clone()).await {
+                    failed = Some(ApiError::from(e));
+                }
+            }
+            if let Some(e) = &failed {
+                p.result = Err(vars_not_set(e, p.result.as_ref().ok()));
+                p.record = false;
+                p.vars = None;
+            }
+        }
+    }
+    // 2. What each applied item installed, saved before success is answered.
+    // Per applied item: its name and what it installed now.
+    let records: Vec<(String, Record)> = items
+        .iter()
+        .zip(&pending)
+        .filter(|(_, p)| p.record)
+        .map(|(item, p)| {
+            let files = item.files.as_ref().map(|files| FileInstall {
+                paths: files.iter().map(|f| f.display.clone()).collect(),
+                values: item.secret.values.clone(),
+            });
+            let vars = p
+                .vars
+                .iter()
+                .flat_map(|(env, vars)| {
+                    vars.iter().map(|(var, value)| VarInstall {
                         env: env.clone(),
                         var: var.clone(),
                         fingerprint: value_fingerprint(state.fingerprint_key(), value),
                     })
-                    .collect();
+                })
+                .collect();
+            let now = Record {
+                provider: item.secret.provider.clone(),
+                files: files.into_iter().collect(),
+                vars,
+            };
+            (item.secret.name.clone(), now)
+        })
+        .collect();
+    if !records.is_empty() {
+        let saved = state
+            .update_installed(|installed| {
+                let mut changed = false;
+                for (name, now) in records {
+                    let record = installed.secrets.entry(name).or_default();
+                    let before = record.clone();
+                    record.provider = now.provider;
+                    for files in now.files {
+                        record.files.retain(|f| f.paths != files.paths);
+                        record.files.push(files);
+                    }
+                    for var in now.vars {
+                        record
+                            .vars
+                            .retain(|v| !(v.env == var.env && v.var == var.var));
+                        record.vars.push(var);
+                    }
+                    changed |= *record != before;
+                }
+                changed
+            })
+            .await;
+        if let Err(e) = saved {
+            let e = ApiError::not_saved(&e).and(
+                "; applied but not recorded, so status and revoke do not know of it: retry the \
+                 request",
+            );
+            for p in pending.iter_mut().filter(|p| p.record) {
+                p.result = Err(ApiError::new(e.status, e.code, e.message.clone()));
             }
         }
-        result.status = combine(&statuses);
-        if !dry_run && !conflict {
-            let mut installed = state
-                .inner
-                .installed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let record = installed.secrets.entry(name).or_default();
-            let before = record.clone();
-            record.provider = item.secret.provider.clone();
-            if let Some(files) = &item.files {
-                let paths: Vec<String> = files.iter().map(|f| f.display.clone()).collect();
-                record.files.retain(|f| f.paths != paths);
-                record.files.push(FileInstall {
-                    paths,
-                    values: item.secret.values.clone(),
-                });
-            }
-            for var in var_installs {
-                record
-                    .vars
-                    .retain(|v| !(v.env == var.env && v.var == var.var));
-                record.vars.push(var);
-            }
-            installed_changed |= *record != before;
-        }
-        results.push(Ok(result));
     }
-    if installed_changed {
-        if let Err(e) = state.save_installed().await {
-            tracing::error!(error = %e, "cannot save installed secrets");
-        }
-    }
-    if envs_changed {
-        if let Err(e) = state.inner.envs.save().await {
-            tracing::error!(error = %e, "cannot save envs");
-        }
-    }
-    results
+    pending.into_iter().map(|p| p.result).collect()
+}
+
+/// The answer for an item the deadline kept from being started.
+fn not_applied(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "deadline_exceeded",
+        format!(
+            "secret {name} was not applied: the request's deadline passed before it was \
+             reached; nothing of it was written"
+        ),
+    )
+}
+
+/// The answer for an item whose vars could not be set (`e`); its files,
+/// when it has some, were written.
+fn vars_not_set(e: &ApiError, result: Option<&SecretResult>) -> ApiError {
+    let files = result.map_or(0, |r| r.files.len());
+    let written = if files == 0 {
+        String::new()
+    } else {
+        format!(" (its {files} file(s) were written)")
+    };
+    ApiError::new(
+        e.status,
+        e.code,
+        format!("its vars were not set{written}: {}", e.message),
+    )
 }
 
 /// Conflict over failed over written over would-write over removed over unchanged.
@@ -541,13 +727,32 @@ pub(crate) async fn revoke(
                 .push(var.var.clone());
         }
     }
-    let mut envs_changed = false;
+    if !dry_run && !by_env.is_empty() {
+        // Saved first, then made live: a failed save changes no var.
+        envs.save_changed(|all| {
+            for (env, names) in &by_env {
+                if let Some(vars) = all.get_mut(env) {
+                    names.iter().for_each(|n| {
+                        vars.remove(n);
+                    });
+                }
+            }
+        })
+        .await
+        .map_err(|e| {
+            let files = if result.files.is_empty() {
+                ""
+            } else {
+                " (its files were removed)"
+            };
+            ApiError::not_saved(&e).and(&format!("; its vars were not removed{files}"))
+        })?;
+    }
     for (env, names) in &by_env {
         if dry_run {
             statuses.push(Status::WouldWrite);
         } else {
-            let removed = envs.unset_vars(env, names).await;
-            envs_changed |= !removed.is_empty();
+            envs.unset_vars(env, names).await;
             statuses.push(Status::Removed);
         }
     }
@@ -564,13 +769,8 @@ pub(crate) async fn revoke(
     }
     result.status = combine(&statuses);
     if !dry_run {
-        {
-            let mut installed = state
-                .inner
-                .installed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            match only_env {
+        state
+            .update_installed(|installed| match only_env {
                 None => {
                     installed.secrets.remove(name);
                 }
@@ -582,12 +782,14 @@ pub(crate) async fn revoke(
                         }
                     }
                 }
-            }
-        }
-        state.save_installed().await.map_err(ApiError::internal)?;
-        if envs_changed {
-            envs.save().await.map_err(ApiError::internal)?;
-        }
+            })
+            .await
+            .map_err(|e| {
+                ApiError::not_saved(&e).and(
+                    "; what it installed was removed, but it is still recorded as installed: \
+                     retry the revoke",
+                )
+            })?;
     }
     Ok(result)
 }
@@ -657,5 +859,48 @@ pub(crate) fn write_status(result: &SecretResult) -> StatusCode {
         StatusCode::CONFLICT
     } else {
         StatusCode::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(paths: &[&str]) -> FileJob {
+        let files = paths
+            .iter()
+            .map(|p| TargetFile {
+                display: (*p).to_owned(),
+                path: std::path::PathBuf::from(p),
+            })
+            .collect();
+        Some((providers::for_secret(None), files, common::Values::new()))
+    }
+
+    #[test]
+    fn jobs_sharing_a_directory_are_grouped_transitively_in_request_order() {
+        let jobs = vec![
+            job(&["/h/a/1"]),
+            job(&["/h/b/1"]),
+            None,
+            job(&["/h/c/1", "/h/a/2"]),
+            job(&["/h/b/2"]),
+            job(&["/h/d/1"]),
+            job(&["/h/d/2", "/h/c/3"]),
+        ];
+        // a-c-d are one group through jobs 3 and 6; b is another.
+        assert_eq!(
+            group_by_dir(&jobs),
+            vec![vec![0, 3, 5, 6], vec![1, 4], vec![2]]
+        );
+    }
+
+    #[test]
+    fn grouping_many_jobs_in_many_directories() {
+        let paths: Vec<String> = (0..20_000).map(|i| format!("/h/d{i}/f")).collect();
+        let jobs: Vec<FileJob> = paths.iter().map(|p| job(&[p.as_str()])).collect();
+        let groups = group_by_dir(&jobs);
+        assert_eq!(groups.len(), 20_000);
+        assert!(groups.iter().enumerate().all(|(i, g)| g == &vec![i]));
     }
 }

@@ -7,6 +7,7 @@
 
 mod audit;
 pub mod config;
+mod conn;
 mod env_host;
 mod envs;
 pub mod error;
@@ -25,6 +26,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 
 pub use config::{Config, ConfigError, FileConfig};
+pub use conn::raise_fd_limit;
 pub use env_host::run_env_host;
 pub use envs::EnvError;
 pub use router::router;
@@ -96,23 +98,13 @@ pub async fn serve(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         }
     };
-    let served = async {
-        match acceptor {
-            None => axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-                .map_err(|source| ServeError::Io {
-                    what: "serve".into(),
-                    source,
-                }),
-            Some(acceptor) => {
-                tls::serve(listener, acceptor, app, stopped).await;
-                Ok(())
-            }
-        }
+    let limits = conn::Limits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
     };
+    let served = conn::serve(listener, acceptor, app, limits, stopped);
     let result = tokio::select! {
-        r = served => r,
+        () = served => Ok(()),
         () = grace => {
             tracing::warn!("requests still running after the shutdown grace period; stopping anyway");
             Ok(())

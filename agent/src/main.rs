@@ -45,7 +45,8 @@ struct ServeArgs {
     state_dir: Option<PathBuf>,
     /// Config file (YAML or JSON): listen, home, state_dir, body_limit_bytes,
     /// request_timeout_secs, run_timeout_secs, max_run_timeout_secs,
-    /// output_cap_bytes, max_envs, tls {cert, key}.
+    /// output_cap_bytes, max_envs, max_connections, header_read_timeout_secs,
+    /// tls {cert, key}.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -81,6 +82,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => agent::FileConfig::default(),
     };
     let config = agent::Config::resolve(file, args.listen, args.home, args.state_dir)?;
+    // Room for the connection cap: the soft open-file limit up to the hard one.
+    let fds = agent::raise_fd_limit();
+    tracing::debug!(open_file_limit = fds, "open-file limit");
     let workers = std::thread::available_parallelism()
         .map(|n| n.get().min(4))
         .unwrap_or(2);

@@ -78,7 +78,8 @@ async fn handle_timeout(err: BoxError) -> ApiError {
         ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
-            "the request took longer than the agent's timeout",
+            "the request took longer than the agent's timeout; a write it started runs to its \
+             end and is recorded: see /v1/status",
         )
     } else {
         ApiError::internal(err)

@@ -14,7 +14,12 @@
 //! - `agent.addr`, `agent.pid`: where the running agent listens, its pid.
 //!
 //! Temp files (`.rh-tmp-*`) a killed agent left in the state dir are removed
-//! at start.
+//! at start. A state file that cannot be used at start never stops the
+//! agent: `installed.json` or `envs.json` that fails to parse or holds an
+//! invalid name is renamed `NAME.damaged-<UTC time>` (the agent starts
+//! without it); a token or fingerprint key shorter than 32 random bytes is
+//! replaced. Each is logged with its reason and listed in `/v1/status`
+//! (`damaged_state`), never with its content.
 //!
 //! Mutations (file writes, env var changes, state-file saves) run under one
 //! in-process write lock so state files are saved in order and concurrent
@@ -29,8 +34,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use common::fingerprint::{fingerprint, random_hex};
+use common::fingerprint::random_hex;
 use common::fsutil::{atomic_write, create_private_dir_all, read_optional, PathError};
+use common::names::{validate_env_name, validate_env_var_name, validate_secret_name};
 use common::secret_value::ct_eq_bytes;
 use common::{SecretText, Values};
 
@@ -60,7 +66,6 @@ pub enum StartError {
 
 /// One install of a secret's files: the display paths and the values written.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct FileInstall {
     pub(crate) paths: Vec<String>,
     pub(crate) values: Values,
@@ -68,7 +73,6 @@ pub(crate) struct FileInstall {
 
 /// One env var a secret set, with the fingerprint of the value it set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct VarInstall {
     pub(crate) env: String,
     pub(crate) var: String,
@@ -77,7 +81,6 @@ pub(crate) struct VarInstall {
 
 /// Everything one secret installed on this node.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Record {
     #[serde(default)]
     pub(crate) provider: Option<String>,
@@ -93,9 +96,9 @@ impl Record {
     }
 }
 
-/// `installed.json`.
-#[derive(Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `installed.json`. Unknown fields are ignored in every part of it (a
+/// newer agent may add some); names are checked on load.
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Installed {
     #[serde(default)]
     pub(crate) secrets: BTreeMap<String, Record>,
@@ -116,6 +119,87 @@ pub(crate) struct Inner {
     pub(crate) write_lock: Arc<tokio::sync::Mutex<()>>,
     pub(crate) envs: Arc<EnvManager>,
     pub(crate) audit: AuditLog,
+    /// State files found damaged at start and moved aside.
+    pub(crate) damaged: Vec<Damaged>,
+}
+
+/// A state file that could not be used at start: moved aside (`moved_to`;
+/// `None` for the token and fingerprint key, which are replaced and not
+/// kept), with why. Shown in `/v1/status`; never holds content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Damaged {
+    pub(crate) file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) moved_to: Option<String>,
+    pub(crate) reason: String,
+}
+
+/// Why a JSON state file does not parse: the kind of problem and where,
+/// never the content (serde's data errors can quote it).
+pub(crate) fn json_reason(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "not valid JSON",
+        Category::Eof => "truncated JSON",
+        Category::Data => "valid JSON of the wrong shape (a field has the wrong type)",
+        Category::Io => "unreadable",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+/// Load a state file with `parse`. A file that cannot be read as text or
+/// fails `parse` is renamed `NAME.damaged-<UTC time>`, logged (name and
+/// reason, no content) and listed in `damaged`; the agent then starts with
+/// `T::default()` for it instead of refusing to start.
+fn load_or_move_aside<T: Default>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+    damaged: &mut Vec<Damaged>,
+) -> Result<T, StartError> {
+    let reason = match read_optional(path) {
+        Ok(None) => return Ok(T::default()),
+        Ok(Some(text)) => match parse(text.expose_secret()) {
+            Ok(value) => return Ok(value),
+            Err(reason) => reason,
+        },
+        Err(e) => format!("unreadable: {e}"),
+    };
+    let stamp = crate::audit::rfc3339_now().replace(':', "");
+    let aside = path.with_file_name(format!(
+        "{}.damaged-{stamp}",
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    ));
+    std::fs::rename(path, &aside).map_err(|source| StartError::Io {
+        what: "move aside damaged state file",
+        path: path.display().to_string(),
+        source,
+    })?;
+    tracing::error!(
+        file = %path.display(),
+        moved_to = %aside.display(),
+        %reason,
+        "damaged state file moved aside; starting without it"
+    );
+    damaged.push(Damaged {
+        file: path.display().to_string(),
+        moved_to: Some(aside.display().to_string()),
+        reason,
+    });
+    Ok(T::default())
+}
+
+/// Parse `installed.json` and check its secret, env and var names.
+fn parse_installed(text: &str) -> Result<Installed, String> {
+    let installed: Installed = serde_json::from_str(text).map_err(|e| json_reason(&e))?;
+    for (name, record) in &installed.secrets {
+        validate_secret_name(name).map_err(|e| e.to_string())?;
+        for var in &record.vars {
+            validate_env_name(&var.env).map_err(|e| e.to_string())?;
+            validate_env_var_name(&var.var).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(installed)
 }
 
 impl std::fmt::Debug for AppState {
@@ -128,24 +212,63 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// Read a private file holding a random hex string, creating it (0600) when
-/// missing or empty.
-fn private_random(path: &Path, bytes: usize) -> Result<SecretText, StartError> {
-    if let Some(text) = read_optional(path)? {
-        let trimmed = text.expose_secret().trim();
-        if !trimmed.is_empty() {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-                |source| StartError::Io {
-                    what: "chmod",
-                    path: path.display().to_string(),
-                    source,
-                },
-            )?;
-            return Ok(SecretText::new(trimmed.to_owned()));
+/// Whether `text` holds at least 32 random bytes: 64+ hex digits, or 43+
+/// base64 (standard or URL-safe) characters.
+fn strong_enough(text: &str) -> bool {
+    let hex = text.len() >= 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    let b64 = text.trim_end_matches('=');
+    let base64 = b64.len() >= 43
+        && b64
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'));
+    hex || base64
+}
+
+/// Read a private file holding at least 32 random bytes (hex or base64),
+/// creating it (0600) when missing; one that is empty, unreadable or too
+/// short is replaced with a fresh random value, logged and listed in
+/// `damaged` (its content is neither logged nor kept).
+fn private_random(path: &Path, damaged: &mut Vec<Damaged>) -> Result<SecretText, StartError> {
+    let reason = match read_optional(path) {
+        Ok(None) => None,
+        Ok(Some(text)) => {
+            let trimmed = text.expose_secret().trim();
+            if strong_enough(trimmed) {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                    |source| StartError::Io {
+                        what: "chmod",
+                        path: path.display().to_string(),
+                        source,
+                    },
+                )?;
+                return Ok(SecretText::new(trimmed.to_owned()));
+            }
+            Some(if trimmed.is_empty() {
+                "empty".to_owned()
+            } else {
+                "shorter than 32 random bytes (64 hex digits or 43 base64 characters)".to_owned()
+            })
+        }
+        Err(e) => Some(format!("unreadable: {e}")),
+    };
+    if let Some(reason) = reason {
+        tracing::warn!(file = %path.display(), %reason, "replacing it with a new random value");
+        damaged.push(Damaged {
+            file: path.display().to_string(),
+            moved_to: None,
+            reason: format!("{reason}; replaced with a new random value"),
+        });
+        // A directory in its place cannot be renamed over.
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).map_err(|source| StartError::Io {
+                what: "remove",
+                path: path.display().to_string(),
+                source,
+            })?;
         }
     }
-    let fresh = SecretText::new(random_hex(bytes));
+    let fresh = SecretText::new(random_hex(32));
     atomic_write(path, fresh.expose_secret().as_bytes())?;
     Ok(fresh)
 }
@@ -177,18 +300,16 @@ impl AppState {
         if stale > 0 {
             tracing::info!(count = stale, "removed temp files left by an earlier run");
         }
-        let token = private_random(&dir.join("token"), 32)?;
-        let fingerprint_key = private_random(&dir.join("fingerprint.key"), 32)?;
+        let mut damaged = vec![];
+        let token = private_random(&dir.join("token"), &mut damaged)?;
+        let fingerprint_key = private_random(&dir.join("fingerprint.key"), &mut damaged)?;
         let installed_path = dir.join("installed.json");
-        let installed = match read_optional(&installed_path)? {
-            None => Installed::default(),
-            Some(text) => {
-                serde_json::from_str(text.expose_secret()).map_err(|e| StartError::State {
-                    path: installed_path.display().to_string(),
-                    reason: format!("invalid JSON at line {} column {}", e.line(), e.column()),
-                })?
-            }
-        };
+        let installed = load_or_move_aside(&installed_path, parse_installed, &mut damaged)?;
+        let saved_envs = load_or_move_aside(
+            &dir.join("envs.json"),
+            crate::envs::parse_envs,
+            &mut damaged,
+        )?;
         let audit_path = dir.join("audit.log");
         let audit = AuditLog::open(&audit_path).map_err(|source| StartError::Io {
             what: "open audit log",
@@ -200,9 +321,10 @@ impl AppState {
             config.env_host_exe.clone(),
             config.home.clone(),
             &dir,
+            saved_envs,
             Arc::clone(&write_lock),
             config.max_envs,
-        )?;
+        );
         envs.start_all().await?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -214,6 +336,7 @@ impl AppState {
                 write_lock,
                 envs,
                 audit,
+                damaged,
             }),
         })
     }
@@ -234,19 +357,44 @@ impl AppState {
         common::proof::agent_proof(self.inner.token.expose_secret().as_bytes(), nonce)
     }
 
-    /// A keyed fingerprint under this node's key.
-    pub(crate) fn fingerprint(&self, data: &[u8]) -> String {
-        fingerprint(self.fingerprint_key(), data)
-    }
-
     /// This node's fingerprint key, as the HMAC is keyed with it (the bytes
     /// of its hex text, as since the first release).
     pub(crate) fn fingerprint_key(&self) -> &[u8] {
         self.inner.fingerprint_key.expose_secret().as_bytes()
     }
 
+    /// Change the installed records with `f` and save `installed.json`
+    /// before anyone is told: when saving fails the change is undone in
+    /// memory too, and the error says nothing was recorded. Call with the
+    /// write lock held.
+    pub(crate) async fn update_installed<R>(
+        &self,
+        f: impl FnOnce(&mut Installed) -> R,
+    ) -> Result<R, StartError> {
+        let (before, out) = {
+            let mut installed = self
+                .inner
+                .installed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let before = installed.clone();
+            (before, f(&mut installed))
+        };
+        match self.save_installed().await {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                *self
+                    .inner
+                    .installed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = before;
+                Err(e)
+            }
+        }
+    }
+
     /// Write `installed.json` (atomic, 0600). Call with the write lock held.
-    pub(crate) async fn save_installed(&self) -> Result<(), StartError> {
+    async fn save_installed(&self) -> Result<(), StartError> {
         let path = self.inner.installed_path.clone();
         let text = {
             let installed = self

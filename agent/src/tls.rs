@@ -1,18 +1,16 @@
 //! TLS for a non-loopback listener (rustls via tokio-rustls, ring provider):
-//! loads the PEM certificate chain and key named in the config file and
-//! serves HTTP/1.1 over TLS with graceful shutdown. The key is read once and
-//! never logged; errors name files only.
+//! loads the PEM certificate chain and key named in the config file
+//! (`rustls_pki_types`' PEM parser) into an acceptor; [`crate::conn`] serves
+//! connections through it. A key file that group or others can read is
+//! refused (like the controller's token file); an expired or not yet valid
+//! certificate is warned about. The key is read once and never logged;
+//! errors name files only.
 
-use std::future::Future;
-use std::io::BufReader;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
@@ -20,20 +18,18 @@ use crate::config::TlsConfig;
 
 /// Build a TLS acceptor from the configured PEM files.
 pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, String> {
-    let open = |path: &std::path::Path| {
-        std::fs::File::open(path)
-            .map(BufReader::new)
-            .map_err(|e| format!("open {}: {e}", path.display()))
-    };
-    let certs = rustls_pemfile::certs(&mut open(&tls.cert)?)
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .map_err(|e| format!("read certificates from {}: {e}", tls.cert.display()))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("read certificates from {}: {e}", tls.cert.display()))?;
-    if certs.is_empty() {
+    let Some(leaf) = certs.first() else {
         return Err(format!("no certificate in {}", tls.cert.display()));
-    }
-    let key = rustls_pemfile::private_key(&mut open(&tls.key)?)
-        .map_err(|_| format!("read private key from {}", tls.key.display()))?
-        .ok_or_else(|| format!("no private key in {}", tls.key.display()))?;
+    };
+    warn_if_not_valid_now(leaf, &tls.cert);
+    check_key_private(&tls.key)?;
+    // pki-types' errors name the PEM problem, never key material.
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| format!("read private key from {}: {e}", tls.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -51,43 +47,158 @@ pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accept TLS connections until `stopped` resolves, then let open
-/// connections finish their current request.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    app: Router,
-    stopped: impl Future<Output = ()> + Send + 'static,
-) {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut connections = JoinSet::new();
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            () = &mut stopped => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _peer)) = accepted else { continue };
-                let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(app.clone());
-                let mut stop = stop_rx.clone();
-                connections.spawn(async move {
-                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
-                    let Ok(Ok(tls)) = handshake.await else { return };
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
+/// Refuse a key file that group or others can read (or write).
+fn check_key_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("private key {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "private key {} is readable by others (mode {mode:o}): run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
     }
-    let _ = stop_tx.send(true);
-    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Log a warning when the certificate's validity period does not hold now.
+fn warn_if_not_valid_now(cert: &CertificateDer<'_>, path: &Path) {
+    let Some((not_before, not_after)) = validity(cert.as_ref()) else {
+        tracing::warn!(cert = %path.display(), "cannot read the certificate's validity period");
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if now > not_after {
+        tracing::warn!(cert = %path.display(), not_after = %utc(not_after), "the TLS certificate has expired: clients will refuse it");
+    } else if now < not_before {
+        tracing::warn!(cert = %path.display(), not_before = %utc(not_before), "the TLS certificate is not valid yet");
+    }
+}
+
+fn utc(secs: u64) -> String {
+    crate::audit::rfc3339(i64::try_from(secs).unwrap_or(i64::MAX), 0)
+}
+
+/// One DER TLV: (tag, content, rest).
+fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// `notBefore` and `notAfter` of an X.509 certificate, as Unix seconds.
+fn validity(der: &[u8]) -> Option<(u64, u64)> {
+    let (_, cert, _) = tlv(der)?;
+    let (_, tbs, _) = tlv(cert)?;
+    let mut rest = tbs;
+    // [0] version (optional), serial, signature algorithm, issuer, validity.
+    let (tag, _, after) = tlv(rest)?;
+    if tag == 0xa0 {
+        rest = after;
+    }
+    for _ in 0..3 {
+        rest = tlv(rest)?.2;
+    }
+    let (_, validity, _) = tlv(rest)?;
+    let (t1, nb, rest) = tlv(validity)?;
+    let (t2, na, _) = tlv(rest)?;
+    Some((asn1_time(t1, nb)?, asn1_time(t2, na)?))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
+fn asn1_time(tag: u8, text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    let num = |s: &str| s.parse::<i64>().ok();
+    let (year, rest) = match tag {
+        0x17 if text.len() == 12 => {
+            let yy = num(&text[..2])?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
+        }
+        0x18 if text.len() == 14 => (num(&text[..4])?, &text[4..]),
+        _ => return None,
+    };
+    let field = |i: usize| num(rest.get(i..i + 2)?);
+    let days = days_from_civil(year, field(0)?, field(2)?);
+    let secs = days * 86_400 + field(4)? * 3600 + field(6)? * 60 + field(8)?;
+    u64::try_from(secs).ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip_and_asn1_times_parse() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(utc(951_868_800), "2000-03-01T00:00:00.000Z");
+        assert_eq!(asn1_time(0x17, b"000301000000Z"), Some(951_868_800));
+        assert_eq!(asn1_time(0x18, b"20000301000000Z"), Some(951_868_800));
+        assert_eq!(asn1_time(0x17, b"garbage"), None);
+    }
+
+    #[test]
+    fn reads_the_validity_of_a_real_certificate_and_refuses_a_readable_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "3"])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output();
+        let Ok(out) = made else {
+            eprintln!("SKIPPED: openssl is not installed");
+            return;
+        };
+        assert!(out.status.success());
+        let der = CertificateDer::from_pem_file(&cert).unwrap();
+        let (not_before, not_after) = validity(der.as_ref()).unwrap();
+        assert_eq!(not_after - not_before, 3 * 86_400);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(not_before <= now + 60 && now < not_after);
+
+        use std::os::unix::fs::PermissionsExt;
+        let tls = TlsConfig {
+            cert,
+            key: key.clone(),
+        };
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = acceptor(&tls).err().expect("a readable key is refused");
+        assert!(err.contains("readable by others"), "{err}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(acceptor(&tls).is_ok());
+    }
 }

@@ -492,39 +492,10 @@ async fn non_loopback_without_tls_is_refused() {
 #[tokio::test]
 async fn tls_listener_serves_https() {
     let home = tempfile::tempdir().unwrap();
-    let (cert, key) = (home.path().join("cert.pem"), home.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output();
-    let Ok(out) = made else {
+    let Some((cert, key)) = common::make_cert(home.path()) else {
         eprintln!("SKIPPED: openssl is not installed");
         return;
     };
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let mut config = common::config(home.path());
     config.tls = Some(agent::config::TlsConfig {
         cert: cert.clone(),

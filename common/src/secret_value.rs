@@ -52,14 +52,8 @@ impl SecretValue {
 
 /// Constant-time comparison of two byte strings (length is not hidden).
 pub fn ct_eq_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b.iter()) {
-        diff |= x ^ y;
-    }
-    diff == 0
+    // subtle: unequal lengths answer false at once (lengths are not secret).
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 fn zeroize_value(value: &mut Value) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Agent benchmark (loopback only, temp home, a few seconds): start to healthy
 # /healthz, idle RSS of the agent plus its base_env host, /v1/sync of 16
-# secrets (p50/p90), and requests/s with 64 concurrent clients. Uses the
+# secrets (p50/p90), requests/s with 64 concurrent clients, and /v1/sync of
+# 1,000, 2,000 and 8,000 secrets in as many directories. Uses the
 # release agent in $RH_BIN_DIR (default target/release; scripts/bench.sh
 # builds it) and builds the small driver `agent/examples/agent_bench.rs`.
 # Figures only, never asserted.

@@ -8,46 +8,35 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 
+use common::fingerprint::value_fingerprint;
 use common::names::validate_secret_name;
 use common::wire::{
     RunRequest, RunResponse, SecretResult, SetEnvVarsRequest, Status, SyncResponse,
 };
 
 use crate::audit::AuditEntry;
-use crate::envs::EnvError;
 use crate::error::{ApiError, ApiJson, ApiPath};
-use crate::handlers::{outcome, statuses};
+use crate::handlers::{detached, outcome, statuses};
 use crate::install::{as_text, check_env_vars};
 use crate::state::{AppState, VarInstall};
-
-impl From<EnvError> for ApiError {
-    fn from(e: EnvError) -> Self {
-        match e {
-            EnvError::NotFound(_) => ApiError::not_found("unknown_env", e.to_string()),
-            EnvError::Unavailable(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "env_unavailable",
-                e.to_string(),
-            ),
-            EnvError::Crashed(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "env_crashed", e.to_string())
-            }
-            EnvError::TooMany { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "too_many_envs", e.to_string())
-            }
-            EnvError::Spawn { .. } | EnvError::State { .. } => ApiError::internal(e),
-        }
-    }
-}
 
 /// Set vars in an env, creating it if absent.
 pub(crate) async fn set_env_vars(
     State(state): State<AppState>,
     ApiPath(env): ApiPath<String>,
     ApiJson(req): ApiJson<SetEnvVarsRequest>,
+) -> Result<Json<SyncResponse>, ApiError> {
+    detached(set_env_vars_work(state, env, req)).await
+}
+
+/// Saved before it goes live: `envs.json` (and `installed.json` when a
+/// secret is named) first, then the env's vars; a failed save changes nothing.
+async fn set_env_vars_work(
+    state: AppState,
+    env: String,
+    req: SetEnvVarsRequest,
 ) -> Result<Json<SyncResponse>, ApiError> {
     let mut audit = AuditEntry {
         route: "/v1/envs/{env}/_set_env_vars",
@@ -70,47 +59,50 @@ pub(crate) async fn set_env_vars(
                 .iter()
                 .any(|(k, v)| envs.value(&env, k).as_ref() != Some(v));
         let names: Vec<String> = vars.keys().cloned().collect();
-        let status = if req.dry_run {
-            if differs {
-                Status::WouldWrite
-            } else {
-                Status::Unchanged
-            }
-        } else {
-            let installs: Vec<VarInstall> = vars
-                .iter()
-                .map(|(var, value)| VarInstall {
-                    env: env.clone(),
-                    var: var.clone(),
-                    fingerprint: state
-                        .fingerprint(value.expose_str().unwrap_or_default().as_bytes()),
-                })
-                .collect();
-            let changed = envs.set_vars(&env, vars).await?;
-            envs.save().await?;
-            if let Some(secret) = &req.secret {
-                {
-                    let mut installed = state
-                        .inner
-                        .installed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    let record = installed.secrets.entry(secret.clone()).or_default();
-                    for var in installs {
-                        record
-                            .vars
-                            .retain(|v| !(v.env == var.env && v.var == var.var));
-                        record.vars.push(var);
-                    }
-                }
-                state.save_installed().await.map_err(ApiError::internal)?;
-            }
-            if differs || !changed.is_empty() {
-                Status::Written
-            } else {
-                Status::Unchanged
-            }
+        let status = match (differs, req.dry_run) {
+            (false, _) => Status::Unchanged,
+            (true, true) => Status::WouldWrite,
+            (true, false) => Status::Written,
         };
+        if !req.dry_run {
+            envs.check_room([env.as_str()])?;
+            let nothing_changed = "; nothing changed";
+            envs.save_changed(|all| {
+                let current = all.entry(env.clone()).or_default();
+                current.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            })
+            .await
+            .map_err(|e| ApiError::not_saved(&e).and(nothing_changed))?;
+            if let Some(secret) = &req.secret {
+                let installs: Vec<VarInstall> = vars
+                    .iter()
+                    .map(|(var, value)| VarInstall {
+                        env: env.clone(),
+                        var: var.clone(),
+                        fingerprint: value_fingerprint(state.fingerprint_key(), value),
+                    })
+                    .collect();
+                let recorded = state
+                    .update_installed(|installed| {
+                        let record = installed.secrets.entry(secret.clone()).or_default();
+                        for var in installs {
+                            record
+                                .vars
+                                .retain(|v| !(v.env == var.env && v.var == var.var));
+                            record.vars.push(var);
+                        }
+                    })
+                    .await;
+                if let Err(e) = recorded {
+                    // Put envs.json back as it is in memory (unchanged).
+                    if let Err(undo) = envs.save_changed(|_| {}).await {
+                        tracing::error!(error = %undo, "cannot restore envs.json");
+                    }
+                    return Err(ApiError::not_saved(&e).and(nothing_changed));
+                }
+            }
+            envs.set_vars(&env, vars).await?;
+        }
         Ok(Json(SyncResponse {
             results: vec![SecretResult {
                 name: req.secret.clone().unwrap_or_default(),
@@ -150,6 +142,12 @@ pub(crate) async fn run(
             return Err(ApiError::bad_request(
                 "invalid_command",
                 "argv contains a NUL byte",
+            ));
+        }
+        if req.timeout_secs == Some(0) {
+            return Err(ApiError::bad_request(
+                "invalid_timeout",
+                "timeout_secs must be at least 1 (0 would kill the command at once)",
             ));
         }
         let config = &state.inner.config;

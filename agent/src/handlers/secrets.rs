@@ -7,6 +7,8 @@
 //! lists the conflicting keys). Revoke answers 200 with one result, 404 when
 //! the secret is not installed here. No value is logged or echoed.
 
+use std::time::Instant;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -15,7 +17,7 @@ use common::wire::{RevokeQuery, SyncResponse, WriteToFileRequest};
 
 use crate::audit::AuditEntry;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::handlers::{outcome, statuses};
+use crate::handlers::{deadline, detached, outcome, statuses};
 use crate::install;
 use crate::state::AppState;
 
@@ -23,6 +25,15 @@ use crate::state::AppState;
 pub(crate) async fn write_to_file(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<WriteToFileRequest>,
+) -> Result<(StatusCode, Json<SyncResponse>), ApiError> {
+    let deadline = deadline(&state);
+    detached(write_to_file_work(state, req, deadline)).await
+}
+
+async fn write_to_file_work(
+    state: AppState,
+    req: WriteToFileRequest,
+    deadline: Instant,
 ) -> Result<(StatusCode, Json<SyncResponse>), ApiError> {
     let mut audit = AuditEntry {
         route: "/v1/secrets/_write_to_file",
@@ -34,7 +45,14 @@ pub(crate) async fn write_to_file(
     let result = async {
         let planned = install::plan(&state, req.secret, req.path.as_deref(), None, true)?;
         audit.paths = planned.paths();
-        let mut results = install::apply(&state, vec![planned], req.overwrite, req.dry_run).await;
+        let mut results = install::apply(
+            &state,
+            vec![planned],
+            req.overwrite,
+            req.dry_run,
+            Some(deadline),
+        )
+        .await;
         let result = results
             .pop()
             .unwrap_or_else(|| Err(ApiError::internal("no result")))?;
@@ -57,6 +75,14 @@ pub(crate) async fn revoke(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(query): ApiQuery<RevokeQuery>,
+) -> Result<Json<SyncResponse>, ApiError> {
+    detached(revoke_work(state, name, query)).await
+}
+
+async fn revoke_work(
+    state: AppState,
+    name: String,
+    query: RevokeQuery,
 ) -> Result<Json<SyncResponse>, ApiError> {
     let result = install::revoke(&state, &name, query.env.as_deref(), query.dry_run)
         .await

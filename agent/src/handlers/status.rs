@@ -1,6 +1,7 @@
 //! `GET /v1/status[?key=HEX]`: what this node holds — installed secrets with
 //! their paths, keys and var names under keyed fingerprints, and every env
-//! with its var names. Never a value.
+//! with its var names, and the state files found damaged at start
+//! (`damaged_state`: file, where it was moved, why). Never a value.
 //!
 //! Without `key` the fingerprints are under this node's own random key
 //! (`<state-dir>/fingerprint.key`): they show whether a value changed on this
@@ -21,30 +22,44 @@
 
 use axum::extract::State;
 use axum::Json;
+use serde::Serialize;
 
 use common::fingerprint::FingerprintKey;
 use common::wire::{KeyedBy, StatusResponse};
 
 use crate::error::{ApiError, ApiQuery};
 use crate::install::installed_status;
-use crate::state::AppState;
+use crate::state::{AppState, Damaged};
 
 /// What this node holds, fingerprinted under the node's key or the caller's.
 pub(crate) async fn get(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<Vec<(String, String)>>,
-) -> Result<Json<StatusResponse>, ApiError> {
+) -> Result<Json<AgentStatus>, ApiError> {
     let key = caller_key(&params)?;
-    Ok(Json(StatusResponse {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        secrets: installed_status(&state, key.as_ref()),
-        envs: state.inner.envs.status(),
-        fingerprints_keyed_by: if key.is_some() {
-            KeyedBy::Request
-        } else {
-            KeyedBy::Node
+    Ok(Json(AgentStatus {
+        status: StatusResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            secrets: installed_status(&state, key.as_ref()),
+            envs: state.inner.envs.status(),
+            fingerprints_keyed_by: if key.is_some() {
+                KeyedBy::Request
+            } else {
+                KeyedBy::Node
+            },
         },
+        damaged_state: state.inner.damaged.clone(),
     }))
+}
+
+/// The wire [`StatusResponse`] plus the state files found damaged at start
+/// (`damaged_state`, absent when none; readers of the wire type ignore it).
+#[derive(Serialize)]
+pub(crate) struct AgentStatus {
+    #[serde(flatten)]
+    status: StatusResponse,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    damaged_state: Vec<Damaged>,
 }
 
 /// The `key` query parameter, checked; other parameters are ignored.

@@ -8,6 +8,8 @@
 //! `would_write`/`unchanged` in a dry run, which changes nothing). The
 //! response is 200 whatever the per-secret results.
 
+use std::time::Instant;
+
 use axum::extract::State;
 use axum::Json;
 
@@ -15,7 +17,7 @@ use common::wire::{SecretResult, Status, SyncRequest, SyncResponse};
 
 use crate::audit::AuditEntry;
 use crate::error::{ApiError, ApiJson};
-use crate::handlers::{outcome, statuses};
+use crate::handlers::{deadline, detached, outcome, statuses};
 use crate::install;
 use crate::state::AppState;
 
@@ -23,6 +25,15 @@ use crate::state::AppState;
 pub(crate) async fn post(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<SyncRequest>,
+) -> Result<Json<SyncResponse>, ApiError> {
+    let deadline = deadline(&state);
+    detached(work(state, req, deadline)).await
+}
+
+async fn work(
+    state: AppState,
+    req: SyncRequest,
+    deadline: Instant,
 ) -> Result<Json<SyncResponse>, ApiError> {
     let mut audit = AuditEntry {
         route: "/v1/sync",
@@ -56,12 +67,13 @@ pub(crate) async fn post(
             .envs
             .check_room(audit.envs.iter().map(String::as_str))?;
         let names: Vec<String> = planned.iter().map(|p| p.secret.name.clone()).collect();
-        let results = install::apply(&state, planned, req.overwrite, req.dry_run).await;
+        let results =
+            install::apply(&state, planned, req.overwrite, req.dry_run, Some(deadline)).await;
         let results = names
             .into_iter()
             .zip(results)
             .map(|(name, r)| {
-                r.unwrap_or_else(|e| SecretResult {
+                r.unwrap_or_else(|e: ApiError| SecretResult {
                     name,
                     status: Status::Failed,
                     files: vec![],

@@ -194,17 +194,34 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Start `agent serve` for `home`/`state_dir`, stderr to `stderr_path`.
     pub fn spawn(home: &Path, state_dir: &Path, stderr_path: &Path) -> Self {
+        Self::spawn_with(home, state_dir, stderr_path, &[], None)
+    }
+
+    /// Like [`Self::spawn`], with more `serve` arguments and, with
+    /// `open_files`, the process's open-file limit (soft and hard) set first.
+    pub fn spawn_with(
+        home: &Path,
+        state_dir: &Path,
+        stderr_path: &Path,
+        extra: &[&std::ffi::OsStr],
+        open_files: Option<u32>,
+    ) -> Self {
         let _ = std::fs::remove_file(state_dir.join("agent.addr"));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(stderr_path)
             .unwrap();
-        let child = Command::new(AGENT_BIN)
+        let limit = open_files.map_or_else(String::new, |n| format!("ulimit -n {n} && "));
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{limit}exec \"$0\" \"$@\""))
+            .arg(AGENT_BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--home"])
             .arg(home)
             .arg("--state-dir")
             .arg(state_dir)
+            .args(extra)
             .env("HOME", home)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
@@ -236,6 +253,44 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A self-signed P-256 certificate for 127.0.0.1 and its key (0600) in
+/// `dir`, valid for a day, made with `openssl`; `None` when openssl is not
+/// installed.
+pub fn make_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-keyout",
+    ])
+    .arg(&key)
+    .arg("-out")
+    .arg(&cert);
+    let out = cmd.output().ok()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Some((cert, key))
 }
 
 /// Mode bits of a path.

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use common::Values;
 use reqwest::{Method, StatusCode};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::config::{Token, VaultConfig};
@@ -397,7 +399,7 @@ impl VaultClient {
                 reason: e.to_string(),
             })?;
             let mut count = 0;
-            for der in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for der in CertificateDer::pem_slice_iter(&pem) {
                 let der = der.map_err(|e| VaultError::CaFile {
                     path: shown.clone(),
                     reason: format!("not a PEM certificate: {e}"),
