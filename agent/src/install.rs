@@ -7,7 +7,7 @@
 //! vars, never a value.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
 
@@ -15,7 +15,7 @@ use common::apply::{self, secret_env_vars, secret_paths, FileStatus, TargetFile}
 use common::fingerprint::{value_fingerprint, values_fingerprint, FingerprintKey};
 use common::fsutil::confine;
 use common::names::{validate_env_name, validate_env_var_name, validate_secret_name};
-use common::providers::{self, Merge, Provider, ProviderError, Removal};
+use common::providers::{self, Provider, ProviderError};
 use common::wire::{
     FileOutcome, InstalledFile, InstalledSecret, InstalledVar, SecretResult, Status,
 };
@@ -174,11 +174,15 @@ type FileResult = Option<Result<Vec<FileOutcome>, ApiError>>;
 /// after the other; groups with no directory in common run on parallel
 /// threads (their fsyncs overlap). Results come back in job order.
 fn write_all(jobs: Vec<FileJob>, overwrite: bool, dry_run: bool) -> Vec<FileResult> {
-    let dirs: Vec<Vec<&Path>> = jobs
+    let dirs: Vec<Vec<PathBuf>> = jobs
         .iter()
         .map(|job| {
             job.iter()
-                .flat_map(|(_, files, _)| files.iter().filter_map(|f| f.path.parent()))
+                .flat_map(|(_, files, _)| {
+                    files
+                        .iter()
+                        .filter_map(|f| f.path.path().parent().map(Path::to_path_buf))
+                })
                 .collect()
         })
         .collect();
@@ -197,12 +201,7 @@ fn write_all(jobs: Vec<FileJob>, overwrite: bool, dry_run: bool) -> Vec<FileResu
     }
     let run = |job: &FileJob| -> FileResult {
         job.as_ref().map(|(provider, files, values)| {
-            if dry_run {
-                preview_files(*provider, files, values, overwrite)
-            } else {
-                apply::write_files(*provider, files, values, overwrite, false)
-            }
-            .map_err(ApiError::from)
+            apply::write_files(*provider, files, values, overwrite, dry_run).map_err(ApiError::from)
         })
     };
     let mut groups: Vec<usize> = group.clone();
@@ -234,61 +233,6 @@ fn write_all(jobs: Vec<FileJob>, overwrite: bool, dry_run: bool) -> Vec<FileResu
         results[i] = result;
     }
     results
-}
-
-/// What `write_files` would do, without taking its lock: the lock creates
-/// missing directories, and a dry run must change nothing at all.
-fn preview_files(
-    provider: &dyn Provider,
-    files: &[TargetFile],
-    values: &common::Values,
-    overwrite: bool,
-) -> Result<Vec<FileOutcome>, ProviderError> {
-    provider.validate(values)?;
-    files
-        .iter()
-        .enumerate()
-        .map(|(index, file)| {
-            let existing = common::fsutil::read_optional(&file.path)?;
-            let (status, conflict_keys) =
-                match provider.merge(index, &file.display, existing.as_ref(), values, overwrite)? {
-                    Merge::Unchanged => (FileStatus::Unchanged, vec![]),
-                    Merge::Conflict(keys) => (FileStatus::Conflict, keys),
-                    Merge::Write(_) => (FileStatus::WouldWrite, vec![]),
-                };
-            Ok(FileOutcome {
-                path: file.display.clone(),
-                status,
-                conflict_keys,
-            })
-        })
-        .collect()
-}
-
-/// What `remove_files` would do, without its lock (a dry run changes nothing).
-fn preview_removal(
-    provider: &dyn Provider,
-    files: &[TargetFile],
-    values: &common::Values,
-) -> Result<Vec<FileOutcome>, ProviderError> {
-    files
-        .iter()
-        .enumerate()
-        .map(|(index, file)| {
-            let status = match common::fsutil::read_optional(&file.path)? {
-                None => FileStatus::Unchanged,
-                Some(text) => match provider.remove(index, &file.display, &text, values)? {
-                    Removal::Unchanged => FileStatus::Unchanged,
-                    Removal::Write(_) | Removal::Delete => FileStatus::WouldWrite,
-                },
-            };
-            Ok(FileOutcome {
-                path: file.display.clone(),
-                status,
-                conflict_keys: vec![],
-            })
-        })
-        .collect()
 }
 
 fn file_status(outcomes: &[FileOutcome]) -> Status {
@@ -501,16 +445,12 @@ pub(crate) async fn revoke(
                         })
                     })
                     .collect::<Result<Vec<_>, ProviderError>>()?;
-                if dry_run {
-                    all.extend(preview_removal(provider, &files, &install.values)?);
-                } else {
-                    all.extend(apply::remove_files(
-                        provider,
-                        &files,
-                        &install.values,
-                        false,
-                    )?);
-                }
+                all.extend(apply::remove_files(
+                    provider,
+                    &files,
+                    &install.values,
+                    dry_run,
+                )?);
             }
             Ok::<_, ProviderError>(all)
         })
