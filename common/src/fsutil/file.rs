@@ -250,3 +250,151 @@ impl ConfinedFile {
 pub struct DirLock {
     _fd: OwnedFd,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::Path;
+
+    use super::MAX_FILE_SIZE;
+    use crate::fsutil::{confine, read_optional, FileRef, PathError};
+
+    fn assert_not_regular(err: PathError, path: &str, kind: &str) {
+        let text = err.to_string();
+        assert!(
+            matches!(&err, PathError::NotRegular { path: p, kind: k } if p == path && *k == kind),
+            "{text}"
+        );
+        assert!(
+            text.contains(path) && text.contains("not a regular file"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn fifo_socket_and_device_are_refused_without_blocking() {
+        let h = tempfile::tempdir().unwrap();
+        let home = h.path();
+        fs::create_dir(home.join(".aws")).unwrap();
+        nix::unistd::mkfifo(
+            &home.join(".aws/credentials"),
+            nix::sys::stat::Mode::S_IRWXU,
+        )
+        .unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(home.join(".aws/config")).unwrap();
+        // a thread, so a regression fails the test instead of hanging it
+        let home_path = home.to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let file = |p: &str| confine(&home_path, p).unwrap().open(true).unwrap().unwrap();
+            let fifo = file("~/.aws/credentials");
+            let sock = file("~/.aws/config");
+            let results = [
+                ("FIFO", fifo.read().map(drop)),
+                ("FIFO", fifo.write(b"v")),
+                ("FIFO", fifo.remove()),
+                ("FIFO", fifo.tighten_mode()),
+                ("socket", sock.read().map(drop)),
+                ("socket", sock.write(b"v")),
+            ];
+            let null = FileRef::anywhere(Path::new("/dev/null")).unwrap();
+            let device = null.open(false).unwrap().unwrap().read().map(drop);
+            let by_path = read_optional(&home_path.join(".aws/credentials")).map(drop);
+            tx.send((results, device, by_path)).unwrap();
+        });
+        let (results, device, by_path) = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("an operation on a FIFO blocked");
+        for (kind, result) in results {
+            let path = if kind == "FIFO" {
+                "~/.aws/credentials"
+            } else {
+                "~/.aws/config"
+            };
+            assert_not_regular(result.unwrap_err(), path, kind);
+        }
+        assert_not_regular(device.unwrap_err(), "/dev/null", "character device");
+        assert!(matches!(by_path, Err(PathError::NotRegular { .. })));
+        let kind = fs::symlink_metadata(home.join(".aws/credentials"))
+            .unwrap()
+            .file_type();
+        assert!(
+            std::os::unix::fs::FileTypeExt::is_fifo(&kind),
+            "the FIFO was replaced"
+        );
+    }
+
+    #[test]
+    fn files_above_the_cap_are_refused_naming_the_path() {
+        let h = tempfile::tempdir().unwrap();
+        let big = fs::File::create(h.path().join("big")).unwrap();
+        big.set_len(MAX_FILE_SIZE + 1).unwrap();
+        let f = confine(h.path(), "~/big")
+            .unwrap()
+            .open(false)
+            .unwrap()
+            .unwrap();
+        let err = f.read().unwrap_err();
+        assert!(matches!(err, PathError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("~/big"), "{err}");
+        big.set_len(MAX_FILE_SIZE).unwrap();
+        assert_eq!(
+            f.read().unwrap().unwrap().expose_secret().len() as u64,
+            MAX_FILE_SIZE
+        );
+    }
+
+    #[test]
+    fn a_symlink_swapped_in_after_resolution_is_never_replaced() {
+        let h = tempfile::tempdir().unwrap();
+        let home = h.path();
+        fs::write(home.join("f"), "old").unwrap();
+        let f = confine(home, "~/f").unwrap().open(false).unwrap().unwrap();
+        fs::remove_file(home.join("f")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", home.join("f")).unwrap();
+        assert_not_regular(f.write(b"new").unwrap_err(), "~/f", "symlink");
+        assert_not_regular(f.read().unwrap_err(), "~/f", "symlink");
+        assert!(fs::symlink_metadata(home.join("f"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            fs::read_dir(home).unwrap().count(),
+            1,
+            "a temp file was left"
+        );
+    }
+
+    #[test]
+    fn the_directory_lock_is_released_when_dropped() {
+        let h = tempfile::tempdir().unwrap();
+        let open = || {
+            confine(h.path(), "~/a/f")
+                .unwrap()
+                .open(true)
+                .unwrap()
+                .unwrap()
+        };
+        let (one, two) = (open(), open());
+        assert_eq!(one.dir_id().unwrap(), two.dir_id().unwrap());
+        let lock = one.lock_dir().unwrap();
+        // held: a non-blocking attempt from another descriptor fails
+        let other = rustix::fs::openat(
+            &two.dir,
+            ".",
+            rustix::fs::OFlags::RDONLY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        assert!(
+            rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .is_err()
+        );
+        drop(lock);
+        assert!(
+            rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+        );
+        rustix::fs::flock(&other, rustix::fs::FlockOperation::Unlock).unwrap();
+        drop(two.lock_dir().unwrap());
+    }
+}

@@ -242,3 +242,155 @@ fn strip_root(root: &Path, target: &Path) -> Option<PathBuf> {
     let canonical = root.canonicalize().ok()?;
     target.strip_prefix(canonical).ok().map(Path::to_path_buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::path::Path;
+
+    use crate::fsutil::{confine, explicit, PathError};
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    fn write(home: &Path, path: &str, text: &str) -> Result<(), PathError> {
+        confine(home, path)?
+            .open(true)?
+            .expect("created")
+            .write(text.as_bytes())
+    }
+
+    #[test]
+    fn dangling_links_inside_home_are_followed_and_their_targets_created() {
+        let h = tempfile::tempdir().unwrap();
+        let home = h.path();
+        // a dotfiles repository committed the links before their targets exist
+        fs::create_dir(home.join(".config")).unwrap();
+        symlink("../dotfiles/app.json", home.join(".config/app.json")).unwrap();
+        symlink(home.join("dotfiles/aws"), home.join(".aws")).unwrap();
+        write(home, "~/.config/app.json", "{}").unwrap();
+        write(home, "~/.aws/credentials", "[default]\n").unwrap();
+        assert_eq!(fs::read(home.join("dotfiles/app.json")).unwrap(), b"{}");
+        assert_eq!(mode(&home.join("dotfiles/app.json")), 0o600);
+        assert_eq!(mode(&home.join("dotfiles")), 0o700);
+        assert_eq!(mode(&home.join("dotfiles/aws")), 0o700);
+        assert_eq!(mode(&home.join("dotfiles/aws/credentials")), 0o600);
+        for link in [".config/app.json", ".aws"] {
+            let meta = fs::symlink_metadata(home.join(link)).unwrap();
+            assert!(meta.file_type().is_symlink(), "{link} was replaced");
+        }
+        // a link through the canonical form of home stays inside too
+        let canon = home.canonicalize().unwrap();
+        symlink(canon.join("dotfiles/kube"), home.join(".kube")).unwrap();
+        write(home, "~/.kube/config", "x").unwrap();
+        assert_eq!(fs::read(home.join("dotfiles/kube/config")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn links_leading_outside_home_are_refused_naming_the_link() {
+        let h = tempfile::tempdir().unwrap();
+        let home = h.path();
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir(home.join("dots")).unwrap();
+        symlink(outside.path(), home.join("dots/aws")).unwrap();
+        symlink("dots/aws", home.join(".aws")).unwrap();
+        symlink("../../etc/passwd", home.join("dots/pw")).unwrap();
+        symlink(outside.path().join("missing"), home.join("dangling-out")).unwrap();
+        for (path, link) in [
+            ("~/.aws/credentials", "~/dots/aws"),
+            ("~/dots/pw", "~/dots/pw"),
+            ("~/dangling-out", "~/dangling-out"),
+        ] {
+            let err = write(home, path, "v").unwrap_err();
+            match &err {
+                PathError::SymlinkEscape { path } => assert_eq!(path, link),
+                other => panic!("{path}: {other}"),
+            }
+            assert!(err.to_string().contains(link), "{err}");
+        }
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        // unless the user named the path explicitly (the controller's --path)
+        let f = explicit(home, "~/.aws/credentials").unwrap();
+        f.open(true).unwrap().unwrap().write(b"mine").unwrap();
+        assert_eq!(
+            fs::read(outside.path().join("credentials")).unwrap(),
+            b"mine"
+        );
+    }
+
+    #[test]
+    fn link_loops_and_long_paths_are_errors() {
+        let h = tempfile::tempdir().unwrap();
+        let home = h.path();
+        symlink("b", home.join("a")).unwrap();
+        symlink("a", home.join("b")).unwrap();
+        assert!(matches!(
+            write(home, "~/a/x", "v"),
+            Err(PathError::SymlinkLoop { .. })
+        ));
+        let long_name = format!("~/{}", "n".repeat(300));
+        let long_path = format!("~/{}", "d/".repeat(2100));
+        for path in [long_name, long_path] {
+            let err = confine(home, &path).unwrap_err();
+            assert!(matches!(err, PathError::TooLong { .. }), "{err}");
+            assert!(err.to_string().len() < 300, "{err}");
+        }
+        // a file in the way of a directory
+        fs::write(home.join("plain"), "x").unwrap();
+        assert!(matches!(
+            write(home, "~/plain/x", "v"),
+            Err(PathError::NotDirectory { .. })
+        ));
+    }
+
+    /// A directory inside home swapped for a symlink to an outside directory
+    /// while writes go through it: no write may land outside, temp files
+    /// included.
+    #[test]
+    fn swapping_a_directory_for_an_outside_link_never_lets_a_write_escape() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let h = tempfile::tempdir().unwrap();
+        let home = h.path().to_path_buf();
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir(home.join("d")).unwrap();
+        let stop = AtomicBool::new(false);
+        let (mut ok, mut refused) = (0, 0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let (d, real, tmp) = (home.join("d"), home.join("d.real"), home.join("d.tmp"));
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = fs::rename(&d, &real);
+                    let _ = symlink(outside.path(), &tmp);
+                    let _ = fs::rename(&tmp, &d);
+                    std::thread::yield_now();
+                    let _ = fs::remove_file(&d);
+                    let _ = fs::remove_dir(&d); // one the writer created meanwhile
+                    let _ = fs::rename(&real, &d);
+                    std::thread::yield_now();
+                }
+            });
+            for i in 0..300 {
+                match write(&home, "~/d/f", &format!("value {i}")) {
+                    Ok(()) => ok += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let escaped: Vec<_> = fs::read_dir(outside.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(escaped.is_empty(), "written outside home: {escaped:?}");
+        assert_eq!(ok + refused, 300);
+        // the swapper is stopped and `d` is a directory again: writes go through
+        if !home.join("d").is_dir() {
+            fs::remove_file(home.join("d")).unwrap();
+            fs::rename(home.join("d.real"), home.join("d")).unwrap();
+        }
+        write(&home, "~/d/f", "last").unwrap();
+        assert_eq!(fs::read(home.join("d/f")).unwrap(), b"last");
+    }
+}
