@@ -173,6 +173,7 @@ impl FileRef {
                 path: PathBuf::from("/"),
                 shown: String::new(),
                 confined: false,
+                tilde: None,
             },
             rel,
         })
@@ -180,12 +181,7 @@ impl FileRef {
 
     /// The path as shown in messages (`~/.aws/credentials`, or absolute).
     pub fn display(&self) -> String {
-        let mut text = self.root.shown.clone();
-        for name in &self.rel {
-            text.push('/');
-            text.push_str(&name.to_string_lossy());
-        }
-        text
+        resolve::shown(&self.root, self.rel.iter())
     }
 
     /// The path as written, before any symlink is followed.
@@ -198,6 +194,15 @@ impl FileRef {
     /// `create_dirs`. `None` when a directory is missing and not created.
     pub fn open(&self, create_dirs: bool) -> Result<Option<ConfinedFile>, PathError> {
         resolve::resolve(&self.root, &self.rel, create_dirs)
+    }
+
+    /// The file's text now, `None` when it (or its directory) is missing;
+    /// see [`ConfinedFile::read`].
+    pub fn read(&self) -> Result<Option<SecretText>, PathError> {
+        match self.open(false)? {
+            Some(file) => file.read(),
+            None => Ok(None),
+        }
     }
 
     /// Whether something exists at the path now (after following links).
@@ -274,6 +279,7 @@ pub fn confine(home: &Path, path: &str) -> Result<FileRef, PathError> {
             path: home.to_path_buf(),
             shown: "~".to_owned(),
             confined: true,
+            tilde: None,
         },
         rel,
     };
@@ -285,7 +291,9 @@ pub fn confine(home: &Path, path: &str) -> Result<FileRef, PathError> {
 /// inside home or not; see [`FileRef::anywhere`].
 pub fn explicit(home: &Path, path: &str) -> Result<FileRef, PathError> {
     check_text(path)?;
-    FileRef::anywhere(&expand_home(home, path))
+    let mut file = FileRef::anywhere(&expand_home(home, path))?;
+    file.root.tilde = Some(home.to_path_buf());
+    Ok(file)
 }
 
 /// Create `dir` and any missing parents with mode 0700. Existing directories
@@ -308,10 +316,7 @@ pub fn create_private_dir_all(dir: &Path) -> Result<(), PathError> {
 /// file is read (a FIFO or device is an error, never a hang), at most
 /// [`MAX_FILE_SIZE`] bytes.
 pub fn read_optional(path: &Path) -> Result<Option<SecretText>, PathError> {
-    match FileRef::anywhere(path)?.open(false)? {
-        Some(file) => file.read(),
-        None => Ok(None),
-    }
+    FileRef::anywhere(path)?.read()
 }
 
 /// Write `contents` to `path` atomically with mode 0600: a temp file in the

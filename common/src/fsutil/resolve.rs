@@ -33,6 +33,8 @@ pub(super) struct Root {
     pub(super) shown: String,
     /// Whether the walk must stay beneath it.
     pub(super) confined: bool,
+    /// A home shown as `~` in messages when the walk passes through it.
+    pub(super) tilde: Option<PathBuf>,
 }
 
 fn dir_flags() -> OFlags {
@@ -59,6 +61,7 @@ pub(super) fn resolve(
     }
     Walk {
         root,
+        asked: rel,
         stack: vec![root_fd],
         names: vec![],
         queue: rel.iter().cloned().collect(),
@@ -96,17 +99,22 @@ fn beneath(root_fd: &OwnedFd, root: &Root, rel: &[OsString]) -> Option<ConfinedF
 }
 
 /// How a path is named in messages: the root's name and the components.
-fn shown<'a>(root: &Root, names: impl Iterator<Item = &'a OsString>) -> String {
+pub(super) fn shown<'a>(root: &Root, names: impl Iterator<Item = &'a OsString>) -> String {
     let mut text = root.shown.clone();
     for name in names {
         text.push('/');
         text.push_str(&name.to_string_lossy());
     }
-    text
+    match &root.tilde {
+        Some(home) => super::tilde_path(home, Path::new(&text)),
+        None => text,
+    }
 }
 
 struct Walk<'a> {
     root: &'a Root,
+    /// The path as asked for.
+    asked: &'a [OsString],
     /// Opened directories from the root down; `stack[i + 1]` is `names[i]`.
     stack: Vec<OwnedFd>,
     names: Vec<OsString>,
@@ -146,11 +154,13 @@ impl Walk<'_> {
                     Ok(target) => self.follow(here, target.as_bytes())?,
                     Err(Errno::INVAL | Errno::NOENT) => {
                         let dir = self.stack.pop().expect("the root stays on the stack");
-                        return Ok(Some(ConfinedFile {
-                            dir,
-                            name,
-                            display: here,
-                        }));
+                        // named as asked for, and where its links led
+                        let asked = shown(self.root, self.asked.iter());
+                        let display = match self.last_link {
+                            Some(_) if asked != here => format!("{asked} -> {here}"),
+                            _ => here,
+                        };
+                        return Ok(Some(ConfinedFile { dir, name, display }));
                     }
                     Err(e) => return Err(PathError::io("inspect", Path::new(&here), e.into())),
                 }
