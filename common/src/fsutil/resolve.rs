@@ -355,33 +355,35 @@ mod tests {
         ));
     }
 
-    /// A directory inside home swapped for a symlink to an outside directory
-    /// while writes go through it: no write may land outside, temp files
-    /// included.
+    /// A directory inside home swapped (atomically, over and over) with a
+    /// symlink to an outside directory while writes go through it, each
+    /// write starting while it is a directory: no write may land outside,
+    /// temp files included.
+    #[cfg(target_os = "linux")]
     #[test]
     fn swapping_a_directory_for_an_outside_link_never_lets_a_write_escape() {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
         use std::sync::atomic::{AtomicBool, Ordering};
         let h = tempfile::tempdir().unwrap();
         let home = h.path().to_path_buf();
         let outside = tempfile::tempdir().unwrap();
-        fs::create_dir(home.join("d")).unwrap();
+        let (d, l) = (home.join("d"), home.join("l"));
+        fs::create_dir(&d).unwrap();
+        symlink(outside.path(), &l).unwrap();
         let stop = AtomicBool::new(false);
+        let is_link = |p: &Path| fs::symlink_metadata(p).unwrap().file_type().is_symlink();
         let (mut ok, mut refused) = (0, 0);
         std::thread::scope(|s| {
             s.spawn(|| {
-                let (d, real, tmp) = (home.join("d"), home.join("d.real"), home.join("d.tmp"));
                 while !stop.load(Ordering::Relaxed) {
-                    let _ = fs::rename(&d, &real);
-                    let _ = symlink(outside.path(), &tmp);
-                    let _ = fs::rename(&tmp, &d);
-                    std::thread::yield_now();
-                    let _ = fs::remove_file(&d);
-                    let _ = fs::remove_dir(&d); // one the writer created meanwhile
-                    let _ = fs::rename(&real, &d);
-                    std::thread::yield_now();
+                    renameat_with(CWD, &d, CWD, &l, RenameFlags::EXCHANGE).unwrap();
+                    std::thread::sleep(std::time::Duration::from_micros(100));
                 }
             });
             for i in 0..300 {
+                while is_link(&d) {
+                    std::thread::yield_now();
+                }
                 match write(&home, "~/d/f", &format!("value {i}")) {
                     Ok(()) => ok += 1,
                     Err(_) => refused += 1,
@@ -395,12 +397,16 @@ mod tests {
             .collect();
         assert!(escaped.is_empty(), "written outside home: {escaped:?}");
         assert_eq!(ok + refused, 300);
-        // the swapper is stopped and `d` is a directory again: writes go through
-        if !home.join("d").is_dir() {
-            fs::remove_file(home.join("d")).unwrap();
-            fs::rename(home.join("d.real"), home.join("d")).unwrap();
+        // the swapper is stopped: with `d` a directory again, writes go through
+        if is_link(&d) {
+            renameat_with(CWD, &d, CWD, &l, RenameFlags::EXCHANGE).unwrap();
         }
         write(&home, "~/d/f", "last").unwrap();
-        assert_eq!(fs::read(home.join("d/f")).unwrap(), b"last");
+        assert_eq!(fs::read(d.join("f")).unwrap(), b"last");
+        let left: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["f"], "temp files left behind");
     }
 }
