@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{symlink, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -50,6 +50,27 @@ async fn open(home: &std::path::Path) -> (agent::AppState, String) {
     (state, token)
 }
 
+/// A regression that blocks on the FIFO must fail, not hang: after `wait`
+/// a writer opens and closes it (harmless when nothing reads), so a blocked
+/// reader gets end-of-file and the runtime can shut down after the failure.
+/// It opens a hard link of its own, as the failing test removes the home.
+fn unblock_after(fifo: &std::path::Path, wait: Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("fifo");
+    std::fs::hard_link(fifo, &link).unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(wait);
+        for _ in 0..100 {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(&link);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(dir);
+    });
+}
+
 fn custom(name: &str, path: &str) -> Value {
     json!({"secret": {"name": name, "provider": "custom", "values": {"key": SECRET}}, "path": path})
 }
@@ -67,6 +88,7 @@ async fn a_fifo_at_a_credential_path_is_a_4xx_and_the_directory_stays_writable()
     std::fs::create_dir(home.path().join(".aws")).unwrap();
     let fifo = home.path().join(".aws/credentials");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    unblock_after(&fifo, Duration::from_secs(25));
     let aws = json!({"secret": {"name": "aws", "provider": "aws",
         "values": {"access_key": "AKIAX", "secret_key": SECRET}}});
     for uri in ["/v1/secrets/_write_to_file", "/v1/sync"] {
