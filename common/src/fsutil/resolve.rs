@@ -37,8 +37,25 @@ pub(super) struct Root {
     pub(super) tilde: Option<PathBuf>,
 }
 
+/// How directories on the way are opened: on Linux `O_PATH`, so a directory
+/// with search permission only (mode 0711) can be walked through.
 fn dir_flags() -> OFlags {
-    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+    #[cfg(target_os = "linux")]
+    let read = OFlags::PATH;
+    #[cfg(not(target_os = "linux"))]
+    let read = OFlags::RDONLY;
+    read | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// The directory `fd` refers to, opened for reading (locking, fsync, chmod).
+fn readable(fd: &OwnedFd, shown: &str) -> Result<OwnedFd, PathError> {
+    rfs::openat(
+        fd,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| PathError::io("open directory", Path::new(shown), e.into()))
 }
 
 /// Open `root` and walk `rel` (plain names; `..` only from link targets)
@@ -153,7 +170,8 @@ impl Walk<'_> {
                 match rfs::readlinkat(cur, name.as_os_str(), Vec::new()) {
                     Ok(target) => self.follow(here, target.as_bytes())?,
                     Err(Errno::INVAL | Errno::NOENT) => {
-                        let dir = self.stack.pop().expect("the root stays on the stack");
+                        let parent = self.stack.pop().expect("the root stays on the stack");
+                        let dir = readable(&parent, &shown(self.root, self.names.iter()))?;
                         // named as asked for, and where its links led
                         let asked = shown(self.root, self.asked.iter());
                         let display = match self.last_link {
@@ -170,7 +188,7 @@ impl Walk<'_> {
                 Ok(fd) => {
                     if created.take().is_some_and(|c| c == name) {
                         // mkdirat applied the umask: make it exactly 0700.
-                        rfs::fchmod(&fd, Mode::from_raw_mode(DIR_MODE))
+                        rfs::fchmod(readable(&fd, &here)?, Mode::from_raw_mode(DIR_MODE))
                             .map_err(|e| PathError::io("chmod", Path::new(&here), e.into()))?;
                     }
                     self.stack.push(fd);
