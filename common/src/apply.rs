@@ -252,17 +252,14 @@ mod tests {
         let v1 = values_from([("k", "v1")]);
         let out = write_files(&GENERIC, &files, &v1, false, false).unwrap();
         assert_eq!(overall(&out), FileStatus::Written);
-        let meta = std::fs::metadata(&files[0].path.path()).unwrap();
+        let meta = std::fs::metadata(files[0].path.path()).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         let mtime = meta.modified().unwrap();
-        std::fs::set_permissions(
-            &files[0].path.path(),
-            std::fs::Permissions::from_mode(0o644),
-        )
-        .unwrap();
+        std::fs::set_permissions(files[0].path.path(), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
         let out = write_files(&GENERIC, &files, &v1, false, false).unwrap();
         assert_eq!(overall(&out), FileStatus::Unchanged);
-        let mode = std::fs::metadata(&files[0].path.path())
+        let mode = std::fs::metadata(files[0].path.path())
             .unwrap()
             .permissions()
             .mode();
@@ -272,21 +269,21 @@ mod tests {
             "a readable credential file is tightened in place"
         );
         assert_eq!(
-            std::fs::metadata(&files[0].path.path())
+            std::fs::metadata(files[0].path.path())
                 .unwrap()
                 .modified()
                 .unwrap(),
             mtime
         );
         let v2 = values_from([("k", "v2")]);
-        let before = std::fs::read(&files[0].path.path()).unwrap();
+        let before = std::fs::read(files[0].path.path()).unwrap();
         let out = write_files(&GENERIC, &files, &v2, false, false).unwrap();
         assert_eq!(out[0].status, FileStatus::Conflict);
         assert_eq!(out[0].conflict_keys, vec!["k".to_string()]);
-        assert_eq!(std::fs::read(&files[0].path.path()).unwrap(), before);
+        assert_eq!(std::fs::read(files[0].path.path()).unwrap(), before);
         let out = write_files(&GENERIC, &files, &v2, true, true).unwrap();
         assert_eq!(out[0].status, FileStatus::WouldWrite);
-        assert_eq!(std::fs::read(&files[0].path.path()).unwrap(), before);
+        assert_eq!(std::fs::read(files[0].path.path()).unwrap(), before);
         let out = write_files(&GENERIC, &files, &v2, true, false).unwrap();
         assert_eq!(out[0].status, FileStatus::Written);
         let out = remove_files(&GENERIC, &files, &v2, false).unwrap();

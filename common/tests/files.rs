@@ -69,8 +69,8 @@ fn every_provider_writes_private_files_whatever_the_umask() {
             .iter()
             .map(|f| {
                 (
-                    std::fs::read(&f.path.path()).unwrap(),
-                    std::fs::metadata(&f.path.path())
+                    std::fs::read(f.path.path()).unwrap(),
+                    std::fs::metadata(f.path.path())
                         .unwrap()
                         .modified()
                         .unwrap(),
@@ -84,8 +84,8 @@ fn every_provider_writes_private_files_whatever_the_umask() {
             .iter()
             .map(|f| {
                 (
-                    std::fs::read(&f.path.path()).unwrap(),
-                    std::fs::metadata(&f.path.path())
+                    std::fs::read(f.path.path()).unwrap(),
+                    std::fs::metadata(f.path.path())
                         .unwrap()
                         .modified()
                         .unwrap(),
@@ -111,7 +111,7 @@ fn every_provider_writes_private_files_whatever_the_umask() {
         );
         let after: Vec<_> = files
             .iter()
-            .map(|f| std::fs::read(&f.path.path()).unwrap())
+            .map(|f| std::fs::read(f.path.path()).unwrap())
             .collect();
         assert_eq!(
             before.iter().map(|b| b.0.clone()).collect::<Vec<_>>(),
