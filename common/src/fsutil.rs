@@ -94,9 +94,12 @@ impl PathError {
 pub fn cut(text: &str) -> String {
     let escaped: String = text
         .chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_default().to_string(),
-            false => c.to_string(),
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
         })
         .collect();
     let count = escaped.chars().count();
