@@ -88,7 +88,11 @@ impl IntoResponse for ApiError {
 
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
-        Self::bad_request("invalid_name", e.to_string())
+        let code = match e {
+            NameError::TooLong { .. } => "name_too_long",
+            _ => "invalid_name",
+        };
+        Self::bad_request(code, e.to_string())
     }
 }
 
@@ -118,7 +122,26 @@ impl From<PathError> for ApiError {
             PathError::ParentComponent { .. } => "path_traversal",
             PathError::OutsideHome { .. } => "path_outside_home",
             PathError::SymlinkEscape { .. } => "path_symlink_escape",
+            PathError::SymlinkLoop { .. } => "path_symlink_loop",
+            PathError::TooLong { .. } => "path_too_long",
             PathError::Empty | PathError::ControlChar { .. } => "invalid_path",
+            PathError::NotRegular { .. } | PathError::NotDirectory { .. } => {
+                return Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "not_regular_file",
+                    e.to_string(),
+                )
+            }
+            PathError::TooLarge { .. } => {
+                return Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "file_too_large",
+                    e.to_string(),
+                )
+            }
+            PathError::Busy { .. } => {
+                return Self::new(StatusCode::SERVICE_UNAVAILABLE, "path_busy", e.to_string())
+            }
             PathError::Io { .. } => return Self::internal(e),
         };
         Self::bad_request(code, e.to_string())

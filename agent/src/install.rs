@@ -7,7 +7,7 @@
 //! vars, never a value.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ use common::apply::{self, secret_env_vars, secret_paths, FileStatus, TargetFile}
 use common::fingerprint::{value_fingerprint, values_fingerprint, FingerprintKey};
 use common::fsutil::confine;
 use common::names::{validate_env_name, validate_env_var_name, validate_secret_name};
-use common::providers::{self, Merge, Provider, ProviderError, Removal};
+use common::providers::{self, Provider, ProviderError};
 use common::wire::{
     FileOutcome, InstalledFile, InstalledSecret, InstalledVar, SecretResult, Status,
 };
@@ -196,11 +196,13 @@ fn group_by_dir(jobs: &[FileJob]) -> Vec<Vec<usize>> {
         i
     }
     let mut parent: Vec<usize> = (0..jobs.len()).collect();
-    let mut first: HashMap<&Path, usize> = HashMap::new();
+    let mut first: HashMap<PathBuf, usize> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
-        let dirs = job
-            .iter()
-            .flat_map(|(_, files, _)| files.iter().filter_map(|f| f.path.parent()));
+        let dirs = job.iter().flat_map(|(_, files, _)| {
+            files
+                .iter()
+                .filter_map(|f| f.path.path().parent().map(Path::to_path_buf))
+        });
         for dir in dirs {
             let j = *first.entry(dir).or_insert(i);
             let (a, b) = (root(&mut parent, i), root(&mut parent, j));
@@ -246,12 +248,8 @@ fn write_all(
             std::thread::sleep(delay);
         }
         FileResult::Done(
-            if dry_run {
-                preview_files(*provider, files, values, overwrite)
-            } else {
-                apply::write_files(*provider, files, values, overwrite, false)
-            }
-            .map_err(ApiError::from),
+            apply::write_files(*provider, files, values, overwrite, dry_run)
+                .map_err(ApiError::from),
         )
     };
     let groups = group_by_dir(&jobs);
@@ -309,61 +307,6 @@ fn write_all(
             (None, Some(_)) => {
                 FileResult::Done(Err(ApiError::internal("a file writer thread panicked")))
             }
-        })
-        .collect()
-}
-
-/// What `write_files` would do, without taking its lock: the lock creates
-/// missing directories, and a dry run must change nothing at all.
-fn preview_files(
-    provider: &dyn Provider,
-    files: &[TargetFile],
-    values: &common::Values,
-    overwrite: bool,
-) -> Result<Vec<FileOutcome>, ProviderError> {
-    provider.validate(values)?;
-    files
-        .iter()
-        .enumerate()
-        .map(|(index, file)| {
-            let existing = common::fsutil::read_optional(&file.path)?;
-            let (status, conflict_keys) =
-                match provider.merge(index, &file.display, existing.as_ref(), values, overwrite)? {
-                    Merge::Unchanged => (FileStatus::Unchanged, vec![]),
-                    Merge::Conflict(keys) => (FileStatus::Conflict, keys),
-                    Merge::Write(_) => (FileStatus::WouldWrite, vec![]),
-                };
-            Ok(FileOutcome {
-                path: file.display.clone(),
-                status,
-                conflict_keys,
-            })
-        })
-        .collect()
-}
-
-/// What `remove_files` would do, without its lock (a dry run changes nothing).
-fn preview_removal(
-    provider: &dyn Provider,
-    files: &[TargetFile],
-    values: &common::Values,
-) -> Result<Vec<FileOutcome>, ProviderError> {
-    files
-        .iter()
-        .enumerate()
-        .map(|(index, file)| {
-            let status = match common::fsutil::read_optional(&file.path)? {
-                None => FileStatus::Unchanged,
-                Some(text) => match provider.remove(index, &file.display, &text, values)? {
-                    Removal::Unchanged => FileStatus::Unchanged,
-                    Removal::Write(_) | Removal::Delete => FileStatus::WouldWrite,
-                },
-            };
-            Ok(FileOutcome {
-                path: file.display.clone(),
-                status,
-                conflict_keys: vec![],
-            })
         })
         .collect()
 }
@@ -687,16 +630,12 @@ pub(crate) async fn revoke(
                         })
                     })
                     .collect::<Result<Vec<_>, ProviderError>>()?;
-                if dry_run {
-                    all.extend(preview_removal(provider, &files, &install.values)?);
-                } else {
-                    all.extend(apply::remove_files(
-                        provider,
-                        &files,
-                        &install.values,
-                        false,
-                    )?);
-                }
+                all.extend(apply::remove_files(
+                    provider,
+                    &files,
+                    &install.values,
+                    dry_run,
+                )?);
             }
             Ok::<_, ProviderError>(all)
         })
@@ -871,7 +810,7 @@ mod tests {
             .iter()
             .map(|p| TargetFile {
                 display: (*p).to_owned(),
-                path: std::path::PathBuf::from(p),
+                path: common::fsutil::FileRef::anywhere(Path::new(p)).unwrap(),
             })
             .collect();
         Some((providers::for_secret(None), files, common::Values::new()))

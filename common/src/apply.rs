@@ -3,15 +3,15 @@
 //! a node). Merges through the provider, never loses other content, writes
 //! atomically with mode 0600, and holds a lock on each file's directory for
 //! the whole read-merge-write so concurrent writers never interleave.
-//! Callers resolve and confine paths first; this module never logs.
-
-use std::path::PathBuf;
+//! Callers confine paths first ([`crate::fsutil::confine`]); each file is
+//! resolved again here, once, and then only touched through its opened
+//! directory. This module never logs.
 
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use crate::fsutil::{self, atomic_write, lock_parent, read_optional, remove_file};
+use crate::fsutil::{self, ConfinedFile, FileRef, PathError};
 use crate::model::Secret;
 use crate::providers::{self, Merge, Provider, ProviderError, Removal};
 use crate::secret_value::{SecretValue, Values};
@@ -62,11 +62,12 @@ pub fn secret_env_vars(secret: &Secret) -> BTreeMap<String, SecretValue> {
         .collect()
 }
 
-/// One file of a secret: how it is shown (`~/.aws/credentials`) and where it is.
+/// One file of a secret: how it is shown (`~/.aws/credentials`) and where it
+/// is (checked by [`fsutil::confine`] or named explicitly by the user).
 #[derive(Debug, Clone)]
 pub struct TargetFile {
     pub display: String,
-    pub path: PathBuf,
+    pub path: FileRef,
 }
 
 /// What happened (or, in a dry run, would happen) to one file.
@@ -91,6 +92,7 @@ pub struct FileOutcome {
 
 /// Write `values` into `files` (aligned with `provider.files(..)`).
 /// If any file conflicts, nothing is written and every file is reported.
+/// A dry run creates, locks and changes nothing.
 pub fn write_files(
     provider: &dyn Provider,
     files: &[TargetFile],
@@ -99,28 +101,28 @@ pub fn write_files(
     dry_run: bool,
 ) -> Result<Vec<FileOutcome>, ProviderError> {
     provider.validate(values)?;
-    let _locks = lock_all(files)?;
+    let opened = open_all(files, !dry_run)?;
+    let _locks = lock_all(&opened, dry_run)?;
     let mut plans = Vec::with_capacity(files.len());
-    for (index, file) in files.iter().enumerate() {
-        let existing = read_optional(&file.path)?;
+    for (index, (file, handle)) in files.iter().zip(&opened).enumerate() {
+        let existing = read(handle.as_ref())?;
         plans.push(provider.merge(index, &file.display, existing.as_ref(), values, overwrite)?);
     }
     let conflicted = plans.iter().any(|p| matches!(p, Merge::Conflict(_)));
     let mut outcomes = Vec::with_capacity(files.len());
-    for (file, plan) in files.iter().zip(plans) {
-        let (status, conflict_keys) = match plan {
-            Merge::Unchanged => {
-                if !dry_run {
-                    tighten_mode(&file.path)?;
-                }
+    for ((file, handle), plan) in files.iter().zip(&opened).zip(plans) {
+        let (status, conflict_keys) = match (plan, handle) {
+            (Merge::Unchanged, Some(handle)) if !dry_run => {
+                handle.tighten_mode()?;
                 (FileStatus::Unchanged, vec![])
             }
-            Merge::Conflict(keys) => (FileStatus::Conflict, keys),
-            Merge::Write(_) if dry_run || conflicted => (FileStatus::WouldWrite, vec![]),
-            Merge::Write(text) => {
-                atomic_write(&file.path, text.expose_secret().as_bytes())?;
+            (Merge::Unchanged, _) => (FileStatus::Unchanged, vec![]),
+            (Merge::Conflict(keys), _) => (FileStatus::Conflict, keys),
+            (Merge::Write(text), Some(handle)) if !dry_run && !conflicted => {
+                handle.write(text.expose_secret().as_bytes())?;
                 (FileStatus::Written, vec![])
             }
+            (Merge::Write(_), _) => (FileStatus::WouldWrite, vec![]),
         };
         outcomes.push(FileOutcome {
             path: file.display.clone(),
@@ -131,42 +133,34 @@ pub fn write_files(
     Ok(outcomes)
 }
 
-/// A credential file that already holds the values but is readable by group
-/// or others is made 0600 in place (no rewrite, so its mtime stays).
-fn tighten_mode(path: &std::path::Path) -> Result<(), ProviderError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| fsutil::PathError::io("inspect", path, e))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(fsutil::FILE_MODE))
-            .map_err(|e| fsutil::PathError::io("chmod", path, e))?;
-    }
-    Ok(())
-}
-
 /// Remove what `values` installed from `files`, keeping everything else.
+/// A dry run locks and changes nothing.
 pub fn remove_files(
     provider: &dyn Provider,
     files: &[TargetFile],
     values: &Values,
     dry_run: bool,
 ) -> Result<Vec<FileOutcome>, ProviderError> {
-    let _locks = lock_all(files)?;
+    let opened = open_all(files, false)?;
+    let _locks = lock_all(&opened, dry_run)?;
     let mut outcomes = Vec::with_capacity(files.len());
-    for (index, file) in files.iter().enumerate() {
-        let status = match read_optional(&file.path)? {
-            None => FileStatus::Unchanged,
-            Some(text) => match provider.remove(index, &file.display, &text, values)? {
-                Removal::Unchanged => FileStatus::Unchanged,
-                _ if dry_run => FileStatus::WouldWrite,
-                Removal::Write(new) => {
-                    atomic_write(&file.path, new.expose_secret().as_bytes())?;
-                    FileStatus::Removed
+    for (index, (file, handle)) in files.iter().zip(&opened).enumerate() {
+        let status = match (read(handle.as_ref())?, handle) {
+            (Some(text), Some(handle)) => {
+                match provider.remove(index, &file.display, &text, values)? {
+                    Removal::Unchanged => FileStatus::Unchanged,
+                    _ if dry_run => FileStatus::WouldWrite,
+                    Removal::Write(new) => {
+                        handle.write(new.expose_secret().as_bytes())?;
+                        FileStatus::Removed
+                    }
+                    Removal::Delete => {
+                        handle.remove()?;
+                        FileStatus::Removed
+                    }
                 }
-                Removal::Delete => {
-                    remove_file(&file.path)?;
-                    FileStatus::Removed
-                }
-            },
+            }
+            _ => FileStatus::Unchanged,
         };
         outcomes.push(FileOutcome {
             path: file.display.clone(),
@@ -177,17 +171,34 @@ pub fn remove_files(
     Ok(outcomes)
 }
 
-/// Lock each distinct parent directory once, in a fixed order (no deadlock).
-fn lock_all(files: &[TargetFile]) -> Result<Vec<fsutil::DirLock>, ProviderError> {
-    let mut dirs: Vec<PathBuf> = files
+/// Resolve every file once (creating missing directories when `create`);
+/// `None` for a file whose directory does not exist.
+fn open_all(files: &[TargetFile], create: bool) -> Result<Vec<Option<ConfinedFile>>, PathError> {
+    files.iter().map(|f| f.path.open(create)).collect()
+}
+
+fn read(handle: Option<&ConfinedFile>) -> Result<Option<crate::SecretText>, PathError> {
+    handle.map_or(Ok(None), ConfinedFile::read)
+}
+
+/// Lock each distinct opened directory once, in a fixed order (device and
+/// inode, so two paths to one directory share a lock and nothing deadlocks).
+/// A dry run takes no lock.
+fn lock_all(
+    opened: &[Option<ConfinedFile>],
+    dry_run: bool,
+) -> Result<Vec<fsutil::DirLock>, PathError> {
+    if dry_run {
+        return Ok(vec![]);
+    }
+    let mut dirs = opened
         .iter()
-        .map(|f| f.path.parent().map(PathBuf::from).unwrap_or_default())
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs.iter()
-        .map(|d| lock_parent(&d.join("_")).map_err(ProviderError::from))
-        .collect()
+        .flatten()
+        .map(|f| Ok((f.dir_id()?, f)))
+        .collect::<Result<Vec<_>, PathError>>()?;
+    dirs.sort_by_key(|(id, _)| *id);
+    dirs.dedup_by_key(|(id, _)| *id);
+    dirs.iter().map(|(_, f)| f.lock_dir()).collect()
 }
 
 /// Sum of a secret's file outcomes: conflict if any, else written if any, else unchanged.
@@ -215,8 +226,8 @@ mod tests {
 
     fn target(dir: &std::path::Path) -> Vec<TargetFile> {
         vec![TargetFile {
-            display: "~/s.json".into(),
-            path: dir.join("sub/s.json"),
+            display: "~/sub/s.json".into(),
+            path: fsutil::confine(dir, "~/sub/s.json").unwrap(),
         }]
     }
 
@@ -241,13 +252,14 @@ mod tests {
         let v1 = values_from([("k", "v1")]);
         let out = write_files(&GENERIC, &files, &v1, false, false).unwrap();
         assert_eq!(overall(&out), FileStatus::Written);
-        let meta = std::fs::metadata(&files[0].path).unwrap();
+        let meta = std::fs::metadata(files[0].path.path()).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         let mtime = meta.modified().unwrap();
-        std::fs::set_permissions(&files[0].path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(files[0].path.path(), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
         let out = write_files(&GENERIC, &files, &v1, false, false).unwrap();
         assert_eq!(overall(&out), FileStatus::Unchanged);
-        let mode = std::fs::metadata(&files[0].path)
+        let mode = std::fs::metadata(files[0].path.path())
             .unwrap()
             .permissions()
             .mode();
@@ -257,25 +269,25 @@ mod tests {
             "a readable credential file is tightened in place"
         );
         assert_eq!(
-            std::fs::metadata(&files[0].path)
+            std::fs::metadata(files[0].path.path())
                 .unwrap()
                 .modified()
                 .unwrap(),
             mtime
         );
         let v2 = values_from([("k", "v2")]);
-        let before = std::fs::read(&files[0].path).unwrap();
+        let before = std::fs::read(files[0].path.path()).unwrap();
         let out = write_files(&GENERIC, &files, &v2, false, false).unwrap();
         assert_eq!(out[0].status, FileStatus::Conflict);
         assert_eq!(out[0].conflict_keys, vec!["k".to_string()]);
-        assert_eq!(std::fs::read(&files[0].path).unwrap(), before);
+        assert_eq!(std::fs::read(files[0].path.path()).unwrap(), before);
         let out = write_files(&GENERIC, &files, &v2, true, true).unwrap();
         assert_eq!(out[0].status, FileStatus::WouldWrite);
-        assert_eq!(std::fs::read(&files[0].path).unwrap(), before);
+        assert_eq!(std::fs::read(files[0].path.path()).unwrap(), before);
         let out = write_files(&GENERIC, &files, &v2, true, false).unwrap();
         assert_eq!(out[0].status, FileStatus::Written);
         let out = remove_files(&GENERIC, &files, &v2, false).unwrap();
         assert_eq!(out[0].status, FileStatus::Removed);
-        assert!(!files[0].path.exists());
+        assert!(!files[0].path.path().exists());
     }
 }

@@ -47,7 +47,8 @@ fn from_files(
     let names = provider.files(&display);
     let mut texts = Vec::with_capacity(names.len());
     for name in &names {
-        match fsutil::read_optional(&expand_home(src.home, name))? {
+        // only regular files are read (a FIFO is an error, not a hang)
+        match fsutil::explicit(src.home, name)?.read()? {
             Some(text) => texts.push(text),
             None => return Ok(None),
         }

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::apply::{overall, remove_files, secret_paths, write_files, FileStatus, TargetFile};
-use common::fsutil::expand_home;
+use common::fsutil::confine;
 use common::providers::PROVIDERS;
 use common::{Secret, SecretValue, Values};
 
@@ -30,7 +30,7 @@ fn targets(home: &Path, secret: &Secret) -> Vec<TargetFile> {
         .unwrap()
         .into_iter()
         .map(|display| TargetFile {
-            path: expand_home(home, &display),
+            path: confine(home, &display).unwrap(),
             display,
         })
         .collect()
@@ -50,8 +50,9 @@ fn every_provider_writes_private_files_whatever_the_umask() {
         let out = write_files(*p, &files, &secret.values, false, false).unwrap();
         assert_eq!(overall(&out), FileStatus::Written, "{}", p.id());
         for f in &files {
-            assert_eq!(mode(&f.path), 0o600, "{}: {}", p.id(), f.display);
-            let mut dir = f.path.parent().unwrap();
+            assert_eq!(mode(&f.path.path()), 0o600, "{}: {}", p.id(), f.display);
+            let path = f.path.path();
+            let mut dir = path.parent().unwrap();
             while dir != home.path() {
                 assert_eq!(mode(dir), 0o700, "{}: {}", p.id(), dir.display());
                 dir = dir.parent().unwrap();
@@ -68,8 +69,11 @@ fn every_provider_writes_private_files_whatever_the_umask() {
             .iter()
             .map(|f| {
                 (
-                    std::fs::read(&f.path).unwrap(),
-                    std::fs::metadata(&f.path).unwrap().modified().unwrap(),
+                    std::fs::read(f.path.path()).unwrap(),
+                    std::fs::metadata(f.path.path())
+                        .unwrap()
+                        .modified()
+                        .unwrap(),
                 )
             })
             .collect();
@@ -80,8 +84,11 @@ fn every_provider_writes_private_files_whatever_the_umask() {
             .iter()
             .map(|f| {
                 (
-                    std::fs::read(&f.path).unwrap(),
-                    std::fs::metadata(&f.path).unwrap().modified().unwrap(),
+                    std::fs::read(f.path.path()).unwrap(),
+                    std::fs::metadata(f.path.path())
+                        .unwrap()
+                        .modified()
+                        .unwrap(),
                 )
             })
             .collect();
@@ -104,7 +111,7 @@ fn every_provider_writes_private_files_whatever_the_umask() {
         );
         let after: Vec<_> = files
             .iter()
-            .map(|f| std::fs::read(&f.path).unwrap())
+            .map(|f| std::fs::read(f.path.path()).unwrap())
             .collect();
         assert_eq!(
             before.iter().map(|b| b.0.clone()).collect::<Vec<_>>(),

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use common::apply::{overall, secret_paths, write_files, FileStatus, TargetFile};
 use common::extract::extract;
-use common::fsutil::{expand_home, tilde_path};
+use common::fsutil::{self, expand_home, tilde_path, PathError};
 use common::names::{validate_env_var_name, validate_secret_name};
 use common::providers::{self, Provider, ProviderError};
 use common::store;
@@ -456,14 +456,28 @@ fn write(args: &WriteArgs, ctx: &Context) -> Result<u8> {
             secret.name
         );
     }
+    // The agent's confinement and link rules: a file (or a symlink on its
+    // way) leading out of home is refused unless --path named it explicitly.
     let displays = secret_paths(&secret, path.as_deref())?;
-    let files: Vec<TargetFile> = displays
+    let files = displays
         .into_iter()
-        .map(|display| TargetFile {
-            path: expand_home(&ctx.home, &display),
-            display,
+        .map(|display| {
+            let path = match &path {
+                Some(_) => fsutil::explicit(&ctx.home, &display),
+                None => fsutil::confine(&ctx.home, &display),
+            }
+            .map_err(|e| match e {
+                PathError::OutsideHome { .. } | PathError::SymlinkEscape { .. } => {
+                    anyhow::Error::new(e).context(format!(
+                        "write secret {}: give --path {display} to write there explicitly",
+                        secret.name
+                    ))
+                }
+                e => anyhow::Error::new(e).context(format!("write secret {}", secret.name)),
+            })?;
+            Ok(TargetFile { display, path })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let outcomes = write_files(provider, &files, &secret.values, args.overwrite, false)
         .map_err(|e: ProviderError| anyhow::Error::new(e))
         .with_context(|| format!("write secret {}", secret.name))?;
