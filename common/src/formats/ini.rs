@@ -5,6 +5,8 @@
 //! Parse errors name the file and the line number and what was expected;
 //! they never quote the line (it may hold a key). The lines are zeroed on drop.
 
+use std::collections::HashSet;
+
 use zeroize::Zeroize;
 
 use crate::providers::{Merge, ProviderError, Removal};
@@ -92,7 +94,9 @@ impl IniDoc {
         let mut kinds = Vec::with_capacity(self.lines.len());
         let mut sections = vec![GLOBAL.to_owned()];
         let mut current = 0usize;
-        let mut seen_keys: Vec<(usize, String)> = Vec::new();
+        // Hash sets keep duplicate detection linear in the file size.
+        let mut seen_sections: HashSet<String> = HashSet::new();
+        let mut seen_keys: HashSet<(usize, String)> = HashSet::new();
         for (n, raw) in self.lines.iter().enumerate() {
             let lineno = n + 1;
             let line = strip_eol(raw);
@@ -116,7 +120,7 @@ impl IniDoc {
                     ));
                 };
                 let name = name.trim().to_owned();
-                if sections.iter().skip(1).any(|s| *s == name) {
+                if !seen_sections.insert(name.clone()) {
                     return Err(ProviderError::malformed(
                         path,
                         Some(lineno),
@@ -143,14 +147,13 @@ impl IniDoc {
                     ));
                 }
                 let key = key.to_ascii_lowercase();
-                if seen_keys.iter().any(|(s, k)| *s == current && *k == key) {
+                if !seen_keys.insert((current, key.clone())) {
                     return Err(ProviderError::malformed(
                         path,
                         Some(lineno),
                         format!("duplicate key {key}"),
                     ));
                 }
-                seen_keys.push((current, key.clone()));
                 let after = &line[sep + 1..];
                 let start = sep + 1 + (after.len() - after.trim_start().len());
                 let end = line.trim_end().len().max(start);
@@ -514,6 +517,37 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// A file with `n` profiles of two keys each, `[p0]` .. `[p{n-1}]`.
+    fn profiles(n: usize) -> String {
+        (0..n)
+            .map(|i| format!("[p{i}]\naws_access_key_id = A{i}\naws_secret_access_key = S{i}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn duplicates_found_in_large_files() {
+        // 50k profiles (the bench's size): every section and key is unique.
+        let text = profiles(50_000);
+        let doc = IniDoc::parse("~/c", &text, false).unwrap();
+        assert_eq!(doc.get("p49999", "aws_secret_access_key"), Some("S49999"));
+        // The same key name in every section is not a duplicate; a repeated
+        // section or key at the very end is, with its line number.
+        let lines = text.lines().count();
+        let dup_section = format!("{text}[p123]\n");
+        let err = IniDoc::parse("~/c", &dup_section, false).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("~/c line {}: duplicate section [p123]", lines + 1)),
+            "{err}"
+        );
+        let dup_key = format!("{text}AWS_Secret_Access_Key = x\n");
+        let err = IniDoc::parse("~/c", &dup_key, false).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!("~/c line {}: duplicate key", lines + 1)),
+            "{err}"
+        );
     }
 
     #[test]
