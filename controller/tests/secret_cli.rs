@@ -359,6 +359,37 @@ fn unknown_provider_is_a_usage_error_listing_valid_ids() {
 }
 
 #[test]
+fn create_refuses_ini_values_with_outer_whitespace_naming_the_key() {
+    // Explicit values, and values extracted from the environment.
+    let mut home = Home::empty();
+    let out = home.run(&[
+        "secret",
+        "create",
+        "a",
+        "--provider",
+        "aws",
+        "--value",
+        "access_key=AKIAPADDED ",
+        "--value",
+        "secret_key=s3cr3tpadded",
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("access_key") && err.contains("whitespace"), "{err}");
+    assert!(!err.contains("AKIAPADDED") && !err.contains("s3cr3tpadded"), "{err}");
+    home.env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), "AKIAENV".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "\tenvpadded".into()),
+    ];
+    let out = home.run(&["secret", "create", "b", "--provider", "aws"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("secret_key") && !err.contains("envpadded"), "{err}");
+    assert!(!home.path(".rh/secrets/a.json").exists());
+    assert!(!home.path(".rh/secrets/b.json").exists());
+}
+
+#[test]
 fn create_base_secret_from_stdin_and_refuse_overwrite_without_force() {
     let home = Home::empty();
     let out = home.run(&["secret", "create", "my_secret"]);

@@ -318,6 +318,12 @@ pub struct IniLayout {
     pub section: &'static str,
     /// Value key -> key in the file.
     pub keys: &'static [(&'static str, &'static str)],
+    /// Keys in the file that belong to the credential whose identity is the
+    /// first of [`IniLayout::keys`] (AWS: the session token belongs to the
+    /// access key). When a merge replaces that key, each of these the
+    /// values do not set is removed with it (or, without overwrite, named in
+    /// the conflict): a new key never runs with the old key's token.
+    pub companions: &'static [&'static str],
 }
 
 impl IniLayout {
@@ -383,21 +389,58 @@ impl IniLayout {
         let mut doc = self.doc(path, existing)?;
         let mut changed = existing.is_none();
         let mut conflicts = Vec::new();
-        for (value_key, file_key) in self.keys {
+        for (n, (value_key, file_key)) in self.keys.iter().enumerate() {
             let Some(value) = values.get(*value_key) else {
                 continue;
             };
             let new = string_value(provider, value_key, value)?;
             match doc.get(self.section, file_key) {
                 Some(old) if crate::secret_value::ct_eq_bytes(old.as_bytes(), new.as_bytes()) => {}
-                Some(_) if !overwrite => conflicts.push((*value_key).to_owned()),
+                Some(_) if !overwrite => {
+                    conflicts.push((*value_key).to_owned());
+                    if n == 0 {
+                        conflicts.extend(self.stale_companions(&doc, values));
+                    }
+                }
                 _ => {
                     doc.set(self.section, file_key, new);
                     changed = true;
+                    if n == 0 {
+                        for key in self.stale_companions(&doc, values) {
+                            doc.remove(self.section, &key);
+                        }
+                    }
                 }
             }
         }
         Ok(Merge::decide(conflicts, changed, || doc.render()))
+    }
+
+    /// The [`IniLayout::companions`] present in the file that `values` do not set.
+    fn stale_companions(&self, doc: &IniDoc, values: &Values) -> Vec<String> {
+        self.companions
+            .iter()
+            .filter(|file_key| doc.get(self.section, file_key).is_some())
+            .filter(|file_key| {
+                !self
+                    .keys
+                    .iter()
+                    .any(|(v, f)| f == *file_key && values.contains_key(*v))
+            })
+            .map(|file_key| (*file_key).to_owned())
+            .collect()
+    }
+
+    /// Check that every value this layout writes is one the file keeps as
+    /// given: a string on one line, without leading or trailing whitespace
+    /// (the parser trims it, so it would never compare equal again).
+    pub fn validate(&self, provider: &str, values: &Values) -> Result<(), ProviderError> {
+        for (value_key, _) in self.keys {
+            if let Some(value) = values.get(*value_key) {
+                string_value(provider, value_key, value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Remove the keys whose value in the file is the secret's.
@@ -445,6 +488,15 @@ pub fn string_value<'a>(
             provider: provider.into(),
             key: key.into(),
             reason: "contains a newline, which this file format cannot hold".into(),
+        });
+    }
+    if s.trim() != s {
+        return Err(ProviderError::InvalidValue {
+            provider: provider.into(),
+            key: key.into(),
+            reason: "has leading or trailing whitespace, which this file format drops \
+                     (remove it)"
+                .into(),
         });
     }
     Ok(s)
@@ -555,6 +607,7 @@ mod tests {
         const L: IniLayout = IniLayout {
             section: "default",
             keys: &[("access_key", "aws_access_key_id")],
+            companions: &[],
         };
         let text = SecretText::new(AWS.into());
         let same = values_from([("access_key", "OLD")]);

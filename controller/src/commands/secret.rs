@@ -305,9 +305,6 @@ fn create(args: &CreateArgs, ctx: &Context) -> Result<u8> {
             }
             match explicit {
                 Some(values) => {
-                    if let Some(p) = builtin {
-                        p.validate(&values).map_err(|e| UsageError(e.to_string()))?;
-                    }
                     Secret {
                         name: name.to_owned(),
                         provider: Some(id.to_owned()),
@@ -334,6 +331,10 @@ fn create(args: &CreateArgs, ctx: &Context) -> Result<u8> {
             }
         }
     };
+    if let Some(p) = secret.provider.as_deref().and_then(providers::lookup) {
+        p.validate(&secret.values)
+            .map_err(|e| UsageError(e.to_string()))?;
+    }
     store::save(&ctx.home, &secret).with_context(|| format!("save secret {name}"))?;
     if args.json {
         print_json(&entry_json(&secret, false))?;
