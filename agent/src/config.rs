@@ -37,6 +37,8 @@ pub enum ConfigError {
     NotLoopback { addr: SocketAddr },
     #[error("{field} must be greater than zero")]
     Zero { field: &'static str },
+    #[error("allow_paths entry {entry:?} must start with ~/")]
+    AllowPath { entry: String },
 }
 
 /// TLS certificate and key (PEM files) for a non-loopback listener.
@@ -61,6 +63,8 @@ pub struct FileConfig {
     pub output_cap_bytes: Option<usize>,
     pub max_envs: Option<usize>,
     pub tls: Option<TlsConfig>,
+    /// `~/...` prefixes where secrets from the store may also be written.
+    pub allow_paths: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -100,6 +104,9 @@ pub struct Config {
     /// Most envs (env processes) this node keeps; creating one more is refused.
     pub max_envs: usize,
     pub tls: Option<TlsConfig>,
+    /// `~/...` prefixes (besides each provider's own credential locations)
+    /// where store-originated secrets may be written; see `common::policy`.
+    pub allow_paths: Vec<String>,
     /// The executable started as `<exe> env-host --name E` for each env
     /// (the agent binary itself; tests point it at the built binary).
     pub env_host_exe: PathBuf,
@@ -120,6 +127,7 @@ impl Config {
             output_cap: DEFAULT_OUTPUT_CAP,
             max_envs: DEFAULT_MAX_ENVS,
             tls: None,
+            allow_paths: Vec::new(),
             env_host_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("agent")),
         }
     }
@@ -174,6 +182,12 @@ impl Config {
             config.max_envs = n;
         }
         config.tls = file.tls;
+        config.allow_paths = file.allow_paths.unwrap_or_default();
+        if let Some(entry) = config.allow_paths.iter().find(|e| !e.starts_with("~/")) {
+            return Err(ConfigError::AllowPath {
+                entry: entry.clone(),
+            });
+        }
         config.check_listen(config.listen)?;
         Ok(config)
     }

@@ -15,6 +15,7 @@ use common::apply::{self, secret_env_vars, secret_paths, FileStatus, TargetFile}
 use common::fingerprint::{value_fingerprint, values_fingerprint, FingerprintKey};
 use common::fsutil::confine;
 use common::names::{validate_env_name, validate_env_var_name, validate_secret_name};
+use common::policy::{Origin, Policy, PolicyError};
 use common::providers::{self, Merge, Provider, ProviderError, Removal};
 use common::wire::{
     FileOutcome, InstalledFile, InstalledSecret, InstalledVar, SecretResult, Status,
@@ -50,11 +51,31 @@ impl Planned {
     }
 }
 
-/// Resolve and confine the files of `secret` (at `path` when given).
+/// This agent's placement policy: its state dir is reserved (as configured
+/// and resolved), its config's `allow_paths` open more places to remote secrets.
+fn policy(state: &AppState) -> Policy {
+    let config = &state.inner.config;
+    let mut reserved = vec![config.state_dir.clone()];
+    reserved.extend(config.state_dir.canonicalize().ok());
+    Policy {
+        reserved,
+        allow: config.allow_paths.clone(),
+    }
+}
+
+/// A refused placement: 403 with `path_reserved` or `path_not_allowed`.
+fn refused(e: PolicyError) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, e.code(), e.to_string())
+}
+
+/// Resolve and confine the files of `secret` (at `path` when given), each
+/// checked by the placement policy: the path as given, and the target it
+/// resolves to (so a symlink in home cannot lead to a denied file).
 fn plan_files(
     state: &AppState,
     secret: &Secret,
     path: Option<&str>,
+    origin: Origin,
 ) -> Result<Vec<TargetFile>, ApiError> {
     let provider = providers::for_secret(secret.provider.as_deref());
     let displays = secret_paths(secret, path).map_err(|e| match (&e, &secret.provider) {
@@ -71,10 +92,19 @@ fn plan_files(
         _ => e.into(),
     })?;
     let home = &state.inner.config.home;
+    let policy = policy(state);
+    let canon_home = home.canonicalize().unwrap_or_else(|_| home.clone());
     let files = displays
         .into_iter()
         .map(|display| {
+            let (provider, name) = (secret.provider.as_deref(), secret.name.as_str());
+            policy
+                .check(home, provider, name, &display, origin)
+                .map_err(refused)?;
             let path = confine(home, &display)?;
+            policy
+                .check_resolved(&canon_home, name, &path)
+                .map_err(refused)?;
             Ok(TargetFile { display, path })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
@@ -117,9 +147,10 @@ pub(crate) fn as_text(vars: BTreeMap<String, SecretValue>) -> BTreeMap<String, S
         .collect()
 }
 
-/// Check one secret: its files when `path` is given (or `want_file`), its
-/// env vars when `env` is given. With neither, the secret's own file if it
-/// has one, else its vars in `base_env`.
+/// Check one secret sent by a caller holding this agent's token (push
+/// mode): [`plan_from`] with [`Origin::Local`], so the deny-list and the
+/// state dir apply but not the provider-locations rule (the token already
+/// grants the node user's power through `/run`).
 pub(crate) fn plan(
     state: &AppState,
     secret: Secret,
@@ -127,17 +158,33 @@ pub(crate) fn plan(
     env: Option<&str>,
     want_file: bool,
 ) -> Result<Planned, ApiError> {
+    plan_from(state, secret, path, env, want_file, Origin::Local)
+}
+
+/// Check one secret: its files when `path` is given (or `want_file`), its
+/// env vars when `env` is given. With neither, the secret's own file if it
+/// has one, else its vars in `base_env`. Secrets pulled from the store pass
+/// [`Origin::Remote`]: their paths must also lie in the provider's
+/// credential locations or the config's `allow_paths`.
+pub(crate) fn plan_from(
+    state: &AppState,
+    secret: Secret,
+    path: Option<&str>,
+    env: Option<&str>,
+    want_file: bool,
+    origin: Origin,
+) -> Result<Planned, ApiError> {
     validate_secret_name(&secret.name)?;
     let provider = providers::for_secret(secret.provider.as_deref());
     let mut files = if want_file || path.is_some() {
-        Some(plan_files(state, &secret, path)?)
+        Some(plan_files(state, &secret, path, origin)?)
     } else {
         None
     };
     let mut env = env.map(str::to_owned);
     if files.is_none() && env.is_none() {
         match secret_paths(&secret, None) {
-            Ok(_) => files = Some(plan_files(state, &secret, None)?),
+            Ok(_) => files = Some(plan_files(state, &secret, None, origin)?),
             Err(_) => env = Some(common::wire::DEFAULT_ENV.to_owned()),
         }
     }
