@@ -69,6 +69,12 @@ pub fn validate_cluster_name(name: &str) -> Result<(), NameError> {
     validate_file_name("cluster", name)
 }
 
+/// A provider id (a builtin, or the id of a custom provider secret): same
+/// rules as a secret name.
+pub fn validate_provider_id(id: &str) -> Result<(), NameError> {
+    validate_file_name("provider", id)
+}
+
 fn validate_file_name(kind: &'static str, name: &str) -> Result<(), NameError> {
     check_common(kind, name)?;
     let invalid = |what| {
@@ -135,6 +141,8 @@ mod tests {
             assert!(validate_secret_name(bad).is_err(), "{bad:?}");
         }
         assert!(validate_secret_name(&"x".repeat(129)).is_err());
+        assert!(validate_provider_id("aws").is_ok());
+        assert!(validate_provider_id("../aws").is_err());
     }
 
     #[test]
