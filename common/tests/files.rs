@@ -212,6 +212,35 @@ fn botocore_reads_no_stale_session_token_after_a_merge() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "AKIALONGTERM None\n");
 }
 
+/// `~/.netrc` with other machines: the wandb entry is added next to them
+/// (their lines byte for byte), the file is 0600, and removal takes out only
+/// the wandb entry.
+#[test]
+fn wandb_netrc_entry_merged_and_removed_alone() {
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join(".netrc");
+    let others = "# hosts\nmachine github.com\n  login me\n  password ghp_keep\r\n\nmachine example.org login x password y\n";
+    std::fs::write(&path, others).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut secret = Secret::base("wandb", fixture_values("wandb"));
+    secret.provider = Some("wandb".into());
+    let files = targets(home.path(), &secret);
+    assert_eq!(files[0].display, "~/.netrc");
+    let p = common::providers::builtin("wandb").unwrap();
+    let out = write_files(p, &files, &secret.values, false, false).unwrap();
+    assert_eq!(out[0].status, FileStatus::Written);
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        written,
+        format!("{others}machine api.wandb.ai\n  login user\n  password fixture-wandb-api-key-0001\n")
+    );
+    assert_eq!(mode(&path), 0o600);
+    let out = write_files(p, &files, &secret.values, false, false).unwrap();
+    assert_eq!(out[0].status, FileStatus::Unchanged);
+    remove_files(p, &files, &secret.values, false).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), others);
+}
+
 #[test]
 fn huggingface_overwrite_replaces_the_token() {
     let home = tempfile::tempdir().unwrap();
