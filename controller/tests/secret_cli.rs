@@ -585,7 +585,8 @@ fn write_aws_conflict_then_overwrite_keeps_other_profiles() {
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
     assert!(
-        err.contains("~/.aws/credentials") && err.contains("access_key, secret_key"),
+        err.contains("~/.aws/credentials")
+            && err.contains("access_key, aws_session_token, secret_key"),
         "{err}"
     );
     for v in [
@@ -596,7 +597,7 @@ fn write_aws_conflict_then_overwrite_keeps_other_profiles() {
     ] {
         assert!(!err.contains(v) && !stdout(&out).contains(v));
     }
-    assert!(stdout(&out).contains("conflict (access_key, secret_key)"));
+    assert!(stdout(&out).contains("conflict (access_key, aws_session_token, secret_key)"));
     assert_eq!(home.read(".aws/credentials"), original);
 
     let out = home.run(&["secret", "write", "aws-new", "--overwrite", "--json"]);
@@ -608,6 +609,7 @@ fn write_aws_conflict_then_overwrite_keeps_other_profiles() {
         original
             .replace("AKIAOLD", "AKIANEWFIXTURE")
             .replace("oldSecretValue", "newSecretFixture")
+            .replace("aws_session_token = sessionTokenKeep\n", "")
     );
     let creds = home.path(".aws/credentials");
     assert_eq!(mode(&creds), 0o600);
