@@ -4,6 +4,14 @@
 //! other sections, other keys, blank lines, line endings) kept as it was.
 //! Parse errors name the file and the line number and what was expected;
 //! they never quote the line (it may hold a key). The lines are zeroed on drop.
+//!
+//! Hand-written on purpose: INI crates (rust-ini, configparser) parse into a
+//! map and render it again, which drops comments, reorders or re-spaces
+//! keys and changes line endings in a file the user owns; here only the
+//! changed value's bytes move. Duplicate sections and keys are found with
+//! hash sets, so parsing stays linear in the file size (50k profiles).
+//! Values keep no outer whitespace (it is trimmed on read), so values that
+//! have some are refused rather than written ([`string_value`]).
 
 use std::collections::HashSet;
 

@@ -15,11 +15,8 @@ use thiserror::Error;
 use crate::fsutil::PathError;
 use crate::secret_value::{SecretText, Values};
 
-pub mod anthropic;
 pub mod aws;
 pub mod azure;
-pub mod cohere;
-pub mod docker;
 pub mod env_only;
 pub mod gcp;
 pub mod generic;
@@ -28,9 +25,6 @@ pub mod huggingface;
 pub mod ini_file;
 pub mod kubernetes;
 pub mod lambda;
-pub mod langchain;
-pub mod openai;
-pub mod pinecone;
 pub mod sky;
 pub mod ssh;
 pub mod wandb;
@@ -245,14 +239,14 @@ pub static PROVIDERS: &[&dyn Provider] = &[
     &huggingface::HUGGINGFACE,
     &kubernetes::KUBERNETES,
     &lambda::LAMBDA,
-    &docker::DOCKER,
+    &env_only::DOCKER,
     &ssh::SSH,
     &sky::SKY,
-    &anthropic::ANTHROPIC,
-    &cohere::COHERE,
-    &langchain::LANGCHAIN,
-    &openai::OPENAI,
-    &pinecone::PINECONE,
+    &env_only::ANTHROPIC,
+    &env_only::COHERE,
+    &env_only::LANGCHAIN,
+    &env_only::OPENAI,
+    &env_only::PINECONE,
     &wandb::WANDB,
 ];
 
