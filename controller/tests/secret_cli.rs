@@ -390,6 +390,23 @@ fn create_refuses_ini_values_with_outer_whitespace_naming_the_key() {
 }
 
 #[test]
+fn write_never_touches_denied_files_even_through_a_link() {
+    let home = Home::empty();
+    home.put(".bashrc", "# mine\n");
+    std::os::unix::fs::symlink(home.path(".bashrc"), home.path("creds.json")).unwrap();
+    let out = home.run(&["secret", "create", "t", "--value", "k=fixture-deny-1"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for path in ["~/.bashrc", "~/.ssh/authorized_keys", "~/.rh/agent/token", "~/creds.json"] {
+        let out = home.run(&["secret", "write", "t", "--path", path]);
+        assert_eq!(code(&out), 1, "{path}: {}", stderr(&out));
+        assert!(stderr(&out).contains("never written by a secret"), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("fixture-deny-1"));
+    }
+    assert_eq!(home.read(".bashrc"), "# mine\n");
+    assert!(!home.path(".ssh").exists() && !home.path(".rh/agent").exists());
+}
+
+#[test]
 fn create_base_secret_from_stdin_and_refuse_overwrite_without_force() {
     let home = Home::empty();
     let out = home.run(&["secret", "create", "my_secret"]);

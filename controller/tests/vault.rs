@@ -517,6 +517,18 @@ fn store_metadata_cannot_place_files_outside_the_providers_locations() {
     let run = home.run(&["vault", "pull", "evil-ssh", "evil-rc"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(saved(&home, "evil-ssh").is_none() && saved(&home, "evil-rc").is_none());
+    // A link at a provider's location that leads to a denied file is not followed.
+    let linked = home_for(&server, "alice");
+    std::fs::write(linked.file(".bashrc"), "# mine\n").unwrap();
+    std::fs::create_dir_all(linked.file(".aws")).unwrap();
+    std::os::unix::fs::symlink(linked.file(".bashrc"), linked.file(".aws/credentials")).unwrap();
+    let run = linked.run(&["login", "--url", &server.url, "--download"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("~/.bashrc"), "{run:?}");
+    assert_eq!(
+        std::fs::read_to_string(linked.file(".bashrc")).unwrap(),
+        "# mine\n"
+    );
 }
 
 #[test]

@@ -20,6 +20,7 @@ use std::process::{Command as Process, Stdio};
 use anyhow::{Context as _, Result};
 use common::apply::{self, FileOutcome, FileStatus, TargetFile};
 use common::fsutil;
+use common::policy::Origin;
 use common::{providers, SecretText};
 use serde::Serialize;
 
@@ -283,17 +284,25 @@ fn all_local_secrets(ctx: &Context) -> Result<Vec<Secret>> {
     Ok(secrets)
 }
 
-/// The files of a secret, confined to home; `None` for a secret without files.
+/// The files of a secret from the store, confined to home and checked by
+/// the placement policy as remote paths (and where they resolve to: a
+/// symlink in home cannot lead to a denied file); `None` for a secret
+/// without files.
 fn target_files(home: &Path, secret: &Secret) -> Result<Option<Vec<TargetFile>>> {
     let paths = match apply::secret_paths(secret, None) {
         Ok(p) => p,
         Err(providers::ProviderError::NoPath { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    let policy = local::policy(home)?;
+    let canon_home = home.canonicalize().unwrap_or_else(|_| home.to_path_buf());
     let mut files = Vec::with_capacity(paths.len());
     for display in paths {
+        let (provider, name) = (secret.provider.as_deref(), secret.name.as_str());
+        policy.check(home, provider, name, &display, Origin::Remote)?;
         let path = fsutil::confine(home, &display)
             .with_context(|| format!("path of {} refused", secret.name))?;
+        policy.check_resolved(&canon_home, name, &path)?;
         files.push(TargetFile { display, path });
     }
     Ok(Some(files))

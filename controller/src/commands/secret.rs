@@ -13,6 +13,7 @@ use common::apply::{overall, secret_paths, write_files, FileStatus, TargetFile};
 use common::extract::{detect as detect_all, extract, fill_values, Sources};
 use common::fsutil::{expand_home, tilde_path};
 use common::names::{validate_env_var_name, validate_secret_name};
+use common::policy::{Origin, Policy};
 use common::providers::{self, Provider, ProviderError};
 use common::store::{self, StoreError};
 use common::{Secret, SecretValue, Values};
@@ -486,6 +487,16 @@ fn write(args: &WriteArgs, ctx: &Context) -> Result<u8> {
             display,
         })
         .collect();
+    // The deny-list holds for paths the user gives too (and for where they lead).
+    let policy = Policy::default();
+    let canon_home = ctx.home.canonicalize().unwrap_or_else(|_| ctx.home.clone());
+    for f in &files {
+        let (provider, name) = (secret.provider.as_deref(), secret.name.as_str());
+        policy.check(&ctx.home, provider, name, &f.display, Origin::Local)?;
+        if let Ok(resolved) = f.path.canonicalize() {
+            policy.check_resolved(&canon_home, name, &resolved)?;
+        }
+    }
     let outcomes = write_files(provider, &files, &secret.values, args.overwrite, false)
         .map_err(|e: ProviderError| anyhow::Error::new(e))
         .with_context(|| format!("write secret {}", secret.name))?;
