@@ -706,3 +706,49 @@ pub(crate) fn write_status(result: &SecretResult) -> StatusCode {
         StatusCode::OK
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::secret_value::values_from;
+
+    /// Secrets pulled from the store (`Origin::Remote`) only go to their
+    /// provider's credential locations or the config's `allow_paths`; the
+    /// same paths pushed by a token holder (`Origin::Local`) pass.
+    #[tokio::test]
+    async fn remote_paths_need_a_provider_location_or_the_allow_list() {
+        let home = tempfile::tempdir().unwrap();
+        let mut config = crate::Config::for_home(home.path());
+        config.allow_paths = vec!["~/allowed".into()];
+        let state = AppState::open(config).await.unwrap();
+        let secret = |provider: &str, path: Option<&str>| {
+            let mut s = Secret::base("s", values_from([("access_key", "A"), ("secret_key", "S")]));
+            s.provider = Some(provider.into());
+            s.path = path.map(Into::into);
+            s
+        };
+        for (provider, path, code) in [
+            ("aws", None, None),
+            ("aws", Some("~/.aws/other"), None),
+            ("aws", Some("~/notes/creds"), Some("path_not_allowed")),
+            ("custom", Some("~/app.json"), Some("path_not_allowed")),
+            ("custom", Some("~/allowed/app.json"), None),
+            ("custom", Some("~/.bashrc"), Some("path_reserved")),
+        ] {
+            let got = plan_from(
+                &state,
+                secret(provider, path),
+                None,
+                None,
+                true,
+                Origin::Remote,
+            )
+            .err()
+            .map(|e| (e.status, e.code));
+            assert_eq!(got, code.map(|c| (StatusCode::FORBIDDEN, c)), "{path:?}");
+            let local = plan(&state, secret(provider, path), None, None, true).err();
+            assert_eq!(local.is_some(), code == Some("path_reserved"), "{path:?}");
+        }
+        state.shutdown().await;
+    }
+}

@@ -404,13 +404,13 @@ mod tests {
         };
         let home = Path::new(HOME);
         for path in ["~/.ssh/authorized_keys", "~/.rh/agent/token"] {
-            let err = p
-                .check(home, None, "s", path, Origin::Remote)
-                .unwrap_err();
+            let err = p.check(home, None, "s", path, Origin::Remote).unwrap_err();
             assert_eq!(err.code(), "path_reserved", "{path}");
         }
         // `~/` allows nothing (an empty prefix is not an allow entry).
-        assert!(p.check(home, None, "s", "~/x.json", Origin::Remote).is_err());
+        assert!(p
+            .check(home, None, "s", "~/x.json", Origin::Remote)
+            .is_err());
         assert!(p
             .check(home, None, "s", "~/.ssh/id_x", Origin::Remote)
             .is_ok());

@@ -232,7 +232,9 @@ fn wandb_netrc_entry_merged_and_removed_alone() {
     let written = std::fs::read_to_string(&path).unwrap();
     assert_eq!(
         written,
-        format!("{others}machine api.wandb.ai\n  login user\n  password fixture-wandb-api-key-0001\n")
+        format!(
+            "{others}machine api.wandb.ai\n  login user\n  password fixture-wandb-api-key-0001\n"
+        )
     );
     assert_eq!(mode(&path), 0o600);
     let out = write_files(p, &files, &secret.values, false, false).unwrap();

@@ -375,8 +375,14 @@ fn create_refuses_ini_values_with_outer_whitespace_naming_the_key() {
     ]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("access_key") && err.contains("whitespace"), "{err}");
-    assert!(!err.contains("AKIAPADDED") && !err.contains("s3cr3tpadded"), "{err}");
+    assert!(
+        err.contains("access_key") && err.contains("whitespace"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("AKIAPADDED") && !err.contains("s3cr3tpadded"),
+        "{err}"
+    );
     home.env = vec![
         ("AWS_ACCESS_KEY_ID".into(), "AKIAENV".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "\tenvpadded".into()),
@@ -384,7 +390,10 @@ fn create_refuses_ini_values_with_outer_whitespace_naming_the_key() {
     let out = home.run(&["secret", "create", "b", "--provider", "aws"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("secret_key") && !err.contains("envpadded"), "{err}");
+    assert!(
+        err.contains("secret_key") && !err.contains("envpadded"),
+        "{err}"
+    );
     assert!(!home.path(".rh/secrets/a.json").exists());
     assert!(!home.path(".rh/secrets/b.json").exists());
 }
@@ -396,10 +405,19 @@ fn write_never_touches_denied_files_even_through_a_link() {
     std::os::unix::fs::symlink(home.path(".bashrc"), home.path("creds.json")).unwrap();
     let out = home.run(&["secret", "create", "t", "--value", "k=fixture-deny-1"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    for path in ["~/.bashrc", "~/.ssh/authorized_keys", "~/.rh/agent/token", "~/creds.json"] {
+    for path in [
+        "~/.bashrc",
+        "~/.ssh/authorized_keys",
+        "~/.rh/agent/token",
+        "~/creds.json",
+    ] {
         let out = home.run(&["secret", "write", "t", "--path", path]);
         assert_eq!(code(&out), 1, "{path}: {}", stderr(&out));
-        assert!(stderr(&out).contains("never written by a secret"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("never written by a secret"),
+            "{}",
+            stderr(&out)
+        );
         assert!(!stderr(&out).contains("fixture-deny-1"));
     }
     assert_eq!(home.read(".bashrc"), "# mine\n");

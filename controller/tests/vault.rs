@@ -480,7 +480,13 @@ fn store_metadata_cannot_place_files_outside_the_providers_locations() {
         json!({"access_key": "AKIAGOOD", "secret_key": V_AWS}),
         json!({"provider": "aws"}),
     );
-    let refused = ["evil-ssh", "evil-rc", "evil-generic", "evil-var", "evil-aws"];
+    let refused = [
+        "evil-ssh",
+        "evil-rc",
+        "evil-generic",
+        "evil-var",
+        "evil-aws",
+    ];
     // login --download: the refused ones are reported, not saved, no file
     // written; the good one proceeds; the exit code says something failed.
     let mut home = home_for(&server, "alice");

@@ -605,7 +605,8 @@ mod tests {
         let dup_key = format!("{text}AWS_Secret_Access_Key = x\n");
         let err = IniDoc::parse("~/c", &dup_key, false).unwrap_err();
         assert!(
-            err.to_string().starts_with(&format!("~/c line {}: duplicate key", lines + 1)),
+            err.to_string()
+                .starts_with(&format!("~/c line {}: duplicate key", lines + 1)),
             "{err}"
         );
     }

@@ -93,7 +93,11 @@ pub fn password<'a>(text: &'a SecretText, machine: &str) -> Option<&'a str> {
 
 /// A value netrc can hold as one token: not empty, no whitespace, no quote.
 pub fn check_token(provider: &str, key: &str, value: &str) -> Result<(), ProviderError> {
-    if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c == '"' || c.is_control()) {
+    if value.is_empty()
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c.is_control())
+    {
         return Err(ProviderError::InvalidValue {
             provider: provider.into(),
             key: key.into(),

@@ -110,13 +110,8 @@ mod tests {
                 "secret_key".into(),
             ])
         );
-        let text = expect_write(AWS.merge(
-            0,
-            "~/.aws/credentials",
-            Some(&existing),
-            &long_term,
-            true,
-        ));
+        let text =
+            expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &long_term, true));
         assert_eq!(
             text,
             "[default]\naws_access_key_id = AKIANEW\naws_secret_access_key = newsecret\nregion = eu-west-3\n\n[other]\naws_session_token = KEEP\n"
@@ -132,13 +127,8 @@ mod tests {
         assert!(!text.contains("OLDTOKEN"), "{text}");
         // The same access key (only the secret changes) leaves the token alone.
         let same_key = values_from([("access_key", "ASIAOLD"), ("secret_key", "rotated")]);
-        let text = expect_write(AWS.merge(
-            0,
-            "~/.aws/credentials",
-            Some(&existing),
-            &same_key,
-            true,
-        ));
+        let text =
+            expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &same_key, true));
         assert!(text.contains("aws_session_token = OLDTOKEN\n"), "{text}");
     }
 

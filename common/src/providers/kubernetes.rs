@@ -125,10 +125,11 @@ impl Provider for Kubernetes {
                 }
             } else if key == CURRENT_CONTEXT {
                 // Set only when the file has none: never switch the user's context.
-                if doc
-                    .get(CURRENT_CONTEXT)
-                    .is_none_or(|v| v.is_null() || v.as_str() == Some(""))
-                {
+                let unset = match doc.get(CURRENT_CONTEXT) {
+                    None => true,
+                    Some(v) => v.is_null() || v.as_str() == Some(""),
+                };
+                if unset {
                     doc.insert(yaml::key(CURRENT_CONTEXT), new);
                     changed = true;
                 }
@@ -230,8 +231,7 @@ mod tests {
         let mine = format!("{THEIRS}current-context: dev\n");
         for overwrite in [false, true] {
             let existing = SecretText::new(mine.clone());
-            let out =
-                expect_write(KUBERNETES.merge(0, "~/k", Some(&existing), &ours, overwrite));
+            let out = expect_write(KUBERNETES.merge(0, "~/k", Some(&existing), &ours, overwrite));
             let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
             assert_eq!(doc["current-context"].as_str(), Some("dev"), "{overwrite}");
             assert_eq!(names(&doc, "clusters"), ["dev", "prod"]);

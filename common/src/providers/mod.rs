@@ -137,7 +137,10 @@ pub trait Provider: Sync + Send {
     /// file's directory, or the file itself when it lies directly in home;
     /// nothing for a provider without a default file.
     fn locations(&self) -> Vec<String> {
-        match self.default_path().and_then(|p| p.rsplit_once('/').map(|(d, _)| (p, d))) {
+        match self
+            .default_path()
+            .and_then(|p| p.rsplit_once('/').map(|(d, _)| (p, d)))
+        {
             Some((path, "~")) => self.files(path),
             Some((_, dir)) => vec![format!("{dir}/")],
             None => vec![],

@@ -39,7 +39,11 @@ impl Provider for Wandb {
     fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
         let f = super::first_file(self, files)?;
         let key = netrc::password(f.text, MACHINE).ok_or_else(|| {
-            ProviderError::malformed(f.path, None, format!("no machine {MACHINE} with a password"))
+            ProviderError::malformed(
+                f.path,
+                None,
+                format!("no machine {MACHINE} with a password"),
+            )
         })?;
         Ok([("api_key".to_owned(), key.to_owned().into())].into())
     }
@@ -104,12 +108,16 @@ mod tests {
         assert_eq!(parse_one(&WANDB, &out).unwrap(), ours);
         let merged = SecretText::new(out);
         assert_eq!(
-            WANDB.merge(0, "~/.netrc", Some(&merged), &ours, false).unwrap(),
+            WANDB
+                .merge(0, "~/.netrc", Some(&merged), &ours, false)
+                .unwrap(),
             Merge::Unchanged
         );
         let other = values_from([("api_key", "another-key")]);
         assert_eq!(
-            WANDB.merge(0, "~/.netrc", Some(&merged), &other, false).unwrap(),
+            WANDB
+                .merge(0, "~/.netrc", Some(&merged), &other, false)
+                .unwrap(),
             Merge::Conflict(vec!["api_key".into()])
         );
         assert_eq!(
@@ -118,7 +126,9 @@ mod tests {
         );
         let alone = expect_write(WANDB.merge(0, "~/.netrc", None, &ours, false));
         assert_eq!(
-            WANDB.remove(0, "~/.netrc", &SecretText::new(alone), &ours).unwrap(),
+            WANDB
+                .remove(0, "~/.netrc", &SecretText::new(alone), &ours)
+                .unwrap(),
             Removal::Delete
         );
     }
@@ -134,6 +144,9 @@ mod tests {
         }
         // a netrc without the wandb machine holds no wandb secret
         let text = SecretText::new(OTHERS.into());
-        assert!(!WANDB.present(&[SourceFile { path: "~/.netrc", text: &text }]));
+        assert!(!WANDB.present(&[SourceFile {
+            path: "~/.netrc",
+            text: &text
+        }]));
     }
 }

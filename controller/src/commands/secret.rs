@@ -305,15 +305,13 @@ fn create(args: &CreateArgs, ctx: &Context) -> Result<u8> {
                 );
             }
             match explicit {
-                Some(values) => {
-                    Secret {
-                        name: name.to_owned(),
-                        provider: Some(id.to_owned()),
-                        path,
-                        env_vars: env_map,
-                        values,
-                    }
-                }
+                Some(values) => Secret {
+                    name: name.to_owned(),
+                    provider: Some(id.to_owned()),
+                    path,
+                    env_vars: env_map,
+                    values,
+                },
                 None => {
                     let found = with_sources(ctx, |src| {
                         extract(src, id, Some(name), path.as_deref(), env_map.as_ref())
