@@ -126,6 +126,15 @@ fn write_body(path: &str) -> String {
         .to_string()
 }
 
+/// A sync of a good item and one with a bad `path`: the bad one stops both.
+fn sync_with_bad_item(path: &str) -> String {
+    json!({"items": [
+        {"secret": {"name": "good", "provider": "custom", "values": {"k": SECRET}}, "path": "~/good.json"},
+        {"secret": {"name": "bad", "provider": "custom", "values": {"k": SECRET}}, "path": path},
+    ]})
+    .to_string()
+}
+
 #[tokio::test]
 async fn healthz_needs_no_token_and_everything_else_does() {
     let f = fixture().await;
@@ -324,13 +333,8 @@ async fn paths_outside_home_are_refused_and_nothing_is_written() {
             .await;
         assert_error(&resp, StatusCode::BAD_REQUEST, code);
         // through sync too, and one bad item stops the good one
-        let body = json!({"items": [
-            {"secret": {"name": "good", "provider": "custom", "values": {"k": SECRET}}, "path": "~/good.json"},
-            {"secret": {"name": "bad", "provider": "custom", "values": {"k": SECRET}}, "path": path},
-        ]})
-        .to_string();
         assert_error(
-            &f.post("/v1/sync", &body).await,
+            &f.post("/v1/sync", &sync_with_bad_item(path)).await,
             StatusCode::BAD_REQUEST,
             code,
         );
@@ -372,13 +376,8 @@ async fn placement_policy_refuses_reserved_files_with_403() {
             .post("/v1/secrets/_write_to_file", &write_body(path))
             .await;
         assert_error(&resp, StatusCode::FORBIDDEN, "path_reserved");
-        let body = json!({"items": [
-            {"secret": {"name": "good", "provider": "custom", "values": {"k": SECRET}}, "path": "~/good.json"},
-            {"secret": {"name": "bad", "provider": "custom", "values": {"k": SECRET}}, "path": path},
-        ]})
-        .to_string();
         assert_error(
-            &f.post("/v1/sync", &body).await,
+            &f.post("/v1/sync", &sync_with_bad_item(path)).await,
             StatusCode::FORBIDDEN,
             "path_reserved",
         );
