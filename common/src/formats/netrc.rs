@@ -130,10 +130,21 @@ pub fn set_password(
 ) -> Set {
     let text = existing.map(SecretText::expose_secret).unwrap_or("");
     let toks = tokens(text);
-    let at = find(text, &toks, machine).and_then(|e| field(text, &toks, &e, "password"));
+    let entry = find(text, &toks, machine);
+    let at = entry
+        .as_ref()
+        .and_then(|e| field(text, &toks, e, "password"));
     let mut out = String::with_capacity(text.len() + 64);
-    match at {
-        Some(i) => {
+    match (at, entry) {
+        // The entry has no password yet: add one after the machine's name.
+        (None, Some(e)) => {
+            let after_name = toks[e.first + 1].end;
+            out.push_str(&text[..after_name]);
+            out.push_str(" password ");
+            out.push_str(password);
+            out.push_str(&text[after_name..]);
+        }
+        (Some(i), _) => {
             let old = &text[toks[i].start..toks[i].end];
             if crate::secret_value::ct_eq_bytes(old.as_bytes(), password.as_bytes()) {
                 return Set::Same;
@@ -145,7 +156,7 @@ pub fn set_password(
             out.push_str(password);
             out.push_str(&text[toks[i].end..]);
         }
-        None => {
+        (None, None) => {
             out.push_str(text);
             if !out.is_empty() && !out.ends_with('\n') {
                 out.push('\n');
@@ -235,6 +246,15 @@ mod tests {
         assert_eq!(
             new.expose_secret(),
             "machine github.com login me password p\nmachine api.wandb.ai\n  login user\n  password K\n"
+        );
+        // an entry without a password gets one, not a second entry
+        let t = text("machine api.wandb.ai\n  login user\n");
+        let Set::Text(new) = set_password(Some(&t), "api.wandb.ai", "user", "K", false) else {
+            panic!("expected text")
+        };
+        assert_eq!(
+            new.expose_secret(),
+            "machine api.wandb.ai password K\n  login user\n"
         );
         // a macdef body mentioning the machine is not an entry
         let t = text("macdef init\nmachine api.wandb.ai password X\n\n");
