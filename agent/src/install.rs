@@ -573,7 +573,7 @@ pub(crate) async fn revoke(
     let targets: Vec<&VarInstall> = record
         .vars
         .iter()
-        .filter(|v| only_env.map_or(true, |e| e == v.env))
+        .filter(|v| only_env.is_none_or(|e| e == v.env))
         .collect();
     let mut by_env: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for var in &targets {
