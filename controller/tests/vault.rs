@@ -105,8 +105,10 @@ fn push_list_pull_round_trip_with_modes_and_metadata() {
     assert_eq!(names, vec!["api", "tool"]);
     assert_eq!(doc["secrets"][0]["known_version"], 1);
 
-    // A second machine of the same user pulls them.
+    // A second machine of the same user pulls them (its owner allows the
+    // generic secret's place: it is no provider's).
     let b = home_for(&server, "alice");
+    allow_paths(&b, &["~/.config/tool"]);
     let run = b.ok(&["vault", "pull", "tool", "api"]);
     assert_eq!(run.stdout.matches("pulled").count(), 2, "{run:?}");
     assert!(saved(&b, "tool").unwrap() == saved(&a, "tool").unwrap());
@@ -222,6 +224,7 @@ fn pull_reports_a_differing_local_copy_and_a_failed_pull_writes_nothing() {
     a.ok(&["vault", "push", "api", "tool"]);
 
     let b = home_for(&server, "alice");
+    allow_paths(&b, &["~/t.json"]);
     local::save(b.path(), &env_secret("api", V_LOCAL2)).unwrap();
     let before = std::fs::read(secret_file(&b, "api")).unwrap();
     let run = b.run(&["vault", "pull", "api", "tool"]);
@@ -405,14 +408,14 @@ fn login_upload_then_download_writes_files_merged_and_private() {
     assert_eq!(std::fs::read(&creds).unwrap(), before);
 }
 
-/// Write `~/.rh/config` with only `allow_paths`.
+/// Set `allow_paths` in `~/.rh/config` (other keys kept).
 fn allow_paths(home: &Home, paths: &[&str]) {
     std::fs::create_dir_all(home.file(".rh")).unwrap();
-    std::fs::write(
-        home.file(".rh/config"),
-        json!({ "allow_paths": paths }).to_string(),
-    )
-    .unwrap();
+    let mut doc: Value = std::fs::read_to_string(home.file(".rh/config"))
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or_else(|_| json!({}));
+    doc["allow_paths"] = json!(paths);
+    std::fs::write(home.file(".rh/config"), doc.to_string()).unwrap();
 }
 
 /// Put a secret into the store the way anyone with write access to the
