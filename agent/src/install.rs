@@ -22,6 +22,7 @@ use common::wire::{
 };
 use common::{Secret, SecretValue};
 
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::{AppState, FileInstall, VarInstall};
 
@@ -53,8 +54,7 @@ impl Planned {
 
 /// This agent's placement policy: its state dir is reserved (as configured
 /// and resolved), its config's `allow_paths` open more places to remote secrets.
-fn policy(state: &AppState) -> Policy {
-    let config = &state.inner.config;
+fn policy(config: &Config) -> Policy {
     let mut reserved = vec![config.state_dir.clone()];
     reserved.extend(config.state_dir.canonicalize().ok());
     Policy {
@@ -72,7 +72,7 @@ fn refused(e: PolicyError) -> ApiError {
 /// checked by the placement policy: the path as given, and the target it
 /// resolves to (so a symlink in home cannot lead to a denied file).
 fn plan_files(
-    state: &AppState,
+    config: &Config,
     secret: &Secret,
     path: Option<&str>,
     origin: Origin,
@@ -91,8 +91,8 @@ fn plan_files(
         }
         _ => e.into(),
     })?;
-    let home = &state.inner.config.home;
-    let policy = policy(state);
+    let home = &config.home;
+    let policy = policy(config);
     let canon_home = home.canonicalize().unwrap_or_else(|_| home.clone());
     let files = displays
         .into_iter()
@@ -177,14 +177,14 @@ pub(crate) fn plan_from(
     validate_secret_name(&secret.name)?;
     let provider = providers::for_secret(secret.provider.as_deref());
     let mut files = if want_file || path.is_some() {
-        Some(plan_files(state, &secret, path, origin)?)
+        Some(plan_files(&state.inner.config, &secret, path, origin)?)
     } else {
         None
     };
     let mut env = env.map(str::to_owned);
     if files.is_none() && env.is_none() {
         match secret_paths(&secret, None) {
-            Ok(_) => files = Some(plan_files(state, &secret, None, origin)?),
+            Ok(_) => files = Some(plan_files(&state.inner.config, &secret, None, origin)?),
             Err(_) => env = Some(common::wire::DEFAULT_ENV.to_owned()),
         }
     }
@@ -714,13 +714,12 @@ mod tests {
 
     /// Secrets pulled from the store (`Origin::Remote`) only go to their
     /// provider's credential locations or the config's `allow_paths`; the
-    /// same paths pushed by a token holder (`Origin::Local`) pass.
-    #[tokio::test]
-    async fn remote_paths_need_a_provider_location_or_the_allow_list() {
+    /// same paths pushed by a token holder (`Origin::Local`) pass unless denied.
+    #[test]
+    fn remote_paths_need_a_provider_location_or_the_allow_list() {
         let home = tempfile::tempdir().unwrap();
-        let mut config = crate::Config::for_home(home.path());
+        let mut config = Config::for_home(home.path());
         config.allow_paths = vec!["~/allowed".into()];
-        let state = AppState::open(config).await.unwrap();
         let secret = |provider: &str, path: Option<&str>| {
             let mut s = Secret::base("s", values_from([("access_key", "A"), ("secret_key", "S")]));
             s.provider = Some(provider.into());
@@ -734,21 +733,15 @@ mod tests {
             ("custom", Some("~/app.json"), Some("path_not_allowed")),
             ("custom", Some("~/allowed/app.json"), None),
             ("custom", Some("~/.bashrc"), Some("path_reserved")),
+            ("custom", Some("~/.rh/agent/token"), Some("path_reserved")),
         ] {
-            let got = plan_from(
-                &state,
-                secret(provider, path),
-                None,
-                None,
-                true,
-                Origin::Remote,
-            )
-            .err()
-            .map(|e| (e.status, e.code));
+            let s = secret(provider, path);
+            let got = plan_files(&config, &s, None, Origin::Remote)
+                .err()
+                .map(|e| (e.status, e.code));
             assert_eq!(got, code.map(|c| (StatusCode::FORBIDDEN, c)), "{path:?}");
-            let local = plan(&state, secret(provider, path), None, None, true).err();
+            let local = plan_files(&config, &s, None, Origin::Local).err();
             assert_eq!(local.is_some(), code == Some("path_reserved"), "{path:?}");
         }
-        state.shutdown().await;
     }
 }
