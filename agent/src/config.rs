@@ -42,6 +42,8 @@ pub enum ConfigError {
     NotLoopback { addr: SocketAddr },
     #[error("{field} must be greater than zero")]
     Zero { field: &'static str },
+    #[error("allow_paths entry {entry:?} must start with ~/")]
+    AllowPath { entry: String },
 }
 
 /// TLS certificate and key (PEM files) for a non-loopback listener.
@@ -68,6 +70,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub header_read_timeout_secs: Option<u64>,
     pub tls: Option<TlsConfig>,
+    /// `~/...` prefixes where secrets from the store may also be written.
+    pub allow_paths: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -112,6 +116,9 @@ pub struct Config {
     /// keep-alive connection.
     pub header_read_timeout: Duration,
     pub tls: Option<TlsConfig>,
+    /// `~/...` prefixes (besides each provider's own credential locations)
+    /// where store-originated secrets may be written; see `common::policy`.
+    pub allow_paths: Vec<String>,
     /// The executable started as `<exe> env-host --name E` for each env
     /// (the agent binary itself; tests point it at the built binary).
     pub env_host_exe: PathBuf,
@@ -139,6 +146,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             tls: None,
+            allow_paths: Vec::new(),
             env_host_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("agent")),
             test_item_delay: None,
         }
@@ -196,6 +204,12 @@ impl Config {
             config.header_read_timeout = Duration::from_secs(s);
         }
         config.tls = file.tls;
+        config.allow_paths = file.allow_paths.unwrap_or_default();
+        if let Some(entry) = config.allow_paths.iter().find(|e| !e.starts_with("~/")) {
+            return Err(ConfigError::AllowPath {
+                entry: entry.clone(),
+            });
+        }
         config.check_listen(config.listen)?;
         Ok(config)
     }

@@ -17,12 +17,14 @@ use common::apply::{self, secret_env_vars, secret_paths, FileStatus, TargetFile}
 use common::fingerprint::{value_fingerprint, values_fingerprint, FingerprintKey};
 use common::fsutil::confine;
 use common::names::{validate_env_name, validate_env_var_name, validate_secret_name};
+use common::policy::{Origin, Policy, PolicyError};
 use common::providers::{self, Provider, ProviderError};
 use common::wire::{
     FileOutcome, InstalledFile, InstalledSecret, InstalledVar, SecretResult, Status,
 };
 use common::{Secret, SecretValue};
 
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::{AppState, FileInstall, Record, VarInstall};
 
@@ -52,11 +54,30 @@ impl Planned {
     }
 }
 
-/// Resolve and confine the files of `secret` (at `path` when given).
+/// This agent's placement policy: its state dir is reserved (as configured
+/// and resolved), its config's `allow_paths` open more places to remote secrets.
+fn policy(config: &Config) -> Policy {
+    let mut reserved = vec![config.state_dir.clone()];
+    reserved.extend(config.state_dir.canonicalize().ok());
+    Policy {
+        reserved,
+        allow: config.allow_paths.clone(),
+    }
+}
+
+/// A refused placement: 403 with `path_reserved` or `path_not_allowed`.
+fn refused(e: PolicyError) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, e.code(), e.to_string())
+}
+
+/// Resolve and confine the files of `secret` (at `path` when given), each
+/// checked by the placement policy: the path as given, and the target it
+/// resolves to (so a symlink in home cannot lead to a denied file).
 fn plan_files(
-    state: &AppState,
+    config: &Config,
     secret: &Secret,
     path: Option<&str>,
+    origin: Origin,
 ) -> Result<Vec<TargetFile>, ApiError> {
     let provider = providers::for_secret(secret.provider.as_deref());
     let displays = secret_paths(secret, path).map_err(|e| match (&e, &secret.provider) {
@@ -72,11 +93,20 @@ fn plan_files(
         }
         _ => e.into(),
     })?;
-    let home = &state.inner.config.home;
+    let home = &config.home;
+    let policy = policy(config);
+    let canon_home = home.canonicalize().unwrap_or_else(|_| home.clone());
     let files = displays
         .into_iter()
         .map(|display| {
+            let (provider, name) = (secret.provider.as_deref(), secret.name.as_str());
+            policy
+                .check(home, provider, name, &display, origin)
+                .map_err(refused)?;
             let path = confine(home, &display)?;
+            policy
+                .check_resolved(&canon_home, name, &path.resolved())
+                .map_err(refused)?;
             Ok(TargetFile { display, path })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
@@ -119,9 +149,10 @@ pub(crate) fn as_text(vars: BTreeMap<String, SecretValue>) -> BTreeMap<String, S
         .collect()
 }
 
-/// Check one secret: its files when `path` is given (or `want_file`), its
-/// env vars when `env` is given. With neither, the secret's own file if it
-/// has one, else its vars in `base_env`.
+/// Check one secret sent by a caller holding this agent's token (push
+/// mode): [`plan_from`] with [`Origin::Local`], so the deny-list and the
+/// state dir apply but not the provider-locations rule (the token already
+/// grants the node user's power through `/run`).
 pub(crate) fn plan(
     state: &AppState,
     secret: Secret,
@@ -129,17 +160,33 @@ pub(crate) fn plan(
     env: Option<&str>,
     want_file: bool,
 ) -> Result<Planned, ApiError> {
+    plan_from(state, secret, path, env, want_file, Origin::Local)
+}
+
+/// Check one secret: its files when `path` is given (or `want_file`), its
+/// env vars when `env` is given. With neither, the secret's own file if it
+/// has one, else its vars in `base_env`. Secrets pulled from the store pass
+/// [`Origin::Remote`]: their paths must also lie in the provider's
+/// credential locations or the config's `allow_paths`.
+pub(crate) fn plan_from(
+    state: &AppState,
+    secret: Secret,
+    path: Option<&str>,
+    env: Option<&str>,
+    want_file: bool,
+    origin: Origin,
+) -> Result<Planned, ApiError> {
     validate_secret_name(&secret.name)?;
     let provider = providers::for_secret(secret.provider.as_deref());
     let mut files = if want_file || path.is_some() {
-        Some(plan_files(state, &secret, path)?)
+        Some(plan_files(&state.inner.config, &secret, path, origin)?)
     } else {
         None
     };
     let mut env = env.map(str::to_owned);
     if files.is_none() && env.is_none() {
         match secret_paths(&secret, None) {
-            Ok(_) => files = Some(plan_files(state, &secret, None)?),
+            Ok(_) => files = Some(plan_files(&state.inner.config, &secret, None, origin)?),
             Err(_) => env = Some(common::wire::DEFAULT_ENV.to_owned()),
         }
     }
@@ -651,7 +698,7 @@ pub(crate) async fn revoke(
     let targets: Vec<&VarInstall> = record
         .vars
         .iter()
-        .filter(|v| only_env.map_or(true, |e| e == v.env))
+        .filter(|v| only_env.is_none_or(|e| e == v.env))
         .collect();
     let mut by_env: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for var in &targets {
@@ -804,6 +851,7 @@ pub(crate) fn write_status(result: &SecretResult) -> StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::secret_value::values_from;
 
     fn job(paths: &[&str]) -> FileJob {
         let files = paths
@@ -841,5 +889,38 @@ mod tests {
         let groups = group_by_dir(&jobs);
         assert_eq!(groups.len(), 20_000);
         assert!(groups.iter().enumerate().all(|(i, g)| g == &vec![i]));
+    }
+
+    /// Secrets pulled from the store (`Origin::Remote`) only go to their
+    /// provider's credential locations or the config's `allow_paths`; the
+    /// same paths pushed by a token holder (`Origin::Local`) pass unless denied.
+    #[test]
+    fn remote_paths_need_a_provider_location_or_the_allow_list() {
+        let home = tempfile::tempdir().unwrap();
+        let mut config = Config::for_home(home.path());
+        config.allow_paths = vec!["~/allowed".into()];
+        let secret = |provider: &str, path: Option<&str>| {
+            let mut s = Secret::base("s", values_from([("access_key", "A"), ("secret_key", "S")]));
+            s.provider = Some(provider.into());
+            s.path = path.map(Into::into);
+            s
+        };
+        for (provider, path, code) in [
+            ("aws", None, None),
+            ("aws", Some("~/.aws/other"), None),
+            ("aws", Some("~/notes/creds"), Some("path_not_allowed")),
+            ("custom", Some("~/app.json"), Some("path_not_allowed")),
+            ("custom", Some("~/allowed/app.json"), None),
+            ("custom", Some("~/.bashrc"), Some("path_reserved")),
+            ("custom", Some("~/.rh/agent/token"), Some("path_reserved")),
+        ] {
+            let s = secret(provider, path);
+            let got = plan_files(&config, &s, None, Origin::Remote)
+                .err()
+                .map(|e| (e.status, e.code));
+            assert_eq!(got, code.map(|c| (StatusCode::FORBIDDEN, c)), "{path:?}");
+            let local = plan_files(&config, &s, None, Origin::Local).err();
+            assert_eq!(local.is_some(), code == Some("path_reserved"), "{path:?}");
+        }
     }
 }

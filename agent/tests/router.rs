@@ -23,8 +23,9 @@ async fn fixture_with(f: impl FnOnce(&mut agent::Config)) -> Fixture {
     let home = tempfile::tempdir().unwrap();
     let mut config = common::config(home.path());
     f(&mut config);
+    let token_file = config.state_dir.join("token");
     let state = agent::AppState::open(config).await.unwrap();
-    let token = std::fs::read_to_string(home.path().join(".rh/agent/token"))
+    let token = std::fs::read_to_string(token_file)
         .unwrap()
         .trim()
         .to_owned();
@@ -123,6 +124,15 @@ fn assert_error(resp: &(StatusCode, String), status: StatusCode, code: &str) {
 fn write_body(path: &str) -> String {
     json!({"secret": {"name": "s1", "provider": "custom", "values": {"key": SECRET}}, "path": path})
         .to_string()
+}
+
+/// A sync of a good item and one with a bad `path`: the bad one stops both.
+fn sync_with_bad_item(path: &str) -> String {
+    json!({"items": [
+        {"secret": {"name": "good", "provider": "custom", "values": {"k": SECRET}}, "path": "~/good.json"},
+        {"secret": {"name": "bad", "provider": "custom", "values": {"k": SECRET}}, "path": path},
+    ]})
+    .to_string()
 }
 
 #[tokio::test]
@@ -323,13 +333,8 @@ async fn paths_outside_home_are_refused_and_nothing_is_written() {
             .await;
         assert_error(&resp, StatusCode::BAD_REQUEST, code);
         // through sync too, and one bad item stops the good one
-        let body = json!({"items": [
-            {"secret": {"name": "good", "provider": "custom", "values": {"k": SECRET}}, "path": "~/good.json"},
-            {"secret": {"name": "bad", "provider": "custom", "values": {"k": SECRET}}, "path": path},
-        ]})
-        .to_string();
         assert_error(
-            &f.post("/v1/sync", &body).await,
+            &f.post("/v1/sync", &sync_with_bad_item(path)).await,
             StatusCode::BAD_REQUEST,
             code,
         );
@@ -338,6 +343,70 @@ async fn paths_outside_home_are_refused_and_nothing_is_written() {
     assert!(!Path::new("/etc/rh-agent-test.json").exists());
     assert_eq!(f.user_files(), vec!["escape".to_string()]);
     assert!(!f.home().join(".rh/agent/installed.json").exists());
+    f.state.shutdown().await;
+}
+
+#[tokio::test]
+async fn placement_policy_refuses_reserved_files_with_403() {
+    // a custom state dir inside home, outside ~/.rh
+    let f = fixture_with(|c| c.state_dir = c.home.join("node-state")).await;
+    let token_before = std::fs::read(f.home().join("node-state/token")).unwrap();
+    // a link in home to a denied file does not get around the deny-list
+    std::fs::write(f.home().join(".bashrc"), "# mine\n").unwrap();
+    std::os::unix::fs::symlink(f.home().join(".bashrc"), f.home().join("innocent.json")).unwrap();
+    let absolute_token = f.home().join("node-state/token").display().to_string();
+    for path in [
+        "~/.bashrc",
+        "~/.zshenv",
+        "~/.profile",
+        "~/./.bashrc",
+        "~/.ssh/authorized_keys",
+        "~/.ssh/rc",
+        "~/.ssh/config",
+        "~/.config/systemd/user/evil.service",
+        "~/.config/autostart/evil.desktop",
+        "~/.rh/agent/token",
+        "~/.rh/secrets/other.json",
+        "~/node-state/token",
+        "~/node-state/new.json",
+        absolute_token.as_str(),
+        "~/innocent.json",
+    ] {
+        let resp = f
+            .post("/v1/secrets/_write_to_file", &write_body(path))
+            .await;
+        assert_error(&resp, StatusCode::FORBIDDEN, "path_reserved");
+        assert_error(
+            &f.post("/v1/sync", &sync_with_bad_item(path)).await,
+            StatusCode::FORBIDDEN,
+            "path_reserved",
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(f.home().join(".bashrc")).unwrap(),
+        "# mine\n"
+    );
+    assert_eq!(
+        std::fs::read(f.home().join("node-state/token")).unwrap(),
+        token_before
+    );
+    assert!(!f.home().join("node-state/new.json").exists());
+    assert!(!f.home().join("good.json").exists());
+    assert!(!f.home().join(".ssh").exists() && !f.home().join(".config").exists());
+    f.state.shutdown().await;
+}
+
+#[tokio::test]
+async fn ini_values_with_outer_whitespace_are_400_naming_the_key() {
+    let f = fixture().await;
+    let padded = format!("{SECRET} ");
+    let body = json!({"secret": {"name": "aws", "provider": "aws",
+        "values": {"access_key": "AKIAPLAIN", "secret_key": padded}}})
+    .to_string();
+    let resp = f.post("/v1/secrets/_write_to_file", &body).await;
+    assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_value");
+    assert!(resp.1.contains("secret_key"), "{}", resp.1);
+    assert!(f.user_files().is_empty(), "{:?}", f.user_files());
     f.state.shutdown().await;
 }
 

@@ -58,6 +58,9 @@ fn from_files(
         .zip(&texts)
         .map(|(path, text)| SourceFile { path, text })
         .collect();
+    if !provider.present(&files) {
+        return Ok(None);
+    }
     Ok(Some((display, provider.parse(&files)?)))
 }
 

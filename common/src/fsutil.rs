@@ -192,6 +192,38 @@ impl FileRef {
         self.root.path.join(self.rel.iter().collect::<PathBuf>())
     }
 
+    /// Where the path leads now, for policy checks on the target: final
+    /// symlinks followed (dangling ones too, as [`FileRef::open`] creates
+    /// their targets) and the longest existing ancestor canonicalized. Best
+    /// effort and racy by nature: confinement is enforced by `open`, this
+    /// only tells a deny-list where a link points.
+    pub fn resolved(&self) -> PathBuf {
+        let mut path = self.path();
+        for _ in 0..40 {
+            match fs::read_link(&path) {
+                Ok(target) => {
+                    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                    path = base.join(target);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut existing = path.clone();
+        let mut rest = Vec::new();
+        while fs::symlink_metadata(&existing).is_err() {
+            match (existing.file_name(), existing.parent()) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name.to_os_string());
+                    existing = parent.to_path_buf();
+                }
+                _ => break,
+            }
+        }
+        let mut out = existing.canonicalize().unwrap_or(existing);
+        out.extend(rest.iter().rev());
+        out
+    }
+
     /// Resolve the path now (see the `resolve` module): the opened parent
     /// directory and the final name, creating missing directories 0700 when
     /// `create_dirs`. `None` when a directory is missing and not created.

@@ -10,6 +10,7 @@ pub mod formats;
 pub mod fsutil;
 pub mod model;
 pub mod names;
+pub mod policy;
 pub mod proof;
 pub mod providers;
 pub mod secret_value;

@@ -82,6 +82,12 @@ pub fn validate_cluster_name(name: &str) -> Result<(), NameError> {
     validate_file_name("cluster", name)
 }
 
+/// A provider id (a builtin, or the id of a custom provider secret): same
+/// rules as a secret name.
+pub fn validate_provider_id(id: &str) -> Result<(), NameError> {
+    validate_file_name("provider", id)
+}
+
 fn validate_file_name(kind: &'static str, name: &str) -> Result<(), NameError> {
     check_common(kind, name)?;
     let invalid = |what| {
@@ -150,6 +156,9 @@ mod tests {
         let err = validate_secret_name(&"x".repeat(5000)).unwrap_err();
         assert!(matches!(err, NameError::TooLong { .. }), "{err}");
         assert!(err.to_string().len() < 100, "{err}");
+        assert!(validate_secret_name(&"x".repeat(129)).is_err());
+        assert!(validate_provider_id("aws").is_ok());
+        assert!(validate_provider_id("../aws").is_err());
     }
 
     #[test]

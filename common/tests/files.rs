@@ -129,7 +129,7 @@ fn every_provider_writes_private_files_whatever_the_umask() {
 }
 
 #[test]
-fn aws_overwrite_keeps_other_profiles_comments_token_and_region() {
+fn aws_overwrite_keeps_other_profiles_comments_and_region_and_drops_the_stale_token() {
     let home = tempfile::tempdir().unwrap();
     let path = home.path().join(".aws/credentials");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -144,7 +144,10 @@ fn aws_overwrite_keeps_other_profiles_comments_token_and_region() {
     let p = common::providers::builtin("aws").unwrap();
     let out = write_files(p, &files, &secret.values, false, false).unwrap();
     assert_eq!(out[0].status, FileStatus::Conflict);
-    assert_eq!(out[0].conflict_keys, ["access_key", "secret_key"]);
+    assert_eq!(
+        out[0].conflict_keys,
+        ["access_key", "aws_session_token", "secret_key"]
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
     let out = write_files(p, &files, &secret.values, true, false).unwrap();
     assert_eq!(out[0].status, FileStatus::Written);
@@ -153,13 +156,98 @@ fn aws_overwrite_keeps_other_profiles_comments_token_and_region() {
         original
             .replace("AKIAOLD", "AKIANEW")
             .replace("oldSecret", "newSecret")
+            .replace("aws_session_token = IQoJb3JpZ2luX2VjEKeep==\n", "")
     );
     assert_eq!(mode(&path), 0o600);
     remove_files(p, &files, &secret.values, false).unwrap();
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
-        "# keep me\n[default]\naws_session_token = IQoJb3JpZ2luX2VjEKeep==\nregion = ap-south-1\n\n[work]\naws_access_key_id = AKIAWORK\naws_secret_access_key = workSecret\n"
+        "# keep me\n[default]\nregion = ap-south-1\n\n[work]\naws_access_key_id = AKIAWORK\naws_secret_access_key = workSecret\n"
     );
+}
+
+/// botocore's own loader on a credentials file that held STS credentials
+/// and then got long-term keys merged over it: it sees the new key and no
+/// session token. Skipped (with the reason printed) without python3/botocore.
+#[test]
+fn botocore_reads_no_stale_session_token_after_a_merge() {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import botocore"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: python3 with botocore is not installed (pip install botocore)");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join(".aws/credentials");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        "[default]\naws_access_key_id = ASIASTSOLD\naws_secret_access_key = stsSecret\naws_session_token = STSTOKEN\naws_security_token = STSTOKEN\n",
+    )
+    .unwrap();
+    let mut secret = Secret::base(
+        "aws",
+        common::secret_value::values_from([
+            ("access_key", "AKIALONGTERM"),
+            ("secret_key", "longSecret"),
+        ]),
+    );
+    secret.provider = Some("aws".into());
+    let files = targets(home.path(), &secret);
+    let p = common::providers::builtin("aws").unwrap();
+    write_files(p, &files, &secret.values, true, false).unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import botocore.session\n\
+             c = botocore.session.Session(profile='default').get_credentials()\n\
+             print(c.access_key, c.token)",
+        ])
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_SHARED_CREDENTIALS_FILE", &path)
+        .env("AWS_CONFIG_FILE", home.path().join("no-config"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "AKIALONGTERM None\n");
+}
+
+/// `~/.netrc` with other machines: the wandb entry is added next to them
+/// (their lines byte for byte), the file is 0600, and removal takes out only
+/// the wandb entry.
+#[test]
+fn wandb_netrc_entry_merged_and_removed_alone() {
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join(".netrc");
+    let others = "# hosts\nmachine github.com\n  login me\n  password ghp_keep\r\n\nmachine example.org login x password y\n";
+    std::fs::write(&path, others).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut secret = Secret::base("wandb", fixture_values("wandb"));
+    secret.provider = Some("wandb".into());
+    let files = targets(home.path(), &secret);
+    assert_eq!(files[0].display, "~/.netrc");
+    let p = common::providers::builtin("wandb").unwrap();
+    let out = write_files(p, &files, &secret.values, false, false).unwrap();
+    assert_eq!(out[0].status, FileStatus::Written);
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        written,
+        format!(
+            "{others}machine api.wandb.ai\n  login user\n  password fixture-wandb-api-key-0001\n"
+        )
+    );
+    assert_eq!(mode(&path), 0o600);
+    let out = write_files(p, &files, &secret.values, false, false).unwrap();
+    assert_eq!(out[0].status, FileStatus::Unchanged);
+    remove_files(p, &files, &secret.values, false).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), others);
 }
 
 #[test]

@@ -359,6 +359,72 @@ fn unknown_provider_is_a_usage_error_listing_valid_ids() {
 }
 
 #[test]
+fn create_refuses_ini_values_with_outer_whitespace_naming_the_key() {
+    // Explicit values, and values extracted from the environment.
+    let mut home = Home::empty();
+    let out = home.run(&[
+        "secret",
+        "create",
+        "a",
+        "--provider",
+        "aws",
+        "--value",
+        "access_key=AKIAPADDED ",
+        "--value",
+        "secret_key=s3cr3tpadded",
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("access_key") && err.contains("whitespace"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("AKIAPADDED") && !err.contains("s3cr3tpadded"),
+        "{err}"
+    );
+    home.env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), "AKIAENV".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "\tenvpadded".into()),
+    ];
+    let out = home.run(&["secret", "create", "b", "--provider", "aws"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("secret_key") && !err.contains("envpadded"),
+        "{err}"
+    );
+    assert!(!home.path(".rh/secrets/a.json").exists());
+    assert!(!home.path(".rh/secrets/b.json").exists());
+}
+
+#[test]
+fn write_never_touches_denied_files_even_through_a_link() {
+    let home = Home::empty();
+    home.put(".bashrc", "# mine\n");
+    std::os::unix::fs::symlink(home.path(".bashrc"), home.path("creds.json")).unwrap();
+    let out = home.run(&["secret", "create", "t", "--value", "k=fixture-deny-1"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for path in [
+        "~/.bashrc",
+        "~/.ssh/authorized_keys",
+        "~/.rh/agent/token",
+        "~/creds.json",
+    ] {
+        let out = home.run(&["secret", "write", "t", "--path", path]);
+        assert_eq!(code(&out), 1, "{path}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("never written by a secret"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("fixture-deny-1"));
+    }
+    assert_eq!(home.read(".bashrc"), "# mine\n");
+    assert!(!home.path(".ssh").exists() && !home.path(".rh/agent").exists());
+}
+
+#[test]
 fn create_base_secret_from_stdin_and_refuse_overwrite_without_force() {
     let home = Home::empty();
     let out = home.run(&["secret", "create", "my_secret"]);
@@ -554,7 +620,8 @@ fn write_aws_conflict_then_overwrite_keeps_other_profiles() {
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
     assert!(
-        err.contains("~/.aws/credentials") && err.contains("access_key, secret_key"),
+        err.contains("~/.aws/credentials")
+            && err.contains("access_key, aws_session_token, secret_key"),
         "{err}"
     );
     for v in [
@@ -565,7 +632,7 @@ fn write_aws_conflict_then_overwrite_keeps_other_profiles() {
     ] {
         assert!(!err.contains(v) && !stdout(&out).contains(v));
     }
-    assert!(stdout(&out).contains("conflict (access_key, secret_key)"));
+    assert!(stdout(&out).contains("conflict (access_key, aws_session_token, secret_key)"));
     assert_eq!(home.read(".aws/credentials"), original);
 
     let out = home.run(&["secret", "write", "aws-new", "--overwrite", "--json"]);
@@ -577,6 +644,7 @@ fn write_aws_conflict_then_overwrite_keeps_other_profiles() {
         original
             .replace("AKIAOLD", "AKIANEWFIXTURE")
             .replace("oldSecretValue", "newSecretFixture")
+            .replace("aws_session_token = sessionTokenKeep\n", "")
     );
     let creds = home.path(".aws/credentials");
     assert_eq!(mode(&creds), 0o600);

@@ -105,8 +105,10 @@ fn push_list_pull_round_trip_with_modes_and_metadata() {
     assert_eq!(names, vec!["api", "tool"]);
     assert_eq!(doc["secrets"][0]["known_version"], 1);
 
-    // A second machine of the same user pulls them.
+    // A second machine of the same user pulls them (its owner allows the
+    // generic secret's place: it is no provider's).
     let b = home_for(&server, "alice");
+    allow_paths(&b, &["~/.config/tool"]);
     let run = b.ok(&["vault", "pull", "tool", "api"]);
     assert_eq!(run.stdout.matches("pulled").count(), 2, "{run:?}");
     assert!(saved(&b, "tool").unwrap() == saved(&a, "tool").unwrap());
@@ -222,6 +224,7 @@ fn pull_reports_a_differing_local_copy_and_a_failed_pull_writes_nothing() {
     a.ok(&["vault", "push", "api", "tool"]);
 
     let b = home_for(&server, "alice");
+    allow_paths(&b, &["~/t.json"]);
     local::save(b.path(), &env_secret("api", V_LOCAL2)).unwrap();
     let before = std::fs::read(secret_file(&b, "api")).unwrap();
     let run = b.run(&["vault", "pull", "api", "tool"]);
@@ -375,9 +378,11 @@ fn login_upload_then_download_writes_files_merged_and_private() {
     a.env.retain(|(k, _)| k != "VAULT_TOKEN");
     a.ok(&["vault", "list"]);
 
-    // Machine B: an existing file with other content; download merges.
+    // Machine B: an existing file with other content; download merges
+    // (the owner allows the generic secret's place: it is no provider's).
     let mut b = home_for(&server, "alice");
     b.env.retain(|(k, _)| k != "VAULT_ADDR");
+    allow_paths(&b, &["~/.config/tool"]);
     let creds = b.file(".config/tool/creds.json");
     std::fs::create_dir_all(creds.parent().unwrap()).unwrap();
     std::fs::write(&creds, r#"{"other": "keep-me"}"#).unwrap();
@@ -392,6 +397,7 @@ fn login_upload_then_download_writes_files_merged_and_private() {
     // Machine C: the file holds another value: conflict reported, file kept.
     let mut c = home_for(&server, "alice");
     c.env.retain(|(k, _)| k != "VAULT_ADDR");
+    allow_paths(&c, &["~/.config/tool"]);
     let creds = c.file(".config/tool/creds.json");
     std::fs::create_dir_all(creds.parent().unwrap()).unwrap();
     std::fs::write(&creds, format!(r#"{{"token": "{V_LOCAL2}"}}"#)).unwrap();
@@ -400,6 +406,138 @@ fn login_upload_then_download_writes_files_merged_and_private() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("conflict"), "{run:?}");
     assert_eq!(std::fs::read(&creds).unwrap(), before);
+}
+
+/// Set `allow_paths` in `~/.rh/config` (other keys kept).
+fn allow_paths(home: &Home, paths: &[&str]) {
+    std::fs::create_dir_all(home.file(".rh")).unwrap();
+    let mut doc: Value = std::fs::read_to_string(home.file(".rh/config"))
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or_else(|_| json!({}));
+    doc["allow_paths"] = json!(paths);
+    std::fs::write(home.file(".rh/config"), doc.to_string()).unwrap();
+}
+
+/// Put a secret into the store the way anyone with write access to the
+/// prefix could: values, then `custom_metadata` of their choosing.
+fn plant(server: &DevServer, name: &str, values: Value, meta: Value) {
+    let (status, _) = raw(
+        &server.url,
+        ROOT_TOKEN,
+        "POST",
+        &format!("secret/data/rh/alice/{name}"),
+        Some(json!({ "data": values })),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = raw(
+        &server.url,
+        ROOT_TOKEN,
+        "POST",
+        &format!("secret/metadata/rh/alice/{name}"),
+        Some(json!({ "custom_metadata": meta })),
+    )
+    .unwrap();
+    assert!(status == 204 || status == 200, "{status}");
+}
+
+#[test]
+fn store_metadata_cannot_place_files_outside_the_providers_locations() {
+    let Some(server) = DevServer::start() else {
+        return;
+    };
+    const ATTACKER_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIattacker evil@x";
+    plant(
+        &server,
+        "evil-ssh",
+        json!({"private_key": ATTACKER_KEY, "public_key": ATTACKER_KEY}),
+        json!({"provider": "ssh", "path": "~/.ssh/authorized_keys"}),
+    );
+    plant(
+        &server,
+        "evil-rc",
+        json!({"token": V_OTHER}),
+        json!({"provider": "mytool", "path": "~/.bashrc"}),
+    );
+    plant(
+        &server,
+        "evil-generic",
+        json!({"token": V_OTHER}),
+        json!({"provider": "mytool", "path": "~/notes/creds.json"}),
+    );
+    plant(
+        &server,
+        "evil-var",
+        json!({"api_key": V_OTHER}),
+        json!({"provider": "myapi", "env_vars": "{\"api_key\": \"LD_PRELOAD=x\"}"}),
+    );
+    plant(
+        &server,
+        "evil-aws",
+        json!({"access_key": "AKIAX", "secret_key": V_OTHER}),
+        json!({"provider": "aws", "path": "~/.rh/agent/token"}),
+    );
+    plant(
+        &server,
+        "good-aws",
+        json!({"access_key": "AKIAGOOD", "secret_key": V_AWS}),
+        json!({"provider": "aws"}),
+    );
+    let refused = [
+        "evil-ssh",
+        "evil-rc",
+        "evil-generic",
+        "evil-var",
+        "evil-aws",
+    ];
+    // login --download: the refused ones are reported, not saved, no file
+    // written; the good one proceeds; the exit code says something failed.
+    let mut home = home_for(&server, "alice");
+    home.forbidden.push(ATTACKER_KEY.into());
+    let run = home.run(&["login", "--url", &server.url, "--download", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    for o in doc["download"].as_array().unwrap() {
+        let name = o["name"].as_str().unwrap();
+        if refused.contains(&name) {
+            assert_eq!(o["status"], "failed", "{o}");
+            assert!(o["detail"].as_str().unwrap().contains("refused"), "{o}");
+        } else {
+            assert_eq!(o["status"], "pulled", "{o}");
+        }
+    }
+    for name in refused {
+        assert!(saved(&home, name).is_none(), "{name} saved");
+    }
+    assert!(saved(&home, "good-aws").is_some());
+    assert!(home.file(".aws/credentials").exists());
+    for rel in [".ssh", ".bashrc", "notes", ".rh/agent"] {
+        assert!(!home.file(rel).exists(), "{rel} written");
+    }
+    // vault pull: the same refusal, naming the path; nothing saved.
+    let run = home.run(&["vault", "pull", "evil-ssh", "evil-var"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("~/.ssh/authorized_keys"), "{run:?}");
+    assert!(run.stdout.contains("LD_PRELOAD=x"), "{run:?}");
+    assert!(saved(&home, "evil-ssh").is_none() && saved(&home, "evil-var").is_none());
+    // The owner's allow-list opens a place for generic secrets, never a denied file.
+    allow_paths(&home, &["~/notes", "~/.ssh"]);
+    home.ok(&["vault", "pull", "evil-generic"]);
+    let run = home.run(&["vault", "pull", "evil-ssh", "evil-rc"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(saved(&home, "evil-ssh").is_none() && saved(&home, "evil-rc").is_none());
+    // A link at a provider's location that leads to a denied file is not followed.
+    let linked = home_for(&server, "alice");
+    std::fs::write(linked.file(".bashrc"), "# mine\n").unwrap();
+    std::fs::create_dir_all(linked.file(".aws")).unwrap();
+    std::os::unix::fs::symlink(linked.file(".bashrc"), linked.file(".aws/credentials")).unwrap();
+    let run = linked.run(&["login", "--url", &server.url, "--download"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("~/.bashrc"), "{run:?}");
+    assert_eq!(
+        std::fs::read_to_string(linked.file(".bashrc")).unwrap(),
+        "# mine\n"
+    );
 }
 
 #[test]

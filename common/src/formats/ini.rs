@@ -4,6 +4,16 @@
 //! other sections, other keys, blank lines, line endings) kept as it was.
 //! Parse errors name the file and the line number and what was expected;
 //! they never quote the line (it may hold a key). The lines are zeroed on drop.
+//!
+//! Hand-written on purpose: INI crates (rust-ini, configparser) parse into a
+//! map and render it again, which drops comments, reorders or re-spaces
+//! keys and changes line endings in a file the user owns; here only the
+//! changed value's bytes move. Duplicate sections and keys are found with
+//! hash sets, so parsing stays linear in the file size (50k profiles).
+//! Values keep no outer whitespace (it is trimmed on read), so values that
+//! have some are refused rather than written ([`string_value`]).
+
+use std::collections::HashSet;
 
 use zeroize::Zeroize;
 
@@ -92,7 +102,9 @@ impl IniDoc {
         let mut kinds = Vec::with_capacity(self.lines.len());
         let mut sections = vec![GLOBAL.to_owned()];
         let mut current = 0usize;
-        let mut seen_keys: Vec<(usize, String)> = Vec::new();
+        // Hash sets keep duplicate detection linear in the file size.
+        let mut seen_sections: HashSet<String> = HashSet::new();
+        let mut seen_keys: HashSet<(usize, String)> = HashSet::new();
         for (n, raw) in self.lines.iter().enumerate() {
             let lineno = n + 1;
             let line = strip_eol(raw);
@@ -116,7 +128,7 @@ impl IniDoc {
                     ));
                 };
                 let name = name.trim().to_owned();
-                if sections.iter().skip(1).any(|s| *s == name) {
+                if !seen_sections.insert(name.clone()) {
                     return Err(ProviderError::malformed(
                         path,
                         Some(lineno),
@@ -143,14 +155,13 @@ impl IniDoc {
                     ));
                 }
                 let key = key.to_ascii_lowercase();
-                if seen_keys.iter().any(|(s, k)| *s == current && *k == key) {
+                if !seen_keys.insert((current, key.clone())) {
                     return Err(ProviderError::malformed(
                         path,
                         Some(lineno),
                         format!("duplicate key {key}"),
                     ));
                 }
-                seen_keys.push((current, key.clone()));
                 let after = &line[sep + 1..];
                 let start = sep + 1 + (after.len() - after.trim_start().len());
                 let end = line.trim_end().len().max(start);
@@ -315,6 +326,12 @@ pub struct IniLayout {
     pub section: &'static str,
     /// Value key -> key in the file.
     pub keys: &'static [(&'static str, &'static str)],
+    /// Keys in the file that belong to the credential whose identity is the
+    /// first of [`IniLayout::keys`] (AWS: the session token belongs to the
+    /// access key). When a merge replaces that key, each of these the
+    /// values do not set is removed with it (or, without overwrite, named in
+    /// the conflict): a new key never runs with the old key's token.
+    pub companions: &'static [&'static str],
 }
 
 impl IniLayout {
@@ -380,21 +397,58 @@ impl IniLayout {
         let mut doc = self.doc(path, existing)?;
         let mut changed = existing.is_none();
         let mut conflicts = Vec::new();
-        for (value_key, file_key) in self.keys {
+        for (n, (value_key, file_key)) in self.keys.iter().enumerate() {
             let Some(value) = values.get(*value_key) else {
                 continue;
             };
             let new = string_value(provider, value_key, value)?;
             match doc.get(self.section, file_key) {
                 Some(old) if crate::secret_value::ct_eq_bytes(old.as_bytes(), new.as_bytes()) => {}
-                Some(_) if !overwrite => conflicts.push((*value_key).to_owned()),
+                Some(_) if !overwrite => {
+                    conflicts.push((*value_key).to_owned());
+                    if n == 0 {
+                        conflicts.extend(self.stale_companions(&doc, values));
+                    }
+                }
                 _ => {
                     doc.set(self.section, file_key, new);
                     changed = true;
+                    if n == 0 {
+                        for key in self.stale_companions(&doc, values) {
+                            doc.remove(self.section, &key);
+                        }
+                    }
                 }
             }
         }
         Ok(Merge::decide(conflicts, changed, || doc.render()))
+    }
+
+    /// The [`IniLayout::companions`] present in the file that `values` do not set.
+    fn stale_companions(&self, doc: &IniDoc, values: &Values) -> Vec<String> {
+        self.companions
+            .iter()
+            .filter(|file_key| doc.get(self.section, file_key).is_some())
+            .filter(|file_key| {
+                !self
+                    .keys
+                    .iter()
+                    .any(|(v, f)| f == *file_key && values.contains_key(*v))
+            })
+            .map(|file_key| (*file_key).to_owned())
+            .collect()
+    }
+
+    /// Check that every value this layout writes is one the file keeps as
+    /// given: a string on one line, without leading or trailing whitespace
+    /// (the parser trims it, so it would never compare equal again).
+    pub fn validate(&self, provider: &str, values: &Values) -> Result<(), ProviderError> {
+        for (value_key, _) in self.keys {
+            if let Some(value) = values.get(*value_key) {
+                string_value(provider, value_key, value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Remove the keys whose value in the file is the secret's.
@@ -442,6 +496,15 @@ pub fn string_value<'a>(
             provider: provider.into(),
             key: key.into(),
             reason: "contains a newline, which this file format cannot hold".into(),
+        });
+    }
+    if s.trim() != s {
+        return Err(ProviderError::InvalidValue {
+            provider: provider.into(),
+            key: key.into(),
+            reason: "has leading or trailing whitespace, which this file format drops \
+                     (remove it)"
+                .into(),
         });
     }
     Ok(s)
@@ -516,11 +579,44 @@ mod tests {
         }
     }
 
+    /// A file with `n` profiles of two keys each, `[p0]` .. `[p{n-1}]`.
+    fn profiles(n: usize) -> String {
+        (0..n)
+            .map(|i| format!("[p{i}]\naws_access_key_id = A{i}\naws_secret_access_key = S{i}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn duplicates_found_in_large_files() {
+        // 50k profiles (the bench's size): every section and key is unique.
+        let text = profiles(50_000);
+        let doc = IniDoc::parse("~/c", &text, false).unwrap();
+        assert_eq!(doc.get("p49999", "aws_secret_access_key"), Some("S49999"));
+        // The same key name in every section is not a duplicate; a repeated
+        // section or key at the very end is, with its line number.
+        let lines = text.lines().count();
+        let dup_section = format!("{text}[p123]\n");
+        let err = IniDoc::parse("~/c", &dup_section, false).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("~/c line {}: duplicate section [p123]", lines + 1)),
+            "{err}"
+        );
+        let dup_key = format!("{text}AWS_Secret_Access_Key = x\n");
+        let err = IniDoc::parse("~/c", &dup_key, false).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("~/c line {}: duplicate key", lines + 1)),
+            "{err}"
+        );
+    }
+
     #[test]
     fn layout_merge_conflict_and_remove() {
         const L: IniLayout = IniLayout {
             section: "default",
             keys: &[("access_key", "aws_access_key_id")],
+            companions: &[],
         };
         let text = SecretText::new(AWS.into());
         let same = values_from([("access_key", "OLD")]);

@@ -1,7 +1,9 @@
 //! YAML helpers for the GitHub CLI's hosts.yml and kubeconfig: parse to a
 //! mapping with errors that name the file and line (serde_yaml's own messages
 //! can quote the input, so they are never passed on), convert between YAML
-//! and the JSON values secrets are held in, and render.
+//! and the JSON values secrets are held in, and render. `serde_yaml` here is
+//! the workspace's name for `yaml_serde`, the YAML organization's maintained
+//! fork of the deprecated crate (same API and output; see `Cargo.toml`).
 
 use serde_yaml::{Mapping, Value as Yaml};
 

@@ -1,7 +1,12 @@
 //! AWS: `~/.aws/credentials`, INI profile `[default]` with
 //! `aws_access_key_id`, `aws_secret_access_key` and, when present,
 //! `aws_session_token`. Merges key by key inside the profile: other profiles,
-//! comments, `region` and every other line stay byte for byte.
+//! comments, `region` and every other line stay byte for byte. A secret that
+//! replaces the access key without a session token also removes the
+//! profile's `aws_session_token` / `aws_security_token` (botocore would sign
+//! with the new key and the old token); without overwrite they are named in
+//! the conflict. Values with leading or trailing whitespace are refused (the
+//! file format trims them, so they would conflict with themselves forever).
 
 use super::ini_file::IniFile;
 use crate::formats::ini::IniLayout;
@@ -23,6 +28,7 @@ pub static AWS: IniFile = IniFile {
             ("secret_key", "aws_secret_access_key"),
             ("session_token", "aws_session_token"),
         ],
+        companions: &["aws_session_token", "aws_security_token"],
     },
 };
 
@@ -60,13 +66,18 @@ mod tests {
         assert_eq!(
             AWS.merge(0, "~/.aws/credentials", Some(&existing), &new, false)
                 .unwrap(),
-            Merge::Conflict(vec!["access_key".into(), "secret_key".into()])
+            Merge::Conflict(vec![
+                "access_key".into(),
+                "aws_session_token".into(),
+                "secret_key".into()
+            ])
         );
         let text = expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &new, true));
         assert_eq!(
             text,
             RICH.replace("AKIAOLD", "AKIANEW")
                 .replace("oldsecret", "newsecret")
+                .replace("aws_session_token = TOKEN//keep==\n", "")
         );
         // session token carried when given
         let with_token = values_from([
@@ -79,6 +90,62 @@ mod tests {
             text,
             "[default]\naws_access_key_id = A\naws_secret_access_key = S\naws_session_token = T\n"
         );
+    }
+
+    /// A profile holding temporary (STS) credentials, both token spellings.
+    const STS: &str = "[default]\naws_access_key_id = ASIAOLD\naws_secret_access_key = stssecret\naws_session_token = OLDTOKEN\naws_security_token = OLDTOKEN\nregion = eu-west-3\n\n[other]\naws_session_token = KEEP\n";
+
+    #[test]
+    fn new_keys_take_the_stale_session_token_with_them() {
+        let existing = SecretText::new(STS.into());
+        let long_term = values_from([("access_key", "AKIANEW"), ("secret_key", "newsecret")]);
+        // Without overwrite the conflict names the tokens that would go.
+        assert_eq!(
+            AWS.merge(0, "~/.aws/credentials", Some(&existing), &long_term, false)
+                .unwrap(),
+            Merge::Conflict(vec![
+                "access_key".into(),
+                "aws_session_token".into(),
+                "aws_security_token".into(),
+                "secret_key".into(),
+            ])
+        );
+        let text =
+            expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &long_term, true));
+        assert_eq!(
+            text,
+            "[default]\naws_access_key_id = AKIANEW\naws_secret_access_key = newsecret\nregion = eu-west-3\n\n[other]\naws_session_token = KEEP\n"
+        );
+        // New temporary credentials replace the token and drop the legacy spelling.
+        let sts = values_from([
+            ("access_key", "ASIANEW"),
+            ("secret_key", "s2"),
+            ("session_token", "NEWTOKEN"),
+        ]);
+        let text = expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &sts, true));
+        assert!(text.contains("aws_session_token = NEWTOKEN\n"), "{text}");
+        assert!(!text.contains("OLDTOKEN"), "{text}");
+        // The same access key (only the secret changes) leaves the token alone.
+        let same_key = values_from([("access_key", "ASIAOLD"), ("secret_key", "rotated")]);
+        let text =
+            expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &same_key, true));
+        assert!(text.contains("aws_session_token = OLDTOKEN\n"), "{text}");
+    }
+
+    #[test]
+    fn values_with_outer_whitespace_refused_naming_the_key() {
+        for (key, value) in [
+            ("access_key", " AKIAPAD"),
+            ("secret_key", "padded-secret\t"),
+            ("session_token", " QWERTY "),
+        ] {
+            let mut v = values_from([("access_key", "AKIA"), ("secret_key", "s")]);
+            v.insert(key.into(), value.into());
+            let err = AWS.validate(&v).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("whitespace"), "{err}");
+            assert!(!err.contains(value.trim()), "{err}");
+            assert!(AWS.merge(0, "~/c", None, &v, true).is_err());
+        }
     }
 
     #[test]

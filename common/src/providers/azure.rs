@@ -14,6 +14,7 @@ pub static AZURE: IniFile = IniFile {
     layout: IniLayout {
         section: "AzureCloud",
         keys: &[("subscription_id", "subscription")],
+        companions: &[],
     },
 };
 

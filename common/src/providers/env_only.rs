@@ -1,7 +1,8 @@
-//! The shape shared by providers that live only in environment variables
-//! (docker, anthropic, cohere, langchain, openai, pinecone, wandb): a value
-//! key -> variable map and no default file. Given an explicit path, their
-//! values are kept as a JSON object file like a generic secret.
+//! The providers that live only in environment variables, as one table:
+//! docker (SkyPilot's `SKYPILOT_DOCKER_*`), anthropic, cohere, langchain,
+//! openai and pinecone. Each is a value key -> variable map and no default
+//! file; given an explicit path, their values are kept as a JSON object file
+//! like a generic secret. Never reads or writes a file unless a path is given.
 
 use super::generic::{parse_json_object, values_from_object};
 use super::{Provider, ProviderError, SourceFile};
@@ -14,6 +15,31 @@ pub struct EnvOnly {
     pub vars: &'static [(&'static str, &'static str)],
     pub keys: &'static [&'static str],
 }
+
+/// One provider whose only value is `api_key` in the variable `var`.
+const fn api_key(id: &'static str, vars: &'static [(&'static str, &'static str)]) -> EnvOnly {
+    EnvOnly {
+        id,
+        vars,
+        keys: &["api_key"],
+    }
+}
+
+/// Docker registry credentials for SkyPilot.
+pub static DOCKER: EnvOnly = EnvOnly {
+    id: "docker",
+    vars: &[
+        ("username", "SKYPILOT_DOCKER_USERNAME"),
+        ("password", "SKYPILOT_DOCKER_PASSWORD"),
+        ("server", "SKYPILOT_DOCKER_SERVER"),
+    ],
+    keys: &["username", "password", "server"],
+};
+pub static ANTHROPIC: EnvOnly = api_key("anthropic", &[("api_key", "ANTHROPIC_API_KEY")]);
+pub static COHERE: EnvOnly = api_key("cohere", &[("api_key", "COHERE_API_KEY")]);
+pub static LANGCHAIN: EnvOnly = api_key("langchain", &[("api_key", "LANGCHAIN_API_KEY")]);
+pub static OPENAI: EnvOnly = api_key("openai", &[("api_key", "OPENAI_API_KEY")]);
+pub static PINECONE: EnvOnly = api_key("pinecone", &[("api_key", "PINECONE_API_KEY")]);
 
 impl Provider for EnvOnly {
     fn id(&self) -> &'static str {
@@ -32,16 +58,4 @@ impl Provider for EnvOnly {
         let f = super::first_file(self, files)?;
         parse_json_object(f.path, f.text).map(values_from_object)
     }
-}
-
-/// Test helper: the provider reads its values from its variables and nothing else.
-#[cfg(test)]
-pub(crate) fn check_env_only(p: &EnvOnly, vars: &[(&str, &str)]) {
-    assert_eq!(p.default_path(), None);
-    assert_eq!(p.env_vars(), vars);
-    assert_eq!(p.value_keys().len(), vars.len());
-    assert!(super::lookup(p.id).is_some(), "{} is registered", p.id);
-    let v = crate::secret_value::values_from(vars.iter().map(|(k, _)| (*k, "x")));
-    assert!(p.validate(&v).is_ok());
-    assert!(p.validate(&Values::new()).is_err());
 }

@@ -4,7 +4,7 @@
 //! removal are the layout's; every other line of the file stays byte for
 //! byte. Errors name files, lines and keys, never values.
 
-use super::{reject_newlines, Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::ini::IniLayout;
 use crate::secret_value::{SecretText, Values};
 
@@ -62,6 +62,6 @@ impl Provider for IniFile {
     }
     fn validate(&self, values: &Values) -> Result<(), ProviderError> {
         super::check_required(self, values)?;
-        reject_newlines(self.id, values)
+        self.layout.validate(self.id, values)
     }
 }

@@ -3,7 +3,10 @@
 //! current-context, ...). Merging merges the named lists (`clusters`,
 //! `contexts`, `users`) entry by entry by `name`: other entries stay; the same
 //! name with different content is a conflict (`clusters/NAME`) unless
-//! overwriting. Other keys merge like JSON keys.
+//! overwriting. `current-context` is set only when the file has none (a merge
+//! never switches the user's context, with or without overwrite; it is
+//! removed with the secret only when it still names the secret's context).
+//! Other keys merge like JSON keys.
 
 use serde_yaml::{Mapping, Value as Yaml};
 
@@ -20,6 +23,8 @@ pub static KUBERNETES: Kubernetes = Kubernetes;
 
 /// Lists whose entries are identified by their `name`.
 const NAMED_LISTS: &[&str] = &["clusters", "contexts", "users"];
+/// The context kubectl uses: the user's choice once the file has one.
+const CURRENT_CONTEXT: &str = "current-context";
 /// Keys only removed when nothing else is left.
 const STRUCTURAL: &[&str] = &["apiVersion", "kind", "preferences"];
 
@@ -118,6 +123,16 @@ impl Provider for Kubernetes {
                         }
                     }
                 }
+            } else if key == CURRENT_CONTEXT {
+                // Set only when the file has none: never switch the user's context.
+                let unset = match doc.get(CURRENT_CONTEXT) {
+                    None => true,
+                    Some(v) => v.is_null() || v.as_str() == Some(""),
+                };
+                if unset {
+                    doc.insert(yaml::key(CURRENT_CONTEXT), new);
+                    changed = true;
+                }
             } else {
                 yaml::merge_key(&mut doc, key, new, overwrite, &mut changed, &mut conflicts);
             }
@@ -208,6 +223,32 @@ mod tests {
         let left: serde_yaml::Value = serde_yaml::from_str(left.expose_secret()).unwrap();
         let theirs: serde_yaml::Value = serde_yaml::from_str(THEIRS).unwrap();
         assert_eq!(left, theirs);
+    }
+
+    #[test]
+    fn current_context_is_only_set_when_the_file_has_none() {
+        let ours = parse_one(&KUBERNETES, OURS).unwrap();
+        let mine = format!("{THEIRS}current-context: dev\n");
+        for overwrite in [false, true] {
+            let existing = SecretText::new(mine.clone());
+            let out = expect_write(KUBERNETES.merge(0, "~/k", Some(&existing), &ours, overwrite));
+            let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+            assert_eq!(doc["current-context"].as_str(), Some("dev"), "{overwrite}");
+            assert_eq!(names(&doc, "clusters"), ["dev", "prod"]);
+            // merging again changes nothing
+            let merged = SecretText::new(out);
+            assert_eq!(
+                KUBERNETES
+                    .merge(0, "~/k", Some(&merged), &ours, overwrite)
+                    .unwrap(),
+                Merge::Unchanged
+            );
+        }
+        // an empty current-context is the file having none
+        let existing = SecretText::new(format!("{THEIRS}current-context: \n"));
+        let out = expect_write(KUBERNETES.merge(0, "~/k", Some(&existing), &ours, false));
+        let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(doc["current-context"].as_str(), Some("prod"));
     }
 
     #[test]

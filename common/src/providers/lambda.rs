@@ -14,6 +14,7 @@ pub static LAMBDA: IniFile = IniFile {
     layout: IniLayout {
         section: GLOBAL,
         keys: &[("api_key", "api_key")],
+        companions: &[],
     },
 };
 

@@ -15,11 +15,8 @@ use thiserror::Error;
 use crate::fsutil::PathError;
 use crate::secret_value::{SecretText, Values};
 
-pub mod anthropic;
 pub mod aws;
 pub mod azure;
-pub mod cohere;
-pub mod docker;
 pub mod env_only;
 pub mod gcp;
 pub mod generic;
@@ -28,9 +25,6 @@ pub mod huggingface;
 pub mod ini_file;
 pub mod kubernetes;
 pub mod lambda;
-pub mod langchain;
-pub mod openai;
-pub mod pinecone;
 pub mod sky;
 pub mod ssh;
 pub mod wandb;
@@ -136,6 +130,28 @@ pub trait Provider: Sync + Send {
     fn files(&self, path: &str) -> Vec<String> {
         vec![path.to_owned()]
     }
+    /// Where this provider's credential files live: the only places a path
+    /// that did not come from the user on this machine may point to (see
+    /// [`crate::policy`]). Each is `~/dir/` (anything below it), `~/dir/*`
+    /// (a file directly in it) or `~/file`. The default is the default
+    /// file's directory, or the file itself when it lies directly in home;
+    /// nothing for a provider without a default file.
+    fn locations(&self) -> Vec<String> {
+        match self
+            .default_path()
+            .and_then(|p| p.rsplit_once('/').map(|(d, _)| (p, d)))
+        {
+            Some((path, "~")) => self.files(path),
+            Some((_, dir)) => vec![format!("{dir}/")],
+            None => vec![],
+        }
+    }
+    /// Whether the files hold a secret of this provider at all (a shared
+    /// file such as `~/.netrc` may hold only other tools' entries); when not,
+    /// extraction finds nothing there rather than an error.
+    fn present(&self, _files: &[SourceFile<'_>]) -> bool {
+        true
+    }
     /// Extract values from the files, given in the order of [`Provider::files`].
     fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError>;
     /// Merge `values` into file number `index` (`existing` is its text if it exists).
@@ -226,14 +242,14 @@ pub static PROVIDERS: &[&dyn Provider] = &[
     &huggingface::HUGGINGFACE,
     &kubernetes::KUBERNETES,
     &lambda::LAMBDA,
-    &docker::DOCKER,
+    &env_only::DOCKER,
     &ssh::SSH,
     &sky::SKY,
-    &anthropic::ANTHROPIC,
-    &cohere::COHERE,
-    &langchain::LANGCHAIN,
-    &openai::OPENAI,
-    &pinecone::PINECONE,
+    &env_only::ANTHROPIC,
+    &env_only::COHERE,
+    &env_only::LANGCHAIN,
+    &env_only::OPENAI,
+    &env_only::PINECONE,
     &wandb::WANDB,
 ];
 

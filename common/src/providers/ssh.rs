@@ -41,6 +41,11 @@ impl Provider for KeyPair {
     fn files(&self, path: &str) -> Vec<String> {
         vec![path.to_owned(), format!("{path}.pub")]
     }
+    /// Key files directly in `~/.ssh` (`<key>`, `<key>.pub`); the policy's
+    /// deny-list keeps `authorized_keys`, `rc`, `config`... out of it.
+    fn locations(&self) -> Vec<String> {
+        vec!["~/.ssh/*".to_owned()]
+    }
     fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
         match files {
             [private, public] => Ok([

@@ -1,21 +1,152 @@
-//! Weights & Biases API key: environment variables only, no default file.
-//! Never reads or writes a file unless a path is given explicitly.
+//! Weights & Biases: `WANDB_API_KEY` in env processes, and the entry
+//! `machine api.wandb.ai` / `login user` / `password KEY` in `~/.netrc`,
+//! where `wandb login` keeps it and where `wandb` in a plain shell looks.
+//! Merging changes or appends only that entry (other machines' lines stay
+//! byte for byte); removal takes out only that entry.
 
-use super::env_only::EnvOnly;
+use super::{Merge, Provider, ProviderError, Removal, SourceFile};
+use crate::formats::netrc::{self, Set};
+use crate::secret_value::{SecretText, Values};
 
 /// The wandb provider.
-pub static WANDB: EnvOnly = EnvOnly {
-    id: "wandb",
-    vars: &[("api_key", "WANDB_API_KEY")],
-    keys: &["api_key"],
-};
+#[derive(Debug)]
+pub struct Wandb;
+
+/// The one instance.
+pub static WANDB: Wandb = Wandb;
+
+/// The host `wandb login` writes to `~/.netrc`.
+const MACHINE: &str = "api.wandb.ai";
+
+impl Provider for Wandb {
+    fn id(&self) -> &'static str {
+        "wandb"
+    }
+    fn default_path(&self) -> Option<&'static str> {
+        Some("~/.netrc")
+    }
+    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
+        &[("api_key", "WANDB_API_KEY")]
+    }
+    fn value_keys(&self) -> &'static [&'static str] {
+        &["api_key"]
+    }
+    fn present(&self, files: &[SourceFile<'_>]) -> bool {
+        files
+            .first()
+            .is_some_and(|f| netrc::password(f.text, MACHINE).is_some())
+    }
+    fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
+        let f = super::first_file(self, files)?;
+        let key = netrc::password(f.text, MACHINE).ok_or_else(|| {
+            ProviderError::malformed(
+                f.path,
+                None,
+                format!("no machine {MACHINE} with a password"),
+            )
+        })?;
+        Ok([("api_key".to_owned(), key.to_owned().into())].into())
+    }
+    fn validate(&self, values: &Values) -> Result<(), ProviderError> {
+        super::check_required(self, values)?;
+        let key = crate::formats::ini::string_value(self.id(), "api_key", &values["api_key"])?;
+        netrc::check_token(self.id(), "api_key", key)
+    }
+    fn merge(
+        &self,
+        _index: usize,
+        _path: &str,
+        existing: Option<&SecretText>,
+        values: &Values,
+        overwrite: bool,
+    ) -> Result<Merge, ProviderError> {
+        self.validate(values)?;
+        let key = values["api_key"].expose_str().unwrap_or_default();
+        Ok(
+            match netrc::set_password(existing, MACHINE, "user", key, overwrite) {
+                Set::Same => Merge::Unchanged,
+                Set::Differs => Merge::Conflict(vec!["api_key".into()]),
+                Set::Text(text) => Merge::Write(text),
+            },
+        )
+    }
+    fn remove(
+        &self,
+        _index: usize,
+        _path: &str,
+        existing: &SecretText,
+        values: &Values,
+    ) -> Result<Removal, ProviderError> {
+        let Some(key) = values.get("api_key").and_then(|v| v.expose_str()) else {
+            return Ok(Removal::Unchanged);
+        };
+        Ok(match netrc::remove_entry(existing, MACHINE, key) {
+            None => Removal::Unchanged,
+            Some(left) if left.expose_secret().trim().is_empty() => Removal::Delete,
+            Some(left) => Removal::Write(left),
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::testing::{expect_write, parse_one};
+    use crate::secret_value::values_from;
+
+    const OTHERS: &str = "machine github.com\n  login me\n  password ghp_keep\n";
 
     #[test]
-    fn env_vars_only() {
-        crate::providers::env_only::check_env_only(&WANDB, &[("api_key", "WANDB_API_KEY")]);
+    fn netrc_entry_merged_next_to_other_machines_and_removed_alone() {
+        let existing = SecretText::new(OTHERS.into());
+        let ours = values_from([("api_key", "fixture-wandb-api-key-0001")]);
+        let out = expect_write(WANDB.merge(0, "~/.netrc", Some(&existing), &ours, false));
+        assert_eq!(
+            out,
+            format!("{OTHERS}machine api.wandb.ai\n  login user\n  password fixture-wandb-api-key-0001\n")
+        );
+        assert_eq!(parse_one(&WANDB, &out).unwrap(), ours);
+        let merged = SecretText::new(out);
+        assert_eq!(
+            WANDB
+                .merge(0, "~/.netrc", Some(&merged), &ours, false)
+                .unwrap(),
+            Merge::Unchanged
+        );
+        let other = values_from([("api_key", "another-key")]);
+        assert_eq!(
+            WANDB
+                .merge(0, "~/.netrc", Some(&merged), &other, false)
+                .unwrap(),
+            Merge::Conflict(vec!["api_key".into()])
+        );
+        assert_eq!(
+            WANDB.remove(0, "~/.netrc", &merged, &ours).unwrap(),
+            Removal::Write(SecretText::new(OTHERS.into()))
+        );
+        let alone = expect_write(WANDB.merge(0, "~/.netrc", None, &ours, false));
+        assert_eq!(
+            WANDB
+                .remove(0, "~/.netrc", &SecretText::new(alone), &ours)
+                .unwrap(),
+            Removal::Delete
+        );
+    }
+
+    #[test]
+    fn keys_netrc_cannot_hold_are_refused() {
+        for bad in ["two words", "", "quo\"te", " pad"] {
+            let err = WANDB
+                .validate(&values_from([("api_key", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("api_key"), "{err}");
+        }
+        // a netrc without the wandb machine holds no wandb secret
+        let text = SecretText::new(OTHERS.into());
+        assert!(!WANDB.present(&[SourceFile {
+            path: "~/.netrc",
+            text: &text
+        }]));
     }
 }

@@ -19,6 +19,7 @@ use std::process::{Command as Process, Stdio};
 use anyhow::{Context as _, Result};
 use common::apply::{self, FileOutcome, FileStatus, TargetFile};
 use common::fsutil;
+use common::policy::Origin;
 use common::{providers, SecretText};
 use serde::Serialize;
 
@@ -269,17 +270,25 @@ fn status_word(status: FileStatus) -> &'static str {
     }
 }
 
-/// The files of a secret, confined to home; `None` for a secret without files.
-fn target_files(home: &Path, secret: &Secret) -> Result<Option<Vec<TargetFile>>> {
+/// The files of a secret, confined to home and checked by the placement
+/// policy as paths of `origin` (a download: [`Origin::Remote`]), and where
+/// they resolve to (a symlink in home cannot lead to a denied file); `None`
+/// for a secret without files.
+fn target_files(home: &Path, secret: &Secret, origin: Origin) -> Result<Option<Vec<TargetFile>>> {
     let paths = match apply::secret_paths(secret, None) {
         Ok(p) => p,
         Err(providers::ProviderError::NoPath { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    let policy = local::policy(home)?;
+    let canon_home = home.canonicalize().unwrap_or_else(|_| home.to_path_buf());
     let mut files = Vec::with_capacity(paths.len());
     for display in paths {
+        let (provider, name) = (secret.provider.as_deref(), secret.name.as_str());
+        policy.check(home, provider, name, &display, origin)?;
         let path = fsutil::confine(home, &display)
             .with_context(|| format!("path of {} refused", secret.name))?;
+        policy.check_resolved(&canon_home, name, &path.resolved())?;
         files.push(TargetFile { display, path });
     }
     Ok(Some(files))
@@ -287,7 +296,7 @@ fn target_files(home: &Path, secret: &Secret) -> Result<Option<Vec<TargetFile>>>
 
 /// Write a pulled secret's provider files (merge, no overwrite).
 fn write_secret_files(home: &Path, secret: &Secret) -> Result<Option<Vec<FileOutcome>>> {
-    let Some(files) = target_files(home, secret)? else {
+    let Some(files) = target_files(home, secret, Origin::Remote)? else {
         return Ok(None);
     };
     let provider = providers::for_secret(secret.provider.as_deref());
@@ -329,7 +338,7 @@ pub fn run_logout(args: LogoutArgs, ctx: &Context) -> Result<u8> {
     let mut failed = false;
     for secret in &local_secrets.all() {
         let is_saved = local_secrets.is_saved(&secret.name);
-        let files: Vec<TargetFile> = match target_files(home, secret) {
+        let files: Vec<TargetFile> = match target_files(home, secret, Origin::Local) {
             Ok(Some(files)) => files.into_iter().filter(|f| f.path.exists()).collect(),
             Ok(None) => vec![],
             Err(e) => {

@@ -13,6 +13,7 @@ use common::apply::{overall, secret_paths, write_files, FileStatus, TargetFile};
 use common::extract::extract;
 use common::fsutil::{self, expand_home, tilde_path, PathError};
 use common::names::{validate_env_var_name, validate_secret_name};
+use common::policy::{Origin, Policy};
 use common::providers::{self, Provider, ProviderError};
 use common::store;
 use common::{Secret, SecretValue, Values};
@@ -296,18 +297,13 @@ fn create(args: &CreateArgs, ctx: &Context) -> Result<u8> {
                 );
             }
             match explicit {
-                Some(values) => {
-                    if let Some(p) = builtin {
-                        p.validate(&values).map_err(|e| UsageError(e.to_string()))?;
-                    }
-                    Secret {
-                        name: name.to_owned(),
-                        provider: Some(id.to_owned()),
-                        path,
-                        env_vars: env_map,
-                        values,
-                    }
-                }
+                Some(values) => Secret {
+                    name: name.to_owned(),
+                    provider: Some(id.to_owned()),
+                    path,
+                    env_vars: env_map,
+                    values,
+                },
                 None => {
                     let found = with_sources(ctx, |src| {
                         extract(src, id, Some(name), path.as_deref(), env_map.as_ref())
@@ -326,6 +322,10 @@ fn create(args: &CreateArgs, ctx: &Context) -> Result<u8> {
             }
         }
     };
+    if let Some(p) = secret.provider.as_deref().and_then(providers::lookup) {
+        p.validate(&secret.values)
+            .map_err(|e| UsageError(e.to_string()))?;
+    }
     store::save(&ctx.home, &secret).with_context(|| format!("save secret {name}"))?;
     if args.output.json {
         print_json(&entry_json(&secret, false))?;
@@ -478,6 +478,14 @@ fn write(args: &WriteArgs, ctx: &Context) -> Result<u8> {
             Ok(TargetFile { display, path })
         })
         .collect::<Result<Vec<_>>>()?;
+    // The deny-list holds for paths the user gives too (and for where they lead).
+    let policy = Policy::default();
+    let canon_home = ctx.home.canonicalize().unwrap_or_else(|_| ctx.home.clone());
+    for f in &files {
+        let (provider, name) = (secret.provider.as_deref(), secret.name.as_str());
+        policy.check(&ctx.home, provider, name, &f.display, Origin::Local)?;
+        policy.check_resolved(&canon_home, name, &f.path.resolved())?;
+    }
     let outcomes = write_files(provider, &files, &secret.values, args.overwrite, false)
         .map_err(|e: ProviderError| anyhow::Error::new(e))
         .with_context(|| format!("write secret {}", secret.name))?;

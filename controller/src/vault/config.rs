@@ -132,7 +132,7 @@ pub fn token_path(home: &Path) -> PathBuf {
 }
 
 /// The whole `~/.rh/config` document (an empty object when absent).
-fn read_document(home: &Path) -> Result<Map<String, Value>, ConfigError> {
+pub(crate) fn read_document(home: &Path) -> Result<Map<String, Value>, ConfigError> {
     let path = config_path(home);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,

@@ -384,8 +384,10 @@ pub async fn push(
 /// Pull `names` into the local store. Every name is fetched before anything
 /// is written: a name missing remotely or a fetch error fails the whole pull
 /// and leaves the local store as it was. A differing local copy is a
-/// conflict (kept) unless `overwrite`. Returns the outcomes and the pulled
-/// secrets (those now equal to the remote copy).
+/// conflict (kept) unless `overwrite`. A secret that fails
+/// [`local::check_remote`] (a path outside its provider's locations, a bad
+/// variable name...) is refused: reported as failed and not saved. Returns
+/// the outcomes and the pulled secrets (those now equal to the remote copy).
 pub async fn pull(
     client: &VaultClient,
     config: &VaultConfig,
@@ -404,8 +406,18 @@ pub async fn pull(
     let mut state = State::load(home)?;
     let mut outcomes = Vec::with_capacity(fetched.len());
     let mut secrets = Vec::with_capacity(fetched.len());
+    let policy = local::policy(home)?;
     for (name, remote) in &fetched {
         let secret = secret_of(name, remote);
+        if let Err(reason) = local::check_remote(home, &policy, &secret) {
+            outcomes.push(Outcome::new(
+                name,
+                Status::Failed,
+                Some(remote.version),
+                Some(format!("refused, not saved: {reason}")),
+            ));
+            continue;
+        }
         let local = match local::load(home, name) {
             Ok(l) => l,
             Err(e) => {
