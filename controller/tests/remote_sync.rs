@@ -699,7 +699,9 @@ struct Disconnect(std::path::PathBuf);
 impl Drop for Disconnect {
     fn drop(&mut self) {
         for e in fs::read_dir(&self.0).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_socket()) {
+            // Control sockets only: `<ctl>.p<port>` forwards lead to the agent.
+            let control = !e.file_name().to_string_lossy().contains('.');
+            if control && e.file_type().is_ok_and(|t| t.is_socket()) {
                 let _ = std::process::Command::new("ssh")
                     .arg("-S")
                     .arg(e.path())
