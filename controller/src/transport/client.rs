@@ -46,13 +46,7 @@ impl AgentConn {
         opts: &super::TransportOptions,
         ssh: Option<ssh::SshSession>,
     ) -> Self {
-        let ep = Endpoint::new(
-            node,
-            format!("http://127.0.0.1:{port}"),
-            agent_port,
-            http,
-            opts,
-        );
+        let ep = Endpoint::loopback(node, port, agent_port, http, opts);
         Self {
             node: node.name.clone(),
             ep,

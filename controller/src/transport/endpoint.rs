@@ -55,6 +55,24 @@ impl Endpoint {
         }
     }
 
+    /// The agent at `127.0.0.1:<port>` here (a tunnel's end, or the local
+    /// agent), listening on `agent_port` on its node.
+    pub(crate) fn loopback(
+        node: &Node,
+        port: u16,
+        agent_port: u16,
+        http: &reqwest::Client,
+        opts: &TransportOptions,
+    ) -> Self {
+        Self::new(
+            node,
+            format!("http://127.0.0.1:{port}"),
+            agent_port,
+            http,
+            opts,
+        )
+    }
+
     /// The agent's port on its node.
     pub(crate) fn agent_port(&self) -> u16 {
         self.agent_port

@@ -97,6 +97,15 @@ impl TransportError {
         )
     }
 
+    /// The node could not be connected to within `timeout`.
+    pub(crate) fn connect_timeout(node: &str, timeout: std::time::Duration) -> Self {
+        TransportError::Timeout {
+            node: node.to_owned(),
+            secs: timeout.as_secs(),
+            during: Phase::Connecting,
+        }
+    }
+
     /// What went wrong, without the node's name in front and without the
     /// advice: enough for a table cell (the full message goes to stderr).
     pub fn reason(&self) -> String {

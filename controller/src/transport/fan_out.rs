@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use super::error::Phase;
 use super::{connect, http_client, AgentConn, TransportError, TransportOptions};
 use crate::clusters::Node;
 
@@ -127,11 +126,7 @@ where
         let remaining = deadline.saturating_duration_since(Instant::now());
         let connected = match tokio::time::timeout(remaining, connect(node, opts, http)).await {
             Ok(result) => result,
-            Err(_) => Err(TransportError::Timeout {
-                node: node.name.clone(),
-                secs: opts.timeout.as_secs(),
-                during: Phase::Connecting,
-            }),
+            Err(_) => Err(TransportError::connect_timeout(&node.name, opts.timeout)),
         };
         let conn = match connected {
             Ok(c) => Arc::new(c),

@@ -44,7 +44,7 @@ use self::control::{
     control_dir, control_path, ensure_private_dir, forward_path, lock_node, log_path,
 };
 use super::endpoint::{Challenged, Endpoint};
-use super::error::{error_chain, Phase};
+use super::error::error_chain;
 use super::{AgentConn, TransportError, TransportOptions};
 use crate::clusters::{Node, SshTarget};
 
@@ -435,13 +435,7 @@ async fn launch_master(
                 detail: format!("cannot run ssh: {e}"),
             })
         }
-        Err(_) => {
-            return Err(TransportError::Timeout {
-                node: node.name.clone(),
-                secs: opts.timeout.as_secs(),
-                during: Phase::Connecting,
-            })
-        }
+        Err(_) => return Err(TransportError::connect_timeout(&node.name, opts.timeout)),
     };
     if out.status.code() == Some(SSH_FAILED) {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -515,13 +509,7 @@ pub(crate) async fn prove_within(
 ) -> Result<(SecretText, Endpoint, Challenged), TransportError> {
     tokio::time::timeout(opts.timeout, prove(session, node, t, opts, http))
         .await
-        .unwrap_or_else(|_| {
-            Err(TransportError::Timeout {
-                node: node.name.clone(),
-                secs: opts.timeout.as_secs(),
-                during: Phase::Connecting,
-            })
-        })
+        .unwrap_or_else(|_| Err(TransportError::connect_timeout(&node.name, opts.timeout)))
 }
 
 /// The one tunnel path: the agent's token, an endpoint through the master
@@ -540,13 +528,7 @@ async fn prove(
 ) -> Result<(SecretText, Endpoint, Challenged), TransportError> {
     let probe = |agent_port: u16| async move {
         let port = session.forward(agent_port).await?;
-        let ep = Endpoint::new(
-            node,
-            format!("http://127.0.0.1:{port}"),
-            agent_port,
-            http,
-            opts,
-        );
+        let ep = Endpoint::loopback(node, port, agent_port, http, opts);
         let challenged = ep.challenge(None).await;
         Ok::<_, TransportError>((ep, challenged))
     };
