@@ -100,11 +100,13 @@ write_config() { # write_config FILE [KEX]
 write_config "$work/ssh_config.default"
 write_config "$work/ssh_config.curve" "curve25519-sha256,sntrup761x25519-sha512@openssh.com"
 
+# The cluster names the agent's real port, as bootstrap's clusters do.
+agent_port=$(sed 's/.*://; s/[^0-9]//g' "$node/.rh/agent/agent.addr")
 run_env=(env -i "HOME=$home" "PATH=/usr/bin:/bin" "${fixture_vars[@]}")
 for n in "${NODES[@]}"; do
   hosts=()
   for i in $(seq "$n"); do hosts+=(--host "node$i"); done
-  "${run_env[@]}" "$BIN" cluster add "b$n" "${hosts[@]}" >/dev/null
+  "${run_env[@]}" "$BIN" cluster add "b$n" "${hosts[@]}" --agent-port "$agent_port" >/dev/null
 done
 
 # Sanity + warm: the first sync writes, the second is all unchanged.
