@@ -126,7 +126,7 @@ fi
 
 timed() { # timed RUNS COMMAND... -> median seconds (hyperfine, no shell)
   local json runs=$1; shift; json=$(mktemp)
-  "${run_env[@]}" "$(command -v hyperfine)" -N --warmup 1 --runs "$runs" \
+  "${run_env[@]}" ${RH_SSH_CONFIG:+"RH_SSH_CONFIG=$RH_SSH_CONFIG"} "$(command -v hyperfine)" -N --warmup 1 --runs "$runs" \
     --style none --export-json "$json" "$*" >/dev/null
   python3 -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["results"][0]["median"])' "$json"
   rm -f "$json"
