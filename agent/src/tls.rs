@@ -80,7 +80,7 @@ fn warn_if_not_valid_now(cert: &CertificateDer<'_>, path: &Path) {
 }
 
 fn utc(secs: u64) -> String {
-    crate::audit::rfc3339(i64::try_from(secs).unwrap_or(i64::MAX), 0)
+    common::time::rfc3339(i64::try_from(secs).unwrap_or(i64::MAX), None)
 }
 
 /// One DER TLV: (tag, content, rest).

@@ -15,6 +15,7 @@ pub mod proof;
 pub mod providers;
 pub mod secret_value;
 pub mod store;
+pub mod time;
 pub mod wire;
 
 pub use model::{ProviderSecret, Secret};

@@ -699,7 +699,9 @@ struct Disconnect(std::path::PathBuf);
 impl Drop for Disconnect {
     fn drop(&mut self) {
         for e in fs::read_dir(&self.0).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_socket()) {
+            // Control sockets only: `<ctl>.p<port>` forwards lead to the agent.
+            let control = !e.file_name().to_string_lossy().contains('.');
+            if control && e.file_type().is_ok_and(|t| t.is_socket()) {
                 let _ = std::process::Command::new("ssh")
                     .arg("-S")
                     .arg(e.path())
@@ -861,6 +863,152 @@ fn the_token_is_never_sent_over_ssh_to_a_listener_that_cannot_prove_it_holds_it(
             for v in Fixtures::all() {
                 assert!(!req.contains(v), "a value reached the fake agent: {req}");
             }
+        }
+    }
+}
+
+/// Every ssh process the controller starts (the master, the token read
+/// through it, an extra forward) gets the same options, `-F $RH_SSH_CONFIG`
+/// first (issue 9 item 14: the token read once went without it and read the
+/// user's real `~/.ssh/config`). A warm command starts no ssh process at
+/// all: the token comes from the 0600 cache beside the control socket, and
+/// a cache whose proof fails is dropped and the token read again once. An
+/// `ssh` on PATH records each argv, then runs the real one.
+#[test]
+fn every_ssh_process_gets_the_same_options_and_a_warm_push_starts_none() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new(1);
+    Fixtures::write(&w.home);
+    let agent_port = w.nodes[0].agent.as_ref().unwrap().port;
+    // The cluster names a port nothing listens on: the agent's `agent.addr`
+    // tells the real one, which needs one more forward.
+    let wrong_port = common::free_port().to_string();
+    w.controller(&[
+        "cluster",
+        "add",
+        "c",
+        "--host",
+        &w.nodes[0].host(),
+        "--user",
+        "root",
+        "--agent-port",
+        &wrong_port,
+        "--identity-file",
+        &w.client_key.display().to_string(),
+    ])
+    .ok();
+    let control = w.home.join(".rh/ssh");
+    let _close = Disconnect(control.clone());
+    let bin = w.root.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let calls = w.root.path().join("ssh-calls");
+    let real = ["/usr/bin/ssh", "/bin/ssh", "/usr/local/bin/ssh"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .expect("ssh is installed");
+    fs::write(
+        bin.join("ssh"),
+        format!(
+            "#!/bin/sh\n{{ for a in \"$@\"; do printf '%s\\t' \"$a\"; done; echo; }} >> '{}'\n\
+             exec {real} \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(bin.join("ssh"), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut run_env = env();
+    run_env.push(("PATH", &path));
+    run_env.push(("RH_SSH_PERSIST", "60"));
+    let recorded = || -> Vec<Vec<String>> {
+        fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                l.split('\t')
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect()
+    };
+
+    // Cold: a new master.
+    w.controller_with(&["sync", "--cluster", "c"], &run_env)
+        .ok();
+    let token = fs::read_to_string(w.nodes[0].home.join(".rh/agent/token")).unwrap();
+    let cached: Vec<_> = fs::read_dir(&control)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".token"))
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(cached.len(), 1, "one token cache: {cached:?}");
+    let cache = &cached[0];
+    assert_eq!(mode(cache), 0o600);
+    assert_eq!(
+        fs::read_to_string(cache).unwrap(),
+        format!("{}\n{agent_port}\n", token.trim())
+    );
+    let cold = recorded().len();
+    assert!(cold >= 2, "a master and a forward: {:?}", recorded());
+
+    // Warm: no ssh process at all.
+    let r = w
+        .controller_with(&["sync", "--cluster", "c"], &run_env)
+        .ok();
+    assert!(r.stdout.contains("unchanged"), "{}", r.describe());
+    assert_eq!(
+        recorded().len(),
+        cold,
+        "a warm push started ssh: {:?}",
+        recorded()
+    );
+
+    // A cached token the agent cannot prove is dropped and read again once.
+    fs::write(cache, format!("not-the-token\n{agent_port}\n")).unwrap();
+    w.controller_with(&["sync", "--cluster", "c"], &run_env)
+        .ok();
+    assert_eq!(
+        fs::read_to_string(cache).unwrap(),
+        format!("{}\n{agent_port}\n", token.trim())
+    );
+    assert_eq!(
+        recorded().len(),
+        cold + 1,
+        "one token read: {:?}",
+        recorded()
+    );
+
+    // Closing the master removes the cache with it.
+    w.controller(&["cluster", "disconnect", "c"]).ok();
+    assert!(!cache.exists());
+
+    let all = recorded();
+    let kinds = |pred: &dyn Fn(&Vec<String>) -> bool| all.iter().filter(|a| pred(a)).count();
+    assert_eq!(kinds(&|a| a.iter().any(|x| x == "-M")), 1, "{all:?}");
+    assert_eq!(kinds(&|a| a.iter().any(|x| x == "forward")), 1, "{all:?}");
+    assert_eq!(
+        kinds(&|a| !a.iter().any(|x| x == "-M") && a.iter().any(|x| x.contains("agent/token"))),
+        1,
+        "{all:?}"
+    );
+    let config = w.ssh_config.display().to_string();
+    let key = w.client_key.display().to_string();
+    for argv in &all {
+        assert_eq!(argv[0..2], ["-F".to_owned(), config.clone()], "{argv:?}");
+        for want in [
+            "BatchMode=yes",
+            "StrictHostKeyChecking=yes",
+            "IdentitiesOnly=yes",
+            key.as_str(),
+            "root",
+        ] {
+            assert!(argv.iter().any(|a| a == want), "{want} missing: {argv:?}");
         }
     }
 }

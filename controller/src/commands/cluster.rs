@@ -23,7 +23,7 @@ use crate::clusters::{self, Cluster, ClusterError, Node, Target};
 use crate::output::{print_json, Table};
 use crate::transport::local::agent_binary;
 use crate::transport::ssh::{self, Input, SshSession};
-use crate::transport::{self, AgentConn, TransportError, TransportOptions};
+use crate::transport::{self, TransportError, TransportOptions};
 use crate::Context;
 
 /// `controller cluster ...`.
@@ -245,24 +245,19 @@ fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
         .collect()
     } else {
         let bin = Arc::new(bin);
-        let opts = Arc::new(opts);
-        rt.block_on(async {
-            let limit = Arc::new(tokio::sync::Semaphore::new(opts.parallel));
-            let mut tasks = vec![];
-            for node in nodes.iter().cloned() {
-                let (bin, opts, limit) = (bin.clone(), opts.clone(), limit.clone());
-                tasks.push(tokio::spawn(async move {
-                    let _p = limit.acquire_owned().await.expect("never closed");
-                    let r = bootstrap_node(&node, &bin, &opts).await;
-                    report(node, r)
-                }));
-            }
-            let mut out = vec![];
-            for t in tasks {
-                out.push(t.await.expect("bootstrap task"));
-            }
-            out
-        })
+        let shared = Arc::new(opts.clone());
+        rt.block_on(transport::for_each_node(
+            &nodes,
+            &opts,
+            "bootstrap",
+            move |node| {
+                let (bin, opts) = (bin.clone(), shared.clone());
+                async move { bootstrap_node(&node, &bin, &opts).await }
+            },
+        ))
+        .into_iter()
+        .map(|o| report(o.node, o.result))
+        .collect()
     };
     if args.output.json {
         print_json(&serde_json::json!({"cluster": cluster.name, "nodes": reports}))?;
@@ -343,7 +338,8 @@ async fn bootstrap_node(
     result
 }
 
-/// Through the session's tunnel, `/healthz` until it answers (10 s at most).
+/// Through the session's tunnel, `/healthz` until the agent proves it
+/// holds the token just installed (10 s at most).
 async fn wait_healthy(
     session: &SshSession,
     node: &Node,
@@ -351,11 +347,11 @@ async fn wait_healthy(
     opts: &TransportOptions,
 ) -> Result<String, TransportError> {
     let http = transport::http_client(opts.timeout);
-    let (token, agent_port, port) = ssh::tunnel_within(session, node, t, opts).await?;
-    let conn = AgentConn::new(node, port, agent_port, token, &http, opts, None);
     let started = Instant::now();
     loop {
-        match conn.health().await {
+        session.forget_token();
+        let proven = ssh::prove_within(session, node, t, opts, &http).await;
+        match proven.and_then(|(token, _, challenged)| challenged.verify(&token)) {
             Ok(h) => return Ok(h.version),
             Err(e) if started.elapsed() < Duration::from_secs(10) => {
                 tracing::debug!(node = %node.name, error = %e, "agent not up yet");

@@ -131,6 +131,9 @@ pub(crate) struct NodeReport {
     pub(crate) ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// The error's reason alone (no node, no advice), for a table cell.
+    #[serde(skip)]
+    pub(crate) reason: Option<String>,
     pub(crate) results: Vec<SecretResult>,
 }
 
@@ -161,12 +164,14 @@ pub(crate) fn reports(
                     _ => true,
                 }),
                 error: None,
+                reason: None,
                 results,
             },
             Err(e) => NodeReport {
                 node: o.node.name,
                 ok: false,
                 error: Some(e.to_string()),
+                reason: Some(e.reason()),
                 results: vec![],
             },
         })
@@ -229,9 +234,8 @@ pub(crate) fn finish(
     } else {
         let mut table = Table::new(&["node", "secret", "status", "where"]);
         for n in nodes {
-            match &n.error {
-                Some(err) => {
-                    let reason = short_reason(err, &n.node);
+            match &n.reason {
+                Some(reason) => {
                     for name in names {
                         table.row(vec![
                             n.node.clone(),
@@ -301,16 +305,6 @@ pub(crate) fn exit_code(oks: impl Iterator<Item = bool>) -> u8 {
         (0, _) => exit::FAILURE,
         _ => exit::PARTIAL,
     }
-}
-
-/// An error message without its `node: ` prefix, for a table cell.
-fn short_reason(err: &str, node: &str) -> String {
-    let s = err
-        .strip_prefix(node)
-        .and_then(|s| s.strip_prefix(": "))
-        .unwrap_or(err);
-    // The first clause is enough in a table; the full message goes to stderr.
-    s.split(';').next().unwrap_or(s).trim().to_owned()
 }
 
 /// Send one request per node carrying every item; collect per-node results.

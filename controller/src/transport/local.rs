@@ -18,7 +18,8 @@ use common::fsutil;
 use common::wire::DEFAULT_AGENT_PORT;
 use common::SecretText;
 
-use super::{AgentConn, Challenged, Endpoint, TransportError, TransportOptions};
+use super::endpoint::{Challenged, Endpoint};
+use super::{AgentConn, TransportError, TransportOptions};
 use crate::clusters::Node;
 
 /// `~/.rh/agent`: the local agent's state dir.

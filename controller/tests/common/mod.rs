@@ -488,7 +488,16 @@ pub fn ssh_masters(dir: &Path) -> Vec<u32> {
         let is_ssh = args
             .first()
             .is_some_and(|a| a == "ssh" || a.ends_with("/ssh"));
-        if is_ssh && args.iter().any(|a| a == "-M") && args.iter().any(|a| a.starts_with(&needle)) {
+        // A master that went to the background after its first session
+        // (`ControlPersist`) retitles itself `ssh: <control path> [mux]`.
+        let is_mux = args
+            .first()
+            .is_some_and(|a| a.starts_with(&format!("ssh: {needle}")) && a.ends_with("[mux]"));
+        if is_mux
+            || is_ssh
+                && args.iter().any(|a| a == "-M")
+                && args.iter().any(|a| a.starts_with(&needle))
+        {
             out.push(pid);
         }
     }
