@@ -429,6 +429,9 @@ pub(crate) fn push(
 
 /// `controller sync`.
 pub fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
+    if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.cluster) {
+        return crate::fleet::cmd::sync(args, ctx, &cluster);
+    }
     check_remote(&args.remote)?;
     common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
     let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;

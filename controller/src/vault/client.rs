@@ -155,10 +155,10 @@ pub struct TokenInfo {
 }
 
 /// A server's answer to one request. The body may hold values: no `Debug`.
-struct Reply {
-    url: String,
-    status: StatusCode,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) url: String,
+    pub(crate) status: StatusCode,
+    pub(crate) body: Vec<u8>,
 }
 
 #[derive(Deserialize, Default)]
@@ -422,6 +422,17 @@ impl VaultClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Reply, VaultError> {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// [`Self::send`] with extra headers (`X-Vault-Wrap-TTL`); fleet admin calls.
+    pub(crate) async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&'static str, String)],
+    ) -> Result<Reply, VaultError> {
         let n = self.urls.len();
         let deadline = Instant::now() + self.failover_wait;
         let mut backoff = Duration::from_millis(200);
@@ -438,6 +449,9 @@ impl VaultClient {
                     .request(method.clone(), format!("{url}/v1/{path}"))
                     .header("X-Vault-Token", self.token.expose_secret())
                     .header("X-Vault-Request", "true");
+                for (name, value) in headers {
+                    request = request.header(*name, value);
+                }
                 if let Some(body) = &body {
                     request = request
                         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -500,7 +514,7 @@ impl VaultClient {
     }
 
     /// Map an unexpected answer to an error.
-    fn fail(&self, op: &str, reply: &Reply) -> VaultError {
+    pub(crate) fn fail(&self, op: &str, reply: &Reply) -> VaultError {
         let message = errors_of(&reply.body);
         match reply.status.as_u16() {
             401 | 403 => VaultError::TokenRejected {
