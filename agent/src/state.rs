@@ -116,6 +116,7 @@ pub(crate) struct Inner {
     pub(crate) write_lock: Arc<tokio::sync::Mutex<()>>,
     pub(crate) envs: Arc<EnvManager>,
     pub(crate) audit: AuditLog,
+    pub(crate) metrics: Arc<crate::pull::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -214,8 +215,14 @@ impl AppState {
                 write_lock,
                 envs,
                 audit,
+                metrics: Arc::default(),
             }),
         })
+    }
+
+    /// The counters served by `GET /metrics`.
+    pub fn metrics(&self) -> Arc<crate::pull::metrics::Metrics> {
+        Arc::clone(&self.inner.metrics)
     }
 
     /// The configuration the agent runs with.
