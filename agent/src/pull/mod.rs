@@ -218,6 +218,7 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
         poll: config.poll_interval,
         heartbeat: config.heartbeat,
         failures: 0,
+        synced: false,
     };
     puller.metrics.pull_enabled.store(1, Ordering::Relaxed);
     tracing::info!(cluster = %puller.bundle.cluster, node = %puller.node_id, "pull mode: first poll before serving");
@@ -260,6 +261,8 @@ struct Puller {
     poll: Duration,
     heartbeat: Duration,
     failures: u32,
+    /// Whether a manifest was fully applied since start.
+    synced: bool,
 }
 
 impl Puller {
@@ -364,10 +367,12 @@ impl Puller {
                 PullError::Apply(format!("the manifest of cluster {cluster} is malformed"))
             })?,
         };
-        if manifest.version == self.applied.version && self.applied.version != 0 {
+        if manifest.version == self.applied.version && self.synced {
             return Ok(());
         }
-        self.apply(&manifest).await
+        self.apply(&manifest).await?;
+        self.synced = true;
+        Ok(())
     }
 
     /// Fetch the changed secrets, apply them, remove the unpublished ones.
