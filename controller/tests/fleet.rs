@@ -512,6 +512,34 @@ fn node_tokens_are_least_privilege_bundles_single_use_and_remove_stops_updates()
         assert!(!agent_log.contains(bad), "{agent_log}");
     }
 
+    // A reusable launch bundle: not wrapped, private, and it logs a node in.
+    let launch_dir = out.path().join("launch");
+    let run = home.ok(&[
+        "cluster",
+        "enroll",
+        "gpu",
+        "--out",
+        launch_dir.to_str().unwrap(),
+        "--reusable",
+        "--uses",
+        "5",
+        "--ttl",
+        "1h",
+        "--cidr",
+        "127.0.0.0/8",
+    ]);
+    assert!(run.stderr.contains("weaker"), "{run:?}");
+    let launch = launch_dir.join("launch.json");
+    assert_eq!(mode(&launch), 0o600);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&launch).unwrap()).unwrap();
+    assert!(
+        v["secret_id"].is_string() && v["wrapped_secret_id"].is_null(),
+        "{v}"
+    );
+    let launched = start_agent(&launch);
+    assert_eq!(launched.token_value().as_deref(), Some(V1));
+    drop(launched);
+
     // cluster remove: the AppRole goes, nodes stop updating and keep files.
     home.ok(&["cluster", "remove", "gpu"]);
     home.ok(&["cluster", "add", "gpu", "--pull"]);

@@ -408,7 +408,22 @@ impl Puller {
             .cloned()
             .collect();
         for name in gone {
-            match install::revoke(&self.state, &name, None, false).await {
+            let result = install::revoke(&self.state, &name, None, false).await;
+            let mut audit = AuditEntry {
+                route: "pull",
+                secrets: vec![name.clone()],
+                ..Default::default()
+            };
+            match &result {
+                Ok(r) => {
+                    audit.paths = r.files.iter().map(|f| f.path.clone()).collect();
+                    audit.vars.clone_from(&r.vars);
+                    audit.result = format!("{name}=removed");
+                }
+                Err(e) => audit.result = format!("error:{}", e.code),
+            }
+            self.state.inner.audit.record(&audit);
+            match result {
                 Ok(_) => {}
                 Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {}
                 Err(e) => {
