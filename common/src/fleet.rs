@@ -50,6 +50,27 @@ pub fn report_path(prefix: &str, cluster: &str, node_id: &str) -> String {
     format!("{}/nodes/{node_id}", cluster_base(prefix, cluster))
 }
 
+/// The `errors` of a Vault/OpenBao error body, joined and cut to about 300
+/// bytes (server messages name paths and reasons, never values).
+pub fn store_errors(body: &[u8]) -> String {
+    #[derive(Deserialize, Default)]
+    struct ErrorBody {
+        #[serde(default)]
+        errors: Vec<String>,
+    }
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let mut text = parsed.errors.join("; ");
+    if text.len() > 300 {
+        let mut cut = 300;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
 /// The node bundle (`node-<i>.json`, mode 0600): what a node needs to log in
 /// to the store as its cluster. Holds a secret (the wrapped secret_id, or the
 /// secret_id itself for a reusable launch bundle): no derived `Debug`.

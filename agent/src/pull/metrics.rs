@@ -32,79 +32,84 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+        let rows: [(&str, &str, &str, String); 11] = [
+            (
+                "http_requests_total",
+                "counter",
+                "HTTP requests served by the agent.",
+                get(&self.http_requests),
+            ),
+            (
+                "pull_enabled",
+                "gauge",
+                "1 when the agent pulls from the store (fleet mode).",
+                get(&self.pull_enabled),
+            ),
+            (
+                "pull_applied_version",
+                "gauge",
+                "The cluster manifest version fully applied on this node.",
+                get(&self.applied_version),
+            ),
+            (
+                "pull_polls_total",
+                "counter",
+                "Manifest polls.",
+                get(&self.polls),
+            ),
+            (
+                "pull_poll_errors_total",
+                "counter",
+                "Polls that failed (store unreachable, login refused, apply failed).",
+                get(&self.poll_errors),
+            ),
+            (
+                "pull_logins_total",
+                "counter",
+                "AppRole logins.",
+                get(&self.logins),
+            ),
+            (
+                "pull_report_writes_total",
+                "counter",
+                "Node reports written to the store.",
+                get(&self.report_writes),
+            ),
+            (
+                "pull_store_requests_total",
+                "counter",
+                "HTTP requests sent to the store.",
+                get(&self.store_requests),
+            ),
+            (
+                "pull_applies_total",
+                "counter",
+                "Manifest versions applied.",
+                get(&self.applies),
+            ),
+            (
+                "pull_last_apply_seconds",
+                "gauge",
+                "Duration of the last apply (fetch and install).",
+                format!(
+                    "{:.6}",
+                    self.last_apply_micros.load(Ordering::Relaxed) as f64 / 1e6
+                ),
+            ),
+            (
+                "pull_last_poll_timestamp_seconds",
+                "gauge",
+                "When the last poll ended (seconds since the epoch).",
+                get(&self.last_poll_unix),
+            ),
+        ];
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
-        };
-        metric(
-            "rh_agent_http_requests_total",
-            "counter",
-            "HTTP requests served by the agent.",
-            get(&self.http_requests).to_string(),
-        );
-        metric(
-            "rh_agent_pull_enabled",
-            "gauge",
-            "1 when the agent pulls from the store (fleet mode).",
-            get(&self.pull_enabled).to_string(),
-        );
-        metric(
-            "rh_agent_pull_applied_version",
-            "gauge",
-            "The cluster manifest version fully applied on this node.",
-            get(&self.applied_version).to_string(),
-        );
-        metric(
-            "rh_agent_pull_polls_total",
-            "counter",
-            "Manifest polls.",
-            get(&self.polls).to_string(),
-        );
-        metric(
-            "rh_agent_pull_poll_errors_total",
-            "counter",
-            "Polls that failed (store unreachable, login refused, apply failed).",
-            get(&self.poll_errors).to_string(),
-        );
-        metric(
-            "rh_agent_pull_logins_total",
-            "counter",
-            "AppRole logins.",
-            get(&self.logins).to_string(),
-        );
-        metric(
-            "rh_agent_pull_report_writes_total",
-            "counter",
-            "Node reports written to the store.",
-            get(&self.report_writes).to_string(),
-        );
-        metric(
-            "rh_agent_pull_store_requests_total",
-            "counter",
-            "HTTP requests sent to the store.",
-            get(&self.store_requests).to_string(),
-        );
-        metric(
-            "rh_agent_pull_applies_total",
-            "counter",
-            "Manifest versions applied.",
-            get(&self.applies).to_string(),
-        );
-        metric(
-            "rh_agent_pull_last_apply_seconds",
-            "gauge",
-            "Duration of the last apply (fetch and install).",
-            format!("{:.6}", get(&self.last_apply_micros) as f64 / 1e6),
-        );
-        metric(
-            "rh_agent_pull_last_poll_timestamp_seconds",
-            "gauge",
-            "When the last poll ended (seconds since the epoch).",
-            get(&self.last_poll_unix).to_string(),
-        );
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(out, "# HELP rh_agent_{name} {help}");
+            let _ = writeln!(out, "# TYPE rh_agent_{name} {kind}");
+            let _ = writeln!(out, "rh_agent_{name} {value}");
+        }
         out
     }
 }

@@ -72,26 +72,6 @@ pub(crate) fn random_u32() -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// First ~300 characters of the `errors` of an error body.
-fn errors_of(json: &Value) -> String {
-    let mut text = json["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect::<Vec<_>>()
-        .join("; ");
-    if text.len() > 300 {
-        let mut cut = 300;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
-}
-
 impl StoreClient {
     /// A client for the bundle's URLs and CA, starting at a random URL.
     pub(crate) fn new(bundle: &Bundle) -> Result<Self, StoreError> {
@@ -239,7 +219,7 @@ impl StoreClient {
             op: op.to_owned(),
             url: answer.url.clone(),
             status: answer.status.as_u16(),
-            message: errors_of(&answer.json),
+            message: common::fleet::store_errors(answer.json.to_string().as_bytes()),
         }
     }
 

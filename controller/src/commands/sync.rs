@@ -64,6 +64,15 @@ impl SecretPool {
             .cloned()
     }
 
+    /// The `--secret` selection: every secret when none is named.
+    pub(crate) fn select(&self, wanted: &[String]) -> Result<Vec<Secret>> {
+        if wanted.is_empty() {
+            Ok(self.all())
+        } else {
+            self.resolve(wanted)
+        }
+    }
+
     /// Resolve `--secret` arguments (all of them, or an error naming the unknown ones).
     pub(crate) fn resolve(&self, wanted: &[String]) -> Result<Vec<Secret>> {
         let mut out: Vec<Secret> = vec![];
@@ -435,12 +444,7 @@ pub fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
     check_remote(&args.remote)?;
     common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
     let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
-    let pool = SecretPool::load(ctx)?;
-    let secrets = if args.secrets.is_empty() {
-        pool.all()
-    } else {
-        pool.resolve(&args.secrets)?
-    };
+    let secrets = SecretPool::load(ctx)?.select(&args.secrets)?;
     let (items, skipped) = plan_items(&secrets, &args.env)?;
     let names: Vec<String> = items.iter().map(|i| i.secret.name.clone()).collect();
     if items.is_empty() {

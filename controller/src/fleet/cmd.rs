@@ -200,12 +200,7 @@ pub fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8> {
         .into());
     }
     common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
-    let pool = SecretPool::load(ctx)?;
-    let secrets = if args.secrets.is_empty() {
-        pool.all()
-    } else {
-        pool.resolve(&args.secrets)?
-    };
+    let secrets = SecretPool::load(ctx)?.select(&args.secrets)?;
     let (items, skipped) = plan_items(&secrets, &args.env)?;
     for s in &skipped {
         eprintln!("note: skipped {}: {}", s.secret, s.reason);

@@ -161,12 +161,6 @@ pub(crate) struct Reply {
     pub(crate) body: Vec<u8>,
 }
 
-#[derive(Deserialize, Default)]
-struct ErrorBody {
-    #[serde(default)]
-    errors: Vec<String>,
-}
-
 #[derive(Deserialize)]
 struct KvReadBody {
     data: Option<KvReadData>,
@@ -236,17 +230,7 @@ struct WriteOptions {
 }
 
 fn errors_of(body: &[u8]) -> String {
-    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    let mut text = parsed.errors.join("; ");
-    if text.len() > 300 {
-        let mut cut = 300;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
+    common::fleet::store_errors(body)
 }
 
 /// Whether an answer means "this node cannot serve that now, try another".
