@@ -89,7 +89,7 @@ impl CredFiles {
 pub(crate) async fn secret_id(
     bundle: &Bundle,
     bundle_path: &Path,
-    files: &CredFiles,
+    files: Option<&CredFiles>,
     client: &StoreClient,
 ) -> Result<SecretText, PullError> {
     if let Some(sid) = &bundle.secret_id {
@@ -101,6 +101,12 @@ pub(crate) async fn secret_id(
         return Err(PullError::Bundle {
             path: bundle_path.display().to_string(),
             reason: "it holds neither wrapped_secret_id nor secret_id".into(),
+        });
+    };
+    let Some(files) = files else {
+        return Err(PullError::Bundle {
+            path: bundle_path.display().to_string(),
+            reason: "a wrapped bundle needs a state dir to keep its secret_id".into(),
         });
     };
     let wrapped = wrapped.expose_str().unwrap_or_default();

@@ -30,6 +30,20 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The manifest version applied (0: none yet).
+    pub fn applied_version(&self) -> u64 {
+        self.applied_version.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent to the store, report writes and logins so far.
+    pub fn store_counts(&self) -> (u64, u64, u64) {
+        (
+            self.store_requests.load(Ordering::Relaxed),
+            self.report_writes.load(Ordering::Relaxed),
+            self.logins.load(Ordering::Relaxed),
+        )
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();

@@ -201,14 +201,16 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
         .unwrap_or_default();
     let files = CredFiles { dir: dir.clone() };
     let mut puller = Puller {
-        state: state.clone(),
         metrics: state.metrics(),
         token: files.load_token(),
-        files,
+        node: Some(NodeSide {
+            state: state.clone(),
+            files,
+            dir,
+        }),
         bundle,
         bundle_path,
         client,
-        dir,
         secret_id: None,
         applied,
         last_error: None,
@@ -220,36 +222,63 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
         failures: 0,
         synced: false,
     };
-    puller.metrics.pull_enabled.store(1, Ordering::Relaxed);
     tracing::info!(cluster = %puller.bundle.cluster, node = %puller.node_id, "pull mode: first poll before serving");
-    // Spread boot logins of nodes started together.
-    tokio::time::sleep(jitter(puller.poll.min(Duration::from_secs(2)) / 4, 1.0)).await;
-    let deadline = Instant::now() + config.pull_boot_wait;
-    loop {
-        match puller.cycle().await {
-            Ok(()) => break,
-            Err(e) if e.is_fatal() => return Err(e),
-            Err(e) => {
-                if Instant::now() >= deadline {
-                    tracing::warn!(error = %e, "first poll failed; serving what is installed and retrying in the background");
-                    break;
-                }
-                tokio::time::sleep(backoff(puller.poll, puller.failures)).await;
-            }
-        }
-    }
+    puller.boot(config.pull_boot_wait).await?;
     let task = tokio::spawn(async move { puller.run().await });
     Ok(Some(PullHandle { task }))
 }
 
-struct Puller {
-    state: AppState,
+/// One simulated node for the fleet bench (`examples/fleet_sim.rs`): the
+/// real pull client (its own login, jittered polls with backoff, fetches of
+/// what changed, reports) with nothing installed. Needs a reusable (launch)
+/// bundle. Its progress is in `metrics` (`applied_version`...). Runs until
+/// the task is dropped; returns only on a fatal error.
+pub async fn simulate(
+    bundle: Bundle,
+    node_id: String,
+    poll: Duration,
+    heartbeat: Duration,
     metrics: std::sync::Arc<Metrics>,
+) -> Result<(), PullError> {
+    let client = StoreClient::new(&bundle)?;
+    let mut puller = Puller {
+        metrics,
+        node: None,
+        bundle,
+        bundle_path: PathBuf::from("<simulated>"),
+        client,
+        secret_id: None,
+        token: None,
+        applied: Applied::default(),
+        last_error: None,
+        reported: None,
+        hostname: node_id.clone(),
+        node_id,
+        poll,
+        heartbeat,
+        failures: 0,
+        synced: false,
+    };
+    puller.boot(Duration::from_secs(3600)).await?;
+    puller.run().await;
+    Ok(())
+}
+
+/// What a real node has and a simulated one (the fleet bench) has not: the
+/// install path, the kept credentials and `applied.json`.
+struct NodeSide {
+    state: AppState,
     files: CredFiles,
+    dir: PathBuf,
+}
+
+struct Puller {
+    metrics: std::sync::Arc<Metrics>,
+    /// `None`: a simulated node that fetches but installs nothing.
+    node: Option<NodeSide>,
     bundle: Bundle,
     bundle_path: PathBuf,
     client: StoreClient,
-    dir: PathBuf,
     secret_id: Option<SecretText>,
     token: Option<Token>,
     applied: Applied,
@@ -266,6 +295,28 @@ struct Puller {
 }
 
 impl Puller {
+    /// The first polls: until one succeeds (or `wait` passes); an error no
+    /// retry fixes is returned. Boot logins of nodes started together are
+    /// spread by a random delay and by the jittered backoff.
+    async fn boot(&mut self, wait: Duration) -> Result<(), PullError> {
+        self.metrics.pull_enabled.store(1, Ordering::Relaxed);
+        tokio::time::sleep(jitter(self.poll.min(Duration::from_secs(2)) / 4, 1.0)).await;
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.cycle().await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    if Instant::now() >= deadline {
+                        tracing::warn!(error = %e, "first poll failed; serving what is installed and retrying in the background");
+                        return Ok(());
+                    }
+                    tokio::time::sleep(backoff(self.poll, self.failures)).await;
+                }
+            }
+        }
+    }
+
     async fn run(mut self) {
         loop {
             let wait = if self.failures == 0 {
@@ -316,15 +367,22 @@ impl Puller {
         }
         if self.secret_id.is_none() {
             self.secret_id = Some(
-                creds::secret_id(&self.bundle, &self.bundle_path, &self.files, &self.client)
-                    .await?,
+                creds::secret_id(
+                    &self.bundle,
+                    &self.bundle_path,
+                    self.node.as_ref().map(|n| &n.files),
+                    &self.client,
+                )
+                .await?,
             );
         }
         let sid = self.secret_id.as_ref().expect("set above");
         let token = creds::login(&self.bundle, sid, &self.client).await?;
         Metrics::inc(&self.metrics.logins);
-        if let Err(e) = self.files.save_token(&token) {
-            tracing::warn!(error = %e, "cannot keep the token in the state dir");
+        if let Some(node) = &self.node {
+            if let Err(e) = node.files.save_token(&token) {
+                tracing::warn!(error = %e, "cannot keep the token in the state dir");
+            }
         }
         self.token = Some(token.clone());
         Ok(token)
@@ -345,7 +403,9 @@ impl Puller {
         {
             Err(StoreError::Forbidden { .. }) => {
                 self.token = None;
-                self.files.drop_token();
+                if let Some(node) = &self.node {
+                    node.files.drop_token();
+                }
                 let token = self.token().await?;
                 Ok(self
                     .client
@@ -408,7 +468,11 @@ impl Puller {
             .cloned()
             .collect();
         for name in gone {
-            let result = install::revoke(&self.state, &name, None, false).await;
+            let Some(node) = &self.node else {
+                self.applied.secrets.remove(&name);
+                continue;
+            };
+            let result = install::revoke(&node.state, &name, None, false).await;
             let mut audit = AuditEntry {
                 route: "pull",
                 secrets: vec![name.clone()],
@@ -422,7 +486,7 @@ impl Puller {
                 }
                 Err(e) => audit.result = format!("error:{}", e.code),
             }
-            self.state.inner.audit.record(&audit);
+            node.state.inner.audit.record(&audit);
             match result {
                 Ok(_) => {}
                 Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {}
@@ -439,7 +503,24 @@ impl Puller {
             .map(|(i, v)| (i.secret.name.clone(), *v))
             .collect();
         let items = items.into_iter().map(|(i, _)| i).collect();
-        for (name, result) in apply_pulled(&self.state, items, &self.applied.secrets).await {
+        let results = match &self.node {
+            Some(node) => apply_pulled(&node.state, items, &self.applied.secrets).await,
+            None => items
+                .into_iter()
+                .map(|i| {
+                    let result = SecretResult {
+                        name: i.secret.name.clone(),
+                        status: Status::Written,
+                        files: vec![],
+                        env: None,
+                        vars: vec![],
+                        message: None,
+                    };
+                    (i.secret.name, Ok(result))
+                })
+                .collect(),
+        };
+        for (name, result) in results {
             match result {
                 Ok(r) if matches!(r.status, Status::Conflict | Status::Failed) => {
                     errors.push(format!(
@@ -466,8 +547,10 @@ impl Puller {
                 "applied"
             );
         }
-        let text = serde_json::to_string_pretty(&self.applied).expect("applied serializes");
-        atomic_write(&self.dir.join("applied.json"), text.as_bytes())?;
+        if let Some(node) = &self.node {
+            let text = serde_json::to_string_pretty(&self.applied).expect("applied serializes");
+            atomic_write(&node.dir.join("applied.json"), text.as_bytes())?;
+        }
         self.metrics
             .last_apply_micros
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
