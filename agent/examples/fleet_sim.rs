@@ -13,6 +13,10 @@
 //! phase from /proc. Prints names and numbers only, never a value.
 //!
 //!   fleet_sim LAUNCH_BUNDLE K POLL_SECS -- PUBLISH_CMD [ARG]...
+//!
+//! `FLEET_SECRET_IDS=FILE` (one secret_id per line) gives each node its own
+//! secret_id, as per-node bundles do; without it they all share the launch
+//! bundle's (whose limited uses make every login a conflicting write).
 #![allow(missing_debug_implementations)]
 
 use std::process::Command;
@@ -106,6 +110,12 @@ fn main() {
     let k: usize = args[2].parse().expect("K");
     let poll = Duration::from_secs_f64(args[3].parse().expect("POLL_SECS"));
     let publish = &args[sep + 1..];
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -116,8 +126,18 @@ fn main() {
         let cpu0 = store_cpu_secs();
         let t0 = Instant::now();
         let mut tasks = Vec::with_capacity(k);
+        // One secret_id per node (FLEET_SECRET_IDS: a file, one per line), as
+        // per-node bundles give; else every node shares the launch bundle's.
+        let ids: Vec<String> = std::env::var("FLEET_SECRET_IDS")
+            .ok()
+            .map(|p| std::fs::read_to_string(p).expect("read FLEET_SECRET_IDS"))
+            .map(|t| t.lines().map(str::to_owned).collect())
+            .unwrap_or_default();
         for (i, m) in nodes.iter().enumerate() {
-            let (b, m) = (bundle.clone(), m.clone());
+            let (mut b, m) = (bundle.clone(), m.clone());
+            if let Some(id) = ids.get(i) {
+                b.secret_id = Some(common::SecretValue::from(id.as_str()));
+            }
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = agent::pull::simulate(b, format!("sim-{i:05}"), poll, Duration::from_secs(300), m).await {
                     eprintln!("fleet_sim: node {i}: {e}");

@@ -311,6 +311,7 @@ impl Puller {
                         tracing::warn!(error = %e, "first poll failed; serving what is installed and retrying in the background");
                         return Ok(());
                     }
+                    tracing::debug!(error = %e, "first poll failed; retrying");
                     tokio::time::sleep(backoff(self.poll, self.failures)).await;
                 }
             }

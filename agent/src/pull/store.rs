@@ -180,7 +180,12 @@ impl StoreClient {
                 continue;
             }
             if matches!(status.as_u16(), 429 | 472 | 473 | 500..=599) {
-                failures.push(format!("{url}: HTTP {}", status.as_u16()));
+                let why = common::fleet::store_errors(&bytes);
+                failures.push(if why.is_empty() {
+                    format!("{url}: HTTP {}", status.as_u16())
+                } else {
+                    format!("{url}: HTTP {}: {why}", status.as_u16())
+                });
                 continue;
             }
             let json = if bytes.is_empty() {
