@@ -72,6 +72,14 @@ pub struct FileConfig {
     pub tls: Option<TlsConfig>,
     /// `~/...` prefixes where secrets from the store may also be written.
     pub allow_paths: Option<Vec<String>>,
+    /// Fleet mode: the node bundle to pull with (like `--pull`).
+    pub pull_bundle: Option<PathBuf>,
+    /// Fleet mode: seconds between manifest polls (default 10, jittered ±20%).
+    pub poll_interval_secs: Option<u64>,
+    /// Fleet mode: seconds between unchanged node reports (default 300).
+    pub heartbeat_secs: Option<u64>,
+    /// Fleet mode: seconds the first poll may retry before serving anyway (default 60).
+    pub pull_boot_wait_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -119,6 +127,14 @@ pub struct Config {
     /// `~/...` prefixes (besides each provider's own credential locations)
     /// where store-originated secrets may be written; see `common::policy`.
     pub allow_paths: Vec<String>,
+    /// Fleet mode: the node bundle (`--pull` / `pull_bundle`); `None`: push only.
+    pub pull_bundle: Option<PathBuf>,
+    /// Fleet mode: time between manifest polls (jittered ±20%).
+    pub poll_interval: Duration,
+    /// Fleet mode: time between unchanged node reports.
+    pub heartbeat: Duration,
+    /// Fleet mode: how long the first poll may retry before serving anyway.
+    pub pull_boot_wait: Duration,
     /// The executable started as `<exe> env-host --name E` for each env
     /// (the agent binary itself; tests point it at the built binary).
     pub env_host_exe: PathBuf,
@@ -147,6 +163,10 @@ impl Config {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             tls: None,
             allow_paths: Vec::new(),
+            pull_bundle: None,
+            poll_interval: Duration::from_secs(common::fleet::DEFAULT_POLL_SECS),
+            heartbeat: Duration::from_secs(common::fleet::DEFAULT_HEARTBEAT_SECS),
+            pull_boot_wait: Duration::from_secs(60),
             env_host_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("agent")),
             test_item_delay: None,
         }
@@ -209,6 +229,16 @@ impl Config {
             return Err(ConfigError::AllowPath {
                 entry: entry.clone(),
             });
+        }
+        config.pull_bundle = file.pull_bundle;
+        if let Some(s) = positive(file.poll_interval_secs, "poll_interval_secs")? {
+            config.poll_interval = Duration::from_secs(s);
+        }
+        if let Some(s) = positive(file.heartbeat_secs, "heartbeat_secs")? {
+            config.heartbeat = Duration::from_secs(s);
+        }
+        if let Some(s) = file.pull_boot_wait_secs {
+            config.pull_boot_wait = Duration::from_secs(s);
         }
         config.check_listen(config.listen)?;
         Ok(config)

@@ -14,6 +14,7 @@ pub mod error;
 mod handlers;
 mod install;
 mod protocol;
+pub mod pull;
 mod router;
 mod state;
 mod tls;
@@ -29,6 +30,7 @@ pub use config::{Config, ConfigError, FileConfig};
 pub use conn::raise_fd_limit;
 pub use env_host::run_env_host;
 pub use envs::EnvError;
+pub use pull::{start as start_pull, PullError, PullHandle};
 pub use router::router;
 pub use state::{AppState, StartError};
 

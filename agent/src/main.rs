@@ -49,6 +49,12 @@ struct ServeArgs {
     /// tls {cert, key}.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Fleet mode: pull this cluster's secrets from the remote store with the
+    /// node bundle BUNDLE (written by `controller cluster enroll`); the first
+    /// poll is applied before the port opens. Also `pull_bundle` in the
+    /// config, with `poll_interval_secs` (default 10) and `heartbeat_secs`.
+    #[arg(long, value_name = "BUNDLE")]
+    pull: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -81,7 +87,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => agent::FileConfig::load(path)?,
         None => agent::FileConfig::default(),
     };
-    let config = agent::Config::resolve(file, args.listen, args.home, args.state_dir)?;
+    let mut config = agent::Config::resolve(file, args.listen, args.home, args.state_dir)?;
+    if let Some(bundle) = args.pull {
+        config.pull_bundle = Some(bundle);
+    }
     // Room for the connection cap: the soft open-file limit up to the hard one.
     let fds = agent::raise_fd_limit();
     tracing::debug!(open_file_limit = fds, "open-file limit");
@@ -95,12 +104,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listen on {}", config.listen))?;
+        let listen = config.listen;
         let state = agent::AppState::open(config)
             .await
             .context("open the agent state")?;
+        // Pull mode: applied before the port opens (the boot unit's health
+        // check passes only then).
+        let _pull = agent::start_pull(&state).await.context("pull mode")?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
         agent::serve(listener, state, shutdown_signal())
             .await
             .context("serve")

@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/envs/{env}/_set_env_vars", post(envs::set_env_vars))
         .route("/v1/sync", post(sync::post))
         .route("/v1/status", get(status::get))
+        .route("/metrics", get(metrics))
         .route_layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(handle_timeout))
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::get))
         .merge(authed)
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -108,6 +110,22 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
             resp
         }
     }
+}
+
+/// Count every request routed (for `/metrics`).
+async fn count_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    crate::pull::metrics::Metrics::inc(&state.inner.metrics.http_requests);
+    next.run(req).await
+}
+
+/// `GET /metrics`: Prometheus text (counters only; behind the token like
+/// every `/v1` route, since pull state is this node's business).
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.inner.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -121,6 +121,7 @@ pub(crate) struct Inner {
     pub(crate) audit: AuditLog,
     /// State files found damaged at start and moved aside.
     pub(crate) damaged: Vec<Damaged>,
+    pub(crate) metrics: Arc<crate::pull::metrics::Metrics>,
 }
 
 /// A state file that could not be used at start: moved aside (`moved_to`;
@@ -337,8 +338,14 @@ impl AppState {
                 envs,
                 audit,
                 damaged,
+                metrics: Arc::default(),
             }),
         })
+    }
+
+    /// The counters served by `GET /metrics`.
+    pub fn metrics(&self) -> Arc<crate::pull::metrics::Metrics> {
+        Arc::clone(&self.inner.metrics)
     }
 
     /// The configuration the agent runs with.

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod extract;
 pub mod fingerprint;
+pub mod fleet;
 pub mod formats;
 pub mod fsutil;
 pub mod model;

@@ -188,14 +188,60 @@ pub enum ClusterCommand {
     Bootstrap(BootstrapArgs),
     /// Close the persisted SSH master connections to the cluster's nodes.
     Disconnect(ClusterNameArgs),
+    /// Fleet mode: create the cluster's read-only policy and AppRole in the
+    /// store (idempotent) and write node bundles DIR/node-<i>.json (0600),
+    /// each with a response-wrapped, single-use secret_id, for cloud-init
+    /// user-data or an image bake.
+    Enroll(EnrollArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// A cluster added with `--pull`.
+    pub name: String,
+    /// Directory for the bundles (created 0700).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// How many per-node bundles to write.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// How long each wrapped secret_id can be unwrapped (e.g. 15m, 1h, 90s).
+    #[arg(long = "wrap-ttl", value_name = "DUR", default_value = "15m")]
+    pub wrap_ttl: String,
+    /// Write ONE launch bundle (DIR/launch.json) for an autoscaling group: its
+    /// secret_id is not wrapped and logs in up to --uses times within --ttl
+    /// (re-logins count), from the --cidr ranges only. WEAKER than per-node
+    /// bundles: anyone who reads it can log in as the cluster until it runs out.
+    #[arg(long, requires_all = ["uses", "ttl"])]
+    pub reusable: bool,
+    /// Logins the launch bundle allows (with --reusable).
+    #[arg(long, requires = "reusable")]
+    pub uses: Option<u64>,
+    /// Lifetime of the launch bundle's secret_id (with --reusable), e.g. 24h.
+    #[arg(long, value_name = "DUR", requires = "reusable")]
+    pub ttl: Option<String>,
+    /// Source address range allowed to log in with the launch bundle (repeatable).
+    #[arg(long = "cidr", value_name = "CIDR", requires = "reusable")]
+    pub cidrs: Vec<String>,
+    /// Lifetime of a node's (batch) token; nodes log in again before it ends.
+    #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m")]
+    pub token_ttl: String,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]
 pub struct ClusterAddArgs {
     pub name: String,
-    /// Node address (repeatable), HOST or USER@HOST or HOST:PORT.
-    #[arg(long = "host", required = true)]
+    /// Node address (repeatable), HOST or USER@HOST or HOST:PORT. Required
+    /// unless --pull (then only used by `cluster bootstrap` over SSH).
+    #[arg(long = "host", required_unless_present = "pull")]
     pub hosts: Vec<String>,
+    /// Fleet mode: the nodes pull this cluster's secrets from the remote store
+    /// (`controller login`) on their own; `sync` publishes, `status` reads
+    /// their reports. Enroll nodes with `controller cluster enroll NAME`.
+    #[arg(long)]
+    pub pull: bool,
     /// SSH user (default: your user name).
     #[arg(long)]
     pub user: Option<String>,
@@ -267,6 +313,10 @@ pub struct SyncArgs {
     /// Show what would change on each node; change nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// Pull cluster: after publishing, wait up to SECS until every live node
+    /// reports the new version (exit 3 naming the nodes that did not).
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<u64>,
     #[command(flatten)]
     pub remote: RemoteOpts,
     #[command(flatten)]

@@ -64,6 +64,10 @@ pub struct Cluster {
     /// The agent's port on the nodes' loopback.
     #[serde(default = "default_agent_port")]
     pub agent_port: u16,
+    /// Fleet mode: the nodes pull from the remote store (`crate::fleet`);
+    /// hosts are optional and only used by bootstrap over SSH.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pull: bool,
 }
 
 fn default_ssh_port() -> u16 {
@@ -116,6 +120,7 @@ impl Cluster {
             port: default_ssh_port(),
             identity_file: None,
             agent_port: DEFAULT_AGENT_PORT,
+            pull: false,
         }
     }
 
@@ -127,7 +132,7 @@ impl Cluster {
     /// Check the name and every host.
     pub fn validate(&self) -> Result<(), ClusterError> {
         validate_cluster_name(&self.name)?;
-        if self.hosts.is_empty() {
+        if self.hosts.is_empty() && !self.pull {
             return Err(ClusterError::NoHosts {
                 name: self.name.clone(),
             });
@@ -355,6 +360,7 @@ mod tests {
             port: 22,
             identity_file: Some("/k".into()),
             agent_port: 32300,
+            pull: false,
         }
     }
 

@@ -16,4 +16,5 @@ pub mod vault;
 pub use context::Context;
 pub mod clusters;
 pub mod envs;
+pub mod fleet;
 pub mod transport;

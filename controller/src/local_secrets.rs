@@ -139,6 +139,15 @@ impl LocalSecrets {
         by_name.into_values().cloned().collect()
     }
 
+    /// The `--secret` selection: every secret when none is named.
+    pub fn select(&self, wanted: &[String]) -> anyhow::Result<Vec<Secret>> {
+        if wanted.is_empty() {
+            Ok(self.all())
+        } else {
+            self.resolve(wanted)
+        }
+    }
+
     /// Resolve `--secret` arguments (all of them, or a usage error naming
     /// the unknown ones and the known names).
     pub fn resolve(&self, wanted: &[String]) -> anyhow::Result<Vec<Secret>> {

@@ -35,6 +35,7 @@ pub fn run(cmd: ClusterCommand, ctx: &Context) -> Result<u8> {
         ClusterCommand::Remove(a) => remove(a, ctx),
         ClusterCommand::Bootstrap(a) => bootstrap(a, ctx),
         ClusterCommand::Disconnect(a) => disconnect(a, ctx),
+        ClusterCommand::Enroll(a) => crate::fleet::cmd::enroll(a, ctx),
     }
 }
 
@@ -61,6 +62,7 @@ fn add(args: ClusterAddArgs, ctx: &Context) -> Result<u8> {
         port: args.port,
         identity_file,
         agent_port: args.agent_port,
+        pull: args.pull,
     };
     clusters::save(&ctx.home, &cluster).map_err(usage)?;
     if args.output.json {
@@ -133,6 +135,9 @@ fn show(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
 }
 
 fn remove(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
+    if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.name) {
+        crate::fleet::cmd::remove_role(ctx, &cluster)?;
+    }
     clusters::remove(&ctx.home, &args.name).map_err(usage)?;
     if args.output.json {
         print_json(&serde_json::json!({"removed": args.name}))?;

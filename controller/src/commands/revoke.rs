@@ -17,6 +17,10 @@ use crate::Context;
 
 /// `controller revoke`.
 pub fn run(args: RevokeArgs, ctx: &Context) -> Result<u8> {
+    if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.cluster) {
+        let env = args.env.as_deref();
+        return crate::fleet::cmd::revoke(&args.secret, env, args.output.json, ctx, &cluster);
+    }
     check_remote(&args.remote)?;
     validate_secret_name(&args.secret).map_err(|e| UsageError(e.to_string()))?;
     if let Some(env) = &args.env {

@@ -277,6 +277,9 @@ fn drift(nodes: &[NodeStatus]) -> Vec<Drift> {
 
 /// `controller status`.
 pub fn run(args: StatusArgs, ctx: &Context) -> Result<u8> {
+    if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.cluster) {
+        return crate::fleet::cmd::status(&args, ctx, &cluster);
+    }
     check_remote(&args.remote)?;
     let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
     let key_hex = clusters::fingerprint_key(&ctx.home, &cluster.name)?;

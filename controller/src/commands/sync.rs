@@ -328,15 +328,13 @@ pub(crate) fn push(
 
 /// `controller sync`.
 pub fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
+    if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.cluster) {
+        return crate::fleet::cmd::sync(args, ctx, &cluster);
+    }
     check_remote(&args.remote)?;
     common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
     let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
-    let pool = SecretPool::load(ctx)?;
-    let secrets = if args.secrets.is_empty() {
-        pool.all()
-    } else {
-        pool.resolve(&args.secrets)?
-    };
+    let secrets = SecretPool::load(ctx)?.select(&args.secrets)?;
     let (items, skipped) = plan_items(&secrets, &args.env)?;
     let names: Vec<String> = items.iter().map(|i| i.secret.name.clone()).collect();
     if items.is_empty() {

@@ -169,16 +169,10 @@ pub struct TokenInfo {
 }
 
 /// A server's answer to one request. The body may hold values: no `Debug`.
-struct Reply {
-    url: String,
-    status: StatusCode,
-    body: Vec<u8>,
-}
-
-#[derive(Deserialize, Default)]
-struct ErrorBody {
-    #[serde(default)]
-    errors: Vec<String>,
+pub(crate) struct Reply {
+    pub(crate) url: String,
+    pub(crate) status: StatusCode,
+    pub(crate) body: Vec<u8>,
 }
 
 #[derive(Deserialize)]
@@ -251,8 +245,7 @@ struct WriteOptions {
 
 /// The server's error messages, escaped and cut: they reach the terminal.
 fn errors_of(body: &[u8]) -> String {
-    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    escape_text(&parsed.errors.join("; "), FOREIGN_TEXT_MAX)
+    escape_text(&common::fleet::store_errors(body), FOREIGN_TEXT_MAX)
 }
 
 /// Read an answer's body chunk by chunk; `Ok(None)` as soon as it would
@@ -493,6 +486,17 @@ impl VaultClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Reply, VaultError> {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// [`Self::send`] with extra headers (`X-Vault-Wrap-TTL`); fleet admin calls.
+    pub(crate) async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&'static str, String)],
+    ) -> Result<Reply, VaultError> {
         let n = self.urls.len();
         let deadline = Instant::now() + self.failover_wait;
         let mut backoff = Duration::from_millis(200);
@@ -509,6 +513,9 @@ impl VaultClient {
                     .request(method.clone(), format!("{url}/v1/{path}"))
                     .header("X-Vault-Token", self.token.expose_secret())
                     .header("X-Vault-Request", "true");
+                for (name, value) in headers {
+                    request = request.header(*name, value);
+                }
                 if let Some(body) = &body {
                     request = request
                         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -577,7 +584,7 @@ impl VaultClient {
     }
 
     /// Map an unexpected answer to an error.
-    fn fail(&self, op: &str, reply: &Reply) -> VaultError {
+    pub(crate) fn fail(&self, op: &str, reply: &Reply) -> VaultError {
         let message = errors_of(&reply.body);
         match reply.status.as_u16() {
             401 | 403 => VaultError::TokenRejected {

@@ -1,0 +1,186 @@
+//! Secret zero and tokens of a pulling agent, kept in `<state-dir>/pull/`
+//! (dir 0700, files 0600, atomic):
+//!
+//! - `secret_id`: the AppRole secret_id, unwrapped ONCE from the bundle's
+//!   wrapping token at first start; `bundle.id` names which bundle it came
+//!   from (an HMAC of the wrapping token) so a new bundle is unwrapped again.
+//!   A wrapping token already used (by anyone) is refused with an error that
+//!   says so: that is the point of wrapping.
+//! - `token.json`: the current batch token and when it expires; a new one is
+//!   obtained by logging in again with the kept secret_id well before then
+//!   (batch tokens are not renewable, and logins of batch tokens write nothing
+//!   on the store).
+//!
+//! Nothing here logs a secret_id or a token; errors name files and URLs.
+
+use std::path::{Path, PathBuf};
+
+use common::fingerprint::fingerprint;
+use common::fleet::Bundle;
+use common::fsutil::{atomic_write, read_optional};
+use common::SecretText;
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::store::StoreClient;
+use super::{now_unix, PullError};
+
+/// A batch token and its expiry.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Token {
+    pub(crate) token: common::SecretValue,
+    /// Seconds since the epoch.
+    pub(crate) expires_at: u64,
+    /// Its TTL when issued, seconds.
+    pub(crate) ttl: u64,
+}
+
+impl Token {
+    /// Whether it should be replaced now (a third of its life left, or less).
+    pub(crate) fn is_due(&self, now: u64) -> bool {
+        now + self.ttl / 3 >= self.expires_at
+    }
+
+    /// The token text, for the `X-Vault-Token` header.
+    pub(crate) fn expose_secret(&self) -> &str {
+        self.token.expose_str().unwrap_or_default()
+    }
+}
+
+/// Files under `<state-dir>/pull`.
+#[derive(Debug, Clone)]
+pub(crate) struct CredFiles {
+    pub(crate) dir: PathBuf,
+}
+
+impl CredFiles {
+    fn secret_id(&self) -> PathBuf {
+        self.dir.join("secret_id")
+    }
+    fn bundle_id(&self) -> PathBuf {
+        self.dir.join("bundle.id")
+    }
+    fn token(&self) -> PathBuf {
+        self.dir.join("token.json")
+    }
+
+    /// The kept token, when one is there and readable.
+    pub(crate) fn load_token(&self) -> Option<Token> {
+        let text = read_optional(&self.token()).ok()??;
+        serde_json::from_str(text.expose_secret()).ok()
+    }
+
+    /// Keep a token (0600).
+    pub(crate) fn save_token(&self, token: &Token) -> Result<(), PullError> {
+        let text = SecretText::new(serde_json::to_string(token).expect("token serializes"));
+        atomic_write(&self.token(), text.expose_secret().as_bytes())?;
+        Ok(())
+    }
+
+    /// Forget the kept token (it was refused).
+    pub(crate) fn drop_token(&self) {
+        let _ = std::fs::remove_file(self.token());
+    }
+}
+
+/// The secret_id for `bundle`: the reusable one it carries, the one kept
+/// from an earlier unwrap of this same bundle, or unwrapped now (once).
+pub(crate) async fn secret_id(
+    bundle: &Bundle,
+    bundle_path: &Path,
+    files: Option<&CredFiles>,
+    client: &StoreClient,
+) -> Result<SecretText, PullError> {
+    if let Some(sid) = &bundle.secret_id {
+        return Ok(SecretText::new(
+            sid.expose_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    let Some(wrapped) = &bundle.wrapped_secret_id else {
+        return Err(PullError::Bundle {
+            path: bundle_path.display().to_string(),
+            reason: "it holds neither wrapped_secret_id nor secret_id".into(),
+        });
+    };
+    let Some(files) = files else {
+        return Err(PullError::Bundle {
+            path: bundle_path.display().to_string(),
+            reason: "a wrapped bundle needs a state dir to keep its secret_id".into(),
+        });
+    };
+    let wrapped = wrapped.expose_str().unwrap_or_default();
+    let id = fingerprint(b"rh-fleet-bundle-id", wrapped.as_bytes());
+    let kept_id = read_optional(&files.bundle_id())?;
+    if kept_id.as_ref().map(|t| t.expose_secret().trim()) == Some(id.as_str()) {
+        if let Some(sid) = read_optional(&files.secret_id())? {
+            let sid = sid.expose_secret().trim().to_owned();
+            if !sid.is_empty() {
+                return Ok(SecretText::new(sid));
+            }
+        }
+    }
+    let op = "unwrap the bundle's secret_id";
+    let mut a = client
+        .send(op, Method::POST, "sys/wrapping/unwrap", Some(wrapped), None)
+        .await?;
+    if a.status == StatusCode::BAD_REQUEST || a.status == StatusCode::FORBIDDEN {
+        return Err(PullError::AlreadyUnwrapped {
+            path: bundle_path.display().to_string(),
+        });
+    }
+    if !a.status.is_success() {
+        return Err(StoreClient::fail(op, &a).into());
+    }
+    let sid = match a.json["data"]["secret_id"].take() {
+        serde_json::Value::String(s) => SecretText::new(s),
+        _ => {
+            return Err(PullError::Bundle {
+                path: bundle_path.display().to_string(),
+                reason: "its wrapping token does not wrap an AppRole secret_id".into(),
+            })
+        }
+    };
+    // Keep it before anything else: the wrapping token is spent now.
+    atomic_write(&files.secret_id(), sid.expose_secret().as_bytes())?;
+    atomic_write(&files.bundle_id(), id.as_bytes())?;
+    tracing::info!(cluster = %bundle.cluster, "bundle unwrapped; secret_id kept in the state dir");
+    Ok(sid)
+}
+
+/// Log in with the AppRole: a fresh batch token.
+pub(crate) async fn login(
+    bundle: &Bundle,
+    secret_id: &SecretText,
+    client: &StoreClient,
+) -> Result<Token, PullError> {
+    let op = "log in with the cluster's AppRole";
+    let body = SecretText::new(
+        json!({ "role_id": bundle.role_id, "secret_id": secret_id.expose_secret() }).to_string(),
+    );
+    let mut a = client
+        .send(
+            op,
+            Method::POST,
+            &format!("auth/{}/login", bundle.auth_mount),
+            None,
+            Some(body),
+        )
+        .await?;
+    if !a.status.is_success() {
+        let e = StoreClient::fail(op, &a);
+        return Err(PullError::LoginRefused(e.to_string()));
+    }
+    let ttl = a.json["auth"]["lease_duration"].as_u64().unwrap_or(0);
+    match a.json["auth"]["client_token"].take() {
+        serde_json::Value::String(token) => Ok(Token {
+            token: common::SecretValue::from_string(token),
+            expires_at: now_unix() + ttl,
+            ttl,
+        }),
+        _ => Err(PullError::LoginRefused(format!(
+            "{op}: no token in the answer from {}",
+            a.url
+        ))),
+    }
+}

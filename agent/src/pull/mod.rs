@@ -1,0 +1,734 @@
+//! Fleet mode (`agent serve --pull BUNDLE`, or `pull_bundle` in the config):
+//! the agent logs in to the remote store with its bundle's AppRole
+//! ([`creds`]), polls its cluster's manifest every `poll_interval` (±20%
+//! jitter; errors back off exponentially, jittered), fetches the secrets
+//! whose KV version changed, applies them through the same install path as
+//! `POST /v1/sync` ([`apply_pulled`]: merge, atomic 0600 files, env
+//! processes, installed state, audit), removes what was unpublished, and
+//! writes a node report (`common::fleet::NodeReport`) only when what it
+//! applied (or its error) changes, plus a slow heartbeat.
+//! [`start`] runs the first poll before returning, so `main` binds the port
+//! (and the boot unit's health check passes) only once the node is applied.
+//! A store outage leaves everything on the node as it is.
+//! What it applied is kept in `<state-dir>/pull/applied.json` (names and
+//! versions only). Never logs a value, token or secret_id.
+
+pub(crate) mod creds;
+pub mod metrics;
+pub(crate) mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::fingerprint::fingerprint;
+use common::fleet::{self, Bundle, Manifest, NodeReport};
+use common::fsutil::{atomic_write, create_private_dir_all, read_optional, PathError};
+use common::wire::{SecretResult, Status, SyncItem};
+use common::SecretText;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::task::JoinHandle;
+
+use crate::audit::AuditEntry;
+use crate::error::ApiError;
+use crate::handlers::statuses;
+use crate::install;
+use crate::state::AppState;
+use creds::{CredFiles, Token};
+use metrics::Metrics;
+use store::{StoreClient, StoreError};
+
+/// Why pulling failed. Messages name files, URLs and secrets, never values.
+#[derive(Debug, Error)]
+pub enum PullError {
+    #[error("bundle {path}: {reason}")]
+    Bundle { path: String, reason: String },
+    #[error(
+        "bundle {path} was already unwrapped (by this node earlier with another state dir, or by \
+         someone else) or its wrap TTL ran out: its secret_id cannot be trusted; enroll this \
+         node again (`controller cluster enroll`)"
+    )]
+    AlreadyUnwrapped { path: String },
+    #[error("login refused: {0} (was the cluster's AppRole removed?)")]
+    LoginRefused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("{0}")]
+    Apply(String),
+}
+
+impl PullError {
+    /// Errors no retry can fix: the agent refuses to start on them.
+    fn is_fatal(&self) -> bool {
+        matches!(self, Self::Bundle { .. } | Self::AlreadyUnwrapped { .. })
+    }
+}
+
+/// What this node applied (`applied.json`): versions and names only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Applied {
+    /// Manifest version fully applied (0: none).
+    version: u64,
+    /// Secret name -> KV version installed.
+    secrets: BTreeMap<String, u64>,
+}
+
+/// Seconds since the epoch.
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `d` scaled by a random factor in `[1 - spread, 1 + spread]`.
+pub(crate) fn jitter(d: Duration, spread: f64) -> Duration {
+    let r = f64::from(store::random_u32()) / f64::from(u32::MAX);
+    d.mul_f64(1.0 - spread + 2.0 * spread * r)
+}
+
+/// The wait after `failures` failed polls in a row: doubling from the poll
+/// interval, at most 8 intervals (and 5 minutes), ±50% jitter.
+fn backoff(poll: Duration, failures: u32) -> Duration {
+    let base = poll
+        .saturating_mul(1 << failures.min(3))
+        .min(Duration::from_secs(300));
+    jitter(base, 0.5)
+}
+
+fn read_first_line(paths: &[&str]) -> Option<String> {
+    paths.iter().find_map(|p| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    })
+}
+
+/// This node's host name and stable id: the host name (made path-safe) and
+/// a hash of the machine id and the state dir (two agents on one machine,
+/// as in tests, get two ids).
+fn node_identity(state_dir: &Path) -> (String, String) {
+    let hostname = read_first_line(&["/proc/sys/kernel/hostname", "/etc/hostname"])
+        .unwrap_or_else(|| "unknown".into());
+    let machine =
+        read_first_line(&["/etc/machine-id", "/var/lib/dbus/machine-id"]).unwrap_or_default();
+    let hash = fingerprint(
+        b"rh-fleet-node-id",
+        format!("{machine}\n{}", state_dir.display()).as_bytes(),
+    );
+    let safe: String = hostname
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    (hostname, format!("{safe}-{}", &hash[..12]))
+}
+
+/// Read and check a bundle file.
+fn load_bundle(path: &Path) -> Result<Bundle, PullError> {
+    let shown = path.display().to_string();
+    let bad = |reason: String| PullError::Bundle {
+        path: shown.clone(),
+        reason,
+    };
+    let text = read_optional(path)?.ok_or_else(|| bad("no such file".into()))?;
+    let bundle: Bundle = serde_json::from_str(text.expose_secret()).map_err(|e| {
+        bad(format!(
+            "not a bundle (line {} column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if bundle.urls.is_empty() {
+        return Err(bad("it names no store URL".into()));
+    }
+    common::names::validate_cluster_name(&bundle.cluster).map_err(|e| bad(e.to_string()))?;
+    let safe = |s: &str| {
+        !s.is_empty()
+            && !s
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    };
+    if !safe(&bundle.mount) || !safe(&bundle.prefix) || !safe(&bundle.auth_mount) {
+        return Err(bad(
+            "its mount, prefix or auth mount is not a safe path".into()
+        ));
+    }
+    Ok(bundle)
+}
+
+/// The running pull loop; stopped when dropped.
+#[derive(Debug)]
+pub struct PullHandle {
+    task: JoinHandle<()>,
+}
+
+impl Drop for PullHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Start pulling when the config names a bundle: load it, run polls until
+/// the first one succeeds (or `boot_wait` passes: then the loop keeps
+/// trying in the background), then poll in the background. Errors only on
+/// what no retry fixes (an unreadable bundle, one already unwrapped).
+pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
+    let config = state.config();
+    let Some(bundle_path) = config.pull_bundle.clone() else {
+        return Ok(None);
+    };
+    let bundle = load_bundle(&bundle_path)?;
+    let client = StoreClient::new(&bundle)?;
+    let dir = config.state_dir.join("pull");
+    create_private_dir_all(&dir)?;
+    let (hostname, node_id) = node_identity(&config.state_dir);
+    let applied = read_optional(&dir.join("applied.json"))?
+        .and_then(|t| serde_json::from_str(t.expose_secret()).ok())
+        .unwrap_or_default();
+    let files = CredFiles { dir: dir.clone() };
+    let mut puller = Puller {
+        metrics: state.metrics(),
+        token: files.load_token(),
+        node: Some(NodeSide {
+            state: state.clone(),
+            files,
+            dir,
+        }),
+        bundle,
+        bundle_path,
+        client,
+        secret_id: None,
+        applied,
+        last_error: None,
+        reported: None,
+        node_id,
+        hostname,
+        poll: config.poll_interval,
+        heartbeat: config.heartbeat,
+        failures: 0,
+        synced: false,
+    };
+    tracing::info!(cluster = %puller.bundle.cluster, node = %puller.node_id, "pull mode: first poll before serving");
+    puller.boot(config.pull_boot_wait).await?;
+    let task = tokio::spawn(async move { puller.run().await });
+    Ok(Some(PullHandle { task }))
+}
+
+/// One simulated node for the fleet bench (`examples/fleet_sim.rs`): the
+/// real pull client (its own login, jittered polls with backoff, fetches of
+/// what changed, reports) with nothing installed. Needs a reusable (launch)
+/// bundle. Its progress is in `metrics` (`applied_version`...). Runs until
+/// the task is dropped; returns only on a fatal error.
+pub async fn simulate(
+    bundle: Bundle,
+    node_id: String,
+    poll: Duration,
+    heartbeat: Duration,
+    metrics: std::sync::Arc<Metrics>,
+) -> Result<(), PullError> {
+    let client = StoreClient::new(&bundle)?;
+    let mut puller = Puller {
+        metrics,
+        node: None,
+        bundle,
+        bundle_path: PathBuf::from("<simulated>"),
+        client,
+        secret_id: None,
+        token: None,
+        applied: Applied::default(),
+        last_error: None,
+        reported: None,
+        hostname: node_id.clone(),
+        node_id,
+        poll,
+        heartbeat,
+        failures: 0,
+        synced: false,
+    };
+    puller.boot(Duration::from_secs(3600)).await?;
+    puller.run().await;
+    Ok(())
+}
+
+/// What a real node has and a simulated one (the fleet bench) has not: the
+/// install path, the kept credentials and `applied.json`.
+struct NodeSide {
+    state: AppState,
+    files: CredFiles,
+    dir: PathBuf,
+}
+
+struct Puller {
+    metrics: std::sync::Arc<Metrics>,
+    /// `None`: a simulated node that fetches but installs nothing.
+    node: Option<NodeSide>,
+    bundle: Bundle,
+    bundle_path: PathBuf,
+    client: StoreClient,
+    secret_id: Option<SecretText>,
+    token: Option<Token>,
+    applied: Applied,
+    last_error: Option<String>,
+    /// What the last report written said, and when it was written.
+    reported: Option<(NodeReport, Instant)>,
+    node_id: String,
+    hostname: String,
+    poll: Duration,
+    heartbeat: Duration,
+    failures: u32,
+    /// Whether a manifest was fully applied since start.
+    synced: bool,
+}
+
+impl Puller {
+    /// The first polls: until one succeeds (or `wait` passes); an error no
+    /// retry fixes is returned. Boot logins of nodes started together are
+    /// spread by a random delay and by the jittered backoff.
+    async fn boot(&mut self, wait: Duration) -> Result<(), PullError> {
+        self.metrics.pull_enabled.store(1, Ordering::Relaxed);
+        tokio::time::sleep(jitter(self.poll.min(Duration::from_secs(2)) / 4, 1.0)).await;
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.cycle().await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    if Instant::now() >= deadline {
+                        tracing::warn!(error = %e, "first poll failed; serving what is installed and retrying in the background");
+                        return Ok(());
+                    }
+                    tracing::debug!(error = %e, "first poll failed; retrying");
+                    tokio::time::sleep(backoff(self.poll, self.failures)).await;
+                }
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let wait = if self.failures == 0 {
+                jitter(self.poll, 0.2)
+            } else {
+                backoff(self.poll, self.failures)
+            };
+            tokio::time::sleep(wait).await;
+            if let Err(e) = self.cycle().await {
+                tracing::warn!(error = %e, failures = self.failures, "poll failed");
+            }
+        }
+    }
+
+    /// One poll: apply what changed, then report if needed.
+    async fn cycle(&mut self) -> Result<(), PullError> {
+        Metrics::inc(&self.metrics.polls);
+        let result = self.poll_once().await;
+        match &result {
+            Ok(()) => {
+                self.failures = 0;
+                self.last_error = None;
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics.poll_errors);
+                self.failures = self.failures.saturating_add(1);
+                self.last_error = Some(e.to_string());
+            }
+        }
+        self.metrics
+            .last_poll_unix
+            .store(now_unix(), Ordering::Relaxed);
+        self.report().await;
+        self.metrics.store_requests.store(
+            self.client.requests.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        result
+    }
+
+    /// A valid token: the kept one, else a fresh login (unwrapping the
+    /// bundle first when this node never did).
+    async fn token(&mut self) -> Result<Token, PullError> {
+        if let Some(t) = &self.token {
+            if !t.is_due(now_unix()) {
+                return Ok(t.clone());
+            }
+        }
+        if self.secret_id.is_none() {
+            self.secret_id = Some(
+                creds::secret_id(
+                    &self.bundle,
+                    &self.bundle_path,
+                    self.node.as_ref().map(|n| &n.files),
+                    &self.client,
+                )
+                .await?,
+            );
+        }
+        let sid = self.secret_id.as_ref().expect("set above");
+        let token = creds::login(&self.bundle, sid, &self.client).await?;
+        Metrics::inc(&self.metrics.logins);
+        if let Some(node) = &self.node {
+            if let Err(e) = node.files.save_token(&token) {
+                tracing::warn!(error = %e, "cannot keep the token in the state dir");
+            }
+        }
+        self.token = Some(token.clone());
+        Ok(token)
+    }
+
+    /// Read a KV document with the token; on 403 log in again once (the
+    /// token may have expired early or been revoked).
+    async fn read(
+        &mut self,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Option<(u64, serde_json::Value)>, PullError> {
+        let token = self.token().await?;
+        match self
+            .client
+            .kv_read(token.expose_secret(), &self.bundle.mount, path, version)
+            .await
+        {
+            Err(StoreError::Forbidden { .. }) => {
+                self.token = None;
+                if let Some(node) = &self.node {
+                    node.files.drop_token();
+                }
+                let token = self.token().await?;
+                Ok(self
+                    .client
+                    .kv_read(token.expose_secret(), &self.bundle.mount, path, version)
+                    .await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    async fn poll_once(&mut self) -> Result<(), PullError> {
+        let (prefix, cluster) = (self.bundle.prefix.clone(), self.bundle.cluster.clone());
+        let manifest: Manifest = match self
+            .read(&fleet::manifest_path(&prefix, &cluster), None)
+            .await?
+        {
+            None => Manifest::default(),
+            Some((_, data)) => serde_json::from_value(data).map_err(|_| {
+                PullError::Apply(format!("the manifest of cluster {cluster} is malformed"))
+            })?,
+        };
+        if manifest.version == self.applied.version && self.synced {
+            return Ok(());
+        }
+        self.apply(&manifest).await?;
+        self.synced = true;
+        Ok(())
+    }
+
+    /// Fetch the changed secrets, apply them, remove the unpublished ones.
+    async fn apply(&mut self, manifest: &Manifest) -> Result<(), PullError> {
+        let started = Instant::now();
+        let (prefix, cluster) = (self.bundle.prefix.clone(), self.bundle.cluster.clone());
+        let mut items = Vec::new();
+        let mut errors = Vec::new();
+        for entry in &manifest.secrets {
+            if self.applied.secrets.get(&entry.name) == Some(&entry.kv_version) {
+                continue;
+            }
+            let path = fleet::secret_path(&prefix, &cluster, &entry.name);
+            match self.read(&path, Some(entry.kv_version)).await? {
+                None => errors.push(format!(
+                    "{}: version {} is not in the store",
+                    entry.name, entry.kv_version
+                )),
+                Some((_, data)) => match serde_json::from_value::<SyncItem>(data) {
+                    Ok(item) if item.secret.name == entry.name => {
+                        items.push((item, entry.kv_version))
+                    }
+                    _ => errors.push(format!("{}: not a published secret", entry.name)),
+                },
+            }
+        }
+        let published: BTreeSet<&str> = manifest.secrets.iter().map(|e| e.name.as_str()).collect();
+        let gone: Vec<String> = self
+            .applied
+            .secrets
+            .keys()
+            .filter(|n| !published.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            let Some(node) = &self.node else {
+                self.applied.secrets.remove(&name);
+                continue;
+            };
+            let result = install::revoke(&node.state, &name, None, false).await;
+            let mut audit = AuditEntry {
+                route: "pull",
+                secrets: vec![name.clone()],
+                ..Default::default()
+            };
+            match &result {
+                Ok(r) => {
+                    audit.paths = r.files.iter().map(|f| f.path.clone()).collect();
+                    audit.vars.clone_from(&r.vars);
+                    audit.result = format!("{name}=removed");
+                }
+                Err(e) => audit.result = format!("error:{}", e.code),
+            }
+            node.state.inner.audit.record(&audit);
+            match result {
+                Ok(_) => {}
+                Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {}
+                Err(e) => {
+                    errors.push(format!("{name}: cannot remove: {}", e.message));
+                    continue;
+                }
+            }
+            tracing::info!(secret = %name, "unpublished: removed");
+            self.applied.secrets.remove(&name);
+        }
+        let versions: BTreeMap<String, u64> = items
+            .iter()
+            .map(|(i, v)| (i.secret.name.clone(), *v))
+            .collect();
+        let items = items.into_iter().map(|(i, _)| i).collect();
+        let results = match &self.node {
+            Some(node) => apply_pulled(&node.state, items, &self.applied.secrets).await,
+            None => items
+                .into_iter()
+                .map(|i| {
+                    let result = SecretResult {
+                        name: i.secret.name.clone(),
+                        status: Status::Written,
+                        files: vec![],
+                        env: None,
+                        vars: vec![],
+                        message: None,
+                    };
+                    (i.secret.name, Ok(result))
+                })
+                .collect(),
+        };
+        for (name, result) in results {
+            match result {
+                Ok(r) if matches!(r.status, Status::Conflict | Status::Failed) => {
+                    errors.push(format!(
+                        "{name}: {}{}",
+                        r.status.as_str(),
+                        r.message.map(|m| format!(" ({m})")).unwrap_or_default()
+                    ));
+                }
+                Ok(_) => {
+                    self.applied.secrets.insert(name.clone(), versions[&name]);
+                }
+                Err(e) => errors.push(format!("{name}: {}", e.message)),
+            }
+        }
+        if errors.is_empty() {
+            self.applied.version = manifest.version;
+            self.metrics
+                .applied_version
+                .store(manifest.version, Ordering::Relaxed);
+            Metrics::inc(&self.metrics.applies);
+            tracing::info!(
+                version = manifest.version,
+                secrets = self.applied.secrets.len(),
+                "applied"
+            );
+        }
+        if let Some(node) = &self.node {
+            let text = serde_json::to_string_pretty(&self.applied).expect("applied serializes");
+            atomic_write(&node.dir.join("applied.json"), text.as_bytes())?;
+        }
+        self.metrics
+            .last_apply_micros
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(PullError::Apply(errors.join("; ")))
+        }
+    }
+
+    /// Write this node's report when it changed or the heartbeat is due.
+    async fn report(&mut self) {
+        let now = now_unix();
+        let report = NodeReport {
+            node_id: self.node_id.clone(),
+            hostname: self.hostname.clone(),
+            applied_version: self.applied.version,
+            reported_at: now,
+            last_poll: now,
+            last_error: self.last_error.clone(),
+            secrets: self.applied.secrets.keys().cloned().collect(),
+            poll_interval_secs: self.poll.as_secs().max(1),
+            heartbeat_secs: self.heartbeat.as_secs().max(1),
+        };
+        let same = |a: &NodeReport, b: &NodeReport| {
+            a.applied_version == b.applied_version
+                && a.last_error == b.last_error
+                && a.secrets == b.secrets
+        };
+        if let Some((last, at)) = &self.reported {
+            if same(last, &report) && at.elapsed() < self.heartbeat {
+                return;
+            }
+        }
+        let Some(token) = self.token.clone().filter(|t| !t.is_due(now)) else {
+            return;
+        };
+        let path = fleet::report_path(&self.bundle.prefix, &self.bundle.cluster, &self.node_id);
+        let data = serde_json::to_value(&report).expect("report serializes");
+        match self
+            .client
+            .kv_write(token.expose_secret(), &self.bundle.mount, &path, &data)
+            .await
+        {
+            Ok(()) => {
+                Metrics::inc(&self.metrics.report_writes);
+                self.reported = Some((report, Instant::now()));
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot write the node report"),
+        }
+    }
+}
+
+/// Apply secrets pulled from the store through the same path as
+/// `POST /v1/sync` (`install::plan_from` with `Origin::Remote`, then `install::apply`): one bad or
+/// conflicting secret does not hold back the others. A secret this node
+/// already installed from the store replaces its own earlier values
+/// (overwrite); a new one does not clobber differing values already in a
+/// file (conflict, reported). One audit entry, route `pull`.
+pub(crate) async fn apply_pulled(
+    state: &AppState,
+    items: Vec<SyncItem>,
+    known: &BTreeMap<String, u64>,
+) -> Vec<(String, Result<SecretResult, ApiError>)> {
+    let mut audit = AuditEntry {
+        route: "pull",
+        secrets: items.iter().map(|i| i.secret.name.clone()).collect(),
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let (mut again, mut new) = (Vec::new(), Vec::new());
+    for item in items {
+        let name = item.secret.name.clone();
+        // Placed by this node's policy, not by the store: provider
+        // locations or `allow_paths` only, never the deny-list.
+        let planned = install::plan_from(
+            state,
+            item.secret,
+            item.path.as_deref(),
+            item.env.as_deref(),
+            false,
+            common::policy::Origin::Remote,
+        )
+        .and_then(|p| {
+            let env = p.env_vars().map(|(env, _)| env);
+            state
+                .inner
+                .envs
+                .check_room(env.iter().map(String::as_str))?;
+            Ok(p)
+        });
+        match planned {
+            Err(e) => out.push((name, Err(e))),
+            Ok(p) => {
+                audit.paths.extend(p.paths());
+                if let Some((env, vars)) = p.env_vars() {
+                    if !audit.envs.contains(&env) {
+                        audit.envs.push(env);
+                    }
+                    audit.vars.extend(vars);
+                }
+                if known.contains_key(&name) {
+                    again.push(p);
+                } else {
+                    new.push(p);
+                }
+            }
+        }
+    }
+    for (batch, overwrite) in [(again, true), (new, false)] {
+        if batch.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = batch.iter().map(|p| p.secret.name.clone()).collect();
+        let results = install::apply(state, batch, overwrite, false, None).await;
+        out.extend(names.into_iter().zip(results));
+    }
+    let ok: Vec<SecretResult> = out
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().cloned())
+        .collect();
+    audit.result = statuses(&ok);
+    state.inner.audit.record(&audit);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_and_backoff_stay_in_bounds() {
+        let poll = Duration::from_secs(10);
+        for _ in 0..200 {
+            let j = jitter(poll, 0.2);
+            assert!(
+                j >= Duration::from_secs(8) && j <= Duration::from_secs(12),
+                "{j:?}"
+            );
+            let b = backoff(poll, 10);
+            assert!(
+                b >= Duration::from_secs(40) && b <= Duration::from_secs(120),
+                "{b:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn node_ids_differ_per_state_dir_and_are_path_safe() {
+        let (_, a) = node_identity(Path::new("/a/.rh/agent"));
+        let (_, b) = node_identity(Path::new("/b/.rh/agent"));
+        assert_ne!(a, b);
+        assert_eq!(a, node_identity(Path::new("/a/.rh/agent")).1);
+        assert!(
+            a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn bundles_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.json");
+        std::fs::write(&path, "{}").unwrap();
+        assert!(matches!(load_bundle(&path), Err(PullError::Bundle { .. })));
+        let good = serde_json::json!({
+            "format": 1, "cluster": "gpu", "urls": ["http://127.0.0.1:1"],
+            "mount": "secret", "prefix": "rh/a", "auth_mount": "approle", "role_id": "r",
+            "wrapped_secret_id": "hvs.x"
+        });
+        std::fs::write(&path, good.to_string()).unwrap();
+        assert!(load_bundle(&path).is_ok());
+        let mut bad = good.clone();
+        bad["prefix"] = "rh/../x".into();
+        std::fs::write(&path, bad.to_string()).unwrap();
+        let err = load_bundle(&path).unwrap_err().to_string();
+        assert!(err.contains("not a safe path"), "{err}");
+        assert!(!err.contains("hvs.x"));
+    }
+}

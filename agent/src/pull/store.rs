@@ -1,0 +1,286 @@
+//! The agent's client of the remote store (Vault KV v2 API, OpenBao): one
+//! reqwest client (rustls, the bundle's CA added, connect and request
+//! timeouts, no redirects) over every store URL of the bundle. Requests
+//! start at a node picked at random per agent (OpenBao standbys serve reads
+//! with Raft storage, so reads spread over the cluster) and fail over to the
+//! next URL on a connection error or a "not this node" answer (429, 472,
+//! 473, 5xx). Answers are read up to a cap. Only the calls fleet mode
+//! needs: unwrap, AppRole login, KV v2 read and write.
+//! Tokens and secret_ids go in headers and bodies only; errors name URLs,
+//! paths and statuses, never a token, a secret_id or a value.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fleet::Bundle;
+use common::SecretText;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use thiserror::Error;
+
+/// Largest answer read from the store (a manifest or one secret is far smaller).
+pub(crate) const BODY_CAP: usize = 4 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A store call that failed. No token, secret_id or value in any message.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("no store node answered (tried {tried}): {details}")]
+    Unreachable { tried: usize, details: String },
+    #[error("{op}: permission denied by {url} (HTTP 403)")]
+    Forbidden { op: String, url: String },
+    #[error("{op}: HTTP {status} from {url}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
+    Http {
+        op: String,
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{op}: the answer from {url} is not the expected JSON")]
+    Decode { op: String, url: String },
+    #[error("{op}: the answer from {url} is larger than {BODY_CAP} bytes")]
+    TooLarge { op: String, url: String },
+    #[error("the bundle's CA certificate cannot be used: {0}")]
+    Ca(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// One answer: status and JSON body (may hold values: no `Debug`).
+pub(crate) struct Answer {
+    pub(crate) url: String,
+    pub(crate) status: StatusCode,
+    pub(crate) json: Value,
+}
+
+/// A client bound to the bundle's store URLs.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreClient {
+    http: reqwest::Client,
+    urls: Arc<Vec<String>>,
+    preferred: Arc<AtomicUsize>,
+    /// Requests sent (the `/metrics` counter).
+    pub(crate) requests: Arc<AtomicU64>,
+}
+
+/// A random number (jitter, picking a store node).
+pub(crate) fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    getrandom::getrandom(&mut b).expect("the OS random source is available");
+    u32::from_le_bytes(b)
+}
+
+impl StoreClient {
+    /// A client for the bundle's URLs and CA, starting at a random URL.
+    pub(crate) fn new(bundle: &Bundle) -> Result<Self, StoreError> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("rh-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &bundle.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| StoreError::Ca(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(StoreError::Ca("no PEM certificate in ca_pem".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| StoreError::Client(e.to_string()))?;
+        let n = bundle.urls.len().max(1);
+        Ok(Self {
+            http,
+            urls: Arc::new(
+                bundle
+                    .urls
+                    .iter()
+                    .map(|u| u.trim_end_matches('/').to_owned())
+                    .collect(),
+            ),
+            preferred: Arc::new(AtomicUsize::new(random_u32() as usize % n)),
+            requests: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Send one request (path under `/v1/`) to the preferred node, failing
+    /// over to the next on a connection error or a "not this node" answer.
+    pub(crate) async fn send(
+        &self,
+        op: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<SecretText>,
+    ) -> Result<Answer, StoreError> {
+        let n = self.urls.len();
+        let start = self.preferred.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for i in 0..n {
+            let index = (start + i) % n;
+            let url = &self.urls[index];
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{url}/v1/{path}"))
+                .header("X-Vault-Request", "true");
+            if let Some(token) = token {
+                req = req.header("X-Vault-Token", token);
+            }
+            if let Some(body) = &body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.expose_secret().to_owned());
+            }
+            let mut resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(format!(
+                        "{url}: {}",
+                        if e.is_timeout() {
+                            "timed out"
+                        } else if e.is_connect() {
+                            "cannot connect"
+                        } else {
+                            "request failed"
+                        }
+                    ));
+                    continue;
+                }
+            };
+            let status = resp.status();
+            let mut bytes = Vec::new();
+            let mut cut = false;
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if bytes.len() + chunk.len() > BODY_CAP {
+                            return Err(StoreError::TooLarge {
+                                op: op.to_owned(),
+                                url: url.clone(),
+                            });
+                        }
+                        bytes.extend_from_slice(&chunk);
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        cut = true;
+                        break;
+                    }
+                }
+            }
+            if cut {
+                failures.push(format!("{url}: the answer was cut"));
+                continue;
+            }
+            if matches!(status.as_u16(), 429 | 472 | 473 | 500..=599) {
+                let why = common::fleet::store_errors(&bytes);
+                failures.push(if why.is_empty() {
+                    format!("{url}: HTTP {}", status.as_u16())
+                } else {
+                    format!("{url}: HTTP {}: {why}", status.as_u16())
+                });
+                continue;
+            }
+            let json = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).map_err(|_| StoreError::Decode {
+                    op: op.to_owned(),
+                    url: url.clone(),
+                })?
+            };
+            self.preferred.store(index, Ordering::Relaxed);
+            return Ok(Answer {
+                url: url.clone(),
+                status,
+                json,
+            });
+        }
+        // Next time, start elsewhere.
+        self.preferred
+            .store((start + 1) % n.max(1), Ordering::Relaxed);
+        Err(StoreError::Unreachable {
+            tried: n,
+            details: failures.join("; "),
+        })
+    }
+
+    /// An error for an unexpected answer.
+    pub(crate) fn fail(op: &str, answer: &Answer) -> StoreError {
+        if answer.status == StatusCode::FORBIDDEN {
+            return StoreError::Forbidden {
+                op: op.to_owned(),
+                url: answer.url.clone(),
+            };
+        }
+        StoreError::Http {
+            op: op.to_owned(),
+            url: answer.url.clone(),
+            status: answer.status.as_u16(),
+            message: common::fleet::store_errors(answer.json.to_string().as_bytes()),
+        }
+    }
+
+    /// Read a KV v2 document (`<mount>/data/<path>`): its version and data,
+    /// `None` when absent (or deleted).
+    pub(crate) async fn kv_read(
+        &self,
+        token: &str,
+        mount: &str,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Option<(u64, Value)>, StoreError> {
+        let op = format!("read {path}");
+        let mut full = format!("{mount}/data/{path}");
+        if let Some(v) = version {
+            full.push_str(&format!("?version={v}"));
+        }
+        let mut a = self
+            .send(&op, Method::GET, &full, Some(token), None)
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !a.status.is_success() {
+            return Err(Self::fail(&op, &a));
+        }
+        let v = a.json["data"]["metadata"]["version"].as_u64().unwrap_or(0);
+        match a.json["data"]["data"].take() {
+            Value::Null => Ok(None),
+            data => Ok(Some((v, data))),
+        }
+    }
+
+    /// Write a KV v2 document.
+    pub(crate) async fn kv_write(
+        &self,
+        token: &str,
+        mount: &str,
+        path: &str,
+        data: &Value,
+    ) -> Result<(), StoreError> {
+        let op = format!("write {path}");
+        let body =
+            serde_json::to_string(&serde_json::json!({ "data": data })).expect("JSON serializes");
+        let a = self
+            .send(
+                &op,
+                Method::POST,
+                &format!("{mount}/data/{path}"),
+                Some(token),
+                Some(SecretText::new(body)),
+            )
+            .await?;
+        if !a.status.is_success() {
+            return Err(Self::fail(&op, &a));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! Fleet mode, shared by the controller (which publishes and enrolls) and the
+//! agent (which pulls): the store layout of a pull cluster, the node bundle,
+//! the manifest and the per-node report. Nodes read a cluster's desired state
+//! from the remote store (Vault KV v2 / OpenBao) instead of being pushed to.
+//!
+//! Layout under the KV v2 mount (`<prefix>` is the user's store prefix,
+//! `rh/<user>` by default; `<base>` is `<prefix>/clusters/<cluster>`):
+//!
+//! - `<mount>/data/<base>/manifest`: one small document ([`Manifest`]) whose
+//!   `version` changes on every publish: a poll is one read of it.
+//! - `<mount>/data/<base>/secrets/<name>`: one published secret (a
+//!   `wire::SyncItem`: the secret with its values, path and env).
+//! - `<mount>/data/<base>/nodes/<node-id>`: one node's [`NodeReport`].
+//!
+//! A node's token may read the manifest and `secrets/*` of its own cluster
+//! and write `nodes/*` of its own cluster, nothing else (not the user's own
+//! secrets under `<prefix>/<name>`, not another cluster).
+//! The types holding credentials ([`Bundle`]) implement `Debug` by hand,
+//! without them; manifests and reports hold names, versions and keyed
+//! fingerprints only.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret_value::SecretValue;
+
+/// Default poll interval of a pulling agent, in seconds.
+pub const DEFAULT_POLL_SECS: u64 = 10;
+/// Default heartbeat of a node report (written even when nothing changed).
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 300;
+
+/// `<prefix>/clusters/<cluster>`: the cluster's base path under the mount.
+pub fn cluster_base(prefix: &str, cluster: &str) -> String {
+    format!("{prefix}/clusters/{cluster}")
+}
+
+/// The KV v2 data path of the manifest (without the mount).
+pub fn manifest_path(prefix: &str, cluster: &str) -> String {
+    format!("{}/manifest", cluster_base(prefix, cluster))
+}
+
+/// The KV v2 path of one published secret (without the mount).
+pub fn secret_path(prefix: &str, cluster: &str, name: &str) -> String {
+    format!("{}/secrets/{name}", cluster_base(prefix, cluster))
+}
+
+/// The KV v2 path of one node's report (without the mount).
+pub fn report_path(prefix: &str, cluster: &str, node_id: &str) -> String {
+    format!("{}/nodes/{node_id}", cluster_base(prefix, cluster))
+}
+
+/// The `errors` of a Vault/OpenBao error body, joined and cut to about 300
+/// bytes (server messages name paths and reasons, never values).
+pub fn store_errors(body: &[u8]) -> String {
+    #[derive(Deserialize, Default)]
+    struct ErrorBody {
+        #[serde(default)]
+        errors: Vec<String>,
+    }
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let mut text = parsed.errors.join("; ");
+    if text.len() > 300 {
+        let mut cut = 300;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+/// The node bundle (`node-<i>.json`, mode 0600): what a node needs to log in
+/// to the store as its cluster. Holds a secret (the wrapped secret_id, or the
+/// secret_id itself for a reusable launch bundle): no derived `Debug`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// Format version (1).
+    pub format: u32,
+    pub cluster: String,
+    /// Store node URLs; reads go to any of them.
+    pub urls: Vec<String>,
+    /// PEM CA certificate(s) of the store, when it uses a private CA.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    pub mount: String,
+    pub prefix: String,
+    /// The AppRole's login path under `auth/` (`approle`).
+    pub auth_mount: String,
+    pub role_id: String,
+    /// A response-wrapping token around a fresh secret_id (per-node bundle):
+    /// unwrapped once, at the node's first start.
+    #[serde(default)]
+    pub wrapped_secret_id: Option<SecretValue>,
+    /// The secret_id itself (a reusable launch bundle: several logins, a TTL, CIDRs).
+    #[serde(default)]
+    pub secret_id: Option<SecretValue>,
+}
+
+impl fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bundle")
+            .field("cluster", &self.cluster)
+            .field("urls", &self.urls)
+            .field("mount", &self.mount)
+            .field("prefix", &self.prefix)
+            .field("wrapped", &self.wrapped_secret_id.is_some())
+            .field("reusable", &self.secret_id.is_some())
+            .finish()
+    }
+}
+
+/// One published secret in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub name: String,
+    /// The KV v2 version of `secrets/<name>` to read.
+    pub kv_version: u64,
+    /// Keyed fingerprint (HMAC under the cluster's key) of what was published.
+    pub fingerprint: String,
+}
+
+/// The desired state of a pull cluster: small, read on every poll.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Incremented on every publish or unpublish.
+    pub version: u64,
+    /// When (UTC, RFC 3339).
+    #[serde(default)]
+    pub published_at: String,
+    #[serde(default)]
+    pub secrets: Vec<ManifestEntry>,
+}
+
+/// What a node reports under `nodes/<node-id>`: names and versions only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node_id: String,
+    pub hostname: String,
+    /// The manifest version fully applied on the node (0: none yet).
+    pub applied_version: u64,
+    /// When this report was written (seconds since the epoch).
+    pub reported_at: u64,
+    /// Last poll (seconds since the epoch).
+    pub last_poll: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Names of the published secrets installed on the node.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// The node's poll interval and heartbeat, in seconds (for liveness).
+    pub poll_interval_secs: u64,
+    pub heartbeat_secs: u64,
+}
+
+impl NodeReport {
+    /// Whether the node reported recently enough to count: within three of
+    /// its heartbeats (reports are written on change and on the heartbeat,
+    /// never on every poll).
+    pub fn is_live(&self, now: u64) -> bool {
+        now.saturating_sub(self.reported_at) <= 3 * self.heartbeat_secs.max(self.poll_interval_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_debug_hides_the_secret_id() {
+        let b = Bundle {
+            format: 1,
+            cluster: "gpu".into(),
+            urls: vec!["http://127.0.0.1:8200".into()],
+            ca_pem: None,
+            mount: "secret".into(),
+            prefix: "rh/alice".into(),
+            auth_mount: "approle".into(),
+            role_id: "r".into(),
+            wrapped_secret_id: Some(SecretValue::from("hvs.wrapped-do-not-print")),
+            secret_id: Some(SecretValue::from("sid-do-not-print")),
+        };
+        let shown = format!("{b:?} {b:#?}");
+        assert!(!shown.contains("do-not-print"), "{shown}");
+        assert!(shown.contains("gpu"));
+    }
+
+    #[test]
+    fn layout_and_liveness() {
+        assert_eq!(manifest_path("rh/a", "gpu"), "rh/a/clusters/gpu/manifest");
+        assert_eq!(
+            secret_path("rh/a", "gpu", "aws"),
+            "rh/a/clusters/gpu/secrets/aws"
+        );
+        assert_eq!(
+            report_path("rh/a", "gpu", "n1"),
+            "rh/a/clusters/gpu/nodes/n1"
+        );
+        let r = NodeReport {
+            reported_at: 1000,
+            poll_interval_secs: 10,
+            heartbeat_secs: 60,
+            ..Default::default()
+        };
+        assert!(r.is_live(1180));
+        assert!(!r.is_live(1181));
+    }
+}

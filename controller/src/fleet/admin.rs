@@ -1,0 +1,260 @@
+//! Store administration for a pull cluster, with the user's token: the
+//! cluster's ACL policy (read its manifest and published secrets, create or
+//! update its node reports; nothing else), its AppRole (batch tokens with a
+//! short TTL, no `default` policy), fresh secret_ids (response-wrapped for
+//! per-node bundles, plain with uses/TTL/CIDRs for a launch bundle), the
+//! bundles themselves (atomic, 0600), and deleting policy and role.
+//! Never prints or logs a secret_id or a wrapping token.
+
+use std::path::{Path, PathBuf};
+
+use common::fleet::{cluster_base, Bundle};
+use common::fsutil::{atomic_write, create_private_dir_all, PathError};
+use common::{SecretText, SecretValue};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use super::Store;
+use crate::vault::VaultError;
+
+/// The AppRole auth mount the bundles log in at.
+pub const AUTH_MOUNT: &str = "approle";
+
+/// The name of a cluster's policy and AppRole: unique per store prefix.
+pub fn role_name(prefix: &str, cluster: &str) -> String {
+    format!("rh-fleet-{}-{cluster}", prefix.replace('/', "-"))
+}
+
+/// The cluster's ACL policy (HCL).
+pub fn policy_text(mount: &str, prefix: &str, cluster: &str) -> String {
+    let base = format!("{mount}/data/{}", cluster_base(prefix, cluster));
+    format!(
+        "# rh-secrets fleet mode: nodes of cluster {cluster}\n\
+         path \"{base}/manifest\" {{ capabilities = [\"read\"] }}\n\
+         path \"{base}/secrets/*\" {{ capabilities = [\"read\"] }}\n\
+         path \"{base}/nodes/*\" {{ capabilities = [\"create\", \"update\"] }}\n"
+    )
+}
+
+/// How the role issues tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct RoleOptions {
+    /// Batch token TTL, seconds.
+    pub token_ttl: u64,
+}
+
+fn approle_missing(store: &Store) -> VaultError {
+    VaultError::Http {
+        op: "configure the cluster's AppRole".into(),
+        url: store.client.current_url().to_owned(),
+        status: 404,
+        message: format!(
+            "AppRole auth is not enabled at auth/{AUTH_MOUNT}/: enable it once with \
+             `bao auth enable approle` (or `vault auth enable approle`)"
+        ),
+    }
+}
+
+/// Create or update the cluster's policy and AppRole (idempotent); returns
+/// the role_id.
+pub async fn ensure_role(
+    store: &Store,
+    cluster: &str,
+    opts: RoleOptions,
+) -> Result<String, VaultError> {
+    let cfg = &store.config;
+    let name = role_name(&cfg.prefix, cluster);
+    store
+        .call_ok(
+            "write the cluster's policy",
+            Method::PUT,
+            &format!("sys/policies/acl/{name}"),
+            Some(json!({ "policy": policy_text(&cfg.mount, &cfg.prefix, cluster) })),
+            &[],
+        )
+        .await?;
+    // Re-login uses the kept secret_id again, so a per-node secret_id is not
+    // limited in uses: the single use that matters is the wrapping token's.
+    let (status, _) = store
+        .call(
+            "write the cluster's AppRole",
+            Method::POST,
+            &format!("auth/{AUTH_MOUNT}/role/{name}"),
+            Some(json!({
+                "token_policies": [name],
+                "token_type": "batch",
+                "token_ttl": opts.token_ttl,
+                "token_max_ttl": opts.token_ttl,
+                "token_no_default_policy": true,
+                "bind_secret_id": true,
+                "secret_id_num_uses": 0,
+                "secret_id_ttl": 0,
+            })),
+            &[],
+        )
+        .await?;
+    if status == StatusCode::NOT_FOUND {
+        return Err(approle_missing(store));
+    }
+    let body = store
+        .call_ok(
+            "read the cluster's role_id",
+            Method::GET,
+            &format!("auth/{AUTH_MOUNT}/role/{name}/role-id"),
+            None,
+            &[],
+        )
+        .await?;
+    body["data"]["role_id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| VaultError::Decode {
+            op: "read the cluster's role_id".into(),
+            url: store.client.current_url().to_owned(),
+        })
+}
+
+/// What kind of secret_id to mint.
+#[derive(Debug, Clone)]
+pub enum SecretIdKind {
+    /// Response-wrapped, unwrappable once within `wrap_ttl` seconds.
+    Wrapped { wrap_ttl: u64 },
+    /// Plain, `uses` logins within `ttl` seconds, from `cidrs` only.
+    Reusable {
+        uses: u64,
+        ttl: u64,
+        cidrs: Vec<String>,
+    },
+}
+
+/// Mint one secret_id for the cluster's role: the wrapping token, or the
+/// secret_id itself for a reusable one.
+pub async fn new_secret_id(
+    store: &Store,
+    cluster: &str,
+    kind: &SecretIdKind,
+    label: &str,
+) -> Result<SecretValue, VaultError> {
+    let name = role_name(&store.config.prefix, cluster);
+    let path = format!("auth/{AUTH_MOUNT}/role/{name}/secret-id");
+    let metadata = serde_json::to_string(&json!({ "bundle": label })).expect("JSON");
+    let op = "mint a secret_id";
+    let (body, headers) = match kind {
+        SecretIdKind::Wrapped { wrap_ttl } => (
+            json!({ "metadata": metadata }),
+            vec![("X-Vault-Wrap-TTL", format!("{wrap_ttl}s"))],
+        ),
+        SecretIdKind::Reusable { uses, ttl, cidrs } => {
+            let mut b = json!({ "metadata": metadata, "num_uses": uses, "ttl": ttl });
+            if !cidrs.is_empty() {
+                b["cidr_list"] = json!(cidrs);
+                b["token_bound_cidrs"] = json!(cidrs);
+            }
+            (b, vec![])
+        }
+    };
+    let (status, mut reply) = store
+        .call(op, Method::POST, &path, Some(body), &headers)
+        .await?;
+    if status == StatusCode::NOT_FOUND {
+        return Err(approle_missing(store));
+    }
+    let field: &mut Value = match kind {
+        SecretIdKind::Wrapped { .. } => &mut reply["wrap_info"]["token"],
+        SecretIdKind::Reusable { .. } => &mut reply["data"]["secret_id"],
+    };
+    match field.take() {
+        Value::String(s) => Ok(SecretValue::from_string(s)),
+        _ => Err(VaultError::Decode {
+            op: op.into(),
+            url: store.client.current_url().to_owned(),
+        }),
+    }
+}
+
+/// Delete the cluster's AppRole and policy: every node's login fails and its
+/// current (batch) token loses its policy at once. Absent ones are fine.
+pub async fn delete_role(store: &Store, cluster: &str) -> Result<(), VaultError> {
+    let name = role_name(&store.config.prefix, cluster);
+    store
+        .call(
+            "delete the cluster's AppRole",
+            Method::DELETE,
+            &format!("auth/{AUTH_MOUNT}/role/{name}"),
+            None,
+            &[],
+        )
+        .await?;
+    store
+        .call(
+            "delete the cluster's policy",
+            Method::DELETE,
+            &format!("sys/policies/acl/{name}"),
+            None,
+            &[],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A bundle for this store and cluster around one secret_id.
+pub fn bundle(
+    store: &Store,
+    cluster: &str,
+    role_id: &str,
+    secret: SecretValue,
+    wrapped: bool,
+) -> Result<Bundle, VaultError> {
+    let cfg = &store.config;
+    let ca_pem = match &cfg.ca_cert {
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|e| VaultError::CaFile {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    let (wrapped_secret_id, secret_id) = if wrapped {
+        (Some(secret), None)
+    } else {
+        (None, Some(secret))
+    };
+    Ok(Bundle {
+        format: 1,
+        cluster: cluster.to_owned(),
+        urls: cfg.urls.clone(),
+        ca_pem,
+        mount: cfg.mount.clone(),
+        prefix: cfg.prefix.clone(),
+        auth_mount: AUTH_MOUNT.into(),
+        role_id: role_id.to_owned(),
+        wrapped_secret_id,
+        secret_id,
+    })
+}
+
+/// Write a bundle to `dir/file` (dir 0700, file 0600, atomic).
+pub fn write_bundle(dir: &Path, file: &str, bundle: &Bundle) -> Result<PathBuf, PathError> {
+    create_private_dir_all(dir)?;
+    let path = dir.join(file);
+    let text = SecretText::new(serde_json::to_string_pretty(bundle).expect("bundle serializes"));
+    atomic_write(&path, text.expose_secret().as_bytes())?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_names_only_the_cluster_paths() {
+        let p = policy_text("secret", "rh/alice", "gpu");
+        assert!(p.contains("path \"secret/data/rh/alice/clusters/gpu/manifest\""));
+        assert!(p.contains("secret/data/rh/alice/clusters/gpu/secrets/*"));
+        assert!(p.contains("secret/data/rh/alice/clusters/gpu/nodes/*"));
+        assert!(!p.contains("rh/alice/*"));
+        assert!(!p.contains("\"delete\"") && !p.contains("list"));
+        assert_eq!(role_name("rh/alice", "gpu"), "rh-fleet-rh-alice-gpu");
+    }
+}

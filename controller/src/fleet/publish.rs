@@ -1,0 +1,198 @@
+//! Publishing a pull cluster's desired state and reading its nodes' reports.
+//! A publish writes each changed secret to `secrets/<name>` (a new KV
+//! version), then the manifest with check-and-set on the version it read,
+//! so two publishers never lose each other's change (a lost race is retried
+//! from a fresh read). Unchanged secrets (same keyed fingerprint) are not
+//! rewritten and an unchanged set does not bump the manifest. Unpublish
+//! drops the entry (nodes then remove what it installed) and destroys the
+//! secret. Nothing here logs a value; fingerprints are HMACs under the
+//! cluster's key (`~/.rh/clusters/NAME.key`).
+
+use std::time::{Duration, Instant};
+
+use common::fingerprint::fingerprint;
+use common::fleet::{self, Manifest, ManifestEntry, NodeReport};
+use common::wire::SyncItem;
+use common::SecretText;
+use serde::Serialize;
+
+use super::{now_secs, Store, Versioned};
+use crate::vault::{now_rfc3339, VaultError};
+
+/// Attempts of a publish that loses check-and-set races.
+const CAS_ATTEMPTS: usize = 5;
+
+/// What a publish did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Published {
+    /// The manifest version now in the store.
+    pub version: u64,
+    /// Secrets written (new or changed).
+    pub changed: Vec<String>,
+    /// Secrets already published with the same content.
+    pub unchanged: Vec<String>,
+}
+
+/// The manifest of `cluster` (`None` before the first publish).
+pub async fn manifest(
+    store: &Store,
+    cluster: &str,
+) -> Result<Option<Versioned<Manifest>>, VaultError> {
+    store
+        .kv_read(&fleet::manifest_path(&store.config.prefix, cluster))
+        .await
+}
+
+/// The keyed fingerprint of a published item (its canonical JSON).
+fn item_fingerprint(key: &[u8], item: &SyncItem) -> String {
+    let text = SecretText::new(serde_json::to_string(item).expect("item serializes"));
+    fingerprint(key, text.expose_secret().as_bytes())
+}
+
+/// Publish `items` (added to, or replacing entries of, what is published).
+pub async fn publish(
+    store: &Store,
+    cluster: &str,
+    key: &[u8],
+    items: &[SyncItem],
+) -> Result<Published, VaultError> {
+    let prefix = &store.config.prefix;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = manifest(store, cluster).await?;
+        let cas = current.as_ref().map_or(0, |m| m.version);
+        let mut doc = current.map(|m| m.data).unwrap_or_default();
+        let mut out = Published {
+            version: doc.version,
+            changed: vec![],
+            unchanged: vec![],
+        };
+        for item in items {
+            let name = &item.secret.name;
+            let fp = item_fingerprint(key, item);
+            if doc
+                .secrets
+                .iter()
+                .any(|e| &e.name == name && e.fingerprint == fp)
+            {
+                out.unchanged.push(name.clone());
+                continue;
+            }
+            let kv_version = store
+                .kv_write(&fleet::secret_path(prefix, cluster, name), item, None)
+                .await?;
+            doc.secrets.retain(|e| &e.name != name);
+            doc.secrets.push(ManifestEntry {
+                name: name.clone(),
+                kv_version,
+                fingerprint: fp,
+            });
+            out.changed.push(name.clone());
+        }
+        if out.changed.is_empty() {
+            return Ok(out);
+        }
+        doc.secrets.sort_by(|a, b| a.name.cmp(&b.name));
+        doc.version += 1;
+        doc.published_at = now_rfc3339();
+        match store
+            .kv_write(&fleet::manifest_path(prefix, cluster), &doc, Some(cas))
+            .await
+        {
+            Ok(_) => {
+                out.version = doc.version;
+                return Ok(out);
+            }
+            Err(VaultError::CasMismatch { .. }) if attempt < CAS_ATTEMPTS => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Unpublish `name`; the new manifest version, or `None` when it was not published.
+pub async fn unpublish(
+    store: &Store,
+    cluster: &str,
+    name: &str,
+) -> Result<Option<u64>, VaultError> {
+    let prefix = &store.config.prefix;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(current) = manifest(store, cluster).await? else {
+            return Ok(None);
+        };
+        let mut doc = current.data;
+        if !doc.secrets.iter().any(|e| e.name == name) {
+            return Ok(None);
+        }
+        doc.secrets.retain(|e| e.name != name);
+        doc.version += 1;
+        doc.published_at = now_rfc3339();
+        match store
+            .kv_write(
+                &fleet::manifest_path(prefix, cluster),
+                &doc,
+                Some(current.version),
+            )
+            .await
+        {
+            Ok(_) => {
+                store
+                    .kv_destroy(&fleet::secret_path(prefix, cluster, name))
+                    .await?;
+                return Ok(Some(doc.version));
+            }
+            Err(VaultError::CasMismatch { .. }) if attempt < CAS_ATTEMPTS => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Every node report of the cluster, sorted by node id.
+pub async fn reports(store: &Store, cluster: &str) -> Result<Vec<NodeReport>, VaultError> {
+    let prefix = &store.config.prefix;
+    let ids = store
+        .kv_list(&format!("{}/nodes", fleet::cluster_base(prefix, cluster)))
+        .await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(r) = store
+            .kv_read::<NodeReport>(&fleet::report_path(prefix, cluster, &id))
+            .await?
+        {
+            out.push(r.data);
+        }
+    }
+    out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    Ok(out)
+}
+
+/// Whether a live node has applied `version` (or later).
+pub fn converged(report: &NodeReport, version: u64) -> bool {
+    report.applied_version >= version
+}
+
+/// Poll the reports until every live node has applied `version`, or `wait`
+/// runs out. Returns the last reports read (live ones only).
+pub async fn wait_for(
+    store: &Store,
+    cluster: &str,
+    version: u64,
+    wait: Duration,
+) -> Result<Vec<NodeReport>, VaultError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let now = now_secs();
+        let live: Vec<NodeReport> = reports(store, cluster)
+            .await?
+            .into_iter()
+            .filter(|r| r.is_live(now))
+            .collect();
+        if live.iter().all(|r| converged(r, version)) || Instant::now() >= deadline {
+            return Ok(live);
+        }
+        tokio::time::sleep(Duration::from_millis(250).min(deadline - Instant::now())).await;
+    }
+}

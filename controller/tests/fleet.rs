@@ -1,0 +1,560 @@
+//! Fleet mode against a real OpenBao dev server (AppRole enabled by the
+//! test) and real agent processes pulling on loopback: enroll, three agents
+//! with bundles, publish, converge (file bytes and modes, a var inside an env
+//! process), change one value, revoke, the store down and back (through a
+//! TCP relay the test can cut), a reused bundle refused, a node token that
+//! cannot read another cluster or the user's own secrets, and `cluster
+//! remove` stopping updates while leaving files. Every controller run is
+//! checked for leaked values and tokens.
+
+#[path = "common/mod.rs"]
+mod nodes;
+mod vault_common;
+
+use std::collections::BTreeMap;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::secret_value::values_from;
+use common::Secret;
+use controller::vault::local;
+use serde_json::{json, Value};
+use vault_common::{mode, raw, DevServer, Home, ROOT_TOKEN};
+
+const V1: &str = "fleet-file-value-1a2b3c";
+const V2: &str = "fleet-file-value-2d4e6f";
+const V3: &str = "fleet-file-value-3a7b9c";
+const V_ENV: &str = "fleet-env-value-77aa11";
+const V_PERSONAL: &str = "personal-value-9f8e7d";
+const TOKEN_FILE: &str = ".config/mytool/token.json";
+
+/// A TCP relay to the store that the test can cut and restore (same port).
+struct Relay {
+    port: u16,
+    target: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Relay {
+        let relay = Relay {
+            port: vault_common::free_port(),
+            target,
+            up: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(vec![])),
+        };
+        relay.open();
+        relay
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn open(&self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        self.up.store(true, Ordering::SeqCst);
+        let (up, conns, target) = (self.up.clone(), self.conns.clone(), self.target);
+        std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                            continue;
+                        };
+                        let mut all = conns.lock().unwrap();
+                        all.push(client.try_clone().unwrap());
+                        all.push(server.try_clone().unwrap());
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server, client),
+                        ] {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+    }
+
+    /// Cut: stop accepting and break every open connection.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// One pulling agent process serving its own temp home.
+struct PullAgent {
+    home: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl PullAgent {
+    fn state(&self) -> PathBuf {
+        self.home.path().join(".rh/agent")
+    }
+
+    fn file(&self, rel: &str) -> PathBuf {
+        self.home.path().join(rel)
+    }
+
+    /// A call to the agent's API with its token: status and body text.
+    fn call(&self, method: &str, path: &str, body: Option<Value>, auth: bool) -> (u16, String) {
+        let token = std::fs::read_to_string(self.state().join("token")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = reqwest::Client::new();
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let mut req = client.request(method, format!("http://127.0.0.1:{}{path}", self.port));
+            if auth {
+                req = req.bearer_auth(token.trim());
+            }
+            if let Some(body) = body {
+                req = req.json(&body);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap())
+        })
+    }
+
+    /// `printenv VAR` inside base_env: the value, or `None` when unset.
+    fn env_var(&self, var: &str) -> Option<String> {
+        let (status, body) = self.call(
+            "POST",
+            "/v1/envs/base_env/run",
+            Some(json!({ "argv": ["printenv", var] })),
+            true,
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        (v["exit_code"] == 0).then(|| v["stdout"].as_str().unwrap().trim().to_owned())
+    }
+
+    /// The value in the published JSON file, if any.
+    fn token_value(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.file(TOKEN_FILE)).ok()?;
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["token"].as_str().map(str::to_owned)
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let (status, body) = self.call("GET", "/metrics", None, true);
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for PullAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawn `agent serve --pull BUNDLE` with a 1 s poll on a fresh home.
+fn spawn_agent(bundle: &Path) -> (tempfile::TempDir, u16, Child) {
+    let home = tempfile::tempdir().unwrap();
+    let port = vault_common::free_port();
+    let config = home.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        "poll_interval_secs: 1\nheartbeat_secs: 2\npull_boot_wait_secs: 10\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(home.path().join("agent.log")).unwrap();
+    let child = Command::new(nodes::agent_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--home"])
+        .arg(home.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("--pull")
+        .arg(bundle)
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start the agent");
+    (home, port, child)
+}
+
+/// Start a pulling agent and wait until it serves (it applies first).
+fn start_agent(bundle: &Path) -> PullAgent {
+    let (home, port, mut child) = spawn_agent(bundle);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(home.path().join("agent.log")).unwrap_or_default();
+            panic!("the pulling agent exited with {status}:\n{log}");
+        }
+        assert!(Instant::now() < deadline, "the pulling agent did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    PullAgent { home, port, child }
+}
+
+fn file_secret(value: &str) -> Secret {
+    let mut s = Secret::base("mytool", values_from([("token", value)]));
+    s.provider = Some("mytool".into());
+    s.path = Some(format!("~/{TOKEN_FILE}"));
+    s
+}
+
+fn env_secret() -> Secret {
+    let mut s = Secret::base("myapi", values_from([("api_key", V_ENV)]));
+    s.provider = Some("myapi".into());
+    s.env_vars = Some(BTreeMap::from([(
+        "api_key".to_string(),
+        "MYAPI_KEY".to_string(),
+    )]));
+    s
+}
+
+/// A bao dev server with AppRole enabled, and alice's home logged in to it.
+fn setup() -> Option<(DevServer, Home)> {
+    let server = DevServer::start()?;
+    let (status, body) = raw(
+        &server.url,
+        ROOT_TOKEN,
+        "POST",
+        "sys/auth/approle",
+        Some(json!({ "type": "approle" })),
+    )
+    .unwrap();
+    assert!(
+        status == 204 || status == 200,
+        "enable approle: {status} {body}"
+    );
+    let mut home = Home::new("alice");
+    home.set_env("VAULT_ADDR", &server.url);
+    home.set_env("VAULT_TOKEN", ROOT_TOKEN);
+    home.forbidden
+        .extend([V1, V2, V3, V_ENV, V_PERSONAL].map(String::from));
+    Some((server, home))
+}
+
+/// Enroll `n` bundles of `cluster` into `dir` and check them.
+fn enroll(home: &Home, cluster: &str, dir: &Path, n: usize) -> Vec<PathBuf> {
+    let run = home.ok(&[
+        "cluster",
+        "enroll",
+        cluster,
+        "--out",
+        dir.to_str().unwrap(),
+        "--nodes",
+        &n.to_string(),
+        "--json",
+    ]);
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    let bundles: Vec<PathBuf> = doc["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| PathBuf::from(b.as_str().unwrap()))
+        .collect();
+    assert_eq!(bundles.len(), n);
+    for b in &bundles {
+        assert_eq!(mode(b), 0o600, "{}", b.display());
+        let text = std::fs::read_to_string(b).unwrap();
+        assert!(!text.contains(ROOT_TOKEN));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["cluster"], cluster);
+        assert!(v["wrapped_secret_id"].is_string(), "{text}");
+    }
+    assert_eq!(mode(dir), 0o700);
+    bundles
+}
+
+/// `controller status --cluster C --json`.
+fn status(home: &Home, cluster: &str) -> Value {
+    serde_json::from_str(&home.ok(&["status", "--cluster", cluster, "--json"]).stdout).unwrap()
+}
+
+/// Wait until `n` nodes report the published version.
+fn wait_converged(home: &Home, cluster: &str, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(home, cluster);
+        let v = &s["published_version"];
+        let nodes = s["nodes"].as_array().unwrap();
+        if nodes.len() == n && nodes.iter().all(|r| &r["applied_version"] == v) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "not converged: {s:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn pull_cluster_converges_changes_revokes_and_survives_an_outage() {
+    let Some((server, mut home)) = setup() else {
+        return;
+    };
+    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let relay = Relay::start(port);
+    home.ok(&["cluster", "add", "gpu", "--pull"]);
+    // The bundles name a dead store node first, then the relay: failover.
+    home.set_env(
+        "VAULT_ADDR",
+        &format!("{},{}", vault_common::dead_url(), relay.url()),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let bundles = enroll(&home, "gpu", &out.path().join("bundles"), 3);
+    home.set_env("VAULT_ADDR", &server.url);
+
+    local::save(home.path(), &file_secret(V1)).unwrap();
+    local::save(home.path(), &env_secret()).unwrap();
+    let agents: Vec<PullAgent> = bundles.iter().map(|b| start_agent(b)).collect();
+
+    // Publish and wait: every node applies, files 0600, the var in base_env.
+    let run = home.ok(&["sync", "--cluster", "gpu", "--wait", "30", "--json"]);
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["published"]["version"], 1, "{doc:#}");
+    assert_eq!(doc["nodes"].as_array().unwrap().len(), 3, "{doc:#}");
+    assert!(doc["not_converged"].is_null(), "{doc:#}");
+    for a in &agents {
+        assert_eq!(a.token_value().as_deref(), Some(V1));
+        assert_eq!(mode(&a.file(TOKEN_FILE)), 0o600);
+        assert_eq!(mode(&a.file(".config/mytool")), 0o700);
+        assert_eq!(a.env_var("MYAPI_KEY").as_deref(), Some(V_ENV));
+        // Secret zero is kept private; the spent bundle is left as it was.
+        assert_eq!(mode(&a.state().join("pull/secret_id")), 0o600);
+        assert_eq!(mode(&a.state().join("pull/token.json")), 0o600);
+        assert_eq!(mode(&a.state().join("pull")), 0o700);
+        assert_eq!(a.metric("rh_agent_pull_applied_version"), 1.0);
+        let (status, body) = a.call("GET", "/metrics", None, false);
+        assert_eq!(status, 401, "{body}");
+        let (_, metrics) = a.call("GET", "/metrics", None, true);
+        for v in [V1, V_ENV] {
+            assert!(!metrics.contains(v));
+        }
+    }
+    // Publishing the same content again changes nothing.
+    let run = home.ok(&["sync", "--cluster", "gpu", "--json"]);
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["published"]["version"], 1, "{doc:#}");
+
+    // Change one value: converged with the new value, the old one gone.
+    local::save(home.path(), &file_secret(V2)).unwrap();
+    home.ok(&[
+        "sync",
+        "--cluster",
+        "gpu",
+        "--secret",
+        "mytool",
+        "--wait",
+        "30",
+    ]);
+    for a in &agents {
+        assert_eq!(a.token_value().as_deref(), Some(V2));
+        let text = std::fs::read_to_string(a.file(TOKEN_FILE)).unwrap();
+        assert!(!text.contains(V1));
+        assert_eq!(a.env_var("MYAPI_KEY").as_deref(), Some(V_ENV));
+    }
+
+    // Revoke: unpublished, and every node removes the var (the file stays).
+    home.ok(&["revoke", "myapi", "--cluster", "gpu"]);
+    let s = wait_converged(&home, "gpu", 3);
+    assert_eq!(s["secrets"], json!(["mytool"]), "{s:#}");
+    for a in &agents {
+        assert_eq!(a.env_var("MYAPI_KEY"), None);
+        assert_eq!(a.token_value().as_deref(), Some(V2));
+    }
+    let table = home.ok(&["status", "--cluster", "gpu"]).stdout;
+    assert!(
+        table.contains("converged") && table.contains("mytool"),
+        "{table}"
+    );
+
+    // Store down: nodes keep what they have and count errors; a publish made
+    // meanwhile reaches them once the store is back.
+    relay.cut();
+    let errors_before = agents[0].metric("rh_agent_pull_poll_errors_total");
+    local::save(home.path(), &file_secret(V3)).unwrap();
+    home.ok(&["sync", "--cluster", "gpu", "--secret", "mytool"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agents[0].metric("rh_agent_pull_poll_errors_total") < errors_before + 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no poll errors while the store is down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for a in &agents {
+        assert_eq!(a.token_value().as_deref(), Some(V2));
+    }
+    relay.open();
+    let s = wait_converged(&home, "gpu", 3);
+    for a in &agents {
+        assert_eq!(a.token_value().as_deref(), Some(V3));
+    }
+    for n in s["nodes"].as_array().unwrap() {
+        assert!(n["last_error"].is_null(), "{s:#}");
+    }
+}
+
+#[test]
+fn node_tokens_are_least_privilege_bundles_single_use_and_remove_stops_updates() {
+    let Some((server, home)) = setup() else {
+        return;
+    };
+    home.ok(&["cluster", "add", "gpu", "--pull"]);
+    home.ok(&["cluster", "add", "other", "--pull"]);
+    let out = tempfile::tempdir().unwrap();
+    let bundles = enroll(&home, "gpu", &out.path().join("gpu"), 1);
+    enroll(&home, "other", &out.path().join("other"), 1);
+    // Enrolling again is idempotent (same role, fresh bundles).
+    enroll(&home, "gpu", &out.path().join("gpu2"), 1);
+
+    local::save(home.path(), &file_secret(V1)).unwrap();
+    home.ok(&["sync", "--cluster", "gpu"]);
+    home.ok(&["sync", "--cluster", "other"]);
+    // One of alice's own secrets, outside every cluster.
+    let (st, _) = raw(
+        &server.url,
+        ROOT_TOKEN,
+        "POST",
+        "secret/data/rh/alice/personal",
+        Some(json!({ "data": { "v": V_PERSONAL } })),
+    )
+    .unwrap();
+    assert_eq!(st, 200);
+
+    let agent = start_agent(&bundles[0]);
+    // Applied before it served.
+    assert_eq!(agent.token_value().as_deref(), Some(V1));
+
+    // The node's own token: its cluster only, reports only.
+    let kept: Value = serde_json::from_str(
+        &std::fs::read_to_string(agent.state().join("pull/token.json")).unwrap(),
+    )
+    .unwrap();
+    let token = kept["token"].as_str().unwrap();
+    let get = |path: &str| raw(&server.url, token, "GET", path, None).unwrap().0;
+    assert_eq!(get("secret/data/rh/alice/clusters/gpu/manifest"), 200);
+    assert_eq!(get("secret/data/rh/alice/clusters/gpu/secrets/mytool"), 200);
+    assert_eq!(get("secret/data/rh/alice/clusters/other/manifest"), 403);
+    assert_eq!(
+        get("secret/data/rh/alice/clusters/other/secrets/mytool"),
+        403
+    );
+    assert_eq!(get("secret/data/rh/alice/personal"), 403);
+    assert_eq!(get("secret/metadata/rh/alice?list=true"), 403);
+    let put = |path: &str| {
+        raw(
+            &server.url,
+            token,
+            "POST",
+            path,
+            Some(json!({ "data": { "x": "1" } })),
+        )
+        .unwrap()
+        .0
+    };
+    assert_eq!(put("secret/data/rh/alice/clusters/gpu/nodes/probe"), 200);
+    assert_eq!(put("secret/data/rh/alice/clusters/gpu/manifest"), 403);
+    assert_eq!(put("secret/data/rh/alice/clusters/gpu/secrets/mytool"), 403);
+    assert_eq!(put("secret/data/rh/alice/clusters/other/nodes/probe"), 403);
+    // No `default` policy on the token (not even lookup-self), and it is a
+    // batch token.
+    let (st, _) = raw(&server.url, token, "GET", "auth/token/lookup-self", None).unwrap();
+    assert_eq!(st, 403);
+    let (_, info) = raw(
+        &server.url,
+        ROOT_TOKEN,
+        "POST",
+        "auth/token/lookup",
+        Some(json!({ "token": token })),
+    )
+    .unwrap();
+    let policies = info["data"]["policies"].to_string();
+    assert!(policies.contains("rh-fleet-rh-alice-gpu"), "{policies}");
+    assert!(!policies.contains("\"default\""), "{policies}");
+    assert_eq!(info["data"]["type"], "batch", "{info}");
+
+    // The same bundle on another node (another state dir): refused, clearly.
+    let (other_home, _port, mut child) = spawn_agent(&bundles[0]);
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let log = std::fs::read_to_string(other_home.path().join("agent.log")).unwrap();
+    assert!(log.contains("already unwrapped"), "{log}");
+    for bad in [V1, token] {
+        assert!(!log.contains(bad));
+    }
+    let agent_log = std::fs::read_to_string(agent.home.path().join("agent.log")).unwrap();
+    for bad in [V1, token] {
+        assert!(!agent_log.contains(bad), "{agent_log}");
+    }
+
+    // A reusable launch bundle: not wrapped, private, and it logs a node in.
+    let launch_dir = out.path().join("launch");
+    let run = home.ok(&[
+        "cluster",
+        "enroll",
+        "gpu",
+        "--out",
+        launch_dir.to_str().unwrap(),
+        "--reusable",
+        "--uses",
+        "5",
+        "--ttl",
+        "1h",
+        "--cidr",
+        "127.0.0.0/8",
+    ]);
+    assert!(run.stderr.contains("weaker"), "{run:?}");
+    let launch = launch_dir.join("launch.json");
+    assert_eq!(mode(&launch), 0o600);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&launch).unwrap()).unwrap();
+    assert!(
+        v["secret_id"].is_string() && v["wrapped_secret_id"].is_null(),
+        "{v}"
+    );
+    let launched = start_agent(&launch);
+    assert_eq!(launched.token_value().as_deref(), Some(V1));
+    drop(launched);
+
+    // cluster remove: the AppRole goes, nodes stop updating and keep files.
+    home.ok(&["cluster", "remove", "gpu"]);
+    home.ok(&["cluster", "add", "gpu", "--pull"]);
+    local::save(home.path(), &file_secret(V2)).unwrap();
+    home.ok(&["sync", "--cluster", "gpu"]);
+    let errors = agent.metric("rh_agent_pull_poll_errors_total");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent.metric("rh_agent_pull_poll_errors_total") < errors + 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the node kept polling successfully"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(agent.token_value().as_deref(), Some(V1));
+    assert_eq!(mode(&agent.file(TOKEN_FILE)), 0o600);
+    assert_eq!(get("secret/data/rh/alice/clusters/gpu/manifest"), 403);
+}

