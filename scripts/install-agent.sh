@@ -15,7 +15,9 @@
 #   --no-start   install and enable, but do not start now
 #
 # With systemd as PID 1: writes the unit (a system unit run as USER when root,
-# a user unit with lingering otherwise), reloads, enables and (re)starts it.
+# e.g. `sudo install-agent.sh --user "$USER"` as `cluster bootstrap` does for
+# a login user with passwordless sudo; a user unit with lingering otherwise),
+# reloads, enables and (re)starts it.
 # Without systemd (containers, minimal VMs), or when the user manager is not
 # reachable: installs agent-boot.sh next to the binary, starts it (the
 # supervisor restarts the agent if it dies) and adds an @reboot crontab entry
@@ -94,7 +96,17 @@ unit_text() {
 
 systemd_is_init() { [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
 
+# Stop an agent-boot.sh supervisor an earlier install started (it stops its
+# agent), so a unit can take the port.
+stop_boot_script() {
+  local pid_file="$state_dir/agent-boot.pid"
+  [ -f "$pid_file" ] || return 0
+  kill -TERM "$(cat "$pid_file")" 2>/dev/null || true
+  for _ in $(seq 50); do [ -f "$pid_file" ] || break; sleep 0.1; done
+}
+
 install_systemd_system() {
+  stop_boot_script
   unit_text >/etc/systemd/system/rh-agent.service
   chmod 0644 /etc/systemd/system/rh-agent.service
   systemctl daemon-reload
@@ -140,10 +152,7 @@ install_boot_script() {
   fi
   if [ "$start" = 1 ]; then
     # Restart: stop a running supervisor (it stops the agent), then start.
-    if [ -f "$state_dir/agent-boot.pid" ]; then
-      kill -TERM "$(cat "$state_dir/agent-boot.pid")" 2>/dev/null || true
-      for _ in $(seq 50); do [ -f "$state_dir/agent-boot.pid" ] || break; sleep 0.1; done
-    fi
+    stop_boot_script
     if [ "${#as_user[@]}" -gt 0 ]; then "${as_user[@]}" "$cmd"; else bash -c "$cmd"; fi
   fi
 }

@@ -53,3 +53,27 @@ for f in sys.argv[1:]:
         print(f"{k}={v}")' "$data"/{docker,anthropic,cohere,langchain,openai,pinecone,wandb}/env.json)
   [ "${#fixture_vars[@]}" -ge 7 ] || { echo "bench: could not read env fixtures from $data" >&2; return 1; }
 }
+
+# The static node agents: one Rust target per node architecture. The
+# controller's table (controller/src/commands/cluster.rs, NODE_TARGETS) maps
+# `uname -m` to these.
+AGENT_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+# The controller's own targets on macOS, checked with `cargo zigbuild check`.
+APPLE_TARGETS=(aarch64-apple-darwin x86_64-apple-darwin)
+
+# Install `cargo zigbuild` when missing (PyPI: `ziglang` brings zig,
+# `cargo-zigbuild` the cargo subcommand) and the rustup targets given.
+ensure_zigbuild() {
+  if ! cargo zigbuild --help >/dev/null 2>&1 || ! python3 -m ziglang version >/dev/null 2>&1; then
+    step "installing cargo-zigbuild and zig (pip install ziglang cargo-zigbuild)"
+    python3 -m pip install -q ziglang cargo-zigbuild
+  fi
+  local t missing=()
+  for t in "$@"; do
+    rustup target list --installed 2>/dev/null | grep -qx "$t" || missing+=("$t")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    step "rustup target add ${missing[*]}"
+    rustup target add "${missing[@]}"
+  fi
+}

@@ -28,9 +28,10 @@ trap 'close_ssh_masters; e2e/cluster.sh down || true; rm -rf "$OUT"' EXIT
 trap 'exit 130' INT TERM
 
 step "40-e2e-sync: build (release), images, 32-node cluster"
-cargo build --release --quiet -p agent -p controller
+cargo build --release --quiet -p controller
+scripts/build-agents.sh --target x86_64-unknown-linux-musl
 e2e/build-images.sh
-e2e/cluster.sh up --agents 32 --bare 0
+e2e/cluster.sh up --agents 32 --bare 0 --systemd 0
 . "$RH_E2E_STATE/cluster.env"
 read -r -a HOSTS <<<"$RH_E2E_AGENT_HOSTS"
 
