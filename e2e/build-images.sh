@@ -64,7 +64,7 @@ build_base() {
   trap 'rm -rf "$rootfs"' RETURN
   log "debootstrap bookworm (minbase) from the host's mirror into $rootfs"
   debootstrap --variant=minbase \
-    --include=openssh-server,ca-certificates,curl,procps,iproute2$extra \
+    --include=openssh-server,ca-certificates,curl,procps,iproute2"$extra" \
     bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
     || { tail -n 30 "$rootfs.log" >&2; rm -f "$rootfs.log"; exit 1; }
   rm -f "$rootfs.log"

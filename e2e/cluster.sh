@@ -18,7 +18,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . e2e/env.sh
-ROOT=$PWD
 PROJECT=$RH_E2E_PROJECT
 SUBNET=$RH_E2E_SUBNET
 STATE=$RH_E2E_STATE
@@ -105,8 +104,8 @@ YAML
 }
 
 wait_sshd() {
-  local c=$1 ip=$2 n
-  for n in $(seq 1 100); do
+  local c=$1 ip=$2
+  for _ in $(seq 1 100); do
     if docker exec "$c" test -s /etc/ssh/ssh_host_ed25519_key.pub 2>/dev/null &&
        timeout 2 bash -c "exec 3<>/dev/tcp/$ip/22" 2>/dev/null; then
       return 0

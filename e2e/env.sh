@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the names are used by its callers
 # Sourced by the e2e scripts (not executable): names shared by the image build,
 # the cluster and the suite. Defaults are derived from the checkout path so
 # that two checkouts on one machine never share containers, images, networks

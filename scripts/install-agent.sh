@@ -49,6 +49,9 @@ die() { echo "install-agent.sh: $*" >&2; exit 1; }
 
 src_bin="${RH_AGENT_BIN:-$from/agent}"
 [ -x "$src_bin" ] || die "no agent binary at $src_bin (use --from DIR or RH_AGENT_BIN)"
+# A binary this node cannot run (another architecture) never replaces a working one.
+"$src_bin" --version >/dev/null 2>&1 \
+  || die "the agent binary does not run on this node ($(uname -m)): not installed"
 
 is_root=0; [ "$(id -u)" = 0 ] && is_root=1
 if [ -n "$run_user" ] && [ "$is_root" = 0 ] && [ "$run_user" != "$(id -un)" ]; then
@@ -63,7 +66,7 @@ if [ "$run_user" = "$(id -un)" ] && [ -n "${HOME:-}" ] && [ -d "$HOME" ]; then
 else
   run_home="$(getent passwd "$run_user" 2>/dev/null | cut -d: -f6 || true)"
 fi
-[ -n "$run_home" ] && [ -d "$run_home" ] || die "no home directory for user $run_user"
+if [ -z "$run_home" ] || [ ! -d "$run_home" ]; then die "no home directory for user $run_user"; fi
 
 if [ -z "$prefix" ]; then
   if [ "$is_root" = 1 ]; then prefix=/usr/local/bin; else prefix="$run_home/.rh/bin"; fi

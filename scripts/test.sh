@@ -17,8 +17,15 @@ ensure_test_tools
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "shellcheck (every shell script in the repository)"
+mapfile -t scripts < <(git ls-files '*.sh' .ci/run 2>/dev/null || find scripts e2e -name '*.sh')
+shellcheck -x "${scripts[@]}"
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo doc --no-deps (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 step "controller for macOS: cargo zigbuild check (${APPLE_TARGETS[*]})"
 ensure_zigbuild "${APPLE_TARGETS[@]}"
