@@ -214,7 +214,10 @@ pub struct ClusterNameArgs {
 #[derive(Debug, Args)]
 pub struct BootstrapArgs {
     pub name: String,
-    /// The agent binary to install (default: `agent` next to this controller).
+    /// One agent binary for every node, instead of the static agent built
+    /// for each node's `uname -m` (scripts/build-agents.sh; looked up in
+    /// $RH_AGENTS_DIR, else ~/.rh/agents, else target/agents). It must be a
+    /// Linux ELF for the node's machine.
     #[arg(long = "agent-bin")]
     pub agent_bin: Option<PathBuf>,
     #[command(flatten)]

@@ -188,7 +188,7 @@ impl BootMethod {
 
     fn describe(self) -> &'static str {
         match self {
-            Self::SystemdSystem => "systemd unit rh-agent.service",
+            Self::SystemdSystem => "systemd system unit rh-agent.service",
             Self::SystemdUser => "systemd user unit rh-agent.service",
             Self::Crontab => "agent-boot.sh + @reboot crontab",
             Self::None => "none (agent-boot.sh started now; no systemd, no crontab)",
