@@ -79,7 +79,7 @@ pub struct DetectArgs {
     /// Only these providers (repeatable).
     #[arg(long = "provider", value_name = "P")]
     pub providers: Vec<String>,
-    /// Print values instead of <redacted>.
+    /// Print values instead of `<redacted>`.
     #[arg(long)]
     pub reveal: bool,
     /// One JSON document on stdout.
@@ -130,7 +130,7 @@ impl fmt::Debug for CreateArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     pub name: String,
-    /// Print values instead of <redacted>.
+    /// Print values instead of `<redacted>`.
     #[arg(long)]
     pub reveal: bool,
     /// One JSON document on stdout.

@@ -9,7 +9,7 @@
 //! holds the token in `~/.rh/agent/token` before the token is sent, and, on
 //! Linux, the port must be held by this user (`/proc/net/tcp`). On macOS
 //! (and other systems without `/proc/net/tcp`) the HMAC proof alone guards
-//! the token, and a debug line says so: see [`check_listener_owner`] for
+//! the token, and a debug line says so: see `check_listener_owner` for
 //! why that suffices. Never prints the token.
 
 use std::net::{Ipv4Addr, SocketAddr};
