@@ -67,9 +67,10 @@ AGENT_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 APPLE_TARGETS=(aarch64-apple-darwin x86_64-apple-darwin)
 
 # Install `cargo zigbuild` when missing (PyPI: `ziglang` brings zig,
-# `cargo-zigbuild` the cargo subcommand) and the rustup targets given.
+# `cargo-zigbuild` the cargo subcommand; `cargo-zigbuild check` checks) and
+# the rustup targets given.
 ensure_zigbuild() {
-  if ! cargo zigbuild --help >/dev/null 2>&1 || ! python3 -m ziglang version >/dev/null 2>&1; then
+  if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -m ziglang version >/dev/null 2>&1; then
     step "installing cargo-zigbuild and zig (pip install ziglang cargo-zigbuild)"
     python3 -m pip install -q ziglang cargo-zigbuild
   fi

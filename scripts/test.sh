@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: format, shellcheck on every script, clippy
 # (warnings are errors), rustdoc (warnings are errors), the controller for
-# macOS (`cargo zigbuild check` for both Apple targets), the whole cargo test
+# macOS (`cargo-zigbuild check` for both Apple targets: zig brings the
+# macOS libc headers, no Apple SDK needed), the whole cargo test
 # suite (unit, router, integration over real SSH and a real OpenBao dev
 # server), then the docker-compose e2e suite when a Docker engine answers.
 # Installs what the tests need when it is missing (sshd, OpenBao, shellcheck,
@@ -27,10 +28,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "cargo doc --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
-step "controller for macOS: cargo zigbuild check (${APPLE_TARGETS[*]})"
+step "controller for macOS: cargo-zigbuild check (${APPLE_TARGETS[*]})"
 ensure_zigbuild "${APPLE_TARGETS[@]}"
 for t in "${APPLE_TARGETS[@]}"; do
-  cargo zigbuild check --quiet -p controller -p rh-common --target "$t"
+  cargo-zigbuild check --quiet -p controller --target "$t"
 done
 
 step "cargo test"
