@@ -4,17 +4,22 @@
 #                         another suite may reuse it, keep the name)
 #   rh-e2e-node:<project> base + user `ubuntu` (home, bash, key-only sshd) + entrypoint;
 #                         "bare" nodes run it (sshd only, agent comes by `cluster bootstrap`)
-#   rh-e2e-agent:<project> node + the host-built release `agent` + scripts/agent-boot.sh
+#   rh-e2e-agent:<project> node + the static x86_64 musl `agent` (scripts/build-agents.sh)
+#                         + scripts/agent-boot.sh
+#   rh-e2e-base-systemd:bookworm  debootstrap minbase + sshd + systemd, systemd-sysv, dbus, sudo
+#   rh-e2e-systemd:<project> that base + user `ubuntu` (passwordless sudo), sshd as a unit,
+#                         systemd as PID 1; bootstrap installs the agent's system unit
 # The Debian mirror is read at run time from the host's apt sources, never written here.
 # Usage: e2e/build-images.sh [--base-only] [--rebuild-base]
-# Env:   RH_E2E_TARGET_DIR  where the release binaries are (default: <repo>/target/release)
+# Env:   RH_E2E_AGENT_BIN  the agent baked into the agent image (default: the static
+#                          x86_64 agent <repo>/target/agents/x86_64-unknown-linux-musl/agent)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . e2e/env.sh
 ROOT=$PWD
 BASE=$RH_E2E_BASE_IMAGE
 BUILD=$RH_E2E_STATE
-TARGET_DIR=${RH_E2E_TARGET_DIR:-$ROOT/target/release}
+AGENT_BIN=${RH_E2E_AGENT_BIN:-$ROOT/target/agents/x86_64-unknown-linux-musl/agent}
 mkdir -p "$BUILD"
 base_only=0 rebuild_base=0
 for a in "$@"; do
@@ -43,9 +48,12 @@ debian_mirror() {
     | awk '{print $2}' | head -n1
 }
 
+# build_base IMAGE EXTRA_PACKAGES: a debootstrap minbase rootfs with sshd and
+# the given packages, imported as IMAGE (reused when present).
 build_base() {
-  if [ "$rebuild_base" = 0 ] && docker image inspect "$BASE" >/dev/null 2>&1; then
-    log "$BASE present, reused"
+  local image=$1 extra=$2
+  if [ "$rebuild_base" = 0 ] && docker image inspect "$image" >/dev/null 2>&1; then
+    log "$image present, reused"
     return
   fi
   command -v debootstrap >/dev/null || { log "debootstrap missing (apt-get install debootstrap)"; exit 1; }
@@ -56,7 +64,7 @@ build_base() {
   trap 'rm -rf "$rootfs"' RETURN
   log "debootstrap bookworm (minbase) from the host's mirror into $rootfs"
   debootstrap --variant=minbase \
-    --include=openssh-server,ca-certificates,curl,procps,iproute2 \
+    --include=openssh-server,ca-certificates,curl,procps,iproute2"$extra" \
     bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
     || { tail -n 30 "$rootfs.log" >&2; rm -f "$rootfs.log"; exit 1; }
   rm -f "$rootfs.log"
@@ -65,23 +73,28 @@ build_base() {
   rm -f "$rootfs"/etc/ssh/ssh_host_*
   find "$rootfs/var/log" -type f -delete
   mkdir -p "$rootfs/run/sshd"
-  log "docker import -> $BASE"
+  log "docker import -> $image"
   tar -C "$rootfs" -c . | docker import \
     -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    -c 'CMD ["/bin/bash"]' - "$BASE" >/dev/null
+    -c 'CMD ["/bin/bash"]' - "$image" >/dev/null
 }
 
 build_node_images() {
   local ctx=$BUILD/image-ctx
   rm -rf "$ctx" && mkdir -p "$ctx"
   sed "s|^FROM rh-e2e-node:.*|FROM $RH_E2E_NODE_IMAGE|" e2e/node/Dockerfile.agent >"$ctx/Dockerfile.agent"
-  cp e2e/node/entrypoint.sh e2e/node/sshd_config "$ctx/"
+  cp e2e/node/entrypoint.sh e2e/node/sshd_config e2e/node/rh-e2e-node-keys.service "$ctx/"
   log "docker build $RH_E2E_NODE_IMAGE"
   docker build -q -t "$RH_E2E_NODE_IMAGE" -f e2e/node/Dockerfile.node "$ctx" >"$BUILD/docker-build.log" 2>&1 \
     || { cat "$BUILD/docker-build.log" >&2; exit 1; }
 
-  [ -x "$TARGET_DIR/agent" ] || { log "no agent binary at $TARGET_DIR/agent (cargo build --release -p agent)"; exit 1; }
-  cp "$TARGET_DIR/agent" "$ctx/agent"
+  sed "s|^FROM rh-e2e-base-systemd:.*|FROM $RH_E2E_SYSTEMD_BASE_IMAGE|" e2e/node/Dockerfile.systemd >"$ctx/Dockerfile.systemd"
+  log "docker build $RH_E2E_SYSTEMD_IMAGE"
+  docker build -q -t "$RH_E2E_SYSTEMD_IMAGE" -f "$ctx/Dockerfile.systemd" "$ctx" >"$BUILD/docker-build.log" 2>&1 \
+    || { cat "$BUILD/docker-build.log" >&2; exit 1; }
+
+  [ -x "$AGENT_BIN" ] || { log "no agent binary at $AGENT_BIN (scripts/build-agents.sh)"; exit 1; }
+  cp "$AGENT_BIN" "$ctx/agent"
   if [ -f scripts/agent-boot.sh ]; then
     cp scripts/agent-boot.sh "$ctx/agent-boot.sh"
   else
@@ -93,6 +106,10 @@ build_node_images() {
     || { cat "$BUILD/docker-build.log" >&2; exit 1; }
 }
 
-build_base
-[ "$base_only" = 1 ] || build_node_images
+build_base "$BASE" ""
+if [ "$base_only" = 0 ]; then
+  # The base of the node with systemd as PID 1 (bootstrap installs the unit there).
+  build_base "$RH_E2E_SYSTEMD_BASE_IMAGE" ",systemd,systemd-sysv,dbus,sudo"
+  build_node_images
+fi
 log "images ready"

@@ -79,6 +79,7 @@ end=$(date +%s%N)
 echo "(sync took $(( (end - start) / 1000000 )) ms)"
 
 say "controller send huggingface --cluster local --path ~/synced/hf_token   # a file the agent creates"
+# shellcheck disable=SC2088  # a literal ~: the agent resolves it in the node home
 run "$controller" send huggingface --cluster local --path '~/synced/hf_token'
 
 say "files and modes (the credential files above were already here; the agent left them as they were)"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The docker-compose end-to-end suite: builds the release binaries, the node
-# images (no registry: debootstrap base, reused when present), starts a
-# cluster of containers (3 agent nodes started by the boot script, 3 bare
-# nodes for `cluster bootstrap`), runs the e2e tests against it with the real
+# The docker-compose end-to-end suite: builds the release controller, the
+# static node agents (scripts/build-agents.sh: the x86_64 one is the agent
+# every node runs, as users' nodes do), the node images (no registry:
+# debootstrap bases, reused when present), starts a cluster of containers
+# (3 agent nodes started by the boot script, 3 bare nodes for `cluster
+# bootstrap`, 1 node with systemd as PID 1), runs the e2e tests against it with the real
 # controller over real SSH, then the OpenBao HA test (e2e/vault-ha/run.sh), saves every container's logs to e2e/.build/logs/,
 # and tears the cluster down whatever happens.
 # Usage: scripts/e2e.sh [TEST_FILTER]
@@ -21,13 +23,15 @@ start=$(date +%s)
 
 # The controller leaves one persistent ssh master per node (ControlPersist):
 # close the ones this run made, by their control sockets.
+# shellcheck disable=SC2317  # called from the EXIT trap
 close_ssh_masters() {
   local sock
-  for sock in $(find "$1" -type s 2>/dev/null); do
+  while IFS= read -r sock; do
     ssh -S "$sock" -O exit rh-e2e-node >/dev/null 2>&1 || true
-  done
+  done < <(find "$1" -type s 2>/dev/null)
 }
 
+# shellcheck disable=SC2317  # the EXIT trap
 finish() {
   local rc=$?
   trap - EXIT INT TERM
@@ -49,18 +53,21 @@ trap 'exit 130' INT TERM
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 
-step "e2e: cargo build --release -p agent -p controller"
-cargo build --release --quiet -p agent -p controller
+step "e2e: cargo build --release -p controller; static agents"
+cargo build --release --quiet -p controller
+scripts/build-agents.sh
 
 step "e2e: node images"
 e2e/build-images.sh
 
-step "e2e: cluster up ($NODES agent nodes, $NODES bare nodes)"
-e2e/cluster.sh up --agents "$NODES" --bare "$NODES"
+step "e2e: cluster up ($NODES agent nodes, $NODES bare nodes, 1 systemd node)"
+e2e/cluster.sh up --agents "$NODES" --bare "$NODES" --systemd 1
 
 step "e2e: tests"
 export RH_E2E_CLUSTER_ENV=$RH_E2E_STATE/cluster.env RH_E2E_LOGS=$LOGS RH_E2E_WORK=$WORK
 export RH_E2E_CONTROLLER=$PWD/target/release/controller
+# Where bootstrap finds the static agents (also target/agents beside the controller).
+export RH_AGENTS_DIR=$PWD/target/agents
 set +e
 cargo test --release -p e2e --test cluster -- --ignored --test-threads=1 --nocapture ${1:+"$1"} 2>&1 \
   | tee "$LOGS/tests.log"

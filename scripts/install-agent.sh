@@ -15,7 +15,9 @@
 #   --no-start   install and enable, but do not start now
 #
 # With systemd as PID 1: writes the unit (a system unit run as USER when root,
-# a user unit with lingering otherwise), reloads, enables and (re)starts it.
+# e.g. `sudo install-agent.sh --user "$USER"` as `cluster bootstrap` does for
+# a login user with passwordless sudo; a user unit with lingering otherwise),
+# reloads, enables and (re)starts it.
 # Without systemd (containers, minimal VMs), or when the user manager is not
 # reachable: installs agent-boot.sh next to the binary, starts it (the
 # supervisor restarts the agent if it dies) and adds an @reboot crontab entry
@@ -47,6 +49,9 @@ die() { echo "install-agent.sh: $*" >&2; exit 1; }
 
 src_bin="${RH_AGENT_BIN:-$from/agent}"
 [ -x "$src_bin" ] || die "no agent binary at $src_bin (use --from DIR or RH_AGENT_BIN)"
+# A binary this node cannot run (another architecture) never replaces a working one.
+"$src_bin" --version >/dev/null 2>&1 \
+  || die "the agent binary does not run on this node ($(uname -m)): not installed"
 
 is_root=0; [ "$(id -u)" = 0 ] && is_root=1
 if [ -n "$run_user" ] && [ "$is_root" = 0 ] && [ "$run_user" != "$(id -un)" ]; then
@@ -61,7 +66,7 @@ if [ "$run_user" = "$(id -un)" ] && [ -n "${HOME:-}" ] && [ -d "$HOME" ]; then
 else
   run_home="$(getent passwd "$run_user" 2>/dev/null | cut -d: -f6 || true)"
 fi
-[ -n "$run_home" ] && [ -d "$run_home" ] || die "no home directory for user $run_user"
+if [ -z "$run_home" ] || [ ! -d "$run_home" ]; then die "no home directory for user $run_user"; fi
 
 if [ -z "$prefix" ]; then
   if [ "$is_root" = 1 ]; then prefix=/usr/local/bin; else prefix="$run_home/.rh/bin"; fi
@@ -94,7 +99,17 @@ unit_text() {
 
 systemd_is_init() { [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
 
+# Stop an agent-boot.sh supervisor an earlier install started (it stops its
+# agent), so a unit can take the port.
+stop_boot_script() {
+  local pid_file="$state_dir/agent-boot.pid"
+  [ -f "$pid_file" ] || return 0
+  kill -TERM "$(cat "$pid_file")" 2>/dev/null || true
+  for _ in $(seq 50); do [ -f "$pid_file" ] || break; sleep 0.1; done
+}
+
 install_systemd_system() {
+  stop_boot_script
   unit_text >/etc/systemd/system/rh-agent.service
   chmod 0644 /etc/systemd/system/rh-agent.service
   systemctl daemon-reload
@@ -140,10 +155,7 @@ install_boot_script() {
   fi
   if [ "$start" = 1 ]; then
     # Restart: stop a running supervisor (it stops the agent), then start.
-    if [ -f "$state_dir/agent-boot.pid" ]; then
-      kill -TERM "$(cat "$state_dir/agent-boot.pid")" 2>/dev/null || true
-      for _ in $(seq 50); do [ -f "$state_dir/agent-boot.pid" ] || break; sleep 0.1; done
-    fi
+    stop_boot_script
     if [ "${#as_user[@]}" -gt 0 ]; then "${as_user[@]}" "$cmd"; else bash -c "$cmd"; fi
   fi
 }

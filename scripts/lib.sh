@@ -1,15 +1,18 @@
+# shellcheck shell=bash
 # Helpers sourced by the scripts in this folder. Not executable on its own.
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 # Install the tools the test suite needs when they are missing:
-# sshd (integration tests over real SSH) and OpenBao's `bao` (remote store tests).
+# sshd (integration tests over real SSH), OpenBao's `bao` (remote store
+# tests) and shellcheck (every script is checked).
 ensure_test_tools() {
   local need_apt=()
   command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
   command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
   command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+  command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
   # The e2e suite builds its node images from nothing with debootstrap.
   if [ "${E2E:-auto}" != skip ] && docker info >/dev/null 2>&1; then
     command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
@@ -57,4 +60,31 @@ for f in sys.argv[1:]:
     for k, v in json.load(open(f)).items():
         print(f"{k}={v}")' "$data"/{docker,anthropic,cohere,langchain,openai,pinecone,wandb}/env.json)
   [ "${#fixture_vars[@]}" -ge 7 ] || { echo "bench: could not read env fixtures from $data" >&2; return 1; }
+}
+
+# The static node agents: one Rust target per node architecture. The
+# controller's table (controller/src/commands/cluster.rs, NODE_TARGETS) maps
+# `uname -m` to these.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+AGENT_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+# The controller's own targets on macOS, checked with `cargo zigbuild check`.
+# shellcheck disable=SC2034
+APPLE_TARGETS=(aarch64-apple-darwin x86_64-apple-darwin)
+
+# Install `cargo zigbuild` when missing (PyPI: `ziglang` brings zig,
+# `cargo-zigbuild` the cargo subcommand; `cargo-zigbuild check` checks) and
+# the rustup targets given.
+ensure_zigbuild() {
+  if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -m ziglang version >/dev/null 2>&1; then
+    step "installing cargo-zigbuild and zig (pip install ziglang cargo-zigbuild)"
+    python3 -m pip install -q ziglang cargo-zigbuild
+  fi
+  local t missing=()
+  for t in "$@"; do
+    rustup target list --installed 2>/dev/null | grep -qx "$t" || missing+=("$t")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    step "rustup target add ${missing[*]}"
+    rustup target add "${missing[@]}"
+  fi
 }

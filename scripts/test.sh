@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Runs every check and test: format, clippy (warnings are errors), the whole
-# cargo test suite (unit, router, integration over real SSH and a real
-# OpenBao dev server), then the docker-compose e2e suite when a Docker engine
-# answers. Installs what the tests need when it is missing (sshd, OpenBao).
+# Runs every check and test: format, shellcheck on every script, clippy
+# (warnings are errors), rustdoc (warnings are errors), the controller for
+# macOS (`cargo-zigbuild check` for both Apple targets: zig brings the
+# macOS libc headers, no Apple SDK needed), the whole cargo test
+# suite (unit, router, integration over real SSH and a real OpenBao dev
+# server), then the docker-compose e2e suite when a Docker engine answers.
+# Installs what the tests need when it is missing (sshd, OpenBao, shellcheck,
+# zig and cargo-zigbuild, the rustup targets).
 # E2E=require (set by .ci/run) makes a missing Docker engine a failure
 # instead of a skip; E2E=skip skips it.
 set -euo pipefail
@@ -14,8 +18,21 @@ ensure_test_tools
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "shellcheck (every shell script in the repository)"
+mapfile -t scripts < <(git ls-files '*.sh' .ci/run 2>/dev/null || find scripts e2e -name '*.sh')
+shellcheck -x "${scripts[@]}"
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo doc --no-deps (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+step "controller for macOS: cargo-zigbuild check (${APPLE_TARGETS[*]})"
+ensure_zigbuild "${APPLE_TARGETS[@]}"
+for t in "${APPLE_TARGETS[@]}"; do
+  cargo-zigbuild check --quiet -p controller --target "$t"
+done
 
 step "cargo test"
 cargo test --workspace --quiet 2>&1 | tee "${TMPDIR:-/tmp}/rh-cargo-test.log"

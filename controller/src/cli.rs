@@ -92,7 +92,7 @@ pub struct DetectArgs {
     /// Only these providers (repeatable).
     #[arg(long = "provider", value_name = "P")]
     pub providers: Vec<String>,
-    /// Print values instead of <redacted>.
+    /// Print values instead of `<redacted>`.
     #[arg(long)]
     pub reveal: bool,
     #[command(flatten)]
@@ -143,7 +143,7 @@ impl fmt::Debug for CreateArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     pub name: String,
-    /// Print values instead of <redacted>.
+    /// Print values instead of `<redacted>`.
     #[arg(long)]
     pub reveal: bool,
     #[command(flatten)]
@@ -268,7 +268,10 @@ pub struct ClusterNameArgs {
 #[derive(Debug, Args)]
 pub struct BootstrapArgs {
     pub name: String,
-    /// The agent binary to install (default: `agent` next to this controller).
+    /// One agent binary for every node, instead of the static agent built
+    /// for each node's `uname -m` (scripts/build-agents.sh; looked up in
+    /// $RH_AGENTS_DIR, else ~/.rh/agents, else target/agents). It must be a
+    /// Linux ELF for the node's machine.
     #[arg(long = "agent-bin")]
     pub agent_bin: Option<PathBuf>,
     #[command(flatten)]

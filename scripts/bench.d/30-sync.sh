@@ -40,10 +40,10 @@ sshd_pid=""; agent_pid=""
 cleanup() {
   # Close the persisted masters (their sshd sessions outlive the listener).
   for sock in "$work"/home/.rh/ssh/*; do
-    [ -S "$sock" ] && ssh -S "$sock" -O exit none >/dev/null 2>&1 || true
+    if [ -S "$sock" ]; then ssh -S "$sock" -O exit none >/dev/null 2>&1 || true; fi
   done
-  [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true
-  [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null || true
+  if [ -n "$agent_pid" ]; then kill "$agent_pid" 2>/dev/null || true; fi
+  if [ -n "$sshd_pid" ]; then kill "$sshd_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT

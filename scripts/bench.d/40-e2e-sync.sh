@@ -20,22 +20,25 @@ RUNS=${RH_BENCH_RUNS:-10}
 OUT=$(mktemp -d /tmp/rhe2e-bench.XXXXXX)
 close_ssh_masters() {  # the controller's persistent masters, by control socket
   local sock
-  for sock in $(find "$OUT" -type s 2>/dev/null); do
+  while IFS= read -r sock; do
     ssh -S "$sock" -O exit rh-e2e-node >/dev/null 2>&1 || true
-  done
+  done < <(find "$OUT" -type s 2>/dev/null)
 }
 trap 'close_ssh_masters; e2e/cluster.sh down || true; rm -rf "$OUT"' EXIT
 trap 'exit 130' INT TERM
 
 step "40-e2e-sync: build (release), images, 32-node cluster"
-cargo build --release --quiet -p agent -p controller
+cargo build --release --quiet -p controller
+scripts/build-agents.sh --target x86_64-unknown-linux-musl
 e2e/build-images.sh
-e2e/cluster.sh up --agents 32 --bare 0
+e2e/cluster.sh up --agents 32 --bare 0 --systemd 0
+# shellcheck source=/dev/null  # written by e2e/cluster.sh up
 . "$RH_E2E_STATE/cluster.env"
 read -r -a HOSTS <<<"$RH_E2E_AGENT_HOSTS"
 
 e2e/fixtures.sh "$OUT/fixtures" >/dev/null
 CONTROLLER=$PWD/target/release/controller
+# shellcheck disable=SC2046  # fixture.env: one VAR=value word per line
 ctl() {
   env -i PATH="$PATH" HOME="$OUT/fixtures/home" USER=bench LANG=C.UTF-8 \
     RH_SSH_CONFIG="$RH_E2E_SSH_CONFIG" $(cat "$OUT/fixtures/fixture.env") \
@@ -79,6 +82,7 @@ ssh_floor() {
 }
 for n in 1 32; do
   for _ in 1 2 3 4 5; do ssh_floor "$n"; done >"$OUT/ssh-$n.ms"
+  # shellcheck disable=SC2016  # backticks are text here
   printf 'reference: bare `ssh true` to %2d node(s) in parallel: median %d ms\n' "$n" "$(median <"$OUT/ssh-$n.ms")"
 done
 verdict() { if [ "$1" = 1 ]; then echo "ok"; else echo "MISSED"; fi; }

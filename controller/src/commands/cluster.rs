@@ -1,15 +1,18 @@
 //! `controller cluster add|list|show|remove|bootstrap`. Definitions live in
 //! `~/.rh/clusters/NAME.json` ([`crate::clusters`]); `local` always exists.
-//! `bootstrap` copies the agent binary and the real boot files
-//! (`scripts/install-agent.sh`, `agent-boot.sh`, `rh-agent.service`, embedded
-//! in this binary) to every node over SSH as the node's user, runs the
-//! install script (binary in `~/.rh/bin`; systemd unit when systemd is PID 1,
-//! else the `agent-boot.sh` supervisor plus an `@reboot` crontab entry when
-//! `crontab` exists), reports which boot method was installed, and checks
-//! `/healthz` through the tunnel. Re-running it upgrades in place.
+//! `bootstrap` asks each node `uname -m`, picks the static agent built for
+//! it ([`crate::agents`]; `--agent-bin` overrides), copies it and the real
+//! boot files (`scripts/install-agent.sh`, `agent-boot.sh`,
+//! `rh-agent.service`, embedded in this binary) to the node over SSH as the
+//! node's user, verifies the binary's SHA-256 on the node, runs the install
+//! script (a system unit run as the login user when systemd is PID 1 and the
+//! user has passwordless sudo; else, as the user, a user unit with lingering
+//! when systemd is PID 1, else the `agent-boot.sh` supervisor plus an
+//! `@reboot` crontab entry when `crontab` exists), reports per node which
+//! agent and which boot method were installed, and checks `/healthz`
+//! through the tunnel. Re-running it upgrades in place.
 //! `disconnect` closes the persisted SSH masters. No secret value is involved.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,10 +21,10 @@ use serde::Serialize;
 
 use super::sync::{check_remote, exit_code, resolve_cluster, runtime};
 use super::UsageError;
+use crate::agents::{AgentBin, Agents, AgentsError};
 use crate::cli::{BootstrapArgs, ClusterAddArgs, ClusterCommand, ClusterNameArgs, ListArgs};
 use crate::clusters::{self, Cluster, ClusterError, Node, Target};
 use crate::output::{print_json, Table};
-use crate::transport::local::agent_binary;
 use crate::transport::ssh::{self, Input, SshSession};
 use crate::transport::{self, TransportError, TransportOptions};
 use crate::Context;
@@ -190,7 +193,7 @@ impl BootMethod {
 
     fn describe(self) -> &'static str {
         match self {
-            Self::SystemdSystem => "systemd unit rh-agent.service",
+            Self::SystemdSystem => "systemd system unit rh-agent.service",
             Self::SystemdUser => "systemd user unit rh-agent.service",
             Self::Crontab => "agent-boot.sh + @reboot crontab",
             Self::None => "none (agent-boot.sh started now; no systemd, no crontab)",
@@ -202,6 +205,14 @@ impl BootMethod {
 struct BootstrapReport {
     node: String,
     ok: bool,
+    /// The node's `uname -m`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arch: Option<String>,
+    /// The agent sent: its target (`x86_64-unknown-linux-musl`) or `--agent-bin`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -217,15 +228,37 @@ struct Installed {
     boot: Option<BootMethod>,
 }
 
+/// Why one node's bootstrap failed.
+#[derive(Debug, thiserror::Error)]
+enum NodeError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// No agent fits the node (architecture, lookup, checksum).
+    #[error("{node}: {source}")]
+    Agent { node: String, source: AgentsError },
+    /// The copy on the node is not the binary sent.
+    #[error("{node}: {detail}")]
+    Verify { node: String, detail: String },
+}
+
+/// What is known of one node's bootstrap, whatever its outcome: its
+/// architecture and the agent chosen for it, once asked and chosen.
+#[derive(Debug, Default)]
+struct Chosen {
+    arch: Option<String>,
+    agent: Option<AgentBin>,
+}
+
 fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
     check_remote(&args.remote)?;
     let (cluster, nodes) = resolve_cluster(ctx, &args.name)?;
-    let bin = args.agent_bin.clone().unwrap_or_else(agent_binary);
-    let bin = bin
-        .canonicalize()
-        .with_context(|| format!("agent binary {} (give --agent-bin)", bin.display()))?;
-    if !bin.is_file() {
-        return Err(UsageError(format!("agent binary {} is not a file", bin.display())).into());
+    if let Some(bin) = &args.agent_bin {
+        let bin = bin
+            .canonicalize()
+            .with_context(|| format!("agent binary {} (--agent-bin)", bin.display()))?;
+        if !bin.is_file() {
+            return Err(UsageError(format!("agent binary {} is not a file", bin.display())).into());
+        }
     }
     let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.output.json);
     let rt = runtime()?;
@@ -241,33 +274,50 @@ fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
         .map(|o| {
             report(
                 o.node,
-                o.result.map(|h| Installed {
-                    version: h.version,
-                    boot: None,
-                }),
+                Chosen::default(),
+                o.result
+                    .map(|h| Installed {
+                        version: h.version,
+                        boot: None,
+                    })
+                    .map_err(NodeError::from),
             )
         })
         .collect()
     } else {
-        let bin = Arc::new(bin);
+        let agents = Arc::new(Agents::new(args.agent_bin.as_deref(), &ctx.home));
         let shared = Arc::new(opts.clone());
         rt.block_on(transport::for_each_node(
             &nodes,
             &opts,
             "bootstrap",
             move |node| {
-                let (bin, opts) = (bin.clone(), shared.clone());
-                async move { bootstrap_node(&node, &bin, &opts).await }
+                let (agents, opts) = (agents.clone(), shared.clone());
+                async move {
+                    let mut chosen = Chosen::default();
+                    let r = bootstrap_node(&node, &agents, &opts, &mut chosen).await;
+                    Ok((chosen, r))
+                }
             },
         ))
         .into_iter()
-        .map(|o| report(o.node, o.result))
+        .map(|o| match o.result {
+            Ok((chosen, r)) => report(o.node, chosen, r),
+            Err(e) => report(o.node, Chosen::default(), Err(e.into())),
+        })
         .collect()
     };
     if args.output.json {
         print_json(&serde_json::json!({"cluster": cluster.name, "nodes": reports}))?;
     } else {
-        let mut t = Table::new(&["node", "status", "agent version", "starts at boot via"]);
+        let mut t = Table::new(&[
+            "node",
+            "status",
+            "arch",
+            "agent",
+            "agent version",
+            "starts at boot via",
+        ]);
         for r in &reports {
             t.row(vec![
                 r.node.clone(),
@@ -276,6 +326,8 @@ fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
                 } else {
                     "failed".into()
                 },
+                r.arch.clone().unwrap_or_default(),
+                r.agent.clone().unwrap_or_default(),
                 r.version.clone().unwrap_or_default(),
                 match (r.ok, r.boot) {
                     (true, Some(b)) => b.describe().into(),
@@ -303,37 +355,44 @@ fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
     Ok(exit_code(reports.iter().map(|r| r.ok)))
 }
 
-fn report(node: Node, r: Result<Installed, TransportError>) -> BootstrapReport {
-    match r {
-        Ok(i) => BootstrapReport {
-            node: node.name,
-            ok: true,
-            version: Some(i.version),
-            boot: i.boot,
-            error: None,
-        },
-        Err(e) => BootstrapReport {
-            node: node.name,
-            ok: false,
-            version: None,
-            boot: None,
-            error: Some(e.to_string()),
-        },
+fn report(node: Node, chosen: Chosen, r: Result<Installed, NodeError>) -> BootstrapReport {
+    let (version, boot, error) = match r {
+        Ok(i) => (Some(i.version), i.boot, None),
+        Err(e) => (None, None, Some(e.to_string())),
+    };
+    BootstrapReport {
+        node: node.name,
+        ok: error.is_none(),
+        arch: chosen.arch,
+        agent: chosen.agent.as_ref().map(|a| a.what.clone()),
+        sha256: chosen.agent.map(|a| a.sha256),
+        version,
+        boot,
+        error,
     }
 }
 
-/// Upload, install, start, and wait for `/healthz` on one node, all through
-/// one master connection.
+/// Ask the node's architecture, pick its agent, upload, verify, install,
+/// start, and wait for `/healthz` on one node, all through one master
+/// connection. What was learnt on the way is left in `chosen`.
 async fn bootstrap_node(
     node: &Node,
-    bin: &Path,
+    agents: &Agents,
     opts: &TransportOptions,
-) -> Result<Installed, TransportError> {
+    chosen: &mut Chosen,
+) -> Result<Installed, NodeError> {
     let Target::Ssh(t) = &node.target else {
         unreachable!("only ssh nodes are bootstrapped over ssh")
     };
     let session = SshSession::open(node, t, opts).await?;
     let result = async {
+        let arch = stage(&session).await?;
+        chosen.arch = Some(arch.clone());
+        let bin = agents.for_arch(&arch).map_err(|source| NodeError::Agent {
+            node: node.name.clone(),
+            source,
+        })?;
+        let bin = chosen.agent.insert(bin);
         let boot = install(&session, node, bin, t.agent_port).await?;
         let version = wait_healthy(&session, node, t, opts).await?;
         Ok(Installed { version, boot })
@@ -367,24 +426,57 @@ async fn wait_healthy(
     }
 }
 
-/// Stage the binary and the boot files in `~/.rh/install` (0700), run
-/// `install-agent.sh --from` it with the binary going to `~/.rh/bin`, and
-/// remove the stage. Returns the boot method the script reported.
-async fn install(
-    session: &SshSession,
-    node: &Node,
-    bin: &Path,
-    agent_port: u16,
-) -> Result<Option<BootMethod>, TransportError> {
-    session
+/// Check the node has bash, make the stage `~/.rh/install` (0700), and
+/// return the node's `uname -m`.
+async fn stage(session: &SshSession) -> Result<String, TransportError> {
+    let out = session
         .run_with_input(
             &format!(
                 "command -v bash >/dev/null 2>&1 || {{ echo 'bash is required on the node' >&2; exit 1; }}; \
-                 umask 077 && mkdir -p \"$HOME/.rh\" {STAGE} && chmod 700 \"$HOME/.rh\" {STAGE}"
+                 umask 077 && mkdir -p \"$HOME/.rh\" {STAGE} && chmod 700 \"$HOME/.rh\" {STAGE} && uname -m"
             ),
             None,
         )
         .await?;
+    Ok(out.trim().to_owned())
+}
+
+/// The node command that checks the staged agent's SHA-256 against `sha256`
+/// (`sha256sum`, else `shasum -a 256`) and fails, saying what it found,
+/// when it differs: a corrupt copy is never installed.
+fn verify_command(sha256: &str) -> String {
+    format!(
+        "f={STAGE}/agent; if command -v sha256sum >/dev/null 2>&1; then s=$(sha256sum \"$f\"); \
+         elif command -v shasum >/dev/null 2>&1; then s=$(shasum -a 256 \"$f\"); \
+         else echo 'neither sha256sum nor shasum on the node: cannot verify the agent' >&2; exit 1; fi; \
+         s=${{s%% *}}; [ \"$s\" = {sha256} ] || {{ echo \"the agent copied to the node has sha256 ${{s:-none}}, \
+         expected {sha256}: not installed\" >&2; exit 1; }}"
+    )
+}
+
+/// The node command that runs the staged install script: as root for a
+/// system unit run as the login user when systemd is PID 1 and the user has
+/// passwordless sudo, else as the user (binary in `~/.rh/bin`).
+fn install_command(agent_port: u16) -> String {
+    format!(
+        "if [ \"$(id -u)\" != 0 ] && [ -d /run/systemd/system ] \
+            && [ \"$(cat /proc/1/comm 2>/dev/null)\" = systemd ] && sudo -n true 2>/dev/null; then \
+           sudo -n bash {STAGE}/install-agent.sh --from {STAGE} --user \"$(id -un)\" --port {agent_port}; \
+         else \
+           bash {STAGE}/install-agent.sh --from {STAGE} --prefix \"$HOME/.rh/bin\" --port {agent_port}; \
+         fi; rc=$?; rm -rf {STAGE}; exit $rc"
+    )
+}
+
+/// Stage the binary and the boot files in `~/.rh/install`, verify the
+/// binary's SHA-256 there, run the install script ([`install_command`]), and
+/// remove the stage. Returns the boot method the script reported.
+async fn install(
+    session: &SshSession,
+    node: &Node,
+    bin: &AgentBin,
+    agent_port: u16,
+) -> Result<Option<BootMethod>, NodeError> {
     let upload = |name: &'static str, input: Input<'static>| async move {
         session
             .run_with_input(
@@ -401,7 +493,7 @@ async fn install(
          && mv -f {STAGE}/agent.part {STAGE}/agent"
     );
     let (a, b, c, d) = tokio::join!(
-        session.run_with_input(&upload_bin, Some(Input::File(bin))),
+        session.run_with_input(&upload_bin, Some(Input::File(&bin.path))),
         upload(
             "install-agent.sh",
             Input::Bytes(scripts::INSTALL.as_bytes())
@@ -413,15 +505,14 @@ async fn install(
     b?;
     c?;
     d?;
-    let out = session
-        .output(
-            &format!(
-                "bash {STAGE}/install-agent.sh --from {STAGE} --prefix \"$HOME/.rh/bin\" \
-                 --port {agent_port}; rc=$?; rm -rf {STAGE}; exit $rc"
-            ),
-            None,
-        )
-        .await?;
+    let verified = session.output(&verify_command(&bin.sha256), None).await?;
+    if !verified.success {
+        return Err(NodeError::Verify {
+            node: node.name.clone(),
+            detail: verified.stderr.trim().to_owned(),
+        });
+    }
+    let out = session.output(&install_command(agent_port), None).await?;
     for line in out.stdout.lines().chain(out.stderr.lines()) {
         tracing::debug!(node = %node.name, "install-agent.sh: {line}");
     }
@@ -432,7 +523,8 @@ async fn install(
         return Err(TransportError::Ssh {
             node: node.name.clone(),
             detail: format!("install-agent.sh exited with {}: {tail}", out.status),
-        });
+        }
+        .into());
     }
     let boot = BootMethod::parse(&format!("{}\n{}", out.stdout, out.stderr));
     if boot.is_none() {

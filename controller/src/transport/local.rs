@@ -6,8 +6,11 @@
 //! and `/healthz` is awaited, under `~/.rh/agent/start.lock` so two
 //! controllers never start two agents. The liveness probe is the token
 //! challenge (`/healthz?challenge=`): the answering process must prove it
-//! holds the token in `~/.rh/agent/token` before the token is sent, and the
-//! port must be held by this user (`/proc/net/tcp`). Never prints the token.
+//! holds the token in `~/.rh/agent/token` before the token is sent, and, on
+//! Linux, the port must be held by this user (`/proc/net/tcp`). On macOS
+//! (and other systems without `/proc/net/tcp`) the HMAC proof alone guards
+//! the token, and a debug line says so: see `check_listener_owner` for
+//! why that suffices. Never prints the token.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -131,15 +134,35 @@ pub(crate) async fn connect(
 /// Refuse to send the token to a port another user listens on: while the
 /// agent is down, anyone on this machine can bind its loopback port, answer
 /// `/healthz` and collect the bearer token of the next request. The owner
-/// comes from `/proc/net/tcp{,6}`; where that is unavailable, no check.
+/// comes from `/proc/net/tcp{,6}`.
+///
+/// This is defence in depth, not the guard: the token is sent only after
+/// the listener has answered a fresh random challenge with its HMAC-SHA256
+/// under the token ([`AgentConn::proven`]), and only this user (and root)
+/// can read the token (`~/.rh/agent/token`, 0600 in a 0700 dir). A process of
+/// another user on the port cannot compute that proof, and cannot borrow
+/// it from the real agent either: the controller asks the one address in
+/// `agent.addr`, which the agent writes, so a squatter on that address means
+/// no agent of ours answers there. Where the owner cannot be read (macOS: no
+/// `/proc/net/tcp`, and `proc_pidinfo` on another user's process is refused
+/// to an unprivileged caller, so a port held by another user cannot be
+/// attributed), the proof alone decides, and a debug line says the check
+/// was not made.
 fn check_listener_owner(addr: SocketAddr) -> Result<(), TransportError> {
     let me = nix::unistd::geteuid().as_raw();
     let tables = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
-        .collect::<Vec<_>>()
-        .join("\n");
-    match listener_uid(&tables, addr) {
+        .collect::<Vec<_>>();
+    if tables.is_empty() {
+        tracing::debug!(
+            %addr,
+            "no /proc/net/tcp on this system: the port owner is not checked; \
+             the agent's HMAC proof of the token guards it"
+        );
+        return Ok(());
+    }
+    match listener_uid(&tables.join("\n"), addr) {
         Some(uid) if uid != me => Err(TransportError::LocalAgent {
             detail: format!(
                 "{addr} is held by uid {uid}, not by you (uid {me}): not the agent; \

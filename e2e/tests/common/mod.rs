@@ -76,6 +76,8 @@ pub(crate) struct Suite {
     pub(crate) ssh_key: PathBuf,
     pub(crate) agents: Vec<Node>,
     pub(crate) bare: Vec<Node>,
+    /// Nodes with systemd as PID 1 (none in a cluster started without them).
+    pub(crate) systemd: Vec<Node>,
     pub(crate) controller: PathBuf,
     pub(crate) home: PathBuf,
     pub(crate) fixture_env: Vec<(String, String)>,
@@ -185,8 +187,8 @@ impl Suite {
                 .unwrap_or_else(|| panic!("{} has no {k}", env_path.display()))
         };
         let nodes = |hosts: &str, containers: &str| -> Vec<Node> {
-            let h = get(hosts);
-            let c = get(containers);
+            let h = env.get(hosts).cloned().unwrap_or_default();
+            let c = env.get(containers).cloned().unwrap_or_default();
             h.split_whitespace()
                 .zip(c.split_whitespace())
                 .map(|(h, c)| Node {
@@ -243,6 +245,7 @@ impl Suite {
             ssh_key: PathBuf::from(get("RH_E2E_SSH_KEY")),
             agents: nodes("RH_E2E_AGENT_HOSTS", "RH_E2E_AGENT_CONTAINERS"),
             bare: nodes("RH_E2E_BARE_HOSTS", "RH_E2E_BARE_CONTAINERS"),
+            systemd: nodes("RH_E2E_SYSTEMD_HOSTS", "RH_E2E_SYSTEMD_CONTAINERS"),
             controller,
             home: fixtures.join("home"),
             fixture_env,
@@ -294,6 +297,7 @@ impl Suite {
             .env("USER", "e2e")
             .env("LANG", "C.UTF-8")
             .env("RH_SSH_CONFIG", &self.ssh_config)
+            .env("RH_AGENTS_DIR", self.agents_dir())
             .env("NO_COLOR", "1");
         if let Some(tmp) = std::env::var_os("TMPDIR") {
             cmd.env("TMPDIR", tmp);
@@ -343,6 +347,13 @@ impl Suite {
             out.stdout.trim_end(),
             out.stderr.trim_end()
         );
+    }
+
+    /// Where scripts/build-agents.sh put the static agents bootstrap sends.
+    pub(crate) fn agents_dir(&self) -> PathBuf {
+        std::env::var_os("RH_AGENTS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.root.join("target/agents"))
     }
 
     /// `controller cluster add NAME` for these nodes (replaces an existing one).

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# build-agents.sh: build the static node agents that `controller cluster
+# bootstrap` sends to Linux nodes, one per node architecture, with
+# `cargo zigbuild` (zig as the C compiler and linker for ring, musl libc
+# linked in statically), so the same binaries work from a Mac or Linux
+# controller and on any Linux distribution, old or new.
+#
+#   scripts/build-agents.sh [--out DIR] [--target TRIPLE]...
+#
+#   --out DIR        where to put them (default: target/agents in this
+#                    repository, where target/release/controller looks;
+#                    `--out ~/.rh/agents` for an installed controller)
+#   --target TRIPLE  only this target (repeatable; default: both below)
+#
+# Writes DIR/<triple>/agent and DIR/<triple>/agent.sha256 (`sha256sum`
+# format) for x86_64-unknown-linux-musl and aarch64-unknown-linux-musl.
+# Installs what it needs when missing: the rustup targets, and `ziglang` and
+# `cargo-zigbuild` from PyPI (scripts/lib.sh ensure_zigbuild).
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+. "$repo/scripts/lib.sh"
+
+out="$repo/target/agents"
+targets=()
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --out) out="$2"; shift ;;
+    --target) targets+=("$2"); shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "build-agents.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ "${#targets[@]}" -gt 0 ] || targets=("${AGENT_TARGETS[@]}")
+
+ensure_zigbuild "${targets[@]}"
+cd "$repo"
+for t in "${targets[@]}"; do
+  step "agent for $t (cargo zigbuild --release)"
+  cargo zigbuild --release --quiet -p agent --target "$t"
+  mkdir -p "$out/$t"
+  tmp="$(mktemp "$out/$t/.agent.XXXXXX")"
+  cp "target/$t/release/agent" "$tmp" && chmod 0755 "$tmp" && mv -f "$tmp" "$out/$t/agent"
+  (cd "$out/$t" && sha256sum agent >agent.sha256.tmp && mv -f agent.sha256.tmp agent.sha256)
+  printf '%s  %s bytes  sha256 %s\n' "$out/$t/agent" "$(wc -c <"$out/$t/agent")" \
+    "$(cut -d' ' -f1 "$out/$t/agent.sha256")"
+done
