@@ -29,7 +29,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 declare -a API CL URLS
-for i in 1 2 3; do API[$i]=$(free_port); CL[$i]=$(free_port); URLS[$i]=http://127.0.0.1:${API[$i]}; done
+for i in 1 2 3; do API[i]=$(free_port); CL[i]=$(free_port); URLS[i]=http://127.0.0.1:${API[$i]}; done
 for i in 1 2 3; do
   mkdir -p "$WORK/bao$i"
   cat >"$WORK/bao$i.hcl" <<EOF
@@ -80,6 +80,7 @@ POLL=${FLEET_POLL:-10}
 for K in ${FLEET_K:-1000 10000}; do
   C=sim$K
   "$CONTROLLER" cluster add "$C" --pull >/dev/null
+  # shellcheck disable=SC2088 # the literal ~/ is the controller's to expand, on each node
   printf '{"token": "bench-%s"}' "$RANDOM$RANDOM" \
     | "$CONTROLLER" secret create benchtool --provider benchtool --path '~/.benchtool/t.json' --values-json - --force >/dev/null
   "$CONTROLLER" sync --cluster "$C" >/dev/null
