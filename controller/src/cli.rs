@@ -189,7 +189,7 @@ pub enum ClusterCommand {
     /// Close the persisted SSH master connections to the cluster's nodes.
     Disconnect(ClusterNameArgs),
     /// Fleet mode: create the cluster's read-only policy and AppRole in the
-    /// store (idempotent) and write node bundles DIR/node-<i>.json (0600),
+    /// store (idempotent) and write node bundles `DIR/node-<i>.json` (0600),
     /// each with a response-wrapped, single-use secret_id, for cloud-init
     /// user-data or an image bake.
     Enroll(EnrollArgs),

@@ -1,9 +1,9 @@
 //! Fleet mode (`agent serve --pull BUNDLE`, or `pull_bundle` in the config):
 //! the agent logs in to the remote store with its bundle's AppRole
-//! ([`creds`]), polls its cluster's manifest every `poll_interval` (±20%
+//! (`creds`), polls its cluster's manifest every `poll_interval` (±20%
 //! jitter; errors back off exponentially, jittered), fetches the secrets
 //! whose KV version changed, applies them through the same install path as
-//! `POST /v1/sync` ([`apply_pulled`]: merge, atomic 0600 files, env
+//! `POST /v1/sync` (`apply_pulled`: merge, atomic 0600 files, env
 //! processes, installed state, audit), removes what was unpublished, and
 //! writes a node report (`common::fleet::NodeReport`) only when what it
 //! applied (or its error) changes, plus a slow heartbeat.

@@ -19,7 +19,7 @@
 //! round trip on the usual path.
 //!
 //! Errors name the node, the host and what the user can do; request bodies
-//! are never logged or `Debug`-printed, and the token is a [`SecretText`].
+//! are never logged or `Debug`-printed, and the token is a `SecretText`.
 
 mod client;
 mod endpoint;

@@ -1,8 +1,8 @@
 //! SSH to one node: the system `ssh`, one multiplexed master connection per
-//! node, every ssh process built by [`command::ssh_command`] with the same
+//! node, every ssh process built by `command::ssh_command` with the same
 //! options (`RH_SSH_CONFIG` as `-F`, batch mode, strict host keys, the
 //! cluster's port, user and key), the control files in the private
-//! `~/.rh/ssh` ([`control`]).
+//! `~/.rh/ssh` (`control`).
 //!
 //! Masters persist between commands (like `ControlMaster=auto
 //! ControlPersist=300s`): a live master (its socket accepts) is reused,
