@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 use rustix::fs::{self as rfs, AtFlags, FileType, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::{cut, PathError, FILE_MODE, TEMP_PREFIX};
+use super::{cut, PathError, TEMP_PREFIX};
+
+/// [`super::FILE_MODE`] as rustix's `Mode` (whose raw type is `u16` on
+/// macOS and `u32` on Linux, so no cast of the constant serves both).
+const FILE_PERM: Mode = Mode::RUSR.union(Mode::WUSR);
 use crate::secret_value::SecretText;
 
 /// Largest credential file read (16 MiB); a larger one is refused.
@@ -142,7 +146,7 @@ impl ConfinedFile {
         }
         let (tmp_name, fd) = self.create_temp()?;
         let written = (|| {
-            rfs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE))?;
+            rfs::fchmod(&fd, FILE_PERM)?;
             let mut file = File::from(fd);
             file.write_all(contents)?;
             file.sync_all()?;
@@ -165,7 +169,7 @@ impl ConfinedFile {
             getrandom::getrandom(&mut random)
                 .map_err(|e| self.io("create temp file for", io::Error::other(e.to_string())))?;
             let name = format!("{TEMP_PREFIX}{}", hex::encode(random));
-            match rfs::openat(&self.dir, &name, flags, Mode::from_raw_mode(FILE_MODE)) {
+            match rfs::openat(&self.dir, &name, flags, FILE_PERM) {
                 Ok(fd) => return Ok((name, fd)),
                 Err(Errno::EXIST) => last = Some(Errno::EXIST),
                 Err(e) => return Err(self.io("create temp file for", e)),
@@ -199,7 +203,7 @@ impl ConfinedFile {
         if let Some((file, _)) = self.open_regular(OFlags::RDONLY)? {
             let st = rfs::fstat(&file).map_err(|e| self.io("inspect", e))?;
             if st.st_mode & 0o077 != 0 {
-                rfs::fchmod(&file, Mode::from_raw_mode(FILE_MODE))
+                rfs::fchmod(&file, FILE_PERM)
                     .map_err(|e| self.io("chmod", e))?;
             }
         }

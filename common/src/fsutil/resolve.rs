@@ -19,7 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::{cut, ConfinedFile, PathError, DIR_MODE};
+use super::{cut, ConfinedFile, PathError};
 
 /// Symlinks followed in one resolution at most (the kernel's limit too).
 pub const MAX_HOPS: usize = 40;
@@ -188,7 +188,7 @@ impl Walk<'_> {
                 Ok(fd) => {
                     if created.take().is_some_and(|c| c == name) {
                         // mkdirat applied the umask: make it exactly 0700.
-                        rfs::fchmod(readable(&fd, &here)?, Mode::from_raw_mode(DIR_MODE))
+                        rfs::fchmod(readable(&fd, &here)?, Mode::RWXU)
                             .map_err(|e| PathError::io("chmod", Path::new(&here), e.into()))?;
                     }
                     self.stack.push(fd);
@@ -199,7 +199,7 @@ impl Walk<'_> {
                     if self.hops > MAX_HOPS {
                         return Err(PathError::SymlinkLoop { path: cut(&here) });
                     }
-                    match rfs::mkdirat(cur, name.as_os_str(), Mode::from_raw_mode(DIR_MODE)) {
+                    match rfs::mkdirat(cur, name.as_os_str(), Mode::RWXU) {
                         Ok(()) => created = Some(name.clone()),
                         Err(Errno::EXIST) => {}
                         Err(e) => {
