@@ -203,8 +203,7 @@ impl ConfinedFile {
         if let Some((file, _)) = self.open_regular(OFlags::RDONLY)? {
             let st = rfs::fstat(&file).map_err(|e| self.io("inspect", e))?;
             if st.st_mode & 0o077 != 0 {
-                rfs::fchmod(&file, FILE_PERM)
-                    .map_err(|e| self.io("chmod", e))?;
+                rfs::fchmod(&file, FILE_PERM).map_err(|e| self.io("chmod", e))?;
             }
         }
         Ok(())
