@@ -167,7 +167,9 @@ pub(crate) fn plan(
 /// env vars when `env` is given. With neither, the secret's own file if it
 /// has one, else its vars in `base_env`. Secrets pulled from the store pass
 /// [`Origin::Remote`]: their paths must also lie in the provider's
-/// credential locations or the config's `allow_paths`.
+/// credential locations or the config's `allow_paths`, and their env vars
+/// may not change how programs run (`LD_PRELOAD`, `PATH`, ...: 403
+/// `var_not_allowed`).
 pub(crate) fn plan_from(
     state: &AppState,
     secret: Secret,
@@ -205,6 +207,9 @@ pub(crate) fn plan_from(
                 ));
             }
             check_env_vars(&env, &vars)?;
+            for var in vars.keys() {
+                common::policy::check_env_var(&secret.name, var, origin).map_err(refused)?;
+            }
             Some((env, vars))
         }
     };

@@ -46,7 +46,8 @@ struct ServeArgs {
     /// Config file (YAML or JSON): listen, home, state_dir, body_limit_bytes,
     /// request_timeout_secs, run_timeout_secs, max_run_timeout_secs,
     /// output_cap_bytes, max_envs, max_connections, header_read_timeout_secs,
-    /// tls {cert, key}.
+    /// tls {cert, key}, allow_paths, pull_bundle, poll_interval_secs,
+    /// heartbeat_secs, pull_boot_wait_secs.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Fleet mode: pull this cluster's secrets from the remote store with the

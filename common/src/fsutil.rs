@@ -202,7 +202,11 @@ impl FileRef {
         for _ in 0..40 {
             match fs::read_link(&path) {
                 Ok(target) => {
+                    // The link's own directory as the kernel sees it (through
+                    // links above it), so `..` in the target folds where the
+                    // writer's walk goes.
                     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let base = base.canonicalize().unwrap_or(base);
                     path = base.join(target);
                 }
                 Err(_) => break,
@@ -435,6 +439,34 @@ mod tests {
 
     fn home() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
+    }
+
+    /// `resolved` folds a link target's `..` from the link's real directory,
+    /// as the writer's walk does: `~/.aws` -> `x/y`, and a dangling
+    /// `credentials` -> `missing/../../../.zshenv` there leads to `~/.zshenv`.
+    #[test]
+    fn resolved_follows_links_from_their_real_directory() {
+        let home = home();
+        let canon = home.path().canonicalize().unwrap();
+        fs::create_dir_all(home.path().join("x/y")).unwrap();
+        symlink("x/y", home.path().join(".aws")).unwrap();
+        symlink(
+            "missing/../../../.zshenv",
+            home.path().join("x/y/credentials"),
+        )
+        .unwrap();
+        let file = confine(home.path(), "~/.aws/credentials").unwrap();
+        let resolved = file.resolved();
+        let folded: PathBuf = resolved.components().fold(PathBuf::new(), |mut p, c| {
+            match c {
+                Component::ParentDir => {
+                    p.pop();
+                }
+                c => p.push(c),
+            }
+            p
+        });
+        assert_eq!(folded, canon.join(".zshenv"));
     }
 
     #[test]

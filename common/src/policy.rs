@@ -63,6 +63,89 @@ pub enum PolicyError {
         provider: String,
         locations: String,
     },
+    /// An env var that changes how programs run, asked for by the store.
+    #[error(
+        "secret {secret} may not set {var}: a variable from the store may not change how programs \
+         run (loader, shell, interpreter, path and command variables are refused)"
+    )]
+    VarNotAllowed { secret: String, var: String },
+}
+
+/// Env var names a secret from the store may never set: they make every
+/// program started in an env process load, run or trust something else
+/// (`LD_PRELOAD`, `PATH`, `BASH_ENV`, `GIT_SSH_COMMAND`, `NODE_OPTIONS`,
+/// ...). Exact names, then prefixes, then suffixes; compared upper-case.
+const DENIED_VARS: &[&str] = &[
+    "PATH",
+    "HOME",
+    "SHELL",
+    "ENV",
+    "BASH_ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "IFS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "CDPATH",
+    "GLOBIGNORE",
+    "TMPDIR",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "LESSOPEN",
+    "LESSCLOSE",
+    "MANPAGER",
+    "BROWSER",
+    "PERL5LIB",
+    "PERL5OPT",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
+    "GCONV_PATH",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "RES_OPTIONS",
+    "NLSPATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "AWS_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "SSH_AUTH_SOCK",
+    "KUBECONFIG",
+];
+const DENIED_VAR_PREFIXES: &[&str] = &["LD_", "DYLD_", "PYTHON", "GIT_", "XDG_", "BASH_FUNC_"];
+const DENIED_VAR_SUFFIXES: &[&str] = &["_COMMAND", "_EDITOR", "_PAGER", "_PROXY"];
+
+/// Whether a store-originated secret may set env var `var`: refused when
+/// it changes how programs run (see [`DENIED_VARS`]). Local origins (the
+/// user on this machine, or a push by a token holder, who can already run
+/// commands) are not limited here.
+pub fn check_env_var(secret: &str, var: &str, origin: Origin) -> Result<(), PolicyError> {
+    if matches!(origin, Origin::Local) {
+        return Ok(());
+    }
+    let upper = var.to_ascii_uppercase();
+    let denied = DENIED_VARS.contains(&upper.as_str())
+        || DENIED_VAR_PREFIXES.iter().any(|p| upper.starts_with(p))
+        || DENIED_VAR_SUFFIXES.iter().any(|s| upper.ends_with(s));
+    if denied {
+        return Err(PolicyError::VarNotAllowed {
+            secret: secret.to_owned(),
+            var: var.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 impl PolicyError {
@@ -71,6 +154,7 @@ impl PolicyError {
         match self {
             PolicyError::Reserved { .. } => "path_reserved",
             PolicyError::NotAllowed { .. } => "path_not_allowed",
+            PolicyError::VarNotAllowed { .. } => "var_not_allowed",
         }
     }
 }
@@ -434,5 +518,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("mine") && err.contains("~/.bashrc"), "{err}");
+    }
+
+    #[test]
+    fn remote_env_vars_may_not_change_how_programs_run() {
+        for var in [
+            "LD_PRELOAD",
+            "ld_library_path",
+            "DYLD_INSERT_LIBRARIES",
+            "PATH",
+            "BASH_ENV",
+            "PYTHONPATH",
+            "PYTHONSTARTUP",
+            "GIT_SSH_COMMAND",
+            "NODE_OPTIONS",
+            "PROMPT_COMMAND",
+            "HTTPS_PROXY",
+            "SSL_CERT_FILE",
+        ] {
+            let err = check_env_var("s", var, Origin::Remote).unwrap_err();
+            assert_eq!(err.code(), "var_not_allowed", "{var}");
+            assert!(check_env_var("s", var, Origin::Local).is_ok(), "{var}");
+        }
+        for var in [
+            "OPENAI_API_KEY",
+            "AWS_ACCESS_KEY_ID",
+            "HF_TOKEN",
+            "WANDB_API_KEY",
+            "MY_TOKEN",
+        ] {
+            assert!(check_env_var("s", var, Origin::Remote).is_ok(), "{var}");
+        }
     }
 }

@@ -446,6 +446,12 @@ impl Puller {
             if self.applied.secrets.get(&entry.name) == Some(&entry.kv_version) {
                 continue;
             }
+            // A name from the store becomes a store path: the same rules as
+            // a name from a request (no `/`, no `..`).
+            if let Err(e) = common::names::validate_secret_name(&entry.name) {
+                errors.push(e.to_string());
+                continue;
+            }
             let path = fleet::secret_path(&prefix, &cluster, &entry.name);
             match self.read(&path, Some(entry.kv_version)).await? {
                 None => errors.push(format!(

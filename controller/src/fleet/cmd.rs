@@ -19,6 +19,7 @@ use crate::clusters::{self, Cluster};
 use crate::commands::sync::{plan_items, runtime, SecretPool};
 use crate::commands::vault::connect;
 use crate::commands::{exit, UsageError};
+use crate::output::{escape_text, FOREIGN_TEXT_MAX};
 use crate::output::{print_json, Table};
 use crate::Context;
 
@@ -176,14 +177,19 @@ fn node_table(rows: &[NodeRow]) -> Table {
             (true, true) => "converged",
             (true, false) => "behind",
         };
+        // Reports are written by nodes: escaped before they reach a terminal.
+        let foreign = |text: &str| escape_text(text, FOREIGN_TEXT_MAX);
         t.row(vec![
-            r.report.node_id.clone(),
-            r.report.hostname.clone(),
+            foreign(&r.report.node_id),
+            foreign(&r.report.hostname),
             r.report.applied_version.to_string(),
             state.into(),
             format!("{}s ago", now.saturating_sub(r.report.last_poll)),
-            r.report.last_error.clone().unwrap_or_else(|| "-".into()),
-            r.report.secrets.join(","),
+            r.report
+                .last_error
+                .as_deref()
+                .map_or_else(|| "-".into(), foreign),
+            foreign(&r.report.secrets.join(",")),
         ]);
     }
     t

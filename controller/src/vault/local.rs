@@ -46,7 +46,8 @@ pub fn policy(home: &Path) -> Result<Policy, ConfigError> {
 }
 
 /// Check a secret read from the remote store as strictly as local input
-/// (`secret create`): its name, provider id, environment variable names and,
+/// (`secret create`): its name, provider id, environment variable names (and
+/// none that changes how programs run: `common::policy::check_env_var`) and,
 /// for a builtin provider, its values; and every file it would be written to
 /// against the placement policy as a [`Origin::Remote`] path (the provider's
 /// own credential locations or the policy's allow-list, never a denied
@@ -58,6 +59,8 @@ pub fn check_remote(home: &Path, policy: &Policy, secret: &Secret) -> Result<(),
     }
     for var in secret.env_vars.iter().flat_map(|m| m.values()) {
         validate_env_var_name(var).map_err(|e| e.to_string())?;
+        common::policy::check_env_var(&secret.name, var, Origin::Remote)
+            .map_err(|e| e.to_string())?;
     }
     if let Some(p) = secret.provider.as_deref().and_then(providers::lookup) {
         p.validate(&secret.values).map_err(|e| e.to_string())?;
