@@ -128,7 +128,7 @@ const DENIED_VAR_PREFIXES: &[&str] = &["LD_", "DYLD_", "PYTHON", "GIT_", "XDG_",
 const DENIED_VAR_SUFFIXES: &[&str] = &["_COMMAND", "_EDITOR", "_PAGER", "_PROXY"];
 
 /// Whether a store-originated secret may set env var `var`: refused when
-/// it changes how programs run (see [`DENIED_VARS`]). Local origins (the
+/// it changes how programs run (see `DENIED_VARS`). Local origins (the
 /// user on this machine, or a push by a token holder, who can already run
 /// commands) are not limited here.
 pub fn check_env_var(secret: &str, var: &str, origin: Origin) -> Result<(), PolicyError> {
