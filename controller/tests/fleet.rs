@@ -175,14 +175,17 @@ impl Drop for PullAgent {
     }
 }
 
-/// Spawn `agent serve --pull BUNDLE` with a 1 s poll on a fresh home.
+/// Spawn `agent serve --pull BUNDLE` with a 1 s poll on a fresh home. The
+/// generic file secret's directory is in the node owner's `allow_paths`: a
+/// path from the store is written only where the node allows it.
 fn spawn_agent(bundle: &Path) -> (tempfile::TempDir, u16, Child) {
     let home = tempfile::tempdir().unwrap();
     let port = vault_common::free_port();
     let config = home.path().join("agent.yaml");
     std::fs::write(
         &config,
-        "poll_interval_secs: 1\nheartbeat_secs: 2\npull_boot_wait_secs: 10\n",
+        "poll_interval_secs: 1\nheartbeat_secs: 2\npull_boot_wait_secs: 10\n\
+         allow_paths: [\"~/.config/mytool\"]\n",
     )
     .unwrap();
     let log = std::fs::File::create(home.path().join("agent.log")).unwrap();
