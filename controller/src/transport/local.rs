@@ -221,25 +221,13 @@ fn listener_uid(tables: &str, addr: SocketAddr) -> Option<u32> {
 
 /// Hold `~/.rh/agent/start.lock` (0600) while checking for and starting the agent.
 async fn lock_start(home: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, TransportError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = state_dir(home);
-    tokio::task::spawn_blocking(move || {
-        fsutil::create_private_dir_all(&dir).map_err(|e| e.to_string())?;
-        let path = dir.join("start.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("open {}: {e}", path.display()))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| format!("lock {}: {e}", path.display()))
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r)
-    .map_err(|detail| TransportError::LocalAgent { detail })
+    fsutil::create_private_dir_all(&dir).map_err(|e| TransportError::LocalAgent {
+        detail: e.to_string(),
+    })?;
+    super::lock_file(dir.join("start.lock"))
+        .await
+        .map_err(|detail| TransportError::LocalAgent { detail })
 }
 
 /// The agent binary: `$RH_AGENT_BIN`, else `agent` next to this executable, else `agent` on PATH.

@@ -47,3 +47,26 @@ pub async fn connect(
         Target::Ssh(t) => ssh::connect(node, t, opts, http).await,
     }
 }
+
+/// Hold an exclusive `flock` on `path` (created 0600 if missing), taken on
+/// a blocking thread; released when the returned guard drops. One helper for
+/// the per-node SSH master lock and the local agent's start lock.
+pub(crate) async fn lock_file(
+    path: std::path::PathBuf,
+) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("lock {}: {e}", path.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+}

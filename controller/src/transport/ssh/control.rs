@@ -106,26 +106,12 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), TransportError> {
 pub(crate) async fn lock_node(
     ctl: &Path,
 ) -> Result<nix::fcntl::Flock<std::fs::File>, TransportError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = ctl.with_extension("lock");
-    tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| format!("lock {}: {e}", path.display()))
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r)
-    .map_err(|detail| TransportError::ControlDir {
-        path: ctl.display().to_string(),
-        detail,
-    })
+    crate::transport::lock_file(ctl.with_extension("lock"))
+        .await
+        .map_err(|detail| TransportError::ControlDir {
+            path: ctl.display().to_string(),
+            detail,
+        })
 }
 
 /// The token (and the port the agent reported) cached beside the master at
