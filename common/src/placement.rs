@@ -140,9 +140,10 @@ impl<'a> PlaceOpts<'a> {
 pub enum PlaceError {
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    #[error("secret {secret}: {source}")]
+    /// A bad env or variable name; `context` names the secret (or env).
+    #[error("{context}: {source}")]
     Name {
-        secret: String,
+        context: String,
         #[source]
         source: NameError,
     },
@@ -158,13 +159,6 @@ pub enum PlaceError {
 }
 
 impl PlaceError {
-    fn name(secret: &Secret, source: NameError) -> Self {
-        Self::Name {
-            secret: secret.name.clone(),
-            source,
-        }
-    }
-
     fn invalid(secret: &Secret, reason: impl Into<String>) -> Self {
         Self::Invalid {
             secret: secret.name.clone(),
@@ -267,13 +261,31 @@ fn check_env(secret: &Secret, placement: &Placement) -> Result<(), PlaceError> {
     let Some(env) = &placement.env else {
         return Ok(());
     };
-    validate_env_name(&env.env).map_err(|e| PlaceError::name(secret, e))?;
-    for var in env.vars.keys() {
-        validate_env_var_name(var).map_err(|e| PlaceError::name(secret, e))?;
-    }
-    for (var, value) in placement.env_values(secret) {
-        if value.expose_str().is_some_and(|s| s.contains('\0')) {
-            return Err(PlaceError::NulValue { var });
+    check_vars(
+        &format!("secret {}", secret.name),
+        &env.env,
+        &placement.env_values(secret),
+    )
+}
+
+/// Check an env's name and its vars (names, and no NUL byte in a value), as
+/// a placement's are checked; errors name `context` (`secret NAME`, `env
+/// NAME`), never a value.
+pub fn check_vars(
+    context: &str,
+    env: &str,
+    vars: &BTreeMap<String, SecretValue>,
+) -> Result<(), PlaceError> {
+    let named = |source| PlaceError::Name {
+        context: context.to_owned(),
+        source,
+    };
+    validate_env_name(env).map_err(named)?;
+    for (var, value) in vars {
+        validate_env_var_name(var).map_err(named)?;
+        let text = as_text(value);
+        if text.expose_str().is_some_and(|s| s.contains('\0')) {
+            return Err(PlaceError::NulValue { var: var.clone() });
         }
     }
     Ok(())
