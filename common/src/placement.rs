@@ -111,7 +111,27 @@ impl<'a> PlaceOpts<'a> {
         }
     }
 
-    /// What a request asks for (`controller send`, a `SyncItem` without a
+    /// `controller send [--path P] [--env E]`: its file (at `path` when
+    /// given: then required) when it has one; its vars in `env` when given
+    /// (then required), else in `base_env` when it has no file.
+    pub fn send(path: Option<&'a str>, env: Option<&'a str>) -> Self {
+        Self {
+            path,
+            files: if path.is_some() {
+                Files::Yes
+            } else {
+                Files::IfAny
+            },
+            env: env.unwrap_or(crate::wire::DEFAULT_ENV),
+            vars: if env.is_some() {
+                Vars::Yes
+            } else {
+                Vars::IfNoFile
+            },
+        }
+    }
+
+    /// What a request asks for (a `SyncItem` without a
     /// placement, `_write_to_file`): files at `path` when given (or when
     /// `want_file`), vars in `env` when given (both required then). With
     /// neither: its file if it has one, else its vars in `base_env`.

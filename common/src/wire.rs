@@ -66,10 +66,12 @@ pub struct SetEnvVarsRequest {
 #[serde(deny_unknown_fields)]
 pub struct SyncItem {
     pub secret: Secret,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub env: Option<String>,
+    /// Absent from the older form (so a published fleet item, and its
+    /// fingerprint, are as they were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
 }
