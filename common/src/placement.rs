@@ -442,7 +442,6 @@ mod tests {
                 v.sort();
                 v
             };
-            let vars_of = |pl: &Placement| pl.env_vars().map(|(e, v)| (e, v));
             for (rule, opts) in [
                 ("sync", PlaceOpts::sync("e1")),
                 ("both", PlaceOpts::both("e1")),
@@ -454,10 +453,7 @@ mod tests {
                     "sync" | "default" => own_files.is_empty(),
                     _ => true,
                 };
-                let want_files = match rule {
-                    "request" => false,
-                    _ => true,
-                };
+                let want_files = rule != "request";
                 if rule == "request" && default_vars.is_empty() {
                     assert!(
                         matches!(placed, Err(PlaceError::NoVars { .. })),
@@ -475,7 +471,7 @@ mod tests {
                 let env = if rule == "default" { "base_env" } else { "e1" };
                 let vars = (want_vars && !default_vars.is_empty())
                     .then(|| (env.into(), default_vars.clone()));
-                assert_eq!(vars_of(&placed), vars, "{id} {rule}");
+                assert_eq!(placed.env_vars(), vars, "{id} {rule}");
                 verify(&s, &placed).unwrap_or_else(|e| panic!("{id} {rule}: {e}"));
                 assert!(
                     !placed.is_empty() || rule == "default",
