@@ -990,5 +990,19 @@ async fn placed_items_are_verified_then_applied() {
     assert_eq!(code, StatusCode::OK, "{out}");
     let out: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(out["stdout"], format!("{SECRET}\n"));
+
+    // A file held back by its pair's conflict is `blocked`, not `would_write`;
+    // `_write_to_file` answers 409 and writes neither.
+    std::fs::write(f.home().join(".ssh/j.pub"), "ssh-ed25519 OTHER me\n").unwrap();
+    let body = json!({"secret": {"name": "ssh-j", "provider": "ssh",
+        "values": {"private_key": SECRET, "public_key": "ssh-ed25519 AAAA me"}}})
+    .to_string();
+    let resp = f.post("/v1/secrets/_write_to_file", &body).await;
+    assert_eq!(resp.0, StatusCode::CONFLICT, "{}", resp.1);
+    let v: Value = serde_json::from_str(&resp.1).unwrap();
+    assert_eq!(v["results"][0]["status"], "conflict", "{v}");
+    assert_eq!(v["results"][0]["files"][0]["status"], "blocked", "{v}");
+    assert_eq!(v["results"][0]["files"][1]["status"], "conflict", "{v}");
+    assert!(!f.home().join(".ssh/j").exists());
     f.state.shutdown().await;
 }

@@ -287,30 +287,14 @@ fn lock_all(
     dirs.iter().map(|(_, f)| f.lock_dir()).collect()
 }
 
-/// Sum of a secret's file outcomes: the most telling one by
-/// [`FileStatus::rank`].
+/// Sum of a secret's file outcomes: the most telling one, ranked as
+/// secret statuses are ([`crate::wire::Status::rank`]).
 pub fn overall(outcomes: &[FileOutcome]) -> FileStatus {
     outcomes
         .iter()
         .map(|o| o.status)
-        .max_by_key(|s| s.rank())
+        .max_by_key(|s| crate::wire::Status::from(*s).rank())
         .unwrap_or(FileStatus::Unchanged)
-}
-
-impl FileStatus {
-    /// How much a status says about its secret, most first: conflict,
-    /// written, removed, would write, blocked, unchanged (one secret's files
-    /// sum to their highest).
-    pub fn rank(self) -> u8 {
-        match self {
-            FileStatus::Conflict => 5,
-            FileStatus::Written => 4,
-            FileStatus::Removed => 3,
-            FileStatus::WouldWrite => 2,
-            FileStatus::Blocked => 1,
-            FileStatus::Unchanged => 0,
-        }
-    }
 }
 
 #[cfg(test)]

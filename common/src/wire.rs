@@ -147,7 +147,8 @@ impl Status {
 
     /// How much a status says about its secret, most first: conflict,
     /// failed, written, removed, would write, blocked, unchanged. A secret's
-    /// parts (files, vars) sum to their highest ([`Status::combine`]).
+    /// parts (files, vars) sum to their highest ([`Status::combine`]), and
+    /// so do its files ([`crate::apply::overall`]).
     pub fn rank(self) -> u8 {
         match self {
             Status::Conflict => 6,
