@@ -120,7 +120,8 @@ pub(crate) type SavedEnvs = BTreeMap<String, BTreeMap<String, SecretValue>>;
 pub(crate) fn parse_envs(text: &str) -> Result<SavedEnvs, String> {
     let file: EnvsFile = serde_json::from_str(text).map_err(|e| crate::state::json_reason(&e))?;
     for (name, record) in &file.envs {
-        crate::install::check_env_vars(name, &record.vars).map_err(|e| e.message)?;
+        common::placement::check_vars(&format!("env {name}"), name, &record.vars)
+            .map_err(|e| e.to_string())?;
     }
     Ok(file
         .envs

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use common::fsutil::PathError;
 use common::names::NameError;
+use common::placement::PlaceError;
 use common::providers::ProviderError;
 use common::wire::ErrorBody;
 
@@ -93,6 +94,24 @@ impl From<NameError> for ApiError {
             _ => "invalid_name",
         };
         Self::bad_request(code, e.to_string())
+    }
+}
+
+impl From<PlaceError> for ApiError {
+    fn from(e: PlaceError) -> Self {
+        match e {
+            PlaceError::Provider(e) => e.into(),
+            PlaceError::Name { ref source, .. } => {
+                let code = match source {
+                    NameError::TooLong { .. } => "name_too_long",
+                    _ => "invalid_name",
+                };
+                Self::bad_request(code, e.to_string())
+            }
+            PlaceError::NoVars { .. } => Self::bad_request("no_env_vars", e.to_string()),
+            PlaceError::NulValue { .. } => Self::bad_request("invalid_value", e.to_string()),
+            PlaceError::Invalid { .. } => Self::bad_request("invalid_placement", e.to_string()),
+        }
     }
 }
 

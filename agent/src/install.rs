@@ -13,14 +13,15 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 
-use common::apply::{self, secret_env_vars, secret_paths, FileStatus, TargetFile};
+use common::apply::{self, FileStatus, TargetFile};
 use common::fingerprint::{value_fingerprint, values_fingerprint, FingerprintKey};
 use common::fsutil::confine;
-use common::names::{validate_env_name, validate_env_var_name, validate_secret_name};
+use common::names::{validate_env_name, validate_secret_name};
+use common::placement::{place, verify, PlaceError, PlaceOpts, PlacedEnv, Placement};
 use common::policy::{Origin, Policy, PolicyError};
 use common::providers::{self, Provider, ProviderError};
 use common::wire::{
-    FileOutcome, InstalledFile, InstalledSecret, InstalledVar, SecretResult, Status,
+    FileOutcome, InstalledFile, InstalledSecret, InstalledVar, SecretResult, Status, SyncItem,
 };
 use common::{Secret, SecretValue};
 
@@ -34,6 +35,12 @@ pub(crate) struct Planned {
     provider: &'static dyn Provider,
     files: Option<Vec<TargetFile>>,
     env: Option<(String, BTreeMap<String, SecretValue>)>,
+    /// Recorded as what `secret` installed (not for vars set without a
+    /// secret's name).
+    record: bool,
+    /// Whether it names the provider of what `secret` installed (not for
+    /// vars set by name alone: a secret's files keep their provider).
+    sets_provider: bool,
 }
 
 impl Planned {
@@ -70,35 +77,23 @@ fn refused(e: PolicyError) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, e.code(), e.to_string())
 }
 
-/// Resolve and confine the files of `secret` (at `path` when given), each
-/// checked by the placement policy: the path as given, and the target it
-/// resolves to (so a symlink in home cannot lead to a denied file).
-fn plan_files(
+/// Confine the placed files of `secret` to home, each checked by the
+/// placement policy: the path as given, and the target it resolves to (so a
+/// symlink in home cannot lead to a denied file).
+fn confine_files(
     config: &Config,
     secret: &Secret,
-    path: Option<&str>,
+    placement: &Placement,
     origin: Origin,
 ) -> Result<Vec<TargetFile>, ApiError> {
-    let provider = providers::for_secret(secret.provider.as_deref());
-    let displays = secret_paths(secret, path).map_err(|e| match (&e, &secret.provider) {
-        (ProviderError::NoPath { .. }, Some(id)) if providers::lookup(id).is_none() => {
-            ApiError::bad_request(
-                "unknown_provider",
-                format!(
-                    "unknown provider {id:?} has no default file: give a path, or use a builtin \
-                     provider ({})",
-                    providers::builtin_ids().join(", ")
-                ),
-            )
-        }
-        _ => e.into(),
-    })?;
     let home = &config.home;
     let policy = policy(config);
     let canon_home = home.canonicalize().unwrap_or_else(|_| home.clone());
-    let files = displays
-        .into_iter()
-        .map(|display| {
+    placement
+        .files
+        .iter()
+        .map(|file| {
+            let display = file.path.clone();
             let (provider, name) = (secret.provider.as_deref(), secret.name.as_str());
             policy
                 .check(home, provider, name, &display, origin)
@@ -109,108 +104,126 @@ fn plan_files(
                 .map_err(refused)?;
             Ok(TargetFile { display, path })
         })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    provider.validate(&secret.values)?;
-    Ok(files)
-}
-
-/// Check an env name and the vars to set in it.
-pub(crate) fn check_env_vars(
-    env: &str,
-    vars: &BTreeMap<String, SecretValue>,
-) -> Result<(), ApiError> {
-    validate_env_name(env)?;
-    for (name, value) in vars {
-        validate_env_var_name(name)?;
-        let has_nul = match value.expose_str() {
-            Some(s) => s.contains('\0'),
-            None => value.expose_secret().to_string().contains('\0'),
-        };
-        if has_nul {
-            return Err(ApiError::bad_request(
-                "invalid_value",
-                format!("value of environment variable {name} contains a NUL byte"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Env var values as text (strings as they are, other JSON compact).
-pub(crate) fn as_text(vars: BTreeMap<String, SecretValue>) -> BTreeMap<String, SecretValue> {
-    vars.into_iter()
-        .map(|(k, v)| match v.expose_str() {
-            Some(_) => (k, v),
-            None => {
-                let text = v.expose_secret().to_string();
-                (k, SecretValue::from_string(text))
-            }
-        })
         .collect()
 }
 
-/// Check one secret sent by a caller holding this agent's token (push
-/// mode): [`plan_from`] with [`Origin::Local`], so the deny-list and the
-/// state dir apply but not the provider-locations rule (the token already
-/// grants the node user's power through `/run`).
-pub(crate) fn plan(
+/// Check one item of a request (`POST /v1/sync`, a pulled secret): its
+/// placement as sent (untrusted: verified against the secret), or, in the
+/// older form, placed here by [`PlaceOpts::request`]. Secrets pulled from
+/// the store pass [`Origin::Remote`]: their paths must also lie in the
+/// provider's credential locations or the config's `allow_paths`, and their
+/// env vars may not change how programs run (`LD_PRELOAD`, `PATH`, ...: 403
+/// `var_not_allowed`). A caller holding this agent's token passes
+/// [`Origin::Local`], so the deny-list and the state dir apply but not the
+/// provider-locations rule (the token already grants the node user's power
+/// through `/run`).
+pub(crate) fn plan_item(
     state: &AppState,
-    secret: Secret,
-    path: Option<&str>,
-    env: Option<&str>,
-    want_file: bool,
-) -> Result<Planned, ApiError> {
-    plan_from(state, secret, path, env, want_file, Origin::Local)
-}
-
-/// Check one secret: its files when `path` is given (or `want_file`), its
-/// env vars when `env` is given. With neither, the secret's own file if it
-/// has one, else its vars in `base_env`. Secrets pulled from the store pass
-/// [`Origin::Remote`]: their paths must also lie in the provider's
-/// credential locations or the config's `allow_paths`, and their env vars
-/// may not change how programs run (`LD_PRELOAD`, `PATH`, ...: 403
-/// `var_not_allowed`).
-pub(crate) fn plan_from(
-    state: &AppState,
-    secret: Secret,
-    path: Option<&str>,
-    env: Option<&str>,
-    want_file: bool,
+    item: SyncItem,
     origin: Origin,
 ) -> Result<Planned, ApiError> {
-    validate_secret_name(&secret.name)?;
-    let provider = providers::for_secret(secret.provider.as_deref());
-    let mut files = if want_file || path.is_some() {
-        Some(plan_files(&state.inner.config, &secret, path, origin)?)
-    } else {
-        None
-    };
-    let mut env = env.map(str::to_owned);
-    if files.is_none() && env.is_none() {
-        match secret_paths(&secret, None) {
-            Ok(_) => files = Some(plan_files(&state.inner.config, &secret, None, origin)?),
-            Err(_) => env = Some(common::wire::DEFAULT_ENV.to_owned()),
-        }
-    }
-    let env = match env {
-        None => None,
-        Some(env) => {
-            let vars = as_text(secret_env_vars(&secret));
-            if vars.is_empty() {
+    validate_secret_name(&item.secret.name)?;
+    let placement = match item.placement {
+        Some(placement) => {
+            if item.path.is_some() || item.env.is_some() {
                 return Err(ApiError::bad_request(
-                    "no_env_vars",
+                    "invalid_placement",
                     format!(
-                        "secret {} maps no value to an environment variable (give env_vars, or \
-                         use a provider with default variables)",
-                        secret.name
+                        "secret {}: give a placement or path/env, not both",
+                        item.secret.name
                     ),
                 ));
             }
-            check_env_vars(&env, &vars)?;
-            for var in vars.keys() {
+            if placement.is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid_placement",
+                    format!("secret {}: the placement places nothing", item.secret.name),
+                ));
+            }
+            verify(&item.secret, &placement)?;
+            placement
+        }
+        None => {
+            let opts = PlaceOpts::request(item.path.as_deref(), item.env.as_deref(), false);
+            let placement = place(&item.secret, &opts)?;
+            if placement.is_empty() {
+                return Err(PlaceError::NoVars {
+                    secret: item.secret.name,
+                }
+                .into());
+            }
+            placement
+        }
+    };
+    checked(state, item.secret, &placement, origin)
+}
+
+/// Check one secret to write into its file(s) (`_write_to_file`): at `path`
+/// when given, else its own or its provider's file.
+pub(crate) fn plan_file(
+    state: &AppState,
+    secret: Secret,
+    path: Option<&str>,
+) -> Result<Planned, ApiError> {
+    validate_secret_name(&secret.name)?;
+    let placement = place(&secret, &PlaceOpts::request(path, None, true))?;
+    checked(state, secret, &placement, Origin::Local)
+}
+
+/// Check vars to set in `env` (`_set_env_vars`), recorded under `secret`
+/// when named: the same item as a sync's, a secret whose values are the
+/// vars themselves.
+pub(crate) fn plan_vars(
+    state: &AppState,
+    env: &str,
+    vars: BTreeMap<String, SecretValue>,
+    secret: Option<String>,
+) -> Result<Planned, ApiError> {
+    let placement = Placement {
+        files: vec![],
+        env: Some(PlacedEnv {
+            env: env.to_owned(),
+            vars: vars.keys().map(|k| (k.clone(), k.clone())).collect(),
+        }),
+    };
+    let record = secret.is_some();
+    let secret = Secret::base(secret.unwrap_or_default(), vars);
+    verify(&secret, &placement)?;
+    if record {
+        validate_secret_name(&secret.name)?;
+    }
+    let mut planned = checked(state, secret, &placement, Origin::Local)?;
+    planned.record = record;
+    planned.sets_provider = false;
+    Ok(planned)
+}
+
+/// The node's own checks of a placement (`place`d here or `verify`d): files
+/// confined to home and allowed by the policy, vars allowed by it.
+fn checked(
+    state: &AppState,
+    secret: Secret,
+    placement: &Placement,
+    origin: Origin,
+) -> Result<Planned, ApiError> {
+    let provider = providers::for_secret(secret.provider.as_deref());
+    let files = if placement.files.is_empty() {
+        None
+    } else {
+        Some(confine_files(
+            &state.inner.config,
+            &secret,
+            placement,
+            origin,
+        )?)
+    };
+    let env = match &placement.env {
+        None => None,
+        Some(placed) => {
+            for var in placed.vars.keys() {
                 common::policy::check_env_var(&secret.name, var, origin).map_err(refused)?;
             }
-            Some((env, vars))
+            Some((placed.env.clone(), placement.env_values(&secret)))
         }
     };
     Ok(Planned {
@@ -218,6 +231,8 @@ pub(crate) fn plan_from(
         provider,
         files,
         env,
+        record: true,
+        sets_provider: true,
     })
 }
 
@@ -478,11 +493,11 @@ pub(crate) async fn apply(
                 }
             }
         }
-        result.status = combine(&statuses);
+        result.status = Status::combine(statuses.iter().copied());
         pending.push(Pending {
             result: Ok(result),
             vars: vars_to_set,
-            record: !dry_run && !conflict,
+            record: !dry_run && !conflict && item.record,
         });
     }
     if dry_run {
@@ -522,7 +537,7 @@ pub(crate) async fn apply(
     }
     // 2. What each applied item installed, saved before success is answered.
     // Per applied item: its name and what it installed now.
-    let records: Vec<(String, Record)> = items
+    let records: Vec<(String, Record, bool)> = items
         .iter()
         .zip(&pending)
         .filter(|(_, p)| p.record)
@@ -547,17 +562,19 @@ pub(crate) async fn apply(
                 files: files.into_iter().collect(),
                 vars,
             };
-            (item.secret.name.clone(), now)
+            (item.secret.name.clone(), now, item.sets_provider)
         })
         .collect();
     if !records.is_empty() {
         let saved = state
             .update_installed(|installed| {
                 let mut changed = false;
-                for (name, now) in records {
+                for (name, now, sets_provider) in records {
                     let record = installed.secrets.entry(name).or_default();
                     let before = record.clone();
-                    record.provider = now.provider;
+                    if sets_provider {
+                        record.provider = now.provider;
+                    }
                     for files in now.files {
                         record.files.retain(|f| f.paths != files.paths);
                         record.files.push(files);
@@ -603,7 +620,7 @@ fn not_applied(name: &str) -> ApiError {
 fn vars_not_set(e: &ApiError, result: Option<&SecretResult>) -> ApiError {
     let files = result.map_or(0, |r| r.files.len());
     let written = if files == 0 {
-        String::new()
+        ", nothing changed".to_owned()
     } else {
         format!(" (its {files} file(s) were written)")
     };
@@ -612,22 +629,6 @@ fn vars_not_set(e: &ApiError, result: Option<&SecretResult>) -> ApiError {
         e.code,
         format!("its vars were not set{written}: {}", e.message),
     )
-}
-
-/// Conflict over failed over written over would-write over removed over unchanged.
-fn combine(statuses: &[Status]) -> Status {
-    for s in [
-        Status::Conflict,
-        Status::Failed,
-        Status::Written,
-        Status::WouldWrite,
-        Status::Removed,
-    ] {
-        if statuses.contains(&s) {
-            return s;
-        }
-    }
-    Status::Unchanged
 }
 
 /// Remove what secret `name` installed (only its vars in `only_env` when given).
@@ -758,7 +759,7 @@ pub(crate) async fn revoke(
                 .extend(names.into_iter().map(|n| format!("{env}/{n}")));
         }
     }
-    result.status = combine(&statuses);
+    result.status = Status::combine(statuses.iter().copied());
     if !dry_run {
         state
             .update_installed(|installed| match only_env {
@@ -920,11 +921,12 @@ mod tests {
             ("custom", Some("~/.rh/agent/token"), Some("path_reserved")),
         ] {
             let s = secret(provider, path);
-            let got = plan_files(&config, &s, None, Origin::Remote)
+            let placed = place(&s, &PlaceOpts::request(None, None, true)).unwrap();
+            let got = confine_files(&config, &s, &placed, Origin::Remote)
                 .err()
                 .map(|e| (e.status, e.code));
             assert_eq!(got, code.map(|c| (StatusCode::FORBIDDEN, c)), "{path:?}");
-            let local = plan_files(&config, &s, None, Origin::Local).err();
+            let local = confine_files(&config, &s, &placed, Origin::Local).err();
             assert_eq!(local.is_some(), code == Some("path_reserved"), "{path:?}");
         }
     }

@@ -925,3 +925,84 @@ async fn healthz_proves_the_token_only_when_challenged() {
     );
     f.state.shutdown().await;
 }
+
+/// An item carrying its placement is applied as placed; a placement is
+/// untrusted: one that is not its provider's set of files, names a value the
+/// secret lacks, or comes with `path`/`env` too is refused as a whole (400,
+/// nothing written), and its paths are confined like any other.
+#[tokio::test]
+async fn placed_items_are_verified_then_applied() {
+    let f = fixture().await;
+    let ssh = json!({"name": "ssh-k", "provider": "ssh",
+        "values": {"private_key": SECRET, "public_key": "ssh-ed25519 AAAA me"}});
+    let openai = json!({"name": "openai", "provider": "openai", "values": {"api_key": SECRET}});
+    for (item, code) in [
+        (
+            json!({"secret": ssh, "placement": {"files": [{"path": "~/.ssh/k"}]}}),
+            "invalid_placement",
+        ),
+        (
+            json!({"secret": openai, "placement": {"env": {"env": "base_env",
+                "vars": {"OPENAI_API_KEY": "no_such_key"}}}}),
+            "invalid_placement",
+        ),
+        (
+            json!({"secret": openai, "env": "base_env", "placement": {"env": {"env": "base_env",
+                "vars": {"OPENAI_API_KEY": "api_key"}}}}),
+            "invalid_placement",
+        ),
+        (
+            json!({"secret": openai, "placement": {}}),
+            "invalid_placement",
+        ),
+        (
+            json!({"secret": ssh, "placement": {"files": [{"path": "/etc/k"}, {"path": "/etc/k.pub"}]}}),
+            "path_outside_home",
+        ),
+    ] {
+        let body = json!({"items": [item]}).to_string();
+        let resp = f.post("/v1/sync", &body).await;
+        assert!(resp.0.is_client_error(), "{body}: {}", resp.1);
+        let v: Value = serde_json::from_str(&resp.1).unwrap();
+        assert_eq!(v["error"], code, "{}", resp.1);
+        assert!(!resp.1.contains(SECRET));
+    }
+    assert!(f.user_files().is_empty(), "{:?}", f.user_files());
+
+    let body = json!({"items": [
+        {"secret": ssh, "placement": {"files": [{"path": "~/.ssh/k"}, {"path": "~/.ssh/k.pub"}]}},
+        {"secret": openai, "placement": {"env": {"env": "placed", "vars": {"MY_KEY": "api_key"}}}},
+    ]})
+    .to_string();
+    let resp = f.post("/v1/sync", &body).await;
+    assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
+    let v: Value = serde_json::from_str(&resp.1).unwrap();
+    assert_eq!(v["results"][0]["status"], "written", "{v}");
+    assert_eq!(v["results"][1]["status"], "written", "{v}");
+    assert_eq!(v["results"][1]["vars"], json!(["MY_KEY"]));
+    assert_eq!(
+        std::fs::read_to_string(f.home().join(".ssh/k")).unwrap(),
+        SECRET
+    );
+    assert_eq!(common::mode(&f.home().join(".ssh/k")), 0o600);
+    let run = json!({"argv": ["printenv", "MY_KEY"]}).to_string();
+    let (code, out) = f.post("/v1/envs/placed/run", &run).await;
+    assert_eq!(code, StatusCode::OK, "{out}");
+    let out: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["stdout"], format!("{SECRET}\n"));
+
+    // A file held back by its pair's conflict is `blocked`, not `would_write`;
+    // `_write_to_file` answers 409 and writes neither.
+    std::fs::write(f.home().join(".ssh/j.pub"), "ssh-ed25519 OTHER me\n").unwrap();
+    let body = json!({"secret": {"name": "ssh-j", "provider": "ssh",
+        "values": {"private_key": SECRET, "public_key": "ssh-ed25519 AAAA me"}}})
+    .to_string();
+    let resp = f.post("/v1/secrets/_write_to_file", &body).await;
+    assert_eq!(resp.0, StatusCode::CONFLICT, "{}", resp.1);
+    let v: Value = serde_json::from_str(&resp.1).unwrap();
+    assert_eq!(v["results"][0]["status"], "conflict", "{v}");
+    assert_eq!(v["results"][0]["files"][0]["status"], "blocked", "{v}");
+    assert_eq!(v["results"][0]["files"][1]["status"], "conflict", "{v}");
+    assert!(!f.home().join(".ssh/j").exists());
+    f.state.shutdown().await;
+}

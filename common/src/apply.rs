@@ -77,7 +77,11 @@ pub enum FileStatus {
     Written,
     Unchanged,
     Conflict,
+    /// A dry run: it would be written (or, when revoking, changed).
     WouldWrite,
+    /// It would be written, but another file of the same secret conflicts,
+    /// so it was left as it is.
+    Blocked,
     Removed,
 }
 
@@ -90,9 +94,116 @@ pub struct FileOutcome {
     pub conflict_keys: Vec<String>,
 }
 
-/// Write `values` into `files` (aligned with `provider.files(..)`).
-/// If any file conflicts, nothing is written and every file is reported.
-/// A dry run creates, locks and changes nothing.
+/// What writing a secret's values into its files would do, decided from the
+/// files as they are: per file, unchanged, conflict, would write, or blocked
+/// (a file that would be written while another one conflicts). Made by
+/// [`plan_write`] (a dry run: that is all it does) or inside [`write_files`]
+/// under the lock, where it is then committed.
+#[derive(Debug)]
+pub struct FilePlan {
+    files: Vec<PlannedFile>,
+}
+
+#[derive(Debug)]
+struct PlannedFile {
+    display: String,
+    handle: Option<ConfinedFile>,
+    merge: Merge,
+}
+
+impl FilePlan {
+    /// Each file's planned status: `would_write`, `blocked`, `unchanged` or
+    /// `conflict` (with its keys).
+    pub fn outcomes(&self) -> Vec<FileOutcome> {
+        let conflicted = self.conflicted();
+        self.files
+            .iter()
+            .map(|f| {
+                let (status, conflict_keys) = match &f.merge {
+                    Merge::Unchanged => (FileStatus::Unchanged, vec![]),
+                    Merge::Conflict(keys) => (FileStatus::Conflict, keys.clone()),
+                    Merge::Write(_) if conflicted => (FileStatus::Blocked, vec![]),
+                    Merge::Write(_) => (FileStatus::WouldWrite, vec![]),
+                };
+                FileOutcome {
+                    path: f.display.clone(),
+                    status,
+                    conflict_keys,
+                }
+            })
+            .collect()
+    }
+
+    fn conflicted(&self) -> bool {
+        self.files
+            .iter()
+            .any(|f| matches!(f.merge, Merge::Conflict(_)))
+    }
+}
+
+/// Plan writing `values` into `files` (aligned with `provider.files(..)`):
+/// reads each file under its confinement, creates, locks and changes nothing.
+/// A dry run is this plan. The values must have passed the provider's checks
+/// ([`crate::placement::place`] or [`crate::placement::verify`]).
+pub fn plan_write(
+    provider: &dyn Provider,
+    files: &[TargetFile],
+    values: &Values,
+    overwrite: bool,
+) -> Result<FilePlan, ProviderError> {
+    let opened = open_all(files, false)?;
+    plan_opened(provider, files, opened, values, overwrite)
+}
+
+fn plan_opened(
+    provider: &dyn Provider,
+    files: &[TargetFile],
+    opened: Vec<Option<ConfinedFile>>,
+    values: &Values,
+    overwrite: bool,
+) -> Result<FilePlan, ProviderError> {
+    let mut planned = Vec::with_capacity(files.len());
+    for (index, (file, handle)) in files.iter().zip(opened).enumerate() {
+        let existing = read(handle.as_ref())?;
+        let merge = provider.merge(index, &file.display, existing.as_ref(), values, overwrite)?;
+        planned.push(PlannedFile {
+            display: file.display.clone(),
+            handle,
+            merge,
+        });
+    }
+    Ok(FilePlan { files: planned })
+}
+
+/// Carry out a plan made under the lock: write its files unless one
+/// conflicts, tighten the mode of unchanged ones.
+fn commit(plan: FilePlan) -> Result<Vec<FileOutcome>, ProviderError> {
+    let mut outcomes = plan.outcomes();
+    if plan.conflicted() {
+        return Ok(outcomes);
+    }
+    for (file, outcome) in plan.files.into_iter().zip(&mut outcomes) {
+        let Some(handle) = file.handle else {
+            continue;
+        };
+        match file.merge {
+            Merge::Unchanged => handle.tighten_mode()?,
+            Merge::Write(text) => {
+                handle.write(text.expose_secret().as_bytes())?;
+                outcome.status = FileStatus::Written;
+            }
+            Merge::Conflict(_) => {}
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Write `values` into `files` (aligned with `provider.files(..)`): under
+/// the lock of each file's directory, plan from the files as they are, then
+/// commit. If any file conflicts, nothing is written (the others are
+/// `blocked`). A dry run is [`plan_write`]: it creates, locks and changes
+/// nothing. The values must have passed the provider's checks
+/// ([`crate::placement`]).
 pub fn write_files(
     provider: &dyn Provider,
     files: &[TargetFile],
@@ -100,37 +211,12 @@ pub fn write_files(
     overwrite: bool,
     dry_run: bool,
 ) -> Result<Vec<FileOutcome>, ProviderError> {
-    provider.validate(values)?;
-    let opened = open_all(files, !dry_run)?;
-    let _locks = lock_all(&opened, dry_run)?;
-    let mut plans = Vec::with_capacity(files.len());
-    for (index, (file, handle)) in files.iter().zip(&opened).enumerate() {
-        let existing = read(handle.as_ref())?;
-        plans.push(provider.merge(index, &file.display, existing.as_ref(), values, overwrite)?);
+    if dry_run {
+        return Ok(plan_write(provider, files, values, overwrite)?.outcomes());
     }
-    let conflicted = plans.iter().any(|p| matches!(p, Merge::Conflict(_)));
-    let mut outcomes = Vec::with_capacity(files.len());
-    for ((file, handle), plan) in files.iter().zip(&opened).zip(plans) {
-        let (status, conflict_keys) = match (plan, handle) {
-            (Merge::Unchanged, Some(handle)) if !dry_run => {
-                handle.tighten_mode()?;
-                (FileStatus::Unchanged, vec![])
-            }
-            (Merge::Unchanged, _) => (FileStatus::Unchanged, vec![]),
-            (Merge::Conflict(keys), _) => (FileStatus::Conflict, keys),
-            (Merge::Write(text), Some(handle)) if !dry_run && !conflicted => {
-                handle.write(text.expose_secret().as_bytes())?;
-                (FileStatus::Written, vec![])
-            }
-            (Merge::Write(_), _) => (FileStatus::WouldWrite, vec![]),
-        };
-        outcomes.push(FileOutcome {
-            path: file.display.clone(),
-            status,
-            conflict_keys,
-        });
-    }
-    Ok(outcomes)
+    let opened = open_all(files, true)?;
+    let _locks = lock_all(&opened, false)?;
+    commit(plan_opened(provider, files, opened, values, overwrite)?)
 }
 
 /// Remove what `values` installed from `files`, keeping everything else.
@@ -201,20 +287,14 @@ fn lock_all(
     dirs.iter().map(|(_, f)| f.lock_dir()).collect()
 }
 
-/// Sum of a secret's file outcomes: conflict if any, else written if any, else unchanged.
+/// Sum of a secret's file outcomes: the most telling one, ranked as
+/// secret statuses are ([`crate::wire::Status::rank`]).
 pub fn overall(outcomes: &[FileOutcome]) -> FileStatus {
-    let has = |s| outcomes.iter().any(|o| o.status == s);
-    if has(FileStatus::Conflict) {
-        FileStatus::Conflict
-    } else if has(FileStatus::Written) {
-        FileStatus::Written
-    } else if has(FileStatus::Removed) {
-        FileStatus::Removed
-    } else if has(FileStatus::WouldWrite) {
-        FileStatus::WouldWrite
-    } else {
-        FileStatus::Unchanged
-    }
+    outcomes
+        .iter()
+        .map(|o| o.status)
+        .max_by_key(|s| crate::wire::Status::from(*s).rank())
+        .unwrap_or(FileStatus::Unchanged)
 }
 
 #[cfg(test)]
@@ -289,5 +369,56 @@ mod tests {
         let out = remove_files(&GENERIC, &files, &v2, false).unwrap();
         assert_eq!(out[0].status, FileStatus::Removed);
         assert!(!files[0].path.path().exists());
+    }
+
+    /// A file that would be written is `would_write` in a dry run and
+    /// `blocked` when another file of the secret conflicts (dry run or not);
+    /// a blocked file is left as it is.
+    #[test]
+    fn blocked_is_not_would_write() {
+        use crate::providers::ssh::SSH;
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<TargetFile> = SSH
+            .files("~/.ssh/id_test")
+            .into_iter()
+            .map(|display| TargetFile {
+                path: fsutil::confine(dir.path(), &display).unwrap(),
+                display,
+            })
+            .collect();
+        let values = values_from([("private_key", "PRIV\n"), ("public_key", "PUB\n")]);
+        let statuses = |out: &[FileOutcome]| out.iter().map(|o| o.status).collect::<Vec<_>>();
+        let out = write_files(&SSH, &files, &values, false, true).unwrap();
+        assert_eq!(statuses(&out), [FileStatus::WouldWrite; 2]);
+        assert_eq!(overall(&out), FileStatus::WouldWrite);
+        assert!(
+            !dir.path().join(".ssh").exists(),
+            "a dry run creates nothing"
+        );
+
+        std::fs::create_dir(dir.path().join(".ssh")).unwrap();
+        std::fs::write(dir.path().join(".ssh/id_test.pub"), "OTHER\n").unwrap();
+        for dry_run in [true, false] {
+            let out = write_files(&SSH, &files, &values, false, dry_run).unwrap();
+            assert_eq!(
+                statuses(&out),
+                [FileStatus::Blocked, FileStatus::Conflict],
+                "dry run {dry_run}"
+            );
+            assert_eq!(overall(&out), FileStatus::Conflict);
+            assert!(!dir.path().join(".ssh/id_test").exists());
+            assert_eq!(
+                std::fs::read(dir.path().join(".ssh/id_test.pub")).unwrap(),
+                b"OTHER\n"
+            );
+        }
+        let plan = plan_write(&SSH, &files, &values, true).unwrap();
+        assert_eq!(statuses(&plan.outcomes()), [FileStatus::WouldWrite; 2]);
+        let out = write_files(&SSH, &files, &values, true, false).unwrap();
+        assert_eq!(statuses(&out), [FileStatus::Written; 2]);
+        assert_eq!(
+            std::fs::read(dir.path().join(".ssh/id_test")).unwrap(),
+            b"PRIV\n"
+        );
     }
 }

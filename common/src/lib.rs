@@ -11,6 +11,7 @@ pub mod formats;
 pub mod fsutil;
 pub mod model;
 pub mod names;
+pub mod placement;
 pub mod policy;
 pub mod proof;
 pub mod providers;

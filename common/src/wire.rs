@@ -2,6 +2,16 @@
 //! Requests carry values (the point of the system); responses never do:
 //! they carry names, paths, keys, statuses and keyed fingerprints only.
 //! Types that hold values implement `Debug` by hand, without them.
+//!
+//! A `POST /v1/sync` item is `{"secret": {...}, "placement": {"files":
+//! [{"path": "~/.aws/credentials"}, ...], "env": {"env": "base_env", "vars":
+//! {"VAR": "value_key"}}}}`: the sender decided where the secret goes
+//! ([`crate::placement::place`]) and the agent confines, checks
+//! ([`crate::placement::verify`]) and applies it. The older item
+//! `{"secret", "path", "env"}` (no `placement`) is still accepted: the agent
+//! places it itself with [`crate::placement::PlaceOpts::request`]. Published
+//! fleet items use that older form, so each node places them under its own
+//! policy.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::apply::{FileOutcome, FileStatus};
 use crate::model::Secret;
+use crate::placement::Placement;
 use crate::secret_value::SecretValue;
 
 /// The env that env-var secrets go to when none is named.
@@ -47,8 +58,10 @@ pub struct SetEnvVarsRequest {
     pub dry_run: bool,
 }
 
-/// One secret in a `POST /v1/sync`: written to `path` when set, its env vars
-/// set in `env` when set (both may be set).
+/// One secret in a `POST /v1/sync`: where it goes is its `placement`; or,
+/// in the older form, written to `path` when set, its env vars set in `env`
+/// when set (both may be set; with neither, its own file if it has one, else
+/// its vars in `base_env`). A placement comes without `path` and `env`.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncItem {
@@ -57,6 +70,38 @@ pub struct SyncItem {
     pub path: Option<String>,
     #[serde(default)]
     pub env: Option<String>,
+    /// Absent from the older form (so a published fleet item, and its
+    /// fingerprint, are as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+impl SyncItem {
+    /// An item carrying the placement decided for it.
+    pub fn placed(secret: Secret, placement: Placement) -> Self {
+        Self {
+            secret,
+            path: None,
+            env: None,
+            placement: Some(placement),
+        }
+    }
+
+    /// The older form of the same item: the first file's path and the env's
+    /// name, placed again by whoever applies it (a fleet node, under its own
+    /// policy).
+    pub fn as_request(&self) -> Self {
+        let (path, env) = match &self.placement {
+            Some(p) => p.as_request(),
+            None => (self.path.clone(), self.env.clone()),
+        };
+        Self {
+            secret: self.secret.clone(),
+            path,
+            env,
+            placement: None,
+        }
+    }
 }
 
 /// `POST /v1/sync`.
@@ -77,7 +122,11 @@ pub enum Status {
     Written,
     Unchanged,
     Conflict,
+    /// A dry run: it would be written (or removed).
     WouldWrite,
+    /// It would be written, but held back by a conflict in another of its
+    /// files. (A secret's status is `conflict` then; a file's is `blocked`.)
+    Blocked,
     Removed,
     Failed,
 }
@@ -90,9 +139,34 @@ impl Status {
             Status::Unchanged => "unchanged",
             Status::Conflict => "conflict",
             Status::WouldWrite => "would write",
+            Status::Blocked => "blocked",
             Status::Removed => "removed",
             Status::Failed => "failed",
         }
+    }
+
+    /// How much a status says about its secret, most first: conflict,
+    /// failed, written, removed, would write, blocked, unchanged. A secret's
+    /// parts (files, vars) sum to their highest ([`Status::combine`]), and
+    /// so do its files ([`crate::apply::overall`]).
+    pub fn rank(self) -> u8 {
+        match self {
+            Status::Conflict => 6,
+            Status::Failed => 5,
+            Status::Written => 4,
+            Status::Removed => 3,
+            Status::WouldWrite => 2,
+            Status::Blocked => 1,
+            Status::Unchanged => 0,
+        }
+    }
+
+    /// The status of a secret made of these parts (`unchanged` for none).
+    pub fn combine(parts: impl IntoIterator<Item = Status>) -> Status {
+        parts
+            .into_iter()
+            .max_by_key(|s| s.rank())
+            .unwrap_or(Status::Unchanged)
     }
 }
 
@@ -103,6 +177,7 @@ impl From<FileStatus> for Status {
             FileStatus::Unchanged => Status::Unchanged,
             FileStatus::Conflict => Status::Conflict,
             FileStatus::WouldWrite => Status::WouldWrite,
+            FileStatus::Blocked => Status::Blocked,
             FileStatus::Removed => Status::Removed,
         }
     }
@@ -260,7 +335,7 @@ macro_rules! debug_without_values {
 }
 
 debug_without_values!(WriteToFileRequest { secret, path, overwrite, dry_run } hides "values");
-debug_without_values!(SyncItem { secret, path, env } hides "values");
+debug_without_values!(SyncItem { secret, path, env, placement } hides "values");
 debug_without_values!(SyncRequest { items, overwrite, dry_run } hides "values");
 
 impl fmt::Debug for SetEnvVarsRequest {
@@ -287,6 +362,7 @@ mod tests {
                 secret,
                 path: None,
                 env: Some("base_env".into()),
+                placement: None,
             }],
             overwrite: false,
             dry_run: false,

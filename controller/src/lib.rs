@@ -11,6 +11,7 @@ pub mod commands;
 pub mod context;
 pub mod exit;
 pub mod local_secrets;
+pub mod outcome;
 pub mod output;
 pub mod vault;
 

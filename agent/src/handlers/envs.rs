@@ -10,17 +10,13 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::Json;
 
-use common::fingerprint::value_fingerprint;
-use common::names::validate_secret_name;
-use common::wire::{
-    RunRequest, RunResponse, SecretResult, SetEnvVarsRequest, Status, SyncResponse,
-};
+use common::wire::{RunRequest, RunResponse, SetEnvVarsRequest, SyncResponse};
 
 use crate::audit::AuditEntry;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::handlers::{detached, outcome, statuses};
-use crate::install::{as_text, check_env_vars};
-use crate::state::{AppState, VarInstall};
+use crate::install;
+use crate::state::AppState;
 
 /// Set vars in an env, creating it if absent.
 pub(crate) async fn set_env_vars(
@@ -31,8 +27,9 @@ pub(crate) async fn set_env_vars(
     detached(set_env_vars_work(state, env, req)).await
 }
 
-/// Saved before it goes live: `envs.json` (and `installed.json` when a
-/// secret is named) first, then the env's vars; a failed save changes nothing.
+/// A one-item sync (`install::plan_vars`, then `install::apply`): saved
+/// to `envs.json` before it goes live (a failed save changes nothing), and
+/// recorded in `installed.json` under the secret when one is named.
 async fn set_env_vars_work(
     state: AppState,
     env: String,
@@ -47,71 +44,16 @@ async fn set_env_vars_work(
         ..Default::default()
     };
     let result = async {
-        let vars = as_text(req.vars);
-        check_env_vars(&env, &vars)?;
-        if let Some(secret) = &req.secret {
-            validate_secret_name(secret)?;
-        }
-        let envs = &state.inner.envs;
-        let _guard = state.inner.write_lock.lock().await;
-        let differs = !envs.exists(&env)
-            || vars
-                .iter()
-                .any(|(k, v)| envs.value(&env, k).as_ref() != Some(v));
-        let names: Vec<String> = vars.keys().cloned().collect();
-        let status = match (differs, req.dry_run) {
-            (false, _) => Status::Unchanged,
-            (true, true) => Status::WouldWrite,
-            (true, false) => Status::Written,
-        };
+        let planned = install::plan_vars(&state, &env, req.vars, req.secret)?;
         if !req.dry_run {
-            envs.check_room([env.as_str()])?;
-            let nothing_changed = "; nothing changed";
-            envs.save_changed(|all| {
-                let current = all.entry(env.clone()).or_default();
-                current.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-            })
-            .await
-            .map_err(|e| ApiError::not_saved(&e).and(nothing_changed))?;
-            if let Some(secret) = &req.secret {
-                let installs: Vec<VarInstall> = vars
-                    .iter()
-                    .map(|(var, value)| VarInstall {
-                        env: env.clone(),
-                        var: var.clone(),
-                        fingerprint: value_fingerprint(state.fingerprint_key(), value),
-                    })
-                    .collect();
-                let recorded = state
-                    .update_installed(|installed| {
-                        let record = installed.secrets.entry(secret.clone()).or_default();
-                        for var in installs {
-                            record
-                                .vars
-                                .retain(|v| !(v.env == var.env && v.var == var.var));
-                            record.vars.push(var);
-                        }
-                    })
-                    .await;
-                if let Err(e) = recorded {
-                    // Put envs.json back as it is in memory (unchanged).
-                    if let Err(undo) = envs.save_changed(|_| {}).await {
-                        tracing::error!(error = %undo, "cannot restore envs.json");
-                    }
-                    return Err(ApiError::not_saved(&e).and(nothing_changed));
-                }
-            }
-            envs.set_vars(&env, vars).await?;
+            state.inner.envs.check_room([env.as_str()])?;
         }
+        let result = install::apply(&state, vec![planned], false, req.dry_run, None)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(ApiError::internal("no result")))?;
         Ok(Json(SyncResponse {
-            results: vec![SecretResult {
-                name: req.secret.clone().unwrap_or_default(),
-                status,
-                files: vec![],
-                env: Some(env.clone()),
-                vars: names,
-                message: None,
-            }],
+            results: vec![result],
             dry_run: req.dry_run,
         }))
     }

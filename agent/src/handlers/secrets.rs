@@ -43,7 +43,7 @@ async fn write_to_file_work(
         ..Default::default()
     };
     let result = async {
-        let planned = install::plan(&state, req.secret, req.path.as_deref(), None, true)?;
+        let planned = install::plan_file(&state, req.secret, req.path.as_deref())?;
         audit.paths = planned.paths();
         let mut results = install::apply(
             &state,

@@ -1,11 +1,13 @@
 //! `POST /v1/sync`: many secrets in one request. Every item is checked
-//! (names, paths confined to home, env and var names, provider values)
-//! before anything is written; one bad item refuses the whole request with a
+//! (names, its placement against its secret, paths confined to home and
+//! allowed by the policy, env and var names, provider values) before
+//! anything is written; one bad item refuses the whole request with a
 //! 4xx and nothing changes (so does a request that would create more envs
 //! than the agent's `max_envs`: 409 `too_many_envs`). Then each item is
 //! applied in order and gets its own `SecretResult` (`written`, `unchanged`,
 //! `conflict`, `failed` with a message naming paths only;
-//! `would_write`/`unchanged` in a dry run, which changes nothing). The
+//! `would_write`/`unchanged` in a dry run, which changes nothing; a file held
+//! back by another file's conflict is `blocked`). The
 //! response is 200 whatever the per-secret results.
 
 use std::time::Instant;
@@ -13,6 +15,7 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::Json;
 
+use common::policy::Origin;
 use common::wire::{SecretResult, Status, SyncRequest, SyncResponse};
 
 use crate::audit::AuditEntry;
@@ -44,13 +47,7 @@ async fn work(
     let result = async {
         let mut planned = Vec::with_capacity(req.items.len());
         for item in req.items {
-            let p = install::plan(
-                &state,
-                item.secret,
-                item.path.as_deref(),
-                item.env.as_deref(),
-                false,
-            )?;
+            let p = install::plan_item(&state, item, Origin::Local)?;
             audit.paths.extend(p.paths());
             if let Some((env, vars)) = p.env_vars() {
                 if !audit.envs.contains(&env) {

@@ -612,7 +612,7 @@ impl Puller {
 }
 
 /// Apply secrets pulled from the store through the same path as
-/// `POST /v1/sync` (`install::plan_from` with `Origin::Remote`, then `install::apply`): one bad or
+/// `POST /v1/sync` (`install::plan_item` with `Origin::Remote`, then `install::apply`): one bad or
 /// conflicting secret does not hold back the others. A secret this node
 /// already installed from the store replaces its own earlier values
 /// (overwrite); a new one does not clobber differing values already in a
@@ -633,22 +633,15 @@ pub(crate) async fn apply_pulled(
         let name = item.secret.name.clone();
         // Placed by this node's policy, not by the store: provider
         // locations or `allow_paths` only, never the deny-list.
-        let planned = install::plan_from(
-            state,
-            item.secret,
-            item.path.as_deref(),
-            item.env.as_deref(),
-            false,
-            common::policy::Origin::Remote,
-        )
-        .and_then(|p| {
-            let env = p.env_vars().map(|(env, _)| env);
-            state
-                .inner
-                .envs
-                .check_room(env.iter().map(String::as_str))?;
-            Ok(p)
-        });
+        let planned =
+            install::plan_item(state, item, common::policy::Origin::Remote).and_then(|p| {
+                let env = p.env_vars().map(|(env, _)| env);
+                state
+                    .inner
+                    .envs
+                    .check_room(env.iter().map(String::as_str))?;
+                Ok(p)
+            });
         match planned {
             Err(e) => out.push((name, Err(e))),
             Ok(p) => {

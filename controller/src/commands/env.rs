@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
+use common::placement::PlaceOpts;
 use common::wire::{SecretResult, SetEnvVarsRequest, SyncItem, SyncRequest};
 use common::Secret;
 use serde::Serialize;
@@ -152,7 +153,7 @@ fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
     let mut items: Vec<SyncItem> = vec![];
     let mut skipped = vec![];
     for s in &secrets {
-        match sync_item(s, Some(&env.name), None)? {
+        match sync_item(s, &PlaceOpts::both(&env.name))? {
             Some(i) => items.push(i),
             None => skipped.push(Skipped {
                 secret: s.name.clone(),
@@ -161,14 +162,12 @@ fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
         }
     }
     if !env.vars.is_empty() {
-        items.push(SyncItem {
-            secret: vars_secret(&env),
-            path: None,
-            env: Some(env.name.clone()),
-        });
+        items.extend(sync_item(&vars_secret(&env), &PlaceOpts::both(&env.name))?);
     }
     // An env with nothing to set is still created (empty) on each node.
-    let create_empty = !items.iter().any(|i| i.env.is_some());
+    let create_empty = !items
+        .iter()
+        .any(|i| i.placement.as_ref().is_some_and(|p| p.env.is_some()));
     let names: Vec<String> = items.iter().map(|i| i.secret.name.clone()).collect();
     let request = Arc::new(SyncRequest {
         items,

@@ -27,6 +27,7 @@ use crate::cli::{LoginArgs, LogoutArgs};
 use crate::commands::vault::{outcome_table, runtime};
 use crate::exit;
 use crate::local_secrets::LocalSecrets;
+use crate::outcome::file_status_cell;
 use crate::output::{print_json, Table};
 use crate::vault::client::{Health, TokenInfo};
 use crate::vault::config::{self, ConfigError, Token, TokenSource};
@@ -225,7 +226,7 @@ pub fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
                     table.row(vec![
                         f.secret.clone(),
                         f.outcome.path.clone(),
-                        status_word(f.outcome.status).into(),
+                        file_status_cell(f.outcome.status, &f.outcome.conflict_keys),
                         if f.outcome.conflict_keys.is_empty() {
                             String::new()
                         } else {
@@ -260,16 +261,6 @@ pub fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
     Ok(if failed { exit::FAILURE } else { exit::OK })
 }
 
-fn status_word(status: FileStatus) -> &'static str {
-    match status {
-        FileStatus::Written => "written",
-        FileStatus::Unchanged => "unchanged",
-        FileStatus::Conflict => "conflict",
-        FileStatus::WouldWrite => "not written",
-        FileStatus::Removed => "removed",
-    }
-}
-
 /// The files of a secret, confined to home and checked by the placement
 /// policy as paths of `origin` (a download: [`Origin::Remote`]), and where
 /// they resolve to (a symlink in home cannot lead to a denied file); `None`
@@ -300,6 +291,8 @@ fn write_secret_files(home: &Path, secret: &Secret) -> Result<Option<Vec<FileOut
         return Ok(None);
     };
     let provider = providers::for_secret(secret.provider.as_deref());
+    // Values from the store are untrusted: the provider's checks first.
+    provider.validate(&secret.values)?;
     Ok(Some(apply::write_files(
         provider,
         &files,
@@ -392,7 +385,12 @@ pub fn run_logout(args: LogoutArgs, ctx: &Context) -> Result<u8> {
             match apply::remove_files(provider, &files, &secret.values, false) {
                 Ok(outs) => {
                     for o in outs {
-                        println!("{}: {} {}", secret.name, status_word(o.status), o.path);
+                        println!(
+                            "{}: {} {}",
+                            secret.name,
+                            file_status_cell(o.status, &o.conflict_keys),
+                            o.path
+                        );
                     }
                 }
                 Err(e) => {

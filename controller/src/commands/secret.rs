@@ -9,13 +9,15 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
-use common::apply::{overall, secret_paths, write_files, FileStatus, TargetFile};
+use common::apply::{overall, write_files, FileStatus, TargetFile};
 use common::extract::extract;
 use common::fsutil::{self, expand_home, tilde_path, PathError};
 use common::names::{validate_env_var_name, validate_secret_name};
+use common::placement::{place, Files, PlaceOpts, Vars};
 use common::policy::{Origin, Policy};
 use common::providers::{self, Provider, ProviderError};
 use common::store;
+use common::wire::DEFAULT_ENV;
 use common::{Secret, SecretValue, Values};
 use serde_json::{json, Value};
 
@@ -24,6 +26,7 @@ use crate::cli::{
 };
 use crate::exit::{self, UsageError};
 use crate::local_secrets::{self, with_sources};
+use crate::outcome::file_status_cell;
 use crate::output::{print_json, Table};
 use crate::Context;
 
@@ -416,16 +419,6 @@ fn delete(args: &DeleteArgs, ctx: &Context) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn status_text(status: FileStatus, keys: &[String]) -> String {
-    match status {
-        FileStatus::Written => "written".into(),
-        FileStatus::Unchanged => "unchanged".into(),
-        FileStatus::Conflict => format!("conflict ({})", keys.join(", ")),
-        FileStatus::WouldWrite => "not written (conflict in another file)".into(),
-        FileStatus::Removed => "removed".into(),
-    }
-}
-
 fn write(args: &WriteArgs, ctx: &Context) -> Result<u8> {
     let secret = load_or_detect(ctx, &args.name)?;
     if secret.values.is_empty() {
@@ -458,7 +451,17 @@ fn write(args: &WriteArgs, ctx: &Context) -> Result<u8> {
     }
     // The agent's confinement and link rules: a file (or a symlink on its
     // way) leading out of home is refused unless --path named it explicitly.
-    let displays = secret_paths(&secret, path.as_deref())?;
+    // Where its files are, and its values checked by its provider.
+    let placed = place(
+        &secret,
+        &PlaceOpts {
+            path: path.as_deref(),
+            files: Files::Yes,
+            env: DEFAULT_ENV,
+            vars: Vars::No,
+        },
+    )?;
+    let displays = placed.paths();
     let files = displays
         .into_iter()
         .map(|display| {
@@ -497,7 +500,7 @@ fn write(args: &WriteArgs, ctx: &Context) -> Result<u8> {
         for o in &outcomes {
             table.row(vec![
                 o.path.clone(),
-                status_text(o.status, &o.conflict_keys),
+                file_status_cell(o.status, &o.conflict_keys),
             ]);
         }
         table.print()?;

@@ -5,9 +5,9 @@
 //! there. Never prints a value.
 
 use anyhow::Result;
-use common::apply::secret_env_vars;
 use common::names::validate_env_name;
-use common::wire::{SyncRequest, DEFAULT_ENV};
+use common::placement::{PlaceError, PlaceOpts};
+use common::wire::SyncRequest;
 
 use super::sync::{check_remote, finish, push, reports, resolve_cluster, sync_item, SecretPool};
 use super::UsageError;
@@ -23,21 +23,19 @@ pub fn run(args: SendArgs, ctx: &Context) -> Result<u8> {
     let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
     let pool = SecretPool::load(ctx)?;
     let secret = pool.resolve(std::slice::from_ref(&args.secret))?.remove(0);
-    let has_file = args.path.is_some() || common::apply::secret_paths(&secret, None).is_ok();
-    let env = match (&args.env, has_file) {
-        (Some(e), _) => Some(e.as_str()),
-        (None, false) => Some(DEFAULT_ENV),
-        (None, true) => None,
+    let opts = PlaceOpts::send(args.path.as_deref(), args.env.as_deref());
+    let item = match sync_item(&secret, &opts) {
+        Err(e) if matches!(e.downcast_ref(), Some(PlaceError::NoVars { .. })) => {
+            return Err(UsageError(format!(
+                "secret {:?} has no env vars to set in env {:?}",
+                secret.name,
+                args.env.as_deref().unwrap_or_default()
+            ))
+            .into());
+        }
+        other => other?,
     };
-    if args.env.is_some() && secret_env_vars(&secret).is_empty() {
-        return Err(UsageError(format!(
-            "secret {:?} has no env vars to set in env {:?}",
-            secret.name,
-            args.env.as_deref().unwrap_or_default()
-        ))
-        .into());
-    }
-    let Some(item) = sync_item(&secret, env, args.path.as_deref())? else {
+    let Some(item) = item else {
         return Err(UsageError(format!(
             "secret {:?} has no file and no env vars: give --path (or create it with --env-var)",
             secret.name

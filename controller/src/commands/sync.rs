@@ -11,8 +11,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use common::apply::{secret_env_vars, secret_paths};
-use common::names::validate_env_var_name;
+use common::placement::{place, PlaceOpts};
 use common::wire::{SecretResult, Status, SyncItem, SyncRequest};
 use common::Secret;
 use serde::Serialize;
@@ -20,6 +19,7 @@ use serde::Serialize;
 use crate::cli::{RemoteOpts, SyncArgs};
 use crate::clusters::{self, Cluster, Node};
 use crate::exit::{self, UsageError};
+pub(crate) use crate::outcome::{status_cell, where_cell};
 use crate::output::{print_json, Table};
 use crate::transport::{fan_out, NodeOutcome, TransportOptions};
 use crate::Context;
@@ -35,35 +35,17 @@ pub(crate) struct Skipped {
     pub(crate) reason: String,
 }
 
-/// Turn a secret into what the agent should do with it: its file path (when
-/// it has one) and the env for its vars (when it has any). `None` when neither.
-pub(crate) fn sync_item(
-    secret: &Secret,
-    env: Option<&str>,
-    path: Option<&str>,
-) -> Result<Option<SyncItem>> {
-    let file = match path {
-        Some(p) => Some(p.to_owned()),
-        None => secret_paths(secret, None)
-            .ok()
-            .and_then(|p| p.into_iter().next()),
-    };
-    let vars = secret_env_vars(secret);
-    for var in vars.keys() {
-        validate_env_var_name(var).with_context(|| format!("secret {:?}", secret.name))?;
-    }
-    let env = env.filter(|_| !vars.is_empty()).map(str::to_owned);
-    if file.is_none() && env.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(SyncItem {
-        secret: secret.clone(),
-        path: file,
-        env,
-    }))
+/// A secret placed as `opts` asks (`common::placement::place`: the one
+/// decision of its files and vars), as the item sent to the agents; `None`
+/// when it goes nowhere.
+pub(crate) fn sync_item(secret: &Secret, opts: &PlaceOpts<'_>) -> Result<Option<SyncItem>> {
+    let placement = place(secret, opts)?;
+    Ok((!placement.is_empty()).then(|| SyncItem::placed(secret.clone(), placement)))
 }
 
-/// Items for these secrets, with the ones that have nowhere to go noted.
+/// Items for these secrets placed by the `sync` rule (a secret kept in a
+/// file goes to that file; its values become vars in `env` when it defines
+/// env vars or has no file), with the ones that have nowhere to go noted.
 pub(crate) fn plan_items(secrets: &[Secret], env: &str) -> Result<(Vec<SyncItem>, Vec<Skipped>)> {
     let mut items = vec![];
     let mut skipped = vec![];
@@ -75,12 +57,7 @@ pub(crate) fn plan_items(secrets: &[Secret], env: &str) -> Result<(Vec<SyncItem>
             });
             continue;
         }
-        // As in the reference: a secret kept in a file goes to that file; its
-        // values go into the env as vars only when the secret was defined by
-        // env vars, or has no file. (`send --env` and envs with secrets ask
-        // for vars explicitly.)
-        let wants_env = s.env_vars.is_some() || secret_paths(s, None).is_err();
-        match sync_item(s, wants_env.then_some(env), None)? {
+        match sync_item(s, &PlaceOpts::sync(env))? {
             Some(item) => items.push(item),
             None => skipped.push(Skipped {
                 secret: s.name.clone(),
@@ -176,42 +153,6 @@ pub(crate) fn reports(
             },
         })
         .collect()
-}
-
-/// The status cell of one result: `written`, `conflict (k1, k2)`, `failed: reason`.
-pub(crate) fn status_cell(r: &SecretResult) -> String {
-    match r.status {
-        Status::Conflict => {
-            let keys: Vec<&str> = r
-                .files
-                .iter()
-                .flat_map(|f| f.conflict_keys.iter().map(String::as_str))
-                .collect();
-            if keys.is_empty() {
-                "conflict".into()
-            } else {
-                format!("conflict ({})", keys.join(", "))
-            }
-        }
-        Status::Failed => format!(
-            "failed: {}",
-            r.message.as_deref().unwrap_or("no reason given")
-        ),
-        s => s.as_str().into(),
-    }
-}
-
-/// Where a result landed: file paths and `env: VARS`.
-pub(crate) fn where_cell(r: &SecretResult) -> String {
-    let mut parts: Vec<String> = r.files.iter().map(|f| f.path.clone()).collect();
-    if !r.vars.is_empty() {
-        parts.push(format!(
-            "{}: {}",
-            r.env.as_deref().unwrap_or("env"),
-            r.vars.join(" ")
-        ));
-    }
-    parts.join(", ")
 }
 
 /// Print the per-node x per-secret table (or JSON), the notes and failures
@@ -390,7 +331,10 @@ mod tests {
             plan_items(&[file_only, vars_only, both, neither], "base_env").unwrap();
         let got: Vec<(String, Option<String>, Option<String>)> = items
             .iter()
-            .map(|i| (i.secret.name.clone(), i.path.clone(), i.env.clone()))
+            .map(|i| {
+                let (path, env) = i.placement.as_ref().unwrap().as_request();
+                (i.secret.name.clone(), path, env)
+            })
             .collect();
         assert_eq!(
             got,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use common::fleet::NodeReport;
+use common::wire::SyncItem;
 use serde::Serialize;
 
 use super::admin::{self, RoleOptions, SecretIdKind};
@@ -208,6 +209,9 @@ pub fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8> {
     common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
     let secrets = SecretPool::load(ctx)?.select(&args.secrets)?;
     let (items, skipped) = plan_items(&secrets, &args.env)?;
+    // Published in the older item form: each node places it again under
+    // its own policy.
+    let items: Vec<SyncItem> = items.iter().map(SyncItem::as_request).collect();
     for s in &skipped {
         eprintln!("note: skipped {}: {}", s.secret, s.reason);
     }
