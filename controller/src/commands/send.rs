@@ -9,18 +9,18 @@ use common::apply::secret_env_vars;
 use common::names::validate_env_name;
 use common::wire::{SyncRequest, DEFAULT_ENV};
 
-use super::sync::{check_remote, finish, push, reports, resolve_cluster, sync_item, SecretPool};
+use super::sync::{sync_item, SecretPool};
 use super::UsageError;
 use crate::cli::SendArgs;
+use crate::remote::{finish, reports, Remote};
 use crate::Context;
 
 /// `controller send`.
-pub fn run(args: SendArgs, ctx: &Context) -> Result<u8> {
-    check_remote(&args.remote)?;
+pub async fn run(args: SendArgs, ctx: &Context) -> Result<u8> {
     if let Some(env) = &args.env {
         validate_env_name(env).map_err(|e| UsageError(e.to_string()))?;
     }
-    let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
+    let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
     let pool = SecretPool::load(ctx)?;
     let secret = pool.resolve(std::slice::from_ref(&args.secret))?.remove(0);
     let has_file = args.path.is_some() || common::apply::secret_paths(&secret, None).is_ok();
@@ -50,15 +50,13 @@ pub fn run(args: SendArgs, ctx: &Context) -> Result<u8> {
         overwrite: args.overwrite,
         dry_run: false,
     };
-    let outcomes = push(
-        ctx,
-        &cluster,
+    let nodes = reports(remote.push(request, "send").await, false);
+    finish(
+        &remote.cluster.name,
+        false,
+        &names,
         &nodes,
-        &args.remote,
-        request,
+        &[],
         args.output.json,
-        "send",
-    )?;
-    let nodes = reports(outcomes, false);
-    finish(&cluster.name, false, &names, &nodes, &[], args.output.json)
+    )
 }
