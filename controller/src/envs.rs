@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::fsutil::{self, PathError};
 use common::names::{validate_env_name, validate_env_var_name, validate_secret_name, NameError};
-use common::SecretValue;
+use common::{Secret, SecretValue};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -153,6 +153,20 @@ pub fn delete(home: &Path, name: &str) -> Result<(), EnvError> {
     load(home, name)?;
     fsutil::remove_file(&env_file(home, name))?;
     Ok(())
+}
+
+/// The name under which an env's plain vars are recorded on the nodes
+/// (`env.NAME`): `env sync` sends them as that secret, `status` compares it.
+pub fn vars_secret_name(env: &str) -> String {
+    format!("env.{env}")
+}
+
+/// The env's plain vars as a base secret whose keys map to themselves
+/// (each value set as the var of its own name).
+pub fn vars_secret(env: &EnvDef) -> Secret {
+    let mut s = Secret::base(vars_secret_name(&env.name), env.vars.clone());
+    s.env_vars = Some(env.vars.keys().map(|k| (k.clone(), k.clone())).collect());
+    s
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! `controller`: parse the command line, set up tracing on stderr, run the
-//! command, print the error chain (each cause once) and exit with its code.
+//! `controller`: parse the command line, set up tracing on stderr, start the
+//! one async runtime, run the command on it, print the error chain (each
+//! cause once) and exit with its code.
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 use controller::cli::Cli;
 use controller::Context;
@@ -23,7 +25,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let result = Context::from_process().and_then(|ctx| commands::dispatch(cli.command, &ctx));
+    let result = Context::from_process().and_then(|ctx| {
+        // Multi-threaded: a fan-out runs one task per node (`--parallel`).
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .context("start the async runtime")?;
+        runtime.block_on(commands::dispatch(cli.command, &ctx))
+    });
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

@@ -5,11 +5,11 @@
 //! `tests/data/providers/<id>/`.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+use test_support::mode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_controller");
 
@@ -160,10 +160,6 @@ fn stderr(out: &Output) -> String {
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
 fn assert_no_fixture_value(text: &str) {

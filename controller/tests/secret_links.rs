@@ -7,42 +7,38 @@
 
 use std::os::unix::fs::{symlink, FileTypeExt};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use test_support::Ran;
 
 const BIN: &str = env!("CARGO_BIN_EXE_controller");
 
-/// Run the binary with `home` as HOME and a cleared environment; kill it and
-/// fail if it has not exited within 30 s.
-fn run(home: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
+/// Run the binary with `home` as HOME and a cleared environment; fail if it
+/// has not exited within 30 s (it is killed then).
+fn run(home: &Path, args: &[&str]) -> Ran {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
         .env_clear()
         .env("HOME", home)
         .env("PATH", "/usr/bin:/bin")
-        .current_dir(home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(30) {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "controller {args:?} hung; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+        .current_dir(home);
+    let out = test_support::run(
+        cmd,
+        Duration::from_secs(30),
+        &format!("controller {}", args.join(" ")),
+        None,
+    );
+    assert!(
+        !out.timed_out,
+        "controller {args:?} hung; stderr: {}",
+        out.stderr
+    );
+    out
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+fn stderr(out: &Ran) -> String {
+    out.stderr.clone()
 }
 
 fn is_link(p: &Path) -> bool {
@@ -94,7 +90,7 @@ fn create_aws(home: &Path) {
             "secret_key=fixture-new-secret",
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.code, 0, "{}", stderr(&out));
 }
 
 #[test]
@@ -116,7 +112,7 @@ fn write_through_a_stow_link_updates_the_target_and_keeps_the_link() {
     .unwrap();
     create_aws(h);
     let out = run(h, &["secret", "write", "aws"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.code, 0, "{}", stderr(&out));
     assert!(
         is_link(&h.join(".aws/credentials")),
         "the link was replaced"
@@ -138,7 +134,7 @@ fn write_refuses_a_link_leading_outside_home_unless_path_names_it() {
     symlink(&target, h.join(".aws/credentials")).unwrap();
     create_aws(h);
     let out = run(h, &["secret", "write", "aws"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.code, 1, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
         err.contains("~/.aws/credentials") && err.contains("outside the home directory"),
@@ -155,7 +151,7 @@ fn write_refuses_a_link_leading_outside_home_unless_path_names_it() {
         h,
         &["secret", "write", "aws", "--path", "~/.aws/credentials"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.code, 0, "{}", stderr(&out));
     assert!(
         is_link(&h.join(".aws/credentials")),
         "the link was replaced"

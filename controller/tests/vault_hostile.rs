@@ -111,12 +111,9 @@ fn run_limited(home: &Home, args: &[&str]) -> Run {
     for (k, v) in &home.env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run controller");
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let what = format!("controller {}", args.join(" "));
+    let run = test_support::run(cmd, Duration::from_secs(600), &what, None);
+    assert!(!run.timed_out, "{}", run.show());
     assert!(
         !run.stderr.contains(ROOT_TOKEN) && !run.stdout.contains(ROOT_TOKEN),
         "{run:?}"

@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[allow(unused_imports)] // not every test file uses every helper
+pub use test_support::mode;
+
 /// The built agent binary.
 pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_agent");
 
@@ -291,10 +294,4 @@ pub fn make_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     Some((cert, key))
-}
-
-/// Mode bits of a path.
-pub fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }

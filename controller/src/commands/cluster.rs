@@ -19,26 +19,26 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::sync::{check_remote, exit_code, resolve_cluster, runtime};
 use super::UsageError;
 use crate::agents::{AgentBin, Agents, AgentsError};
 use crate::cli::{BootstrapArgs, ClusterAddArgs, ClusterCommand, ClusterNameArgs, ListArgs};
 use crate::clusters::{self, Cluster, ClusterError, Node, Target};
 use crate::output::{print_json, Table};
+use crate::remote::{exit_code, Remote};
 use crate::transport::ssh::{self, Input, SshSession};
 use crate::transport::{self, TransportError, TransportOptions};
 use crate::Context;
 
 /// `controller cluster ...`.
-pub fn run(cmd: ClusterCommand, ctx: &Context) -> Result<u8> {
+pub async fn run(cmd: ClusterCommand, ctx: &Context) -> Result<u8> {
     match cmd {
         ClusterCommand::Add(a) => add(a, ctx),
         ClusterCommand::List(a) => list(a, ctx),
         ClusterCommand::Show(a) => show(a, ctx),
-        ClusterCommand::Remove(a) => remove(a, ctx),
-        ClusterCommand::Bootstrap(a) => bootstrap(a, ctx),
-        ClusterCommand::Disconnect(a) => disconnect(a, ctx),
-        ClusterCommand::Enroll(a) => crate::fleet::cmd::enroll(a, ctx),
+        ClusterCommand::Remove(a) => remove(a, ctx).await,
+        ClusterCommand::Bootstrap(a) => bootstrap(a, ctx).await,
+        ClusterCommand::Disconnect(a) => disconnect(a, ctx).await,
+        ClusterCommand::Enroll(a) => crate::fleet::cmd::enroll(a, ctx).await,
     }
 }
 
@@ -137,9 +137,9 @@ fn show(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
     Ok(0)
 }
 
-fn remove(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
+async fn remove(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
     if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.name) {
-        crate::fleet::cmd::remove_role(ctx, &cluster)?;
+        crate::fleet::cmd::remove_role(ctx, &cluster).await?;
     }
     clusters::remove(&ctx.home, &args.name).map_err(usage)?;
     if args.output.json {
@@ -249,9 +249,9 @@ struct Chosen {
     agent: Option<AgentBin>,
 }
 
-fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
-    check_remote(&args.remote)?;
-    let (cluster, nodes) = resolve_cluster(ctx, &args.name)?;
+async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
+    let remote = Remote::resolve(ctx, &args.name, &args.remote, args.output.json)?;
+    let cluster = &remote.cluster;
     if let Some(bin) = &args.agent_bin {
         let bin = bin
             .canonicalize()
@@ -260,52 +260,44 @@ fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
             return Err(UsageError(format!("agent binary {} is not a file", bin.display())).into());
         }
     }
-    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.output.json);
-    let rt = runtime()?;
     let reports: Vec<BootstrapReport> = if cluster.is_local() {
         // The local agent is started on demand; bootstrapping it means starting it.
-        rt.block_on(transport::fan_out(
-            &nodes,
-            &opts,
-            "bootstrap",
-            |conn| async move { conn.health().await },
-        ))
-        .into_iter()
-        .map(|o| {
-            report(
-                o.node,
-                Chosen::default(),
-                o.result
-                    .map(|h| Installed {
-                        version: h.version,
-                        boot: None,
-                    })
-                    .map_err(NodeError::from),
-            )
-        })
-        .collect()
+        remote
+            .fan_out("bootstrap", |conn| async move { conn.health().await })
+            .await
+            .into_iter()
+            .map(|o| {
+                report(
+                    o.node,
+                    Chosen::default(),
+                    o.result
+                        .map(|h| Installed {
+                            version: h.version,
+                            boot: None,
+                        })
+                        .map_err(NodeError::from),
+                )
+            })
+            .collect()
     } else {
         let agents = Arc::new(Agents::new(args.agent_bin.as_deref(), &ctx.home));
-        let shared = Arc::new(opts.clone());
-        rt.block_on(transport::for_each_node(
-            &nodes,
-            &opts,
-            "bootstrap",
-            move |node| {
+        let shared = Arc::new(remote.opts.clone());
+        remote
+            .for_each_node("bootstrap", move |node| {
                 let (agents, opts) = (agents.clone(), shared.clone());
                 async move {
                     let mut chosen = Chosen::default();
                     let r = bootstrap_node(&node, &agents, &opts, &mut chosen).await;
                     Ok((chosen, r))
                 }
-            },
-        ))
-        .into_iter()
-        .map(|o| match o.result {
-            Ok((chosen, r)) => report(o.node, chosen, r),
-            Err(e) => report(o.node, Chosen::default(), Err(e.into())),
-        })
-        .collect()
+            })
+            .await
+            .into_iter()
+            .map(|o| match o.result {
+                Ok((chosen, r)) => report(o.node, chosen, r),
+                Err(e) => report(o.node, Chosen::default(), Err(e.into())),
+            })
+            .collect()
     };
     if args.output.json {
         print_json(&serde_json::json!({"cluster": cluster.name, "nodes": reports}))?;
@@ -534,27 +526,23 @@ async fn install(
 }
 
 /// `controller cluster disconnect NAME`: close the persisted SSH masters.
-fn disconnect(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
-    let (cluster, nodes) = resolve_cluster(ctx, &args.name)?;
-    let remote = crate::cli::RemoteOpts {
+async fn disconnect(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
+    let flags = crate::cli::RemoteOpts {
         parallel: 32,
         timeout: 15,
         accept_new_host_keys: false,
         ssh_persist: Some(0),
     };
-    let opts = TransportOptions::new(ctx, &remote, &cluster.name, args.output.json);
-    let rt = runtime()?;
-    let results: Vec<(String, Result<bool, TransportError>)> = rt.block_on(async {
-        let mut out = vec![];
-        for node in &nodes {
-            let r = match &node.target {
-                Target::Ssh(t) => ssh::disconnect(t, &opts).await,
-                Target::Local => Ok(false),
-            };
-            out.push((node.name.clone(), r));
-        }
-        out
-    });
+    let remote = Remote::resolve(ctx, &args.name, &flags, args.output.json)?;
+    let cluster = &remote.cluster;
+    let mut results: Vec<(String, Result<bool, TransportError>)> = vec![];
+    for node in &remote.nodes {
+        let r = match &node.target {
+            Target::Ssh(t) => ssh::disconnect(t, &remote.opts).await,
+            Target::Local => Ok(false),
+        };
+        results.push((node.name.clone(), r));
+    }
     if args.output.json {
         let nodes: Vec<_> = results
             .iter()

@@ -11,27 +11,24 @@ use std::sync::Arc;
 use anyhow::Result;
 use common::placement::PlaceOpts;
 use common::wire::{SecretResult, SetEnvVarsRequest, SyncItem, SyncRequest};
-use common::Secret;
 use serde::Serialize;
 
-use super::sync::{
-    check_remote, finish, reports, resolve_cluster, runtime, sync_item, SecretPool, Skipped,
-};
+use super::sync::{sync_item, SecretPool, Skipped};
 use super::UsageError;
 use crate::cli::{EnvCommand, EnvCreateArgs, EnvNameArgs, EnvSyncArgs, ListArgs};
-use crate::envs::{self, EnvDef, EnvError};
+use crate::envs::{self, vars_secret, EnvDef, EnvError};
 use crate::output::{print_json, Table};
-use crate::transport::{fan_out, TransportOptions};
+use crate::remote::{finish, reports, Remote};
 use crate::Context;
 
 /// `controller env ...`.
-pub fn run(cmd: EnvCommand, ctx: &Context) -> Result<u8> {
+pub async fn run(cmd: EnvCommand, ctx: &Context) -> Result<u8> {
     match cmd {
         EnvCommand::Create(a) => create(a, ctx),
         EnvCommand::List(a) => list(a, ctx),
         EnvCommand::Show(a) => show(a, ctx),
         EnvCommand::Delete(a) => delete(a, ctx),
-        EnvCommand::Sync(a) => sync(a, ctx),
+        EnvCommand::Sync(a) => sync(a, ctx).await,
     }
 }
 
@@ -129,22 +126,9 @@ fn delete(args: EnvNameArgs, ctx: &Context) -> Result<u8> {
     Ok(0)
 }
 
-/// The name under which an env's plain vars are recorded on the nodes.
-pub(crate) fn vars_secret_name(env: &str) -> String {
-    format!("env.{env}")
-}
-
-/// The env's plain vars as a base secret whose keys map to themselves.
-pub(crate) fn vars_secret(env: &EnvDef) -> Secret {
-    let mut s = Secret::base(vars_secret_name(&env.name), env.vars.clone());
-    s.env_vars = Some(env.vars.keys().map(|k| (k.clone(), k.clone())).collect());
-    s
-}
-
-fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
-    check_remote(&args.remote)?;
+async fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
     let env = envs::load(&ctx.home, &args.name).map_err(usage)?;
-    let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
+    let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
     let secrets = if env.secrets.is_empty() {
         vec![]
     } else {
@@ -175,29 +159,29 @@ fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
         dry_run: false,
     });
     let env_name = Arc::new(env.name.clone());
-    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.output.json);
-    let rt = runtime()?;
-    let outcomes = rt.block_on(fan_out(&nodes, &opts, "env sync", move |conn| {
-        let (request, env_name) = (request.clone(), env_name.clone());
-        async move {
-            let mut results: Vec<SecretResult> = vec![];
-            if !request.items.is_empty() {
-                results = conn.sync(&request).await?.results;
+    let outcomes = remote
+        .fan_out("env sync", move |conn| {
+            let (request, env_name) = (request.clone(), env_name.clone());
+            async move {
+                let mut results: Vec<SecretResult> = vec![];
+                if !request.items.is_empty() {
+                    results = conn.sync(&request).await?.results;
+                }
+                if create_empty {
+                    let empty = SetEnvVarsRequest {
+                        vars: BTreeMap::new(),
+                        secret: None,
+                        dry_run: false,
+                    };
+                    conn.set_env_vars(&env_name, &empty).await?;
+                }
+                Ok(results)
             }
-            if create_empty {
-                let empty = SetEnvVarsRequest {
-                    vars: BTreeMap::new(),
-                    secret: None,
-                    dry_run: false,
-                };
-                conn.set_env_vars(&env_name, &empty).await?;
-            }
-            Ok(results)
-        }
-    }));
+        })
+        .await;
     let reports = reports(outcomes, false);
     let code = finish(
-        &cluster.name,
+        &remote.cluster.name,
         false,
         &names,
         &reports,

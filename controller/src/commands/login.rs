@@ -24,7 +24,7 @@ use common::{providers, SecretText};
 use serde::Serialize;
 
 use crate::cli::{LoginArgs, LogoutArgs};
-use crate::commands::vault::{outcome_table, runtime};
+use crate::commands::vault::outcome_table;
 use crate::exit;
 use crate::local_secrets::LocalSecrets;
 use crate::outcome::file_status_cell;
@@ -90,7 +90,7 @@ struct LoginDoc {
 }
 
 /// Run `controller login`.
-pub fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
+pub async fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
     let env = |k: &str| ctx.var(k).map(str::to_owned);
     let config = match VaultConfig::resolve(&ctx.home, &env, &args.urls, None) {
         Ok(c) => c,
@@ -101,16 +101,18 @@ pub fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
                 .cloned()
                 .or_else(|| env("VAULT_ADDR"))
                 .unwrap_or_else(|| "the remote store".into());
-            let token = read_token(&shown)?;
+            // Waits on the terminal: off the runtime's threads.
+            let token = tokio::task::spawn_blocking(move || read_token(&shown))
+                .await
+                .context("reading the token")??;
             VaultConfig::resolve(&ctx.home, &env, &args.urls, Some(token))?
         }
         Err(e) => return Err(e.into()),
     };
     let client = VaultClient::new(&config)?;
-    let rt = runtime()?;
 
     // 1. The servers answer, the token is valid, the mount exists.
-    let servers = rt.block_on(client.health_all());
+    let servers = client.health_all().await;
     let serving = servers
         .iter()
         .any(|h| matches!(h.state.as_str(), "active" | "standby" | "perf-standby"));
@@ -134,10 +136,13 @@ pub fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
             details.join("; ")
         );
     }
-    let token_info = rt
-        .block_on(client.lookup_self())
+    let token_info = client
+        .lookup_self()
+        .await
         .context("checking the token; nothing saved")?;
-    rt.block_on(client.check_mount())
+    client
+        .check_mount()
+        .await
         .context("checking the KV mount; nothing saved")?;
 
     // 2. Save the configuration and the token.
@@ -174,7 +179,7 @@ pub fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
     // 3. Upload: every saved and detected secret.
     let upload = if args.upload {
         let secrets = LocalSecrets::load(ctx)?.all();
-        let outcomes = rt.block_on(vault::push(&client, &config, &ctx.home, &secrets, false))?;
+        let outcomes = vault::push(&client, &config, &ctx.home, &secrets, false).await?;
         failed |= outcomes.iter().any(|o| o.status.is_failure());
         if !args.output.json {
             println!("\nupload:");
@@ -192,9 +197,8 @@ pub fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
     // 4. Download: every remote secret, then its files.
     let mut files = Vec::new();
     let download = if args.download {
-        let names = rt.block_on(client.list())?;
-        let (outcomes, pulled) =
-            rt.block_on(vault::pull(&client, &config, &ctx.home, &names, false))?;
+        let names = client.list().await?;
+        let (outcomes, pulled) = vault::pull(&client, &config, &ctx.home, &names, false).await?;
         failed |= outcomes.iter().any(|o| o.status.is_failure());
         for secret in &pulled {
             match write_secret_files(&ctx.home, secret) {

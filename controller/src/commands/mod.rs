@@ -1,6 +1,8 @@
-//! One module per subcommand, each with a `run` function. [`dispatch`] maps
-//! the parsed command line to them and returns the process exit code:
-//! 0 success, 1 failure, 2 bad usage, 3 some nodes failed and others succeeded.
+//! One module per subcommand, each with a `run` function (`async` where it
+//! talks to nodes or the store). [`dispatch`] maps the parsed command line to
+//! them and returns the process exit code: 0 success, 1 failure, 2 bad
+//! usage, 3 some nodes failed and others succeeded. It runs on the one
+//! runtime `main` starts (or a test's); no command starts its own.
 
 use anyhow::Result;
 
@@ -24,20 +26,21 @@ pub mod vault;
 // commands keep writing `super::{exit, UsageError}`.
 pub use crate::exit::{self, UsageError};
 
-/// Run a parsed command.
-pub fn dispatch(command: Command, ctx: &Context) -> Result<u8> {
+/// Run a parsed command on the current tokio runtime (multi-threaded: the
+/// fan-out spawns one task per node).
+pub async fn dispatch(command: Command, ctx: &Context) -> Result<u8> {
     match command {
-        Command::Cluster(c) => cluster::run(c, ctx),
-        Command::Sync(a) => sync::run(a, ctx),
-        Command::Send(a) => send::run(a, ctx),
-        Command::Env(c) => env::run(c, ctx),
-        Command::Run(a) => run::run(a, ctx),
-        Command::Status(a) => status::run(a, ctx),
-        Command::Revoke(a) => revoke::run(a, ctx),
+        Command::Cluster(c) => cluster::run(c, ctx).await,
+        Command::Sync(a) => sync::run(a, ctx).await,
+        Command::Send(a) => send::run(a, ctx).await,
+        Command::Env(c) => env::run(c, ctx).await,
+        Command::Run(a) => run::run(a, ctx).await,
+        Command::Status(a) => status::run(a, ctx).await,
+        Command::Revoke(a) => revoke::run(a, ctx).await,
         Command::Providers(args) => providers::run(&args, ctx),
         Command::Secret(command) => secret::run(command, ctx),
-        Command::Login(args) => login::run_login(args, ctx),
+        Command::Login(args) => login::run_login(args, ctx).await,
         Command::Logout(args) => login::run_logout(args, ctx),
-        Command::Vault(command) => vault::run(command, ctx),
+        Command::Vault(command) => vault::run(command, ctx).await,
     }
 }

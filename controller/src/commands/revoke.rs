@@ -9,51 +9,50 @@ use anyhow::Result;
 use common::names::{validate_env_name, validate_secret_name};
 use common::wire::{RevokeQuery, SecretResult, Status};
 
-use super::sync::{check_remote, finish, reports, resolve_cluster, runtime};
 use super::UsageError;
 use crate::cli::RevokeArgs;
-use crate::transport::{fan_out, TransportError, TransportOptions};
+use crate::remote::{finish, reports, Remote};
+use crate::transport::TransportError;
 use crate::Context;
 
 /// `controller revoke`.
-pub fn run(args: RevokeArgs, ctx: &Context) -> Result<u8> {
+pub async fn run(args: RevokeArgs, ctx: &Context) -> Result<u8> {
     if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.cluster) {
         let env = args.env.as_deref();
-        return crate::fleet::cmd::revoke(&args.secret, env, args.output.json, ctx, &cluster);
+        return crate::fleet::cmd::revoke(&args.secret, env, args.output.json, ctx, &cluster).await;
     }
-    check_remote(&args.remote)?;
     validate_secret_name(&args.secret).map_err(|e| UsageError(e.to_string()))?;
     if let Some(env) = &args.env {
         validate_env_name(env).map_err(|e| UsageError(e.to_string()))?;
     }
-    let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
+    let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
     let query = Arc::new(RevokeQuery {
         env: args.env.clone(),
         dry_run: false,
     });
     let name = Arc::new(args.secret.clone());
-    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.output.json);
-    let rt = runtime()?;
-    let outcomes = rt.block_on(fan_out(&nodes, &opts, "revoke", move |conn| {
-        let (query, name) = (query.clone(), name.clone());
-        async move {
-            match conn.revoke(&name, &query).await {
-                // Nothing of that secret on this node: nothing to remove.
-                Err(TransportError::Agent { status: 404, .. }) => Ok(vec![SecretResult {
-                    name: name.to_string(),
-                    status: Status::Unchanged,
-                    files: vec![],
-                    env: None,
-                    vars: vec![],
-                    message: Some("not installed on this node".into()),
-                }]),
-                other => other,
+    let outcomes = remote
+        .fan_out("revoke", move |conn| {
+            let (query, name) = (query.clone(), name.clone());
+            async move {
+                match conn.revoke(&name, &query).await {
+                    // Nothing of that secret on this node: nothing to remove.
+                    Err(TransportError::Agent { status: 404, .. }) => Ok(vec![SecretResult {
+                        name: name.to_string(),
+                        status: Status::Unchanged,
+                        files: vec![],
+                        env: None,
+                        vars: vec![],
+                        message: Some("not installed on this node".into()),
+                    }]),
+                    other => other,
+                }
             }
-        }
-    }));
+        })
+        .await;
     let reports = reports(outcomes, false);
     finish(
-        &cluster.name,
+        &remote.cluster.name,
         false,
         std::slice::from_ref(&args.secret),
         &reports,

@@ -14,11 +14,10 @@ use common::names::validate_env_name;
 use common::wire::RunRequest;
 use serde::Serialize;
 
-use super::sync::{check_remote, resolve_cluster, runtime};
 use super::{exit, UsageError};
 use crate::cli::RunArgs;
 use crate::output::print_json;
-use crate::transport::{fan_out, TransportOptions};
+use crate::remote::Remote;
 use crate::Context;
 
 #[derive(Debug, Serialize)]
@@ -34,21 +33,12 @@ struct NodeRun {
 }
 
 /// `controller run`.
-pub fn run(args: RunArgs, ctx: &Context) -> Result<u8> {
-    check_remote(&args.remote)?;
+pub async fn run(args: RunArgs, ctx: &Context) -> Result<u8> {
     validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
-    let (cluster, mut nodes) = resolve_cluster(ctx, &args.cluster)?;
+    // No progress bar: the commands' output is what this prints.
+    let mut remote = Remote::resolve(ctx, &args.cluster, &args.remote, true)?;
     if let Some(only) = &args.node {
-        let known: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
-        nodes.retain(|n| &n.name == only);
-        if nodes.is_empty() {
-            return Err(UsageError(format!(
-                "cluster {} has no node {only:?}; its nodes: {}",
-                cluster.name,
-                known.join(", ")
-            ))
-            .into());
-        }
+        remote.only_node(only)?;
     }
     if args.command_timeout == 0 {
         return Err(UsageError("--command-timeout must be at least 1 second".into()).into());
@@ -58,12 +48,12 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<u8> {
         timeout_secs: Some(args.command_timeout),
     });
     let env = Arc::new(args.env.clone());
-    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, true);
-    let rt = runtime()?;
-    let outcomes = rt.block_on(fan_out(&nodes, &opts, "run", move |conn| {
-        let (request, env) = (request.clone(), env.clone());
-        async move { conn.run(&env, &request).await }
-    }));
+    let outcomes = remote
+        .fan_out("run", move |conn| {
+            let (request, env) = (request.clone(), env.clone());
+            async move { conn.run(&env, &request).await }
+        })
+        .await;
     let runs: Vec<NodeRun> = outcomes
         .into_iter()
         .map(|o| match o.result {
@@ -86,7 +76,9 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<u8> {
         })
         .collect();
     if args.output.json {
-        print_json(&serde_json::json!({"cluster": cluster.name, "env": args.env, "nodes": runs}))?;
+        print_json(
+            &serde_json::json!({"cluster": remote.cluster.name, "env": args.env, "nodes": runs}),
+        )?;
     } else {
         let headers = runs.len() > 1;
         let mut out = std::io::stdout().lock();

@@ -9,18 +9,18 @@ use common::names::validate_env_name;
 use common::placement::{PlaceError, PlaceOpts};
 use common::wire::SyncRequest;
 
-use super::sync::{check_remote, finish, push, reports, resolve_cluster, sync_item, SecretPool};
+use super::sync::{sync_item, SecretPool};
 use super::UsageError;
 use crate::cli::SendArgs;
+use crate::remote::{finish, reports, Remote};
 use crate::Context;
 
 /// `controller send`.
-pub fn run(args: SendArgs, ctx: &Context) -> Result<u8> {
-    check_remote(&args.remote)?;
+pub async fn run(args: SendArgs, ctx: &Context) -> Result<u8> {
     if let Some(env) = &args.env {
         validate_env_name(env).map_err(|e| UsageError(e.to_string()))?;
     }
-    let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
+    let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
     let pool = SecretPool::load(ctx)?;
     let secret = pool.resolve(std::slice::from_ref(&args.secret))?.remove(0);
     let opts = PlaceOpts::send(args.path.as_deref(), args.env.as_deref());
@@ -48,15 +48,13 @@ pub fn run(args: SendArgs, ctx: &Context) -> Result<u8> {
         overwrite: args.overwrite,
         dry_run: false,
     };
-    let outcomes = push(
-        ctx,
-        &cluster,
+    let nodes = reports(remote.push(request, "send").await, false);
+    finish(
+        &remote.cluster.name,
+        false,
+        &names,
         &nodes,
-        &args.remote,
-        request,
+        &[],
         args.output.json,
-        "send",
-    )?;
-    let nodes = reports(outcomes, false);
-    finish(&cluster.name, false, &names, &nodes, &[], args.output.json)
+    )
 }

@@ -23,12 +23,11 @@ use common::wire::{InstalledSecret, KeyedBy, StatusResponse};
 use common::Secret;
 use serde::Serialize;
 
-use super::sync::{check_remote, exit_code, resolve_cluster, runtime};
 use crate::cli::StatusArgs;
 use crate::clusters;
 use crate::local_secrets::LocalSecrets;
 use crate::output::{print_json, Table};
-use crate::transport::{fan_out, TransportOptions};
+use crate::remote::{exit_code, Remote};
 use crate::Context;
 
 #[derive(Debug, Serialize)]
@@ -99,7 +98,7 @@ fn local_secret(pool: &LocalSecrets, ctx: &Context, name: &str) -> Option<Secret
         // `controller env sync` records an env's plain vars as `env.E`.
         let env = name.strip_prefix("env.")?;
         let def = crate::envs::load(&ctx.home, env).ok()?;
-        let s = super::env::vars_secret(&def);
+        let s = crate::envs::vars_secret(&def);
         (s.name == name).then_some(s)
     })?;
     (!found.values.is_empty()).then_some(found)
@@ -276,12 +275,12 @@ fn drift(nodes: &[NodeStatus]) -> Vec<Drift> {
 }
 
 /// `controller status`.
-pub fn run(args: StatusArgs, ctx: &Context) -> Result<u8> {
+pub async fn run(args: StatusArgs, ctx: &Context) -> Result<u8> {
     if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.cluster) {
-        return crate::fleet::cmd::status(&args, ctx, &cluster);
+        return crate::fleet::cmd::status(&args, ctx, &cluster).await;
     }
-    check_remote(&args.remote)?;
-    let (cluster, nodes) = resolve_cluster(ctx, &args.cluster)?;
+    let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
+    let cluster = &remote.cluster;
     let key_hex = clusters::fingerprint_key(&ctx.home, &cluster.name)?;
     let key = FingerprintKey::from_hex(key_hex.expose_secret())?;
     let pool = match LocalSecrets::load(ctx) {
@@ -291,12 +290,12 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<u8> {
             LocalSecrets::default()
         }
     };
-    let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.output.json);
-    let rt = runtime()?;
-    let outcomes = rt.block_on(fan_out(&nodes, &opts, "status", move |conn| {
-        let key_hex = key_hex.clone();
-        async move { conn.status_with_key(key_hex.expose_secret()).await }
-    }));
+    let outcomes = remote
+        .fan_out("status", move |conn| {
+            let key_hex = key_hex.clone();
+            async move { conn.status_with_key(key_hex.expose_secret()).await }
+        })
+        .await;
     // This machine's copy of every secret some node holds, fingerprinted once.
     let local: BTreeMap<&str, LocalPrints> = outcomes
         .iter()

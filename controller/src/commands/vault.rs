@@ -3,7 +3,7 @@
 //! talks to the server; prints one row per secret (name, status, version,
 //! detail) or one JSON document. Never prints a value or the token.
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::{ListArgs, VaultCommand, VaultNamesArgs};
@@ -12,14 +12,6 @@ use crate::local_secrets::LocalSecrets;
 use crate::output::{print_json, Table};
 use crate::vault::{self, local, Outcome, State, VaultClient, VaultConfig};
 use crate::Context;
-
-/// A runtime for the async HTTP client of one command.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
 
 /// The configuration and client of the remote store, from `~/.rh/config`
 /// and the environment.
@@ -31,11 +23,11 @@ pub(crate) fn connect(ctx: &Context) -> Result<(VaultConfig, VaultClient)> {
 }
 
 /// Run `controller vault ...`.
-pub fn run(command: VaultCommand, ctx: &Context) -> Result<u8> {
+pub async fn run(command: VaultCommand, ctx: &Context) -> Result<u8> {
     match command {
-        VaultCommand::List(args) => list(&args, ctx),
-        VaultCommand::Push(args) => push(&args, ctx),
-        VaultCommand::Pull(args) => pull(&args, ctx),
+        VaultCommand::List(args) => list(&args, ctx).await,
+        VaultCommand::Push(args) => push(&args, ctx).await,
+        VaultCommand::Pull(args) => pull(&args, ctx).await,
     }
 }
 
@@ -54,9 +46,9 @@ struct ListDoc<'a> {
     secrets: Vec<ListEntry>,
 }
 
-fn list(args: &ListArgs, ctx: &Context) -> Result<u8> {
+async fn list(args: &ListArgs, ctx: &Context) -> Result<u8> {
     let (config, client) = connect(ctx)?;
-    let names = runtime()?.block_on(client.list())?;
+    let names = client.list().await?;
     let state = State::load(&ctx.home)?;
     let key = config.store_key();
     let entries: Vec<ListEntry> = names
@@ -104,7 +96,7 @@ fn check_names(names: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn push(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
+async fn push(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
     check_names(&args.names)?;
     let local_secrets = LocalSecrets::load(ctx)?;
     let mut secrets = Vec::with_capacity(args.names.len());
@@ -117,26 +109,15 @@ fn push(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
         }
     }
     let (config, client) = connect(ctx)?;
-    let outcomes = runtime()?.block_on(vault::push(
-        &client,
-        &config,
-        &ctx.home,
-        &secrets,
-        args.overwrite,
-    ))?;
+    let outcomes = vault::push(&client, &config, &ctx.home, &secrets, args.overwrite).await?;
     report(&outcomes, args.output.json)
 }
 
-fn pull(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
+async fn pull(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
     check_names(&args.names)?;
     let (config, client) = connect(ctx)?;
-    let (outcomes, _) = runtime()?.block_on(vault::pull(
-        &client,
-        &config,
-        &ctx.home,
-        &args.names,
-        args.overwrite,
-    ))?;
+    let (outcomes, _) =
+        vault::pull(&client, &config, &ctx.home, &args.names, args.overwrite).await?;
     report(&outcomes, args.output.json)
 }
 

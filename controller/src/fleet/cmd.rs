@@ -17,7 +17,7 @@ use super::publish::{self, converged};
 use super::{now_secs, parse_duration, Store};
 use crate::cli::{EnrollArgs, StatusArgs, SyncArgs};
 use crate::clusters::{self, Cluster};
-use crate::commands::sync::{plan_items, runtime, SecretPool};
+use crate::commands::sync::{plan_items, SecretPool};
 use crate::commands::vault::connect;
 use crate::commands::{exit, UsageError};
 use crate::output::{escape_text, FOREIGN_TEXT_MAX};
@@ -53,7 +53,7 @@ struct EnrollDoc {
 }
 
 /// `controller cluster enroll NAME --out DIR ...`.
-pub fn enroll(args: EnrollArgs, ctx: &Context) -> Result<u8> {
+pub async fn enroll(args: EnrollArgs, ctx: &Context) -> Result<u8> {
     let cluster = clusters::load(&ctx.home, &args.name).map_err(|e| UsageError(e.to_string()))?;
     if !cluster.pull {
         return Err(UsageError(format!(
@@ -83,8 +83,7 @@ pub fn enroll(args: EnrollArgs, ctx: &Context) -> Result<u8> {
         SecretIdKind::Wrapped { wrap_ttl }
     };
     let store = store(ctx)?;
-    let rt = runtime()?;
-    let written = rt.block_on(async {
+    let written = async {
         let role_id = admin::ensure_role(&store, &cluster.name, RoleOptions { token_ttl }).await?;
         let count = if args.reusable { 1 } else { args.nodes };
         let mut written = Vec::with_capacity(count);
@@ -100,7 +99,8 @@ pub fn enroll(args: EnrollArgs, ctx: &Context) -> Result<u8> {
             written.push(path.display().to_string());
         }
         anyhow::Ok(written)
-    })?;
+    }
+    .await?;
     let doc = EnrollDoc {
         cluster: cluster.name.clone(),
         role: admin::role_name(&store.config.prefix, &cluster.name),
@@ -197,7 +197,7 @@ fn node_table(rows: &[NodeRow]) -> Table {
 }
 
 /// `controller sync --cluster NAME` on a pull cluster: publish, then `--wait`.
-pub fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8> {
+pub async fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8> {
     if args.dry_run || args.overwrite {
         return Err(UsageError(
             "--dry-run and --overwrite do not apply to a pull cluster (the store holds the \
@@ -220,8 +220,7 @@ pub fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8> {
     }
     let key = clusters::fingerprint_key(&ctx.home, &cluster.name)?;
     let store = store(ctx)?;
-    let rt = runtime()?;
-    let (published, reports) = rt.block_on(async {
+    let (published, reports) = async {
         let published = publish::publish(
             &store,
             &cluster.name,
@@ -243,7 +242,8 @@ pub fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8> {
             None => None,
         };
         anyhow::Ok((published, reports))
-    })?;
+    }
+    .await?;
     let nodes = reports.map(|r| rows(r, published.version));
     let not_converged: Vec<String> = nodes
         .iter()
@@ -293,7 +293,7 @@ pub fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8> {
 }
 
 /// `controller revoke SECRET --cluster NAME` on a pull cluster: unpublish.
-pub fn revoke(
+pub async fn revoke(
     secret: &str,
     env: Option<&str>,
     json: bool,
@@ -308,7 +308,7 @@ pub fn revoke(
     }
     common::names::validate_secret_name(secret).map_err(|e| UsageError(e.to_string()))?;
     let store = store(ctx)?;
-    let version = runtime()?.block_on(publish::unpublish(&store, &cluster.name, secret))?;
+    let version = publish::unpublish(&store, &cluster.name, secret).await?;
     if json {
         print_json(&serde_json::json!({
             "cluster": cluster.name,
@@ -338,13 +338,10 @@ struct StatusDoc {
 }
 
 /// `controller status --cluster NAME` on a pull cluster: the reports.
-pub fn status(args: &StatusArgs, ctx: &Context, cluster: &Cluster) -> Result<u8> {
+pub async fn status(args: &StatusArgs, ctx: &Context, cluster: &Cluster) -> Result<u8> {
     let store = store(ctx)?;
-    let (manifest, reports) = runtime()?.block_on(async {
-        let m = publish::manifest(&store, &cluster.name).await?;
-        let r = publish::reports(&store, &cluster.name).await?;
-        anyhow::Ok((m, r))
-    })?;
+    let manifest = publish::manifest(&store, &cluster.name).await?;
+    let reports = publish::reports(&store, &cluster.name).await?;
     let manifest = manifest.map(|m| m.data).unwrap_or_default();
     let doc = StatusDoc {
         cluster: cluster.name.clone(),
@@ -373,10 +370,10 @@ pub fn status(args: &StatusArgs, ctx: &Context, cluster: &Cluster) -> Result<u8>
 
 /// `controller cluster remove NAME` on a pull cluster: delete its AppRole
 /// and policy first (nodes keep what is installed and stop updating).
-pub fn remove_role(ctx: &Context, cluster: &Cluster) -> Result<()> {
+pub async fn remove_role(ctx: &Context, cluster: &Cluster) -> Result<()> {
     let store = store(ctx)?;
-    runtime()?
-        .block_on(admin::delete_role(&store, &cluster.name))
+    admin::delete_role(&store, &cluster.name)
+        .await
         .with_context(|| format!("delete the AppRole of cluster {}", cluster.name))?;
     eprintln!(
         "cluster {}: AppRole and policy deleted; nodes keep what is installed and stop updating",

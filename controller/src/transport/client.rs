@@ -218,8 +218,9 @@ fn encode_segment(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
+
+    use test_support::FakeAgent;
 
     use super::*;
     use crate::clusters::{Node, Target};
@@ -262,58 +263,6 @@ mod tests {
         assert!(err.contains("larger than 64 MiB"), "{err}");
     }
 
-    /// A one-thread HTTP server on a loopback port: answers every request
-    /// with `answer(request head)` and records each request head.
-    fn fake_agent(
-        answer: impl Fn(&str) -> String + Send + 'static,
-    ) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(std::sync::Mutex::new(vec![]));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for s in listener.incoming() {
-                let Ok(mut s) = s else { break };
-                loop {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        match s.read(&mut byte) {
-                            Ok(1) => head.push(byte[0]),
-                            _ => break,
-                        }
-                    }
-                    if !head.ends_with(b"\r\n\r\n") {
-                        break;
-                    }
-                    let head = String::from_utf8_lossy(&head).into_owned();
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    let mut body = vec![0u8; len];
-                    let _ = s.read_exact(&mut body);
-                    let out = answer(&head);
-                    log.lock().unwrap().push(head);
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                         Content-Length: {}\r\n\r\n{out}",
-                        out.len()
-                    );
-                    if s.write_all(resp.as_bytes()).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        (port, seen)
-    }
-
     fn test_conn(port: u16, token: &str) -> AgentConn {
         let node = Node {
             name: "n1".into(),
@@ -352,8 +301,8 @@ mod tests {
             "ab".repeat(32)
         );
         for (body, hint) in [(health.to_owned(), true), (wrong, false)] {
-            let (port, seen) = fake_agent(move |_| body.clone());
-            let conn = test_conn(port, "the-token");
+            let fake = FakeAgent::start(&body);
+            let conn = test_conn(fake.port, "the-token");
             let err = conn.status().await.unwrap_err();
             assert!(matches!(err, TransportError::NotTheAgent { .. }), "{err}");
             let msg = err.to_string();
@@ -367,7 +316,7 @@ mod tests {
                 hint,
                 "{msg}"
             );
-            let seen = seen.lock().unwrap().clone();
+            let seen = fake.requests();
             assert_eq!(seen.len(), 1, "{seen:?}");
             assert!(seen[0].starts_with("GET /healthz?challenge="), "{seen:?}");
             for head in &seen {
@@ -387,17 +336,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_listener_that_proves_the_token_gets_the_request() {
-        let (port, seen) = fake_agent(|head| match nonce_of(head) {
+        let fake = FakeAgent::answering(|head| match nonce_of(head) {
             Some(nonce) => format!(
                 r#"{{"status":"ok","version":"0.1.0","proof":"{}"}}"#,
                 common::proof::agent_proof(b"the-token", &nonce)
             ),
             None => r#"{"version":"0.1.0","secrets":[],"envs":[]}"#.to_owned(),
         });
-        let conn = test_conn(port, "the-token");
+        let conn = test_conn(fake.port, "the-token");
         conn.status().await.unwrap();
         conn.status().await.unwrap();
-        let seen = seen.lock().unwrap().clone();
+        let seen = fake.requests();
         // One challenge, then only authenticated requests.
         assert_eq!(seen.len(), 3, "{seen:?}");
         assert!(seen[0].starts_with("GET /healthz?challenge="));
@@ -406,10 +355,9 @@ mod tests {
             assert!(head.starts_with("GET /v1/status "), "{head}");
             assert!(head.contains("Bearer the-token"), "{head}");
         }
-        // A proof for another token is refused (the fake serves one
-        // connection at a time: close this one first).
+        // A proof for another token is refused.
         drop(conn);
-        let other = test_conn(port, "another-token");
+        let other = test_conn(fake.port, "another-token");
         assert!(matches!(
             other.health().await,
             Err(TransportError::NotTheAgent { .. })

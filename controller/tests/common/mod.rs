@@ -6,39 +6,24 @@
 //! pointing at a generated ssh_config, so the real `~/.ssh` and `$HOME` are
 //! never touched. Commands run with `RH_SSH_PERSIST=0` unless a test asks
 //! otherwise, so no ssh master outlives a command; [`ssh_masters`] finds
-//! the ones that do.
+//! the ones that do. Ports, modes, the built agent, running a process and
+//! the fake agent come from the workspace's `test-support` crate.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::fs;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+#[allow(unused_imports)] // not every test file uses every helper
+pub use test_support::{free_port, mode, wait_for_port, FakeAgent, Ran};
 
-/// A free loopback port (racy by nature; good enough for tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what} did not listen on port {port}");
-}
+/// Longer than any command of these tests takes: a hang becomes a failure.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(600);
 
 fn run_ok(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -63,48 +48,12 @@ pub fn controller_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_controller"))
 }
 
-/// Newest modification time of the files under `dir`.
-fn newest(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut best = None;
-    for entry in fs::read_dir(dir).ok()?.filter_map(Result::ok) {
-        let path = entry.path();
-        let t = if path.is_dir() {
-            newest(&path)
-        } else {
-            entry.metadata().ok().and_then(|m| m.modified().ok())
-        };
-        best = best.max(t);
-    }
-    best
-}
-
-/// The agent binary next to the controller, built (once) when it is missing
-/// or older than the agent's or common's sources.
+/// The agent binary of this workspace, next to the controller's (built by
+/// `cargo build -p agent`, or any `cargo test --workspace`; never by a test).
 pub fn agent_bin() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let bin = controller_bin().with_file_name("agent");
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-            let built = fs::metadata(&bin).and_then(|m| m.modified()).ok();
-            let sources = newest(&root.join("agent/src")).max(newest(&root.join("common/src")));
-            if built.is_some() && built >= sources {
-                return bin;
-            }
-            let release = bin
-                .parent()
-                .and_then(|p| p.file_name())
-                .is_some_and(|n| n == "release");
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "-q", "-p", "agent"]).current_dir(root);
-            if release {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("run cargo build -p agent");
-            assert!(status.success(), "cargo build -p agent failed");
-            assert!(bin.is_file(), "no agent binary at {}", bin.display());
-            bin
-        })
+    static FOUND: OnceLock<PathBuf> = OnceLock::new();
+    FOUND
+        .get_or_init(|| test_support::workspace_bin("agent", &["agent/src", "common/src"]))
         .clone()
 }
 
@@ -369,8 +318,8 @@ impl World {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let out = cmd.output().expect("run controller");
-        Run::from(out, args)
+        let what = format!("controller {}", args.join(" "));
+        Run::from(test_support::run(cmd, COMMAND_DEADLINE, &what, None), args)
     }
 
     pub fn controller(&self, args: &[&str]) -> Run {
@@ -411,11 +360,12 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output, args: &[&str]) -> Run {
+    fn from(ran: Ran, args: &[&str]) -> Run {
+        assert!(!ran.timed_out, "{}", ran.show());
         Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: ran.code,
+            stdout: ran.stdout,
+            stderr: ran.stderr,
             args: args.join(" "),
         }
     }
@@ -516,11 +466,6 @@ pub fn ssh_masters_after_exit(dir: &Path) -> Vec<u32> {
     }
 }
 
-/// File mode bits.
-pub fn mode(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
 /// Fixture credentials (all fake) and the values to look for in outputs.
 pub struct Fixtures;
 
@@ -560,95 +505,6 @@ impl Fixtures {
     /// The environment that makes `openai` detected.
     pub fn env() -> Vec<(&'static str, &'static str)> {
         vec![("OPENAI_API_KEY", Self::OPENAI_KEY)]
-    }
-}
-
-/// A process on a loopback port that is NOT the agent: it answers every
-/// request with `200` and `body` (JSON) and records each request head
-/// (request line and headers), to check what the controller sent it.
-pub struct FakeAgent {
-    pub port: u16,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl FakeAgent {
-    pub fn start(body: &str) -> FakeAgent {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (log, body) = (seen.clone(), body.to_owned());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { break };
-                let (log, body) = (log.clone(), body.clone());
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut out = stream;
-                    loop {
-                        let mut head = String::new();
-                        loop {
-                            let mut line = String::new();
-                            match reader.read_line(&mut line) {
-                                Ok(0) | Err(_) => return,
-                                Ok(_) => {}
-                            }
-                            head.push_str(&line);
-                            if line == "\r\n" {
-                                break;
-                            }
-                        }
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .and_then(|v| v.trim().parse::<usize>().ok())
-                            })
-                            .unwrap_or(0);
-                        let mut req_body = vec![0u8; len];
-                        let _ = reader.read_exact(&mut req_body);
-                        head.push_str(&String::from_utf8_lossy(&req_body));
-                        log.lock().unwrap().push(head);
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                             Content-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if out.write_all(resp.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        FakeAgent { port, seen }
-    }
-
-    /// Every request received so far (head, then any body).
-    pub fn requests(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// Assert it was asked for a challenge and never sent the token: no
-    /// `Authorization` header, no `token` text, no request but the challenge.
-    pub fn assert_challenged_only(&self, token: &str) {
-        let seen = self.requests();
-        assert!(!seen.is_empty(), "the fake agent was never asked");
-        for req in &seen {
-            assert!(
-                req.starts_with("GET /healthz?challenge="),
-                "a request other than the challenge reached the fake agent: {req}"
-            );
-            assert!(
-                !req.to_ascii_lowercase().contains("authorization"),
-                "an Authorization header reached the fake agent: {req}"
-            );
-            assert!(
-                !req.contains(token),
-                "the token reached the fake agent: {req}"
-            );
-        }
     }
 }
 

