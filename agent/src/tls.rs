@@ -26,10 +26,13 @@ pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, String> {
         return Err(format!("no certificate in {}", tls.cert.display()));
     };
     warn_if_not_valid_now(leaf, &tls.cert);
-    check_key_private(&tls.key)?;
+    // The mode is checked and the key read on one open file, so a swap of
+    // the path between the check and the read cannot slip a readable key in.
+    let pem = read_private_key(&tls.key)?;
     // pki-types' errors name the PEM problem, never key material.
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
+    let key = PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| format!("read private key from {}: {e}", tls.key.display()))?;
+    drop(pem);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -47,11 +50,28 @@ pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Refuse a key file that group or others can read (or write).
-fn check_key_private(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("private key {}: {e}", path.display()))?;
+/// The largest key file read: PEM keys are a few KiB.
+const MAX_KEY_BYTES: u64 = 1 << 20;
+
+/// Read the key file, refusing one that group or others can read (or
+/// write), or that is not a regular file. The bytes are zeroed on drop.
+fn read_private_key(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_nonblock())
+        .open(path)
+        .map_err(|e| format!("private key {}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("private key {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "private key {} is not a regular file",
+            path.display()
+        ));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(format!(
@@ -60,7 +80,24 @@ fn check_key_private(path: &Path) -> Result<(), String> {
             path.display()
         ));
     }
-    Ok(())
+    let mut pem =
+        zeroize::Zeroizing::new(Vec::with_capacity(meta.len().min(MAX_KEY_BYTES) as usize));
+    file.take(MAX_KEY_BYTES + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| format!("private key {}: {e}", path.display()))?;
+    if pem.len() as u64 > MAX_KEY_BYTES {
+        return Err(format!(
+            "private key {} is larger than 1 MiB",
+            path.display()
+        ));
+    }
+    Ok(pem)
+}
+
+/// `O_NONBLOCK`, so opening a FIFO put where the key should be does not hang
+/// (it is then refused as not a regular file).
+fn libc_nonblock() -> i32 {
+    nix::fcntl::OFlag::O_NONBLOCK.bits()
 }
 
 /// Log a warning when the certificate's validity period does not hold now.
@@ -200,5 +237,16 @@ mod tests {
         assert!(err.contains("readable by others"), "{err}");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(acceptor(&tls).is_ok());
+
+        // A FIFO where the key should be is refused at once (no hang on open).
+        let fifo = key.with_extension("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = acceptor(&TlsConfig {
+            cert: tls.cert.clone(),
+            key: fifo,
+        })
+        .err()
+        .expect("a FIFO key is refused");
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }
