@@ -134,10 +134,13 @@ pub(crate) fn plan_item(
                     ),
                 ));
             }
-            if placement.is_empty() {
+            if placement.is_empty() || placement.env.as_ref().is_some_and(|e| e.vars.is_empty()) {
                 return Err(ApiError::bad_request(
                     "invalid_placement",
-                    format!("secret {}: the placement places nothing", item.secret.name),
+                    format!(
+                        "secret {}: the placement places nothing (no file, or an env without vars)",
+                        item.secret.name
+                    ),
                 ));
             }
             verify(&item.secret, &placement)?;
@@ -929,5 +932,72 @@ mod tests {
             let local = confine_files(&config, &s, &placed, Origin::Local).err();
             assert_eq!(local.is_some(), code == Some("path_reserved"), "{path:?}");
         }
+    }
+
+    /// A placement sent with an item gets the node's own checks on every
+    /// origin: for a pulled item (`Origin::Remote`) a placement naming a
+    /// deny-listed or reserved file, a file outside the provider's locations,
+    /// a var that changes how programs run, or an env without vars is refused.
+    #[tokio::test]
+    async fn a_sent_placement_gets_the_nodes_checks_for_remote_items() {
+        let home = tempfile::tempdir().unwrap();
+        let state = AppState::open(Config::for_home(home.path())).await.unwrap();
+        let custom = |path: &str| {
+            let mut s = Secret::base("s", values_from([("token", "T")]));
+            s.provider = Some("custom".into());
+            s.path = Some(path.into());
+            s
+        };
+        let file_item = |path: &str| {
+            let s = custom(path);
+            let placed = place(&s, &PlaceOpts::request(None, None, true)).unwrap();
+            SyncItem::placed(s, placed)
+        };
+        for path in ["~/.bashrc", "~/.rh/agent/token", "~/notes/app.json"] {
+            let err = plan_item(&state, file_item(path), Origin::Remote).err();
+            let code = err.map(|e| (e.status, e.code));
+            assert!(
+                matches!(code, Some((StatusCode::FORBIDDEN, _))),
+                "{path}: {code:?}"
+            );
+        }
+        let var_item = |var: &str| {
+            let s = Secret::base("s", values_from([("v", "x")]));
+            let mut vars = BTreeMap::new();
+            vars.insert(var.to_owned(), "v".to_owned());
+            let placed = Placement {
+                files: vec![],
+                env: Some(PlacedEnv {
+                    env: "base_env".into(),
+                    vars,
+                }),
+            };
+            SyncItem::placed(s, placed)
+        };
+        for var in ["LD_PRELOAD", "PATH", "BASH_ENV", "GIT_SSH_COMMAND"] {
+            let err = plan_item(&state, var_item(var), Origin::Remote)
+                .err()
+                .map(|e| (e.status, e.code));
+            assert_eq!(
+                err,
+                Some((StatusCode::FORBIDDEN, "var_not_allowed")),
+                "{var}"
+            );
+        }
+        assert!(plan_item(&state, var_item("MY_TOKEN"), Origin::Remote).is_ok());
+        let empty_env = SyncItem::placed(
+            Secret::base("s", values_from([("v", "x")])),
+            Placement {
+                files: vec![],
+                env: Some(PlacedEnv {
+                    env: "other".into(),
+                    vars: BTreeMap::new(),
+                }),
+            },
+        );
+        let err = plan_item(&state, empty_env, Origin::Local)
+            .err()
+            .map(|e| (e.status, e.code));
+        assert_eq!(err, Some((StatusCode::BAD_REQUEST, "invalid_placement")));
     }
 }

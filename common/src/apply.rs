@@ -180,6 +180,13 @@ fn plan_opened(
 fn commit(plan: FilePlan) -> Result<Vec<FileOutcome>, ProviderError> {
     let mut outcomes = plan.outcomes();
     if plan.conflicted() {
+        // Nothing is written, but a file already holding these values is
+        // still made private (0600), as when nothing conflicts.
+        for file in &plan.files {
+            if let (Some(handle), Merge::Unchanged) = (&file.handle, &file.merge) {
+                handle.tighten_mode()?;
+            }
+        }
         return Ok(outcomes);
     }
     for (file, outcome) in plan.files.into_iter().zip(&mut outcomes) {
@@ -420,5 +427,23 @@ mod tests {
             std::fs::read(dir.path().join(".ssh/id_test")).unwrap(),
             b"PRIV\n"
         );
+
+        // A file that already holds its values is made private even when
+        // another file of the secret conflicts (and nothing is written).
+        let private = dir.path().join(".ssh/id_test");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(dir.path().join(".ssh/id_test.pub"), "OTHER\n").unwrap();
+        let out = write_files(&SSH, &files, &values, false, false).unwrap();
+        assert_eq!(
+            statuses(&out),
+            [FileStatus::Unchanged, FileStatus::Conflict]
+        );
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "tightened despite the conflict");
+        // A dry run changes no mode.
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_files(&SSH, &files, &values, false, true).unwrap();
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "a dry run changes nothing");
     }
 }

@@ -239,6 +239,34 @@ pub struct Health {
     /// older agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<String>,
+    /// What this agent understands beyond the first wire format, e.g.
+    /// [`FEATURE_PLACEMENT`]. Absent from older agents: a controller sends
+    /// them only what they parse.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+/// In [`Health::features`]: `/v1/sync` items may carry a `placement` (an
+/// agent without it refuses the field, so it gets the older item form).
+pub const FEATURE_PLACEMENT: &str = "placement";
+
+impl Health {
+    /// Whether the agent announced `feature`.
+    pub fn has(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+}
+
+impl SyncRequest {
+    /// The same request for an agent that knows no placements: every item
+    /// in its older form, placed again by the agent.
+    pub fn without_placements(&self) -> Self {
+        Self {
+            items: self.items.iter().map(SyncItem::as_request).collect(),
+            overwrite: self.overwrite,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 /// One file a secret installed, with a keyed fingerprint of what it wrote.

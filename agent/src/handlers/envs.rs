@@ -28,8 +28,10 @@ pub(crate) async fn set_env_vars(
 }
 
 /// A one-item sync (`install::plan_vars`, then `install::apply`): saved
-/// to `envs.json` before it goes live (a failed save changes nothing), and
-/// recorded in `installed.json` under the secret when one is named.
+/// to `envs.json` before it goes live (a failed save of `envs.json` changes
+/// nothing), then recorded in `installed.json` under the secret when one is
+/// named; if that record cannot be saved the vars are live and the answer
+/// says "applied but not recorded" (500 `state_not_saved`), as for `/v1/sync`.
 async fn set_env_vars_work(
     state: AppState,
     env: String,

@@ -24,6 +24,13 @@ pub(crate) async fn get(
     Ok(Json(Health {
         status: "ok".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        // Announced with the proof only: the plain body stays as it was,
+        // and the controller (which always challenges) is who needs them.
+        features: if proof.is_some() {
+            vec![common::wire::FEATURE_PLACEMENT.to_owned()]
+        } else {
+            vec![]
+        },
         proof,
     }))
 }

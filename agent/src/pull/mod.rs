@@ -458,8 +458,11 @@ impl Puller {
                     "{}: version {} is not in the store",
                     entry.name, entry.kv_version
                 )),
+                // A publish writes the older item form (no placement): where
+                // a secret goes is decided here, by this node's policy, never
+                // by the store; an item carrying a placement is refused.
                 Some((_, data)) => match serde_json::from_value::<SyncItem>(data) {
-                    Ok(item) if item.secret.name == entry.name => {
+                    Ok(item) if item.secret.name == entry.name && item.placement.is_none() => {
                         items.push((item, entry.kv_version))
                     }
                     _ => errors.push(format!("{}: not a published secret", entry.name)),

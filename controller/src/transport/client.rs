@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::wire::{
     Health, RevokeQuery, RunRequest, RunResponse, SecretResult, SetEnvVarsRequest, StatusResponse,
-    SyncRequest, SyncResponse,
+    SyncRequest, SyncResponse, FEATURE_PLACEMENT,
 };
 use common::SecretText;
 use reqwest::Method;
@@ -29,6 +29,8 @@ pub struct AgentConn {
     ep: Endpoint,
     token: SecretText,
     proven: AtomicBool,
+    /// The agent announced [`common::wire::FEATURE_PLACEMENT`] when proven.
+    placements: AtomicBool,
     ssh: Option<ssh::SshSession>,
 }
 
@@ -52,6 +54,7 @@ impl AgentConn {
             ep,
             token,
             proven: AtomicBool::new(false),
+            placements: AtomicBool::new(false),
             ssh,
         }
     }
@@ -65,17 +68,21 @@ impl AgentConn {
         challenged: Challenged,
         ssh: Option<ssh::SshSession>,
     ) -> Result<Self, TransportError> {
-        if let Err(e) = challenged.verify(&token) {
-            if let Some(s) = ssh {
-                s.close().await;
+        let health = match challenged.verify(&token) {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(s) = ssh {
+                    s.close().await;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         Ok(Self {
             node: ep.node.clone(),
             ep,
             token,
             proven: AtomicBool::new(true),
+            placements: AtomicBool::new(health.has(FEATURE_PLACEMENT)),
             ssh,
         })
     }
@@ -84,13 +91,26 @@ impl AgentConn {
     /// token (which is not sent).
     pub async fn health(&self) -> Result<Health, TransportError> {
         let health = self.ep.challenge(None).await?.verify(&self.token)?;
+        self.placements
+            .store(health.has(FEATURE_PLACEMENT), Ordering::Release);
         self.proven.store(true, Ordering::Release);
         Ok(health)
     }
 
-    /// `POST /v1/sync`.
+    /// `POST /v1/sync`. An agent that did not announce placements (one
+    /// older than this controller) gets every item in the older form, which
+    /// it places itself the same way.
     pub async fn sync(&self, req: &SyncRequest) -> Result<SyncResponse, TransportError> {
-        self.call(Method::POST, "/v1/sync", Some(req), None).await
+        if !self.proven.load(Ordering::Acquire) {
+            self.health().await?;
+        }
+        if self.placements.load(Ordering::Acquire) {
+            self.call(Method::POST, "/v1/sync", Some(req), None).await
+        } else {
+            let older = req.without_placements();
+            self.call(Method::POST, "/v1/sync", Some(&older), None)
+                .await
+        }
     }
 
     /// `POST /v1/envs/{env}/_set_env_vars`.
@@ -331,6 +351,58 @@ mod tests {
                 conn.health().await,
                 Err(TransportError::NotTheAgent { .. })
             ));
+        }
+    }
+
+    /// A fake agent that proves "the-token" and announces `features`.
+    fn proving_agent(features: &'static str) -> FakeAgent {
+        FakeAgent::answering(move |head| match nonce_of(head) {
+            Some(nonce) => format!(
+                r#"{{"status":"ok","version":"0.1.0","proof":"{}"{features}}}"#,
+                common::proof::agent_proof(b"the-token", &nonce)
+            ),
+            None => r#"{"results":[]}"#.to_owned(),
+        })
+    }
+
+    #[tokio::test]
+    async fn an_agent_without_the_placement_feature_gets_the_older_item_form() {
+        let secret: common::Secret = serde_json::from_str(
+            r#"{"name":"openai","provider":"openai","values":{"api_key":"k"}}"#,
+        )
+        .unwrap();
+        let placement =
+            common::placement::place(&secret, &common::placement::PlaceOpts::sync("base_env"))
+                .unwrap();
+        let req = SyncRequest {
+            items: vec![common::wire::SyncItem::placed(secret, placement)],
+            overwrite: false,
+            dry_run: false,
+        };
+        for (features, placed) in [
+            ("", false),
+            (r#","features":["placement"]"#, true),
+            (r#","features":["something-else"]"#, false),
+        ] {
+            let fake = proving_agent(features);
+            let conn = test_conn(fake.port, "the-token");
+            conn.sync(&req).await.unwrap();
+            let seen = fake.requests();
+            let body = seen
+                .iter()
+                .find(|r| r.starts_with("POST /v1/sync "))
+                .expect("a sync request");
+            let json: serde_json::Value =
+                serde_json::from_str(&body[body.find('{').expect("a JSON body")..]).unwrap();
+            let item = &json["items"][0];
+            assert_eq!(
+                item.get("placement").is_some(),
+                placed,
+                "{features}: {item}"
+            );
+            if !placed {
+                assert_eq!(item["env"], "base_env", "{item}");
+            }
         }
     }
 
