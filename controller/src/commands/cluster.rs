@@ -281,7 +281,14 @@ struct PullPlan {
 
 impl PullPlan {
     /// The store, and the cluster's policy and AppRole (idempotent, as `enroll`).
-    fn prepare(args: &BootstrapArgs, ctx: &Context, cluster: &Cluster) -> Result<Self> {
+    /// On `rt`, the runtime the nodes are then bootstrapped on (the client's
+    /// pooled connections belong to it).
+    fn prepare(
+        args: &BootstrapArgs,
+        ctx: &Context,
+        cluster: &Cluster,
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<Self> {
         if args.poll_interval == Some(0) {
             return Err(UsageError("--poll-interval must be at least 1 second".into()).into());
         }
@@ -293,7 +300,7 @@ impl PullPlan {
         })?;
         let (config, client) = crate::commands::vault::connect(ctx)?;
         let store = Store::new(client, config);
-        let role_id = runtime()?
+        let role_id = rt
             .block_on(admin::ensure_role(
                 &store,
                 &cluster.name,
@@ -362,6 +369,7 @@ fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
             return Err(UsageError(format!("agent binary {} is not a file", bin.display())).into());
         }
     }
+    let rt = runtime()?;
     let pull = if cluster.pull {
         if nodes.is_empty() {
             return Err(UsageError(format!(
@@ -371,7 +379,7 @@ fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
             ))
             .into());
         }
-        Some(Arc::new(PullPlan::prepare(&args, ctx, &cluster)?))
+        Some(Arc::new(PullPlan::prepare(&args, ctx, &cluster, &rt)?))
     } else {
         if args.poll_interval.is_some() {
             return Err(UsageError(format!(
@@ -383,7 +391,6 @@ fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
         None
     };
     let opts = TransportOptions::new(ctx, &args.remote, &cluster.name, args.output.json);
-    let rt = runtime()?;
     let reports: Vec<BootstrapReport> = if cluster.is_local() {
         // The local agent is started on demand; bootstrapping it means starting it.
         rt.block_on(transport::fan_out(
