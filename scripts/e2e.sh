@@ -81,18 +81,19 @@ rc=${PIPESTATUS[0]}
 set -e
 grep -E '^test result:' "$LOGS/tests.log" | tail -n1 >&2 || true
 
+# (bao.env in the cluster's state dir: the test harness empties $WORK.)
 # Pull mode: the HA store on the node network (addresses from cluster.env),
 # the bare nodes bootstrapped as a pull cluster, the leader killed mid-run.
 step "e2e: pull mode (OpenBao HA on the node network, leader killed mid-convergence)"
 # shellcheck source=/dev/null  # written by e2e/cluster.sh up
 . "$RH_E2E_STATE/cluster.env"
 set +e
-e2e/vault-ha/cluster.sh up --project "$BAO_PROJECT" --env-file "$WORK/bao.env" \
+e2e/vault-ha/cluster.sh up --project "$BAO_PROJECT" --env-file "$RH_E2E_STATE/bao.env" \
   --network "$RH_E2E_NETWORK" --ips "$RH_E2E_BAO_IPS" 2>&1 | tee "$LOGS/fleet-store.log"
 store_rc=${PIPESTATUS[0]}
 fleet_rc=$store_rc
 if [ "$store_rc" -eq 0 ]; then
-  RH_E2E_BAO_ENV=$WORK/bao.env cargo test --release -p e2e --test fleet -- --ignored \
+  RH_E2E_BAO_ENV=$RH_E2E_STATE/bao.env cargo test --release -p e2e --test fleet -- --ignored \
     --test-threads=1 --nocapture ${1:+"$1"} 2>&1 | tee "$LOGS/fleet-tests.log"
   fleet_rc=${PIPESTATUS[0]}
 fi
