@@ -150,6 +150,8 @@ fn f01_pull_nodes_bootstrapped_converge_while_the_store_leader_is_killed() {
         env: vec![
             ("VAULT_ADDR".into(), b.node_urls.join(",")),
             ("VAULT_TOKEN".into(), b.root_token.clone()),
+            // The test store speaks plain http on the private node network.
+            ("RH_VAULT_ALLOW_HTTP".into(), "1".into()),
         ],
     };
     // (what, stdout + stderr) of every run that must not carry a value.

@@ -60,7 +60,8 @@ mkdir -p "$OUT/home"
 ctl() {
   env -i PATH="$PATH" HOME="$OUT/home" USER=bench LANG=C.UTF-8 \
     RH_SSH_CONFIG="$RH_E2E_SSH_CONFIG" RH_AGENTS_DIR="$PWD/target/agents" \
-    VAULT_ADDR="${BAO_NODE_URLS// /,}" VAULT_TOKEN="$BAO_ROOT_TOKEN" "$CONTROLLER" "$@"
+    VAULT_ADDR="${BAO_NODE_URLS// /,}" VAULT_TOKEN="$BAO_ROOT_TOKEN" RH_VAULT_ALLOW_HTTP=1 \
+    "$CONTROLLER" "$@"
 }
 args=()
 for h in "${HOSTS[@]}"; do args+=(--host "$h"); done
