@@ -10,6 +10,13 @@
 # under e2e/.build/<project>/ssh (never committed); the cluster is described
 # for the tests in e2e/.build/<project>/cluster.env.
 #
+# Addresses in the /24: agent-N .10+N (N <= 139), bare-N .150+N (N <= 40),
+# systemd-N .200+N (N <= 40); .241-.243 are kept for the OpenBao HA nodes of
+# the pull-mode test (RH_E2E_BAO_IPS, e2e/vault-ha/cluster.sh --network).
+# docker-compose 1.29 deadlocks when a project has more services than its
+# thread pool (COMPOSE_PARALLEL_LIMIT, default 64) and gives up on a loaded
+# engine after COMPOSE_HTTP_TIMEOUT (60 s): both are raised for every call.
+#
 # Usage: e2e/cluster.sh up [--agents N] [--bare N] [--systemd N]  (default 3, 3, 1)
 #        e2e/cluster.sh down
 #        e2e/cluster.sh logs DIR                       (every container's logs)
@@ -24,11 +31,15 @@ STATE=$RH_E2E_STATE
 COMPOSE_FILE=$STATE/docker-compose.yml
 NETWORK=${PROJECT}_nodes
 log() { printf '[cluster %s] %s\n' "$PROJECT" "$*" >&2; }
+export COMPOSE_PARALLEL_LIMIT=${COMPOSE_PARALLEL_LIMIT:-512}
+export COMPOSE_HTTP_TIMEOUT=${COMPOSE_HTTP_TIMEOUT:-600}
 compose() { docker-compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"; }
 
+MAX_AGENTS=139 MAX_BARE=40 MAX_SYSTEMD=40
 agent_ip() { echo "$SUBNET.$((10 + $1))"; }
-bare_ip() { echo "$SUBNET.$((130 + $1))"; }
+bare_ip() { echo "$SUBNET.$((150 + $1))"; }
 systemd_ip() { echo "$SUBNET.$((200 + $1))"; }
+BAO_IPS="$SUBNET.241 $SUBNET.242 $SUBNET.243"
 
 gen_compose() {
   local agents=$1 bare=$2 systemd=$3 i
@@ -125,6 +136,9 @@ up() {
       *) log "unknown argument $1"; exit 2 ;;
     esac
   done
+  if ((agents > MAX_AGENTS || bare > MAX_BARE || systemd > MAX_SYSTEMD)); then
+    log "at most $MAX_AGENTS agent, $MAX_BARE bare and $MAX_SYSTEMD systemd nodes (one /24)"; exit 2
+  fi
   local img
   local images=("$RH_E2E_NODE_IMAGE" "$RH_E2E_AGENT_IMAGE")
   [ "$systemd" = 0 ] || images+=("$RH_E2E_SYSTEMD_IMAGE")
@@ -187,6 +201,7 @@ RH_E2E_BARE_HOSTS="${hosts_bare% }"
 RH_E2E_BARE_CONTAINERS="${names_bare% }"
 RH_E2E_SYSTEMD_HOSTS="${hosts_systemd% }"
 RH_E2E_SYSTEMD_CONTAINERS="${names_systemd% }"
+RH_E2E_BAO_IPS="$BAO_IPS"
 ENV
   # A key check through real ssh, so a broken image fails here, not in a test.
   for ip in $hosts_agent $hosts_bare $hosts_systemd; do

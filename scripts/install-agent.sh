@@ -2,7 +2,8 @@
 # install-agent.sh: install the rh agent on this node and start it at boot.
 #
 #   install-agent.sh [--from DIR] [--user USER] [--prefix DIR] [--port N]
-#                    [--no-start] [-- EXTRA AGENT SERVE ARGS...]
+#                    [--no-start] [--start-wait SECS]
+#                    [-- EXTRA AGENT SERVE ARGS...]
 #
 #   --from DIR   where `agent`, `rh-agent.service` and `agent-boot.sh` are
 #                (default: this script's directory; `agent` may also be given
@@ -13,6 +14,9 @@
 #                ~/.rh/bin otherwise)
 #   --port N     listen on 127.0.0.1:N (default 32300)
 #   --no-start   install and enable, but do not start now
+#   --start-wait SECS  how long to wait for the started agent to listen
+#                (default 5; a pulling agent applies the store's secrets
+#                before it listens, `cluster bootstrap` gives it 75)
 #
 # With systemd as PID 1: writes the unit (a system unit run as USER when root,
 # e.g. `sudo install-agent.sh --user "$USER"` as `cluster bootstrap` does for
@@ -31,6 +35,7 @@ run_user=""
 prefix=""
 port=""
 start=1
+start_wait=5
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --from) from="$2"; shift ;;
@@ -38,8 +43,9 @@ while [ "$#" -gt 0 ]; do
     --prefix) prefix="$2"; shift ;;
     --port) port="$2"; shift ;;
     --no-start) start=0 ;;
+    --start-wait) start_wait="$2"; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "install-agent.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -174,7 +180,8 @@ else
 fi
 
 if [ "$start" = 1 ]; then
-  for _ in $(seq 100); do
+  case "$start_wait" in ''|*[!0-9]*) die "--start-wait takes whole seconds" ;; esac
+  for _ in $(seq $((start_wait * 20))); do
     [ -s "$state_dir/agent.addr" ] && [ -s "$state_dir/agent.pid" ] && break
     sleep 0.05
   done

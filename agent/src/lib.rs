@@ -13,6 +13,7 @@ mod envs;
 pub mod error;
 mod handlers;
 mod install;
+mod notify;
 mod protocol;
 pub mod pull;
 mod router;
@@ -81,6 +82,8 @@ pub async fn serve(
     let pid_path = config.state_dir.join("agent.pid");
     common::fsutil::atomic_write(&pid_path, format!("{}\n", std::process::id()).as_bytes())?;
     tracing::info!(%addr, tls = acceptor.is_some(), "agent listening");
+    // Pull mode applied the store's secrets before the listener was bound.
+    notify::ready();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -274,6 +274,14 @@ pub struct BootstrapArgs {
     /// Linux ELF for the node's machine.
     #[arg(long = "agent-bin")]
     pub agent_bin: Option<PathBuf>,
+    /// Pull cluster only: seconds between the nodes' manifest polls, written
+    /// to each node's pull config (default: the agent's, 10 s).
+    #[arg(long = "poll-interval", value_name = "SECS")]
+    pub poll_interval: Option<u64>,
+    /// Pull cluster only: lifetime of a node's (batch) token, as with
+    /// `cluster enroll` (the role is updated with it).
+    #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m")]
+    pub token_ttl: String,
     #[command(flatten)]
     pub remote: RemoteOpts,
     #[command(flatten)]

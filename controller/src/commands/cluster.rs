@@ -11,6 +11,13 @@
 //! `@reboot` crontab entry when `crontab` exists), reports per node which
 //! agent and which boot method were installed, and checks `/healthz`
 //! through the tunnel. Re-running it upgrades in place.
+//! On a pull cluster (added with `--pull --host ...`) it also mints one
+//! fresh response-wrapped secret_id per node (the same role and bundle code
+//! as `cluster enroll`, [`crate::fleet::admin`]), copies that node's bundle
+//! to `~/.rh/agent/bundle.json` (0600) with a pull config naming it, and
+//! installs the agent with `--config` so it starts in pull mode at boot; the
+//! agent applies the store's secrets before it listens, so a node reported
+//! `running` is applied. Only the bundle's path is ever printed.
 //! `disconnect` closes the persisted SSH masters. No secret value is involved.
 
 use std::sync::Arc;
@@ -23,6 +30,8 @@ use super::UsageError;
 use crate::agents::{AgentBin, Agents, AgentsError};
 use crate::cli::{BootstrapArgs, ClusterAddArgs, ClusterCommand, ClusterNameArgs, ListArgs};
 use crate::clusters::{self, Cluster, ClusterError, Node, Target};
+use crate::fleet::admin::{self, RoleOptions, SecretIdKind};
+use crate::fleet::Store;
 use crate::output::{print_json, Table};
 use crate::remote::{exit_code, Remote};
 use crate::transport::ssh::{self, Input, SshSession};
@@ -217,6 +226,9 @@ struct BootstrapReport {
     version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     boot: Option<BootMethod>,
+    /// Pull cluster: where the node's fresh bundle was put (`~/.rh/agent/bundle.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pull_bundle: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -226,6 +238,8 @@ struct BootstrapReport {
 struct Installed {
     version: String,
     boot: Option<BootMethod>,
+    /// Pull cluster: the bundle's path on the node.
+    pull_bundle: Option<String>,
 }
 
 /// Why one node's bootstrap failed.
@@ -239,6 +253,90 @@ enum NodeError {
     /// The copy on the node is not the binary sent.
     #[error("{node}: {detail}")]
     Verify { node: String, detail: String },
+    /// Minting the node's secret_id or building its bundle failed.
+    #[error("{node}: node bundle: {source}")]
+    Bundle {
+        node: String,
+        source: crate::vault::VaultError,
+    },
+}
+
+/// Where a pull cluster's node keeps its bundle and its pull config
+/// (relative to its home; `~/.rh/` is never a secret's destination).
+const PULL_BUNDLE: &str = ".rh/agent/bundle.json";
+const PULL_CONFIG: &str = ".rh/agent/pull.yaml";
+/// How long the install script waits for a pulling agent to listen: it
+/// applies the store's secrets first (the agent's own boot wait is 60 s).
+const PULL_START_WAIT_SECS: u64 = 75;
+
+/// What a pull cluster's bootstrap needs beyond the push one: the store (the
+/// user's token), the cluster's role_id, and the poll interval to configure.
+#[derive(Debug)]
+struct PullPlan {
+    store: Store,
+    cluster: String,
+    role_id: String,
+    poll_interval: Option<u64>,
+}
+
+impl PullPlan {
+    /// The store, and the cluster's policy and AppRole (idempotent, as `enroll`).
+    async fn prepare(args: &BootstrapArgs, ctx: &Context, cluster: &Cluster) -> Result<Self> {
+        if args.poll_interval == Some(0) {
+            return Err(UsageError("--poll-interval must be at least 1 second".into()).into());
+        }
+        let token_ttl = crate::fleet::parse_duration(&args.token_ttl).ok_or_else(|| {
+            UsageError(format!(
+                "--token-ttl {:?} is not a duration (e.g. 90s, 15m, 2h)",
+                args.token_ttl
+            ))
+        })?;
+        let (config, client) = crate::commands::vault::connect(ctx)?;
+        let store = Store::new(client, config);
+        let role_id = admin::ensure_role(&store, &cluster.name, RoleOptions { token_ttl })
+            .await
+            .with_context(|| format!("configure the AppRole of cluster {}", cluster.name))?;
+        Ok(Self {
+            store,
+            cluster: cluster.name.clone(),
+            role_id,
+            poll_interval: args.poll_interval,
+        })
+    }
+
+    /// A fresh wrapped secret_id for `node`, as bundle JSON (held as a secret).
+    async fn bundle_for(&self, node: &Node) -> Result<common::SecretText, NodeError> {
+        let fail = |source| NodeError::Bundle {
+            node: node.name.clone(),
+            source,
+        };
+        let kind = SecretIdKind::Wrapped { wrap_ttl: 15 * 60 };
+        let label = format!("bootstrap {}", node.name);
+        let secret = admin::new_secret_id(&self.store, &self.cluster, &kind, &label)
+            .await
+            .map_err(fail)?;
+        let bundle =
+            admin::bundle(&self.store, &self.cluster, &self.role_id, secret, true).map_err(fail)?;
+        Ok(common::SecretText::new(
+            serde_json::to_string_pretty(&bundle).expect("bundle serializes"),
+        ))
+    }
+
+    /// The pull config for a node whose home is `home`: absolute paths
+    /// (the unit and the boot script run the agent from anywhere), strings
+    /// JSON-quoted (YAML reads JSON).
+    fn config_text(&self, home: &str) -> String {
+        let home = home.trim_end_matches('/');
+        let mut text = format!(
+            "# written by controller cluster bootstrap (pull cluster {})\npull_bundle: {}\n",
+            self.cluster,
+            serde_json::Value::from(format!("{home}/{PULL_BUNDLE}"))
+        );
+        if let Some(s) = self.poll_interval {
+            text.push_str(&format!("poll_interval_secs: {s}\n"));
+        }
+        text
+    }
 }
 
 /// What is known of one node's bootstrap, whatever its outcome: its
@@ -260,6 +358,26 @@ async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
             return Err(UsageError(format!("agent binary {} is not a file", bin.display())).into());
         }
     }
+    let pull = if cluster.pull {
+        if remote.nodes.is_empty() {
+            return Err(UsageError(format!(
+                "pull cluster {} has no hosts to bootstrap: add it again with `--pull --host HOST...`, \
+                 or start agents with bundles from `controller cluster enroll`",
+                cluster.name
+            ))
+            .into());
+        }
+        Some(Arc::new(PullPlan::prepare(&args, ctx, cluster).await?))
+    } else {
+        if args.poll_interval.is_some() {
+            return Err(UsageError(format!(
+                "--poll-interval applies to pull clusters only; {} is pushed to",
+                cluster.name
+            ))
+            .into());
+        }
+        None
+    };
     let reports: Vec<BootstrapReport> = if cluster.is_local() {
         // The local agent is started on demand; bootstrapping it means starting it.
         remote
@@ -274,6 +392,7 @@ async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
                         .map(|h| Installed {
                             version: h.version,
                             boot: None,
+                            pull_bundle: None,
                         })
                         .map_err(NodeError::from),
                 )
@@ -284,10 +403,11 @@ async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
         let shared = Arc::new(remote.opts.clone());
         remote
             .for_each_node("bootstrap", move |node| {
-                let (agents, opts) = (agents.clone(), shared.clone());
+                let (agents, opts, pull) = (agents.clone(), shared.clone(), pull.clone());
                 async move {
                     let mut chosen = Chosen::default();
-                    let r = bootstrap_node(&node, &agents, &opts, &mut chosen).await;
+                    let r =
+                        bootstrap_node(&node, &agents, &opts, pull.as_deref(), &mut chosen).await;
                     Ok((chosen, r))
                 }
             })
@@ -302,16 +422,20 @@ async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
     if args.output.json {
         print_json(&serde_json::json!({"cluster": cluster.name, "nodes": reports}))?;
     } else {
-        let mut t = Table::new(&[
+        let mut headers = vec![
             "node",
             "status",
             "arch",
             "agent",
             "agent version",
             "starts at boot via",
-        ]);
+        ];
+        if cluster.pull {
+            headers.push("pulls with");
+        }
+        let mut t = Table::new(&headers);
         for r in &reports {
-            t.row(vec![
+            let mut row = vec![
                 r.node.clone(),
                 if r.ok {
                     "running".into()
@@ -327,7 +451,16 @@ async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
                     (true, None) => "unknown (see the install output with -v)".into(),
                     (false, _) => String::new(),
                 },
-            ]);
+            ];
+            if cluster.pull {
+                row.push(
+                    r.pull_bundle
+                        .as_ref()
+                        .map(|b| format!("fresh bundle {b}"))
+                        .unwrap_or_default(),
+                );
+            }
+            t.row(row);
         }
         t.print()?;
     }
@@ -348,9 +481,9 @@ async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
 }
 
 fn report(node: Node, chosen: Chosen, r: Result<Installed, NodeError>) -> BootstrapReport {
-    let (version, boot, error) = match r {
-        Ok(i) => (Some(i.version), i.boot, None),
-        Err(e) => (None, None, Some(e.to_string())),
+    let (version, boot, pull_bundle, error) = match r {
+        Ok(i) => (Some(i.version), i.boot, i.pull_bundle, None),
+        Err(e) => (None, None, None, Some(e.to_string())),
     };
     BootstrapReport {
         node: node.name,
@@ -360,17 +493,21 @@ fn report(node: Node, chosen: Chosen, r: Result<Installed, NodeError>) -> Bootst
         sha256: chosen.agent.map(|a| a.sha256),
         version,
         boot,
+        pull_bundle,
         error,
     }
 }
 
 /// Ask the node's architecture, pick its agent, upload, verify, install,
 /// start, and wait for `/healthz` on one node, all through one master
-/// connection. What was learnt on the way is left in `chosen`.
+/// connection. On a pull cluster, the node's fresh bundle and pull config
+/// go along, minted once the node's agent is known. What was learnt on the
+/// way is left in `chosen`.
 async fn bootstrap_node(
     node: &Node,
     agents: &Agents,
     opts: &TransportOptions,
+    pull: Option<&PullPlan>,
     chosen: &mut Chosen,
 ) -> Result<Installed, NodeError> {
     let Target::Ssh(t) = &node.target else {
@@ -378,16 +515,27 @@ async fn bootstrap_node(
     };
     let session = SshSession::open(node, t, opts).await?;
     let result = async {
-        let arch = stage(&session).await?;
+        let (arch, home) = stage(&session).await?;
         chosen.arch = Some(arch.clone());
         let bin = agents.for_arch(&arch).map_err(|source| NodeError::Agent {
             node: node.name.clone(),
             source,
         })?;
         let bin = chosen.agent.insert(bin);
-        let boot = install(&session, node, bin, t.agent_port).await?;
+        let pull_files = match pull {
+            Some(plan) => Some(PullFiles {
+                bundle: plan.bundle_for(node).await?,
+                config: plan.config_text(&home),
+            }),
+            None => None,
+        };
+        let boot = install(&session, node, bin, t.agent_port, pull_files.as_ref()).await?;
         let version = wait_healthy(&session, node, t, opts).await?;
-        Ok(Installed { version, boot })
+        Ok(Installed {
+            version,
+            boot,
+            pull_bundle: pull.map(|_| format!("~/{PULL_BUNDLE}")),
+        })
     }
     .await;
     session.close().await;
@@ -419,18 +567,37 @@ async fn wait_healthy(
 }
 
 /// Check the node has bash, make the stage `~/.rh/install` (0700), and
-/// return the node's `uname -m`.
-async fn stage(session: &SshSession) -> Result<String, TransportError> {
+/// return the node's `uname -m` and its `$HOME`.
+async fn stage(session: &SshSession) -> Result<(String, String), TransportError> {
     let out = session
         .run_with_input(
             &format!(
                 "command -v bash >/dev/null 2>&1 || {{ echo 'bash is required on the node' >&2; exit 1; }}; \
-                 umask 077 && mkdir -p \"$HOME/.rh\" {STAGE} && chmod 700 \"$HOME/.rh\" {STAGE} && uname -m"
+                 umask 077 && mkdir -p \"$HOME/.rh\" {STAGE} && chmod 700 \"$HOME/.rh\" {STAGE} && uname -m \
+                 && printf '%s\\n' \"$HOME\""
             ),
             None,
         )
         .await?;
-    Ok(out.trim().to_owned())
+    let mut lines = out.lines();
+    let arch = lines.next().unwrap_or_default().trim().to_owned();
+    let home = lines.next().unwrap_or_default().trim().to_owned();
+    Ok((arch, home))
+}
+
+/// A pull cluster node's bundle (its wrapped secret_id) and pull config.
+struct PullFiles {
+    bundle: common::SecretText,
+    config: String,
+}
+
+impl std::fmt::Debug for PullFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullFiles")
+            .field("bundle", &"<redacted>")
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 /// The node command that checks the staged agent's SHA-256 against `sha256`
@@ -449,25 +616,34 @@ fn verify_command(sha256: &str) -> String {
 /// The node command that runs the staged install script: as root for a
 /// system unit run as the login user when systemd is PID 1 and the user has
 /// passwordless sudo, else as the user (binary in `~/.rh/bin`).
-fn install_command(agent_port: u16) -> String {
+/// With `pull`, the agent is started with the pull config (fleet mode), and
+/// the script waits for it to apply the store's secrets and listen.
+fn install_command(agent_port: u16, pull: bool) -> String {
+    let extra = if pull {
+        format!("--start-wait {PULL_START_WAIT_SECS} -- --config \"$HOME/{PULL_CONFIG}\"")
+    } else {
+        String::new()
+    };
     format!(
         "if [ \"$(id -u)\" != 0 ] && [ -d /run/systemd/system ] \
             && [ \"$(cat /proc/1/comm 2>/dev/null)\" = systemd ] && sudo -n true 2>/dev/null; then \
-           sudo -n bash {STAGE}/install-agent.sh --from {STAGE} --user \"$(id -un)\" --port {agent_port}; \
+           sudo -n bash {STAGE}/install-agent.sh --from {STAGE} --user \"$(id -un)\" --port {agent_port} {extra}; \
          else \
-           bash {STAGE}/install-agent.sh --from {STAGE} --prefix \"$HOME/.rh/bin\" --port {agent_port}; \
+           bash {STAGE}/install-agent.sh --from {STAGE} --prefix \"$HOME/.rh/bin\" --port {agent_port} {extra}; \
          fi; rc=$?; rm -rf {STAGE}; exit $rc"
     )
 }
 
 /// Stage the binary and the boot files in `~/.rh/install`, verify the
-/// binary's SHA-256 there, run the install script ([`install_command`]), and
-/// remove the stage. Returns the boot method the script reported.
+/// binary's SHA-256 there, put a pull cluster's bundle and config in
+/// `~/.rh/agent` (0600, atomic), run the install script ([`install_command`]),
+/// and remove the stage. Returns the boot method the script reported.
 async fn install(
     session: &SshSession,
     node: &Node,
     bin: &AgentBin,
     agent_port: u16,
+    pull: Option<&PullFiles>,
 ) -> Result<Option<BootMethod>, NodeError> {
     let upload = |name: &'static str, input: Input<'static>| async move {
         session
@@ -504,7 +680,31 @@ async fn install(
             detail: verified.stderr.trim().to_owned(),
         });
     }
-    let out = session.output(&install_command(agent_port), None).await?;
+    if let Some(files) = pull {
+        // Before the install script starts the agent, which reads them.
+        let put = |rel: &'static str| {
+            format!(
+                "umask 077 && mkdir -p \"$HOME/.rh/agent\" && chmod 700 \"$HOME/.rh/agent\" \
+                 && cat > \"$HOME/{rel}.part\" && chmod 600 \"$HOME/{rel}.part\" \
+                 && mv -f \"$HOME/{rel}.part\" \"$HOME/{rel}\""
+            )
+        };
+        session
+            .run_with_input(
+                &put(PULL_BUNDLE),
+                Some(Input::Bytes(files.bundle.expose_secret().as_bytes())),
+            )
+            .await?;
+        session
+            .run_with_input(
+                &put(PULL_CONFIG),
+                Some(Input::Bytes(files.config.as_bytes())),
+            )
+            .await?;
+    }
+    let out = session
+        .output(&install_command(agent_port, pull.is_some()), None)
+        .await?;
     for line in out.stdout.lines().chain(out.stderr.lines()) {
         tracing::debug!(node = %node.name, "install-agent.sh: {line}");
     }

@@ -101,7 +101,7 @@ pub(crate) fn suite() -> &'static Suite {
     SUITE.get_or_init(Suite::load)
 }
 
-fn parse_env_file(path: &Path) -> BTreeMap<String, String> {
+pub(crate) fn parse_env_file(path: &Path) -> BTreeMap<String, String> {
     let text = fs::read_to_string(path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; start the cluster first (scripts/e2e.sh, or e2e/cluster.sh up)",
@@ -288,7 +288,7 @@ impl Suite {
         out
     }
 
-    fn log_to(&self, file: &str, out: &Out) {
+    pub(crate) fn log_to(&self, file: &str, out: &Out) {
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
