@@ -6,7 +6,7 @@
 //!
 //! 1. boot: all K start at once (or spread over `FLEET_BOOT_SPREAD` seconds);
 //!    time until every one applied the manifest (p50/p99 from the start);
-//! 2. idle: a window of 3 poll intervals: store requests/s, report writes/s;
+//! 2. idle: after one poll interval, a window of 3: store requests/s, report writes/s;
 //! 3. publish: runs PUBLISH_CMD (a `controller sync` of a changed value),
 //!    then times each node from the command's return to the moment it
 //!    applied the new version (p50/p99/max).
@@ -220,7 +220,9 @@ fn main() {
             b.reports,
             cpu_between(c0, c1),
         );
-        // Idle window.
+        // Idle window, after one poll interval for the boot's last reports
+        // and the nodes' first (phase) polls to land.
+        tokio::time::sleep(poll).await;
         let window = poll * 3;
         let (i0, ic0) = (totals(&nodes), cpu_now());
         tokio::time::sleep(window).await;

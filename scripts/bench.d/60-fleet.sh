@@ -11,7 +11,9 @@
 # Env: FLEET_K (default "1000 10000"), FLEET_POLL (seconds, default 10),
 # FLEET_IDS (per-node: one unlimited secret_id per node, as per-node bundles
 # carry once unwrapped, the default; launch: all share one use-limited
-# launch bundle secret_id, every login a write on it), FLEET_BOOT_SPREAD
+# launch bundle secret_id, every login a write on it; launch-uncounted: one
+# launch bundle enrolled with --uses 0, bound by TTL and CIDR only, whose
+# logins write nothing), FLEET_BOOT_SPREAD
 # (seconds over which the K nodes start, default 0: all at once).
 # The docker half (32 real nodes) is e2e's business and is not run here.
 set -euo pipefail
@@ -91,7 +93,9 @@ for K in ${FLEET_K:-1000 10000}; do
   printf '{"token": "bench-%s"}' "$RANDOM$RANDOM" \
     | "$CONTROLLER" secret create benchtool --provider benchtool --path '~/.benchtool/t.json' --values-json - --force >/dev/null
   "$CONTROLLER" sync --cluster "$C" >/dev/null
-  "$CONTROLLER" cluster enroll "$C" --out "$WORK/b$K" --reusable --uses $((K * 4)) --ttl 2h >/dev/null 2>&1
+  USES=$((K * 4))
+  [ "${FLEET_IDS:-per-node}" = launch-uncounted ] && USES=0
+  "$CONTROLLER" cluster enroll "$C" --out "$WORK/b$K" --reusable --uses "$USES" --ttl 2h --cidr 127.0.0.0/8 >/dev/null 2>&1
   : >"$WORK/ids$K"
   if [ "${FLEET_IDS:-per-node}" = per-node ]; then
     # Per-node secret_ids (unlimited uses, as per-node bundles carry once
