@@ -21,7 +21,8 @@
 //! secret_id, as per-node bundles do once unwrapped; without it they all
 //! share the launch bundle's (whose limited uses make every login a write on
 //! that one secret_id). `FLEET_HOMES=DIR` (a tmpfs): node i merges its files
-//! into `DIR/n<i>` (else nothing is written).
+//! into `DIR/n<i>` (else nothing is written). `FLEET_BOOT_LIMIT`: seconds
+//! the boot phase may take (default 600) before the rest is measured anyway.
 #![allow(missing_debug_implementations)]
 
 use std::path::PathBuf;
@@ -202,7 +203,11 @@ fn main() {
                 }
             }));
         }
-        let boot = wait_applied(&nodes, 1, t0, Duration::from_secs(600)).await;
+        let boot_limit = std::env::var("FLEET_BOOT_LIMIT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(600);
+        let boot = wait_applied(&nodes, 1, t0, Duration::from_secs(boot_limit)).await;
         let boot_wall = t0.elapsed();
         let c1 = cpu_now();
         let b = totals(&nodes);

@@ -122,7 +122,11 @@ pub fn enroll(args: EnrollArgs, ctx: &Context) -> Result<u8> {
                 "note: a launch bundle is weaker than per-node bundles: whoever reads it can log \
                  in as cluster {} until its {} run out",
                 cluster.name,
-                if args.uses == Some(0) { "TTL" } else { "uses or TTL" }
+                if args.uses == Some(0) {
+                    "TTL"
+                } else {
+                    "uses or TTL"
+                }
             );
         }
         eprintln!(
