@@ -1,24 +1,31 @@
 //! Fleet simulation (used by scripts/bench.d/60-fleet.sh): K simulated nodes
 //! in one process, each the agent's real pull client (`agent::pull::simulate`:
-//! its own AppRole login, jittered polls, fetches of what changed, reports)
-//! installing nothing, against a real store. Phases:
+//! its own store client and AppRole login, jittered polls, fetches of what
+//! changed, reports, files merged into its own home), against a real store.
+//! Phases:
 //!
-//! 1. boot: all K start at once; time until every one applied the manifest;
-//! 2. idle: one window of 3 poll intervals: store requests/s, report writes/s;
-//! 3. publish: runs PUBLISH_CMD (a `controller sync`), then times each node
-//!    from the command's return to the moment it applied the new version
-//!    (p50/p99/max).
+//! 1. boot: all K start at once (or spread over `FLEET_BOOT_SPREAD` seconds);
+//!    time until every one applied the manifest (p50/p99 from the start);
+//! 2. idle: after one poll interval, a window of 3: store requests/s, report writes/s;
+//! 3. publish: runs PUBLISH_CMD (a `controller sync` of a changed value),
+//!    then times each node from the command's return to the moment it
+//!    applied the new version (p50/p99/max).
 //!
-//! With `BAO_PIDS` (space separated) it also reports the store's CPU per
-//! phase from /proc. Prints names and numbers only, never a value.
+//! With `BAO_PIDS` (space separated) it reports the store's CPU per phase
+//! (from /proc/<pid>/stat, as % of the whole machine), and always its own.
+//! Prints names and numbers only, never a value.
 //!
-//!   fleet_sim LAUNCH_BUNDLE K POLL_SECS -- PUBLISH_CMD [ARG]...
+//!   fleet_sim BUNDLE K POLL_SECS -- PUBLISH_CMD [ARG]...
 //!
 //! `FLEET_SECRET_IDS=FILE` (one secret_id per line) gives each node its own
-//! secret_id, as per-node bundles do; without it they all share the launch
-//! bundle's (whose limited uses make every login a conflicting write).
+//! secret_id, as per-node bundles do once unwrapped; without it they all
+//! share the launch bundle's (whose limited uses make every login a write on
+//! that one secret_id). `FLEET_HOMES=DIR` (a tmpfs): node i merges its files
+//! into `DIR/n<i>` (else nothing is written). `FLEET_BOOT_LIMIT`: seconds
+//! the boot phase may take (default 600) before the rest is measured anyway.
 #![allow(missing_debug_implementations)]
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,8 +33,8 @@ use std::time::{Duration, Instant};
 use agent::pull::metrics::Metrics;
 use common::fleet::Bundle;
 
-fn store_cpu_secs() -> Option<f64> {
-    let pids = std::env::var("BAO_PIDS").ok()?;
+/// User + system CPU seconds of the processes `pids`.
+fn cpu_secs(pids: &str) -> Option<f64> {
     let mut ticks = 0u64;
     for pid in pids.split_whitespace() {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -38,10 +45,49 @@ fn store_cpu_secs() -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// CPU seconds of the store and of this process, now.
+#[derive(Clone, Copy)]
+struct Cpu {
+    store: Option<f64>,
+    sim: Option<f64>,
+    at: Instant,
+}
+
+fn cpu_now() -> Cpu {
+    Cpu {
+        store: std::env::var("BAO_PIDS").ok().and_then(|p| cpu_secs(&p)),
+        sim: cpu_secs(&std::process::id().to_string()),
+        at: Instant::now(),
+    }
+}
+
+/// "store CPU x% of the machine (y% of one core), sim z%" between two samples.
+fn cpu_between(a: Cpu, b: Cpu) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let span = (b.at - a.at).as_secs_f64().max(1e-9);
+    let mut out = String::new();
+    if let (Some(x), Some(y)) = (a.store, b.store) {
+        let core = 100.0 * (y - x) / span;
+        out.push_str(&format!(
+            ", store CPU {:.0}% of the machine ({core:.0}% of one core, {cores:.0} cores)",
+            core / cores
+        ));
+    }
+    if let (Some(x), Some(y)) = (a.sim, b.sim) {
+        out.push_str(&format!(
+            ", simulator CPU {:.0}% of the machine",
+            100.0 * (y - x) / span / cores
+        ));
+    }
+    out
+}
+
+#[derive(Clone, Copy)]
 struct Totals {
     requests: u64,
     reports: u64,
     logins: u64,
+    errors: u64,
 }
 
 fn totals(nodes: &[Arc<Metrics>]) -> Totals {
@@ -49,12 +95,14 @@ fn totals(nodes: &[Arc<Metrics>]) -> Totals {
         requests: 0,
         reports: 0,
         logins: 0,
+        errors: 0,
     };
     for m in nodes {
         let (r, w, l) = m.store_counts();
         t.requests += r;
         t.reports += w;
         t.logins += l;
+        t.errors += m.poll_errors();
     }
     t
 }
@@ -72,7 +120,7 @@ async fn wait_applied(
         let now = Instant::now();
         for (i, m) in nodes.iter().enumerate() {
             if done[i].is_none() && m.applied_version() >= version {
-                done[i] = Some(now - from);
+                done[i] = Some(now.saturating_duration_since(from));
             }
         }
         let left = done.iter().filter(|d| d.is_none()).count();
@@ -83,7 +131,7 @@ async fn wait_applied(
             eprintln!("fleet_sim: {left} node(s) did not apply version {version} in {limit:?}");
             break;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut out: Vec<Duration> = done.into_iter().flatten().collect();
     out.sort();
@@ -109,7 +157,14 @@ fn main() {
             .expect("a bundle");
     let k: usize = args[2].parse().expect("K");
     let poll = Duration::from_secs_f64(args[3].parse().expect("POLL_SECS"));
-    let publish = &args[sep + 1..];
+    let publish = args[sep + 1..].to_vec();
+    let spread = Duration::from_secs_f64(
+        std::env::var("FLEET_BOOT_SPREAD")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0),
+    );
+    let homes = std::env::var_os("FLEET_HOMES").map(PathBuf::from);
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -123,9 +178,6 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let nodes: Vec<Arc<Metrics>> = (0..k).map(|_| Arc::new(Metrics::default())).collect();
-        let cpu0 = store_cpu_secs();
-        let t0 = Instant::now();
-        let mut tasks = Vec::with_capacity(k);
         // One secret_id per node (FLEET_SECRET_IDS: a file, one per line), as
         // per-node bundles give; else every node shares the launch bundle's.
         let ids: Vec<String> = std::env::var("FLEET_SECRET_IDS")
@@ -133,61 +185,74 @@ fn main() {
             .map(|p| std::fs::read_to_string(p).expect("read FLEET_SECRET_IDS"))
             .map(|t| t.lines().map(str::to_owned).collect())
             .unwrap_or_default();
+        let c0 = cpu_now();
+        let t0 = Instant::now();
+        let mut tasks = Vec::with_capacity(k);
         for (i, m) in nodes.iter().enumerate() {
             let (mut b, m) = (bundle.clone(), m.clone());
             if let Some(id) = ids.get(i) {
                 b.secret_id = Some(common::SecretValue::from(id.as_str()));
             }
+            let home = homes.as_ref().map(|d| d.join(format!("n{i:05}")));
+            let start = spread.mul_f64(i as f64 / k as f64);
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = agent::pull::simulate(b, format!("sim-{i:05}"), poll, Duration::from_secs(300), m).await {
+                tokio::time::sleep(start).await;
+                let node = format!("sim-{i:05}");
+                if let Err(e) = agent::pull::simulate(b, node, poll, Duration::from_secs(300), m, home).await {
                     eprintln!("fleet_sim: node {i}: {e}");
                 }
             }));
         }
-        let boot = wait_applied(&nodes, 1, t0, Duration::from_secs(600)).await;
+        let boot_limit = std::env::var("FLEET_BOOT_LIMIT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(600);
+        let boot = wait_applied(&nodes, 1, t0, Duration::from_secs(boot_limit)).await;
         let boot_wall = t0.elapsed();
-        let cpu1 = store_cpu_secs();
+        let c1 = cpu_now();
         let b = totals(&nodes);
         println!(
-            "K={k} poll={:.0}s boot: {}/{k} applied in {:.2} s (p50 {:.2} s, p99 {:.2} s); {} logins, {} store requests, {} report writes{}",
+            "K={k} poll={:.0}s boot{}: {}/{k} applied in {:.2} s (per node from start: p50 {:.2} s, p99 {:.2} s); {} logins, {} failed polls, {} store requests, {} report writes{}",
             poll.as_secs_f64(),
+            if spread.is_zero() { String::from(" (all at once)") } else { format!(" (starts spread over {:.0} s)", spread.as_secs_f64()) },
             boot.len(),
             boot_wall.as_secs_f64(),
             pct(&boot, 0.5),
             pct(&boot, 0.99),
             b.logins,
+            b.errors,
             b.requests,
             b.reports,
-            match (cpu0, cpu1) {
-                (Some(a), Some(c)) => format!(", store CPU {:.0}% of one core", 100.0 * (c - a) / boot_wall.as_secs_f64()),
-                _ => String::new(),
-            }
+            cpu_between(c0, c1),
         );
-        // Idle window.
+        // Idle window, after one poll interval for the boot's last reports
+        // and the nodes' first (phase) polls to land.
+        tokio::time::sleep(poll).await;
         let window = poll * 3;
-        let (i0, c0) = (totals(&nodes), store_cpu_secs());
+        let (i0, ic0) = (totals(&nodes), cpu_now());
         tokio::time::sleep(window).await;
-        let (i1, c1) = (totals(&nodes), store_cpu_secs());
+        let (i1, ic1) = (totals(&nodes), cpu_now());
         let w = window.as_secs_f64();
         println!(
-            "K={k} idle: {:.0} store requests/s, {:.1} report writes/s{}",
+            "K={k} idle ({:.0} s): {:.0} store requests/s, {:.1} report writes/s, {} failed polls{}",
+            w,
             (i1.requests - i0.requests) as f64 / w,
             (i1.reports - i0.reports) as f64 / w,
-            match (c0, c1) {
-                (Some(a), Some(c)) => format!(", store CPU {:.0}% of one core", 100.0 * (c - a) / w),
-                _ => String::new(),
-            }
+            i1.errors - i0.errors,
+            cpu_between(ic0, ic1),
         );
         // Publish.
-        let (p0, pc0) = (totals(&nodes), store_cpu_secs());
+        let (p0, pc0) = (totals(&nodes), cpu_now());
+        let sync_start = Instant::now();
         let status = Command::new(&publish[0]).args(&publish[1..]).status().expect("run the publish command");
         assert!(status.success(), "the publish command failed");
         let returned = Instant::now();
+        let sync_secs = (returned - sync_start).as_secs_f64();
         let conv = wait_applied(&nodes, 2, returned, poll * 5 + Duration::from_secs(60)).await;
-        let span = returned.elapsed().as_secs_f64();
-        let (p1, pc1) = (totals(&nodes), store_cpu_secs());
+        let (p1, pc1) = (totals(&nodes), cpu_now());
+        let span = (pc1.at - pc0.at).as_secs_f64();
         println!(
-            "K={k} publish: {}/{k} converged; from sync return: p50 {:.2} s, p99 {:.2} s, max {:.2} s (target p99 <= poll + 1 s = {:.0} s); {:.0} store requests/s, {:.1} report writes/s{}",
+            "K={k} publish (the command took {sync_secs:.2} s): {}/{k} converged; from its return: p50 {:.2} s, p99 {:.2} s, max {:.2} s (target p99 <= poll + 1 s = {:.0} s); {:.0} store requests/s, {:.1} report writes/s, {} failed polls{}",
             conv.len(),
             pct(&conv, 0.5),
             pct(&conv, 0.99),
@@ -195,10 +260,8 @@ fn main() {
             poll.as_secs_f64() + 1.0,
             (p1.requests - p0.requests) as f64 / span,
             (p1.reports - p0.reports) as f64 / span,
-            match (pc0, pc1) {
-                (Some(a), Some(c)) => format!(", store CPU {:.0}% of one core", 100.0 * (c - a) / span),
-                _ => String::new(),
-            }
+            p1.errors - p0.errors,
+            cpu_between(pc0, pc1),
         );
         for t in tasks {
             t.abort();

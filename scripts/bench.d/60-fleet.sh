@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Benchmark: fleet mode past this machine. A three-node OpenBao Raft cluster
 # on loopback (three `bao server` processes, init + unseal with one key
-# share, retry_join), a pull cluster enrolled with a reusable launch bundle,
-# then `fleet_sim` (agent/examples/fleet_sim.rs): K simulated nodes in one
-# process, each the agent's real pull client with its own login, spread over
-# the three store nodes. Reports boot (all K log in and apply), idle and
-# publish phases: store requests/s, report writes/s, store CPU, and the
-# convergence p50/p99 from `controller sync` returning to each node applied.
-# Env: FLEET_K (default "1000 10000"), FLEET_POLL (seconds, default 10).
+# share, retry_join), a pull cluster per K, then `fleet_sim`
+# (agent/examples/fleet_sim.rs): K simulated nodes in one process, each the
+# agent's real pull client with its own login and its own small home on a
+# tmpfs, spread over the three store nodes. Reports boot (all K log in and
+# apply), idle and publish phases: store requests/s, report writes/s, store
+# CPU (% of the machine), and the convergence p50/p99 from `controller sync`
+# returning to each node applied, with the machine's load average.
+# Env: FLEET_K (default "1000 10000"), FLEET_POLL (seconds, default 10),
+# FLEET_IDS (per-node: one unlimited secret_id per node, as per-node bundles
+# carry once unwrapped, the default; launch: all share one use-limited
+# launch bundle secret_id, every login a write on it; launch-uncounted: one
+# launch bundle enrolled with --uses 0, bound by TTL and CIDR only, whose
+# logins write nothing), FLEET_BOOT_SPREAD
+# (seconds over which the K nodes start, default 0: all at once).
 # The docker half (32 real nodes) is e2e's business and is not run here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,8 +30,10 @@ fi
 SIM=$(dirname "$BIN")/$(basename "$BIN")/examples/fleet_sim
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rh-bench-fleet.XXXXXX")
+# the simulated nodes' homes: a tmpfs when there is one
+HOMES=$(mktemp -d "$( [ -d /dev/shm ] && echo /dev/shm || echo "$WORK")/rh-fleet-homes.XXXXXX")
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK" "$HOMES"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -84,13 +93,17 @@ for K in ${FLEET_K:-1000 10000}; do
   printf '{"token": "bench-%s"}' "$RANDOM$RANDOM" \
     | "$CONTROLLER" secret create benchtool --provider benchtool --path '~/.benchtool/t.json' --values-json - --force >/dev/null
   "$CONTROLLER" sync --cluster "$C" >/dev/null
-  "$CONTROLLER" cluster enroll "$C" --out "$WORK/b$K" --reusable --uses $((K * 4)) --ttl 2h >/dev/null 2>&1
-  # Per-node secret_ids (unlimited uses, as per-node bundles carry once
-  # unwrapped): a login then writes nothing. Minted here with the root token
-  # (minting and wrapping 10k bundles is enroll's job and not measured here).
-  ROLE="rh-fleet-rh-bench-$C"
-  t0=$(date +%s.%N)
-  python3 - "${URLS[1]}" "$ROOT" "$ROLE" "$K" >"$WORK/ids$K" <<'PY'
+  USES=$((K * 4))
+  [ "${FLEET_IDS:-per-node}" = launch-uncounted ] && USES=0
+  "$CONTROLLER" cluster enroll "$C" --out "$WORK/b$K" --reusable --uses "$USES" --ttl 2h --cidr 127.0.0.0/8 >/dev/null 2>&1
+  : >"$WORK/ids$K"
+  if [ "${FLEET_IDS:-per-node}" = per-node ]; then
+    # Per-node secret_ids (unlimited uses, as per-node bundles carry once
+    # unwrapped): a login then writes nothing. Minted here with the root token
+    # (minting and wrapping 10k bundles is enroll's job and not measured here).
+    ROLE="rh-fleet-rh-bench-$C"
+    t0=$(date +%s.%N)
+    python3 - "${URLS[1]}" "$ROOT" "$ROLE" "$K" >"$WORK/ids$K" <<'PY'
 import http.client, json, sys, urllib.parse
 url, token, role, k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 u = urllib.parse.urlparse(url)
@@ -99,9 +112,17 @@ for _ in range(k):
     c.request("POST", f"/v1/auth/approle/role/{role}/secret-id", body="{}", headers={"X-Vault-Token": token})
     print(json.loads(c.getresponse().read())["data"]["secret_id"])
 PY
-  echo "K=$K minted $K secret_ids in $(echo "$(date +%s.%N) - $t0" | bc) s (one client, sequential)"
-  export FLEET_SECRET_IDS=$WORK/ids$K
+    echo "K=$K minted $K secret_ids in $(echo "$(date +%s.%N) - $t0" | bc) s (one client, sequential)"
+  fi
+  export FLEET_SECRET_IDS=$WORK/ids$K FLEET_HOMES=$HOMES/k$K
+  mkdir -p "$FLEET_HOMES"
+  echo "K=$K ids=${FLEET_IDS:-per-node} before: $(uptime)"
   # each K's fleet goes to its own cluster; the publish changes the value
   "$SIM" "$WORK/b$K/launch.json" "$K" "$POLL" -- sh -c \
     "printf '{\"token\": \"bench-%s\"}' \$RANDOM\$RANDOM | '$CONTROLLER' secret create benchtool --provider benchtool --path '~/.benchtool/t.json' --values-json - --force >/dev/null && '$CONTROLLER' sync --cluster '$C' >/dev/null"
+  echo "K=$K after: $(uptime)"
+  # a sample node's file: written, mode 0600 (no value printed)
+  f=$FLEET_HOMES/n00000/.benchtool/t.json
+  [ -f "$f" ] && echo "K=$K node 0 file: mode $(stat -c %a "$f"), $(stat -c %s "$f") bytes"
+  rm -rf "$FLEET_HOMES"
 done

@@ -11,9 +11,13 @@
 //!   (batch tokens are not renewable, and logins of batch tokens write nothing
 //!   on the store).
 //!
+//! - logins: a login answered busy by every store node (a conflicting
+//!   write on the active node) is retried with jittered exponential backoff.
+//!
 //! Nothing here logs a secret_id or a token; errors name files and URLs.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::fingerprint::fingerprint;
 use common::fleet::Bundle;
@@ -23,7 +27,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::store::StoreClient;
+use super::store::{random_u32, StoreClient, StoreError};
 use super::{now_unix, PullError};
 
 /// A batch token and its expiry.
@@ -148,8 +152,51 @@ pub(crate) async fn secret_id(
     Ok(sid)
 }
 
-/// Log in with the AppRole: a fresh batch token.
+/// Login attempts while every store node answers busy (429/5xx).
+const LOGIN_TRIES: u32 = 6;
+/// First retry window of a busy login; doubles per attempt up to `LOGIN_RETRY_CAP`.
+const LOGIN_RETRY_BASE: Duration = Duration::from_millis(200);
+const LOGIN_RETRY_CAP: Duration = Duration::from_secs(5);
+
+/// The wait before busy-login retry `attempt` (1-based): "full jitter",
+/// uniform in `[0, min(cap, base * 2^(attempt-1))]`, so nodes that collided
+/// once do not collide again in lockstep.
+pub(crate) fn login_retry_delay(attempt: u32) -> Duration {
+    let window = LOGIN_RETRY_BASE
+        .saturating_mul(1 << attempt.saturating_sub(1).min(10))
+        .min(LOGIN_RETRY_CAP);
+    window.mul_f64(f64::from(random_u32()) / f64::from(u32::MAX))
+}
+
+/// Log in with the AppRole: a fresh batch token. A login whose every store
+/// node answered busy is retried after a jittered, growing delay (up to
+/// `LOGIN_TRIES` attempts, about 6 s at most): a login with a use-limited
+/// secret_id (a launch bundle) is a read-modify-write of that one secret_id
+/// entry on the active node, inside a storage transaction, so logins of
+/// nodes booting together conflict and OpenBao answers
+/// `500 transaction commit failed` to all but one of them. Refusals (4xx)
+/// and unreachable nodes are not retried here (the poll backoff handles them).
 pub(crate) async fn login(
+    bundle: &Bundle,
+    secret_id: &SecretText,
+    client: &StoreClient,
+) -> Result<Token, PullError> {
+    let mut attempt = 1;
+    loop {
+        match login_once(bundle, secret_id, client).await {
+            Err(PullError::Store(StoreError::Unreachable { busy: true, .. }))
+                if attempt < LOGIN_TRIES =>
+            {
+                tracing::debug!(attempt, "login answered busy; retrying");
+                tokio::time::sleep(login_retry_delay(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn login_once(
     bundle: &Bundle,
     secret_id: &SecretText,
     client: &StoreClient,

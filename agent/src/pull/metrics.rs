@@ -44,6 +44,11 @@ impl Metrics {
         )
     }
 
+    /// Polls that failed so far.
+    pub fn poll_errors(&self) -> u64 {
+        self.poll_errors.load(Ordering::Relaxed)
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();

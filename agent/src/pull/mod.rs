@@ -1,7 +1,8 @@
 //! Fleet mode (`agent serve --pull BUNDLE`, or `pull_bundle` in the config):
 //! the agent logs in to the remote store with its bundle's AppRole
-//! (`creds`), polls its cluster's manifest every `poll_interval` (±20%
-//! jitter; errors back off exponentially, jittered), fetches the secrets
+//! (`creds`), polls its cluster's manifest every `poll_interval` (a random
+//! phase after the first poll, then the period ±2%; errors back off
+//! exponentially, jittered), fetches the secrets
 //! whose KV version changed, applies them through the same install path as
 //! `POST /v1/sync` (`apply_pulled`: merge, atomic 0600 files, env
 //! processes, installed state, audit), removes what was unpublished, and
@@ -89,6 +90,26 @@ pub(crate) fn now_unix() -> u64 {
 pub(crate) fn jitter(d: Duration, spread: f64) -> Duration {
     let r = f64::from(store::random_u32()) / f64::from(u32::MAX);
     d.mul_f64(1.0 - spread + 2.0 * spread * r)
+}
+
+/// Spread of the steady poll period (±2%). Staleness after a publish is at
+/// most one period, so this bounds it (poll + 2%); the spread of the nodes'
+/// polls over the period comes from the random phase each node takes after
+/// its first poll (`next_wait`), not from a wide jitter.
+const POLL_JITTER: f64 = 0.02;
+
+/// The wait before the next poll: after the first poll a uniform random
+/// phase in `(0, poll]` (nodes booted together then poll evenly over the
+/// period instead of in a burst), then the period ±2%; after failures the
+/// jittered backoff (which re-randomizes the phase).
+fn next_wait(poll: Duration, failures: u32, first: bool) -> Duration {
+    if failures > 0 {
+        backoff(poll, failures)
+    } else if first {
+        jitter(poll / 2, 1.0).max(Duration::from_millis(1))
+    } else {
+        jitter(poll, POLL_JITTER)
+    }
 }
 
 /// The wait after `failures` failed polls in a row: doubling from the poll
@@ -202,6 +223,7 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
     let files = CredFiles { dir: dir.clone() };
     let mut puller = Puller {
         metrics: state.metrics(),
+        sim_home: None,
         token: files.load_token(),
         node: Some(NodeSide {
             state: state.clone(),
@@ -230,20 +252,30 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
 
 /// One simulated node for the fleet bench (`examples/fleet_sim.rs`): the
 /// real pull client (its own login, jittered polls with backoff, fetches of
-/// what changed, reports) with nothing installed. Needs a reusable (launch)
-/// bundle. Its progress is in `metrics` (`applied_version`...). Runs until
-/// the task is dropped; returns only on a fatal error.
+/// what changed, reports). Needs a bundle carrying its secret_id (a launch
+/// bundle, or a per-node secret_id put in it). With `home`, each fetched
+/// secret's files are merged into that home (atomic, 0600, through
+/// `common::apply` as the agent does) and `applied.json` kept under
+/// `home/.rh/agent/pull`; env processes and the installed-state bookkeeping
+/// of a real agent are left out. Its progress is in `metrics`
+/// (`applied_version`...). Runs until the task is dropped; returns only on a
+/// fatal error.
 pub async fn simulate(
     bundle: Bundle,
     node_id: String,
     poll: Duration,
     heartbeat: Duration,
     metrics: std::sync::Arc<Metrics>,
+    home: Option<PathBuf>,
 ) -> Result<(), PullError> {
     let client = StoreClient::new(&bundle)?;
+    if let Some(home) = &home {
+        create_private_dir_all(&home.join(".rh/agent/pull"))?;
+    }
     let mut puller = Puller {
         metrics,
         node: None,
+        sim_home: home,
         bundle,
         bundle_path: PathBuf::from("<simulated>"),
         client,
@@ -274,8 +306,10 @@ struct NodeSide {
 
 struct Puller {
     metrics: std::sync::Arc<Metrics>,
-    /// `None`: a simulated node that fetches but installs nothing.
+    /// `None`: a simulated node (installs nothing, or only files into
+    /// `sim_home`).
     node: Option<NodeSide>,
+    sim_home: Option<PathBuf>,
     bundle: Bundle,
     bundle_path: PathBuf,
     client: StoreClient,
@@ -319,13 +353,10 @@ impl Puller {
     }
 
     async fn run(mut self) {
+        let mut first = true;
         loop {
-            let wait = if self.failures == 0 {
-                jitter(self.poll, 0.2)
-            } else {
-                backoff(self.poll, self.failures)
-            };
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(next_wait(self.poll, self.failures, first)).await;
+            first = false;
             if let Err(e) = self.cycle().await {
                 tracing::warn!(error = %e, failures = self.failures, "poll failed");
             }
@@ -515,20 +546,17 @@ impl Puller {
         let items = items.into_iter().map(|(i, _)| i).collect();
         let results = match &self.node {
             Some(node) => apply_pulled(&node.state, items, &self.applied.secrets).await,
-            None => items
-                .into_iter()
-                .map(|i| {
-                    let result = SecretResult {
-                        name: i.secret.name.clone(),
-                        status: Status::Written,
-                        files: vec![],
-                        env: None,
-                        vars: vec![],
-                        message: None,
-                    };
-                    (i.secret.name, Ok(result))
+            None => {
+                let home = self.sim_home.clone();
+                tokio::task::spawn_blocking(move || {
+                    items
+                        .into_iter()
+                        .map(|i| (i.secret.name.clone(), simulated_apply(home.as_deref(), i)))
+                        .collect::<Vec<_>>()
                 })
-                .collect(),
+                .await
+                .map_err(|_| PullError::Apply("the simulated apply panicked".into()))?
+            }
         };
         for (name, result) in results {
             match result {
@@ -557,9 +585,14 @@ impl Puller {
                 "applied"
             );
         }
-        if let Some(node) = &self.node {
+        let state_dir = match (&self.node, &self.sim_home) {
+            (Some(node), _) => Some(node.dir.clone()),
+            (None, Some(home)) => Some(home.join(".rh/agent/pull")),
+            (None, None) => None,
+        };
+        if let Some(dir) = state_dir {
             let text = serde_json::to_string_pretty(&self.applied).expect("applied serializes");
-            atomic_write(&node.dir.join("applied.json"), text.as_bytes())?;
+            atomic_write(&dir.join("applied.json"), text.as_bytes())?;
         }
         self.metrics
             .last_apply_micros
@@ -612,6 +645,37 @@ impl Puller {
             Err(e) => tracing::debug!(error = %e, "cannot write the node report"),
         }
     }
+}
+
+/// A simulated node's apply of one pulled secret: its files merged into
+/// `home` (confined to it, atomic, 0600; overwriting what the store put
+/// there before), or nothing without a home. No env process, no policy
+/// check, no installed state: the bench measures the store, not this.
+fn simulated_apply(home: Option<&Path>, item: SyncItem) -> Result<SecretResult, ApiError> {
+    let result = SecretResult {
+        name: item.secret.name.clone(),
+        status: Status::Written,
+        files: vec![],
+        env: None,
+        vars: vec![],
+        message: None,
+    };
+    let Some(home) = home else {
+        return Ok(result);
+    };
+    let provider = common::providers::for_secret(item.secret.provider.as_deref());
+    let paths = common::apply::secret_paths(&item.secret, item.path.as_deref())?;
+    let files = paths
+        .into_iter()
+        .map(|display| {
+            Ok(common::apply::TargetFile {
+                path: common::fsutil::confine(home, &display)?,
+                display,
+            })
+        })
+        .collect::<Result<Vec<_>, PathError>>()?;
+    common::apply::write_files(provider, &files, &item.secret.values, true, false)?;
+    Ok(result)
 }
 
 /// Apply secrets pulled from the store through the same path as
@@ -683,6 +747,26 @@ pub(crate) async fn apply_pulled(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polls_take_a_random_phase_then_keep_the_period_within_2_percent() {
+        let poll = Duration::from_secs(10);
+        let (mut early, mut late) = (false, false);
+        for _ in 0..400 {
+            let steady = next_wait(poll, 0, false);
+            assert!(
+                steady >= Duration::from_millis(9800) && steady <= Duration::from_millis(10200),
+                "{steady:?}"
+            );
+            let phase = next_wait(poll, 0, true);
+            assert!(phase > Duration::ZERO && phase <= poll, "{phase:?}");
+            early |= phase < Duration::from_secs(2);
+            late |= phase > Duration::from_secs(8);
+            let after_error = next_wait(poll, 1, false);
+            assert!(after_error >= Duration::from_secs(10), "{after_error:?}");
+        }
+        assert!(early && late, "the phase is not spread over the period");
+    }
 
     #[test]
     fn jitter_and_backoff_stay_in_bounds() {

@@ -28,7 +28,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("no store node answered (tried {tried}): {details}")]
-    Unreachable { tried: usize, details: String },
+    Unreachable {
+        tried: usize,
+        details: String,
+        /// Every node answered, each with 429 or 5xx (busy, sealed, a
+        /// write conflict on the active node): worth a short retry.
+        busy: bool,
+    },
     #[error("{op}: permission denied by {url} (HTTP 403)")]
     Forbidden { op: String, url: String },
     #[error("{op}: HTTP {status} from {url}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
@@ -122,6 +128,7 @@ impl StoreClient {
         let n = self.urls.len();
         let start = self.preferred.load(Ordering::Relaxed);
         let mut failures = Vec::new();
+        let mut busy = true;
         for i in 0..n {
             let index = (start + i) % n;
             let url = &self.urls[index];
@@ -141,6 +148,7 @@ impl StoreClient {
             let mut resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
+                    busy = false;
                     failures.push(format!(
                         "{url}: {}",
                         if e.is_timeout() {
@@ -176,6 +184,7 @@ impl StoreClient {
                 }
             }
             if cut {
+                busy = false;
                 failures.push(format!("{url}: the answer was cut"));
                 continue;
             }
@@ -209,6 +218,7 @@ impl StoreClient {
         Err(StoreError::Unreachable {
             tried: n,
             details: failures.join("; "),
+            busy: busy && n > 0,
         })
     }
 

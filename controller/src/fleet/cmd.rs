@@ -66,11 +66,16 @@ pub async fn enroll(args: EnrollArgs, ctx: &Context) -> Result<u8> {
     let token_ttl = duration("--token-ttl", &args.token_ttl)?;
     let kind = if args.reusable {
         let ttl = duration("--ttl", args.ttl.as_deref().unwrap_or(""))?;
-        let uses = args.uses.filter(|u| *u > 0).ok_or_else(|| {
-            UsageError(
-                "--uses must be at least 1 (each login, re-logins included, uses one)".into(),
-            )
-        })?;
+        // 0: not counted (Vault's num_uses 0), bounded by the TTL and CIDRs only.
+        let uses = args
+            .uses
+            .ok_or_else(|| UsageError("--reusable needs --uses N (0: not counted)".into()))?;
+        if uses == 0 && args.cidrs.is_empty() {
+            eprintln!(
+                "warning: --uses 0 without --cidr: the launch bundle logs in from anywhere, \
+                 any number of times, until its --ttl runs out"
+            );
+        }
         SecretIdKind::Reusable {
             uses,
             ttl,
@@ -116,8 +121,13 @@ pub async fn enroll(args: EnrollArgs, ctx: &Context) -> Result<u8> {
         if args.reusable {
             eprintln!(
                 "note: a launch bundle is weaker than per-node bundles: whoever reads it can log \
-                 in as cluster {} until its uses or TTL run out",
-                cluster.name
+                 in as cluster {} until its {} run out",
+                cluster.name,
+                if args.uses == Some(0) {
+                    "TTL"
+                } else {
+                    "uses or TTL"
+                }
             );
         }
         eprintln!(

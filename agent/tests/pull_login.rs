@@ -1,0 +1,153 @@
+//! The pull client's login against a fake store (an axum server on
+//! loopback speaking the few Vault KV v2 / AppRole routes a node uses):
+//! a login answered `500 transaction commit failed` (what OpenBao answers to
+//! concurrent logins with one use-limited launch secret_id) is retried within
+//! the same poll and the node converges with no failed poll; a refused login
+//! (400) is not retried.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent::pull::metrics::Metrics;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use common::fleet::Bundle;
+use serde_json::{json, Value};
+
+const SECRET_ID: &str = "launch-secret-id-never-shown-5531";
+
+/// The fake store's behaviour and what it saw.
+struct Fake {
+    /// Logins answered 500 before the first 200.
+    busy_logins: u32,
+    /// Answer every login 400 (a refused secret_id).
+    refuse: bool,
+    logins: AtomicU32,
+    reports: AtomicU32,
+}
+
+async fn login(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    let n = f.logins.fetch_add(1, Ordering::SeqCst);
+    if f.refuse || body["secret_id"] != SECRET_ID {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "errors": ["invalid role or secret ID"] })),
+        );
+    }
+    if n < f.busy_logins {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "errors": ["transaction commit failed"] })),
+        );
+    }
+    (
+        StatusCode::OK,
+        Json(json!({ "auth": { "client_token": "batch-token-1", "lease_duration": 600 } })),
+    )
+}
+
+async fn manifest() -> Json<Value> {
+    Json(json!({
+        "data": {
+            "data": { "version": 1, "published_at": "", "secrets": [] },
+            "metadata": { "version": 1 }
+        }
+    }))
+}
+
+async fn report(State(f): State<Arc<Fake>>) -> Json<Value> {
+    f.reports.fetch_add(1, Ordering::SeqCst);
+    Json(json!({ "data": { "version": 1 } }))
+}
+
+/// Start the fake store; its URL.
+async fn fake_store(fake: Arc<Fake>) -> String {
+    let app = Router::new()
+        .route("/v1/auth/approle/login", post(login))
+        .route("/v1/secret/data/rh/a/clusters/gpu/manifest", get(manifest))
+        .route("/v1/secret/data/rh/a/clusters/gpu/nodes/{id}", post(report))
+        .with_state(fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+fn launch_bundle(url: String) -> Bundle {
+    serde_json::from_value(json!({
+        "format": 1, "cluster": "gpu", "urls": [url], "mount": "secret",
+        "prefix": "rh/a", "auth_mount": "approle", "role_id": "role-1",
+        "secret_id": SECRET_ID
+    }))
+    .unwrap()
+}
+
+/// The value of one counter in the Prometheus text.
+fn counter(metrics: &Metrics, name: &str) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// Run one simulated node until `done` holds (or 30 s pass).
+async fn run_node(fake: Arc<Fake>, done: impl Fn(&Metrics) -> bool) -> Arc<Metrics> {
+    let url = fake_store(fake).await;
+    let metrics = Arc::new(Metrics::default());
+    let m = metrics.clone();
+    let node = tokio::spawn(async move {
+        agent::pull::simulate(
+            launch_bundle(url),
+            "node-1".into(),
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+            m,
+            None,
+        )
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(&metrics) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.abort();
+    metrics
+}
+
+#[tokio::test]
+async fn a_login_answered_500_is_retried_and_the_node_converges_on_its_first_poll() {
+    let fake = Arc::new(Fake {
+        busy_logins: 2,
+        refuse: false,
+        logins: AtomicU32::new(0),
+        reports: AtomicU32::new(0),
+    });
+    let metrics = run_node(fake.clone(), |m| m.applied_version() >= 1).await;
+    assert_eq!(metrics.applied_version(), 1, "the node did not converge");
+    assert_eq!(fake.logins.load(Ordering::SeqCst), 3, "two 500s, then 200");
+    assert_eq!(counter(&metrics, "rh_agent_pull_logins_total"), 1);
+    // Retried inside the login: the first poll itself succeeded.
+    assert_eq!(counter(&metrics, "rh_agent_pull_poll_errors_total"), 0);
+    assert!(fake.reports.load(Ordering::SeqCst) >= 1, "no node report");
+}
+
+#[tokio::test]
+async fn a_refused_login_is_not_retried_within_the_poll() {
+    let fake = Arc::new(Fake {
+        busy_logins: 0,
+        refuse: true,
+        logins: AtomicU32::new(0),
+        reports: AtomicU32::new(0),
+    });
+    let metrics = run_node(fake.clone(), |m| {
+        counter(m, "rh_agent_pull_poll_errors_total") >= 1
+    })
+    .await;
+    assert_eq!(counter(&metrics, "rh_agent_pull_poll_errors_total"), 1);
+    assert_eq!(fake.logins.load(Ordering::SeqCst), 1, "a 400 is final");
+    assert_eq!(metrics.applied_version(), 0);
+}
