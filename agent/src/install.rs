@@ -941,7 +941,16 @@ mod tests {
     #[tokio::test]
     async fn a_sent_placement_gets_the_nodes_checks_for_remote_items() {
         let home = tempfile::tempdir().unwrap();
-        let state = AppState::open(Config::for_home(home.path())).await.unwrap();
+        let mut config = Config::for_home(home.path());
+        // The env host would be this test binary (current_exe), which exits
+        // at once on `env-host` arguments; a stand-in that reads its stdin
+        // and stays up keeps `open` from racing that exit.
+        let host = home.path().join("env-host.sh");
+        std::fs::write(&host, "#!/bin/sh\nexec cat >/dev/null\n").unwrap();
+        std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        config.env_host_exe = host;
+        let state = AppState::open(config).await.unwrap();
         let custom = |path: &str| {
             let mut s = Secret::base("s", values_from([("token", "T")]));
             s.provider = Some("custom".into());
