@@ -80,6 +80,9 @@ pub struct FileConfig {
     pub heartbeat_secs: Option<u64>,
     /// Fleet mode: seconds the first poll may retry before serving anyway (default 60).
     pub pull_boot_wait_secs: Option<u64>,
+    /// Fleet mode: allow plain `http://` store URLs to hosts that are not
+    /// loopback (the node's token then crosses the network in cleartext).
+    pub pull_allow_insecure_http: Option<bool>,
 }
 
 impl FileConfig {
@@ -135,6 +138,9 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Fleet mode: how long the first poll may retry before serving anyway.
     pub pull_boot_wait: Duration,
+    /// Fleet mode: plain `http://` store URLs to non-loopback hosts are
+    /// allowed (off: such a bundle is refused at start).
+    pub pull_allow_insecure_http: bool,
     /// The executable started as `<exe> env-host --name E` for each env
     /// (the agent binary itself; tests point it at the built binary).
     pub env_host_exe: PathBuf,
@@ -167,6 +173,7 @@ impl Config {
             poll_interval: Duration::from_secs(common::fleet::DEFAULT_POLL_SECS),
             heartbeat: Duration::from_secs(common::fleet::DEFAULT_HEARTBEAT_SECS),
             pull_boot_wait: Duration::from_secs(60),
+            pull_allow_insecure_http: false,
             env_host_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("agent")),
             test_item_delay: None,
         }
@@ -240,6 +247,7 @@ impl Config {
         if let Some(s) = file.pull_boot_wait_secs {
             config.pull_boot_wait = Duration::from_secs(s);
         }
+        config.pull_allow_insecure_http = file.pull_allow_insecure_http.unwrap_or(false);
         config.check_listen(config.listen)?;
         Ok(config)
     }

@@ -191,6 +191,32 @@ fn load_bundle(path: &Path) -> Result<Bundle, PullError> {
     Ok(bundle)
 }
 
+/// Refuse a bundle whose store URLs are plain `http://` to a host that is
+/// not loopback, unless the node's config allows it
+/// (`pull_allow_insecure_http`): the node's secret_id and tokens would cross
+/// the network in cleartext. Decided here, on the node, not by the bundle.
+fn check_cleartext(bundle: &Bundle, path: &Path, allowed: bool) -> Result<(), PullError> {
+    for url in bundle
+        .urls
+        .iter()
+        .filter(|u| common::fleet::is_cleartext_to_network(u))
+    {
+        if !allowed {
+            return Err(PullError::Bundle {
+                path: path.display().to_string(),
+                reason: format!(
+                    "store URL {:?} is plain http:// to a host that is not loopback: this node's \
+                     secret_id and tokens would cross the network in cleartext; use https://, \
+                     or set `pull_allow_insecure_http: true` in the agent config",
+                    url
+                ),
+            });
+        }
+        tracing::warn!(url = ?url, "store tokens go over plain http (pull_allow_insecure_http)");
+    }
+    Ok(())
+}
+
 /// The running pull loop; stopped when dropped.
 #[derive(Debug)]
 pub struct PullHandle {
@@ -213,6 +239,7 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
         return Ok(None);
     };
     let bundle = load_bundle(&bundle_path)?;
+    check_cleartext(&bundle, &bundle_path, config.pull_allow_insecure_http)?;
     let client = StoreClient::new(&bundle)?;
     let dir = config.state_dir.join("pull");
     create_private_dir_all(&dir)?;
@@ -816,5 +843,31 @@ mod tests {
         let err = load_bundle(&path).unwrap_err().to_string();
         assert!(err.contains("not a safe path"), "{err}");
         assert!(!err.contains("hvs.x"));
+
+        // Plain http to a store that is not loopback: refused unless the
+        // node's own config allows it; https and loopback always pass.
+        let mut remote = good.clone();
+        remote["urls"] = serde_json::json!(["https://10.0.0.1:8200", "http://10.0.0.2:8200"]);
+        std::fs::write(&path, remote.to_string()).unwrap();
+        let bundle = load_bundle(&path).unwrap();
+        let err = check_cleartext(&bundle, &path, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http://10.0.0.2:8200") && err.contains("pull_allow_insecure_http"),
+            "{err}"
+        );
+        assert!(!err.contains("hvs.x"));
+        assert!(check_cleartext(&bundle, &path, true).is_ok());
+        let loopback = load_bundle(&path)
+            .map(|mut b| {
+                b.urls = vec![
+                    "http://127.0.0.1:8200".into(),
+                    "https://10.0.0.1:8200".into(),
+                ];
+                b
+            })
+            .unwrap();
+        assert!(check_cleartext(&loopback, &path, false).is_ok());
     }
 }

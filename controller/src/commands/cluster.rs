@@ -335,6 +335,18 @@ impl PullPlan {
         if let Some(s) = self.poll_interval {
             text.push_str(&format!("poll_interval_secs: {s}\n"));
         }
+        // The user let this controller send its token over plain http
+        // (RH_VAULT_ALLOW_HTTP / allow_insecure_http), and the node will use
+        // the same URLs: say so in the node's own config, or it refuses them.
+        let config = &self.store.config;
+        if config.allow_insecure_http
+            && config
+                .urls
+                .iter()
+                .any(|u| common::fleet::is_cleartext_to_network(u))
+        {
+            text.push_str("pull_allow_insecure_http: true\n");
+        }
         text
     }
 }

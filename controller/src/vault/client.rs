@@ -17,7 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -273,24 +272,7 @@ async fn read_capped(
 /// Whether `url` sends the token in cleartext off this machine: `http://`
 /// to a host other than localhost, 127.0.0.0/8 or ::1.
 fn is_insecure_http(url: &str) -> bool {
-    let Ok(parsed) = reqwest::Url::parse(url) else {
-        return false;
-    };
-    if parsed.scheme() != "http" {
-        return false;
-    }
-    let host = parsed.host_str().unwrap_or_default();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") {
-        return false;
-    }
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => !ip.is_loopback(),
-        Ok(IpAddr::V6(ip)) => {
-            !(ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
-        }
-        Err(_) => true,
-    }
+    common::fleet::is_cleartext_to_network(url)
 }
 
 /// Whether an answer means "this node cannot serve that now, try another".
