@@ -27,6 +27,8 @@ struct Fake {
     refuse: bool,
     logins: AtomicU32,
     reports: AtomicU32,
+    /// Answer every report write 500 (a store too busy for writes).
+    refuse_reports: bool,
 }
 
 async fn login(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
@@ -58,9 +60,15 @@ async fn manifest() -> Json<Value> {
     }))
 }
 
-async fn report(State(f): State<Arc<Fake>>) -> Json<Value> {
+async fn report(State(f): State<Arc<Fake>>) -> (StatusCode, Json<Value>) {
     f.reports.fetch_add(1, Ordering::SeqCst);
-    Json(json!({ "data": { "version": 1 } }))
+    if f.refuse_reports {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "errors": ["transaction commit failed"] })),
+        );
+    }
+    (StatusCode::OK, Json(json!({ "data": { "version": 1 } })))
 }
 
 /// Start the fake store; its URL.
@@ -125,6 +133,7 @@ async fn a_login_answered_500_is_retried_and_the_node_converges_on_its_first_pol
         refuse: false,
         logins: AtomicU32::new(0),
         reports: AtomicU32::new(0),
+        refuse_reports: false,
     });
     let metrics = run_node(fake.clone(), |m| m.applied_version() >= 1).await;
     assert_eq!(metrics.applied_version(), 1, "the node did not converge");
@@ -142,6 +151,7 @@ async fn a_refused_login_is_not_retried_within_the_poll() {
         refuse: true,
         logins: AtomicU32::new(0),
         reports: AtomicU32::new(0),
+        refuse_reports: false,
     });
     let metrics = run_node(fake.clone(), |m| {
         counter(m, "rh_agent_pull_poll_errors_total") >= 1
@@ -150,4 +160,35 @@ async fn a_refused_login_is_not_retried_within_the_poll() {
     assert_eq!(counter(&metrics, "rh_agent_pull_poll_errors_total"), 1);
     assert_eq!(fake.logins.load(Ordering::SeqCst), 1, "a 400 is final");
     assert_eq!(metrics.applied_version(), 0);
+}
+
+/// A report write the store refuses is retried after a backoff (2, 4, 8
+/// polls), not on every poll: over 6 polls at 1 s, at most 3 attempts.
+#[tokio::test]
+async fn a_failed_report_write_backs_off_instead_of_retrying_every_poll() {
+    let fake = Arc::new(Fake {
+        busy_logins: 0,
+        refuse: false,
+        logins: AtomicU32::new(0),
+        reports: AtomicU32::new(0),
+        refuse_reports: true,
+    });
+    let metrics = run_node(fake.clone(), |m| {
+        counter(m, "rh_agent_pull_polls_total") >= 7
+    })
+    .await;
+    let polls = counter(&metrics, "rh_agent_pull_polls_total");
+    assert!(polls >= 7, "only {polls} polls");
+    assert_eq!(
+        metrics.applied_version(),
+        1,
+        "applying does not wait on reports"
+    );
+    let attempts = fake.reports.load(Ordering::SeqCst);
+    assert!(attempts >= 1, "no report attempted");
+    assert!(
+        attempts <= 3,
+        "{attempts} report writes attempted in {polls} polls: no backoff"
+    );
+    assert_eq!(counter(&metrics, "rh_agent_pull_report_writes_total"), 0);
 }

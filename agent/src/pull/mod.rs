@@ -264,6 +264,8 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
         applied,
         last_error: None,
         reported: None,
+        report_failures: 0,
+        report_retry_at: None,
         node_id,
         hostname,
         poll: config.poll_interval,
@@ -311,6 +313,8 @@ pub async fn simulate(
         applied: Applied::default(),
         last_error: None,
         reported: None,
+        report_failures: 0,
+        report_retry_at: None,
         hostname: node_id.clone(),
         node_id,
         poll,
@@ -346,6 +350,11 @@ struct Puller {
     last_error: Option<String>,
     /// What the last report written said, and when it was written.
     reported: Option<(NodeReport, Instant)>,
+    /// Report writes failed in a row, and when the next may be tried: a
+    /// store too busy to take writes (every report is a Raft write on the
+    /// active node) is not asked again on every poll by every node.
+    report_failures: u32,
+    report_retry_at: Option<Instant>,
     node_id: String,
     hostname: String,
     poll: Duration,
@@ -655,6 +664,9 @@ impl Puller {
                 return;
             }
         }
+        if self.report_retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
         let Some(token) = self.token.clone().filter(|t| !t.is_due(now)) else {
             return;
         };
@@ -668,8 +680,18 @@ impl Puller {
             Ok(()) => {
                 Metrics::inc(&self.metrics.report_writes);
                 self.reported = Some((report, Instant::now()));
+                self.report_failures = 0;
+                self.report_retry_at = None;
             }
-            Err(e) => tracing::debug!(error = %e, "cannot write the node report"),
+            Err(e) => {
+                // Back off (2, 4, then 8 polls, jittered) instead of
+                // retrying on every poll: a fleet whose writes failed
+                // together would otherwise keep the store saturated.
+                self.report_failures = self.report_failures.saturating_add(1);
+                self.report_retry_at =
+                    Some(Instant::now() + backoff(self.poll, self.report_failures));
+                tracing::debug!(error = %e, failures = self.report_failures, "cannot write the node report");
+            }
         }
     }
 }
