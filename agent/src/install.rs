@@ -250,6 +250,11 @@ enum FileResult {
 /// Most threads the file jobs of one request run on.
 const WRITER_THREADS: usize = 8;
 
+/// How long the file jobs of one request run on one thread before the rest
+/// are spread over [`WRITER_THREADS`] threads: comparing a file that is
+/// unchanged takes microseconds, writing one (two fsyncs) milliseconds.
+const SPREAD_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Group jobs that share a directory, transitively (union-find over a map
 /// from directory to the first job writing there: linear in the number of
 /// files). Each group lists its jobs in request order; groups are ordered by
@@ -294,7 +299,10 @@ fn group_by_dir(jobs: &[FileJob]) -> Vec<Vec<usize>> {
 
 /// Run the file jobs: jobs that share a directory run in request order, one
 /// after the other; groups with no directory in common run on up to
-/// [`WRITER_THREADS`] threads (their fsyncs overlap). A job not started by
+/// [`WRITER_THREADS`] threads (their fsyncs overlap) once the groups run so
+/// far took [`SPREAD_AFTER`]: files that are all unchanged (no write, no
+/// fsync) are compared on this thread, without starting threads that would
+/// cost more than the work. A job not started by
 /// `deadline` is skipped, and so is every later job of its group. Results
 /// come back in job order.
 fn write_all(
@@ -336,12 +344,18 @@ fn write_all(
             .collect()
     };
     let mut results: Vec<Option<FileResult>> = (0..jobs.len()).map(|_| None).collect();
-    let threads = WRITER_THREADS.min(groups.len());
-    let done: Vec<(usize, FileResult)> = if threads <= 1 {
-        groups.iter().flat_map(|g| run_group(g)).collect()
-    } else {
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|scope| {
+    // On this thread until the work proves slow (writes and fsyncs).
+    let started = Instant::now();
+    let mut done: Vec<(usize, FileResult)> = vec![];
+    let mut first = 0;
+    while first < groups.len() && (first + 1 == groups.len() || started.elapsed() < SPREAD_AFTER) {
+        done.extend(run_group(&groups[first]));
+        first += 1;
+    }
+    let threads = WRITER_THREADS.min(groups.len() - first);
+    if threads > 0 {
+        let next = AtomicUsize::new(first);
+        done.extend(std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|_| {
                     scope.spawn(|| {
@@ -359,9 +373,9 @@ fn write_all(
             handles
                 .into_iter()
                 .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    };
+                .collect::<Vec<_>>()
+        }));
+    }
     for (i, result) in done {
         results[i] = Some(result);
     }
@@ -488,7 +502,8 @@ pub(crate) async fn apply(
                     (true, true) => Status::WouldWrite,
                     (true, false) => Status::Written,
                 });
-                if !dry_run {
+                // Unchanged vars need no save and no update of the env.
+                if differs && !dry_run {
                     vars_to_set = Some((env.clone(), vars.clone()));
                 }
             }
