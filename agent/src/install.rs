@@ -250,10 +250,23 @@ enum FileResult {
 /// Most threads the file jobs of one request run on.
 const WRITER_THREADS: usize = 8;
 
-/// How long the file jobs of one request run on one thread before the rest
-/// are spread over [`WRITER_THREADS`] threads: comparing a file that is
-/// unchanged takes microseconds, writing one (two fsyncs) milliseconds.
-const SPREAD_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
+/// Whether a job only compared files (all unchanged, or no files): it wrote
+/// nothing, so no fsync.
+fn only_compared(result: &FileResult) -> bool {
+    match result {
+        FileResult::None => true,
+        FileResult::Done(Ok(outcomes)) => outcomes.iter().all(|o| {
+            matches!(
+                o.status,
+                FileStatus::Unchanged
+                    | FileStatus::WouldWrite
+                    | FileStatus::Conflict
+                    | FileStatus::Blocked
+            )
+        }),
+        FileResult::Done(Err(_)) | FileResult::Skipped => false,
+    }
+}
 
 /// Group jobs that share a directory, transitively (union-find over a map
 /// from directory to the first job writing there: linear in the number of
@@ -299,10 +312,10 @@ fn group_by_dir(jobs: &[FileJob]) -> Vec<Vec<usize>> {
 
 /// Run the file jobs: jobs that share a directory run in request order, one
 /// after the other; groups with no directory in common run on up to
-/// [`WRITER_THREADS`] threads (their fsyncs overlap) once the groups run so
-/// far took [`SPREAD_AFTER`]: files that are all unchanged (no write, no
-/// fsync) are compared on this thread, without starting threads that would
-/// cost more than the work. A job not started by
+/// [`WRITER_THREADS`] threads (their fsyncs overlap) once a group wrote:
+/// files that are all unchanged (no write, no fsync) are compared on this
+/// thread, without starting threads that would cost more than the work
+/// (and, on a loaded node, without a clock deciding it). A job not started by
 /// `deadline` is skipped, and so is every later job of its group. Results
 /// come back in job order.
 fn write_all(
@@ -344,12 +357,16 @@ fn write_all(
             .collect()
     };
     let mut results: Vec<Option<FileResult>> = (0..jobs.len()).map(|_| None).collect();
-    // On this thread until the work proves slow (writes and fsyncs).
-    let started = Instant::now();
+    // On this thread while nothing is written (no fsync to overlap); the
+    // groups after the first that wrote (or failed, or was skipped) go to
+    // the threads.
     let mut done: Vec<(usize, FileResult)> = vec![];
     let mut first = 0;
-    while first < groups.len() && (first + 1 == groups.len() || started.elapsed() < SPREAD_AFTER) {
-        done.extend(run_group(&groups[first]));
+    let mut wrote = false;
+    while first < groups.len() && !wrote {
+        let ran = run_group(&groups[first]);
+        wrote = !ran.iter().all(|(_, r)| only_compared(r));
+        done.extend(ran);
         first += 1;
     }
     let threads = WRITER_THREADS.min(groups.len() - first);
