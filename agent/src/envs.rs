@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{oneshot, watch};
 
-use common::fsutil::atomic_write;
+use common::fsutil::atomic_write_if_changed;
 use common::wire::{EnvStatus, RunResponse, DEFAULT_ENV};
 use common::SecretValue;
 
@@ -386,10 +386,13 @@ impl EnvManager {
             path: self.path.display().to_string(),
             reason,
         };
-        tokio::task::spawn_blocking(move || atomic_write(&path, text.expose_secret().as_bytes()))
-            .await
-            .map_err(|e| state_err(e.to_string()))?
-            .map_err(|e| state_err(e.to_string()))
+        tokio::task::spawn_blocking(move || {
+            atomic_write_if_changed(&path, text.expose_secret().as_bytes())
+        })
+        .await
+        .map_err(|e| state_err(e.to_string()))?
+        .map_err(|e| state_err(e.to_string()))
+        .map(drop)
     }
 
     /// Start (or restart) the host process of `env` and hand it every var.

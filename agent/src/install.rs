@@ -253,6 +253,24 @@ enum FileResult {
 /// Most threads the file jobs of one request run on.
 const WRITER_THREADS: usize = 8;
 
+/// Whether a job only compared files (all unchanged, or no files): it wrote
+/// nothing, so no fsync.
+fn only_compared(result: &FileResult) -> bool {
+    match result {
+        FileResult::None => true,
+        FileResult::Done(Ok(outcomes)) => outcomes.iter().all(|o| {
+            matches!(
+                o.status,
+                FileStatus::Unchanged
+                    | FileStatus::WouldWrite
+                    | FileStatus::Conflict
+                    | FileStatus::Blocked
+            )
+        }),
+        FileResult::Done(Err(_)) | FileResult::Skipped => false,
+    }
+}
+
 /// Group jobs that share a directory, transitively (union-find over a map
 /// from directory to the first job writing there: linear in the number of
 /// files). Each group lists its jobs in request order; groups are ordered by
@@ -297,7 +315,10 @@ fn group_by_dir(jobs: &[FileJob]) -> Vec<Vec<usize>> {
 
 /// Run the file jobs: jobs that share a directory run in request order, one
 /// after the other; groups with no directory in common run on up to
-/// [`WRITER_THREADS`] threads (their fsyncs overlap). A job not started by
+/// [`WRITER_THREADS`] threads (their fsyncs overlap) once a group wrote:
+/// files that are all unchanged (no write, no fsync) are compared on this
+/// thread, without starting threads that would cost more than the work
+/// (and, on a loaded node, without a clock deciding it). A job not started by
 /// `deadline` is skipped, and so is every later job of its group. Results
 /// come back in job order.
 fn write_all(
@@ -339,12 +360,22 @@ fn write_all(
             .collect()
     };
     let mut results: Vec<Option<FileResult>> = (0..jobs.len()).map(|_| None).collect();
-    let threads = WRITER_THREADS.min(groups.len());
-    let done: Vec<(usize, FileResult)> = if threads <= 1 {
-        groups.iter().flat_map(|g| run_group(g)).collect()
-    } else {
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|scope| {
+    // On this thread while nothing is written (no fsync to overlap); the
+    // groups after the first that wrote (or failed, or was skipped) go to
+    // the threads.
+    let mut done: Vec<(usize, FileResult)> = vec![];
+    let mut first = 0;
+    let mut wrote = false;
+    while first < groups.len() && !wrote {
+        let ran = run_group(&groups[first]);
+        wrote = !ran.iter().all(|(_, r)| only_compared(r));
+        done.extend(ran);
+        first += 1;
+    }
+    let threads = WRITER_THREADS.min(groups.len() - first);
+    if threads > 0 {
+        let next = AtomicUsize::new(first);
+        done.extend(std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|_| {
                     scope.spawn(|| {
@@ -362,9 +393,9 @@ fn write_all(
             handles
                 .into_iter()
                 .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    };
+                .collect::<Vec<_>>()
+        }));
+    }
     for (i, result) in done {
         results[i] = Some(result);
     }
@@ -491,7 +522,8 @@ pub(crate) async fn apply(
                     (true, true) => Status::WouldWrite,
                     (true, false) => Status::Written,
                 });
-                if !dry_run {
+                // Unchanged vars need no save and no update of the env.
+                if differs && !dry_run {
                     vars_to_set = Some((env.clone(), vars.clone()));
                 }
             }

@@ -35,7 +35,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use common::fingerprint::random_hex;
-use common::fsutil::{atomic_write, create_private_dir_all, read_optional, PathError};
+use common::fsutil::{
+    atomic_write, atomic_write_if_changed, create_private_dir_all, read_optional, PathError,
+};
 use common::names::{validate_env_name, validate_env_var_name, validate_secret_name};
 use common::secret_value::ct_eq_bytes;
 use common::{SecretText, Values};
@@ -416,12 +418,14 @@ impl AppState {
         };
         let text = SecretText::new(text);
         let shown = path.display().to_string();
-        tokio::task::spawn_blocking(move || atomic_write(&path, text.expose_secret().as_bytes()))
-            .await
-            .map_err(|e| StartError::State {
-                path: shown,
-                reason: e.to_string(),
-            })??;
+        tokio::task::spawn_blocking(move || {
+            atomic_write_if_changed(&path, text.expose_secret().as_bytes()).map(drop)
+        })
+        .await
+        .map_err(|e| StartError::State {
+            path: shown,
+            reason: e.to_string(),
+        })??;
         Ok(())
     }
 

@@ -239,3 +239,42 @@ async fn run_refuses_a_zero_timeout() {
     assert_eq!(body["error"], "invalid_timeout");
     agent.stop().await;
 }
+
+/// A sync whose every item is `unchanged` rewrites no state file (same
+/// inodes: no temp file renamed over them, so no fsync); a changed value
+/// rewrites both and the new value is live.
+#[tokio::test]
+async fn an_unchanged_sync_rewrites_no_state_file() {
+    use std::os::unix::fs::MetadataExt;
+    let home = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(common::config(home.path())).await;
+    let c = agent.client();
+    let sync = |value: &str| {
+        json!({"items": [
+            {"secret": {"name": "openai", "provider": "openai",
+                "values": {"api_key": value}}, "env": "base_env"},
+            common::generic_write("cfg", "~/cfg/c.json", json!({"k": value})),
+        ]})
+    };
+    let inodes = || {
+        ["envs.json", "installed.json"]
+            .map(|f| std::fs::metadata(agent.state_dir.join(f)).unwrap().ino())
+    };
+    let (code, body) = c.post("/v1/sync", &sync("sk-one")).await;
+    assert_eq!(code, 200, "{body}");
+    let first = inodes();
+    let (code, body) = c.post("/v1/sync", &sync("sk-one")).await;
+    assert_eq!(code, 200, "{body}");
+    for r in body["results"].as_array().unwrap() {
+        assert_eq!(r["status"], "unchanged", "{body}");
+    }
+    assert_eq!(inodes(), first, "an unchanged sync rewrote a state file");
+    let (code, body) = c.post("/v1/sync", &sync("sk-two")).await;
+    assert_eq!(code, 200, "{body}");
+    let second = inodes();
+    assert_ne!(second[0], first[0], "envs.json not saved: {body}");
+    assert_ne!(second[1], first[1], "installed.json not saved: {body}");
+    let (_, out) = c.run("base_env", &["printenv", "OPENAI_API_KEY"]).await;
+    assert_eq!(out["stdout"], "sk-two\n");
+    agent.stop().await;
+}

@@ -368,6 +368,23 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<(), PathError> {
     opened(&FileRef::anywhere(path)?)?.write(contents)
 }
 
+/// [`atomic_write`], skipped when `path` already is a regular file of
+/// mode 0600 holding exactly `contents` (a state file rewritten unchanged
+/// costs two fsyncs and nothing else). Returns whether it wrote. A file
+/// that cannot be read or compared is written.
+pub fn atomic_write_if_changed(path: &Path, contents: &[u8]) -> Result<bool, PathError> {
+    let same = fs::metadata(path).is_ok_and(|m| {
+        m.is_file()
+            && m.permissions().mode() & 0o7777 == FILE_MODE
+            && m.len() == contents.len() as u64
+    }) && matches!(read_optional(path), Ok(Some(text)) if text.expose_secret().as_bytes() == contents);
+    if same {
+        return Ok(false);
+    }
+    atomic_write(path, contents)?;
+    Ok(true)
+}
+
 /// Open `file`, creating its missing directories.
 fn opened(file: &FileRef) -> Result<ConfinedFile, PathError> {
     file.open(true)?.ok_or_else(|| {
@@ -548,6 +565,28 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+    }
+
+    /// An unchanged private file is left alone (same inode: no rename);
+    /// other bytes, or a wider mode, are written.
+    #[test]
+    fn atomic_write_if_changed_skips_only_identical_private_files() {
+        use std::os::unix::fs::MetadataExt;
+        let home = home();
+        let path = home.path().join("state/s.json");
+        assert!(atomic_write_if_changed(&path, b"one").unwrap());
+        let ino = fs::metadata(&path).unwrap().ino();
+        assert!(!atomic_write_if_changed(&path, b"one").unwrap());
+        assert_eq!(fs::metadata(&path).unwrap().ino(), ino);
+        assert!(atomic_write_if_changed(&path, b"two").unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(atomic_write_if_changed(&path, b"two").unwrap());
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!atomic_write_if_changed(&path, b"two").unwrap());
     }
 
     #[test]

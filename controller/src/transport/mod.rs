@@ -48,22 +48,30 @@ pub async fn connect(
     }
 }
 
-/// Hold an exclusive `flock` on `path` (created 0600 if missing), taken on
-/// a blocking thread; released when the returned guard drops. One helper for
-/// the per-node SSH master lock and the local agent's start lock.
+/// Hold an exclusive `flock` on `path` (created 0600 if missing); released
+/// when the returned guard drops. A free lock (the usual case) is taken
+/// here; only a held one is waited for on a blocking thread (a fan-out to
+/// 32 nodes would otherwise start 32 threads to take 32 free locks). One
+/// helper for the per-node SSH master lock and the local agent's start lock.
 pub(crate) async fn lock_file(
     path: std::path::PathBuf,
 ) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    use nix::fcntl::{Flock, FlockArg};
     use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => return Ok(lock),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
+        Err((_, e)) => return Err(format!("lock {}: {e}", path.display())),
+    };
     tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("open {}: {e}", path.display()))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, e)| format!("lock {}: {e}", path.display()))
     })
     .await

@@ -186,13 +186,28 @@ impl SshSession {
     /// (`<ctl>.p<port>`, kept with the master, so a reused master needs no
     /// new forward) and a loopback listener in this process bridges to it
     /// for the duration of the command. Returns the local port.
-    pub async fn forward(&self, remote_port: u16) -> Result<u16, TransportError> {
+    ///
+    /// With `trust_existing`, a forward socket already there is used as is
+    /// (the master that made it is alive); otherwise it is checked by
+    /// connecting, which costs the master a channel to the agent: only
+    /// done once a first attempt failed.
+    pub async fn forward(
+        &self,
+        remote_port: u16,
+        trust_existing: bool,
+    ) -> Result<u16, TransportError> {
         let err = |detail: String| TransportError::Ssh {
             node: self.node.clone(),
             detail,
         };
         let sock = forward_path(&self.ctl, remote_port);
-        if tokio::net::UnixStream::connect(&sock).await.is_err() {
+        let usable = if trust_existing {
+            use std::os::unix::fs::FileTypeExt;
+            std::fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket())
+        } else {
+            tokio::net::UnixStream::connect(&sock).await.is_ok()
+        };
+        if !usable {
             let _ = std::fs::remove_file(&sock);
             let out = ssh_command(
                 &self.opts,
@@ -526,8 +541,8 @@ async fn prove(
     opts: &TransportOptions,
     http: &reqwest::Client,
 ) -> Result<(SecretText, Endpoint, Challenged), TransportError> {
-    let probe = |agent_port: u16| async move {
-        let port = session.forward(agent_port).await?;
+    let probe = |agent_port: u16, trust_existing: bool| async move {
+        let port = session.forward(agent_port, trust_existing).await?;
         let ep = Endpoint::loopback(node, port, agent_port, http, opts);
         let challenged = ep.challenge(None).await;
         Ok::<_, TransportError>((ep, challenged))
@@ -542,11 +557,12 @@ async fn prove(
     let cached = match session.take_known() {
         Known::Fresh(read) => {
             let (token, reported) = read?;
-            let (ep, challenged) = probe(reported.unwrap_or(t.agent_port)).await?;
+            // The new master made the forward (ExitOnForwardFailure).
+            let (ep, challenged) = probe(reported.unwrap_or(t.agent_port), true).await?;
             return proven(token, reported, ep, challenged?);
         }
         Known::Cached((token, reported)) => {
-            let (ep, challenged) = probe(reported.unwrap_or(t.agent_port)).await?;
+            let (ep, challenged) = probe(reported.unwrap_or(t.agent_port), true).await?;
             match challenged {
                 Ok(c) if c.verify(&token).is_ok() => return Ok((token, ep, c)),
                 // The agent changed its token: check the same answer
@@ -568,7 +584,7 @@ async fn prove(
             (token, reported)
         }
         None => {
-            let (read, probed) = tokio::join!(session.read_token(), probe(t.agent_port));
+            let (read, probed) = tokio::join!(session.read_token(), probe(t.agent_port, false));
             let (token, reported) = read?;
             if !matches!(reported, Some(p) if p != t.agent_port) {
                 let (ep, challenged) = probed?;
@@ -579,6 +595,6 @@ async fn prove(
     };
     let port = reported.expect("another port was reported");
     tracing::debug!(node = %node.name, port, "agent reports another port");
-    let (ep, challenged) = probe(port).await?;
+    let (ep, challenged) = probe(port, false).await?;
     proven(token, reported, ep, challenged?)
 }
