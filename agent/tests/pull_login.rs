@@ -29,6 +29,8 @@ struct Fake {
     reports: AtomicU32,
     /// Answer every report write 500 (a store too busy for writes).
     refuse_reports: bool,
+    /// The manifest's `report_spread_secs`.
+    spread: u64,
 }
 
 async fn login(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
@@ -51,10 +53,11 @@ async fn login(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> (StatusCo
     )
 }
 
-async fn manifest() -> Json<Value> {
+async fn manifest(State(f): State<Arc<Fake>>) -> Json<Value> {
     Json(json!({
         "data": {
-            "data": { "version": 1, "published_at": "", "secrets": [] },
+            "data": { "version": 1, "published_at": "", "secrets": [],
+                      "report_spread_secs": f.spread },
             "metadata": { "version": 1 }
         }
     }))
@@ -134,6 +137,7 @@ async fn a_login_answered_500_is_retried_and_the_node_converges_on_its_first_pol
         logins: AtomicU32::new(0),
         reports: AtomicU32::new(0),
         refuse_reports: false,
+        spread: 0,
     });
     let metrics = run_node(fake.clone(), |m| m.applied_version() >= 1).await;
     assert_eq!(metrics.applied_version(), 1, "the node did not converge");
@@ -152,6 +156,7 @@ async fn a_refused_login_is_not_retried_within_the_poll() {
         logins: AtomicU32::new(0),
         reports: AtomicU32::new(0),
         refuse_reports: false,
+        spread: 0,
     });
     let metrics = run_node(fake.clone(), |m| {
         counter(m, "rh_agent_pull_poll_errors_total") >= 1
@@ -172,6 +177,7 @@ async fn a_failed_report_write_backs_off_instead_of_retrying_every_poll() {
         logins: AtomicU32::new(0),
         reports: AtomicU32::new(0),
         refuse_reports: true,
+        spread: 0,
     });
     let metrics = run_node(fake.clone(), |m| {
         counter(m, "rh_agent_pull_polls_total") >= 7
@@ -191,4 +197,62 @@ async fn a_failed_report_write_backs_off_instead_of_retrying_every_poll() {
         "{attempts} report writes attempted in {polls} polls: no backoff"
     );
     assert_eq!(counter(&metrics, "rh_agent_pull_report_writes_total"), 0);
+}
+
+/// A manifest's `report_spread_secs` spreads the nodes' reports: 20 nodes
+/// told to spread over 1,000 s (capped at their 300 s heartbeat) apply at
+/// once but write almost no report within their first polls (each waits a
+/// uniform random delay under 300 s; without the spread all 20 report on
+/// their first poll).
+#[tokio::test]
+async fn the_manifest_spreads_the_nodes_reports() {
+    let fake = Arc::new(Fake {
+        busy_logins: 0,
+        refuse: false,
+        logins: AtomicU32::new(0),
+        reports: AtomicU32::new(0),
+        refuse_reports: false,
+        spread: 1000,
+    });
+    let url = fake_store(fake.clone()).await;
+    let nodes: Vec<(Arc<Metrics>, tokio::task::JoinHandle<_>)> = (0..20)
+        .map(|i| {
+            let metrics = Arc::new(Metrics::default());
+            let m = metrics.clone();
+            let bundle = launch_bundle(url.clone());
+            let task = tokio::spawn(async move {
+                agent::pull::simulate(
+                    bundle,
+                    format!("node-{i}"),
+                    Duration::from_secs(1),
+                    Duration::from_secs(300),
+                    m,
+                    None,
+                )
+                .await
+            });
+            (metrics, task)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes
+        .iter()
+        .any(|(m, _)| counter(m, "rh_agent_pull_polls_total") < 3)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (m, task) in &nodes {
+        task.abort();
+        assert_eq!(
+            m.applied_version(),
+            1,
+            "applying does not wait on the report"
+        );
+    }
+    let reports = fake.reports.load(Ordering::SeqCst);
+    assert!(
+        reports < 5,
+        "{reports} of 20 nodes reported within their first polls: not spread"
+    );
 }

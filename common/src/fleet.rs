@@ -132,6 +132,31 @@ pub struct Manifest {
     pub published_at: String,
     #[serde(default)]
     pub secrets: Vec<ManifestEntry>,
+    /// Seconds over which the nodes spread the report they write after
+    /// applying this version ([`report_spread_secs`] of the fleet's size
+    /// when it was published; 0: report at once). Every report is a Raft
+    /// write on the store's active node, which takes about a hundred a
+    /// second: ten thousand nodes reporting within one poll period bury it.
+    /// Untrusted on the node: capped by its heartbeat.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub report_spread_secs: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Report writes per second a store is assumed to take: one three-node
+/// OpenBao on two cores sustained about 100 (scripts/bench.d/60-fleet.sh).
+pub const REPORT_WRITES_PER_SEC: u64 = 100;
+
+/// The longest report spread a publisher asks for.
+pub const MAX_REPORT_SPREAD_SECS: u64 = 600;
+
+/// The report spread for a fleet of `nodes`: 0 up to a hundred nodes, then
+/// one second per hundred nodes, at most [`MAX_REPORT_SPREAD_SECS`].
+pub fn report_spread_secs(nodes: usize) -> u64 {
+    (nodes as u64 / REPORT_WRITES_PER_SEC).min(MAX_REPORT_SPREAD_SECS)
 }
 
 /// What a node reports under `nodes/<node-id>`: names and versions only.
@@ -257,5 +282,18 @@ mod tests {
         ] {
             assert_eq!(is_cleartext_to_network(url), cleartext, "{url}");
         }
+    }
+
+    #[test]
+    fn report_spread_grows_with_the_fleet_and_is_capped() {
+        assert_eq!(report_spread_secs(0), 0);
+        assert_eq!(report_spread_secs(99), 0);
+        assert_eq!(report_spread_secs(1_000), 10);
+        assert_eq!(report_spread_secs(10_000), 100);
+        assert_eq!(report_spread_secs(10_000_000), MAX_REPORT_SPREAD_SECS);
+        // An older manifest (no field) reads as 0, and 0 is not written.
+        let m: Manifest = serde_json::from_str(r#"{"version": 3}"#).unwrap();
+        assert_eq!(m.report_spread_secs, 0);
+        assert!(!serde_json::to_string(&m).unwrap().contains("report_spread"));
     }
 }

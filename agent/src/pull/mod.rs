@@ -500,6 +500,15 @@ impl Puller {
         }
         self.apply(&manifest).await?;
         self.synced = true;
+        // Write the report after a random delay within the spread the
+        // publisher sized to the fleet (capped by the heartbeat: the value
+        // comes from the store), so a large fleet's reports do not all land
+        // on the store's active node within one poll period.
+        let spread = Duration::from_secs(manifest.report_spread_secs).min(self.heartbeat);
+        if !spread.is_zero() {
+            let at = Instant::now() + jitter(spread / 2, 1.0);
+            self.report_retry_at = Some(self.report_retry_at.map_or(at, |t| t.max(at)));
+        }
         Ok(())
     }
 
