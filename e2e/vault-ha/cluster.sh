@@ -98,6 +98,9 @@ wait_for() { # wait_for SECONDS CMD...
   done
 }
 answers() { local c; c=$(health "$1"); [ -n "$c" ] && [ "$c" != 000 ]; }
+# Asked again on every try (a `test "$(health ..)"` argument would be
+# expanded once, before the first try, and never become true).
+active() { [ "$(health "$1")" = 200 ]; }
 for u in "${URLS[@]}"; do wait_for 60 answers "$u" || { log "$u never answered"; exit 1; }; done
 
 log "init + unseal bao1"
@@ -105,7 +108,7 @@ log "init + unseal bao1"
 KEY=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["unseal_keys_b64"][0])' "$WORK/init.json")
 ROOT_TOKEN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["root_token"])' "$WORK/init.json")
 "$BAO" operator unseal -address="$URL1" "$KEY" >/dev/null
-wait_for 60 test "$(health "$URL1")" = 200 || { log "bao1 did not become active"; exit 1; }
+wait_for 60 active "$URL1" || { log "bao1 did not become active"; exit 1; }
 
 unsealed() { # followers join through retry_join once given the key
   local c; c=$(health "$1")
