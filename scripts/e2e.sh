@@ -5,9 +5,11 @@
 # debootstrap bases, reused when present), starts a cluster of containers
 # (3 agent nodes started by the boot script, 3 bare nodes for `cluster
 # bootstrap`, 1 node with systemd as PID 1), runs the e2e tests against it with the real
-# controller over real SSH, then the pull-mode test (e2e/tests/fleet.rs: a three-node
+# controller over real SSH, then the pull-mode tests (e2e/tests/fleet.rs: a three-node
 # OpenBao HA cluster on the node network, the bare nodes bootstrapped as a pull
-# cluster, the store leader killed mid-convergence), then the OpenBao HA test
+# cluster and pull nodes started by docker-compose from enrolled bundles, the
+# store leader killed mid-convergence; a spent bundle refused; the systemd node
+# pulling at boot and after a restart), then the OpenBao HA test
 # (e2e/vault-ha/run.sh), saves every container's logs to e2e/.build/logs/,
 # and tears the cluster down whatever happens.
 # Usage: scripts/e2e.sh [TEST_FILTER]
@@ -83,7 +85,8 @@ grep -E '^test result:' "$LOGS/tests.log" | tail -n1 >&2 || true
 
 # (bao.env in the cluster's state dir: the test harness empties $WORK.)
 # Pull mode: the HA store on the node network (addresses from cluster.env),
-# the bare nodes bootstrapped as a pull cluster, the leader killed mid-run.
+# the bare nodes bootstrapped as a pull cluster, compose pull nodes added by
+# the test (e2e/cluster.sh pull), the leader killed mid-run.
 step "e2e: pull mode (OpenBao HA on the node network, leader killed mid-convergence)"
 # shellcheck source=/dev/null  # written by e2e/cluster.sh up
 . "$RH_E2E_STATE/cluster.env"

@@ -244,7 +244,7 @@ impl Suite {
         });
     }
 
-    fn controller_command(&self, args: &[&str]) -> Command {
+    pub(crate) fn controller_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.controller);
         cmd.args(args)
             .env_clear()
