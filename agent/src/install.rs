@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 
 use common::apply::{self, FileStatus, TargetFile};
 use common::fingerprint::{value_fingerprint, values_fingerprint, FingerprintKey};
-use common::fsutil::confine;
+use common::fsutil::{confine, FileSig};
 use common::names::{validate_env_name, validate_secret_name};
 use common::placement::{place, verify, PlaceError, PlaceOpts, PlacedEnv, Placement};
 use common::policy::{Origin, Policy, PolicyError};
@@ -41,6 +41,11 @@ pub(crate) struct Planned {
     /// Whether it names the provider of what `secret` installed (not for
     /// vars set by name alone: a secret's files keep their provider).
     sets_provider: bool,
+    /// For an item with files: the keyed hash of what decides them
+    /// (`crate::verified`), and whether they were found as last verified
+    /// (then they are not read again: the item's files are unchanged).
+    key: Option<String>,
+    verified: bool,
 }
 
 impl Planned {
@@ -62,8 +67,9 @@ impl Planned {
 }
 
 /// This agent's placement policy: its state dir is reserved (as configured
-/// and resolved), its config's `allow_paths` open more places to remote secrets.
-fn policy(config: &Config) -> Policy {
+/// and resolved), its config's `allow_paths` open more places to remote
+/// secrets. Built once, when the state is opened (the state dir exists then).
+pub(crate) fn policy(config: &Config) -> Policy {
     let mut reserved = vec![config.state_dir.clone()];
     reserved.extend(config.state_dir.canonicalize().ok());
     Policy {
@@ -81,14 +87,11 @@ fn refused(e: PolicyError) -> ApiError {
 /// placement policy: the path as given, and the target it resolves to (so a
 /// symlink in home cannot lead to a denied file).
 fn confine_files(
-    config: &Config,
+    (home, canon_home, policy): (&Path, &Path, &Policy),
     secret: &Secret,
     placement: &Placement,
     origin: Origin,
 ) -> Result<Vec<TargetFile>, ApiError> {
-    let home = &config.home;
-    let policy = policy(config);
-    let canon_home = home.canonicalize().unwrap_or_else(|_| home.clone());
     placement
         .files
         .iter()
@@ -100,7 +103,7 @@ fn confine_files(
                 .map_err(refused)?;
             let path = confine(home, &display)?;
             policy
-                .check_resolved(&canon_home, name, &path.resolved())
+                .check_resolved(canon_home, name, &path.resolved())
                 .map_err(refused)?;
             Ok(TargetFile { display, path })
         })
@@ -210,15 +213,26 @@ fn checked(
     origin: Origin,
 ) -> Result<Planned, ApiError> {
     let provider = providers::for_secret(secret.provider.as_deref());
+    let inner = &state.inner;
+    let key = (!placement.files.is_empty())
+        .then(|| crate::verified::item_key(state.fingerprint_key(), &secret, placement, origin));
+    let hit = key.as_deref().and_then(|key| {
+        inner
+            .verified
+            .hit(&inner.config.home, &secret.name, key, placement)
+    });
+    let verified = hit.is_some();
     let files = if placement.files.is_empty() {
         None
+    } else if hit.is_some() {
+        hit
     } else {
-        Some(confine_files(
-            &state.inner.config,
-            &secret,
-            placement,
-            origin,
-        )?)
+        let homes = (
+            inner.config.home.as_path(),
+            inner.canon_home.as_path(),
+            &inner.policy,
+        );
+        Some(confine_files(homes, &secret, placement, origin)?)
     };
     let env = match &placement.env {
         None => None,
@@ -236,16 +250,22 @@ fn checked(
         env,
         record: true,
         sets_provider: true,
+        key,
+        verified,
     })
 }
 
 type FileJob = Option<(&'static dyn Provider, Vec<TargetFile>, common::Values)>;
 
+/// Per file of an item: its outcome, and the signature of a file found
+/// unchanged and private (`common::apply::write_files_noting`).
+type Outcomes = (Vec<FileOutcome>, Vec<Option<FileSig>>);
+
 /// What became of one item's files in the blocking work.
 enum FileResult {
-    /// The item has no files.
+    /// The item has no files (or they were verified unchanged beforehand).
     None,
-    Done(Result<Vec<FileOutcome>, ApiError>),
+    Done(Result<Outcomes, ApiError>),
     /// Not started: the deadline had passed (nothing of it was written).
     Skipped,
 }
@@ -258,7 +278,7 @@ const WRITER_THREADS: usize = 8;
 fn only_compared(result: &FileResult) -> bool {
     match result {
         FileResult::None => true,
-        FileResult::Done(Ok(outcomes)) => outcomes.iter().all(|o| {
+        FileResult::Done(Ok((outcomes, _))) => outcomes.iter().all(|o| {
             matches!(
                 o.status,
                 FileStatus::Unchanged
@@ -338,10 +358,13 @@ fn write_all(
         if let Some(delay) = item_delay {
             std::thread::sleep(delay);
         }
-        FileResult::Done(
-            apply::write_files(*provider, files, values, overwrite, dry_run)
-                .map_err(ApiError::from),
-        )
+        let done = if dry_run {
+            apply::write_files(*provider, files, values, overwrite, true)
+                .map(|outcomes| (outcomes, vec![]))
+        } else {
+            apply::write_files_noting(*provider, files, values, overwrite)
+        };
+        FileResult::Done(done.map_err(ApiError::from))
     };
     let groups = group_by_dir(&jobs);
     let run_group = |group: &[usize]| -> Vec<(usize, FileResult)> {
@@ -436,30 +459,75 @@ pub(crate) async fn apply(
     deadline: Option<Instant>,
 ) -> Vec<Result<SecretResult, ApiError>> {
     let _guard = state.inner.write_lock.lock().await;
-    // Every file write in one blocking task.
+    // Files that changed since this second may change again unseen within
+    // it: only those settled before are recorded as verified.
+    let settled_before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64 - 1);
+    // Every file write in one blocking task (none when every item with
+    // files was verified unchanged: nothing to read).
     let jobs: Vec<FileJob> = items
         .iter()
         .map(|item| {
             item.files
                 .clone()
+                .filter(|_| !item.verified)
                 .map(|files| (item.provider, files, item.secret.values.clone()))
         })
         .collect();
     let delay = state.inner.config.test_item_delay;
-    let file_results = match tokio::task::spawn_blocking(move || {
-        write_all(jobs, overwrite, dry_run, deadline, delay)
-    })
-    .await
-    {
-        Ok(results) => results,
-        Err(e) => {
-            let detail = format!("the file writer task failed: {e}");
-            return items
-                .iter()
-                .map(|_| Err(ApiError::internal(&detail)))
-                .collect();
+    let file_results = if jobs.iter().all(Option::is_none) {
+        jobs.iter().map(|_| FileResult::None).collect()
+    } else {
+        match tokio::task::spawn_blocking(move || {
+            write_all(jobs, overwrite, dry_run, deadline, delay)
+        })
+        .await
+        {
+            Ok(results) => results,
+            Err(e) => {
+                let detail = format!("the file writer task failed: {e}");
+                return items
+                    .iter()
+                    .map(|_| Err(ApiError::internal(&detail)))
+                    .collect();
+            }
         }
     };
+    // What the verified items' files are, and what the others' were found.
+    let file_results: Vec<FileResult> = items
+        .iter()
+        .zip(file_results)
+        .map(|(item, result)| match (&item.files, item.verified) {
+            (Some(files), true) => FileResult::Done(Ok((
+                files
+                    .iter()
+                    .map(|f| FileOutcome {
+                        path: f.display.clone(),
+                        status: FileStatus::Unchanged,
+                        conflict_keys: vec![],
+                    })
+                    .collect(),
+                vec![],
+            ))),
+            _ => {
+                if let (Some(files), Some(key), false) = (&item.files, &item.key, dry_run) {
+                    let verified = &state.inner.verified;
+                    match &result {
+                        FileResult::Done(Ok((_, sigs))) => verified.note(
+                            &item.secret.name,
+                            key.clone(),
+                            files,
+                            sigs,
+                            settled_before,
+                        ),
+                        _ => verified.forget(&item.secret.name),
+                    }
+                }
+                result
+            }
+        })
+        .collect();
     let past = |d: Option<Instant>| d.is_some_and(|d| Instant::now() >= d);
     // Per item: its result so far, and what to set and record when saved.
     struct Pending {
@@ -480,7 +548,7 @@ pub(crate) async fn apply(
         };
         let mut statuses = vec![];
         let skipped = match file_result {
-            FileResult::Done(Ok(outcomes)) => {
+            FileResult::Done(Ok((outcomes, _))) => {
                 statuses.push(file_status(&outcomes));
                 result.files = outcomes;
                 false
@@ -678,6 +746,10 @@ pub(crate) async fn revoke(
         validate_env_name(env)?;
     }
     let _guard = state.inner.write_lock.lock().await;
+    if !dry_run {
+        // Its files are about to change: the next sync reads them again.
+        state.inner.verified.forget(name);
+    }
     let record = state
         .inner
         .installed
@@ -957,11 +1029,13 @@ mod tests {
         ] {
             let s = secret(provider, path);
             let placed = place(&s, &PlaceOpts::request(None, None, true)).unwrap();
-            let got = confine_files(&config, &s, &placed, Origin::Remote)
+            let (canon, policy) = (home.path().canonicalize().unwrap(), policy(&config));
+            let homes = (home.path(), canon.as_path(), &policy);
+            let got = confine_files(homes, &s, &placed, Origin::Remote)
                 .err()
                 .map(|e| (e.status, e.code));
             assert_eq!(got, code.map(|c| (StatusCode::FORBIDDEN, c)), "{path:?}");
-            let local = confine_files(&config, &s, &placed, Origin::Local).err();
+            let local = confine_files(homes, &s, &placed, Origin::Local).err();
             assert_eq!(local.is_some(), code == Some("path_reserved"), "{path:?}");
         }
     }

@@ -19,6 +19,7 @@ pub mod pull;
 mod router;
 mod state;
 mod tls;
+mod verified;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -124,6 +124,14 @@ pub(crate) struct Inner {
     /// State files found damaged at start and moved aside.
     pub(crate) damaged: Vec<Damaged>,
     pub(crate) metrics: Arc<crate::pull::metrics::Metrics>,
+    /// The placement policy, built once at start (its reserved dirs
+    /// canonicalized then, not on every request).
+    pub(crate) policy: common::policy::Policy,
+    /// Home as the kernel names it (links above it resolved), for policy
+    /// checks on resolved paths; computed once at start.
+    pub(crate) canon_home: PathBuf,
+    /// Files found unchanged, by secret (`crate::verified`).
+    pub(crate) verified: crate::verified::Verified,
 }
 
 /// A state file that could not be used at start: moved aside (`moved_to`;
@@ -329,8 +337,16 @@ impl AppState {
             config.max_envs,
         );
         envs.start_all().await?;
+        let policy = crate::install::policy(&config);
+        let canon_home = config
+            .home
+            .canonicalize()
+            .unwrap_or_else(|_| config.home.clone());
         Ok(Self {
             inner: Arc::new(Inner {
+                policy,
+                canon_home,
+                verified: Default::default(),
                 config,
                 token,
                 fingerprint_key,

@@ -278,3 +278,61 @@ async fn an_unchanged_sync_rewrites_no_state_file() {
     assert_eq!(out["stdout"], "sk-two\n");
     agent.stop().await;
 }
+
+/// An unchanged sync is answered from the files' signatures once they are
+/// recorded (a second after their last change); a file edited in place
+/// since (same size, mtime put back) is found (a conflict, put back with
+/// `overwrite`), one made readable by others is made 0600 again.
+#[tokio::test]
+async fn files_edited_after_a_verified_sync_are_put_back() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(common::config(home.path())).await;
+    let c = agent.client();
+    let req =
+        json!({"items": [common::generic_write("cfg", "~/cfg/c.json", json!({"k": "v-one"}))]});
+    let file = home.path().join("cfg/c.json");
+    let status = |body: &Value| body["results"][0]["status"].as_str().unwrap().to_owned();
+    let (code, body) = c.post("/v1/sync", &req).await;
+    assert_eq!((code, status(&body)), (200, "written".into()), "{body}");
+    let good = std::fs::read(&file).unwrap();
+    // Let the file settle, then sync twice: recorded, then answered from it.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for _ in 0..2 {
+        let (code, body) = c.post("/v1/sync", &req).await;
+        assert_eq!((code, status(&body)), (200, "unchanged".into()), "{body}");
+    }
+    // Same length, mtime put back: only the status-change time differs.
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let tampered = String::from_utf8(good.clone())
+        .unwrap()
+        .replace("v-one", "v-bad");
+    assert_eq!(tampered.len(), good.len());
+    let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.write_all(tampered.as_bytes()).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let (code, body) = c.post("/v1/sync", &req).await;
+    assert_eq!(
+        (code, status(&body)),
+        (200, "conflict".into()),
+        "an edit went unseen: {body}"
+    );
+    let mut forced = req.clone();
+    forced["overwrite"] = json!(true);
+    let (code, body) = c.post("/v1/sync", &forced).await;
+    assert_eq!((code, status(&body)), (200, "written".into()), "{body}");
+    assert_eq!(std::fs::read(&file).unwrap(), good, "{body}");
+    // Made readable by others after a recorded sync: back to 0600.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for _ in 0..2 {
+        let (code, body) = c.post("/v1/sync", &req).await;
+        assert_eq!((code, status(&body)), (200, "unchanged".into()), "{body}");
+    }
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, body) = c.post("/v1/sync", &req).await;
+    assert_eq!((code, status(&body)), (200, "unchanged".into()), "{body}");
+    assert_eq!(test_support::mode(&file), 0o600);
+    agent.stop().await;
+}

@@ -109,6 +109,8 @@ struct PlannedFile {
     display: String,
     handle: Option<ConfinedFile>,
     merge: Merge,
+    /// The signature of the file as read (`None`: missing).
+    sig: Option<fsutil::FileSig>,
 }
 
 impl FilePlan {
@@ -164,37 +166,55 @@ fn plan_opened(
 ) -> Result<FilePlan, ProviderError> {
     let mut planned = Vec::with_capacity(files.len());
     for (index, (file, handle)) in files.iter().zip(opened).enumerate() {
-        let existing = read(handle.as_ref())?;
+        let (existing, sig) = match &handle {
+            Some(h) => h.read_with_sig()?.unzip(),
+            None => (None, None),
+        };
         let merge = provider.merge(index, &file.display, existing.as_ref(), values, overwrite)?;
         planned.push(PlannedFile {
             display: file.display.clone(),
             handle,
             merge,
+            sig,
         });
     }
     Ok(FilePlan { files: planned })
 }
 
+/// Make an unchanged file private (0600) unless it was read so: returns its
+/// signature when nothing had to change.
+fn keep_private(
+    handle: &ConfinedFile,
+    sig: Option<fsutil::FileSig>,
+) -> Result<Option<fsutil::FileSig>, PathError> {
+    match sig {
+        Some(sig) if sig.is_private() => Ok(Some(sig)),
+        _ => handle.tighten_mode().map(|()| None),
+    }
+}
+
 /// Carry out a plan made under the lock: write its files unless one
-/// conflicts, tighten the mode of unchanged ones.
-fn commit(plan: FilePlan) -> Result<Vec<FileOutcome>, ProviderError> {
+/// conflicts, tighten the mode of unchanged ones. Also returns, per file,
+/// the signature of an unchanged file that needed no change at all.
+fn commit(plan: FilePlan) -> Result<Committed, ProviderError> {
     let mut outcomes = plan.outcomes();
+    let mut sigs = vec![None; plan.files.len()];
     if plan.conflicted() {
         // Nothing is written, but a file already holding these values is
         // still made private (0600), as when nothing conflicts.
-        for file in &plan.files {
+        for (file, sig) in plan.files.iter().zip(&mut sigs) {
             if let (Some(handle), Merge::Unchanged) = (&file.handle, &file.merge) {
-                handle.tighten_mode()?;
+                *sig = keep_private(handle, file.sig)?;
             }
         }
-        return Ok(outcomes);
+        return Ok((outcomes, sigs));
     }
-    for (file, outcome) in plan.files.into_iter().zip(&mut outcomes) {
+    for ((file, outcome), sig) in plan.files.into_iter().zip(&mut outcomes).zip(&mut sigs) {
         let Some(handle) = file.handle else {
             continue;
         };
         match file.merge {
-            Merge::Unchanged => handle.tighten_mode()?,
+            Merge::Unchanged => *sig = keep_private(&handle, file.sig)?,
             Merge::Write(text) => {
                 handle.write(text.expose_secret().as_bytes())?;
                 outcome.status = FileStatus::Written;
@@ -202,8 +222,12 @@ fn commit(plan: FilePlan) -> Result<Vec<FileOutcome>, ProviderError> {
             Merge::Conflict(_) => {}
         }
     }
-    Ok(outcomes)
+    Ok((outcomes, sigs))
 }
+
+/// Per file: its outcome, and the signature of an unchanged file that
+/// needed no change (as read under the lock).
+pub type Committed = (Vec<FileOutcome>, Vec<Option<fsutil::FileSig>>);
 
 /// Write `values` into `files` (aligned with `provider.files(..)`): under
 /// the lock of each file's directory, plan from the files as they are, then
@@ -221,6 +245,20 @@ pub fn write_files(
     if dry_run {
         return Ok(plan_write(provider, files, values, overwrite)?.outcomes());
     }
+    Ok(write_files_noting(provider, files, values, overwrite)?.0)
+}
+
+/// [`write_files`] (not a dry run), also returning the signature of each
+/// file that was unchanged and needed no change, taken on the file read
+/// under the lock: a later [`fsutil::ConfinedFile::sig`] equal to it (and
+/// taken once the file has settled) means the file still holds what was
+/// compared.
+pub fn write_files_noting(
+    provider: &dyn Provider,
+    files: &[TargetFile],
+    values: &Values,
+    overwrite: bool,
+) -> Result<Committed, ProviderError> {
     let opened = open_all(files, true)?;
     let _locks = lock_all(&opened, false)?;
     commit(plan_opened(provider, files, opened, values, overwrite)?)

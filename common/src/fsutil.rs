@@ -22,7 +22,7 @@ use thiserror::Error;
 
 use crate::secret_value::SecretText;
 
-pub use file::{ConfinedFile, DirLock, LOCK_WAIT, MAX_FILE_SIZE};
+pub use file::{ConfinedFile, DirLock, FileSig, LOCK_WAIT, MAX_FILE_SIZE};
 use resolve::Root;
 pub use resolve::MAX_HOPS;
 
@@ -206,7 +206,7 @@ impl FileRef {
                     // links above it), so `..` in the target folds where the
                     // writer's walk goes.
                     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                    let base = base.canonicalize().unwrap_or(base);
+                    let base = canonical(base);
                     path = base.join(target);
                 }
                 Err(_) => break,
@@ -223,7 +223,7 @@ impl FileRef {
                 _ => break,
             }
         }
-        let mut out = existing.canonicalize().unwrap_or(existing);
+        let mut out = canonical(existing);
         out.extend(rest.iter().rev());
         out
     }
@@ -248,6 +248,34 @@ impl FileRef {
     pub fn exists(&self) -> bool {
         matches!(self.open(false), Ok(Some(f)) if matches!(f.kind(), Ok(Some(_))))
     }
+}
+
+/// `path` with every symlink resolved, as `realpath(3)` gives it, or
+/// `path` itself when it cannot be resolved. On Linux the kernel names an
+/// `O_PATH` descriptor of it (`/proc/self/fd/N`: three syscalls, where
+/// `realpath` reads every component's link: the agent calls this for
+/// every file of every request); anything unexpected falls back to
+/// `realpath`.
+fn canonical(path: PathBuf) -> PathBuf {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{Mode, OFlags};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStringExt;
+        let named = rustix::fs::open(&path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+            .and_then(|fd| {
+                rustix::fs::readlink(format!("/proc/self/fd/{}", fd.as_raw_fd()), Vec::new())
+            });
+        if let Ok(name) = named {
+            let name = PathBuf::from(std::ffi::OsString::from_vec(name.into_bytes()));
+            // An unlinked file's name ends in " (deleted)"; a path not
+            // reachable from this root is not absolute: ask realpath.
+            if name.is_absolute() && !name.to_string_lossy().ends_with(" (deleted)") {
+                return name;
+            }
+        }
+    }
+    path.canonicalize().unwrap_or(path)
 }
 
 /// Refuse empty paths, control characters and over-long paths or components.
@@ -282,6 +310,12 @@ fn check_text(path: &str) -> Result<(), PathError> {
 /// and a dangling one is fine (its target is created). The result is resolved
 /// again, from a descriptor of home, each time it is opened.
 pub fn confine(home: &Path, path: &str) -> Result<FileRef, PathError> {
+    confine_open(home, path).map(|(file, _)| file)
+}
+
+/// [`confine`], also handing back what the check opened: the file's
+/// parent directory and name (`None` when a directory on the way is missing).
+pub fn confine_open(home: &Path, path: &str) -> Result<(FileRef, Option<ConfinedFile>), PathError> {
     check_text(path)?;
     let joined = expand_home(home, path);
     if joined.components().any(|c| c == Component::ParentDir) {
@@ -322,8 +356,8 @@ pub fn confine(home: &Path, path: &str) -> Result<FileRef, PathError> {
         },
         rel,
     };
-    file.open(false)?; // refuse escapes now, before anything is written
-    Ok(file)
+    let opened = file.open(false)?; // refuse escapes now, before anything is written
+    Ok((file, opened))
 }
 
 /// A path the user named explicitly (`--path`): honoured wherever it leads,

@@ -28,6 +28,50 @@ pub const MAX_FILE_SIZE: u64 = 16 << 20;
 /// How long a writer waits for another one's directory lock before giving up.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
+/// What tells a file's content apart without reading it: device, inode,
+/// size, modification and status-change times (ns), mode and owner. Any
+/// write, rename over it, chmod or chown changes one of them; a file
+/// replaced by a link has another inode. Timestamps are coarse (the
+/// kernel's clock tick), so a signature proves an unchanged content only
+/// when taken well after the file's last change ([`FileSig::settled_before`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSig {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    mode: u32,
+    uid: u32,
+}
+
+impl FileSig {
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    fn of(st: &rfs::Stat) -> Self {
+        Self {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as i64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+            mode: st.st_mode as u32,
+            uid: st.st_uid as u32,
+        }
+    }
+
+    /// Whether group or others may read the file.
+    pub fn is_private(&self) -> bool {
+        self.mode & 0o077 == 0
+    }
+
+    /// Whether the file last changed (content, metadata) before `t`, in
+    /// whole seconds since the epoch: a signature taken after that still
+    /// matches only while the content is the one read.
+    pub fn settled_before(&self, t: i64) -> bool {
+        self.mtime.0 < t && self.ctime.0 < t
+    }
+}
+
 /// A file reached by the resolver: its opened parent directory and its name
 /// there. Build one with [`super::FileRef::open`].
 #[derive(Debug)]
@@ -77,9 +121,21 @@ impl ConfinedFile {
         }
     }
 
+    /// The signature of the regular file at the name (a link is not
+    /// followed); `None` when missing or not a regular file.
+    pub fn sig(&self) -> Result<Option<FileSig>, PathError> {
+        match rfs::statat(&self.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                Ok(Some(FileSig::of(&st)))
+            }
+            Ok(_) | Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(self.io("inspect", e)),
+        }
+    }
+
     /// Open the regular file at the name (never a link, never blocking on a
     /// FIFO or device); `None` when missing.
-    fn open_regular(&self, flags: OFlags) -> Result<Option<(File, u64)>, PathError> {
+    fn open_regular(&self, flags: OFlags) -> Result<Option<(File, FileSig)>, PathError> {
         match self.kind()? {
             None => return Ok(None),
             Some(FileType::RegularFile) => {}
@@ -98,18 +154,22 @@ impl ConfinedFile {
         if kind != FileType::RegularFile {
             return Err(self.not_regular(kind));
         }
-        Ok(Some((
-            File::from(fd),
-            u64::try_from(st.st_size).unwrap_or(0),
-        )))
+        Ok(Some((File::from(fd), FileSig::of(&st))))
     }
 
     /// The file as UTF-8 text, `None` when it does not exist. Anything but a
     /// regular file, or one above [`MAX_FILE_SIZE`], is refused.
     pub fn read(&self) -> Result<Option<SecretText>, PathError> {
-        let Some((file, size)) = self.open_regular(OFlags::RDONLY)? else {
+        Ok(self.read_with_sig()?.map(|(text, _)| text))
+    }
+
+    /// [`ConfinedFile::read`], with the signature of the file read (taken
+    /// on the opened file, before reading it).
+    pub fn read_with_sig(&self) -> Result<Option<(SecretText, FileSig)>, PathError> {
+        let Some((file, sig)) = self.open_regular(OFlags::RDONLY)? else {
             return Ok(None);
         };
+        let size = u64::try_from(sig.size).unwrap_or(0);
         let too_large = || PathError::TooLarge {
             path: cut(&self.display),
             max: MAX_FILE_SIZE,
@@ -125,7 +185,7 @@ impl ConfinedFile {
             return Err(too_large());
         }
         String::from_utf8(bytes)
-            .map(|s| Some(SecretText::new(s)))
+            .map(|s| Some((SecretText::new(s), sig)))
             .map_err(|_| {
                 self.io(
                     "read",
