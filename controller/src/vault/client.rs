@@ -33,6 +33,12 @@ use crate::output::{error_chain, escape_text, FOREIGN_TEXT_MAX};
 
 /// Time allowed to connect to one server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time allowed to connect to a server when others are left to try: a
+/// store node that is down (its packets dropped) costs every command this
+/// long until it is back, and a healthy one on a LAN or a region answers a
+/// connect in well under it (one lost SYN is retried by the kernel at 1 s:
+/// then the next server is asked).
+const FAILOVER_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Time allowed for one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to keep retrying while nodes answer "not the active node".
@@ -45,6 +51,9 @@ const MAX_HEALTH_BYTES: usize = 64 << 10;
 /// A client bound to one store (URLs, mount, prefix, token).
 pub struct VaultClient {
     http: reqwest::Client,
+    /// The same with [`FAILOVER_CONNECT_TIMEOUT`]: for every server but the
+    /// last one tried.
+    http_failover: reqwest::Client,
     urls: Vec<String>,
     mount: String,
     prefix: String,
@@ -361,12 +370,7 @@ impl VaultClient {
                 super::config::ALLOW_HTTP_ENV
             );
         }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("rh-controller/", env!("CARGO_PKG_VERSION")));
+        let mut roots = vec![];
         if let Some(ca) = &config.ca_cert {
             let shown = ca.display().to_string();
             let pem = std::fs::read(ca).map_err(|e| VaultError::CaFile {
@@ -385,7 +389,7 @@ impl VaultClient {
                         reason: error_chain(&e),
                     }
                 })?;
-                builder = builder.add_root_certificate(cert);
+                roots.push(cert);
                 count += 1;
             }
             if count == 0 {
@@ -395,11 +399,29 @@ impl VaultClient {
                 });
             }
         }
-        let http = builder.build().map_err(|e| VaultError::Client {
-            reason: error_chain(&e),
-        })?;
+        let build = |connect: Duration| {
+            let mut builder = reqwest::Client::builder()
+                .use_rustls_tls()
+                .connect_timeout(connect)
+                .timeout(REQUEST_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("rh-controller/", env!("CARGO_PKG_VERSION")));
+            for cert in &roots {
+                builder = builder.add_root_certificate(cert.clone());
+            }
+            builder.build().map_err(|e| VaultError::Client {
+                reason: error_chain(&e),
+            })
+        };
+        let http = build(CONNECT_TIMEOUT)?;
+        let http_failover = if config.urls.len() > 1 {
+            build(FAILOVER_CONNECT_TIMEOUT)?
+        } else {
+            http.clone()
+        };
         Ok(Self {
             http,
+            http_failover,
             urls: config.urls.clone(),
             mount: config.mount.clone(),
             prefix: config.prefix.clone(),
@@ -490,8 +512,12 @@ impl VaultClient {
             for i in 0..n {
                 let index = (start + i) % n;
                 let url = &self.urls[index];
-                let mut request = self
-                    .http
+                let client = if i + 1 < n {
+                    &self.http_failover
+                } else {
+                    &self.http
+                };
+                let mut request = client
                     .request(method.clone(), format!("{url}/v1/{path}"))
                     .header("X-Vault-Token", self.token.expose_secret())
                     .header("X-Vault-Request", "true");
