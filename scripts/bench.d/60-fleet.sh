@@ -14,7 +14,10 @@
 # launch bundle secret_id, every login a write on it; launch-uncounted: one
 # launch bundle enrolled with --uses 0, bound by TTL and CIDR only, whose
 # logins write nothing), FLEET_BOOT_SPREAD
-# (seconds over which the K nodes start, default 0: all at once).
+# (seconds over which the K nodes start, default 0: all at once),
+# FLEET_STORE_CPUS / FLEET_SIM_CPUS (taskset CPU lists, e.g. 0 and 1: the
+# three store nodes and the simulator, with the publishing controller, pinned
+# to separate cores, so the store's CPU is its own; default: not pinned).
 # The docker half (32 real nodes) is e2e's business and is not run here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,6 +38,10 @@ HOMES=$(mktemp -d "$( [ -d /dev/shm ] && echo /dev/shm || echo "$WORK")/rh-fleet
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK" "$HOMES"; }
 trap cleanup EXIT
+# command prefixes (arrays, so the store's PIDs stay those of `bao` itself)
+PIN_STORE=(); PIN_SIM=()
+[ -n "${FLEET_STORE_CPUS:-}" ] && PIN_STORE=(taskset -c "$FLEET_STORE_CPUS")
+[ -n "${FLEET_SIM_CPUS:-}" ] && PIN_SIM=(taskset -c "$FLEET_SIM_CPUS")
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 declare -a API CL URLS
@@ -56,7 +63,7 @@ api_addr      = "${URLS[$i]}"
 cluster_addr  = "http://127.0.0.1:${CL[$i]}"
 disable_mlock = true
 EOF
-  HOME=$WORK bao server -config="$WORK/bao$i.hcl" >"$WORK/bao$i.log" 2>&1 &
+  HOME=$WORK "${PIN_STORE[@]}" bao server -config="$WORK/bao$i.hcl" >"$WORK/bao$i.log" 2>&1 &
   PIDS+=($!)
 done
 export BAO_PIDS="${PIDS[*]}"
@@ -116,11 +123,16 @@ PY
   fi
   export FLEET_SECRET_IDS=$WORK/ids$K FLEET_HOMES=$HOMES/k$K
   mkdir -p "$FLEET_HOMES"
-  echo "K=$K ids=${FLEET_IDS:-per-node} before: $(uptime)"
+  echo "K=$K ids=${FLEET_IDS:-per-node} store CPUs ${FLEET_STORE_CPUS:-any}, simulator CPUs ${FLEET_SIM_CPUS:-any}; before: $(uptime)"
   # each K's fleet goes to its own cluster; the publish changes the value
-  "$SIM" "$WORK/b$K/launch.json" "$K" "$POLL" -- sh -c \
+  "${PIN_SIM[@]}" "$SIM" "$WORK/b$K/launch.json" "$K" "$POLL" -- sh -c \
     "printf '{\"token\": \"bench-%s\"}' \$RANDOM\$RANDOM | '$CONTROLLER' secret create benchtool --provider benchtool --path '~/.benchtool/t.json' --values-json - --force >/dev/null && '$CONTROLLER' sync --cluster '$C' >/dev/null"
   echo "K=$K after: $(uptime)"
+  # `status` on the fleet's store: one LIST, one manifest read, then the
+  # K reports read 16 at a time
+  t0=$(date +%s.%N)
+  n=$("${PIN_SIM[@]}" "$CONTROLLER" status --cluster "$C" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["nodes"]))')
+  echo "K=$K controller status --cluster: $n node reports in $(echo "$(date +%s.%N) - $t0" | bc) s ($((n + 2)) store requests)"
   # a sample node's file: written, mode 0600 (no value printed)
   f=$FLEET_HOMES/n00000/.benchtool/t.json
   [ -f "$f" ] && echo "K=$K node 0 file: mode $(stat -c %a "$f"), $(stat -c %s "$f") bytes"
