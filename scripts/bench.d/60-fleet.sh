@@ -14,7 +14,9 @@
 # launch bundle secret_id, every login a write on it; launch-uncounted: one
 # launch bundle enrolled with --uses 0, bound by TTL and CIDR only, whose
 # logins write nothing), FLEET_BOOT_SPREAD
-# (seconds over which the K nodes start, default 0: all at once),
+# (seconds over which the simulator starts the K nodes, default 0: all at
+# once; each node then waits within its bundle's boot spread, which enroll
+# sizes from --uses K: FLEET_NODE_BOOT_SPREAD=SECS replaces it, 0: none),
 # FLEET_STORE_CPUS / FLEET_SIM_CPUS (taskset CPU lists, e.g. 0 and 1: the
 # three store nodes and the simulator, with the publishing controller, pinned
 # to separate cores, so the store's CPU is its own; default: not pinned).
@@ -100,7 +102,10 @@ for K in ${FLEET_K:-1000 10000}; do
   printf '{"token": "bench-%s"}' "$RANDOM$RANDOM" \
     | "$CONTROLLER" secret create benchtool --provider benchtool --path '~/.benchtool/t.json' --values-json - --force >/dev/null
   "$CONTROLLER" sync --cluster "$C" >/dev/null
-  USES=$((K * 4))
+  # --uses also sizes the bundle's boot spread (K / 200 s, at most 60 s;
+  # FLEET_NODE_BOOT_SPREAD replaces it in the simulator)
+  USES=$K
+  [ "${FLEET_IDS:-per-node}" = launch ] && USES=$((K * 4))
   [ "${FLEET_IDS:-per-node}" = launch-uncounted ] && USES=0
   "$CONTROLLER" cluster enroll "$C" --out "$WORK/b$K" --reusable --uses "$USES" --ttl 2h --cidr 127.0.0.0/8 >/dev/null 2>&1
   : >"$WORK/ids$K"

@@ -11,8 +11,8 @@
 //!   (batch tokens are not renewable, and logins of batch tokens write nothing
 //!   on the store).
 //!
-//! - logins: a login answered busy by every store node (a conflicting
-//!   write on the active node) is retried with jittered exponential backoff.
+//! - logins: a login answered busy (a conflicting write on the active
+//!   node) or timed out is retried with full-jitter exponential backoff.
 //!
 //! Nothing here logs a secret_id or a token; errors name files and URLs.
 
@@ -152,11 +152,11 @@ pub(crate) async fn secret_id(
     Ok(sid)
 }
 
-/// Login attempts while every store node answers busy (429/5xx).
-const LOGIN_TRIES: u32 = 6;
+/// Login attempts while the store answers busy (429/5xx) or times out.
+const LOGIN_TRIES: u32 = 8;
 /// First retry window of a busy login; doubles per attempt up to `LOGIN_RETRY_CAP`.
 const LOGIN_RETRY_BASE: Duration = Duration::from_millis(200);
-const LOGIN_RETRY_CAP: Duration = Duration::from_secs(5);
+const LOGIN_RETRY_CAP: Duration = Duration::from_secs(20);
 
 /// The wait before busy-login retry `attempt` (1-based): "full jitter",
 /// uniform in `[0, min(cap, base * 2^(attempt-1))]`, so nodes that collided
@@ -168,9 +168,10 @@ pub(crate) fn login_retry_delay(attempt: u32) -> Duration {
     window.mul_f64(f64::from(random_u32()) / f64::from(u32::MAX))
 }
 
-/// Log in with the AppRole: a fresh batch token. A login whose every store
-/// node answered busy is retried after a jittered, growing delay (up to
-/// `LOGIN_TRIES` attempts, about 6 s at most): a login with a use-limited
+/// Log in with the AppRole: a fresh batch token. A login the store answered
+/// busy (or let time out: an active node buried under a fleet booting at
+/// once) is retried after a full-jitter, growing delay (up to `LOGIN_TRIES`
+/// attempts; the windows add up to about 25 s): a login with a use-limited
 /// secret_id (a launch bundle) is a read-modify-write of that one secret_id
 /// entry on the active node, inside a storage transaction, so logins of
 /// nodes booting together conflict and OpenBao answers
