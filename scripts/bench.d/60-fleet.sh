@@ -38,7 +38,16 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/rh-bench-fleet.XXXXXX")
 # the simulated nodes' homes: a tmpfs when there is one
 HOMES=$(mktemp -d "$( [ -d /dev/shm ] && echo /dev/shm || echo "$WORK")/rh-fleet-homes.XXXXXX")
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK" "$HOMES"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null
+  # FLEET_LOGS=DIR keeps the store nodes' logs
+  if [ -n "${FLEET_LOGS:-}" ]; then
+    mkdir -p "$FLEET_LOGS"
+    cp "$WORK"/bao*.log "$FLEET_LOGS"/ 2>/dev/null || true
+  fi
+  rm -rf "$WORK" "$HOMES"
+}
 trap cleanup EXIT
 # command prefixes (arrays, so the store's PIDs stay those of `bao` itself)
 PIN_STORE=(); PIN_SIM=()
