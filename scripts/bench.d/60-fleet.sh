@@ -40,6 +40,9 @@ HOMES=$(mktemp -d "$( [ -d /dev/shm ] && echo /dev/shm || echo "$WORK")/rh-fleet
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # a leader whose followers left first may not exit on TERM: KILL after 5 s
+  for _ in $(seq 1 50); do kill -0 "${PIDS[@]}" 2>/dev/null || break; sleep 0.1; done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null
   # FLEET_LOGS=DIR keeps the store nodes' logs
   if [ -n "${FLEET_LOGS:-}" ]; then
@@ -111,7 +114,7 @@ for K in ${FLEET_K:-1000 10000}; do
   printf '{"token": "bench-%s"}' "$RANDOM$RANDOM" \
     | "$CONTROLLER" secret create benchtool --provider benchtool --path '~/.benchtool/t.json' --values-json - --force >/dev/null
   "$CONTROLLER" sync --cluster "$C" >/dev/null
-  # --uses also sizes the bundle's boot spread (K / 200 s, at most 60 s;
+  # --uses also sizes the bundle's boot spread (K / 100 s, at most 60 s;
   # FLEET_NODE_BOOT_SPREAD replaces it in the simulator)
   USES=$K
   [ "${FLEET_IDS:-per-node}" = launch ] && USES=$((K * 4))
