@@ -157,6 +157,10 @@ const LOGIN_TRIES: u32 = 8;
 /// First retry window of a busy login; doubles per attempt up to `LOGIN_RETRY_CAP`.
 const LOGIN_RETRY_BASE: Duration = Duration::from_millis(200);
 const LOGIN_RETRY_CAP: Duration = Duration::from_secs(20);
+/// No retry starts later than this after the first attempt: each attempt
+/// may itself wait out the 10 s request timeout, and a booting node must
+/// still answer its boot unit in time (boot spread <= 60 s, unit limit 120 s).
+const LOGIN_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
 /// The wait before busy-login retry `attempt` (1-based): "full jitter",
 /// uniform in `[0, min(cap, base * 2^(attempt-1))]`, so nodes that collided
@@ -171,7 +175,7 @@ pub(crate) fn login_retry_delay(attempt: u32) -> Duration {
 /// Log in with the AppRole: a fresh batch token. A login the store answered
 /// busy (or let time out: an active node buried under a fleet booting at
 /// once) is retried after a full-jitter, growing delay (up to `LOGIN_TRIES`
-/// attempts; the windows add up to about 25 s): a login with a use-limited
+/// attempts, none started after `LOGIN_RETRY_BUDGET`): a login with a use-limited
 /// secret_id (a launch bundle) is a read-modify-write of that one secret_id
 /// entry on the active node, inside a storage transaction, so logins of
 /// nodes booting together conflict and OpenBao answers
@@ -182,11 +186,12 @@ pub(crate) async fn login(
     secret_id: &SecretText,
     client: &StoreClient,
 ) -> Result<Token, PullError> {
+    let started = std::time::Instant::now();
     let mut attempt = 1;
     loop {
         match login_once(bundle, secret_id, client).await {
             Err(PullError::Store(StoreError::Unreachable { busy: true, .. }))
-                if attempt < LOGIN_TRIES =>
+                if attempt < LOGIN_TRIES && started.elapsed() < LOGIN_RETRY_BUDGET =>
             {
                 tracing::debug!(attempt, "login answered busy; retrying");
                 tokio::time::sleep(login_retry_delay(attempt)).await;
