@@ -12,7 +12,8 @@
 //!   on the store).
 //!
 //! - logins: a login answered busy (a conflicting write on the active
-//!   node) or timed out is retried with full-jitter exponential backoff.
+//!   node) is retried with full-jitter exponential backoff; one that timed
+//!   out fails the poll, which backs off.
 //!
 //! Nothing here logs a secret_id or a token; errors name files and URLs.
 
@@ -152,7 +153,7 @@ pub(crate) async fn secret_id(
     Ok(sid)
 }
 
-/// Login attempts while the store answers busy (429/5xx) or times out.
+/// Login attempts while the store answers busy (429/5xx).
 const LOGIN_TRIES: u32 = 8;
 /// First retry window of a busy login; doubles per attempt up to `LOGIN_RETRY_CAP`.
 const LOGIN_RETRY_BASE: Duration = Duration::from_millis(200);
@@ -173,8 +174,7 @@ pub(crate) fn login_retry_delay(attempt: u32) -> Duration {
 }
 
 /// Log in with the AppRole: a fresh batch token. A login the store answered
-/// busy (or let time out: an active node buried under a fleet booting at
-/// once) is retried after a full-jitter, growing delay (up to `LOGIN_TRIES`
+/// busy is retried after a full-jitter, growing delay (up to `LOGIN_TRIES`
 /// attempts, none started after `LOGIN_RETRY_BUDGET`): a login with a use-limited
 /// secret_id (a launch bundle) is a read-modify-write of that one secret_id
 /// entry on the active node, inside a storage transaction, so logins of

@@ -7,8 +7,9 @@
 //! 473, 5xx). A write or login (anything but GET: standbys forward those to
 //! the active node) that timed out is not sent to the next node: that node
 //! would forward it to the same overloaded active node, and the store still
-//! works on the abandoned one; the caller backs off instead (a timeout
-//! counts as busy). Answers are read up to a cap. Only the calls fleet mode
+//! works on the abandoned one; the poll fails and backs off instead (a
+//! timeout is not "busy": retrying it within the poll, tried with 10,000
+//! nodes booting, fed the overload). Answers are read up to a cap. Only the calls fleet mode
 //! needs: unwrap, AppRole login, KV v2 read and write.
 //! Tokens and secret_ids go in headers and bodies only; errors name URLs,
 //! paths and statuses, never a token, a secret_id or a value.
@@ -36,8 +37,7 @@ pub enum StoreError {
         tried: usize,
         details: String,
         /// Every node tried answered 429 or 5xx (busy, sealed, a write
-        /// conflict on the active node) or timed out: worth a retry after
-        /// a jittered backoff.
+        /// conflict on the active node): worth a short retry.
         busy: bool,
     },
     #[error("{op}: permission denied by {url} (HTTP 403)")]
@@ -153,6 +153,7 @@ impl StoreClient {
             let mut resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) if e.is_timeout() && !e.is_connect() => {
+                    busy = false;
                     failures.push(format!("{url}: timed out"));
                     if method != Method::GET {
                         self.preferred.store((index + 1) % n, Ordering::Relaxed);
