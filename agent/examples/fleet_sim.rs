@@ -23,6 +23,8 @@
 //! that one secret_id). `FLEET_HOMES=DIR` (a tmpfs): node i merges its files
 //! into `DIR/n<i>` (else nothing is written). `FLEET_BOOT_LIMIT`: seconds
 //! the boot phase may take (default 600) before the rest is measured anyway.
+//! `FLEET_NODE_BOOT_SPREAD=SECS` replaces the bundle's `boot_spread_secs`
+//! (the nodes' own spread of their first logins; 0: none).
 #![allow(missing_debug_implementations)]
 
 use std::path::PathBuf;
@@ -63,7 +65,17 @@ fn cpu_now() -> Cpu {
 
 /// "store CPU x% of the machine (y% of one core), sim z%" between two samples.
 fn cpu_between(a: Cpu, b: Cpu) -> String {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    // The machine's CPUs (not this process's affinity: it may be pinned).
+    let cores = std::fs::read_to_string("/proc/stat")
+        .map(|t| {
+            t.lines()
+                .filter(|l| {
+                    l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+                })
+                .count()
+        })
+        .unwrap_or(1)
+        .max(1) as f64;
     let span = (b.at - a.at).as_secs_f64().max(1e-9);
     let mut out = String::new();
     if let (Some(x), Some(y)) = (a.store, b.store) {
@@ -152,9 +164,15 @@ fn main() {
         .iter()
         .position(|a| a == "--")
         .expect("usage: fleet_sim BUNDLE K POLL_SECS -- CMD...");
-    let bundle: Bundle =
+    let mut bundle: Bundle =
         serde_json::from_str(&std::fs::read_to_string(&args[1]).expect("read the bundle"))
             .expect("a bundle");
+    if let Some(s) = std::env::var("FLEET_NODE_BOOT_SPREAD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        bundle.boot_spread_secs = s;
+    }
     let k: usize = args[2].parse().expect("K");
     let poll = Duration::from_secs_f64(args[3].parse().expect("POLL_SECS"));
     let publish = args[sep + 1..].to_vec();
@@ -212,9 +230,10 @@ fn main() {
         let c1 = cpu_now();
         let b = totals(&nodes);
         println!(
-            "K={k} poll={:.0}s boot{}: {}/{k} applied in {:.2} s (per node from start: p50 {:.2} s, p99 {:.2} s); {} logins, {} failed polls, {} store requests, {} report writes{}",
+            "K={k} poll={:.0}s boot{}, bundle boot spread {} s: {}/{k} applied in {:.2} s (per node from start: p50 {:.2} s, p99 {:.2} s); {} logins, {} failed polls, {} store requests, {} report writes{}",
             poll.as_secs_f64(),
             if spread.is_zero() { String::from(" (all at once)") } else { format!(" (starts spread over {:.0} s)", spread.as_secs_f64()) },
+            bundle.boot_spread_secs,
             boot.len(),
             boot_wall.as_secs_f64(),
             pct(&boot, 0.5),

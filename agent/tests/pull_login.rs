@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 
 const SECRET_ID: &str = "launch-secret-id-never-shown-5531";
 
-/// The fake store's behaviour and what it saw.
+/// The fake store's behaviour and what it saw (default: answers everything).
+#[derive(Default)]
 struct Fake {
     /// Logins answered 500 before the first 200.
     busy_logins: u32,
@@ -129,15 +130,34 @@ async fn run_node(fake: Arc<Fake>, done: impl Fn(&Metrics) -> bool) -> Arc<Metri
     metrics
 }
 
+/// Start `n` simulated nodes with `bundle` (1 s polls).
+fn start_nodes(bundle: &Bundle, n: usize) -> Vec<(Arc<Metrics>, tokio::task::JoinHandle<()>)> {
+    (0..n)
+        .map(|i| {
+            let metrics = Arc::new(Metrics::default());
+            let m = metrics.clone();
+            let bundle = bundle.clone();
+            let task = tokio::spawn(async move {
+                let _ = agent::pull::simulate(
+                    bundle,
+                    format!("node-{i}"),
+                    Duration::from_secs(1),
+                    Duration::from_secs(300),
+                    m,
+                    None,
+                )
+                .await;
+            });
+            (metrics, task)
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_login_answered_500_is_retried_and_the_node_converges_on_its_first_poll() {
     let fake = Arc::new(Fake {
         busy_logins: 2,
-        refuse: false,
-        logins: AtomicU32::new(0),
-        reports: AtomicU32::new(0),
-        refuse_reports: false,
-        spread: 0,
+        ..Fake::default()
     });
     let metrics = run_node(fake.clone(), |m| m.applied_version() >= 1).await;
     assert_eq!(metrics.applied_version(), 1, "the node did not converge");
@@ -151,12 +171,8 @@ async fn a_login_answered_500_is_retried_and_the_node_converges_on_its_first_pol
 #[tokio::test]
 async fn a_refused_login_is_not_retried_within_the_poll() {
     let fake = Arc::new(Fake {
-        busy_logins: 0,
         refuse: true,
-        logins: AtomicU32::new(0),
-        reports: AtomicU32::new(0),
-        refuse_reports: false,
-        spread: 0,
+        ..Fake::default()
     });
     let metrics = run_node(fake.clone(), |m| {
         counter(m, "rh_agent_pull_poll_errors_total") >= 1
@@ -172,12 +188,8 @@ async fn a_refused_login_is_not_retried_within_the_poll() {
 #[tokio::test]
 async fn a_failed_report_write_backs_off_instead_of_retrying_every_poll() {
     let fake = Arc::new(Fake {
-        busy_logins: 0,
-        refuse: false,
-        logins: AtomicU32::new(0),
-        reports: AtomicU32::new(0),
         refuse_reports: true,
-        spread: 0,
+        ..Fake::default()
     });
     let metrics = run_node(fake.clone(), |m| {
         counter(m, "rh_agent_pull_polls_total") >= 7
@@ -207,33 +219,11 @@ async fn a_failed_report_write_backs_off_instead_of_retrying_every_poll() {
 #[tokio::test]
 async fn the_manifest_spreads_the_nodes_reports() {
     let fake = Arc::new(Fake {
-        busy_logins: 0,
-        refuse: false,
-        logins: AtomicU32::new(0),
-        reports: AtomicU32::new(0),
-        refuse_reports: false,
         spread: 1000,
+        ..Fake::default()
     });
     let url = fake_store(fake.clone()).await;
-    let nodes: Vec<(Arc<Metrics>, tokio::task::JoinHandle<_>)> = (0..20)
-        .map(|i| {
-            let metrics = Arc::new(Metrics::default());
-            let m = metrics.clone();
-            let bundle = launch_bundle(url.clone());
-            let task = tokio::spawn(async move {
-                agent::pull::simulate(
-                    bundle,
-                    format!("node-{i}"),
-                    Duration::from_secs(1),
-                    Duration::from_secs(300),
-                    m,
-                    None,
-                )
-                .await
-            });
-            (metrics, task)
-        })
-        .collect();
+    let nodes = start_nodes(&launch_bundle(url), 20);
     let deadline = Instant::now() + Duration::from_secs(30);
     while nodes
         .iter()
@@ -255,4 +245,35 @@ async fn the_manifest_spreads_the_nodes_reports() {
         reports < 5,
         "{reports} of 20 nodes reported within their first polls: not spread"
     );
+}
+
+/// A bundle's `boot_spread_secs` spreads the first logins of nodes booting
+/// together: 20 nodes told 1,000 s (capped at 60 s) mostly have not logged
+/// in after 2 s (each waits uniformly within 60 s; without it all 20 log in
+/// within half a second).
+#[tokio::test]
+async fn the_bundle_spreads_the_first_logins_of_nodes_booting_together() {
+    let fake = Arc::new(Fake::default());
+    let url = fake_store(fake.clone()).await;
+    let mut spread = launch_bundle(url.clone());
+    spread.boot_spread_secs = 1000;
+    let nodes = start_nodes(&spread, 20);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let early = fake.logins.load(Ordering::SeqCst);
+    for (_, task) in &nodes {
+        task.abort();
+    }
+    assert!(
+        early < 5,
+        "{early} of 20 nodes logged in within 2 s: not spread"
+    );
+
+    // The same fleet without a spread: all log in at once.
+    let unspread = start_nodes(&launch_bundle(url), 20);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let logins = fake.logins.load(Ordering::SeqCst) - early;
+    for (_, task) in &unspread {
+        task.abort();
+    }
+    assert_eq!(logins, 20, "without a spread every node logs in at once");
 }

@@ -97,6 +97,13 @@ pub struct Bundle {
     /// The secret_id itself (a reusable launch bundle: several logins, a TTL, CIDRs).
     #[serde(default)]
     pub secret_id: Option<SecretValue>,
+    /// Seconds over which nodes booting together spread their first login
+    /// ([`boot_spread_secs`] of the fleet size enroll or bootstrap was told;
+    /// absent under [`BOOT_LOGINS_PER_SEC`] nodes). A node with a kept,
+    /// valid token does not wait. Older agents refuse a bundle carrying it
+    /// (`deny_unknown_fields`): upgrade agents before enrolling large fleets.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub boot_spread_secs: u64,
 }
 
 impl fmt::Debug for Bundle {
@@ -157,6 +164,25 @@ pub const MAX_REPORT_SPREAD_SECS: u64 = 600;
 /// one second per hundred nodes, at most [`MAX_REPORT_SPREAD_SECS`].
 pub fn report_spread_secs(nodes: usize) -> u64 {
     (nodes as u64 / REPORT_WRITES_PER_SEC).min(MAX_REPORT_SPREAD_SECS)
+}
+
+/// First logins per second a fleet booting together is spread to. A booting
+/// node costs the store a login, two reads and a report write (the login and
+/// the write forwarded by standbys to the active node): 1,000 nodes booting
+/// at 200 a second took 88% of one core from a three-node OpenBao pinned to
+/// it (scripts/bench.d/60-fleet.sh, `FLEET_STORE_CPUS=0`); 100 a second
+/// aims at half.
+pub const BOOT_LOGINS_PER_SEC: u64 = 100;
+
+/// The longest boot spread (a node waits at most this before its first
+/// login; the agent's boot unit allows 120 s to start).
+pub const MAX_BOOT_SPREAD_SECS: u64 = 60;
+
+/// The boot spread for a fleet of `nodes` booting together: 0 under
+/// [`BOOT_LOGINS_PER_SEC`] nodes, then one second per that many, at most
+/// [`MAX_BOOT_SPREAD_SECS`] (1,000 nodes: 10 s; 10,000: 60 s).
+pub fn boot_spread_secs(nodes: u64) -> u64 {
+    (nodes / BOOT_LOGINS_PER_SEC).min(MAX_BOOT_SPREAD_SECS)
 }
 
 /// What a node reports under `nodes/<node-id>`: names and versions only.
@@ -238,6 +264,7 @@ mod tests {
             role_id: "r".into(),
             wrapped_secret_id: Some(SecretValue::from("hvs.wrapped-do-not-print")),
             secret_id: Some(SecretValue::from("sid-do-not-print")),
+            boot_spread_secs: 0,
         };
         let shown = format!("{b:?} {b:#?}");
         assert!(!shown.contains("do-not-print"), "{shown}");
@@ -291,6 +318,10 @@ mod tests {
         assert_eq!(report_spread_secs(1_000), 10);
         assert_eq!(report_spread_secs(10_000), 100);
         assert_eq!(report_spread_secs(10_000_000), MAX_REPORT_SPREAD_SECS);
+        assert_eq!(boot_spread_secs(99), 0);
+        assert_eq!(boot_spread_secs(1_000), 10);
+        assert_eq!(boot_spread_secs(10_000), MAX_BOOT_SPREAD_SECS);
+        assert_eq!(boot_spread_secs(u64::MAX), MAX_BOOT_SPREAD_SECS);
         // An older manifest (no field) reads as 0, and 0 is not written.
         let m: Manifest = serde_json::from_str(r#"{"version": 3}"#).unwrap();
         assert_eq!(m.report_spread_secs, 0);

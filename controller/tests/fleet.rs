@@ -12,6 +12,7 @@ mod nodes;
 mod vault_common;
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,11 +34,44 @@ const V_PERSONAL: &str = "personal-value-9f8e7d";
 const TOKEN_FILE: &str = ".config/mytool/token.json";
 
 /// A TCP relay to the store that the test can cut and restore (same port).
+/// It keeps the request lines (`GET /v1/... HTTP/1.1`) it relayed.
 struct Relay {
     port: u16,
     target: u16,
     up: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+/// Copy `from` to `to`; with `seen`, keep the HTTP request lines that pass.
+fn relay_copy(mut from: TcpStream, mut to: TcpStream, seen: Option<Arc<Mutex<Vec<String>>>>) {
+    let Some(seen) = seen else {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Both);
+        return;
+    };
+    let mut buf = [0u8; 16 * 1024];
+    let mut line = Vec::new();
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+                if ["GET ", "POST ", "PUT ", "LIST ", "DELETE "]
+                    .iter()
+                    .any(|m| text.starts_with(m))
+                {
+                    seen.lock().unwrap().push(text);
+                }
+                line.clear();
+            } else if line.len() < 4096 {
+                line.push(b);
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
 }
 
 impl Relay {
@@ -47,6 +81,7 @@ impl Relay {
             target,
             up: Arc::new(AtomicBool::new(false)),
             conns: Arc::new(Mutex::new(vec![])),
+            requests: Arc::new(Mutex::new(vec![])),
         };
         relay.open();
         relay
@@ -61,6 +96,7 @@ impl Relay {
         listener.set_nonblocking(true).unwrap();
         self.up.store(true, Ordering::SeqCst);
         let (up, conns, target) = (self.up.clone(), self.conns.clone(), self.target);
+        let requests = self.requests.clone();
         std::thread::spawn(move || {
             while up.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -72,14 +108,15 @@ impl Relay {
                         let mut all = conns.lock().unwrap();
                         all.push(client.try_clone().unwrap());
                         all.push(server.try_clone().unwrap());
-                        for (mut from, mut to) in [
-                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                            (server, client),
+                        for (from, to, seen) in [
+                            (
+                                client.try_clone().unwrap(),
+                                server.try_clone().unwrap(),
+                                Some(requests.clone()),
+                            ),
+                            (server, client, None),
                         ] {
-                            std::thread::spawn(move || {
-                                let _ = std::io::copy(&mut from, &mut to);
-                                let _ = to.shutdown(Shutdown::Both);
-                            });
+                            std::thread::spawn(move || relay_copy(from, to, seen));
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -542,6 +579,28 @@ fn node_tokens_are_least_privilege_bundles_single_use_and_remove_stops_updates()
     let launched = start_agent(&launch);
     assert_eq!(launched.token_value().as_deref(), Some(V1));
     drop(launched);
+    // Five logins: no boot spread; a launch bundle for 1,000 logins tells
+    // its nodes to spread their first logins over 10 s (100 a second).
+    assert!(v.get("boot_spread_secs").is_none(), "{v}");
+    let big_dir = out.path().join("big");
+    home.ok(&[
+        "cluster",
+        "enroll",
+        "gpu",
+        "--out",
+        big_dir.to_str().unwrap(),
+        "--reusable",
+        "--uses",
+        "1000",
+        "--ttl",
+        "1h",
+        "--cidr",
+        "127.0.0.0/8",
+    ]);
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(big_dir.join("launch.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["boot_spread_secs"], 10, "{v}");
 
     // cluster remove: the AppRole goes, nodes stop updating and keep files.
     home.ok(&["cluster", "remove", "gpu"]);
@@ -748,4 +807,78 @@ fn bootstrap_of_a_pull_cluster_installs_an_agent_that_pulls_with_a_fresh_bundle(
         .ok();
     w.controller(&["cluster", "bootstrap", "pushed", "--poll-interval", "2"])
         .code(2);
+}
+
+/// `sync --wait` rereads only the reports of nodes not yet at the published
+/// version (requests counted by a relay in front of the store): 30 nodes already there
+/// are read once each, the one behind on every round until the wait runs
+/// out (exit 3 naming it). `status` reads each report once.
+#[test]
+fn sync_wait_rereads_only_nodes_not_yet_converged() {
+    let Some((server, mut home)) = setup() else {
+        return;
+    };
+    // The controller talks to the store through a relay that keeps the
+    // request lines: the reads the store served.
+    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let relay = Relay::start(port);
+    home.set_env("VAULT_ADDR", &relay.url());
+    home.ok(&["cluster", "add", "big", "--pull"]);
+    local::save(home.path(), &file_secret(V1)).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let report = |id: &str, applied: u64| {
+        let (code, body) = raw(
+            &server.url,
+            ROOT_TOKEN,
+            "POST",
+            &format!("secret/data/rh/alice/clusters/big/nodes/{id}"),
+            Some(json!({ "data": {
+                "node_id": id, "hostname": id, "applied_version": applied,
+                "reported_at": now, "last_poll": now, "secrets": [],
+                "poll_interval_secs": 10, "heartbeat_secs": 300,
+            } })),
+        )
+        .unwrap();
+        assert_eq!(code, 200, "{body}");
+    };
+    let ahead: Vec<String> = (0..30).map(|i| format!("node-{i:02}")).collect();
+    for id in &ahead {
+        report(id, 1);
+    }
+    report("slow-node", 0);
+
+    let run = home.run(&["sync", "--cluster", "big", "--wait", "4", "--json"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["published"]["version"], 1, "{doc:#}");
+    assert_eq!(doc["not_converged"], json!(["slow-node"]), "{doc:#}");
+    assert_eq!(doc["nodes"].as_array().unwrap().len(), 31, "{doc:#}");
+
+    // Report reads the store served, per node id.
+    let reads = || {
+        let mut n: BTreeMap<String, usize> = BTreeMap::new();
+        for line in relay.requests.lock().unwrap().iter() {
+            let path = line.strip_prefix("GET /v1/secret/data/rh/alice/clusters/big/nodes/");
+            if let Some(id) = path.and_then(|p| p.split(' ').next()) {
+                *n.entry(id.to_owned()).or_default() += 1;
+            }
+        }
+        n
+    };
+    let after_wait = reads();
+    for id in &ahead {
+        assert_eq!(after_wait.get(id), Some(&1), "{id}: {after_wait:?}");
+    }
+    let slow = after_wait["slow-node"];
+    assert!((3..=8).contains(&slow), "slow-node read {slow} times");
+
+    let s = status(&home, "big");
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 31, "{s:#}");
+    let after_status = reads();
+    for id in ahead.iter().chain([&"slow-node".to_owned()]) {
+        assert_eq!(after_status[id], after_wait[id] + 1, "{id}");
+    }
 }

@@ -14,7 +14,12 @@
 # launch bundle secret_id, every login a write on it; launch-uncounted: one
 # launch bundle enrolled with --uses 0, bound by TTL and CIDR only, whose
 # logins write nothing), FLEET_BOOT_SPREAD
-# (seconds over which the K nodes start, default 0: all at once).
+# (seconds over which the simulator starts the K nodes, default 0: all at
+# once; each node then waits within its bundle's boot spread, which enroll
+# sizes from --uses K: FLEET_NODE_BOOT_SPREAD=SECS replaces it, 0: none),
+# FLEET_STORE_CPUS / FLEET_SIM_CPUS (taskset CPU lists, e.g. 0 and 1: the
+# three store nodes and the simulator, with the publishing controller, pinned
+# to separate cores, so the store's CPU is its own; default: not pinned).
 # The docker half (32 real nodes) is e2e's business and is not run here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,8 +38,24 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/rh-bench-fleet.XXXXXX")
 # the simulated nodes' homes: a tmpfs when there is one
 HOMES=$(mktemp -d "$( [ -d /dev/shm ] && echo /dev/shm || echo "$WORK")/rh-fleet-homes.XXXXXX")
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK" "$HOMES"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # a leader whose followers left first may not exit on TERM: KILL after 5 s
+  for _ in $(seq 1 50); do kill -0 "${PIDS[@]}" 2>/dev/null || break; sleep 0.1; done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null
+  # FLEET_LOGS=DIR keeps the store nodes' logs
+  if [ -n "${FLEET_LOGS:-}" ]; then
+    mkdir -p "$FLEET_LOGS"
+    cp "$WORK"/bao*.log "$FLEET_LOGS"/ 2>/dev/null || true
+  fi
+  rm -rf "$WORK" "$HOMES"
+}
 trap cleanup EXIT
+# command prefixes (arrays, so the store's PIDs stay those of `bao` itself)
+PIN_STORE=(); PIN_SIM=()
+[ -n "${FLEET_STORE_CPUS:-}" ] && PIN_STORE=(taskset -c "$FLEET_STORE_CPUS")
+[ -n "${FLEET_SIM_CPUS:-}" ] && PIN_SIM=(taskset -c "$FLEET_SIM_CPUS")
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 declare -a API CL URLS
@@ -56,7 +77,7 @@ api_addr      = "${URLS[$i]}"
 cluster_addr  = "http://127.0.0.1:${CL[$i]}"
 disable_mlock = true
 EOF
-  HOME=$WORK bao server -config="$WORK/bao$i.hcl" >"$WORK/bao$i.log" 2>&1 &
+  HOME=$WORK "${PIN_STORE[@]}" bao server -config="$WORK/bao$i.hcl" >"$WORK/bao$i.log" 2>&1 &
   PIDS+=($!)
 done
 export BAO_PIDS="${PIDS[*]}"
@@ -93,7 +114,10 @@ for K in ${FLEET_K:-1000 10000}; do
   printf '{"token": "bench-%s"}' "$RANDOM$RANDOM" \
     | "$CONTROLLER" secret create benchtool --provider benchtool --path '~/.benchtool/t.json' --values-json - --force >/dev/null
   "$CONTROLLER" sync --cluster "$C" >/dev/null
-  USES=$((K * 4))
+  # --uses also sizes the bundle's boot spread (K / 100 s, at most 60 s;
+  # FLEET_NODE_BOOT_SPREAD replaces it in the simulator)
+  USES=$K
+  [ "${FLEET_IDS:-per-node}" = launch ] && USES=$((K * 4))
   [ "${FLEET_IDS:-per-node}" = launch-uncounted ] && USES=0
   "$CONTROLLER" cluster enroll "$C" --out "$WORK/b$K" --reusable --uses "$USES" --ttl 2h --cidr 127.0.0.0/8 >/dev/null 2>&1
   : >"$WORK/ids$K"
@@ -116,11 +140,16 @@ PY
   fi
   export FLEET_SECRET_IDS=$WORK/ids$K FLEET_HOMES=$HOMES/k$K
   mkdir -p "$FLEET_HOMES"
-  echo "K=$K ids=${FLEET_IDS:-per-node} before: $(uptime)"
+  echo "K=$K ids=${FLEET_IDS:-per-node} store CPUs ${FLEET_STORE_CPUS:-any}, simulator CPUs ${FLEET_SIM_CPUS:-any}; before: $(uptime)"
   # each K's fleet goes to its own cluster; the publish changes the value
-  "$SIM" "$WORK/b$K/launch.json" "$K" "$POLL" -- sh -c \
+  "${PIN_SIM[@]}" "$SIM" "$WORK/b$K/launch.json" "$K" "$POLL" -- sh -c \
     "printf '{\"token\": \"bench-%s\"}' \$RANDOM\$RANDOM | '$CONTROLLER' secret create benchtool --provider benchtool --path '~/.benchtool/t.json' --values-json - --force >/dev/null && '$CONTROLLER' sync --cluster '$C' >/dev/null"
   echo "K=$K after: $(uptime)"
+  # `status` on the fleet's store: one LIST, one manifest read, then the
+  # K reports read 16 at a time
+  t0=$(date +%s.%N)
+  n=$("${PIN_SIM[@]}" "$CONTROLLER" status --cluster "$C" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["nodes"]))')
+  echo "K=$K controller status --cluster: $n node reports in $(echo "$(date +%s.%N) - $t0" | bc) s ($((n + 2)) store requests)"
   # a sample node's file: written, mode 0600 (no value printed)
   f=$FLEET_HOMES/n00000/.benchtool/t.json
   [ -f "$f" ] && echo "K=$K node 0 file: mode $(stat -c %a "$f"), $(stat -c %s "$f") bytes"

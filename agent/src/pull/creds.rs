@@ -11,8 +11,9 @@
 //!   (batch tokens are not renewable, and logins of batch tokens write nothing
 //!   on the store).
 //!
-//! - logins: a login answered busy by every store node (a conflicting
-//!   write on the active node) is retried with jittered exponential backoff.
+//! - logins: a login answered busy (a conflicting write on the active
+//!   node) is retried with full-jitter exponential backoff; one that timed
+//!   out fails the poll, which backs off.
 //!
 //! Nothing here logs a secret_id or a token; errors name files and URLs.
 
@@ -152,11 +153,15 @@ pub(crate) async fn secret_id(
     Ok(sid)
 }
 
-/// Login attempts while every store node answers busy (429/5xx).
-const LOGIN_TRIES: u32 = 6;
+/// Login attempts while the store answers busy (429/5xx).
+const LOGIN_TRIES: u32 = 8;
 /// First retry window of a busy login; doubles per attempt up to `LOGIN_RETRY_CAP`.
 const LOGIN_RETRY_BASE: Duration = Duration::from_millis(200);
-const LOGIN_RETRY_CAP: Duration = Duration::from_secs(5);
+const LOGIN_RETRY_CAP: Duration = Duration::from_secs(20);
+/// No retry starts later than this after the first attempt: each attempt
+/// may itself wait out the 10 s request timeout, and a booting node must
+/// still answer its boot unit in time (boot spread <= 60 s, unit limit 120 s).
+const LOGIN_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
 /// The wait before busy-login retry `attempt` (1-based): "full jitter",
 /// uniform in `[0, min(cap, base * 2^(attempt-1))]`, so nodes that collided
@@ -168,9 +173,9 @@ pub(crate) fn login_retry_delay(attempt: u32) -> Duration {
     window.mul_f64(f64::from(random_u32()) / f64::from(u32::MAX))
 }
 
-/// Log in with the AppRole: a fresh batch token. A login whose every store
-/// node answered busy is retried after a jittered, growing delay (up to
-/// `LOGIN_TRIES` attempts, about 6 s at most): a login with a use-limited
+/// Log in with the AppRole: a fresh batch token. A login the store answered
+/// busy is retried after a full-jitter, growing delay (up to `LOGIN_TRIES`
+/// attempts, none started after `LOGIN_RETRY_BUDGET`): a login with a use-limited
 /// secret_id (a launch bundle) is a read-modify-write of that one secret_id
 /// entry on the active node, inside a storage transaction, so logins of
 /// nodes booting together conflict and OpenBao answers
@@ -181,11 +186,12 @@ pub(crate) async fn login(
     secret_id: &SecretText,
     client: &StoreClient,
 ) -> Result<Token, PullError> {
+    let started = std::time::Instant::now();
     let mut attempt = 1;
     loop {
         match login_once(bundle, secret_id, client).await {
             Err(PullError::Store(StoreError::Unreachable { busy: true, .. }))
-                if attempt < LOGIN_TRIES =>
+                if attempt < LOGIN_TRIES && started.elapsed() < LOGIN_RETRY_BUDGET =>
             {
                 tracing::debug!(attempt, "login answered busy; retrying");
                 tokio::time::sleep(login_retry_delay(attempt)).await;

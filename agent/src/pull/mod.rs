@@ -367,11 +367,13 @@ struct Puller {
 impl Puller {
     /// The first polls: until one succeeds (or `wait` passes); an error no
     /// retry fixes is returned. Boot logins of nodes started together are
-    /// spread by a random delay and by the jittered backoff.
+    /// spread by a random delay (uniform within the bundle's boot spread
+    /// when it has one and this node holds no valid token, else within
+    /// half a second) and by the jittered backoff. The delay counts in `wait`.
     async fn boot(&mut self, wait: Duration) -> Result<(), PullError> {
         self.metrics.pull_enabled.store(1, Ordering::Relaxed);
-        tokio::time::sleep(jitter(self.poll.min(Duration::from_secs(2)) / 4, 1.0)).await;
         let deadline = Instant::now() + wait;
+        tokio::time::sleep(self.boot_delay()).await;
         loop {
             match self.cycle().await {
                 Ok(()) => return Ok(()),
@@ -385,6 +387,23 @@ impl Puller {
                     tokio::time::sleep(backoff(self.poll, self.failures)).await;
                 }
             }
+        }
+    }
+
+    /// The wait before the first poll: uniform in `[0, boot spread]` for a
+    /// node that must log in (the bundle's spread, at most
+    /// `MAX_BOOT_SPREAD_SECS`), else up to half a second.
+    fn boot_delay(&self) -> Duration {
+        let spread = Duration::from_secs(
+            self.bundle
+                .boot_spread_secs
+                .min(fleet::MAX_BOOT_SPREAD_SECS),
+        );
+        let has_token = self.token.as_ref().is_some_and(|t| !t.is_due(now_unix()));
+        if spread.is_zero() || has_token {
+            jitter(self.poll.min(Duration::from_secs(2)) / 4, 1.0)
+        } else {
+            jitter(spread / 2, 1.0)
         }
     }
 

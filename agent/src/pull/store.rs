@@ -4,7 +4,12 @@
 //! start at a node picked at random per agent (OpenBao standbys serve reads
 //! with Raft storage, so reads spread over the cluster) and fail over to the
 //! next URL on a connection error or a "not this node" answer (429, 472,
-//! 473, 5xx). Answers are read up to a cap. Only the calls fleet mode
+//! 473, 5xx). A write or login (anything but GET: standbys forward those to
+//! the active node) that timed out is not sent to the next node: that node
+//! would forward it to the same overloaded active node, and the store still
+//! works on the abandoned one; the poll fails and backs off instead (a
+//! timeout is not "busy": retrying it within the poll, tried with 10,000
+//! nodes booting, fed the overload). Answers are read up to a cap. Only the calls fleet mode
 //! needs: unwrap, AppRole login, KV v2 read and write.
 //! Tokens and secret_ids go in headers and bodies only; errors name URLs,
 //! paths and statuses, never a token, a secret_id or a value.
@@ -31,8 +36,8 @@ pub enum StoreError {
     Unreachable {
         tried: usize,
         details: String,
-        /// Every node answered, each with 429 or 5xx (busy, sealed, a
-        /// write conflict on the active node): worth a short retry.
+        /// Every node tried answered 429 or 5xx (busy, sealed, a write
+        /// conflict on the active node): worth a short retry.
         busy: bool,
     },
     #[error("{op}: permission denied by {url} (HTTP 403)")]
@@ -147,6 +152,19 @@ impl StoreClient {
             }
             let mut resp = match req.send().await {
                 Ok(r) => r,
+                Err(e) if e.is_timeout() && !e.is_connect() => {
+                    busy = false;
+                    failures.push(format!("{url}: timed out"));
+                    if method != Method::GET {
+                        self.preferred.store((index + 1) % n, Ordering::Relaxed);
+                        return Err(StoreError::Unreachable {
+                            tried: i + 1,
+                            details: failures.join("; "),
+                            busy,
+                        });
+                    }
+                    continue;
+                }
                 Err(e) => {
                     busy = false;
                     failures.push(format!(

@@ -315,8 +315,10 @@ impl PullPlan {
         let secret = admin::new_secret_id(&self.store, &self.cluster, &kind, &label)
             .await
             .map_err(fail)?;
-        let bundle =
-            admin::bundle(&self.store, &self.cluster, &self.role_id, secret, true).map_err(fail)?;
+        // No boot spread: bootstrap starts its nodes one SSH session at a
+        // time, and waits for each to apply.
+        let bundle = admin::bundle(&self.store, &self.cluster, &self.role_id, secret, true, 0)
+            .map_err(fail)?;
         Ok(common::SecretText::new(
             serde_json::to_string_pretty(&bundle).expect("bundle serializes"),
         ))

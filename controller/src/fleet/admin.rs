@@ -197,13 +197,15 @@ pub async fn delete_role(store: &Store, cluster: &str) -> Result<(), VaultError>
     Ok(())
 }
 
-/// A bundle for this store and cluster around one secret_id.
+/// A bundle for this store and cluster around one secret_id, for a fleet of
+/// about `fleet_size` nodes (sizes its boot spread; 0: unknown).
 pub fn bundle(
     store: &Store,
     cluster: &str,
     role_id: &str,
     secret: SecretValue,
     wrapped: bool,
+    fleet_size: u64,
 ) -> Result<Bundle, VaultError> {
     let cfg = &store.config;
     let ca_pem = match &cfg.ca_cert {
@@ -231,6 +233,7 @@ pub fn bundle(
         role_id: role_id.to_owned(),
         wrapped_secret_id,
         secret_id,
+        boot_spread_secs: common::fleet::boot_spread_secs(fleet_size),
     })
 }
 

@@ -91,6 +91,13 @@ pub async fn enroll(args: EnrollArgs, ctx: &Context) -> Result<u8> {
     let written = async {
         let role_id = admin::ensure_role(&store, &cluster.name, RoleOptions { token_ttl }).await?;
         let count = if args.reusable { 1 } else { args.nodes };
+        // The fleet booting from these bundles: the nodes enrolled, or the
+        // logins a launch bundle allows (0: not counted, size unknown).
+        let fleet_size = if args.reusable {
+            args.uses.unwrap_or(0)
+        } else {
+            count as u64
+        };
         let mut written = Vec::with_capacity(count);
         for i in 1..=count {
             let file = if args.reusable {
@@ -99,7 +106,14 @@ pub async fn enroll(args: EnrollArgs, ctx: &Context) -> Result<u8> {
                 format!("node-{i}.json")
             };
             let secret = admin::new_secret_id(&store, &cluster.name, &kind, &file).await?;
-            let bundle = admin::bundle(&store, &cluster.name, &role_id, secret, !args.reusable)?;
+            let bundle = admin::bundle(
+                &store,
+                &cluster.name,
+                &role_id,
+                secret,
+                !args.reusable,
+                fleet_size,
+            )?;
             let path = admin::write_bundle(&args.out, &file, &bundle)?;
             written.push(path.display().to_string());
         }

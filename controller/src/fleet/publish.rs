@@ -8,12 +8,14 @@
 //! secret. Nothing here logs a value; fingerprints are HMACs under the
 //! cluster's key (`~/.rh/clusters/NAME.key`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::fingerprint::fingerprint;
 use common::fleet::{self, Manifest, ManifestEntry, NodeReport};
 use common::wire::SyncItem;
 use common::SecretText;
+use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use super::{now_secs, Store, Versioned};
@@ -163,21 +165,56 @@ pub async fn unpublish(
     }
 }
 
-/// Every node report of the cluster, sorted by node id.
-pub async fn reports(store: &Store, cluster: &str) -> Result<Vec<NodeReport>, VaultError> {
+/// Node report reads in flight at once (`status`, `sync --wait`): enough to
+/// hide the round trip, few enough not to queue on a store that also serves
+/// the fleet's polls.
+pub const REPORT_READS: usize = 16;
+
+/// The node ids that have a report in the cluster (one LIST).
+async fn node_ids(store: &Store, cluster: &str) -> Result<Vec<String>, VaultError> {
+    store
+        .kv_list(&format!(
+            "{}/nodes",
+            fleet::cluster_base(&store.config.prefix, cluster)
+        ))
+        .await
+}
+
+/// The reports of `ids` with the id each was read under, read with at most
+/// [`REPORT_READS`] reads in flight, in no order; a report deleted meanwhile
+/// is left out.
+async fn read_reports(
+    store: &Store,
+    cluster: &str,
+    ids: Vec<String>,
+) -> Result<Vec<(String, NodeReport)>, VaultError> {
     let prefix = &store.config.prefix;
-    let ids = store
-        .kv_list(&format!("{}/nodes", fleet::cluster_base(prefix, cluster)))
-        .await?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(r) = store
-            .kv_read::<NodeReport>(&fleet::report_path(prefix, cluster, &id))
-            .await?
-        {
-            out.push(r.data);
+    let mut reads = stream::iter(ids)
+        .map(|id| async move {
+            let read = store
+                .kv_read::<NodeReport>(&fleet::report_path(prefix, cluster, &id))
+                .await;
+            (id, read)
+        })
+        .buffer_unordered(REPORT_READS);
+    let mut out = Vec::new();
+    while let Some((id, read)) = reads.next().await {
+        if let Some(r) = read? {
+            out.push((id, r.data));
         }
     }
+    Ok(out)
+}
+
+/// Every node report of the cluster, sorted by node id: one LIST, then the
+/// reports read [`REPORT_READS`] at a time.
+pub async fn reports(store: &Store, cluster: &str) -> Result<Vec<NodeReport>, VaultError> {
+    let ids = node_ids(store, cluster).await?;
+    let mut out: Vec<NodeReport> = read_reports(store, cluster, ids)
+        .await?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
     out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     Ok(out)
 }
@@ -187,8 +224,18 @@ pub fn converged(report: &NodeReport, version: u64) -> bool {
     report.applied_version >= version
 }
 
+/// First and longest pause between two rounds of [`wait_for`]: it doubles
+/// from the first to the longest while nodes are still behind.
+const WAIT_FIRST: Duration = Duration::from_millis(250);
+const WAIT_LONGEST: Duration = Duration::from_secs(2);
+
 /// Poll the reports until every live node has applied `version`, or `wait`
-/// runs out. Returns the last reports read (live ones only).
+/// runs out. Returns the last reports read (live ones only), sorted by node
+/// id. Each round LISTs the node ids (a node may report for the first time)
+/// and rereads only the reports not yet at `version` (a report at `version`
+/// stays so: a node applies versions in order), so a fleet that converges
+/// costs each node's report about one read after it converged, not one per
+/// round; rounds back off from 250 ms to 2 s.
 pub async fn wait_for(
     store: &Store,
     cluster: &str,
@@ -196,16 +243,26 @@ pub async fn wait_for(
     wait: Duration,
 ) -> Result<Vec<NodeReport>, VaultError> {
     let deadline = Instant::now() + wait;
+    let mut known: BTreeMap<String, NodeReport> = BTreeMap::new();
+    let mut pause = WAIT_FIRST;
     loop {
-        let now = now_secs();
-        let live: Vec<NodeReport> = reports(store, cluster)
-            .await?
-            .into_iter()
-            .filter(|r| r.is_live(now))
+        let ids = node_ids(store, cluster).await?;
+        let stale: Vec<String> = ids
+            .iter()
+            .filter(|id| known.get(*id).is_none_or(|r| !converged(r, version)))
+            .cloned()
             .collect();
+        known.extend(read_reports(store, cluster, stale).await?);
+        let listed: BTreeSet<&String> = ids.iter().collect();
+        known.retain(|id, _| listed.contains(id));
+        let now = now_secs();
+        let mut live: Vec<NodeReport> =
+            known.values().filter(|r| r.is_live(now)).cloned().collect();
+        live.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         if live.iter().all(|r| converged(r, version)) || Instant::now() >= deadline {
             return Ok(live);
         }
-        tokio::time::sleep(Duration::from_millis(250).min(deadline - Instant::now())).await;
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 2).min(WAIT_LONGEST);
     }
 }
