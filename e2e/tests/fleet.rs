@@ -158,9 +158,19 @@ impl PullCtl {
         cmd
     }
 
-    /// Run it (must not carry a value: kept for the leak check).
+    /// Run it; its output is kept for the leak check, and the command line
+    /// is logged with every `--value NAME=VALUE` shown as `NAME=<value>`.
     fn run(&self, args: &[&str], deadline: Duration) -> Out {
-        let out = run_with_deadline(self.command(args), deadline, "controller", args);
+        let shown: Vec<String> = args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| match i.checked_sub(1).map(|p| args[p]) {
+                Some("--value") => format!("{}=<value>", a.split('=').next().unwrap_or("")),
+                _ => (*a).to_owned(),
+            })
+            .collect();
+        let shown: Vec<&str> = shown.iter().map(String::as_str).collect();
+        let out = run_with_deadline(self.command(args), deadline, "controller", &shown);
         self.record(&out);
         out
     }
