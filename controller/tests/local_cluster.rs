@@ -45,15 +45,22 @@ fn agents_serving(home: &Path) -> Vec<u32> {
     pids
 }
 
-#[test]
-fn local_cluster_starts_the_agent_and_syncs_without_ssh() {
+/// A home with the fixtures, the guard stopping its agents, and the env of
+/// a `local` run: the agent started on a free port, no ssh config at all
+/// (local never uses SSH).
+fn local_home() -> (World, StopAgent, Vec<(&'static str, &'static str)>) {
     let w = World::bare();
     Fixtures::write(&w.home);
-    let _stop = StopAgent(w.home.clone());
+    let stop = StopAgent(w.home.clone());
     let mut envs = Fixtures::env();
     envs.push(("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"));
-    // No ssh config at all: local never uses SSH.
     envs.push(("RH_SSH_CONFIG", "/nonexistent"));
+    (w, stop, envs)
+}
+
+#[test]
+fn local_cluster_starts_the_agent_and_syncs_without_ssh() {
+    let (w, _stop, envs) = local_home();
     let r = w
         .controller_with(&["sync", "--cluster", "local", "--json"], &envs)
         .ok();
@@ -318,4 +325,43 @@ fn the_local_token_is_never_sent_to_a_listener_that_cannot_prove_it_holds_it() {
         // The fake kept the port: no agent was started in its place.
         assert!(agents_serving(&w.home).is_empty());
     }
+}
+
+/// An agent of another home on the default port (`127.0.0.1:32300`) is not
+/// this home's: with `RH_LOCAL_AGENT_LISTEN` at port 0 and no `agent.addr`
+/// yet, the controller starts this home's own agent instead of probing the
+/// default port and failing on a token it does not have. (When the port is
+/// already taken by something else on this machine, the same holds.)
+#[test]
+fn an_agent_of_another_home_on_the_default_port_is_left_alone() {
+    let other = tempfile::tempdir().unwrap();
+    let _stop_other = StopAgent(other.path().to_path_buf());
+    let state = other.path().join(".rh/agent");
+    let mut decoy = std::process::Command::new(common::agent_bin())
+        .args(["serve", "--listen", "127.0.0.1:32300", "--home"])
+        .arg(other.path())
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Whoever holds the port (the decoy, or something already there): it
+    // answers, and it is not this home's agent.
+    test_support::wait_for_port(32300, "the agent of another home");
+    let (w, _stop, envs) = local_home();
+    let r = w
+        .controller_with(&["sync", "--cluster", "local", "--json"], &envs)
+        .ok();
+    r.no_values(&Fixtures::all());
+    assert_eq!(r.json()["nodes"][0]["ok"], true, "{}", r.describe());
+    assert_eq!(agents_serving(&w.home).len(), 1, "this home's own agent");
+    let addr = fs::read_to_string(w.home.join(".rh/agent/agent.addr")).unwrap();
+    assert!(!addr.contains(":32300"), "{addr}");
+    assert!(
+        !state.join("installed.json").exists(),
+        "the other home's agent was written to"
+    );
+    let _ = decoy.kill();
+    let _ = decoy.wait();
 }

@@ -30,9 +30,26 @@ pub fn state_dir(home: &Path) -> PathBuf {
     home.join(".rh").join("agent")
 }
 
-/// The local agent's address: `agent.addr` when present and valid, else the default port.
-pub fn agent_addr(home: &Path) -> SocketAddr {
-    read_addr(home).unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_AGENT_PORT)))
+/// Where this home's agent answers: `agent.addr` when present and valid,
+/// else the address one would be started on (`RH_LOCAL_AGENT_LISTEN`, else
+/// the default port). `None` when that names port 0: no agent of this home
+/// can be at a fixed address then (an agent listening there belongs to
+/// another home, and probing it only ends in "token missing").
+pub fn agent_addr(home: &Path) -> Option<SocketAddr> {
+    read_addr(home).or_else(|| {
+        let listen = listen_addr();
+        (listen.port() != 0).then_some(listen)
+    })
+}
+
+/// The address a started agent listens on: `RH_LOCAL_AGENT_LISTEN` when it
+/// is a loopback address, else `127.0.0.1:32300`.
+fn listen_addr() -> SocketAddr {
+    std::env::var("RH_LOCAL_AGENT_LISTEN")
+        .ok()
+        .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+        .filter(|a| a.ip().is_loopback())
+        .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_AGENT_PORT)))
 }
 
 fn read_addr(home: &Path) -> Option<SocketAddr> {
@@ -94,25 +111,33 @@ pub(crate) async fn connect(
     http: &reqwest::Client,
 ) -> Result<AgentConn, TransportError> {
     let home = &opts.home;
-    let mut addr = agent_addr(home);
-    let mut ep = endpoint(node, addr, http, opts);
-    let challenged = match healthy(&ep).await {
-        Some(c) => c,
+    let running = match agent_addr(home) {
+        Some(addr) => {
+            let ep = endpoint(node, addr, http, opts);
+            healthy(&ep).await.map(|c| (addr, ep, c))
+        }
+        None => None,
+    };
+    let (addr, ep, challenged) = match running {
+        Some(found) => found,
         None => {
             // One starter at a time: a controller that waited on the lock finds
             // the agent the other one started instead of starting a second one
             // on the same state dir.
             let _lock = lock_start(home).await?;
-            addr = agent_addr(home);
-            ep = endpoint(node, addr, http, opts);
-            match healthy(&ep).await {
-                Some(c) => c,
+            let found = match agent_addr(home) {
+                Some(addr) => {
+                    let ep = endpoint(node, addr, http, opts);
+                    healthy(&ep).await.map(|c| (addr, ep, c))
+                }
+                None => None,
+            };
+            match found {
+                Some(found) => found,
                 None => {
                     let wait = opts.timeout.max(Duration::from_secs(10));
-                    let (a, c) = start_agent(node, opts, http, wait).await?;
-                    addr = a;
-                    ep = endpoint(node, addr, http, opts);
-                    c
+                    let (addr, c) = start_agent(node, opts, http, wait).await?;
+                    (addr, endpoint(node, addr, http, opts), c)
                 }
             }
         }
