@@ -208,12 +208,15 @@ mod tests {
             s.provider = Some("aws".into());
             s
         };
-        let key = item_key(
-            b"0123456789abcdef0123456789abcdef",
-            &secret("AKIAONE"),
-            &placed,
-            Origin::Local,
-        );
+        let key_of = |value: &str, origin| {
+            item_key(
+                b"0123456789abcdef0123456789abcdef",
+                &secret(value),
+                &placed,
+                origin,
+            )
+        };
+        let key = key_of("AKIAONE", Origin::Local);
         let v = Verified::default();
         assert!(
             v.hit(h, "aws", &key, &placed).is_none(),
@@ -229,19 +232,9 @@ mod tests {
             .expect("recorded and untouched");
         assert_eq!(hit[0].display, "~/.aws/credentials");
         // Another value, origin or placement is another item.
-        let other = item_key(
-            b"0123456789abcdef0123456789abcdef",
-            &secret("AKIATWO"),
-            &placed,
-            Origin::Local,
-        );
+        let other = key_of("AKIATWO", Origin::Local);
         assert!(v.hit(h, "aws", &other, &placed).is_none());
-        let remote = item_key(
-            b"0123456789abcdef0123456789abcdef",
-            &secret("AKIAONE"),
-            &placed,
-            Origin::Remote,
-        );
+        let remote = key_of("AKIAONE", Origin::Remote);
         assert!(v.hit(h, "aws", &remote, &placed).is_none());
         assert!(v
             .hit(h, "aws", &key, &placement(&["~/.aws/other"]))

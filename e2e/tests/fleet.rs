@@ -182,6 +182,37 @@ impl PullCtl {
         out
     }
 
+    /// `secret create pullapi`: `VAR` set to `value` (`--force` replaces it).
+    fn create_api(&self, value: &str, force: bool) {
+        let (var, value) = (format!("api_key={VAR}"), format!("api_key={value}"));
+        let mut args = vec!["secret", "create", "pullapi"];
+        if force {
+            args.push("--force");
+        }
+        args.extend(["--env-var", &var, "--value", &value]);
+        self.ok(&args, 0);
+    }
+
+    /// `cluster add` of the pull cluster on `hosts`, over SSH as ubuntu with
+    /// the suite's key (used by bootstrap only).
+    fn add_cluster(&self, hosts: &[&str]) {
+        let key = self.s.ssh_key.to_string_lossy().into_owned();
+        let mut args = vec![
+            "cluster",
+            "add",
+            PULL,
+            "--pull",
+            "--user",
+            "ubuntu",
+            "--identity-file",
+            &key,
+        ];
+        for host in hosts {
+            args.extend(["--host", host]);
+        }
+        self.ok(&args, 0);
+    }
+
     fn record(&self, out: &Out) {
         self.s.log_to("controller-fleet.log", out);
         self.outputs
@@ -301,33 +332,9 @@ impl Fleet {
             ],
             outputs: Mutex::new(Vec::new()),
         };
-        ctl.ok(
-            &[
-                "secret",
-                "create",
-                "pullapi",
-                "--env-var",
-                &format!("api_key={VAR}"),
-                "--value",
-                &format!("api_key={api_value}"),
-            ],
-            0,
-        );
-        let ssh_key = s.ssh_key.to_string_lossy().into_owned();
-        let mut add = vec![
-            "cluster",
-            "add",
-            PULL,
-            "--pull",
-            "--user",
-            "ubuntu",
-            "--identity-file",
-            &ssh_key,
-        ];
-        for n in &s.bare {
-            add.extend(["--host", n.host.as_str()]);
-        }
-        ctl.ok(&add, 0);
+        ctl.create_api(&api_value, false);
+        let hosts: Vec<&str> = s.bare.iter().map(|n| n.host.as_str()).collect();
+        ctl.add_cluster(&hosts);
 
         // Bootstrap: the static agent and a fresh bundle per node; pull mode at boot.
         let out = ctl.ok(
@@ -694,22 +701,7 @@ fn f03_systemd_node_pulls_at_boot_and_after_a_restart_gets_what_was_published_wh
     // The systemd node joins the pull cluster: bootstrap goes to the
     // cluster's hosts, so the cluster now lists that node only (the others
     // keep pulling; the store is what they follow).
-    let ssh_key = s.ssh_key.to_string_lossy().into_owned();
-    f.ctl.ok(
-        &[
-            "cluster",
-            "add",
-            PULL,
-            "--pull",
-            "--user",
-            "ubuntu",
-            "--identity-file",
-            &ssh_key,
-            "--host",
-            &n.host,
-        ],
-        0,
-    );
+    f.ctl.add_cluster(&[&n.host]);
     let out = f.ctl.ok(
         &[
             "cluster",
@@ -752,19 +744,7 @@ fn f03_systemd_node_pulls_at_boot_and_after_a_restart_gets_what_was_published_wh
     f.add_key_lines(&late_private);
     let rotated = format!("pull-e2e-rotated-{}", std::process::id());
     f.secrets.lock().unwrap().push(rotated.clone());
-    f.ctl.ok(
-        &[
-            "secret",
-            "create",
-            "pullapi",
-            "--force",
-            "--env-var",
-            &format!("api_key={VAR}"),
-            "--value",
-            &format!("api_key={rotated}"),
-        ],
-        0,
-    );
+    f.ctl.create_api(&rotated, true);
     let late = format!("ssh-{LATE_KEY}");
     let (_, version) = f
         .ctl
