@@ -6,10 +6,16 @@
 //!
 //! 1. boot: all K start at once (or spread over `FLEET_BOOT_SPREAD` seconds);
 //!    time until every one applied the manifest (p50/p99 from the start);
-//! 2. idle: after one poll interval, a window of 3: store requests/s, report writes/s;
-//! 3. publish: runs PUBLISH_CMD (a `controller sync` of a changed value),
+//! 2. boot reports: until every node wrote the report of its boot (they are
+//!    spread over the bundle's `report_spread_secs`): report writes/s;
+//! 3. idle: after one poll interval, a window of 3: store requests/s, report writes/s;
+//! 4. publish: runs PUBLISH_CMD (a `controller sync` of a changed value),
 //!    then times each node from the command's return to the moment it
-//!    applied the new version (p50/p99/max).
+//!    applied the new version (p50/p99/max);
+//! 5. publish reports: until every node reported the new version (spread
+//!    over the manifest's `report_spread_secs`);
+//! 6. steady: a window of 3 polls, every node on the heartbeat the publish
+//!    sized to the fleet.
 //!
 //! With `BAO_PIDS` (space separated) it reports the store's CPU per phase
 //! (from /proc/<pid>/stat, as % of the whole machine), and always its own.
@@ -33,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::pull::metrics::Metrics;
-use common::fleet::Bundle;
+use common::fleet::{self, Bundle};
 
 /// User + system CPU seconds of the processes `pids`.
 fn cpu_secs(pids: &str) -> Option<f64> {
@@ -100,6 +106,7 @@ struct Totals {
     reports: u64,
     logins: u64,
     errors: u64,
+    report_errors: u64,
 }
 
 fn totals(nodes: &[Arc<Metrics>]) -> Totals {
@@ -108,6 +115,7 @@ fn totals(nodes: &[Arc<Metrics>]) -> Totals {
         reports: 0,
         logins: 0,
         errors: 0,
+        report_errors: 0,
     };
     for m in nodes {
         let (r, w, l) = m.store_counts();
@@ -115,6 +123,7 @@ fn totals(nodes: &[Arc<Metrics>]) -> Totals {
         t.reports += w;
         t.logins += l;
         t.errors += m.poll_errors();
+        t.report_errors += m.report_errors();
     }
     t
 }
@@ -148,6 +157,29 @@ async fn wait_applied(
     let mut out: Vec<Duration> = done.into_iter().flatten().collect();
     out.sort();
     out
+}
+
+/// Wait until the nodes wrote `nodes.len()` reports more than `before` (or
+/// `limit` passes); print how long, report writes/s and the store's CPU.
+async fn drain_reports(nodes: &[Arc<Metrics>], before: u64, phase: &str, limit: Duration) {
+    let start = totals(nodes);
+    let (t0, c0, r0, e0) = (Instant::now(), cpu_now(), start.requests, start.report_errors);
+    let want = before + nodes.len() as u64;
+    while totals(nodes).reports < want && t0.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (t1, c1) = (totals(nodes), cpu_now());
+    let span = t0.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "K={} {phase} reports: {}/{} written in {span:.1} s, {:.1} report writes/s, {} failed report writes, {:.0} store requests/s{}",
+        nodes.len(),
+        t1.reports.saturating_sub(before).min(nodes.len() as u64),
+        nodes.len(),
+        t1.reports.saturating_sub(before) as f64 / span,
+        t1.report_errors - e0,
+        (t1.requests - r0) as f64 / span,
+        cpu_between(c0, c1),
+    );
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -244,8 +276,9 @@ fn main() {
             b.reports,
             cpu_between(c0, c1),
         );
-        // Idle window, after one poll interval for the boot's last reports
-        // and the nodes' first (phase) polls to land.
+        // The boot's reports, spread by the nodes.
+        drain_reports(&nodes, b.reports, "boot", Duration::from_secs(bundle.report_spread_secs) + poll * 3).await;
+        // Idle window, after one poll interval.
         tokio::time::sleep(poll).await;
         let window = poll * 3;
         let (i0, ic0) = (totals(&nodes), cpu_now());
@@ -281,6 +314,20 @@ fn main() {
             (p1.reports - p0.reports) as f64 / span,
             p1.errors - p0.errors,
             cpu_between(pc0, pc1),
+        );
+        drain_reports(&nodes, p1.reports, "publish", Duration::from_secs(fleet::MAX_REPORT_SPREAD_SECS) + poll * 3).await;
+        // Steady state: every node now follows the heartbeat the publish
+        // sized to the fleet.
+        let (s0, sc0) = (totals(&nodes), cpu_now());
+        tokio::time::sleep(window).await;
+        let (s1, sc1) = (totals(&nodes), cpu_now());
+        println!(
+            "K={k} steady ({:.0} s, after the publish's reports): {:.0} store requests/s, {:.1} report writes/s, {} failed polls{}",
+            w,
+            (s1.requests - s0.requests) as f64 / w,
+            (s1.reports - s0.reports) as f64 / w,
+            s1.errors - s0.errors,
+            cpu_between(sc0, sc1),
         );
         for t in tasks {
             t.abort();

@@ -32,6 +32,17 @@ struct Fake {
     refuse_reports: bool,
     /// The manifest's `report_spread_secs`.
     spread: u64,
+    /// The manifest's `heartbeat_secs`.
+    heartbeat: u64,
+    /// The body of the last report written.
+    last_report: std::sync::Mutex<Option<Value>>,
+    /// What `sys/health` answers (0: 200, an active node).
+    health: u16,
+    manifest_reads: AtomicU32,
+}
+
+async fn health(State(f): State<Arc<Fake>>) -> StatusCode {
+    StatusCode::from_u16(if f.health == 0 { 200 } else { f.health }).unwrap()
 }
 
 async fn login(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
@@ -55,17 +66,19 @@ async fn login(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> (StatusCo
 }
 
 async fn manifest(State(f): State<Arc<Fake>>) -> Json<Value> {
+    f.manifest_reads.fetch_add(1, Ordering::SeqCst);
     Json(json!({
         "data": {
             "data": { "version": 1, "published_at": "", "secrets": [],
-                      "report_spread_secs": f.spread },
+                      "report_spread_secs": f.spread, "heartbeat_secs": f.heartbeat },
             "metadata": { "version": 1 }
         }
     }))
 }
 
-async fn report(State(f): State<Arc<Fake>>) -> (StatusCode, Json<Value>) {
+async fn report(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
     f.reports.fetch_add(1, Ordering::SeqCst);
+    *f.last_report.lock().unwrap() = Some(body);
     if f.refuse_reports {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -78,6 +91,7 @@ async fn report(State(f): State<Arc<Fake>>) -> (StatusCode, Json<Value>) {
 /// Start the fake store; its URL.
 async fn fake_store(fake: Arc<Fake>) -> String {
     let app = Router::new()
+        .route("/v1/sys/health", get(health))
         .route("/v1/auth/approle/login", post(login))
         .route("/v1/secret/data/rh/a/clusters/gpu/manifest", get(manifest))
         .route("/v1/secret/data/rh/a/clusters/gpu/nodes/{id}", post(report))
@@ -268,12 +282,108 @@ async fn the_bundle_spreads_the_first_logins_of_nodes_booting_together() {
         "{early} of 20 nodes logged in within 2 s: not spread"
     );
 
-    // The same fleet without a spread: all log in at once.
+    // The same fleet without a spread: all log in at once (each waits at
+    // most half a second).
     let unspread = start_nodes(&launch_bundle(url), 20);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.logins.load(Ordering::SeqCst) - early < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let logins = fake.logins.load(Ordering::SeqCst) - early;
     for (_, task) in &unspread {
         task.abort();
     }
     assert_eq!(logins, 20, "without a spread every node logs in at once");
+}
+
+/// Poll until every node polled `polls` times (or 30 s pass).
+async fn until_polled(nodes: &[(Arc<Metrics>, tokio::task::JoinHandle<()>)], polls: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes
+        .iter()
+        .any(|(m, _)| counter(m, "rh_agent_pull_polls_total") < polls)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A bundle's `report_spread_secs` spreads the first report of nodes
+/// booting together (a fleet that logs in at 100 a second must not write
+/// its reports at that rate): 20 nodes whose manifest asks for no spread
+/// apply on their first poll but almost none reports within three polls;
+/// the same 20 without it all report.
+#[tokio::test]
+async fn the_bundle_spreads_the_first_reports_of_nodes_booting_together() {
+    let fake = Arc::new(Fake::default());
+    let url = fake_store(fake.clone()).await;
+    let mut bundle = launch_bundle(url.clone());
+    bundle.report_spread_secs = 1000;
+    let nodes = start_nodes(&bundle, 20);
+    until_polled(&nodes, 3).await;
+    for (m, task) in &nodes {
+        task.abort();
+        assert_eq!(m.applied_version(), 1);
+    }
+    let spread = fake.reports.load(Ordering::SeqCst);
+    assert!(spread < 5, "{spread} of 20 nodes reported at once: not spread");
+
+    let nodes = start_nodes(&launch_bundle(url), 20);
+    until_polled(&nodes, 3).await;
+    for (_, task) in &nodes {
+        task.abort();
+    }
+    assert_eq!(fake.reports.load(Ordering::SeqCst) - spread, 20);
+}
+
+/// The manifest's `heartbeat_secs` lengthens a node's heartbeat (a large
+/// fleet's publisher asks for fewer heartbeat writes) and the report says
+/// the one used, so liveness follows; never shorter than the node's own
+/// (300 s here), never over an hour, whatever the store says.
+#[tokio::test]
+async fn the_manifest_lengthens_the_heartbeat_within_bounds() {
+    for (asked, used) in [(0, 300), (60, 300), (1_000, 1_000), (u64::MAX, 3_600)] {
+        let fake = Arc::new(Fake {
+            heartbeat: asked,
+            ..Fake::default()
+        });
+        run_node(fake.clone(), |m| {
+            counter(m, "rh_agent_pull_report_writes_total") >= 1
+        })
+        .await;
+        let report = fake.last_report.lock().unwrap().take().expect("a report");
+        assert_eq!(report["data"]["heartbeat_secs"], used, "manifest asked {asked}");
+    }
+}
+
+/// Logins and report writes go to the store's active node (the one whose
+/// `sys/health` answers 200), not to a standby that would forward them;
+/// reads stay spread over every node.
+#[tokio::test]
+async fn logins_and_reports_go_to_the_active_node_and_reads_stay_spread() {
+    let standby = Arc::new(Fake {
+        health: 429,
+        ..Fake::default()
+    });
+    let active = Arc::new(Fake::default());
+    let mut bundle = launch_bundle(fake_store(standby.clone()).await);
+    bundle.urls.push(fake_store(active.clone()).await);
+    let nodes = start_nodes(&bundle, 20);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while active.reports.load(Ordering::SeqCst) < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    until_polled(&nodes, 3).await;
+    for (_, task) in &nodes {
+        task.abort();
+    }
+    assert_eq!(active.logins.load(Ordering::SeqCst), 20);
+    assert_eq!(active.reports.load(Ordering::SeqCst), 20);
+    assert_eq!(standby.logins.load(Ordering::SeqCst), 0);
+    assert_eq!(standby.reports.load(Ordering::SeqCst), 0);
+    let (a, s) = (
+        active.manifest_reads.load(Ordering::SeqCst),
+        standby.manifest_reads.load(Ordering::SeqCst),
+    );
+    assert!(a > 0 && s > 0, "reads not spread: active {a}, standby {s}");
 }

@@ -74,10 +74,14 @@ pub fn store_errors(body: &[u8]) -> String {
 /// The node bundle (`node-<i>.json`, mode 0600): what a node needs to log in
 /// to the store as its cluster. Holds a secret (the wrapped secret_id, or the
 /// secret_id itself for a reusable launch bundle): no derived `Debug`.
+///
+/// Forward compatible: fields added by a newer controller (within the same
+/// [`BUNDLE_FORMAT`]) are kept in `unknown` by name only and ignored, so an
+/// older agent still boots from a newer bundle; a change an older agent
+/// cannot ignore bumps `format`, which such an agent refuses.
 #[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Bundle {
-    /// Format version (1).
+    /// Format version ([`BUNDLE_FORMAT`]).
     pub format: u32,
     pub cluster: String,
     /// Store node URLs; reads go to any of them.
@@ -101,10 +105,27 @@ pub struct Bundle {
     /// ([`boot_spread_secs`] of the fleet size enroll or bootstrap was told;
     /// absent under [`BOOT_LOGINS_PER_SEC`] nodes). A node with a kept,
     /// valid token does not wait. Older agents refuse a bundle carrying it
-    /// (`deny_unknown_fields`): upgrade agents before enrolling large fleets.
+    /// (agents before this field refused unknown fields; newer ones ignore
+    /// them): upgrade agents before enrolling large fleets.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub boot_spread_secs: u64,
+    /// Seconds over which nodes booting together spread the first report
+    /// they write after applying ([`report_spread_secs`] of the fleet size;
+    /// absent under 100 nodes): a fleet that logs in at
+    /// [`BOOT_LOGINS_PER_SEC`] would otherwise report at that rate too, and
+    /// a report costs the store far more than a login. The node uses the
+    /// larger of this and the manifest's spread, capped by its heartbeat.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub report_spread_secs: u64,
+    /// Fields this build does not know, by name (their values are dropped
+    /// unread: a future field may hold a credential).
+    #[serde(flatten, skip_serializing)]
+    pub unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
+
+/// The bundle format this build writes and reads. Additive fields keep it;
+/// only a change an older agent must not ignore bumps it.
+pub const BUNDLE_FORMAT: u32 = 1;
 
 impl fmt::Debug for Bundle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -142,28 +163,61 @@ pub struct Manifest {
     /// Seconds over which the nodes spread the report they write after
     /// applying this version ([`report_spread_secs`] of the fleet's size
     /// when it was published; 0: report at once). Every report is a Raft
-    /// write on the store's active node, which takes about a hundred a
-    /// second: ten thousand nodes reporting within one poll period bury it.
+    /// write, replicated to every store node: ten thousand nodes reporting
+    /// within one poll period bury the store.
     /// Untrusted on the node: capped by its heartbeat.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub report_spread_secs: u64,
+    /// The heartbeat the publisher asks of the nodes, in seconds
+    /// ([`heartbeat_secs`] of the fleet's size; 0: the node's own). A node
+    /// takes the larger of this and its configured heartbeat, at most
+    /// [`MAX_HEARTBEAT_SECS`]; its reports say which it used, so liveness
+    /// (three heartbeats) follows. Untrusted on the node, as above.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub heartbeat_secs: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Report writes per second a store is assumed to take: one three-node
-/// OpenBao on two cores sustained about 100 (scripts/bench.d/60-fleet.sh).
-pub const REPORT_WRITES_PER_SEC: u64 = 100;
+/// Report writes per second a fleet is spread to. A report is a Raft write:
+/// on a three-node OpenBao each costs about 4 CPU-ms over the three nodes
+/// (log append and state apply, each with an fsync, on every node;
+/// scripts/bench.d/60-fleet.sh), so 40 a second is about 16% of a two-core
+/// store, beside the polls.
+pub const REPORT_WRITES_PER_SEC: u64 = 40;
+
+/// Heartbeat report writes per second a fleet's steady state is held to
+/// (10,000 nodes: a heartbeat of 1,000 s instead of 300).
+pub const HEARTBEAT_WRITES_PER_SEC: u64 = 10;
+
+/// The longest heartbeat a publisher may ask of the nodes.
+pub const MAX_HEARTBEAT_SECS: u64 = 3600;
 
 /// The longest report spread a publisher asks for.
 pub const MAX_REPORT_SPREAD_SECS: u64 = 600;
 
-/// The report spread for a fleet of `nodes`: 0 up to a hundred nodes, then
-/// one second per hundred nodes, at most [`MAX_REPORT_SPREAD_SECS`].
-pub fn report_spread_secs(nodes: usize) -> u64 {
-    (nodes as u64 / REPORT_WRITES_PER_SEC).min(MAX_REPORT_SPREAD_SECS)
+/// The report spread for a fleet of `nodes`: 0 under a hundred nodes, then
+/// one second per [`REPORT_WRITES_PER_SEC`] nodes, at most
+/// [`MAX_REPORT_SPREAD_SECS`] (1,000 nodes: 25 s; 10,000: 250 s).
+pub fn report_spread_secs(nodes: u64) -> u64 {
+    if nodes < 100 {
+        return 0;
+    }
+    (nodes / REPORT_WRITES_PER_SEC).min(MAX_REPORT_SPREAD_SECS)
+}
+
+/// The heartbeat a publisher asks of a fleet of `nodes`: 0 (the nodes' own,
+/// 300 s by default) until that would exceed [`HEARTBEAT_WRITES_PER_SEC`],
+/// then `nodes / HEARTBEAT_WRITES_PER_SEC` s, at most [`MAX_HEARTBEAT_SECS`].
+pub fn heartbeat_secs(nodes: u64) -> u64 {
+    let secs = nodes / HEARTBEAT_WRITES_PER_SEC;
+    if secs <= DEFAULT_HEARTBEAT_SECS {
+        0
+    } else {
+        secs.min(MAX_HEARTBEAT_SECS)
+    }
 }
 
 /// First logins per second a fleet booting together is spread to. A booting
@@ -175,12 +229,13 @@ pub fn report_spread_secs(nodes: usize) -> u64 {
 pub const BOOT_LOGINS_PER_SEC: u64 = 100;
 
 /// The longest boot spread (a node waits at most this before its first
-/// login; the agent's boot unit allows 120 s to start).
-pub const MAX_BOOT_SPREAD_SECS: u64 = 60;
+/// login; the agent's boot unit allows 120 s to start). Under a minute, so
+/// the last node's login and apply still fit in one.
+pub const MAX_BOOT_SPREAD_SECS: u64 = 50;
 
 /// The boot spread for a fleet of `nodes` booting together: 0 under
 /// [`BOOT_LOGINS_PER_SEC`] nodes, then one second per that many, at most
-/// [`MAX_BOOT_SPREAD_SECS`] (1,000 nodes: 10 s; 10,000: 60 s).
+/// [`MAX_BOOT_SPREAD_SECS`] (1,000 nodes: 10 s; 10,000: 50 s).
 pub fn boot_spread_secs(nodes: u64) -> u64 {
     (nodes / BOOT_LOGINS_PER_SEC).min(MAX_BOOT_SPREAD_SECS)
 }
@@ -265,6 +320,8 @@ mod tests {
             wrapped_secret_id: Some(SecretValue::from("hvs.wrapped-do-not-print")),
             secret_id: Some(SecretValue::from("sid-do-not-print")),
             boot_spread_secs: 0,
+            report_spread_secs: 0,
+            unknown: Default::default(),
         };
         let shown = format!("{b:?} {b:#?}");
         assert!(!shown.contains("do-not-print"), "{shown}");
@@ -315,16 +372,23 @@ mod tests {
     fn report_spread_grows_with_the_fleet_and_is_capped() {
         assert_eq!(report_spread_secs(0), 0);
         assert_eq!(report_spread_secs(99), 0);
-        assert_eq!(report_spread_secs(1_000), 10);
-        assert_eq!(report_spread_secs(10_000), 100);
+        assert_eq!(report_spread_secs(100), 2);
+        assert_eq!(report_spread_secs(1_000), 25);
+        assert_eq!(report_spread_secs(10_000), 250);
         assert_eq!(report_spread_secs(10_000_000), MAX_REPORT_SPREAD_SECS);
+        assert_eq!(heartbeat_secs(0), 0);
+        assert_eq!(heartbeat_secs(3_000), 0);
+        assert_eq!(heartbeat_secs(3_010), 301);
+        assert_eq!(heartbeat_secs(10_000), 1_000);
+        assert_eq!(heartbeat_secs(u64::MAX), MAX_HEARTBEAT_SECS);
         assert_eq!(boot_spread_secs(99), 0);
         assert_eq!(boot_spread_secs(1_000), 10);
         assert_eq!(boot_spread_secs(10_000), MAX_BOOT_SPREAD_SECS);
         assert_eq!(boot_spread_secs(u64::MAX), MAX_BOOT_SPREAD_SECS);
         // An older manifest (no field) reads as 0, and 0 is not written.
         let m: Manifest = serde_json::from_str(r#"{"version": 3}"#).unwrap();
-        assert_eq!(m.report_spread_secs, 0);
-        assert!(!serde_json::to_string(&m).unwrap().contains("report_spread"));
+        assert_eq!((m.report_spread_secs, m.heartbeat_secs), (0, 0));
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(!text.contains("report_spread") && !text.contains("heartbeat"));
     }
 }

@@ -580,8 +580,10 @@ fn node_tokens_are_least_privilege_bundles_single_use_and_remove_stops_updates()
     assert_eq!(launched.token_value().as_deref(), Some(V1));
     drop(launched);
     // Five logins: no boot spread; a launch bundle for 1,000 logins tells
-    // its nodes to spread their first logins over 10 s (100 a second).
+    // its nodes to spread their first logins over 10 s (100 a second) and
+    // their first reports over 25 s (40 a second).
     assert!(v.get("boot_spread_secs").is_none(), "{v}");
+    assert!(v.get("report_spread_secs").is_none(), "{v}");
     let big_dir = out.path().join("big");
     home.ok(&[
         "cluster",
@@ -601,6 +603,7 @@ fn node_tokens_are_least_privilege_bundles_single_use_and_remove_stops_updates()
         serde_json::from_str(&std::fs::read_to_string(big_dir.join("launch.json")).unwrap())
             .unwrap();
     assert_eq!(v["boot_spread_secs"], 10, "{v}");
+    assert_eq!(v["report_spread_secs"], 25, "{v}");
 
     // cluster remove: the AppRole goes, nodes stop updating and keep files.
     home.ok(&["cluster", "remove", "gpu"]);

@@ -1,6 +1,6 @@
 //! The agent's counters, served by `GET /metrics` in the Prometheus text
 //! format: HTTP requests served, and in pull mode the applied manifest
-//! version, polls, poll errors, logins, report writes, store requests and
+//! version, polls, poll errors, logins, report writes and failures, store requests and
 //! the last apply's duration. Numbers only: never a name of a value, a
 //! value, a token or a path.
 
@@ -17,6 +17,7 @@ pub struct Metrics {
     pub(crate) poll_errors: AtomicU64,
     pub(crate) logins: AtomicU64,
     pub(crate) report_writes: AtomicU64,
+    pub(crate) report_errors: AtomicU64,
     pub(crate) applies: AtomicU64,
     pub(crate) last_apply_micros: AtomicU64,
     pub(crate) last_poll_unix: AtomicU64,
@@ -44,6 +45,11 @@ impl Metrics {
         )
     }
 
+    /// Report writes that failed so far.
+    pub fn report_errors(&self) -> u64 {
+        self.report_errors.load(Ordering::Relaxed)
+    }
+
     /// Polls that failed so far.
     pub fn poll_errors(&self) -> u64 {
         self.poll_errors.load(Ordering::Relaxed)
@@ -52,7 +58,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
-        let rows: [(&str, &str, &str, String); 11] = [
+        let rows: [(&str, &str, &str, String); 12] = [
             (
                 "http_requests_total",
                 "counter",
@@ -94,6 +100,12 @@ impl Metrics {
                 "counter",
                 "Node reports written to the store.",
                 get(&self.report_writes),
+            ),
+            (
+                "pull_report_errors_total",
+                "counter",
+                "Node report writes that failed (retried after 2, 4, then 8 polls).",
+                get(&self.report_errors),
             ),
             (
                 "pull_store_requests_total",

@@ -171,6 +171,22 @@ fn load_bundle(path: &Path) -> Result<Bundle, PullError> {
             e.column()
         ))
     })?;
+    if bundle.format != fleet::BUNDLE_FORMAT {
+        return Err(bad(format!(
+            "format {} (this agent reads format {}): {}",
+            bundle.format,
+            fleet::BUNDLE_FORMAT,
+            if bundle.format > fleet::BUNDLE_FORMAT {
+                "written by a newer controller; upgrade this node's agent"
+            } else {
+                "not a bundle format any controller wrote"
+            }
+        )));
+    }
+    if !bundle.unknown.is_empty() {
+        let names: Vec<&str> = bundle.unknown.keys().map(String::as_str).collect();
+        tracing::info!(fields = ?names, "bundle fields this agent does not know are ignored (written by a newer controller)");
+    }
     if bundle.urls.is_empty() {
         return Err(bad("it names no store URL".into()));
     }
@@ -270,6 +286,7 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
         hostname,
         poll: config.poll_interval,
         heartbeat: config.heartbeat,
+        heartbeat_hint: 0,
         failures: 0,
         synced: false,
     };
@@ -319,6 +336,7 @@ pub async fn simulate(
         node_id,
         poll,
         heartbeat,
+        heartbeat_hint: 0,
         failures: 0,
         synced: false,
     };
@@ -358,7 +376,10 @@ struct Puller {
     node_id: String,
     hostname: String,
     poll: Duration,
+    /// The configured heartbeat; the one used is [`Puller::heartbeat`].
     heartbeat: Duration,
+    /// The heartbeat the last manifest asked for (seconds, 0: none).
+    heartbeat_hint: u64,
     failures: u32,
     /// Whether a manifest was fully applied since start.
     synced: bool,
@@ -514,16 +535,25 @@ impl Puller {
                 PullError::Apply(format!("the manifest of cluster {cluster} is malformed"))
             })?,
         };
+        self.heartbeat_hint = manifest.heartbeat_secs;
         if manifest.version == self.applied.version && self.synced {
             return Ok(());
         }
         self.apply(&manifest).await?;
-        self.synced = true;
         // Write the report after a random delay within the spread the
-        // publisher sized to the fleet (capped by the heartbeat: the value
-        // comes from the store), so a large fleet's reports do not all land
-        // on the store's active node within one poll period.
-        let spread = Duration::from_secs(manifest.report_spread_secs).min(self.heartbeat);
+        // publisher sized to the fleet, or, for the first report since this
+        // agent started, the one enroll sized into the bundle when larger
+        // (nodes booting together); capped by the heartbeat (the manifest's
+        // value comes from the store). A large fleet's reports then do not
+        // all land on the store within one poll period or one boot.
+        let boot = if self.synced {
+            0
+        } else {
+            self.bundle.report_spread_secs
+        };
+        self.synced = true;
+        let spread =
+            Duration::from_secs(manifest.report_spread_secs.max(boot)).min(self.heartbeat());
         if !spread.is_zero() {
             let at = Instant::now() + jitter(spread / 2, 1.0);
             self.report_retry_at = Some(self.report_retry_at.map_or(at, |t| t.max(at)));
@@ -668,6 +698,14 @@ impl Puller {
         }
     }
 
+    /// The heartbeat used: the configured one, or the manifest's when
+    /// longer (a large fleet's publisher asks for fewer heartbeat writes),
+    /// at most `MAX_HEARTBEAT_SECS`.
+    fn heartbeat(&self) -> Duration {
+        self.heartbeat
+            .max(Duration::from_secs(self.heartbeat_hint.min(fleet::MAX_HEARTBEAT_SECS)))
+    }
+
     /// Write this node's report when it changed or the heartbeat is due.
     async fn report(&mut self) {
         let now = now_unix();
@@ -680,7 +718,7 @@ impl Puller {
             last_error: self.last_error.clone(),
             secrets: self.applied.secrets.keys().cloned().collect(),
             poll_interval_secs: self.poll.as_secs().max(1),
-            heartbeat_secs: self.heartbeat.as_secs().max(1),
+            heartbeat_secs: self.heartbeat().as_secs().max(1),
         };
         let same = |a: &NodeReport, b: &NodeReport| {
             a.applied_version == b.applied_version
@@ -688,7 +726,7 @@ impl Puller {
                 && a.secrets == b.secrets
         };
         if let Some((last, at)) = &self.reported {
-            if same(last, &report) && at.elapsed() < self.heartbeat {
+            if same(last, &report) && at.elapsed() < self.heartbeat() {
                 return;
             }
         }
@@ -715,6 +753,7 @@ impl Puller {
                 // Back off (2, 4, then 8 polls, jittered) instead of
                 // retrying on every poll: a fleet whose writes failed
                 // together would otherwise keep the store saturated.
+                Metrics::inc(&self.metrics.report_errors);
                 self.report_failures = self.report_failures.saturating_add(1);
                 self.report_retry_at =
                     Some(Instant::now() + backoff(self.poll, self.report_failures));
@@ -887,6 +926,23 @@ mod tests {
         });
         std::fs::write(&path, good.to_string()).unwrap();
         assert!(load_bundle(&path).is_ok());
+        // A field a newer controller added is ignored (by name; its value is
+        // not kept); a newer format is refused, naming the upgrade.
+        let mut newer = good.clone();
+        newer["future_knob"] = serde_json::json!({"nested": ["hvs.future-secret"]});
+        std::fs::write(&path, newer.to_string()).unwrap();
+        let b = load_bundle(&path).unwrap();
+        assert_eq!(b.unknown.keys().collect::<Vec<_>>(), ["future_knob"]);
+        assert_eq!(b.urls, ["http://127.0.0.1:1"]);
+        assert!(!format!("{b:?}").contains("future-secret"));
+        newer["format"] = 2.into();
+        std::fs::write(&path, newer.to_string()).unwrap();
+        let err = load_bundle(&path).unwrap_err().to_string();
+        assert!(err.contains("format 2") && err.contains("upgrade"), "{err}");
+        let mut zero = good.clone();
+        zero["format"] = 0.into();
+        std::fs::write(&path, zero.to_string()).unwrap();
+        assert!(load_bundle(&path).is_err());
         let mut bad = good.clone();
         bad["prefix"] = "rh/../x".into();
         std::fs::write(&path, bad.to_string()).unwrap();

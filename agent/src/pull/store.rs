@@ -9,8 +9,13 @@
 //! would forward it to the same overloaded active node, and the store still
 //! works on the abandoned one; the poll fails and backs off instead (a
 //! timeout is not "busy": retrying it within the poll, tried with 10,000
-//! nodes booting, fed the overload). Answers are read up to a cap. Only the calls fleet mode
-//! needs: unwrap, AppRole login, KV v2 read and write.
+//! nodes booting, fed the overload). Logins and writes start at the active
+//! node, found with the unauthenticated `sys/health` (200 there, 429 on a
+//! standby) and forgotten on any failure: a standby would forward them
+//! over its cluster connection, which cost the store about as much as the
+//! login itself (scripts/bench.d/60-fleet.sh); reads stay spread. Answers
+//! are read up to a cap. Only the calls fleet mode needs: unwrap, AppRole
+//! login, KV v2 read and write.
 //! Tokens and secret_ids go in headers and bodies only; errors name URLs,
 //! paths and statuses, never a token, a secret_id or a value.
 
@@ -28,6 +33,8 @@ use thiserror::Error;
 pub(crate) const BODY_CAP: usize = 4 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a `sys/health` probe for the active node may take.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A store call that failed. No token, secret_id or value in any message.
 #[derive(Debug, Error)]
@@ -72,6 +79,9 @@ pub(crate) struct StoreClient {
     http: reqwest::Client,
     urls: Arc<Vec<String>>,
     preferred: Arc<AtomicUsize>,
+    /// The node that answered `sys/health` 200 (the active node), or
+    /// `usize::MAX` when not known.
+    active: Arc<AtomicUsize>,
     /// Requests sent (the `/metrics` counter).
     pub(crate) requests: Arc<AtomicU64>,
 }
@@ -116,12 +126,44 @@ impl StoreClient {
                     .collect(),
             ),
             preferred: Arc::new(AtomicUsize::new(random_u32() as usize % n)),
+            active: Arc::new(AtomicUsize::new(usize::MAX)),
             requests: Arc::new(AtomicU64::new(0)),
         })
     }
 
-    /// Send one request (path under `/v1/`) to the preferred node, failing
-    /// over to the next on a connection error or a "not this node" answer.
+    /// Where a request starts: a read at the preferred node; a login or
+    /// write at the active node (asked of each node in turn with
+    /// `sys/health` when not known; the preferred one when none says so).
+    async fn start_for(&self, method: &Method) -> usize {
+        let n = self.urls.len();
+        let preferred = self.preferred.load(Ordering::Relaxed);
+        if *method == Method::GET || n < 2 {
+            return preferred;
+        }
+        let known = self.active.load(Ordering::Relaxed);
+        if known < n {
+            return known;
+        }
+        for i in 0..n {
+            let index = (preferred + i) % n;
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let probe = self
+                .http
+                .get(format!("{}/v1/sys/health", self.urls[index]))
+                .timeout(HEALTH_TIMEOUT)
+                .send()
+                .await;
+            if probe.is_ok_and(|r| r.status() == StatusCode::OK) {
+                self.active.store(index, Ordering::Relaxed);
+                return index;
+            }
+        }
+        preferred
+    }
+
+    /// Send one request (path under `/v1/`): a read to the preferred node,
+    /// a login or write to the active one; failing over to the next on a
+    /// connection error or a "not this node" answer.
     pub(crate) async fn send(
         &self,
         op: &str,
@@ -130,8 +172,29 @@ impl StoreClient {
         token: Option<&str>,
         body: Option<SecretText>,
     ) -> Result<Answer, StoreError> {
+        let start = self.start_for(&method).await;
+        let read = method == Method::GET;
+        let result = self.send_from(start, op, method, path, token, body).await;
+        if !read && !matches!(&result, Ok(a) if a.url == self.urls[start]) {
+            // The active node failed, or another answered: ask again next time.
+            self.active.store(usize::MAX, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Try the nodes from `start` on. Only reads move `preferred` (the
+    /// node reads start at); logins and writes follow `active`.
+
+    async fn send_from(
+        &self,
+        start: usize,
+        op: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<SecretText>,
+    ) -> Result<Answer, StoreError> {
         let n = self.urls.len();
-        let start = self.preferred.load(Ordering::Relaxed);
         let mut failures = Vec::new();
         let mut busy = true;
         for i in 0..n {
@@ -156,7 +219,6 @@ impl StoreClient {
                     busy = false;
                     failures.push(format!("{url}: timed out"));
                     if method != Method::GET {
-                        self.preferred.store((index + 1) % n, Ordering::Relaxed);
                         return Err(StoreError::Unreachable {
                             tried: i + 1,
                             details: failures.join("; "),
@@ -223,7 +285,9 @@ impl StoreClient {
                     url: url.clone(),
                 })?
             };
-            self.preferred.store(index, Ordering::Relaxed);
+            if method == Method::GET {
+                self.preferred.store(index, Ordering::Relaxed);
+            }
             return Ok(Answer {
                 url: url.clone(),
                 status,
@@ -231,8 +295,10 @@ impl StoreClient {
             });
         }
         // Next time, start elsewhere.
-        self.preferred
-            .store((start + 1) % n.max(1), Ordering::Relaxed);
+        if method == Method::GET {
+            self.preferred
+                .store((start + 1) % n.max(1), Ordering::Relaxed);
+        }
         Err(StoreError::Unreachable {
             tried: n,
             details: failures.join("; "),

@@ -223,7 +223,7 @@ pub fn bundle(
         (None, Some(secret))
     };
     Ok(Bundle {
-        format: 1,
+        format: common::fleet::BUNDLE_FORMAT,
         cluster: cluster.to_owned(),
         urls: cfg.urls.clone(),
         ca_pem,
@@ -234,6 +234,8 @@ pub fn bundle(
         wrapped_secret_id,
         secret_id,
         boot_spread_secs: common::fleet::boot_spread_secs(fleet_size),
+        report_spread_secs: common::fleet::report_spread_secs(fleet_size),
+        unknown: Default::default(),
     })
 }
 

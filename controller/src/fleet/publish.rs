@@ -51,15 +51,17 @@ fn item_fingerprint(key: &[u8], item: &SyncItem) -> String {
     fingerprint(key, text.expose_secret().as_bytes())
 }
 
-/// The report spread for the cluster's current fleet (its node reports
-/// counted with one LIST; 0 when they cannot be listed).
-async fn report_spread(store: &Store, cluster: &str) -> u64 {
+/// Size the manifest's report spread and heartbeat to the cluster's current
+/// fleet (its node reports counted with one LIST; none when they cannot be
+/// listed).
+async fn size_to_fleet(store: &Store, cluster: &str, doc: &mut Manifest) {
     let base = fleet::cluster_base(&store.config.prefix, cluster);
     let nodes = store
         .kv_list(&format!("{base}/nodes"))
         .await
-        .map_or(0, |ids| ids.len());
-    fleet::report_spread_secs(nodes)
+        .map_or(0, |ids| ids.len() as u64);
+    doc.report_spread_secs = fleet::report_spread_secs(nodes);
+    doc.heartbeat_secs = fleet::heartbeat_secs(nodes);
 }
 
 /// Publish `items` (added to, or replacing entries of, what is published).
@@ -109,7 +111,7 @@ pub async fn publish(
         doc.secrets.sort_by(|a, b| a.name.cmp(&b.name));
         doc.version += 1;
         doc.published_at = now_rfc3339();
-        doc.report_spread_secs = report_spread(store, cluster).await;
+        size_to_fleet(store, cluster, &mut doc).await;
         match store
             .kv_write(&fleet::manifest_path(prefix, cluster), &doc, Some(cas))
             .await
@@ -144,7 +146,7 @@ pub async fn unpublish(
         doc.secrets.retain(|e| e.name != name);
         doc.version += 1;
         doc.published_at = now_rfc3339();
-        doc.report_spread_secs = report_spread(store, cluster).await;
+        size_to_fleet(store, cluster, &mut doc).await;
         match store
             .kv_write(
                 &fleet::manifest_path(prefix, cluster),
