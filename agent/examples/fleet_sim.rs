@@ -159,23 +159,39 @@ async fn wait_applied(
     out
 }
 
-/// Wait until the nodes wrote `nodes.len()` reports more than `before` (or
-/// `limit` passes); print how long, report writes/s and the store's CPU.
-async fn drain_reports(nodes: &[Arc<Metrics>], before: u64, phase: &str, limit: Duration) {
+/// Each node's report writes so far.
+fn report_counts(nodes: &[Arc<Metrics>]) -> Vec<u64> {
+    nodes.iter().map(|m| m.store_counts().1).collect()
+}
+
+/// Wait until every node wrote a report more than it had in `before` (or
+/// `limit` passes); print how long, report writes/s and the store's CPU
+/// from now on.
+async fn drain_reports(nodes: &[Arc<Metrics>], before: &[u64], phase: &str, limit: Duration) {
     let start = totals(nodes);
-    let (t0, c0, r0, e0) = (Instant::now(), cpu_now(), start.requests, start.report_errors);
-    let want = before + nodes.len() as u64;
-    while totals(nodes).reports < want && t0.elapsed() < limit {
+    let (t0, c0, r0, e0) = (
+        Instant::now(),
+        cpu_now(),
+        start.requests,
+        start.report_errors,
+    );
+    let done = || {
+        report_counts(nodes)
+            .iter()
+            .zip(before)
+            .filter(|(now, then)| now > then)
+            .count()
+    };
+    while done() < nodes.len() && t0.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (t1, c1) = (totals(nodes), cpu_now());
+    let (t1, c1, reported) = (totals(nodes), cpu_now(), done());
     let span = t0.elapsed().as_secs_f64().max(1e-9);
     println!(
-        "K={} {phase} reports: {}/{} written in {span:.1} s, {:.1} report writes/s, {} failed report writes, {:.0} store requests/s{}",
+        "K={} {phase} reports: {reported}/{} nodes reported, {span:.1} s after the phase before ended; {:.1} report writes/s, {} failed report writes, {:.0} store requests/s{}",
         nodes.len(),
-        t1.reports.saturating_sub(before).min(nodes.len() as u64),
         nodes.len(),
-        t1.reports.saturating_sub(before) as f64 / span,
+        (t1.reports - start.reports) as f64 / span,
         t1.report_errors - e0,
         (t1.requests - r0) as f64 / span,
         cpu_between(c0, c1),
@@ -277,7 +293,7 @@ fn main() {
             cpu_between(c0, c1),
         );
         // The boot's reports, spread by the nodes.
-        drain_reports(&nodes, b.reports, "boot", Duration::from_secs(bundle.report_spread_secs) + poll * 3).await;
+        drain_reports(&nodes, &vec![0; k], "boot", Duration::from_secs(bundle.report_spread_secs) + poll * 6).await;
         // Idle window, after one poll interval.
         tokio::time::sleep(poll).await;
         let window = poll * 3;
@@ -294,7 +310,7 @@ fn main() {
             cpu_between(ic0, ic1),
         );
         // Publish.
-        let (p0, pc0) = (totals(&nodes), cpu_now());
+        let (p0, pc0, before_publish) = (totals(&nodes), cpu_now(), report_counts(&nodes));
         let sync_start = Instant::now();
         let status = Command::new(&publish[0]).args(&publish[1..]).status().expect("run the publish command");
         assert!(status.success(), "the publish command failed");
@@ -315,7 +331,7 @@ fn main() {
             p1.errors - p0.errors,
             cpu_between(pc0, pc1),
         );
-        drain_reports(&nodes, p1.reports, "publish", Duration::from_secs(fleet::MAX_REPORT_SPREAD_SECS) + poll * 3).await;
+        drain_reports(&nodes, &before_publish, "publish", Duration::from_secs(fleet::report_spread_secs(k as u64)) + poll * 6).await;
         // Steady state: every node now follows the heartbeat the publish
         // sized to the fleet.
         let (s0, sc0) = (totals(&nodes), cpu_now());

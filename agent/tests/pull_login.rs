@@ -326,7 +326,10 @@ async fn the_bundle_spreads_the_first_reports_of_nodes_booting_together() {
         assert_eq!(m.applied_version(), 1);
     }
     let spread = fake.reports.load(Ordering::SeqCst);
-    assert!(spread < 5, "{spread} of 20 nodes reported at once: not spread");
+    assert!(
+        spread < 5,
+        "{spread} of 20 nodes reported at once: not spread"
+    );
 
     let nodes = start_nodes(&launch_bundle(url), 20);
     until_polled(&nodes, 3).await;
@@ -352,7 +355,10 @@ async fn the_manifest_lengthens_the_heartbeat_within_bounds() {
         })
         .await;
         let report = fake.last_report.lock().unwrap().take().expect("a report");
-        assert_eq!(report["data"]["heartbeat_secs"], used, "manifest asked {asked}");
+        assert_eq!(
+            report["data"]["heartbeat_secs"], used,
+            "manifest asked {asked}"
+        );
     }
 }
 

@@ -328,7 +328,9 @@ pub struct SyncArgs {
     #[arg(long = "dry-run")]
     pub dry_run: bool,
     /// Pull cluster: after publishing, wait up to SECS until every live node
-    /// reports the new version (exit 3 naming the nodes that did not).
+    /// reports the new version (exit 3 naming the nodes that did not). Nodes
+    /// spread their reports over 1 s per 40 nodes past 100 (10,000 nodes:
+    /// 250 s): give a large fleet that long.
     #[arg(long, value_name = "SECS")]
     pub wait: Option<u64>,
     #[command(flatten)]

@@ -702,8 +702,9 @@ impl Puller {
     /// longer (a large fleet's publisher asks for fewer heartbeat writes),
     /// at most `MAX_HEARTBEAT_SECS`.
     fn heartbeat(&self) -> Duration {
-        self.heartbeat
-            .max(Duration::from_secs(self.heartbeat_hint.min(fleet::MAX_HEARTBEAT_SECS)))
+        self.heartbeat.max(Duration::from_secs(
+            self.heartbeat_hint.min(fleet::MAX_HEARTBEAT_SECS),
+        ))
     }
 
     /// Write this node's report when it changed or the heartbeat is due.

@@ -184,7 +184,6 @@ impl StoreClient {
 
     /// Try the nodes from `start` on. Only reads move `preferred` (the
     /// node reads start at); logins and writes follow `active`.
-
     async fn send_from(
         &self,
         start: usize,
