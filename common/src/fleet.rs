@@ -117,8 +117,8 @@ pub struct Bundle {
     /// larger of this and the manifest's spread, capped by its heartbeat.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub report_spread_secs: u64,
-    /// Fields this build does not know, by name (their values are dropped
-    /// unread: a future field may hold a credential).
+    /// Fields this build does not know, by name (their values are skipped,
+    /// never kept: a future field may hold a credential).
     #[serde(flatten, skip_serializing)]
     pub unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
