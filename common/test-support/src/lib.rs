@@ -18,14 +18,35 @@ pub use bin::workspace_bin;
 pub use fake_agent::FakeAgent;
 pub use process::{run, Ran};
 
-/// A free loopback port: bound, then released (racy by nature; good enough
-/// for tests).
+/// A free loopback port for a server a test starts later: picked at random
+/// in 20000-32767, below the kernel's ephemeral range (Linux 32768-60999,
+/// macOS 49152-65535), checked by binding it, never handed out twice by
+/// this process. A port the kernel chose (`bind` to port 0) was released
+/// and then, with many tests in parallel opening connections, sometimes
+/// taken as the local port of an outgoing connection before the test's
+/// server bound it: an agent that then could not listen ("the agent did
+/// not start", seen once in CI).
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .expect("bind a loopback port")
-        .local_addr()
-        .expect("the bound address")
-        .port()
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let seed = std::collections::hash_map::RandomState::new();
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for attempt in 0u64..10_000 {
+        let mut h = seed.build_hasher();
+        h.write_u64(attempt);
+        let port = 20_000 + (h.finish() % 12_768) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-32767")
 }
 
 /// Wait (up to 10 s) until something accepts connections on loopback
