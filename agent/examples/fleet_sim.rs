@@ -159,6 +159,23 @@ async fn wait_applied(
     out
 }
 
+/// Sleep `window`, then print the store requests/s, report writes/s, failed
+/// polls and CPU over it.
+async fn measure_window(nodes: &[Arc<Metrics>], window: Duration, phase: &str) {
+    let (a, ca) = (totals(nodes), cpu_now());
+    tokio::time::sleep(window).await;
+    let (b, cb) = (totals(nodes), cpu_now());
+    let w = window.as_secs_f64();
+    println!(
+        "K={} {phase} ({w:.0} s): {:.0} store requests/s, {:.1} report writes/s, {} failed polls{}",
+        nodes.len(),
+        (b.requests - a.requests) as f64 / w,
+        (b.reports - a.reports) as f64 / w,
+        b.errors - a.errors,
+        cpu_between(ca, cb),
+    );
+}
+
 /// Each node's report writes so far.
 fn report_counts(nodes: &[Arc<Metrics>]) -> Vec<u64> {
     nodes.iter().map(|m| m.store_counts().1).collect()
@@ -296,19 +313,7 @@ fn main() {
         drain_reports(&nodes, &vec![0; k], "boot", Duration::from_secs(bundle.report_spread_secs) + poll * 6).await;
         // Idle window, after one poll interval.
         tokio::time::sleep(poll).await;
-        let window = poll * 3;
-        let (i0, ic0) = (totals(&nodes), cpu_now());
-        tokio::time::sleep(window).await;
-        let (i1, ic1) = (totals(&nodes), cpu_now());
-        let w = window.as_secs_f64();
-        println!(
-            "K={k} idle ({:.0} s): {:.0} store requests/s, {:.1} report writes/s, {} failed polls{}",
-            w,
-            (i1.requests - i0.requests) as f64 / w,
-            (i1.reports - i0.reports) as f64 / w,
-            i1.errors - i0.errors,
-            cpu_between(ic0, ic1),
-        );
+        measure_window(&nodes, poll * 3, "idle").await;
         // Publish.
         let (p0, pc0, before_publish) = (totals(&nodes), cpu_now(), report_counts(&nodes));
         let sync_start = Instant::now();
@@ -334,17 +339,7 @@ fn main() {
         drain_reports(&nodes, &before_publish, "publish", Duration::from_secs(fleet::report_spread_secs(k as u64)) + poll * 6).await;
         // Steady state: every node now follows the heartbeat the publish
         // sized to the fleet.
-        let (s0, sc0) = (totals(&nodes), cpu_now());
-        tokio::time::sleep(window).await;
-        let (s1, sc1) = (totals(&nodes), cpu_now());
-        println!(
-            "K={k} steady ({:.0} s, after the publish's reports): {:.0} store requests/s, {:.1} report writes/s, {} failed polls{}",
-            w,
-            (s1.requests - s0.requests) as f64 / w,
-            (s1.reports - s0.reports) as f64 / w,
-            s1.errors - s0.errors,
-            cpu_between(sc0, sc1),
-        );
+        measure_window(&nodes, poll * 3, "steady, after the publish's reports").await;
         for t in tasks {
             t.abort();
         }

@@ -160,7 +160,7 @@ const LOGIN_RETRY_BASE: Duration = Duration::from_millis(200);
 const LOGIN_RETRY_CAP: Duration = Duration::from_secs(20);
 /// No retry starts later than this after the first attempt: each attempt
 /// may itself wait out the 10 s request timeout, and a booting node must
-/// still answer its boot unit in time (boot spread <= 60 s, unit limit 120 s).
+/// still answer its boot unit in time (boot spread <= 50 s, unit limit 120 s).
 const LOGIN_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
 /// The wait before busy-login retry `attempt` (1-based): "full jitter",
