@@ -107,6 +107,8 @@ struct Totals {
     logins: u64,
     errors: u64,
     report_errors: u64,
+    secret_reads: u64,
+    inline_items: u64,
 }
 
 fn totals(nodes: &[Arc<Metrics>]) -> Totals {
@@ -116,6 +118,8 @@ fn totals(nodes: &[Arc<Metrics>]) -> Totals {
         logins: 0,
         errors: 0,
         report_errors: 0,
+        secret_reads: 0,
+        inline_items: 0,
     };
     for m in nodes {
         let (r, w, l) = m.store_counts();
@@ -124,6 +128,9 @@ fn totals(nodes: &[Arc<Metrics>]) -> Totals {
         t.logins += l;
         t.errors += m.poll_errors();
         t.report_errors += m.report_errors();
+        let (read, inline) = m.item_counts();
+        t.secret_reads += read;
+        t.inline_items += inline;
     }
     t
 }
@@ -295,7 +302,7 @@ fn main() {
         let c1 = cpu_now();
         let b = totals(&nodes);
         println!(
-            "K={k} poll={:.0}s boot{}, bundle boot spread {} s: {}/{k} applied in {:.2} s (per node from start: p50 {:.2} s, p99 {:.2} s); {} logins, {} failed polls, {} store requests, {} report writes{}",
+            "K={k} poll={:.0}s boot{}, bundle boot spread {} s: {}/{k} applied in {:.2} s (per node from start: p50 {:.2} s, p99 {:.2} s); {} logins, {} failed polls, {} store requests, {} report writes, {} secrets read, {} applied from the manifest{}",
             poll.as_secs_f64(),
             if spread.is_zero() { String::from(" (all at once)") } else { format!(" (starts spread over {:.0} s)", spread.as_secs_f64()) },
             bundle.boot_spread_secs,
@@ -307,6 +314,8 @@ fn main() {
             b.errors,
             b.requests,
             b.reports,
+            b.secret_reads,
+            b.inline_items,
             cpu_between(c0, c1),
         );
         // The boot's reports, spread by the nodes.
@@ -325,7 +334,7 @@ fn main() {
         let (p1, pc1) = (totals(&nodes), cpu_now());
         let span = (pc1.at - pc0.at).as_secs_f64();
         println!(
-            "K={k} publish (the command took {sync_secs:.2} s): {}/{k} converged; from its return: p50 {:.2} s, p99 {:.2} s, max {:.2} s (target p99 <= poll + 1 s = {:.0} s); {:.0} store requests/s, {:.1} report writes/s, {} failed polls{}",
+            "K={k} publish (the command took {sync_secs:.2} s): {}/{k} converged; from its return: p50 {:.2} s, p99 {:.2} s, max {:.2} s (target p99 <= poll + 1 s = {:.0} s); {:.0} store requests/s, {:.1} report writes/s, {} secrets read, {} applied from the manifest, {} failed polls{}",
             conv.len(),
             pct(&conv, 0.5),
             pct(&conv, 0.99),
@@ -333,6 +342,8 @@ fn main() {
             poll.as_secs_f64() + 1.0,
             (p1.requests - p0.requests) as f64 / span,
             (p1.reports - p0.reports) as f64 / span,
+            p1.secret_reads - p0.secret_reads,
+            p1.inline_items - p0.inline_items,
             p1.errors - p0.errors,
             cpu_between(pc0, pc1),
         );

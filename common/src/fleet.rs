@@ -7,7 +7,9 @@
 //! `rh/<user>` by default; `<base>` is `<prefix>/clusters/<cluster>`):
 //!
 //! - `<mount>/data/<base>/manifest`: one small document ([`Manifest`]) whose
-//!   `version` changes on every publish: a poll is one read of it.
+//!   `version` changes on every publish: a poll is one read of it. It also
+//!   carries the small items its own publish changed
+//!   ([`ManifestEntry::inline`]), so a publish costs a node no second read.
 //! - `<mount>/data/<base>/secrets/<name>`: one published secret (a
 //!   `wire::SyncItem`: the secret with its values, path and env).
 //! - `<mount>/data/<base>/nodes/<node-id>`: one node's [`NodeReport`].
@@ -17,7 +19,7 @@
 //! secrets under `<prefix>/<name>`, not another cluster).
 //! The types holding credentials ([`Bundle`]) implement `Debug` by hand,
 //! without them; manifests and reports hold names, versions and keyed
-//! fingerprints only.
+//! fingerprints, and inline items whose `Debug` shows no value.
 
 use std::fmt;
 
@@ -141,17 +143,48 @@ impl fmt::Debug for Bundle {
 }
 
 /// One published secret in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ManifestEntry {
     pub name: String,
     /// The KV v2 version of `secrets/<name>` to read.
     pub kv_version: u64,
     /// Keyed fingerprint (HMAC under the cluster's key) of what was published.
     pub fingerprint: String,
+    /// The item at `kv_version` itself, when the publish that wrote this
+    /// manifest changed it and the manifest's [`INLINE_BUDGET_BYTES`] had
+    /// room: a node that was one publish behind applies it from the poll
+    /// that sees it, with no second read (a read per node within one poll
+    /// period is what a publish cost a large fleet's store). The next
+    /// publish drops it. A node trusts it no more than `secrets/<name>`:
+    /// the same checks, and one that fails them (or that it cannot parse) is
+    /// read from `secrets/<name>` instead. Older agents ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<InlineItem>,
 }
 
+/// A published item carried in the manifest ([`ManifestEntry::inline`]),
+/// kept as JSON and parsed by the node when it applies it, so an item it
+/// cannot parse costs it one read of `secrets/<name>`, not the manifest.
+/// Holds values: its `Debug` shows none.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InlineItem(pub serde_json::Value);
+
+impl fmt::Debug for InlineItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InlineItem(..)")
+    }
+}
+
+/// Bytes of items (their JSON) one manifest carries inline: what a typical
+/// rotation changes (an API key is a few hundred bytes, a GCP service
+/// account key about 2.3 KiB) while a poll, which reads the manifest until
+/// the next publish, stays one small read. What does not fit is read from
+/// `secrets/<name>` as before.
+pub const INLINE_BUDGET_BYTES: usize = 4096;
+
 /// The desired state of a pull cluster: small, read on every poll.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Manifest {
     /// Incremented on every publish or unpublish.
     pub version: u64,
@@ -390,5 +423,20 @@ mod tests {
         assert_eq!((m.report_spread_secs, m.heartbeat_secs), (0, 0));
         let text = serde_json::to_string(&m).unwrap();
         assert!(!text.contains("report_spread") && !text.contains("heartbeat"));
+    }
+
+    #[test]
+    fn inline_items_round_trip_and_never_show_their_values() {
+        let text = r#"{"version": 2, "secrets": [
+            {"name": "a", "kv_version": 4, "fingerprint": "f",
+             "inline": {"secret": {"name": "a", "values": {"k": "inline-value-8c1d"}}}},
+            {"name": "b", "kv_version": 1, "fingerprint": "g"}]}"#;
+        let m: Manifest = serde_json::from_str(text).unwrap();
+        assert!(m.secrets[0].inline.is_some() && m.secrets[1].inline.is_none());
+        assert!(!format!("{m:?}").contains("inline-value-8c1d"));
+        let again = serde_json::to_string(&m).unwrap();
+        assert!(again.contains("inline-value-8c1d"));
+        // An entry without one writes no `inline` (what older agents read).
+        assert_eq!(again.matches("\"inline\"").count(), 1);
     }
 }

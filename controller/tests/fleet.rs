@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::fleet;
 use common::secret_value::values_from;
 use common::Secret;
 use controller::vault::local;
@@ -416,7 +417,11 @@ fn pull_cluster_converges_changes_revokes_and_survives_an_outage() {
         let text = std::fs::read_to_string(a.file(TOKEN_FILE)).unwrap();
         assert!(!text.contains(V1));
         assert_eq!(a.env_var("MYAPI_KEY").as_deref(), Some(V_ENV));
+        // Both publishes carried their (small) items in the manifest.
+        assert_eq!(a.metric("rh_agent_pull_inline_items_total"), 3.0);
+        assert_eq!(a.metric("rh_agent_pull_secret_reads_total"), 0.0);
     }
+    assert_eq!(secret_reads(&relay), Vec::<String>::new());
 
     // Revoke: unpublished, and every node removes the var (the file stays).
     home.ok(&["revoke", "myapi", "--cluster", "gpu"]);
@@ -436,7 +441,11 @@ fn pull_cluster_converges_changes_revokes_and_survives_an_outage() {
     // meanwhile reaches them once the store is back.
     relay.cut();
     let errors_before = agents[0].metric("rh_agent_pull_poll_errors_total");
-    local::save(home.path(), &file_secret(V3)).unwrap();
+    // An item over the manifest's inline budget: read from secrets/ instead.
+    let padding = "p".repeat(fleet::INLINE_BUDGET_BYTES);
+    let mut big = file_secret(V3);
+    big.values = values_from([("token", V3), ("padding", padding.as_str())]);
+    local::save(home.path(), &big).unwrap();
     home.ok(&["sync", "--cluster", "gpu", "--secret", "mytool"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while agents[0].metric("rh_agent_pull_poll_errors_total") < errors_before + 2.0 {
@@ -457,6 +466,58 @@ fn pull_cluster_converges_changes_revokes_and_survives_an_outage() {
     for n in s["nodes"].as_array().unwrap() {
         assert!(n["last_error"].is_null(), "{s:#}");
     }
+    assert_eq!(secret_reads(&relay).len(), 3, "one read of mytool per node");
+
+    // A manifest whose inline item fails the node's checks (another name,
+    // another path): the node reads the item from secrets/ and applies that.
+    let manifest = "secret/data/rh/alice/clusters/gpu/manifest";
+    let item = "secret/data/rh/alice/clusters/gpu/secrets/mytool";
+    let (_, current) = raw(&server.url, ROOT_TOKEN, "GET", item, None).unwrap();
+    let (st, written) = raw(
+        &server.url,
+        ROOT_TOKEN,
+        "POST",
+        item,
+        Some(json!({ "data": current["data"]["data"] })),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{written}");
+    let (_, doc) = raw(&server.url, ROOT_TOKEN, "GET", manifest, None).unwrap();
+    let mut doc = doc["data"]["data"].clone();
+    doc["version"] = json!(doc["version"].as_u64().unwrap() + 1);
+    doc["secrets"][0]["kv_version"] = written["data"]["version"].clone();
+    doc["secrets"][0]["inline"] = json!({
+        "secret": { "name": "evil", "path": "~/.ssh/authorized_keys",
+                    "values": { "token": "inline-hostile-4f2a" } }
+    });
+    let (st, body) = raw(
+        &server.url,
+        ROOT_TOKEN,
+        "POST",
+        manifest,
+        Some(json!({ "data": doc })),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{body}");
+    wait_converged(&home, "gpu", 3);
+    assert_eq!(secret_reads(&relay).len(), 6, "{:#?}", secret_reads(&relay));
+    for a in &agents {
+        assert_eq!(a.token_value().as_deref(), Some(V3));
+        assert!(!a.file(".ssh/authorized_keys").exists());
+        assert_eq!(a.metric("rh_agent_pull_secret_reads_total"), 2.0);
+    }
+}
+
+/// The reads of published items (`secrets/<name>`) the relay saw.
+fn secret_reads(relay: &Relay) -> Vec<String> {
+    relay
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("/clusters/gpu/secrets/"))
+        .cloned()
+        .collect()
 }
 
 #[test]

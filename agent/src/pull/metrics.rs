@@ -1,7 +1,8 @@
 //! The agent's counters, served by `GET /metrics` in the Prometheus text
 //! format: HTTP requests served, and in pull mode the applied manifest
-//! version, polls, poll errors, logins, report writes and failures, store requests and
-//! the last apply's duration. Numbers only: never a name of a value, a
+//! version, polls, poll errors, logins, report writes and failures, store
+//! requests, published secrets read and applied from the manifest, and the
+//! last apply's duration. Numbers only: never a name of a value, a
 //! value, a token or a path.
 
 use std::fmt::Write as _;
@@ -19,6 +20,10 @@ pub struct Metrics {
     pub(crate) report_writes: AtomicU64,
     pub(crate) report_errors: AtomicU64,
     pub(crate) applies: AtomicU64,
+    /// Published items read from `secrets/<name>`.
+    pub(crate) secret_reads: AtomicU64,
+    /// Published items applied from the manifest (no read).
+    pub(crate) inline_items: AtomicU64,
     pub(crate) last_apply_micros: AtomicU64,
     pub(crate) last_poll_unix: AtomicU64,
     /// Store requests of the pull client (set from its own counter).
@@ -45,6 +50,14 @@ impl Metrics {
         )
     }
 
+    /// Published secrets read from the store and applied from the manifest so far.
+    pub fn item_counts(&self) -> (u64, u64) {
+        (
+            self.secret_reads.load(Ordering::Relaxed),
+            self.inline_items.load(Ordering::Relaxed),
+        )
+    }
+
     /// Report writes that failed so far.
     pub fn report_errors(&self) -> u64 {
         self.report_errors.load(Ordering::Relaxed)
@@ -58,7 +71,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
-        let rows: [(&str, &str, &str, String); 12] = [
+        let rows: [(&str, &str, &str, String); 14] = [
             (
                 "http_requests_total",
                 "counter",
@@ -118,6 +131,18 @@ impl Metrics {
                 "counter",
                 "Manifest versions applied.",
                 get(&self.applies),
+            ),
+            (
+                "pull_secret_reads_total",
+                "counter",
+                "Published secrets read from the store (changed, not carried by the manifest).",
+                get(&self.secret_reads),
+            ),
+            (
+                "pull_inline_items_total",
+                "counter",
+                "Published secrets applied from the manifest, with no read of their own.",
+                get(&self.inline_items),
             ),
             (
                 "pull_last_apply_seconds",

@@ -577,20 +577,27 @@ impl Puller {
                 errors.push(e.to_string());
                 continue;
             }
+            // The item the manifest carries, if it passes the checks; else
+            // the one at `secrets/<name>`, under the same checks.
+            if let Some(item) = entry
+                .inline
+                .as_ref()
+                .and_then(|i| published_item(&entry.name, i.0.clone()))
+            {
+                Metrics::inc(&self.metrics.inline_items);
+                items.push((item, entry.kv_version));
+                continue;
+            }
             let path = fleet::secret_path(&prefix, &cluster, &entry.name);
+            Metrics::inc(&self.metrics.secret_reads);
             match self.read(&path, Some(entry.kv_version)).await? {
                 None => errors.push(format!(
                     "{}: version {} is not in the store",
                     entry.name, entry.kv_version
                 )),
-                // A publish writes the older item form (no placement): where
-                // a secret goes is decided here, by this node's policy, never
-                // by the store; an item carrying a placement is refused.
-                Some((_, data)) => match serde_json::from_value::<SyncItem>(data) {
-                    Ok(item) if item.secret.name == entry.name && item.placement.is_none() => {
-                        items.push((item, entry.kv_version))
-                    }
-                    _ => errors.push(format!("{}: not a published secret", entry.name)),
+                Some((_, data)) => match published_item(&entry.name, data) {
+                    Some(item) => items.push((item, entry.kv_version)),
+                    None => errors.push(format!("{}: not a published secret", entry.name)),
                 },
             }
         }
@@ -768,6 +775,16 @@ impl Puller {
 /// `home` (confined to it, atomic, 0600; overwriting what the store put
 /// there before), or nothing without a home. No env process, no policy
 /// check, no installed state: the bench measures the store, not this.
+/// `data` as the published item `name`: a `SyncItem` of that name in the
+/// older form. A publish writes no placement: where a secret goes is decided
+/// here, by this node's policy, never by the store; an item carrying a
+/// placement is refused.
+fn published_item(name: &str, data: serde_json::Value) -> Option<SyncItem> {
+    serde_json::from_value::<SyncItem>(data)
+        .ok()
+        .filter(|item| item.secret.name == name && item.placement.is_none())
+}
+
 fn simulated_apply(home: Option<&Path>, item: SyncItem) -> Result<SecretResult, ApiError> {
     let result = SecretResult {
         name: item.secret.name.clone(),
@@ -864,6 +881,7 @@ pub(crate) async fn apply_pulled(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn polls_take_a_random_phase_then_keep_the_period_within_2_percent() {
@@ -912,6 +930,20 @@ mod tests {
             a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
             "{a}"
         );
+    }
+
+    #[test]
+    fn only_a_published_item_of_the_entry_s_name_without_a_placement_is_taken() {
+        let item = |name: &str| json!({ "secret": { "name": name, "values": { "k": "v" } } });
+        assert!(published_item("a", item("a")).is_some());
+        assert!(published_item("a", item("b")).is_none());
+        let mut placed = item("a");
+        placed["placement"] = json!({ "files": [{ "path": "~/.ssh/authorized_keys" }] });
+        assert!(published_item("a", placed).is_none());
+        assert!(published_item("a", json!(42)).is_none());
+        let mut extra = item("a");
+        extra["unknown"] = json!(1);
+        assert!(published_item("a", extra).is_none());
     }
 
     #[test]

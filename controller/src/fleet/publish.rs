@@ -6,13 +6,16 @@
 //! rewritten and an unchanged set does not bump the manifest. Unpublish
 //! drops the entry (nodes then remove what it installed) and destroys the
 //! secret. Nothing here logs a value; fingerprints are HMACs under the
-//! cluster's key (`~/.rh/clusters/NAME.key`).
+//! cluster's key (`~/.rh/clusters/NAME.key`). The manifest carries the items
+//! its own publish changed while they fit in [`fleet::INLINE_BUDGET_BYTES`]
+//! (in the order given), so nodes apply them without a second read; every
+//! publish and unpublish drops the previous ones.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::fingerprint::fingerprint;
-use common::fleet::{self, Manifest, ManifestEntry, NodeReport};
+use common::fleet::{self, InlineItem, Manifest, ManifestEntry, NodeReport};
 use common::wire::SyncItem;
 use common::SecretText;
 use futures_util::stream::{self, StreamExt};
@@ -51,6 +54,41 @@ fn item_fingerprint(key: &[u8], item: &SyncItem) -> String {
     fingerprint(key, text.expose_secret().as_bytes())
 }
 
+/// `item` to carry inline in the manifest when its JSON fits in what is
+/// left of `budget` (which it then uses up).
+fn inline_within(budget: &mut usize, item: &SyncItem) -> Option<InlineItem> {
+    let value = serde_json::to_value(item).expect("item serializes");
+    let len = ByteCount::of(&value);
+    if len > *budget {
+        return None;
+    }
+    *budget -= len;
+    Some(InlineItem(value))
+}
+
+/// Counts the bytes of a value's JSON without keeping the text (it holds
+/// secret values).
+struct ByteCount(usize);
+
+impl ByteCount {
+    fn of(value: &serde_json::Value) -> usize {
+        let mut count = ByteCount(0);
+        serde_json::to_writer(&mut count, value).expect("a JSON value serializes");
+        count.0
+    }
+}
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Size the manifest's report spread and heartbeat to the cluster's current
 /// fleet (its node reports counted with one LIST; none when they cannot be
 /// listed).
@@ -78,6 +116,11 @@ pub async fn publish(
         let current = manifest(store, cluster).await?;
         let cas = current.as_ref().map_or(0, |m| m.version);
         let mut doc = current.map(|m| m.data).unwrap_or_default();
+        // Inline items belong to the publish that changed them.
+        let mut budget = fleet::INLINE_BUDGET_BYTES;
+        for e in &mut doc.secrets {
+            e.inline = None;
+        }
         let mut out = Published {
             version: doc.version,
             changed: vec![],
@@ -102,6 +145,7 @@ pub async fn publish(
                 name: name.clone(),
                 kv_version,
                 fingerprint: fp,
+                inline: inline_within(&mut budget, item),
             });
             out.changed.push(name.clone());
         }
@@ -142,6 +186,9 @@ pub async fn unpublish(
         let mut doc = current.data;
         if !doc.secrets.iter().any(|e| e.name == name) {
             return Ok(None);
+        }
+        for e in &mut doc.secrets {
+            e.inline = None;
         }
         doc.secrets.retain(|e| e.name != name);
         doc.version += 1;
