@@ -165,16 +165,11 @@ pub struct ManifestEntry {
 /// A published item carried in the manifest ([`ManifestEntry::inline`]),
 /// kept as JSON and parsed by the node when it applies it, so an item it
 /// cannot parse costs it one read of `secrets/<name>`, not the manifest.
-/// Holds values: its `Debug` shows none.
-#[derive(Clone, Serialize, Deserialize)]
+/// Holds values, so it is a [`SecretValue`]: redacted in `Debug`, zeroed
+/// when dropped (a node parses the manifest on every poll).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct InlineItem(pub serde_json::Value);
-
-impl fmt::Debug for InlineItem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("InlineItem(..)")
-    }
-}
+pub struct InlineItem(pub SecretValue);
 
 /// Bytes of items (their JSON) one manifest carries inline: what a typical
 /// rotation changes (an API key is a few hundred bytes, a GCP service

@@ -103,6 +103,16 @@ run("GET data/manifest, service token + default policy", lambda cc,i: call(cc,"G
 run("login, batch role, unlimited secret_id", lambda cc,i: call(cc,"POST","auth/approle/login",None,{"role_id":rid,"secret_id":sid})[0], n=N//2)
 run("login, batch role, use-limited secret_id", lambda cc,i: call(cc,"POST","auth/approle/login",None,{"role_id":rid,"secret_id":sidl})[0], n=N//4)
 run("login, service role, unlimited secret_id", lambda cc,i: call(cc,"POST","auth/approle/login",None,{"role_id":rids,"secret_id":sids})[0], n=N//4)
-run("POST data/nodes/<id> report write, batch token", lambda cc,i: call(cc,"POST",base+"/nodes/n%d"%(i%500),batch,{"data":{"node_id":"n","applied_version":3,"reported_at":1,"last_poll":1,"secrets":["s0","s1"]}})[0], n=N//4)
+rep={"data":{"node_id":"n","applied_version":3,"reported_at":1,"last_poll":1,"secrets":["s0","s1"]}}
+run("POST data/nodes/<id> report write, batch token", lambda cc,i: call(cc,"POST",base+"/nodes/n%d"%(i%500),batch,rep)[0], n=N//4)
+# A node's report key ages: past the mount's 10 kept versions every write
+# also prunes the oldest one. The same writes on keys already holding 10
+# versions, and on keys whose metadata keeps 1.
+for i in range(100):
+    ok("POST","secret/metadata/rh/b/clusters/c/nodes/m%d"%i,{"max_versions":1})
+    for _ in range(10):
+        ok("POST",base+"/nodes/a%d"%i,rep); ok("POST",base+"/nodes/m%d"%i,rep)
+run("report write, key already at 10 versions (prunes one)", lambda cc,i: call(cc,"POST",base+"/nodes/a%d"%(i%100),batch,rep)[0], n=N//4)
+run("report write, key with max_versions=1", lambda cc,i: call(cc,"POST",base+"/nodes/m%d"%(i%100),batch,rep)[0], n=N//4)
 PY
 echo "62-fleet-store-cost: after: $(uptime)"

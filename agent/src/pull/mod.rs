@@ -27,7 +27,7 @@ use common::fingerprint::fingerprint;
 use common::fleet::{self, Bundle, Manifest, NodeReport};
 use common::fsutil::{atomic_write, create_private_dir_all, read_optional, PathError};
 use common::wire::{SecretResult, Status, SyncItem};
-use common::SecretText;
+use common::{SecretText, SecretValue};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::task::JoinHandle;
@@ -130,18 +130,52 @@ fn read_first_line(paths: &[&str]) -> Option<String> {
     })
 }
 
-/// This node's host name and stable id: the host name (made path-safe) and
-/// a hash of the machine id and the state dir (two agents on one machine,
-/// as in tests, get two ids).
-fn node_identity(state_dir: &Path) -> (String, String) {
+/// This node's host name and stable id, kept in `<pull dir>/node_id` from
+/// the first start on: the host name (made path-safe) and a hash of the
+/// machine id, the state dir (two agents on one machine, as in tests, get
+/// two ids) and 16 random bytes (nodes cloned from one image with the same
+/// machine id and host name, or containers with none, still get distinct
+/// ids; otherwise their reports would overwrite each other and `status`
+/// would count one node). A node that ran before ids were kept (it has an
+/// `applied.json`) keeps the id it reported under.
+fn node_identity(state_dir: &Path, pull_dir: &Path) -> Result<(String, String), PullError> {
     let hostname = read_first_line(&["/proc/sys/kernel/hostname", "/etc/hostname"])
         .unwrap_or_else(|| "unknown".into());
+    let kept = pull_dir.join("node_id");
+    if let Some(id) = read_optional(&kept)?
+        .map(|t| t.expose_secret().trim().to_owned())
+        .filter(|id| is_node_id(id))
+    {
+        return Ok((hostname, id));
+    }
+    let salt = if pull_dir.join("applied.json").exists() {
+        String::new()
+    } else {
+        let mut b = [0u8; 16];
+        getrandom::getrandom(&mut b).expect("the OS random source is available");
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    };
+    let id = derive_node_id(&hostname, state_dir, &salt);
+    atomic_write(&kept, format!("{id}\n").as_bytes())?;
+    Ok((hostname, id))
+}
+
+/// Whether `id` is what [`derive_node_id`] makes: path-safe, not empty, short.
+fn is_node_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// `<host name, path-safe>-<12 hex>` of the machine id, `state_dir` and `salt`
+/// (empty: the id agents derived before ids were kept).
+fn derive_node_id(hostname: &str, state_dir: &Path, salt: &str) -> String {
     let machine =
         read_first_line(&["/etc/machine-id", "/var/lib/dbus/machine-id"]).unwrap_or_default();
-    let hash = fingerprint(
-        b"rh-fleet-node-id",
-        format!("{machine}\n{}", state_dir.display()).as_bytes(),
-    );
+    let mut input = format!("{machine}\n{}", state_dir.display());
+    if !salt.is_empty() {
+        input.push('\n');
+        input.push_str(salt);
+    }
+    let hash = fingerprint(b"rh-fleet-node-id", input.as_bytes());
     let safe: String = hostname
         .chars()
         .map(|c| {
@@ -153,7 +187,7 @@ fn node_identity(state_dir: &Path) -> (String, String) {
         })
         .take(48)
         .collect();
-    (hostname, format!("{safe}-{}", &hash[..12]))
+    format!("{safe}-{}", &hash[..12])
 }
 
 /// Read and check a bundle file.
@@ -259,7 +293,7 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
     let client = StoreClient::new(&bundle)?;
     let dir = config.state_dir.join("pull");
     create_private_dir_all(&dir)?;
-    let (hostname, node_id) = node_identity(&config.state_dir);
+    let (hostname, node_id) = node_identity(&config.state_dir, &dir)?;
     let applied = read_optional(&dir.join("applied.json"))?
         .and_then(|t| serde_json::from_str(t.expose_secret()).ok())
         .unwrap_or_default();
@@ -582,7 +616,7 @@ impl Puller {
             if let Some(item) = entry
                 .inline
                 .as_ref()
-                .and_then(|i| published_item(&entry.name, i.0.clone()))
+                .and_then(|i| published_item(&entry.name, &i.0))
             {
                 Metrics::inc(&self.metrics.inline_items);
                 items.push((item, entry.kv_version));
@@ -595,7 +629,7 @@ impl Puller {
                     "{}: version {} is not in the store",
                     entry.name, entry.kv_version
                 )),
-                Some((_, data)) => match published_item(&entry.name, data) {
+                Some((_, data)) => match published_item(&entry.name, &SecretValue::new(data)) {
                     Some(item) => items.push((item, entry.kv_version)),
                     None => errors.push(format!("{}: not a published secret", entry.name)),
                 },
@@ -779,8 +813,8 @@ impl Puller {
 /// older form. A publish writes no placement: where a secret goes is decided
 /// here, by this node's policy, never by the store; an item carrying a
 /// placement is refused.
-fn published_item(name: &str, data: serde_json::Value) -> Option<SyncItem> {
-    serde_json::from_value::<SyncItem>(data)
+fn published_item(name: &str, data: &SecretValue) -> Option<SyncItem> {
+    SyncItem::deserialize(data.expose_secret())
         .ok()
         .filter(|item| item.secret.name == name && item.placement.is_none())
 }
@@ -921,29 +955,47 @@ mod tests {
     }
 
     #[test]
-    fn node_ids_differ_per_state_dir_and_are_path_safe() {
-        let (_, a) = node_identity(Path::new("/a/.rh/agent"));
-        let (_, b) = node_identity(Path::new("/b/.rh/agent"));
+    fn node_ids_are_kept_distinct_on_cloned_machines_and_path_safe() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // Two nodes cloned from one image: same machine id, host name and
+        // state dir path; only their own kept files differ.
+        let state = Path::new("/home/ubuntu/.rh/agent");
+        let (_, a) = node_identity(state, one.path()).unwrap();
+        let (_, b) = node_identity(state, two.path()).unwrap();
         assert_ne!(a, b);
-        assert_eq!(a, node_identity(Path::new("/a/.rh/agent")).1);
-        assert!(
-            a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
-            "{a}"
+        assert!(is_node_id(&a), "{a}");
+        // Kept: the same id on the next start, the file private.
+        assert_eq!(a, node_identity(state, one.path()).unwrap().1);
+        let kept = one.path().join("node_id");
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), format!("{a}\n"));
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&kept).unwrap().permissions()
+            ) & 0o777,
+            0o600
         );
+        // A node from before ids were kept (it applied something) keeps the
+        // id it reported under; a kept file that is not an id is replaced.
+        let old = tempfile::tempdir().unwrap();
+        std::fs::write(old.path().join("applied.json"), "{}").unwrap();
+        std::fs::write(old.path().join("node_id"), "../../etc\n").unwrap();
+        let (host, c) = node_identity(state, old.path()).unwrap();
+        assert_eq!(c, derive_node_id(&host, state, ""));
     }
 
     #[test]
     fn only_a_published_item_of_the_entry_s_name_without_a_placement_is_taken() {
         let item = |name: &str| json!({ "secret": { "name": name, "values": { "k": "v" } } });
-        assert!(published_item("a", item("a")).is_some());
-        assert!(published_item("a", item("b")).is_none());
+        let taken = |v: serde_json::Value| published_item("a", &SecretValue::new(v)).is_some();
+        assert!(taken(item("a")));
+        assert!(!taken(item("b")));
         let mut placed = item("a");
         placed["placement"] = json!({ "files": [{ "path": "~/.ssh/authorized_keys" }] });
-        assert!(published_item("a", placed).is_none());
-        assert!(published_item("a", json!(42)).is_none());
+        assert!(!taken(placed));
+        assert!(!taken(json!(42)));
         let mut extra = item("a");
         extra["unknown"] = json!(1);
-        assert!(published_item("a", extra).is_none());
+        assert!(!taken(extra));
     }
 
     #[test]

@@ -243,7 +243,8 @@ impl StoreClient {
                 }
             };
             let status = resp.status();
-            let mut bytes = Vec::new();
+            // Answers carry tokens and values: zeroed when dropped.
+            let mut bytes = zeroize::Zeroizing::new(Vec::new());
             let mut cut = false;
             loop {
                 match resp.chunk().await {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::fingerprint::fingerprint;
 use common::fleet::{self, InlineItem, Manifest, ManifestEntry, NodeReport};
 use common::wire::SyncItem;
-use common::SecretText;
+use common::{SecretText, SecretValue};
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
@@ -59,6 +59,7 @@ fn item_fingerprint(key: &[u8], item: &SyncItem) -> String {
 fn inline_within(budget: &mut usize, item: &SyncItem) -> Option<InlineItem> {
     let value = serde_json::to_value(item).expect("item serializes");
     let len = ByteCount::of(&value);
+    let value = SecretValue::new(value);
     if len > *budget {
         return None;
     }
