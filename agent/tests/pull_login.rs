@@ -358,6 +358,38 @@ async fn the_manifest_lengthens_the_heartbeat_within_bounds() {
     }
 }
 
+/// The bundle's `heartbeat_secs` (enroll sized it to the fleet) holds while
+/// the manifest, published before the nodes booted, asks for nothing; the
+/// larger of the two wins; never over an hour.
+#[tokio::test]
+async fn the_bundle_lengthens_the_heartbeat_until_the_manifest_asks_more() {
+    for (bundle_asks, manifest_asks, used) in [
+        (1_000, 0, 1_000),
+        (1_000, 2_000, 2_000),
+        (u64::MAX, 0, 3_600),
+    ] {
+        let fake = Arc::new(Fake {
+            heartbeat: manifest_asks,
+            ..Fake::default()
+        });
+        let mut bundle = launch_bundle(fake_store(fake.clone()).await);
+        bundle.heartbeat_secs = bundle_asks;
+        let nodes = start_nodes(&bundle, 1);
+        until(Duration::from_secs(30), || {
+            fake.reports.load(Ordering::SeqCst) >= 1
+        })
+        .await;
+        for (_, task) in nodes {
+            task.abort();
+        }
+        let report = fake.last_report.lock().unwrap().take().expect("a report");
+        assert_eq!(
+            report["data"]["heartbeat_secs"], used,
+            "bundle {bundle_asks}, manifest {manifest_asks}"
+        );
+    }
+}
+
 /// Logins and report writes go to the store's active node (the one whose
 /// `sys/health` answers 200), not to a standby that would forward them;
 /// reads stay spread over every node.

@@ -119,6 +119,15 @@ pub struct Bundle {
     /// larger of this and the manifest's spread, capped by its heartbeat.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub report_spread_secs: u64,
+    /// The heartbeat asked of nodes of a fleet this size
+    /// ([`heartbeat_secs`]; absent up to 3,000 nodes), used until a
+    /// manifest asks for more: a fleet enrolled and published before its
+    /// nodes boot has a manifest sized to no nodes, and would otherwise
+    /// heartbeat at the nodes' own 300 s (10,000 nodes: 33 report writes a
+    /// second) until the next publish. The node takes the largest of its
+    /// own, this and the manifest's, at most [`MAX_HEARTBEAT_SECS`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub heartbeat_secs: u64,
     /// Fields this build does not know, by name (their values are skipped,
     /// never kept: a future field may hold a credential).
     #[serde(flatten, skip_serializing)]
@@ -349,6 +358,7 @@ mod tests {
             secret_id: Some(SecretValue::from("sid-do-not-print")),
             boot_spread_secs: 0,
             report_spread_secs: 0,
+            heartbeat_secs: 0,
             unknown: Default::default(),
         };
         let shown = format!("{b:?} {b:#?}");

@@ -665,6 +665,26 @@ fn node_tokens_are_least_privilege_bundles_single_use_and_remove_stops_updates()
             .unwrap();
     assert_eq!(v["boot_spread_secs"], 10, "{v}");
     assert_eq!(v["report_spread_secs"], 25, "{v}");
+    assert!(v.get("heartbeat_secs").is_none(), "{v}");
+    // Past 3,000 nodes the bundle also asks for a longer heartbeat (1 s per
+    // 10 nodes), which its nodes keep until a manifest asks for more.
+    home.ok(&[
+        "cluster",
+        "enroll",
+        "gpu",
+        "--out",
+        big_dir.to_str().unwrap(),
+        "--reusable",
+        "--uses",
+        "10000",
+        "--ttl",
+        "1h",
+    ]);
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(big_dir.join("launch.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["heartbeat_secs"], 1_000, "{v}");
+    assert_eq!(v["boot_spread_secs"], 50, "{v}");
 
     // cluster remove: the AppRole goes, nodes stop updating and keep files.
     home.ok(&["cluster", "remove", "gpu"]);

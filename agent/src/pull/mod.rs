@@ -739,13 +739,13 @@ impl Puller {
         }
     }
 
-    /// The heartbeat used: the configured one, or the manifest's when
-    /// longer (a large fleet's publisher asks for fewer heartbeat writes),
-    /// at most `MAX_HEARTBEAT_SECS`.
+    /// The heartbeat used: the configured one, or the manifest's or the
+    /// bundle's when longer (a large fleet's publisher, or its enroll, asks
+    /// for fewer heartbeat writes), at most `MAX_HEARTBEAT_SECS`.
     fn heartbeat(&self) -> Duration {
-        self.heartbeat.max(Duration::from_secs(
-            self.heartbeat_hint.min(fleet::MAX_HEARTBEAT_SECS),
-        ))
+        let asked = self.heartbeat_hint.max(self.bundle.heartbeat_secs);
+        self.heartbeat
+            .max(Duration::from_secs(asked.min(fleet::MAX_HEARTBEAT_SECS)))
     }
 
     /// Write this node's report when it changed or the heartbeat is due.

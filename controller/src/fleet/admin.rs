@@ -235,6 +235,7 @@ pub fn bundle(
         secret_id,
         boot_spread_secs: common::fleet::boot_spread_secs(fleet_size),
         report_spread_secs: common::fleet::report_spread_secs(fleet_size),
+        heartbeat_secs: common::fleet::heartbeat_secs(fleet_size),
         unknown: Default::default(),
     })
 }
