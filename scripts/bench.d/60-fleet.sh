@@ -114,8 +114,9 @@ for K in ${FLEET_K:-1000 10000}; do
   printf '{"token": "bench-%s"}' "$RANDOM$RANDOM" \
     | "$CONTROLLER" secret create benchtool --provider benchtool --path '~/.benchtool/t.json' --values-json - --force >/dev/null
   "$CONTROLLER" sync --cluster "$C" >/dev/null
-  # --uses also sizes the bundle's boot spread (K / 100 s, at most 60 s;
-  # FLEET_NODE_BOOT_SPREAD replaces it in the simulator)
+  # --uses also sizes the bundle's boot spread (K / 100 s, at most 50 s;
+  # FLEET_NODE_BOOT_SPREAD replaces it in the simulator), its report spread
+  # (K / 40 s) and, past 3,000, its heartbeat (K / 10 s)
   USES=$K
   [ "${FLEET_IDS:-per-node}" = launch ] && USES=$((K * 4))
   [ "${FLEET_IDS:-per-node}" = launch-uncounted ] && USES=0
