@@ -139,6 +139,15 @@ for _ in range(k):
 PY
     echo "K=$K minted $K secret_ids in $(echo "$(date +%s.%N) - $t0" | bc) s (one client, sequential)"
   fi
+  # Each simulated node holds up to two store connections (its read node,
+  # and the active node for logins and reports) and opens files when it
+  # applies: 10,000 nodes overran a 20,000-descriptor limit (EMFILE in the
+  # simulator: failed polls, backoff, a boot tail of minutes). Raise it, or say so.
+  need=$((K * 3 + 1024))
+  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
+    { ulimit -Hn "$need" && ulimit -n "$need"; } 2>/dev/null \
+      || echo "60-fleet: WARNING: open files limited to $(ulimit -n), K=$K wants $need: expect EMFILE (failed polls) in the simulator" >&2
+  fi
   export FLEET_SECRET_IDS=$WORK/ids$K FLEET_HOMES=$HOMES/k$K
   mkdir -p "$FLEET_HOMES"
   echo "K=$K ids=${FLEET_IDS:-per-node} store CPUs ${FLEET_STORE_CPUS:-any}, simulator CPUs ${FLEET_SIM_CPUS:-any}; before: $(uptime)"

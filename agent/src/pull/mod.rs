@@ -290,7 +290,7 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
     };
     let bundle = load_bundle(&bundle_path)?;
     check_cleartext(&bundle, &bundle_path, config.pull_allow_insecure_http)?;
-    let client = StoreClient::new(&bundle)?;
+    let client = StoreClient::new(&bundle, config.poll_interval)?;
     let dir = config.state_dir.join("pull");
     create_private_dir_all(&dir)?;
     let (hostname, node_id) = node_identity(&config.state_dir, &dir)?;
@@ -348,7 +348,7 @@ pub async fn simulate(
     metrics: std::sync::Arc<Metrics>,
     home: Option<PathBuf>,
 ) -> Result<(), PullError> {
-    let client = StoreClient::new(&bundle)?;
+    let client = StoreClient::new(&bundle, poll)?;
     if let Some(home) = &home {
         create_private_dir_all(&home.join(".rh/agent/pull"))?;
     }
@@ -805,10 +805,6 @@ impl Puller {
     }
 }
 
-/// A simulated node's apply of one pulled secret: its files merged into
-/// `home` (confined to it, atomic, 0600; overwriting what the store put
-/// there before), or nothing without a home. No env process, no policy
-/// check, no installed state: the bench measures the store, not this.
 /// `data` as the published item `name`: a `SyncItem` of that name in the
 /// older form. A publish writes no placement: where a secret goes is decided
 /// here, by this node's policy, never by the store; an item carrying a
@@ -819,6 +815,10 @@ fn published_item(name: &str, data: &SecretValue) -> Option<SyncItem> {
         .filter(|item| item.secret.name == name && item.placement.is_none())
 }
 
+/// A simulated node's apply of one pulled secret: its files merged into
+/// `home` (confined to it, atomic, 0600; overwriting what the store put
+/// there before), or nothing without a home. No env process, no policy
+/// check, no installed state: the bench measures the store, not this.
 fn simulated_apply(home: Option<&Path>, item: SyncItem) -> Result<SecretResult, ApiError> {
     let result = SecretResult {
         name: item.secret.name.clone(),
