@@ -646,43 +646,32 @@ fn node_tokens_are_least_privilege_bundles_single_use_and_remove_stops_updates()
     assert!(v.get("boot_spread_secs").is_none(), "{v}");
     assert!(v.get("report_spread_secs").is_none(), "{v}");
     let big_dir = out.path().join("big");
-    home.ok(&[
-        "cluster",
-        "enroll",
-        "gpu",
-        "--out",
-        big_dir.to_str().unwrap(),
-        "--reusable",
-        "--uses",
-        "1000",
-        "--ttl",
-        "1h",
-        "--cidr",
-        "127.0.0.0/8",
-    ]);
-    let v: Value =
+    // A launch bundle enrolled for `uses` logins, as JSON.
+    let launch_for = |uses: &str| -> Value {
+        home.ok(&[
+            "cluster",
+            "enroll",
+            "gpu",
+            "--out",
+            big_dir.to_str().unwrap(),
+            "--reusable",
+            "--uses",
+            uses,
+            "--ttl",
+            "1h",
+            "--cidr",
+            "127.0.0.0/8",
+        ]);
         serde_json::from_str(&std::fs::read_to_string(big_dir.join("launch.json")).unwrap())
-            .unwrap();
+            .unwrap()
+    };
+    let v = launch_for("1000");
     assert_eq!(v["boot_spread_secs"], 10, "{v}");
     assert_eq!(v["report_spread_secs"], 25, "{v}");
     assert!(v.get("heartbeat_secs").is_none(), "{v}");
     // Past 3,000 nodes the bundle also asks for a longer heartbeat (1 s per
     // 10 nodes), which its nodes keep until a manifest asks for more.
-    home.ok(&[
-        "cluster",
-        "enroll",
-        "gpu",
-        "--out",
-        big_dir.to_str().unwrap(),
-        "--reusable",
-        "--uses",
-        "10000",
-        "--ttl",
-        "1h",
-    ]);
-    let v: Value =
-        serde_json::from_str(&std::fs::read_to_string(big_dir.join("launch.json")).unwrap())
-            .unwrap();
+    let v = launch_for("10000");
     assert_eq!(v["heartbeat_secs"], 1_000, "{v}");
     assert_eq!(v["boot_spread_secs"], 50, "{v}");
 
