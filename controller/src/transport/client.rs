@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{Challenged, Endpoint};
+use super::endpoint::{Challenged, Endpoint, Resend};
 use super::{ssh, TransportError};
 
 /// A connection to one node's agent. Holds the SSH session (if any) that the
@@ -105,10 +105,11 @@ impl AgentConn {
             self.health().await?;
         }
         if self.placements.load(Ordering::Acquire) {
-            self.call(Method::POST, "/v1/sync", Some(req), None).await
+            self.call(Method::POST, "/v1/sync", Some(req), None, Resend::Once)
+                .await
         } else {
             let older = req.without_placements();
-            self.call(Method::POST, "/v1/sync", Some(&older), None)
+            self.call(Method::POST, "/v1/sync", Some(&older), None, Resend::Once)
                 .await
         }
     }
@@ -120,19 +121,22 @@ impl AgentConn {
         req: &SetEnvVarsRequest,
     ) -> Result<SyncResponse, TransportError> {
         let path = format!("/v1/envs/{}/_set_env_vars", encode_segment(env));
-        self.call(Method::POST, &path, Some(req), None).await
+        self.call(Method::POST, &path, Some(req), None, Resend::Once)
+            .await
     }
 
     /// `POST /v1/envs/{env}/run`; the HTTP timeout is the command's plus a margin.
     pub async fn run(&self, env: &str, req: &RunRequest) -> Result<RunResponse, TransportError> {
         let path = format!("/v1/envs/{}/run", encode_segment(env));
         let limit = run_http_limit(req.timeout_secs, self.ep.timeout);
-        self.call(Method::POST, &path, Some(req), Some(limit)).await
+        // It may have started its command: never sent twice.
+        self.call(Method::POST, &path, Some(req), Some(limit), Resend::Never)
+            .await
     }
 
     /// `GET /v1/status`.
     pub async fn status(&self) -> Result<StatusResponse, TransportError> {
-        self.call::<(), _>(Method::GET, "/v1/status", None, None)
+        self.call::<(), _>(Method::GET, "/v1/status", None, None, Resend::Once)
             .await
     }
 
@@ -140,7 +144,7 @@ impl AgentConn {
     /// digits only). The key is kept out of errors and logs.
     pub async fn status_with_key(&self, key_hex: &str) -> Result<StatusResponse, TransportError> {
         let path = format!("/v1/status?key={key_hex}");
-        self.call::<(), _>(Method::GET, &path, None, None)
+        self.call::<(), _>(Method::GET, &path, None, None, Resend::Once)
             .await
             .map_err(|e| match e {
                 TransportError::Http { node, detail } => TransportError::Http {
@@ -170,7 +174,7 @@ impl AgentConn {
             path.push_str(&params.join("&"));
         }
         let body: RevokeBody = self
-            .call::<(), _>(Method::DELETE, &path, None, None)
+            .call::<(), _>(Method::DELETE, &path, None, None, Resend::Once)
             .await?;
         Ok(match body {
             RevokeBody::Many(r) => r.results,
@@ -186,19 +190,21 @@ impl AgentConn {
     }
 
     /// One authenticated request, made only once the agent proved it holds
-    /// the token.
+    /// the token; `resend` says whether it may go again on a fresh
+    /// connection when its kept-alive one was closed under it.
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
         timeout: Option<Duration>,
+        resend: Resend,
     ) -> Result<T, TransportError> {
         if !self.proven.load(Ordering::Acquire) {
             self.health().await?;
         }
         self.ep
-            .call(method, path, body, timeout, Some(&self.token))
+            .call(method, path, body, timeout, Some(&self.token), resend)
             .await
     }
 }
