@@ -1172,27 +1172,3 @@ fn every_ssh_process_gets_the_same_options_and_a_warm_push_starts_none() {
         }
     }
 }
-
-/// Commands back to back on one node, each closing its ssh master as it
-/// ends (`RH_SSH_PERSIST=0`, what these tests use): the next command must
-/// never take the previous command's master, which is on its way out, for a
-/// live one (it did: the control socket still accepts until the master has
-/// exited, a forward asked of it dies with it, and the challenge through it
-/// read as "the agent is not running on port N").
-#[test]
-fn back_to_back_commands_never_use_the_previous_commands_closing_master() {
-    let w = World::new(1);
-    w.add_cluster("c", &[0], &[]);
-    let rounds: usize = std::env::var("RH_TEST_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
-    let mut failures = vec![];
-    for round in 0..rounds {
-        let r = w.controller(&["status", "--cluster", "c", "-vv"]);
-        if r.code != 0 {
-            failures.push(format!("round {round}: {}", r.describe()));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-}

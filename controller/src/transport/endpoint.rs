@@ -9,13 +9,16 @@
 //! refused connection (for a tunnel: the ssh master's log says the node
 //! refused the agent port, "open failed: connect failed: Connection
 //! refused") is "the agent is not running"; a connection reset or closed
-//! before an answer is said to be that; a timeout is a timeout. A request
+//! before an answer is said to be that; a timeout is a timeout. A challenge
 //! that went over a kept-alive connection (the endpoint answered before)
-//! which the other side closed or reset is retried once: the connection
-//! pool hands out an idle connection without knowing that its far end,
-//! several hops away through a tunnel, already closed it (the agent ends
-//! idle connections after `header_read_timeout_secs`). A `run` is never
-//! retried: it may have started.
+//! which the other side closed or reset is sent again once on a fresh
+//! connection: the connection pool hands out an idle connection without
+//! knowing that its far end, several hops away through a tunnel, already
+//! closed it (the agent ends idle connections after
+//! `header_read_timeout_secs`). A request carrying the token is not sent
+//! again here: [`crate::transport::AgentConn`] first has the agent prove
+//! itself again on the fresh connection (whoever answers there may not be
+//! the agent), and never sends a `run` twice.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,9 +126,10 @@ fn channel_refusal(log: &Path, mark: u64) -> Option<String> {
     file.seek(SeekFrom::Start(mark)).ok()?;
     let mut text = String::new();
     file.take(64 << 10).read_to_string(&mut text).ok()?;
-    text.lines()
-        .rev()
-        .find_map(|l| l.split_once("open failed: ").map(|(_, why)| why.trim().to_owned()))
+    text.lines().rev().find_map(|l| {
+        l.split_once("open failed: ")
+            .map(|(_, why)| why.trim().to_owned())
+    })
 }
 
 impl Endpoint {
@@ -240,9 +244,11 @@ impl Endpoint {
     }
 
     /// One request, with `Authorization: Bearer` only when `token` is given.
-    /// The body is serialized here and never logged. Sent again once, on a
-    /// fresh connection, when `resend` allows it and the kept-alive
-    /// connection it went over was closed or reset before an answer.
+    /// The body is serialized here and never logged. Without a token, sent
+    /// again once on a fresh connection when `resend` allows it and the
+    /// kept-alive connection it went over was closed or reset before an
+    /// answer; with one, that is [`TransportError::AgentConnectionLost`]
+    /// with `kept_alive` set, for the caller to prove the agent again first.
     pub(crate) async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -276,18 +282,17 @@ impl Endpoint {
                         .as_deref()
                         .zip(mark)
                         .and_then(|(log, mark)| channel_refusal(log, mark));
-                    if pooled
-                        && resend == Resend::Once
+                    let under_it = pooled
                         && matches!(lost, Some(Lost::Reset | Lost::Closed))
-                        && refused_on_node.is_none()
-                    {
+                        && refused_on_node.is_none();
+                    if under_it && token.is_none() && resend == Resend::Once {
                         tracing::debug!(node = %self.node, "the kept-alive connection was {} \
                             under the request; sending it again on a fresh one",
                             lost.map_or("", Lost::words));
                         pooled = false;
                         continue;
                     }
-                    return Err(self.request_error(&e, lost, refused_on_node));
+                    return Err(self.request_error(&e, lost, refused_on_node, under_it));
                 }
             }
         };
@@ -298,7 +303,7 @@ impl Endpoint {
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| self.request_error(&e, Lost::of(&e), None))?
+            .map_err(|e| self.request_error(&e, Lost::of(&e), None, false))?
         {
             if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(TransportError::Http {
@@ -341,13 +346,15 @@ impl Endpoint {
     }
 
     /// The error for a failed request, saying what was observed: `lost`
-    /// (how its connection failed) and, through a tunnel, why the ssh
-    /// master could not open a channel to the agent port if it logged that.
+    /// (how its connection failed, a `kept_alive` one or not) and, through a
+    /// tunnel, why the ssh master could not open a channel to the agent port
+    /// if it logged that.
     fn request_error(
         &self,
         e: &reqwest::Error,
         lost: Option<Lost>,
         refused_on_node: Option<String>,
+        kept_alive: bool,
     ) -> TransportError {
         let not_running = |observed: String| TransportError::AgentNotRunning {
             node: self.node.clone(),
@@ -359,6 +366,7 @@ impl Endpoint {
             node: self.node.clone(),
             port: self.agent_port,
             observed,
+            kept_alive,
         };
         if e.is_timeout() {
             return TransportError::Timeout {
@@ -436,7 +444,8 @@ mod tests {
     use crate::transport::http_client;
     use crate::transport::options::test_options;
 
-    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    const OK: &str =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
 
     /// What the test server does with one request on a connection.
     #[derive(Clone, Copy, Debug)]
@@ -524,20 +533,28 @@ mod tests {
             assert_eq!(conns.load(Ordering::SeqCst), 2, "{then:?}");
             assert_eq!(reqs.load(Ordering::SeqCst), 3, "{then:?}");
         }
-        // A request that must not run twice is not sent again, and the
-        // error says what happened to the connection.
-        let (port, conns, reqs) = scripted(vec![vec![Then::Answer, Then::Close]]).await;
-        let ep = endpoint(port);
-        get(&ep, Resend::Once).await.unwrap();
-        let err = get(&ep, Resend::Never).await.unwrap_err();
-        assert_eq!(
-            err.reason(),
-            "the connection to the agent on port 32300 was closed before it answered"
-        );
-        assert_eq!(
-            (conns.load(Ordering::SeqCst), reqs.load(Ordering::SeqCst)),
-            (1, 2)
-        );
+        // A request that must not run twice is not sent again, nor one
+        // carrying the token (the caller proves the agent again first), and
+        // the error says what happened to the connection.
+        let token = SecretText::new("t".into());
+        for (resend, token) in [(Resend::Never, None), (Resend::Once, Some(&token))] {
+            let (port, conns, reqs) = scripted(vec![vec![Then::Answer, Then::Close]]).await;
+            let ep = endpoint(port);
+            get(&ep, Resend::Once).await.unwrap();
+            let err = ep
+                .call::<(), serde_json::Value>(Method::GET, "/x", None, None, token, resend)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.reason(),
+                "the kept-alive connection to the agent on port 32300 was closed before it \
+                 answered"
+            );
+            assert_eq!(
+                (conns.load(Ordering::SeqCst), reqs.load(Ordering::SeqCst)),
+                (1, 2)
+            );
+        }
     }
 
     #[tokio::test]
@@ -547,7 +564,9 @@ mod tests {
             let err = get(&endpoint(port), Resend::Once).await.unwrap_err();
             assert_eq!(
                 err.reason(),
-                format!("the connection to the agent on port 32300 was {observed} before it answered")
+                format!(
+                    "the connection to the agent on port 32300 was {observed} before it answered"
+                )
             );
             assert_eq!(conns.load(Ordering::SeqCst), 1, "{observed}");
         }
@@ -565,8 +584,11 @@ mod tests {
     async fn through_a_tunnel_only_a_channel_the_node_refused_is_not_running() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("master.log");
-        std::fs::write(&log, "channel 1: open failed: connect failed: Connection refused\n")
-            .unwrap();
+        std::fs::write(
+            &log,
+            "channel 1: open failed: connect failed: Connection refused\n",
+        )
+        .unwrap();
         // What ssh logged before the request is not this request's story.
         let (port, _, _) = scripted(vec![vec![Then::Close], vec![Then::Close]]).await;
         let ep = endpoint(port).through_tunnel(log.clone());
@@ -583,7 +605,10 @@ mod tests {
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             read_head(&mut s).await;
-            let mut f = std::fs::OpenOptions::new().append(true).open(&appended).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&appended)
+                .unwrap();
             std::io::Write::write_all(
                 &mut f,
                 b"channel 2: open failed: connect failed: Connection refused\n",

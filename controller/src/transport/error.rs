@@ -72,6 +72,8 @@ pub enum TransportError {
         port: u16,
         /// How the connection ended ("reset", "closed in the ssh tunnel", ...).
         observed: String,
+        /// It was a kept-alive connection an earlier request was answered on.
+        kept_alive: bool,
     },
     #[error("{node}: {}{}", self.reason(), self.hint())]
     Unauthorized { node: String },
@@ -143,8 +145,14 @@ impl TransportError {
             AgentNotRunning { port, observed, .. } => {
                 format!("the agent is not running on port {port} ({observed})")
             }
-            AgentConnectionLost { port, observed, .. } => format!(
-                "the connection to the agent on port {port} was {observed} before it answered"
+            AgentConnectionLost {
+                port,
+                observed,
+                kept_alive,
+                ..
+            } => format!(
+                "the {}connection to the agent on port {port} was {observed} before it answered",
+                if *kept_alive { "kept-alive " } else { "" }
             ),
             Unauthorized { .. } => "the agent refused the token (401)".to_owned(),
             NotTheAgent { node, .. } => format!(
