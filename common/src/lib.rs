@@ -21,6 +21,7 @@ pub mod store_tls;
 pub mod store_url;
 pub mod time;
 pub mod wire;
+pub mod x509;
 
 pub use model::{ProviderSecret, Secret};
 pub use secret_value::{SecretText, SecretValue, Values};

@@ -490,21 +490,10 @@ mod tests {
         assert_eq!(answer.json["version"], "tls-test");
 
         // Refused, each named as a certificate problem (never "cannot connect").
-        let (other, _) = self_signed_cert(d, "other", "127.0.0.1", Validity::Current);
-        let (expired, expired_key) = self_signed_cert(d, "old", "127.0.0.1", Validity::Expired);
-        let (named, named_key) = self_signed_cert(d, "named", "bao.example", Validity::Current);
-        let old_server = TlsServer::start(&d.join("s2"), &expired, &expired_key, &[]);
-        let named_server = TlsServer::start(&d.join("s3"), &named, &named_key, &[]);
-        for (url, pinned, problem) in [
-            (server.url(), &other, "CaUsedAsEndEntity"),
-            (old_server.url(), &expired, "it has expired"),
-            (
-                named_server.url(),
-                &named,
-                "it does not name the host in the URL",
-            ),
-        ] {
-            let err = tls_client(&url, pinned)
+        let (_servers, refused) = test_support::refused_pins(d, &server);
+        for pin in &refused {
+            let (url, pinned, problem) = (&pin.url, &pin.pinned, pin.problem);
+            let err = tls_client(url, pinned)
                 .send("health", Method::GET, "sys/health", None, None)
                 .await
                 .err()

@@ -19,7 +19,7 @@ mod tls;
 pub use bin::workspace_bin;
 pub use fake_agent::FakeAgent;
 pub use process::{run, Ran};
-pub use tls::{self_signed_cert, TlsServer, Validity};
+pub use tls::{refused_pins, self_signed_cert, RefusedPin, TlsServer, Validity};
 
 /// A free loopback port for a server a test starts later: picked at random
 /// in 20000-32767, below the kernel's ephemeral range (Linux 32768-60999,

@@ -178,3 +178,43 @@ impl Drop for TlsServer {
         let _ = self.child.wait();
     }
 }
+
+/// A pinned certificate a store client must refuse, and the words that
+/// name why in its error.
+#[derive(Debug)]
+pub struct RefusedPin {
+    pub url: String,
+    pub pinned: PathBuf,
+    pub problem: &'static str,
+}
+
+/// The pinnings a store client must refuse, beside `server` (serving a
+/// current self-signed certificate for 127.0.0.1): another self-signed
+/// certificate pinned for it, an expired one served and pinned, one for
+/// another name served and pinned. Returns the servers it started (kept
+/// alive by the caller) and the cases.
+pub fn refused_pins(dir: &Path, server: &TlsServer) -> (Vec<TlsServer>, Vec<RefusedPin>) {
+    let (other, _) = self_signed_cert(dir, "other", "127.0.0.1", Validity::Current);
+    let (old, old_key) = self_signed_cert(dir, "old", "127.0.0.1", Validity::Expired);
+    let (named, named_key) = self_signed_cert(dir, "named", "bao.example", Validity::Current);
+    let old_server = TlsServer::start(&dir.join("old-server"), &old, &old_key, &[]);
+    let named_server = TlsServer::start(&dir.join("named-server"), &named, &named_key, &[]);
+    let cases = vec![
+        RefusedPin {
+            url: server.url(),
+            pinned: other,
+            problem: "CaUsedAsEndEntity",
+        },
+        RefusedPin {
+            url: old_server.url(),
+            pinned: old,
+            problem: "it has expired",
+        },
+        RefusedPin {
+            url: named_server.url(),
+            pinned: named,
+            problem: "it does not name the host in the URL",
+        },
+    ];
+    (vec![old_server, named_server], cases)
+}
