@@ -437,15 +437,16 @@ pub fn is_bundle_id(id: &str) -> bool {
     id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Whether `name` can name a bundle: 1 to 64 of `A-Z a-z 0-9 . _ -`, not
-/// starting with `-` or `.` (it is printed and taken on a command line).
+/// Whether `name` can name a bundle: 1 to 128 of `A-Z a-z 0-9 . _ - @ : [ ]`
+/// (`node-3`, or a host as `cluster add` took it: `ubuntu@10.0.0.6:2222`),
+/// not starting with `-` or `.` (it is printed and taken on a command line).
 pub fn is_bundle_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= 128
         && !name.starts_with(['-', '.'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b':' | b'[' | b']')
+        })
 }
 
 /// Where a node reports: `<node-id>.<bundle-id>` when its bundle signs
@@ -784,7 +785,8 @@ mod tests {
         assert_eq!(verify_report("n1", &legacy, ck), ReportTrust::Unsigned);
         assert_eq!(verify_report("n2", &legacy, ck), ReportTrust::Forged);
         assert!(is_bundle_id(bid) && !is_bundle_id("0123") && !is_bundle_id("0123456789ABCDEF"));
-        assert!(is_bundle_name("node-3") && !is_bundle_name("-x") && !is_bundle_name("a b"));
+        assert!(is_bundle_name("node-3") && is_bundle_name("ubuntu@[::1]:2222"));
+        assert!(!is_bundle_name("-x") && !is_bundle_name("a b") && !is_bundle_name("a;b"));
     }
 
     #[test]
