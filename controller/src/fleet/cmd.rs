@@ -595,7 +595,7 @@ pub async fn revoke_node(args: RevokeNodeArgs, ctx: &Context) -> Result<u8> {
     let store = store(ctx)?;
     let entry = match (&args.node, &args.bundle) {
         (_, Some(file)) => bundle_file_entry(&registry, &cluster.name, file)?,
-        (Some(node), None) => match registry.live(node) {
+        (Some(node), None) => match registry.named(node) {
             Some(e) => e.clone(),
             None => node_entry(&store, &registry, &cluster.name, node).await?,
         },

@@ -178,8 +178,8 @@ impl Store {
             .collect())
     }
 
-    /// The KV v2 metadata of `path`: its current version and the versions
-    /// whose data is still there (neither deleted nor destroyed); `None`
+    /// The KV v2 metadata of `path`: its current version, the versions
+    /// whose data can be read and those soft-deleted (recoverable); `None`
     /// when it has none (never written, or its metadata deleted).
     pub async fn kv_metadata(&self, path: &str) -> Result<Option<KvMetadata>, VaultError> {
         let op = format!("read the metadata of {path}");
@@ -188,19 +188,34 @@ impl Store {
         if status == StatusCode::NOT_FOUND || json["data"].is_null() {
             return Ok(None);
         }
-        let current = json["data"]["current_version"].as_u64().unwrap_or(0);
-        let mut readable: Vec<u64> = json["data"]["versions"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(_, v)| {
-                v["destroyed"] != Value::Bool(true)
-                    && v["deletion_time"].as_str().is_none_or(str::is_empty)
-            })
-            .filter_map(|(k, _)| k.parse().ok())
-            .collect();
-        readable.sort_unstable();
-        Ok(Some(KvMetadata { current, readable }))
+        let mut meta = KvMetadata {
+            current: json["data"]["current_version"].as_u64().unwrap_or(0),
+            readable: vec![],
+            deleted: vec![],
+        };
+        for (k, v) in json["data"]["versions"].as_object().into_iter().flatten() {
+            let Ok(n) = k.parse::<u64>() else { continue };
+            if v["destroyed"] == Value::Bool(true) {
+                continue;
+            }
+            if v["deletion_time"].as_str().is_none_or(str::is_empty) {
+                meta.readable.push(n);
+            } else {
+                meta.deleted.push(n);
+            }
+        }
+        meta.readable.sort_unstable();
+        meta.deleted.sort_unstable();
+        Ok(Some(meta))
+    }
+
+    /// Undelete (recover) soft-deleted `version` of `path`.
+    pub async fn kv_undelete(&self, path: &str, version: u64) -> Result<(), VaultError> {
+        let op = format!("undelete {path}");
+        let full = format!("{}/undelete/{path}", self.config.mount);
+        let body = serde_json::json!({ "versions": [version] });
+        self.call_ok(&op, Method::POST, &full, Some(body), &[]).await?;
+        Ok(())
     }
 
     /// Destroy the data of every version of `path` still holding some,
@@ -210,12 +225,13 @@ impl Store {
         let Some(meta) = self.kv_metadata(path).await? else {
             return Ok(());
         };
-        if meta.readable.is_empty() {
+        let versions: Vec<u64> = meta.readable.iter().chain(&meta.deleted).copied().collect();
+        if versions.is_empty() {
             return Ok(());
         }
         let op = format!("destroy {path}");
         let full = format!("{}/destroy/{path}", self.config.mount);
-        let body = serde_json::json!({ "versions": meta.readable });
+        let body = serde_json::json!({ "versions": versions });
         self.call_ok(&op, Method::POST, &full, Some(body), &[]).await?;
         Ok(())
     }
@@ -236,6 +252,8 @@ pub struct KvMetadata {
     pub current: u64,
     /// Versions whose data can still be read, ascending.
     pub readable: Vec<u64>,
+    /// Versions soft-deleted (their data kept until destroyed), ascending.
+    pub deleted: Vec<u64>,
 }
 
 /// Parse a duration: `90`, `90s`, `15m`, `2h`, `1d` -> seconds (> 0).

@@ -161,9 +161,10 @@ impl Registry {
         self.bundles.iter().find(|b| b.bundle_id == id)
     }
 
-    /// Whether any bundle ever had this name.
-    pub fn knows_name(&self, name: &str) -> bool {
-        self.bundles.iter().any(|b| b.name == name)
+    /// The bundle named `name`: the live one, else the last one revoked.
+    pub fn named(&self, name: &str) -> Option<&BundleEntry> {
+        self.live(name)
+            .or_else(|| self.bundles.iter().rev().find(|b| b.name == name))
     }
 
     /// Record a new bundle. Returns the live bundle of the same name it

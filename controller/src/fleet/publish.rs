@@ -113,9 +113,11 @@ struct Base {
     fresh: bool,
 }
 
-/// The current manifest, or after a soft delete of it, the latest version
-/// still readable (check-and-set on the metadata's current version, so
-/// the owner publishes again without `--overwrite`); empty when none is.
+/// The current manifest, or after a soft delete of it, its latest version
+/// not destroyed (undeleted first when it was deleted: the secret set and
+/// the epoch live in it), with check-and-set on the metadata's current
+/// version, so the owner publishes again without `--overwrite`; empty
+/// when every version was destroyed.
 async fn base(store: &Store, cluster: &str) -> Result<Base, VaultError> {
     let path = fleet::manifest_path(&store.config.prefix, cluster);
     if let Some(m) = store.kv_read::<Manifest>(&path).await? {
@@ -134,12 +136,16 @@ async fn base(store: &Store, cluster: &str) -> Result<Base, VaultError> {
             fresh: true,
         });
     };
+    let latest = meta.readable.iter().chain(&meta.deleted).copied().max();
     let mut doc = None;
-    for v in meta.readable.iter().rev() {
-        if let Some(m) = store.kv_read_at::<Manifest>(&path, Some(*v)).await? {
-            doc = Some(m.data);
-            break;
+    if let Some(v) = latest {
+        if meta.deleted.contains(&v) {
+            store.kv_undelete(&path, v).await?;
         }
+        doc = store
+            .kv_read_at::<Manifest>(&path, Some(v))
+            .await?
+            .map(|m| m.data);
     }
     Ok(Base {
         fresh: false,
