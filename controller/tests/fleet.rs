@@ -856,9 +856,13 @@ fn bootstrap_of_a_pull_cluster_installs_an_agent_that_pulls_with_a_fresh_bundle(
     assert_eq!(via_node("OPENAI_API_KEY"), nodes::Fixtures::OPENAI_KEY);
 
     // Bootstrapping again sends a fresh bundle (a new wrapping token), which
-    // the restarted agent unwraps; the node keeps converging.
+    // the restarted agent unwraps; the node keeps converging, its previous
+    // secret_id is revoked and its previous report row goes.
     let before = std::fs::read_to_string(&bundle).unwrap();
+    let old_sid = std::fs::read_to_string(node_home.join(".rh/agent/pull/secret_id")).unwrap();
+    assert_eq!(login_status(&server, &bundle, old_sid.trim()), 200);
     ctl(&boot_args).code(3);
+    assert_ne!(login_status(&server, &bundle, old_sid.trim()), 200);
     let after = std::fs::read_to_string(&bundle).unwrap();
     let (b1, b2): (Value, Value) = (
         serde_json::from_str(&before).unwrap(),
@@ -867,12 +871,13 @@ fn bootstrap_of_a_pull_cluster_installs_an_agent_that_pulls_with_a_fresh_bundle(
     assert_ne!(b1["wrapped_secret_id"], b2["wrapped_secret_id"]);
     let run = ctl(&["status", "--cluster", "fleet", "--json"]).ok();
     let s = run.json();
+    assert_eq!(s["nodes"].as_array().map(Vec::len), Some(1), "{s:#}");
     assert!(
         s["nodes"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|n| n["applied_version"] == s["published_version"]),
+            .all(|n| n["applied_version"] == s["published_version"] && n["trust"] == "verified"),
         "{s:#}"
     );
     // A push cluster takes no --poll-interval.

@@ -284,6 +284,8 @@ struct PullPlan {
     role_id: String,
     poll_interval: Option<u64>,
     registry: std::sync::Mutex<Registry>,
+    /// Bundle ids the hosts replaced (their reports go at the end).
+    replaced: std::sync::Mutex<Vec<String>>,
     home: std::path::PathBuf,
 }
 
@@ -311,6 +313,7 @@ impl PullPlan {
             role_id,
             poll_interval: args.poll_interval,
             registry: std::sync::Mutex::new(registry),
+            replaced: std::sync::Mutex::new(Vec::new()),
             home: ctx.home.clone(),
         })
     }
@@ -380,11 +383,18 @@ impl PullPlan {
         };
         let Some(stale) = stale else { return };
         match admin::destroy_secret_id(&self.store, &self.cluster, &stale.accessor).await {
-            Ok(()) => self
-                .registry
-                .lock()
-                .expect("registry")
-                .mark_revoked(&stale.bundle_id),
+            Ok(()) => {
+                self.registry
+                    .lock()
+                    .expect("registry")
+                    .mark_revoked(&stale.bundle_id);
+                if installed {
+                    self.replaced
+                        .lock()
+                        .expect("replaced")
+                        .push(stale.bundle_id);
+                }
+            }
             Err(e) => eprintln!(
                 "warning: {name}: cannot revoke its {} bundle: {e}; run `controller cluster \
                  revoke-node {} {name}`",
@@ -394,10 +404,20 @@ impl PullPlan {
         }
     }
 
-    /// Save the bundles recorded during the bootstrap.
-    fn save(&self) -> Result<()> {
-        let registry = self.registry.lock().expect("registry");
-        registry.save(&self.home, &self.cluster)?;
+    /// Save the bundles recorded during the bootstrap, and delete the
+    /// reports of the bundles hosts replaced (each node reports under its
+    /// new one; one LIST for the whole run).
+    async fn finish(&self) -> Result<()> {
+        self.registry
+            .lock()
+            .expect("registry")
+            .save(&self.home, &self.cluster)?;
+        let replaced = std::mem::take(&mut *self.replaced.lock().expect("replaced"));
+        if let Err(e) =
+            crate::fleet::publish::forget_reports(&self.store, &self.cluster, &replaced).await
+        {
+            eprintln!("warning: cannot delete the reports of the replaced bundles: {e}");
+        }
         Ok(())
     }
 
@@ -511,7 +531,7 @@ async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
             })
             .collect();
         if let Some(plan) = plan {
-            plan.save()?;
+            plan.finish().await?;
         }
         reports
     };

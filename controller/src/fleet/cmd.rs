@@ -133,7 +133,7 @@ pub async fn enroll(args: EnrollArgs, ctx: &Context) -> Result<u8> {
         names.len() as u64
     };
     let mut written = Vec::with_capacity(names.len());
-    let mut replaced = Vec::new();
+    let mut replaced: Vec<BundleEntry> = Vec::new();
     let made = async {
         let role_id = admin::ensure_role(&store, &cluster.name, RoleOptions { token_ttl }).await?;
         for name in names {
@@ -178,7 +178,7 @@ pub async fn enroll(args: EnrollArgs, ctx: &Context) -> Result<u8> {
             if let Some(old) = registry.add(entry) {
                 admin::destroy_secret_id(&store, &cluster.name, &old.accessor).await?;
                 registry.mark_revoked(&old.bundle_id);
-                replaced.push(old.name);
+                replaced.push(old);
             }
         }
         anyhow::Ok(())
@@ -187,13 +187,19 @@ pub async fn enroll(args: EnrollArgs, ctx: &Context) -> Result<u8> {
     // What was made is recorded even when a later bundle failed.
     registry.save(&ctx.home, &cluster.name)?;
     made?;
-    for name in &replaced {
+    for old in &replaced {
         eprintln!(
-            "note: the previous bundle {name} of cluster {} was revoked (its secret_id no longer \
+            "note: the previous bundle {} of cluster {} was revoked (its secret_id no longer \
              logs in)",
-            cluster.name
+            old.name, cluster.name
         );
     }
+    // The node reports under its new bundle: its old row goes.
+    let ids: Vec<String> = replaced.iter().map(|b| b.bundle_id.clone()).collect();
+    if let Err(e) = publish::forget_reports(&store, &cluster.name, &ids).await {
+        eprintln!("warning: cannot delete the reports of the replaced bundles: {e}");
+    }
+    let replaced: Vec<String> = replaced.into_iter().map(|b| b.name).collect();
     let doc = EnrollDoc {
         cluster: cluster.name.clone(),
         role: admin::role_name(&store.config.prefix, &cluster.name),

@@ -430,6 +430,34 @@ async fn read_reports(
     Ok(out)
 }
 
+/// Delete the reports written under the bundles `bundle_ids` (report ids
+/// `<node-id>.<bundle-id>`): a node enrolled or bootstrapped again reports
+/// under its new bundle, so its old row would stay behind. One LIST, then
+/// one delete per report; returns how many went.
+pub async fn forget_reports(
+    store: &Store,
+    cluster: &str,
+    bundle_ids: &[String],
+) -> Result<usize, VaultError> {
+    if bundle_ids.is_empty() {
+        return Ok(0);
+    }
+    let prefix = &store.config.prefix;
+    let mut gone = 0;
+    for id in node_ids(store, cluster).await? {
+        let Some((_, bundle)) = id.rsplit_once('.') else {
+            continue;
+        };
+        if bundle_ids.iter().any(|b| b == bundle) {
+            store
+                .kv_destroy(&fleet::report_path(prefix, cluster, &id))
+                .await?;
+            gone += 1;
+        }
+    }
+    Ok(gone)
+}
+
 /// Every node report of the cluster, sorted by report id: one LIST, then
 /// the reports read [`REPORT_READS`] at a time.
 pub async fn reports(
