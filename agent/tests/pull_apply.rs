@@ -55,7 +55,10 @@ async fn health() -> StatusCode {
 
 async fn login(Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
     if body["secret_id"] != SECRET_ID {
-        return (StatusCode::BAD_REQUEST, Json(json!({ "errors": ["invalid"] })));
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "errors": ["invalid"] })),
+        );
     }
     (
         StatusCode::OK,
@@ -66,8 +69,9 @@ async fn login(Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
 async fn manifest(State(f): State<Arc<Fake>>) -> Response {
     let answer = f.manifest.lock().unwrap().clone();
     match answer {
-        Answer::Doc(doc) => Json(json!({ "data": { "data": doc, "metadata": { "version": 1 } } }))
-            .into_response(),
+        Answer::Doc(doc) => {
+            Json(json!({ "data": { "data": doc, "metadata": { "version": 1 } } })).into_response()
+        }
         Answer::NotFound => (StatusCode::NOT_FOUND, Json(json!({ "errors": [] }))).into_response(),
         Answer::Deleted => (
             StatusCode::NOT_FOUND,
@@ -101,10 +105,7 @@ async fn report(
     UrlPath(id): UrlPath<String>,
     Json(body): Json<Value>,
 ) -> Json<Value> {
-    f.reports
-        .lock()
-        .unwrap()
-        .insert(id, body["data"].clone());
+    f.reports.lock().unwrap().insert(id, body["data"].clone());
     Json(json!({ "data": { "version": 1 } }))
 }
 
@@ -191,6 +192,20 @@ impl Node {
             state,
             _pull: pull,
         }
+    }
+
+    /// A node that applied `(name, value)` secrets (KV version 1 each)
+    /// from manifest 1 of epoch 1.
+    async fn with(secrets: &[(&str, &str)], sign: bool) -> Node {
+        let entries: Vec<(&str, u64)> = secrets.iter().map(|(n, _)| (*n, 1)).collect();
+        let items: Vec<(&str, u64, Value)> =
+            secrets.iter().map(|(n, v)| (*n, 1, item(n, v))).collect();
+        Node::start(Answer::Doc(doc(1, 1, &entries)), &items, sign).await
+    }
+
+    /// A node that applied secret `a` (`value-a-1`) from manifest 1.
+    async fn with_a(sign: bool) -> Node {
+        Node::with(&[("a", "value-a-1")], sign).await
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -280,14 +295,8 @@ fn exists(path: &Path) -> bool {
 }
 
 #[tokio::test]
-async fn a_missing_deleted_or_malformed_manifest_wipes_nothing_only_an_explicit_empty_one_does()
-{
-    let node = Node::start(
-        Answer::Doc(doc(1, 1, &[("a", 1), ("b", 1)])),
-        &[("a", 1, item("a", "value-a-1")), ("b", 1, item("b", "value-b-1"))],
-        false,
-    )
-    .await;
+async fn a_missing_deleted_or_malformed_manifest_wipes_nothing_only_an_explicit_empty_one_does() {
+    let node = Node::with(&[("a", "value-a-1"), ("b", "value-b-1")], false).await;
     assert_eq!(node.value("a").as_deref(), Some("value-a-1"));
     assert_eq!(node.value("b").as_deref(), Some("value-b-1"));
     let bytes = std::fs::read(node.file("a")).unwrap();
@@ -340,14 +349,19 @@ async fn a_node_with_nothing_applied_boots_while_nothing_is_published() {
 async fn an_older_manifest_or_secret_version_is_refused_until_a_new_epoch() {
     let node = Node::start(
         Answer::Doc(doc(100, 1, &[("a", 1)])),
-        &[("a", 1, item("a", "rotated-out-1")), ("a", 2, item("a", "current-2"))],
+        &[
+            ("a", 1, item("a", "rotated-out-1")),
+            ("a", 2, item("a", "current-2")),
+        ],
         false,
     )
     .await;
     assert_eq!(node.value("a").as_deref(), Some("rotated-out-1"));
     node.set_manifest(Answer::Doc(doc(100, 2, &[("a", 2)])));
-    node.until("version 2", |n| n.value("a").as_deref() == Some("current-2"))
-        .await;
+    node.until("version 2", |n| {
+        n.value("a").as_deref() == Some("current-2")
+    })
+    .await;
 
     // The older document put back (its KV version would be newer).
     node.set_manifest(Answer::Doc(doc(100, 1, &[("a", 1)])));
@@ -378,18 +392,19 @@ async fn an_older_manifest_or_secret_version_is_refused_until_a_new_epoch() {
     .await;
     node.polls_more(1).await;
     let (_, report) = node.report();
-    assert_eq!((report["applied_epoch"].as_u64(), report["applied_version"].as_u64()), (Some(200), Some(1)));
+    assert_eq!(
+        (
+            report["applied_epoch"].as_u64(),
+            report["applied_version"].as_u64()
+        ),
+        (Some(200), Some(1))
+    );
     assert!(report["last_error"].is_null(), "{report}");
 }
 
 #[tokio::test]
 async fn one_unreadable_secret_does_not_hold_back_the_others_or_a_removal() {
-    let node = Node::start(
-        Answer::Doc(doc(1, 1, &[("a", 1), ("gone", 1)])),
-        &[("a", 1, item("a", "value-a-1")), ("gone", 1, item("gone", "value-gone"))],
-        false,
-    )
-    .await;
+    let node = Node::with(&[("a", "value-a-1"), ("gone", "value-gone")], false).await;
     assert_eq!(node.value("gone").as_deref(), Some("value-gone"));
     // Over the node's 4 MiB read cap.
     node.publish("big", 1, item("big", &"x".repeat(5 << 20)));
@@ -402,19 +417,17 @@ async fn one_unreadable_secret_does_not_hold_back_the_others_or_a_removal() {
     node.fails().await;
     assert!(!exists(&node.file("big")));
     let error = node.last_error();
-    assert!(error.starts_with("big: ") && error.contains("larger than"), "{error}");
+    assert!(
+        error.starts_with("big: ") && error.contains("larger than"),
+        "{error}"
+    );
     let (_, report) = node.report();
     assert_eq!(report["secrets"], json!(["a"]), "{report}");
 }
 
 #[tokio::test]
 async fn a_manifest_over_the_entry_cap_is_refused_unread_and_error_text_is_cut() {
-    let node = Node::start(
-        Answer::Doc(doc(1, 1, &[("a", 1)])),
-        &[("a", 1, item("a", "value-a-1"))],
-        false,
-    )
-    .await;
+    let node = Node::with_a(false).await;
     let names: Vec<String> = (0..=::common::fleet::MAX_MANIFEST_ENTRIES)
         .map(|i| format!("s{i}"))
         .collect();
@@ -423,9 +436,17 @@ async fn a_manifest_over_the_entry_cap_is_refused_unread_and_error_text_is_cut()
     node.set_manifest(Answer::Doc(doc(1, 2, &entries)));
     node.fails().await;
     node.polls_more(1).await;
-    assert_eq!(node.fake.secret_reads.load(Ordering::SeqCst), reads, "entries were read");
+    assert_eq!(
+        node.fake.secret_reads.load(Ordering::SeqCst),
+        reads,
+        "entries were read"
+    );
     assert_eq!(node.value("a").as_deref(), Some("value-a-1"));
-    assert!(node.last_error().contains("more than 10000"), "{}", node.last_error());
+    assert!(
+        node.last_error().contains("more than 10000"),
+        "{}",
+        node.last_error()
+    );
 
     // 3,000 entries the store does not have: one error each, cut.
     node.set_manifest(Answer::Doc(doc(1, 3, &entries[..3000])));
@@ -435,18 +456,16 @@ async fn a_manifest_over_the_entry_cap_is_refused_unread_and_error_text_is_cut()
     .await;
     let error = node.last_error();
     assert!(error.chars().count() <= 2_100, "{} chars", error.len());
-    assert!(error.starts_with("s0: version 1 is not in the store"), "{error}");
+    assert!(
+        error.starts_with("s0: version 1 is not in the store"),
+        "{error}"
+    );
     assert_eq!(node.value("a").as_deref(), None, "a was unpublished");
 }
 
 #[tokio::test]
 async fn store_error_bodies_are_escaped_before_they_are_logged_or_reported() {
-    let node = Node::start(
-        Answer::Doc(doc(1, 1, &[("a", 1)])),
-        &[("a", 1, item("a", "value-a-1"))],
-        false,
-    )
-    .await;
+    let node = Node::with_a(false).await;
     node.set_manifest(Answer::Error(
         500,
         json!({ "errors": ["sealed\u{1b}]0;owned\u{7}\r\nfake: ok\u{202e}"] }),
@@ -460,12 +479,7 @@ async fn store_error_bodies_are_escaped_before_they_are_logged_or_reported() {
 
 #[tokio::test]
 async fn reports_are_signed_under_the_node_and_bundle_id() {
-    let node = Node::start(
-        Answer::Doc(doc(1, 1, &[("a", 1)])),
-        &[("a", 1, item("a", "value-a-1"))],
-        true,
-    )
-    .await;
+    let node = Node::with_a(true).await;
     node.until("a report", |n| !n.fake.reports.lock().unwrap().is_empty())
         .await;
     let (id, body) = node.report();

@@ -320,7 +320,7 @@ pub fn parse_manifest(data: &Value) -> Result<Manifest, ManifestError> {
         }
         Some(_) => {}
     }
-    if !doc.get("version").and_then(Value::as_u64).is_some_and(|v| v >= 1) {
+    if doc.get("version").and_then(Value::as_u64).unwrap_or(0) < 1 {
         return Err(ManifestError::Malformed("no version"));
     }
     let Some(secrets) = doc.get("secrets").and_then(Value::as_array) else {
@@ -711,12 +711,24 @@ mod tests {
             (json!(null), "object"),
             (json!("x"), "object"),
             (json!({"version": 3, "secrets": []}), "format"),
-            (json!({"format": 0, "version": 3, "secrets": []}), "unknown format"),
+            (
+                json!({"format": 0, "version": 3, "secrets": []}),
+                "unknown format",
+            ),
             (json!({"format": 1, "secrets": []}), "no version"),
-            (json!({"format": 1, "version": 0, "secrets": []}), "no version"),
+            (
+                json!({"format": 1, "version": 0, "secrets": []}),
+                "no version",
+            ),
             (json!({"format": 1, "version": 3}), "no secret list"),
-            (json!({"format": 1, "version": 3, "secrets": {}}), "no secret list"),
-            (json!({"format": 1, "version": 3, "secrets": [{"name": 1}]}), "parse"),
+            (
+                json!({"format": 1, "version": 3, "secrets": {}}),
+                "no secret list",
+            ),
+            (
+                json!({"format": 1, "version": 3, "secrets": [{"name": 1}]}),
+                "parse",
+            ),
         ] {
             let err = parse_manifest(&doc).unwrap_err().to_string();
             assert!(err.contains(why), "{doc}: {err}");
@@ -796,7 +808,10 @@ mod tests {
         assert!(!text.chars().any(char::is_control), "{text}");
         assert!(text.contains("permission denied\\u{1b}]0;owned"), "{text}");
         let long = serde_json::json!({ "errors": ["e".repeat(5000)] }).to_string();
-        assert_eq!(store_errors(long.as_bytes()).chars().count(), FOREIGN_TEXT_MAX + 3);
+        assert_eq!(
+            store_errors(long.as_bytes()).chars().count(),
+            FOREIGN_TEXT_MAX + 3
+        );
         assert_eq!(store_errors(b"not json"), "");
     }
 }

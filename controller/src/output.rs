@@ -1,7 +1,8 @@
 //! Printing results: aligned text tables or one JSON document on stdout,
 //! the options every listing command shares (`--json`), and the one escaping
 //! function for text that other machines chose (a store's error message, a
-//! server version) before it reaches a terminal or an error.
+//! server version) before it reaches a terminal or an error (re-exported
+//! from `common::text`, which the agent uses for its log).
 //! Callers pass only names, paths, keys and statuses (or values they were
 //! explicitly asked to `--reveal`).
 

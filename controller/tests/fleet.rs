@@ -337,6 +337,24 @@ fn status(home: &Home, cluster: &str) -> Value {
     serde_json::from_str(&home.ok(&["status", "--cluster", cluster, "--json"]).stdout).unwrap()
 }
 
+/// A raw call as root (bypassing the controller): the answer, once its
+/// status is checked to be `want`.
+fn root(server: &DevServer, method: &str, path: &str, body: Option<Value>, want: u16) -> Value {
+    let (st, answer) = raw(&server.url, ROOT_TOKEN, method, path, body).unwrap();
+    assert_eq!(st, want, "{method} {path}: {answer}");
+    answer
+}
+
+/// The data of the current version of a KV v2 document, read as root.
+fn root_doc(server: &DevServer, path: &str) -> Value {
+    root(server, "GET", path, None, 200)["data"]["data"].clone()
+}
+
+/// Write a KV v2 document as root; the answer.
+fn root_put(server: &DevServer, path: &str, data: Value) -> Value {
+    root(server, "POST", path, Some(json!({ "data": data })), 200)
+}
+
 /// Wait until `n` nodes report the published version.
 fn wait_converged(home: &Home, cluster: &str, n: usize) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -472,33 +490,15 @@ fn pull_cluster_converges_changes_revokes_and_survives_an_outage() {
     // another path): the node reads the item from secrets/ and applies that.
     let manifest = "secret/data/rh/alice/clusters/gpu/manifest";
     let item = "secret/data/rh/alice/clusters/gpu/secrets/mytool";
-    let (_, current) = raw(&server.url, ROOT_TOKEN, "GET", item, None).unwrap();
-    let (st, written) = raw(
-        &server.url,
-        ROOT_TOKEN,
-        "POST",
-        item,
-        Some(json!({ "data": current["data"]["data"] })),
-    )
-    .unwrap();
-    assert_eq!(st, 200, "{written}");
-    let (_, doc) = raw(&server.url, ROOT_TOKEN, "GET", manifest, None).unwrap();
-    let mut doc = doc["data"]["data"].clone();
+    let written = root_put(&server, item, root_doc(&server, item));
+    let mut doc = root_doc(&server, manifest);
     doc["version"] = json!(doc["version"].as_u64().unwrap() + 1);
     doc["secrets"][0]["kv_version"] = written["data"]["version"].clone();
     doc["secrets"][0]["inline"] = json!({
         "secret": { "name": "evil", "path": "~/.ssh/authorized_keys",
                     "values": { "token": "inline-hostile-4f2a" } }
     });
-    let (st, body) = raw(
-        &server.url,
-        ROOT_TOKEN,
-        "POST",
-        manifest,
-        Some(json!({ "data": doc })),
-    )
-    .unwrap();
-    assert_eq!(st, 200, "{body}");
+    root_put(&server, manifest, doc);
     wait_converged(&home, "gpu", 3);
     assert_eq!(secret_reads(&relay).len(), 6, "{:#?}", secret_reads(&relay));
     for a in &agents {
@@ -537,15 +537,11 @@ fn node_tokens_are_least_privilege_bundles_single_use_and_remove_stops_updates()
     home.ok(&["sync", "--cluster", "gpu"]);
     home.ok(&["sync", "--cluster", "other"]);
     // One of alice's own secrets, outside every cluster.
-    let (st, _) = raw(
-        &server.url,
-        ROOT_TOKEN,
-        "POST",
+    root_put(
+        &server,
         "secret/data/rh/alice/personal",
-        Some(json!({ "data": { "v": V_PERSONAL } })),
-    )
-    .unwrap();
-    assert_eq!(st, 200);
+        json!({ "v": V_PERSONAL }),
+    );
 
     let agent = start_agent(&bundles[0]);
     // Applied before it served.
@@ -961,6 +957,18 @@ fn sync_wait_rereads_only_nodes_not_yet_converged() {
     }
 }
 
+/// A pull cluster `gpu` with `n` bundles enrolled into `<out>/b` and
+/// `mytool` (V1) published.
+fn published_cluster(n: usize) -> Option<(DevServer, Home, tempfile::TempDir, Vec<PathBuf>)> {
+    let (server, home) = setup()?;
+    home.ok(&["cluster", "add", "gpu", "--pull"]);
+    let out = tempfile::tempdir().unwrap();
+    let bundles = enroll(&home, "gpu", &out.path().join("b"), n);
+    local::save(home.path(), &file_secret(V1)).unwrap();
+    home.ok(&["sync", "--cluster", "gpu"]);
+    Some((server, home, out, bundles))
+}
+
 /// A bundle file as JSON.
 fn bundle_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -1012,13 +1020,9 @@ fn node_row(s: &Value, prefix: &str) -> Value {
 /// node again revokes the bundle it had: the thief's copy no longer logs in.
 #[test]
 fn a_stolen_bundle_is_revoked_by_name_node_id_or_file_and_re_enrolling_revokes_it() {
-    let Some((server, home)) = setup() else {
+    let Some((server, home, out, bundles)) = published_cluster(3) else {
         return;
     };
-    home.ok(&["cluster", "add", "gpu", "--pull"]);
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("b");
-    let bundles = enroll(&home, "gpu", &dir, 3);
     let names: Vec<String> = bundles
         .iter()
         .map(|b| b.file_name().unwrap().to_string_lossy().into_owned())
@@ -1045,7 +1049,13 @@ fn a_stolen_bundle_is_revoked_by_name_node_id_or_file_and_re_enrolling_revokes_i
     // Enrolling node-1 again revokes the intercepted node-1.
     let again = out.path().join("again");
     let run = home.ok(&[
-        "cluster", "enroll", "gpu", "--out", again.to_str().unwrap(), "--node", "node-1",
+        "cluster",
+        "enroll",
+        "gpu",
+        "--out",
+        again.to_str().unwrap(),
+        "--node",
+        "node-1",
         "--json",
     ]);
     let doc: Value = serde_json::from_str(&run.stdout).unwrap();
@@ -1076,15 +1086,26 @@ fn a_stolen_bundle_is_revoked_by_name_node_id_or_file_and_re_enrolling_revokes_i
 
     // The re-enrolled node runs; its report names its bundle, and its node
     // id revokes it: the secret_id it keeps no longer logs in.
-    local::save(home.path(), &file_secret(V1)).unwrap();
-    home.ok(&["sync", "--cluster", "gpu"]);
     let agent = start_agent(&again.join("node-1.json"));
     let s = wait_converged(&home, "gpu", 1);
     let row = node_row(&s, "");
-    assert_eq!((row["bundle"].as_str(), row["trust"].as_str()), (Some("node-1"), Some("verified")), "{s:#}");
-    let node_id = row["report_id"].as_str().unwrap().rsplit_once('.').unwrap().0.to_owned();
+    assert_eq!(
+        (row["bundle"].as_str(), row["trust"].as_str()),
+        (Some("node-1"), Some("verified")),
+        "{s:#}"
+    );
+    let node_id = row["report_id"]
+        .as_str()
+        .unwrap()
+        .rsplit_once('.')
+        .unwrap()
+        .0
+        .to_owned();
     let table = home.ok(&["status", "--cluster", "gpu"]).stdout;
-    assert!(table.contains(&node_id) && table.contains("node-1"), "{table}");
+    assert!(
+        table.contains(&node_id) && table.contains("node-1"),
+        "{table}"
+    );
     let kept = std::fs::read_to_string(agent.state().join("pull/secret_id")).unwrap();
     assert_eq!(login_status(&server, &bundles[0], kept.trim()), 200);
     home.ok(&["cluster", "revoke-node", "gpu", &node_id]);
@@ -1095,12 +1116,25 @@ fn a_stolen_bundle_is_revoked_by_name_node_id_or_file_and_re_enrolling_revokes_i
     // More nodes continue the names; launch bundles are not revoked by the
     // next one (nodes started from it re-login with it).
     let more = enroll(&home, "gpu", &out.path().join("more"), 2);
-    assert!(more[0].ends_with("node-4.json") && more[1].ends_with("node-5.json"), "{more:?}");
+    assert!(
+        more[0].ends_with("node-4.json") && more[1].ends_with("node-5.json"),
+        "{more:?}"
+    );
     let launch = |dir: &str| -> String {
         let d = out.path().join(dir);
         home.ok(&[
-            "cluster", "enroll", "gpu", "--out", d.to_str().unwrap(), "--reusable", "--uses",
-            "0", "--ttl", "1h", "--cidr", "127.0.0.0/8",
+            "cluster",
+            "enroll",
+            "gpu",
+            "--out",
+            d.to_str().unwrap(),
+            "--reusable",
+            "--uses",
+            "0",
+            "--ttl",
+            "1h",
+            "--cidr",
+            "127.0.0.0/8",
         ]);
         bundle_json(&d.join("launch.json"))["secret_id"]
             .as_str()
@@ -1123,29 +1157,14 @@ fn a_stolen_bundle_is_revoked_by_name_node_id_or_file_and_re_enrolling_revokes_i
 /// raw (host names, node ids, the manifest's secret names).
 #[test]
 fn unreadable_and_forged_reports_are_their_own_rows_and_foreign_text_is_escaped() {
-    let Some((server, home)) = setup() else {
+    let Some((server, home, _out, bundles)) = published_cluster(2) else {
         return;
     };
-    home.ok(&["cluster", "add", "gpu", "--pull"]);
-    let out = tempfile::tempdir().unwrap();
-    let bundles = enroll(&home, "gpu", &out.path().join("b"), 2);
-    local::save(home.path(), &file_secret(V1)).unwrap();
-    home.ok(&["sync", "--cluster", "gpu"]);
     let _agent = start_agent(&bundles[0]);
     let s = wait_converged(&home, "gpu", 1);
     let genuine = node_row(&s, "")["report_id"].as_str().unwrap().to_owned();
     let nodes = "secret/data/rh/alice/clusters/gpu/nodes";
-    let put = |id: &str, data: Value| {
-        let (st, body) = raw(
-            &server.url,
-            ROOT_TOKEN,
-            "POST",
-            &format!("{nodes}/{id}"),
-            Some(json!({ "data": data })),
-        )
-        .unwrap();
-        assert_eq!(st, 200, "{body}");
-    };
+    let put = |id: &str, data: Value| root_put(&server, &format!("{nodes}/{id}"), data);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1153,8 +1172,7 @@ fn unreadable_and_forged_reports_are_their_own_rows_and_foreign_text_is_escaped(
     // Not a report.
     put("junk", json!({ "x": "1" }));
     // The genuine report, claiming more than its node applied.
-    let (_, read) = raw(&server.url, ROOT_TOKEN, "GET", &format!("{nodes}/{genuine}"), None).unwrap();
-    let mut lie = read["data"]["data"].clone();
+    let mut lie = root_doc(&server, &format!("{nodes}/{genuine}"));
     lie["applied_version"] = json!(99);
     put(&genuine, lie);
     // Node 2 signs a report of its own, under its own bundle: it verifies,
@@ -1188,19 +1206,34 @@ fn unreadable_and_forged_reports_are_their_own_rows_and_foreign_text_is_escaped(
     let s: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(s["nodes"].as_array().unwrap().len(), 4, "{s:#}");
     let junk = node_row(&s, "junk");
-    assert_eq!((junk["trust"].as_str(), junk["state"].as_str()), (Some("unreadable"), Some("unreadable")));
+    assert_eq!(
+        (junk["trust"].as_str(), junk["state"].as_str()),
+        (Some("unreadable"), Some("unreadable"))
+    );
     let forged = node_row(&s, &genuine);
     assert_eq!(forged["state"], "forged or foreign", "{s:#}");
     let own_row = node_row(&s, "other-host");
-    assert_eq!((own_row["trust"].as_str(), own_row["bundle"].as_str()), (Some("verified"), Some("node-2")));
+    assert_eq!(
+        (own_row["trust"].as_str(), own_row["bundle"].as_str()),
+        (Some("verified"), Some("node-2"))
+    );
     assert_eq!(node_row(&s, "evil-node")["state"], "forged or foreign");
     let run = home.ok(&["status", "--cluster", "gpu"]);
-    assert!(run.stdout.contains("unreadable") && run.stdout.contains("forged or foreign"), "{run:?}");
+    assert!(
+        run.stdout.contains("unreadable") && run.stdout.contains("forged or foreign"),
+        "{run:?}"
+    );
     assert!(run.stdout.contains("host\\u{1b}]0;owned\\u{7}"), "{run:?}");
     for text in [&run.stdout, &run.stderr] {
-        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{run:?}");
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{run:?}"
+        );
     }
-    assert!(run.stderr.contains("junk") && run.stderr.contains("evil-node"), "{run:?}");
+    assert!(
+        run.stderr.contains("junk") && run.stderr.contains("evil-node"),
+        "{run:?}"
+    );
 
     // A new publish: the node's next report replaces the lie; the junk and
     // the forged id are named as not converged (they cannot be taken at
@@ -1208,8 +1241,15 @@ fn unreadable_and_forged_reports_are_their_own_rows_and_foreign_text_is_escaped(
     local::save(home.path(), &file_secret(V2)).unwrap();
     let run = home.run(&["sync", "--cluster", "gpu", "--wait", "20"]);
     assert_eq!(run.code, 3, "{run:?}");
-    let line = run.stderr.lines().find(|l| l.starts_with("error:")).unwrap();
-    assert!(line.contains("junk") && line.contains("evil-node"), "{line}");
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap();
+    assert!(
+        line.contains("junk") && line.contains("evil-node"),
+        "{line}"
+    );
     assert!(!line.contains(&genuine), "{line}");
     for text in [&run.stdout, &run.stderr] {
         assert!(!text.contains('\u{1b}'), "{run:?}");
@@ -1217,11 +1257,9 @@ fn unreadable_and_forged_reports_are_their_own_rows_and_foreign_text_is_escaped(
 
     // A secret name in the manifest the store chose is escaped too.
     let manifest = "secret/data/rh/alice/clusters/gpu/manifest";
-    let (_, doc) = raw(&server.url, ROOT_TOKEN, "GET", manifest, None).unwrap();
-    let mut doc = doc["data"]["data"].clone();
+    let mut doc = root_doc(&server, manifest);
     doc["secrets"][0]["name"] = json!("x\u{1b}[2J");
-    let (st, body) = raw(&server.url, ROOT_TOKEN, "POST", manifest, Some(json!({ "data": doc }))).unwrap();
-    assert_eq!(st, 200, "{body}");
+    root_put(&server, manifest, doc);
     let run = home.ok(&["status", "--cluster", "gpu"]);
     assert!(run.stdout.contains("x\\u{1b}[2J"), "{run:?}");
     assert!(!run.stdout.contains('\u{1b}'), "{run:?}");
@@ -1235,14 +1273,9 @@ fn unreadable_and_forged_reports_are_their_own_rows_and_foreign_text_is_escaped(
 /// revoked and published again reaches the node.
 #[test]
 fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
-    let Some((server, home)) = setup() else {
+    let Some((server, home, _out, bundles)) = published_cluster(1) else {
         return;
     };
-    home.ok(&["cluster", "add", "gpu", "--pull"]);
-    let out = tempfile::tempdir().unwrap();
-    let bundles = enroll(&home, "gpu", &out.path().join("b"), 1);
-    local::save(home.path(), &file_secret(V1)).unwrap();
-    home.ok(&["sync", "--cluster", "gpu"]);
     let agent = start_agent(&bundles[0]);
     assert_eq!(agent.token_value().as_deref(), Some(V1));
     let manifest = "secret/data/rh/alice/clusters/gpu/manifest";
@@ -1250,8 +1283,7 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
     // A soft delete of the manifest: the node keeps its files and reports
     // the error; the owner publishes again (no --overwrite).
     let errors = agent.metric("rh_agent_pull_poll_errors_total");
-    let (st, _) = raw(&server.url, ROOT_TOKEN, "DELETE", manifest, None).unwrap();
-    assert_eq!(st, 204);
+    root(&server, "DELETE", manifest, None, 204);
     let deadline = Instant::now() + Duration::from_secs(20);
     while agent.metric("rh_agent_pull_poll_errors_total") < errors + 2.0 {
         assert!(Instant::now() < deadline, "no poll error after the delete");
@@ -1265,21 +1297,16 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
     assert_eq!(agent.token_value().as_deref(), Some(V2));
 
     // The first manifest (which carried V1 inline) put back: refused.
-    let (_, old) = raw(&server.url, ROOT_TOKEN, "GET", &format!("{manifest}?version=1"), None).unwrap();
-    let (st, body) = raw(
-        &server.url,
-        ROOT_TOKEN,
-        "POST",
-        manifest,
-        Some(json!({ "data": old["data"]["data"] })),
-    )
-    .unwrap();
-    assert_eq!(st, 200, "{body}");
+    let old = root(&server, "GET", &format!("{manifest}?version=1"), None, 200);
+    root_put(&server, manifest, old["data"]["data"].clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     let row = loop {
         let s = status(&home, "gpu");
         let row = node_row(&s, "");
-        if row["last_error"].as_str().is_some_and(|e| e.contains("older than applied")) {
+        if row["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("older than applied"))
+        {
             break row;
         }
         assert!(Instant::now() < deadline, "not refused: {s:#}");
@@ -1290,29 +1317,41 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
     let table = home.ok(&["status", "--cluster", "gpu"]).stdout;
     assert!(table.contains("refused: older than applied"), "{table}");
     // The owner's new epoch is taken.
-    let run = home.ok(&["sync", "--cluster", "gpu", "--new-epoch", "--wait", "20", "--json"]);
+    let run = home.ok(&[
+        "sync",
+        "--cluster",
+        "gpu",
+        "--new-epoch",
+        "--wait",
+        "20",
+        "--json",
+    ]);
     let doc: Value = serde_json::from_str(&run.stdout).unwrap();
     assert!(doc["not_converged"].is_null(), "{doc:#}");
     assert_eq!(agent.token_value().as_deref(), Some(V2));
 
     // Every version of the manifest destroyed: its epoch is lost, so a
     // publish needs --new-epoch.
-    let (_, meta) = raw(&server.url, ROOT_TOKEN, "GET", "secret/metadata/rh/alice/clusters/gpu/manifest", None).unwrap();
+    let meta = root(
+        &server,
+        "GET",
+        "secret/metadata/rh/alice/clusters/gpu/manifest",
+        None,
+        200,
+    );
     let versions: Vec<u64> = meta["data"]["versions"]
         .as_object()
         .unwrap()
         .keys()
         .map(|k| k.parse().unwrap())
         .collect();
-    let (st, _) = raw(
-        &server.url,
-        ROOT_TOKEN,
+    root(
+        &server,
         "POST",
         "secret/destroy/rh/alice/clusters/gpu/manifest",
         Some(json!({ "versions": versions })),
-    )
-    .unwrap();
-    assert_eq!(st, 204);
+        204,
+    );
     local::save(home.path(), &file_secret(V3)).unwrap();
     let run = home.run(&["sync", "--cluster", "gpu"]);
     assert_eq!(run.code, 1, "{run:?}");
@@ -1327,7 +1366,15 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
         assert!(Instant::now() < deadline, "not removed");
         std::thread::sleep(Duration::from_millis(100));
     }
-    home.ok(&["sync", "--cluster", "gpu", "--secret", "mytool", "--wait", "20"]);
+    home.ok(&[
+        "sync",
+        "--cluster",
+        "gpu",
+        "--secret",
+        "mytool",
+        "--wait",
+        "20",
+    ]);
     assert_eq!(agent.token_value().as_deref(), Some(V3));
 
     // An item no node could read is not published: nothing is written.
@@ -1338,11 +1385,23 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
     local::save(home.path(), &big).unwrap();
     let run = home.run(&["sync", "--cluster", "gpu", "--secret", "bigtool"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("bigtool") && run.stderr.contains("nothing was written"), "{run:?}");
-    let (st, _) = raw(&server.url, ROOT_TOKEN, "GET", "secret/data/rh/alice/clusters/gpu/secrets/bigtool", None).unwrap();
-    assert_eq!(st, 404);
+    assert!(
+        run.stderr.contains("bigtool") && run.stderr.contains("nothing was written"),
+        "{run:?}"
+    );
+    root(
+        &server,
+        "GET",
+        "secret/data/rh/alice/clusters/gpu/secrets/bigtool",
+        None,
+        404,
+    );
 
     // --new-epoch is for pull clusters.
     home.ok(&["cluster", "add", "pushed", "--host", "127.0.0.1"]);
-    assert_eq!(home.run(&["sync", "--cluster", "pushed", "--new-epoch"]).code, 2);
+    assert_eq!(
+        home.run(&["sync", "--cluster", "pushed", "--new-epoch"])
+            .code,
+        2
+    );
 }

@@ -312,7 +312,11 @@ fn load_bundle(path: &Path) -> Result<Bundle, PullError> {
             "its mount, prefix or auth mount is not a safe path".into()
         ));
     }
-    if bundle.name.as_deref().is_some_and(|n| !fleet::is_bundle_name(n)) {
+    if bundle
+        .name
+        .as_deref()
+        .is_some_and(|n| !fleet::is_bundle_name(n))
+    {
         return Err(bad("its name is not a bundle name".into()));
     }
     match (&bundle.bundle_id, &bundle.report_key) {
@@ -691,7 +695,10 @@ impl Puller {
             // The owner started a new epoch (a store restored from a
             // backup restarts KV versions): the floors go, and every secret
             // is read again under the new epoch.
-            tracing::info!(epoch = manifest.epoch, "a new epoch: every secret is applied again");
+            tracing::info!(
+                epoch = manifest.epoch,
+                "a new epoch: every secret is applied again"
+            );
             self.applied.floors.clear();
             self.applied.secrets.values_mut().for_each(|v| *v = 0);
         }
@@ -774,8 +781,10 @@ impl Puller {
                     None => errors.push(format!("{}: not a published secret", entry.name)),
                 },
                 Err(e) if e.is_fatal() => return Err(e),
-                Err(e @ (PullError::LoginRefused(_)
-                | PullError::Store(StoreError::Unreachable { .. }))) => {
+                Err(
+                    e @ (PullError::LoginRefused(_)
+                    | PullError::Store(StoreError::Unreachable { .. })),
+                ) => {
                     unread = Some((1, e));
                 }
                 Err(e) => errors.push(format!("{}: {e}", entry.name)),
@@ -1186,7 +1195,10 @@ mod tests {
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
                 .unwrap();
             let err = load_bundle(&path).unwrap_err().to_string();
-            assert!(err.contains("readable or writable by group or others"), "{mode:o}: {err}");
+            assert!(
+                err.contains("readable or writable by group or others"),
+                "{mode:o}: {err}"
+            );
             assert!(err.contains("chmod 600"), "{err}");
             assert!(!err.contains("never-shown"), "{err}");
         }
@@ -1213,7 +1225,11 @@ mod tests {
     fn error_text_is_cut_with_a_count_of_what_was_left_out() {
         let errors: Vec<String> = (0..70_000).map(|i| format!("s{i}: refused")).collect();
         let text = join_errors(&errors);
-        assert!(text.chars().count() <= MAX_ERROR_CHARS + 40, "{}", text.len());
+        assert!(
+            text.chars().count() <= MAX_ERROR_CHARS + 40,
+            "{}",
+            text.len()
+        );
         assert!(text.starts_with("s0: refused; s1: refused"), "{text}");
         assert!(text.ends_with("more errors"), "{text}");
         assert_eq!(join_errors(&["a".into(), "b".into()]), "a; b");

@@ -330,9 +330,10 @@ impl PullPlan {
         };
         let kind = SecretIdKind::Wrapped { wrap_ttl: 15 * 60 };
         let (bundle_id, report_key) = self.registry.lock().expect("registry").new_bundle_key();
-        let minted = admin::new_secret_id(&self.store, &self.cluster, &kind, &node.name, &bundle_id)
-            .await
-            .map_err(fail)?;
+        let minted =
+            admin::new_secret_id(&self.store, &self.cluster, &kind, &node.name, &bundle_id)
+                .await
+                .map_err(fail)?;
         let entry = BundleEntry {
             name: node.name.clone(),
             bundle_id: bundle_id.clone(),
@@ -365,7 +366,9 @@ impl PullPlan {
             }
         };
         Ok((
-            common::SecretText::new(serde_json::to_string_pretty(&bundle).expect("bundle serializes")),
+            common::SecretText::new(
+                serde_json::to_string_pretty(&bundle).expect("bundle serializes"),
+            ),
             entry,
         ))
     }

@@ -151,8 +151,8 @@ pub async fn new_secret_id(
 ) -> Result<Minted, VaultError> {
     let role = role_name(&store.config.prefix, cluster);
     let path = format!("auth/{AUTH_MOUNT}/role/{role}/secret-id");
-    let metadata = serde_json::to_string(&json!({ "bundle": name, "bundle_id": bundle_id }))
-        .expect("JSON");
+    let metadata =
+        serde_json::to_string(&json!({ "bundle": name, "bundle_id": bundle_id })).expect("JSON");
     let op = "mint a secret_id";
     let body = match kind {
         SecretIdKind::Wrapped { .. } => json!({ "metadata": metadata }),

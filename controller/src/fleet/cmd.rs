@@ -659,13 +659,16 @@ fn bundle_file_entry(registry: &Registry, cluster: &str, file: &Path) -> Result<
         ))
         .into());
     }
-    let id = bundle.bundle_id.filter(|id| fleet::is_bundle_id(id)).ok_or_else(|| {
-        UsageError(format!(
+    let id = bundle
+        .bundle_id
+        .filter(|id| fleet::is_bundle_id(id))
+        .ok_or_else(|| {
+            UsageError(format!(
             "bundle {} has no bundle id (written before bundles had one): it cannot be revoked \
              alone; `controller cluster remove {cluster}` revokes every bundle",
             file.display()
         ))
-    })?;
+        })?;
     registry.by_id(&id).cloned().ok_or_else(|| {
         UsageError(format!(
             "bundle {} ({id}) was not enrolled from this machine (no record in \
@@ -689,16 +692,18 @@ async fn node_entry(
     let matching = publish::reports(store, cluster, registry)
         .await?
         .into_iter()
-        .filter(|r| {
-            r.id == node || r.id.rsplit_once('.').is_some_and(|(base, _)| base == node)
-        })
+        .filter(|r| r.id == node || r.id.rsplit_once('.').is_some_and(|(base, _)| base == node))
         .collect::<Vec<_>>();
     let mut found: Vec<BundleEntry> = Vec::new();
     for r in &matching {
         if r.trust != Trust::Verified {
             continue;
         }
-        let entry = r.report.bundle_id.as_deref().and_then(|b| registry.by_id(b));
+        let entry = r
+            .report
+            .bundle_id
+            .as_deref()
+            .and_then(|b| registry.by_id(b));
         if let Some(e) = entry.filter(|e| !found.iter().any(|f| f.bundle_id == e.bundle_id)) {
             found.push(e.clone());
         }
@@ -727,7 +732,11 @@ async fn node_entry(
         _ => Err(UsageError(format!(
             "node {} reports with more than one bundle ({}): give the bundle name",
             foreign(node),
-            found.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+            found
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
         .into()),
     }

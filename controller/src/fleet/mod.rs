@@ -214,7 +214,8 @@ impl Store {
         let op = format!("undelete {path}");
         let full = format!("{}/undelete/{path}", self.config.mount);
         let body = serde_json::json!({ "versions": [version] });
-        self.call_ok(&op, Method::POST, &full, Some(body), &[]).await?;
+        self.call_ok(&op, Method::POST, &full, Some(body), &[])
+            .await?;
         Ok(())
     }
 
@@ -232,7 +233,8 @@ impl Store {
         let op = format!("destroy {path}");
         let full = format!("{}/destroy/{path}", self.config.mount);
         let body = serde_json::json!({ "versions": versions });
-        self.call_ok(&op, Method::POST, &full, Some(body), &[]).await?;
+        self.call_ok(&op, Method::POST, &full, Some(body), &[])
+            .await?;
         Ok(())
     }
 

@@ -61,7 +61,10 @@ pub struct Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("report_key", &self.report_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "report_key",
+                &self.report_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("bundles", &self.bundles.len())
             .finish()
     }
@@ -88,13 +91,16 @@ impl Registry {
         let Some(text) = fsutil::read_optional(&path)? else {
             return Ok(Self::default());
         };
-        let reg: Self = serde_json::from_str(text.expose_secret()).map_err(|e| {
-            RegistryError::Malformed {
+        let reg: Self =
+            serde_json::from_str(text.expose_secret()).map_err(|e| RegistryError::Malformed {
                 path: path.display().to_string(),
                 reason: format!("line {} column {}", e.line(), e.column()),
-            }
-        })?;
-        if reg.report_key.as_ref().is_some_and(|k| key_bytes(k).is_none()) {
+            })?;
+        if reg
+            .report_key
+            .as_ref()
+            .is_some_and(|k| key_bytes(k).is_none())
+        {
             return Err(RegistryError::Malformed {
                 path: path.display().to_string(),
                 reason: "its report key is not 64 hex digits".into(),
@@ -106,7 +112,8 @@ impl Registry {
     /// Save it (atomic, 0600, dir 0700).
     pub fn save(&self, home: &Path, cluster: &str) -> Result<(), RegistryError> {
         fsutil::create_private_dir_all(&clusters_dir(home))?;
-        let text = SecretText::new(serde_json::to_string_pretty(self).expect("registry serializes"));
+        let text =
+            SecretText::new(serde_json::to_string_pretty(self).expect("registry serializes"));
         fsutil::atomic_write(
             &registry_file(home, cluster),
             text.expose_secret().as_bytes(),
@@ -196,9 +203,7 @@ impl Registry {
     /// could not be read as JSON).
     pub fn row(&self, id: String, value: Option<Value>) -> ReportRow {
         let key = self.report_key.as_ref().and_then(key_bytes);
-        let parsed = value
-            .as_ref()
-            .and_then(|v| NodeReport::deserialize(v).ok());
+        let parsed = value.as_ref().and_then(|v| NodeReport::deserialize(v).ok());
         let (Some(value), Some(report)) = (value, parsed) else {
             return ReportRow {
                 report: NodeReport {
@@ -212,7 +217,10 @@ impl Registry {
             };
         };
         let trust = Trust::from(fleet::verify_report(&id, &value, key.as_deref()));
-        let signed_by = report.bundle_id.as_deref().filter(|_| trust != Trust::Forged);
+        let signed_by = report
+            .bundle_id
+            .as_deref()
+            .filter(|_| trust != Trust::Forged);
         let entry = signed_by.and_then(|b| self.by_id(b));
         ReportRow {
             bundle: match (entry, signed_by) {
@@ -352,7 +360,10 @@ mod tests {
         let signed = fleet::sign_report(report.clone(), &id, key.expose_secret()).unwrap();
         let value = serde_json::to_value(&signed).unwrap();
         let row = reg.row(signed.node_id.clone(), Some(value.clone()));
-        assert_eq!((row.trust, row.bundle.as_deref()), (Trust::Verified, Some("node-1")));
+        assert_eq!(
+            (row.trust, row.bundle.as_deref()),
+            (Trust::Verified, Some("node-1"))
+        );
         assert!(row.converged((7, 3)) && !row.converged((7, 4)) && row.ahead_of((7, 2)));
         let mut forged = value.clone();
         forged["applied_version"] = 9.into();
