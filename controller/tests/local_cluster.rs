@@ -365,3 +365,55 @@ fn an_agent_of_another_home_on_the_default_port_is_left_alone() {
     let _ = decoy.kill();
     let _ = decoy.wait();
 }
+
+/// Issue 19 item 17: a wandb secret created with explicit values gets both
+/// places wandb reads its key from, as a detected one does: the
+/// `machine api.wandb.ai` entry in `~/.netrc` (other machines kept, 0600)
+/// and `WANDB_API_KEY` in the env process.
+#[test]
+fn a_wandb_secret_created_with_values_gets_the_netrc_entry_and_the_var() {
+    const KEY: &str = "created-wandb-key-7c1d";
+    let (w, _stop, envs) = local_home();
+    let others = "machine github.com\n  login me\n  password keep-me\n";
+    fs::write(w.home.join(".netrc"), others).unwrap();
+    w.controller_with(
+        &[
+            "secret",
+            "create",
+            "wb",
+            "--provider",
+            "wandb",
+            "--value",
+            &format!("api_key={KEY}"),
+        ],
+        &envs,
+    )
+    .ok();
+    let r = w
+        .controller_with(
+            &["sync", "--cluster", "local", "--secret", "wb", "--json"],
+            &envs,
+        )
+        .ok();
+    r.no_values(&[KEY]);
+    let netrc = fs::read_to_string(w.home.join(".netrc")).unwrap();
+    assert_eq!(
+        netrc,
+        format!("{others}machine api.wandb.ai\n  login user\n  password {KEY}\n")
+    );
+    assert_eq!(mode(&w.home.join(".netrc")), 0o600);
+    let r = w
+        .controller_with(
+            &[
+                "run",
+                "--cluster",
+                "local",
+                "--",
+                "printenv",
+                "WANDB_API_KEY",
+            ],
+            &envs,
+        )
+        .ok();
+    assert_eq!(r.stdout, format!("{KEY}\n"));
+}
