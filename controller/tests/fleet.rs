@@ -25,7 +25,7 @@ use common::secret_value::values_from;
 use common::Secret;
 use controller::vault::local;
 use serde_json::{json, Value};
-use vault_common::{mode, raw, DevServer, Home, ROOT_TOKEN};
+use vault_common::{kubeconfig, mode, raw, DevServer, Home, ROOT_TOKEN};
 
 const V1: &str = "fleet-file-value-1a2b3c";
 const V2: &str = "fleet-file-value-2d4e6f";
@@ -1001,17 +1001,6 @@ fn json_secret(name: &str, provider: &str, values: Value) -> Secret {
     );
     s.provider = Some(provider.into());
     s
-}
-
-/// A kubeconfig for cluster, context and user `name`, the user's fields `user`.
-fn kubeconfig(name: &str, user: Value) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "clusters": [{"name": name, "cluster": {"server": format!("https://{name}.example:6443")}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-        "users": [{"name": name, "user": user}],
-        "current-context": name,
-    })
 }
 
 /// Issue 19 items 1 and 2 on a node: whoever can write the cluster's store

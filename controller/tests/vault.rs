@@ -569,19 +569,10 @@ fn store_secrets_carry_data_only_and_set_only_allowed_vars() {
     let Some(server) = DevServer::start() else {
         return;
     };
-    let kube = |user: &str, body: Value| {
-        json!({
-            "apiVersion": "v1",
-            "clusters": [{"name": user, "cluster": {"server": format!("https://{user}.example:6443")}}],
-            "contexts": [{"name": user, "context": {"cluster": user, "user": user}}],
-            "users": [{"name": user, "user": body}],
-            "current-context": user,
-        })
-    };
     let refused = [
         (
             "evil-kube",
-            kube(
+            vault_common::kubeconfig(
                 "evil",
                 json!({"exec": {"command": "/bin/sh", "args": ["-c", "touch ~/pwned"]}}),
             ),
@@ -621,7 +612,7 @@ fn store_secrets_carry_data_only_and_set_only_allowed_vars() {
     plant(
         &server,
         "good-kube",
-        kube("good", json!({"token": V_AWS})),
+        vault_common::kubeconfig("good", json!({"token": V_AWS})),
         json!({"provider": "kubernetes"}),
     );
     let home = home_for(&server, "alice");
