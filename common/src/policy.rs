@@ -481,6 +481,11 @@ mod tests {
             (Some("kubernetes"), "~/.kube/config", "ok"),
             (Some("gcp"), "~/.config/gcloud/adc.json", "ok"),
             (Some("gcp"), "~/.config/other.json", "path_not_allowed"),
+            (
+                Some("gcp"),
+                "~/.config/gcloud/virtenv/bin/activate",
+                "path_not_allowed",
+            ),
             (Some("ssh"), "~/.ssh/id_work", "ok"),
             (Some("ssh"), "~/.ssh/id_work.pub", "ok"),
             (Some("ssh"), "~/.ssh/keys/id_work", "path_not_allowed"),
@@ -491,6 +496,16 @@ mod tests {
             (Some("openai"), "~/openai.json", "path_not_allowed"),
             (Some("huggingface"), "~/.cache/huggingface/token", "ok"),
             (Some("huggingface"), "~/.cache/pip/x", "path_not_allowed"),
+            (
+                Some("huggingface"),
+                "~/.cache/huggingface/modules/transformers_modules/__init__.py",
+                "path_not_allowed",
+            ),
+            (
+                Some("huggingface"),
+                "~/.cache/huggingface/token.d/x",
+                "path_not_allowed",
+            ),
             (None, "~/app/secret.json", "path_not_allowed"),
             (Some("custom-id"), "~/.aws/credentials", "path_not_allowed"),
             (None, "~/work/creds", "ok"),

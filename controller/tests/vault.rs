@@ -438,7 +438,7 @@ fn allow_vars(home: &Home, vars: &[&str]) {
 /// Put a secret into the store the way anyone with write access to the
 /// prefix could: values, then `custom_metadata` of their choosing.
 fn plant(server: &DevServer, name: &str, values: Value, meta: Value) {
-    let (status, _) = raw(
+    let (status, body) = raw(
         &server.url,
         ROOT_TOKEN,
         "POST",
@@ -446,7 +446,7 @@ fn plant(server: &DevServer, name: &str, values: Value, meta: Value) {
         Some(json!({ "data": values })),
     )
     .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "planting {name}: {body}");
     let (status, _) = raw(
         &server.url,
         ROOT_TOKEN,

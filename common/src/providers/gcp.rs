@@ -133,6 +133,12 @@ impl Provider for Gcp {
     fn value_keys(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Files directly in `~/.config/gcloud/` (the ADC file, a named key
+    /// file), not its subdirectories: `virtenv/` is a Python virtualenv the
+    /// gcloud launcher can run, and its `bin/activate` is sourced by a shell.
+    fn locations(&self) -> Vec<String> {
+        vec!["~/.config/gcloud/*".to_owned()]
+    }
     fn check_data(&self, values: &Values) -> Result<(), String> {
         check_credential(values.iter().map(|(k, v)| (k, v.expose_secret())), "", 0)
     }
