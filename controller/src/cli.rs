@@ -306,6 +306,12 @@ pub struct BootstrapArgs {
     /// to each node's pull config (default: the agent's, 10 s).
     #[arg(long = "poll-interval", value_name = "SECS")]
     pub poll_interval: Option<u64>,
+    /// Pull cluster only: an env var the store's secrets may set on the
+    /// nodes besides their provider's own (written to each node's pull
+    /// config as `allow_vars`; a generic secret sets none without it).
+    /// Repeatable.
+    #[arg(long = "allow-var", value_name = "NAME")]
+    pub allow_vars: Vec<String>,
     /// Pull cluster only: lifetime of a node's (batch) token, as with
     /// `cluster enroll` (the role is updated with it).
     #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m")]

@@ -25,7 +25,7 @@ use common::secret_value::values_from;
 use common::Secret;
 use controller::vault::local;
 use serde_json::{json, Value};
-use vault_common::{mode, raw, DevServer, Home, ROOT_TOKEN};
+use vault_common::{kubeconfig, mode, raw, DevServer, Home, ROOT_TOKEN};
 
 const V1: &str = "fleet-file-value-1a2b3c";
 const V2: &str = "fleet-file-value-2d4e6f";
@@ -214,8 +214,9 @@ impl Drop for PullAgent {
 }
 
 /// Spawn `agent serve --pull BUNDLE` with a 1 s poll on a fresh home. The
-/// generic file secret's directory is in the node owner's `allow_paths`: a
-/// path from the store is written only where the node allows it.
+/// generic file secret's directory is in the node owner's `allow_paths` and
+/// the generic env secret's var in its `allow_vars`: a path or a var from
+/// the store is used only where the node allows it.
 fn spawn_agent(bundle: &Path) -> (tempfile::TempDir, u16, Child) {
     let home = tempfile::tempdir().unwrap();
     let port = vault_common::free_port();
@@ -223,7 +224,7 @@ fn spawn_agent(bundle: &Path) -> (tempfile::TempDir, u16, Child) {
     std::fs::write(
         &config,
         "poll_interval_secs: 1\nheartbeat_secs: 2\npull_boot_wait_secs: 10\n\
-         allow_paths: [\"~/.config/mytool\"]\n",
+         allow_paths: [\"~/.config/mytool\"]\nallow_vars: [MYAPI_KEY]\n",
     )
     .unwrap();
     let log = std::fs::File::create(home.path().join("agent.log")).unwrap();
@@ -771,6 +772,8 @@ fn bootstrap_of_a_pull_cluster_installs_an_agent_that_pulls_with_a_fresh_bundle(
         agent.to_str().unwrap(),
         "--poll-interval",
         "1",
+        "--allow-var",
+        "FLEET_MINE",
         "--json",
     ];
     let run = ctl(&boot_args).code(3);
@@ -803,6 +806,10 @@ fn bootstrap_of_a_pull_cluster_installs_an_agent_that_pulls_with_a_fresh_bundle(
     );
     assert!(
         config_text.contains("poll_interval_secs: 1"),
+        "{config_text}"
+    );
+    assert!(
+        config_text.contains("allow_vars: [\"FLEET_MINE\"]"),
         "{config_text}"
     );
     let hf = node_home.join(".cache/huggingface/token");
@@ -850,6 +857,29 @@ fn bootstrap_of_a_pull_cluster_installs_an_agent_that_pulls_with_a_fresh_bundle(
         })
     };
     assert_eq!(via_node("OPENAI_API_KEY"), nodes::Fixtures::OPENAI_KEY);
+    // A generic secret's var reaches the node only because bootstrap's
+    // --allow-var put it in the node's allow_vars.
+    ctl(&[
+        "secret",
+        "create",
+        "mine",
+        "--env-var",
+        "k=FLEET_MINE",
+        "--value",
+        &format!("k={V_ENV}"),
+    ])
+    .ok();
+    ctl(&[
+        "sync",
+        "--cluster",
+        "fleet",
+        "--secret",
+        "mine",
+        "--wait",
+        "30",
+    ])
+    .ok();
+    assert_eq!(via_node("FLEET_MINE"), V_ENV);
 
     // Bootstrapping again sends a fresh bundle (a new wrapping token), which
     // the restarted agent unwraps; the node keeps converging, its previous
@@ -880,6 +910,8 @@ fn bootstrap_of_a_pull_cluster_installs_an_agent_that_pulls_with_a_fresh_bundle(
     w.controller(&["cluster", "add", "pushed", "--host", &dead_host])
         .ok();
     w.controller(&["cluster", "bootstrap", "pushed", "--poll-interval", "2"])
+        .code(2);
+    w.controller(&["cluster", "bootstrap", "pushed", "--allow-var", "X"])
         .code(2);
 }
 
@@ -1404,4 +1436,100 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
             .code,
         2
     );
+}
+
+/// A secret with `provider` whose values are the keys of a JSON object.
+fn json_secret(name: &str, provider: &str, values: Value) -> Secret {
+    let Value::Object(map) = values else {
+        panic!("values must be an object")
+    };
+    let mut s = Secret::base(
+        name,
+        map.into_iter()
+            .map(|(k, v)| (k, common::SecretValue::new(v)))
+            .collect(),
+    );
+    s.provider = Some(provider.into());
+    s
+}
+
+/// Issue 19 items 1 and 2 on a node: whoever can write the cluster's store
+/// prefix publishes a kubeconfig whose user runs `/bin/sh` on every
+/// `kubectl`, and a var that makes ssh run a program. The node refuses
+/// both (its report names the field and the var), writes nothing of them,
+/// applies the rest (a data-only kubeconfig, without switching the node's
+/// context; a var its owner allows), and keeps its own kubeconfig's bytes.
+#[test]
+fn a_store_writer_cannot_make_a_node_run_a_program() {
+    let Some((_server, home)) = setup() else {
+        return;
+    };
+    home.ok(&["cluster", "add", "gpu", "--pull"]);
+    let out = tempfile::tempdir().unwrap();
+    let bundles = enroll(&home, "gpu", &out.path().join("bundles"), 1);
+    let agent = start_agent(&bundles[0]);
+    // The node owner's kubeconfig, without a current-context.
+    let mine = "apiVersion: v1\nkind: Config\nclusters:\n- name: mine\n  cluster:\n    server: https://mine:6443\n";
+    std::fs::create_dir_all(agent.file(".kube")).unwrap();
+    std::fs::write(agent.file(".kube/config"), mine).unwrap();
+
+    let exec = json!({"exec": {"apiVersion": "client.authentication.k8s.io/v1",
+                               "command": "/bin/sh", "args": ["-c", "touch ~/pwned"]}});
+    let evil_kube = json_secret("kube-evil", "kubernetes", kubeconfig("evil", exec));
+    let mut askpass = json_secret("askpass", "myapi", json!({"k": "/tmp/askpass"}));
+    askpass.env_vars = Some(BTreeMap::from([("k".into(), "SSH_ASKPASS".into())]));
+    local::save(home.path(), &evil_kube).unwrap();
+    local::save(home.path(), &askpass).unwrap();
+    home.ok(&["sync", "--cluster", "gpu"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        let s = status(&home, "gpu");
+        let error = s["nodes"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if error.contains("kube-evil") && error.contains("askpass") {
+            break error;
+        }
+        assert!(Instant::now() < deadline, "no refusal reported: {s:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(error.contains("users[0].user.exec"), "{error}");
+    assert!(
+        error.contains("SSH_ASKPASS") && error.contains("allow_vars"),
+        "{error}"
+    );
+    assert!(!error.contains("/bin/sh"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(agent.file(".kube/config")).unwrap(),
+        mine
+    );
+    assert_eq!(agent.env_var("SSH_ASKPASS"), None);
+    assert!(!agent.file("pwned").exists());
+
+    // Data is applied: a kubeconfig without a program (its current-context
+    // not taken), a var the node's owner allows.
+    let ok_kube = json_secret(
+        "kube-ok",
+        "kubernetes",
+        kubeconfig("ok", json!({"token": V1})),
+    );
+    local::save(home.path(), &ok_kube).unwrap();
+    local::save(home.path(), &env_secret()).unwrap();
+    home.ok(&["sync", "--cluster", "gpu"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent.env_var("MYAPI_KEY").is_none() {
+        assert!(Instant::now() < deadline, "MYAPI_KEY not applied");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(agent.env_var("MYAPI_KEY").as_deref(), Some(V_ENV));
+    let text = std::fs::read_to_string(agent.file(".kube/config")).unwrap();
+    assert!(
+        text.contains("https://ok.example:6443") && text.contains("mine"),
+        "{text}"
+    );
+    assert!(!text.contains("current-context"), "{text}");
+    assert!(!text.contains("evil") && !text.contains("exec"), "{text}");
+    assert_eq!(mode(&agent.file(".kube/config")), 0o600);
+    assert_eq!(agent.env_var("SSH_ASKPASS"), None);
 }

@@ -287,6 +287,8 @@ struct PullPlan {
     /// Bundle ids the hosts replaced (their reports go at the end).
     replaced: std::sync::Mutex<Vec<String>>,
     home: std::path::PathBuf,
+    /// Env vars the node owner allows the store's secrets to set (`--allow-var`).
+    allow_vars: Vec<String>,
 }
 
 impl PullPlan {
@@ -294,6 +296,10 @@ impl PullPlan {
     async fn prepare(args: &BootstrapArgs, ctx: &Context, cluster: &Cluster) -> Result<Self> {
         if args.poll_interval == Some(0) {
             return Err(UsageError("--poll-interval must be at least 1 second".into()).into());
+        }
+        for var in &args.allow_vars {
+            common::names::validate_env_var_name(var)
+                .map_err(|e| UsageError(format!("--allow-var: {e}")))?;
         }
         let token_ttl = crate::fleet::parse_duration(&args.token_ttl).ok_or_else(|| {
             UsageError(format!(
@@ -315,6 +321,7 @@ impl PullPlan {
             registry: std::sync::Mutex::new(registry),
             replaced: std::sync::Mutex::new(Vec::new()),
             home: ctx.home.clone(),
+            allow_vars: args.allow_vars.clone(),
         })
     }
 
@@ -437,6 +444,10 @@ impl PullPlan {
         if let Some(s) = self.poll_interval {
             text.push_str(&format!("poll_interval_secs: {s}\n"));
         }
+        if !self.allow_vars.is_empty() {
+            let vars = serde_json::Value::from(self.allow_vars.clone());
+            text.push_str(&format!("allow_vars: {vars}\n"));
+        }
         // The user let this controller send its token over plain http
         // (RH_VAULT_ALLOW_HTTP / allow_insecure_http), and the node will use
         // the same URLs: say so in the node's own config, or it refuses them.
@@ -483,9 +494,9 @@ async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
         }
         Some(Arc::new(PullPlan::prepare(&args, ctx, cluster).await?))
     } else {
-        if args.poll_interval.is_some() {
+        if args.poll_interval.is_some() || !args.allow_vars.is_empty() {
             return Err(UsageError(format!(
-                "--poll-interval applies to pull clusters only; {} is pushed to",
+                "--poll-interval and --allow-var apply to pull clusters only; {} is pushed to",
                 cluster.name
             ))
             .into());
