@@ -1001,6 +1001,13 @@ fn published_cluster(n: usize) -> Option<(DevServer, Home, tempfile::TempDir, Ve
     Some((server, home, out, bundles))
 }
 
+/// `controller cluster enroll gpu --out DIR EXTRA...`, expected to succeed.
+fn enroll_gpu(home: &Home, dir: &Path, extra: &[&str]) -> vault_common::Run {
+    let mut args = vec!["cluster", "enroll", "gpu", "--out", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    home.ok(&args)
+}
+
 /// A bundle file as JSON.
 fn bundle_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -1080,16 +1087,7 @@ fn a_stolen_bundle_is_revoked_by_name_node_id_or_file_and_re_enrolling_revokes_i
 
     // Enrolling node-1 again revokes the intercepted node-1.
     let again = out.path().join("again");
-    let run = home.ok(&[
-        "cluster",
-        "enroll",
-        "gpu",
-        "--out",
-        again.to_str().unwrap(),
-        "--node",
-        "node-1",
-        "--json",
-    ]);
+    let run = enroll_gpu(&home, &again, &["--node", "node-1", "--json"]);
     let doc: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(doc["revoked"], json!(["node-1"]), "{doc:#}");
     assert_ne!(login_status(&server, &bundles[0], &stolen[0]), 200);
@@ -1154,12 +1152,7 @@ fn a_stolen_bundle_is_revoked_by_name_node_id_or_file_and_re_enrolling_revokes_i
     );
     let launch = |dir: &str| -> String {
         let d = out.path().join(dir);
-        home.ok(&[
-            "cluster",
-            "enroll",
-            "gpu",
-            "--out",
-            d.to_str().unwrap(),
+        let uncounted = [
             "--reusable",
             "--uses",
             "0",
@@ -1167,7 +1160,8 @@ fn a_stolen_bundle_is_revoked_by_name_node_id_or_file_and_re_enrolling_revokes_i
             "1h",
             "--cidr",
             "127.0.0.0/8",
-        ]);
+        ];
+        enroll_gpu(&home, &d, &uncounted);
         bundle_json(&d.join("launch.json"))["secret_id"]
             .as_str()
             .unwrap()
