@@ -1356,6 +1356,16 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
     assert!(doc["not_converged"].is_null(), "{doc:#}");
     assert_eq!(agent.token_value().as_deref(), Some(V2));
 
+    // A manifest garbled by a store writer: the node keeps what it has,
+    // status still answers, and the owner publishes over it.
+    root_put(&server, manifest, json!({}));
+    let run = home.ok(&["status", "--cluster", "gpu"]);
+    assert!(run.stderr.contains("not a manifest"), "{run:?}");
+    let run = home.ok(&["sync", "--cluster", "gpu", "--wait", "20", "--json"]);
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(doc["not_converged"].is_null(), "{doc:#}");
+    assert_eq!(agent.token_value().as_deref(), Some(V2));
+
     // Every version of the manifest destroyed: its epoch is lost, so a
     // publish needs --new-epoch.
     let meta = root(

@@ -525,7 +525,11 @@ struct StatusDoc {
 pub async fn status(args: &StatusArgs, ctx: &Context, cluster: &Cluster) -> Result<u8> {
     let registry = Registry::load(&ctx.home, &cluster.name)?;
     let store = store(ctx)?;
-    let manifest = publish::manifest(&store, &cluster.name).await?;
+    // A manifest a store writer garbled is shown as missing, not fatal.
+    let manifest = match publish::manifest(&store, &cluster.name).await {
+        Err(crate::vault::VaultError::Decode { .. }) => None,
+        other => other?,
+    };
     let reports = publish::reports(&store, &cluster.name, &registry).await?;
     let missing = manifest.is_none();
     let manifest = manifest.map(|m| m.data).unwrap_or_default();
@@ -558,8 +562,9 @@ pub async fn status(args: &StatusArgs, ctx: &Context, cluster: &Cluster) -> Resu
     warn_rows(&doc.cluster, &doc.nodes);
     if missing && doc.nodes.iter().any(|r| r.row.report.applied_version > 0) {
         eprintln!(
-            "warning: the manifest of cluster {} is missing from the store (deleted?): nodes keep \
-             what they have and report an error; publish again with `controller sync --cluster {}`",
+            "warning: the manifest of cluster {} is missing from the store (deleted?) or not a \
+             manifest: nodes keep what they have and report an error; publish again with \
+             `controller sync --cluster {}`",
             doc.cluster, doc.cluster
         );
     }

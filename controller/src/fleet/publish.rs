@@ -113,21 +113,27 @@ struct Base {
     fresh: bool,
 }
 
-/// The current manifest, or after a soft delete of it, its latest version
-/// not destroyed (undeleted first when it was deleted: the secret set and
-/// the epoch live in it), with check-and-set on the metadata's current
+/// The current manifest, or, when its current version was deleted or is
+/// not a manifest (a store writer's doing), its latest earlier version that
+/// is one (undeleted first when it was deleted: the secret set and the
+/// epoch live in it), with check-and-set on the metadata's current
 /// version, so the owner publishes again without `--overwrite`; empty
-/// when every version was destroyed.
+/// when no version is left.
 async fn base(store: &Store, cluster: &str) -> Result<Base, VaultError> {
     let path = fleet::manifest_path(&store.config.prefix, cluster);
-    if let Some(m) = store.kv_read::<Manifest>(&path).await? {
-        return Ok(Base {
-            cas: m.version,
-            doc: m.data,
-            current: true,
-            fresh: false,
-        });
-    }
+    let garbled = match store.kv_read::<Manifest>(&path).await {
+        Ok(Some(m)) => {
+            return Ok(Base {
+                cas: m.version,
+                doc: m.data,
+                current: true,
+                fresh: false,
+            })
+        }
+        Ok(None) => false,
+        Err(VaultError::Decode { .. }) => true,
+        Err(e) => return Err(e),
+    };
     let Some(meta) = store.kv_metadata(&path).await? else {
         return Ok(Base {
             doc: Manifest::default(),
@@ -136,16 +142,24 @@ async fn base(store: &Store, cluster: &str) -> Result<Base, VaultError> {
             fresh: true,
         });
     };
-    let latest = meta.readable.iter().chain(&meta.deleted).copied().max();
+    let mut candidates: Vec<u64> = meta.readable.iter().chain(&meta.deleted).copied().collect();
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
     let mut doc = None;
-    if let Some(v) = latest {
+    for v in candidates {
+        if garbled && v == meta.current {
+            continue;
+        }
         if meta.deleted.contains(&v) {
             store.kv_undelete(&path, v).await?;
         }
-        doc = store
-            .kv_read_at::<Manifest>(&path, Some(v))
-            .await?
-            .map(|m| m.data);
+        match store.kv_read_at::<Manifest>(&path, Some(v)).await {
+            Ok(Some(m)) => {
+                doc = Some(m.data);
+                break;
+            }
+            Ok(None) | Err(VaultError::Decode { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(Base {
         fresh: false,
