@@ -691,10 +691,11 @@ impl Puller {
         if manifest.stamp() == self.applied.stamp() && self.synced {
             return Ok(());
         }
-        if manifest.epoch > self.applied.epoch && self.applied != Applied::default() {
+        if manifest.epoch > self.applied.epoch && self.applied.epoch != 0 {
             // The owner started a new epoch (a store restored from a
             // backup restarts KV versions): the floors go, and every secret
-            // is read again under the new epoch.
+            // is read again under the new epoch. (Epoch 0 is the state of
+            // an agent older than epochs: it just takes the epoch.)
             tracing::info!(
                 epoch = manifest.epoch,
                 "a new epoch: every secret is applied again"

@@ -530,3 +530,48 @@ pub async fn wait_for(
         pause = (pause * 2).min(WAIT_LONGEST);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::secret_value::values_from;
+    use common::Secret;
+
+    fn item(name: &str, value: &str) -> SyncItem {
+        let secret = Secret::base(name, values_from([("k", value)]));
+        SyncItem {
+            secret,
+            path: Some(format!("~/.cfg/{name}")),
+            env: None,
+            placement: None,
+        }
+    }
+
+    #[test]
+    fn what_no_node_could_apply_is_refused_before_anything_is_written() {
+        let entry = |i: usize| ManifestEntry {
+            name: format!("s{i}"),
+            kv_version: 1,
+            fingerprint: "f".into(),
+            inline: None,
+        };
+        let full = Manifest {
+            secrets: (0..fleet::MAX_MANIFEST_ENTRIES).map(entry).collect(),
+            ..Default::default()
+        };
+        // Replacing a published one is fine; one more is not.
+        assert!(check_limits("gpu", &full, &[item("s0", "v")]).is_ok());
+        let err = check_limits("gpu", &full, &[item("one-more", "v")]).unwrap_err();
+        assert!(
+            matches!(err, PublishError::TooManyEntries { count, .. } if count == fleet::MAX_MANIFEST_ENTRIES + 1)
+        );
+        let big = "x".repeat(fleet::MAX_ITEM_BYTES);
+        let err = check_limits("gpu", &Manifest::default(), &[item("big", &big)]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("big") && text.contains("nothing was written"),
+            "{text}"
+        );
+        assert!(!text.contains(&big[..64]));
+    }
+}
