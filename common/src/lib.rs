@@ -19,6 +19,7 @@ pub mod secret_value;
 pub mod store;
 pub mod store_tls;
 pub mod store_url;
+pub mod text;
 pub mod time;
 pub mod wire;
 pub mod x509;
