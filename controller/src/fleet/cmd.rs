@@ -399,6 +399,9 @@ pub async fn remove_role(ctx: &Context, cluster: &Cluster) -> Result<()> {
     admin::delete_role(&store, &cluster.name)
         .await
         .with_context(|| format!("delete the AppRole of cluster {}", cluster.name))?;
+    super::federate::remove(&store, &cluster.name)
+        .await
+        .with_context(|| format!("delete the workload identity of cluster {}", cluster.name))?;
     eprintln!(
         "cluster {}: AppRole and policy deleted; nodes keep what is installed and stop updating",
         cluster.name

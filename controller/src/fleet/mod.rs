@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod cmd;
+pub mod federate;
 pub mod publish;
 
 use reqwest::{Method, StatusCode};
