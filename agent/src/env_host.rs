@@ -31,6 +31,8 @@ type Out = Arc<Mutex<io::Stdout>>;
 /// Serve the protocol on stdin/stdout until stdin closes; returns the exit code.
 pub fn run_env_host(name: &str) -> i32 {
     let vars: Vars = Arc::default();
+    // The agent's own vars (workload identity wiring), below the env's.
+    let mut ambient: BTreeMap<String, String> = BTreeMap::new();
     let running: Running = Arc::default();
     let out: Out = Arc::new(Mutex::new(io::stdout()));
     let stdin = io::stdin();
@@ -75,6 +77,17 @@ pub fn run_env_host(name: &str) -> i32 {
                     },
                 );
             }
+            HostRequest::Ambient { id, vars: new } => {
+                ambient = new;
+                reply(
+                    &out,
+                    HostReply {
+                        id,
+                        run: None,
+                        error: None,
+                    },
+                );
+            }
             HostRequest::Unset { id, names } => {
                 let mut vars = lock(&vars);
                 for n in &names {
@@ -96,10 +109,15 @@ pub fn run_env_host(name: &str) -> i32 {
                 timeout_ms,
                 output_cap,
             } => {
-                let env: Vec<(String, String)> = lock(&vars)
-                    .iter()
-                    .map(|(k, v)| (k.clone(), value_text(v)))
-                    .collect();
+                let env: Vec<(String, String)> = {
+                    let vars = lock(&vars);
+                    ambient
+                        .iter()
+                        .filter(|(k, _)| !vars.contains_key(*k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .chain(vars.iter().map(|(k, v)| (k.clone(), value_text(v))))
+                        .collect()
+                };
                 let run_out = Arc::clone(&out);
                 let running = Arc::clone(&running);
                 let spawned = thread::Builder::new()

@@ -195,6 +195,7 @@ fn node_table(rows: &[NodeRow]) -> Table {
         "last poll",
         "last error",
         "secrets",
+        "identity",
     ]);
     for r in rows {
         let state = match (r.live, r.converged) {
@@ -215,6 +216,7 @@ fn node_table(rows: &[NodeRow]) -> Table {
                 .as_deref()
                 .map_or_else(|| "-".into(), foreign),
             foreign(&r.report.secrets.join(",")),
+            super::federate::identity_cell(r.report.identity.as_ref(), now),
         ]);
     }
     t

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use common::identity::{
-    self, AwsFederation, AzureFederation, Cloud, Federation, GcpFederation, FEDERATION_FORMAT,
+    self, AwsFederation, AzureFederation, Cloud, Federation, GcpFederation, IdentityStatus,
+    FEDERATION_FORMAT,
 };
 use reqwest::Method;
 use serde::Serialize;
@@ -813,6 +814,39 @@ fn print_setup(doc: &FederateDoc, rotation: u64) {
             println!("  {f}");
         }
     }
+}
+
+/// The `identity` cell of a node in `status`: its clouds, when its tokens
+/// expire and when it last refreshed them (as of its last report), and its
+/// last refresh error with its age; `-` when the cluster is not federated.
+pub(crate) fn identity_cell(status: Option<&IdentityStatus>, now: u64) -> String {
+    let Some(s) = status else {
+        return "-".into();
+    };
+    let ago = |t: u64| format!("{}s ago", now.saturating_sub(t));
+    let mut cell = if s.clouds.is_empty() {
+        "not federated".to_owned()
+    } else {
+        let clouds: Vec<&str> = s.clouds.iter().map(|c| c.as_str()).collect();
+        let expiry = if s.expires_at > now {
+            format!("expires in {}s", s.expires_at - now)
+        } else {
+            format!("expired {}", ago(s.expires_at))
+        };
+        format!(
+            "{} {expiry}, refreshed {}",
+            clouds.join(","),
+            ago(s.refreshed_at)
+        )
+    };
+    if let Some(error) = &s.last_error {
+        cell.push_str(&format!(
+            "; last error {}: {}",
+            ago(s.last_error_at),
+            escape_text(error, FOREIGN_TEXT_MAX)
+        ));
+    }
+    cell
 }
 
 fn indent(text: &str, n: usize) -> String {

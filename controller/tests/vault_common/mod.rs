@@ -101,6 +101,23 @@ impl DevServer {
         false
     }
 
+    /// Freeze it (SIGSTOP): the kernel still accepts connections, nothing
+    /// answers them (a hung store); [`Self::resume`] continues it with its
+    /// state (a dev server keeps everything in memory).
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Continue a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the dev server");
+    }
+
     /// Stop it now (the "server down" case).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
