@@ -540,3 +540,430 @@ fn nodes_exchange_their_identity_tokens_with_unmodified_sdks() {
         ],
     );
 }
+
+/// The JWKS the store publishes now, saved to a file (for checks while the
+/// store is away).
+fn save_jwks(server: &DevServer, path: &Path) {
+    let (status, keys) = raw(
+        &server.url,
+        "",
+        "GET",
+        "identity/oidc/.well-known/keys",
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    std::fs::write(path, keys.to_string()).unwrap();
+}
+
+fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn tokens_refresh_across_several_ttls_and_a_store_outage_breaks_nothing() {
+    let Some((server, home, out, py)) = setup(&["gpu"], 1) else {
+        return;
+    };
+    let fed = federate(
+        &home,
+        &["gpu", "--aws-role-arn", ROLE_ARN, "--token-ttl", "1m"],
+    );
+    assert_eq!(fed["key"]["algorithm"], "ES256", "{fed:#}");
+    let work = tempfile::tempdir().unwrap();
+    let (_moto, sts) = start_moto(&py, work.path());
+    let env = [
+        ("AWS_ENDPOINT_URL_STS", sts),
+        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+    ];
+    let node = Node::start(&out.path().join("gpu/node-1.json"), "", &env);
+    node.wait_files(&["aws.jwt"]);
+
+    // A client in an env process, a fresh boto3 session every second for
+    // 70 s with a 60 s token (refreshed at 30 s): three tokens, no failure.
+    let jwks = jwks_url(&server);
+    let (_, text) = node.run(
+        &[
+            py.to_str().unwrap(),
+            PEERS,
+            "aws-loop",
+            "--seconds",
+            "70",
+            "--jwks",
+            &jwks,
+            "--issuer",
+            fed["issuer"].as_str().unwrap(),
+        ],
+        150,
+    );
+    let summary: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(summary["failures"], 0, "{summary}");
+    assert!(summary["calls"].as_u64().unwrap() >= 30, "{summary}");
+    assert!(summary["tokens"].as_u64().unwrap() >= 3, "{summary}");
+
+    // The store hangs (SIGSTOP): the next refresh fails and the token file
+    // keeps the last good token; once the store is back, status shows the
+    // error and the node refreshes again.
+    let keys = work.path().join("keys.json");
+    save_jwks(&server, &keys);
+    let token = node.identity("aws.jwt");
+    let errors = node.metric("rh_agent_identity_errors_total");
+    server.pause();
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for("a failed refresh", Duration::from_secs(120), || {
+        seen.insert(std::fs::read_to_string(&token).unwrap());
+        (node.metric("rh_agent_identity_errors_total") > errors).then_some(())
+    });
+    seen.insert(std::fs::read_to_string(&token).unwrap());
+    server.resume();
+    let mut claims = Vec::new();
+    for (i, text) in seen.iter().enumerate() {
+        let file = work.path().join(format!("seen-{i}.jwt"));
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(&py)
+            .arg(PEERS)
+            .arg("verify")
+            .arg(&file)
+            .args([
+                "--jwks",
+                keys.to_str().unwrap(),
+                "--aud",
+                "sts.amazonaws.com",
+            ])
+            .args(["--issuer", fed["issuer"].as_str().unwrap(), "--no-exp"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "a broken token file during the outage"
+        );
+        claims.push(out.stdout);
+    }
+    assert_eq!(
+        claims.len(),
+        1,
+        "the token file changed while the store was away"
+    );
+    let reported = wait_for("the error in status", Duration::from_secs(90), || {
+        let s: Value =
+            serde_json::from_str(&home.ok(&["status", "--cluster", "gpu", "--json"]).stdout)
+                .unwrap();
+        let identity = s["nodes"][0]["identity"].clone();
+        identity["last_error"].is_string().then_some(identity)
+    });
+    let error = reported["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("timed out") || error.contains("no store node"),
+        "{error}"
+    );
+    // And it refreshes again: a token issued after the error verifies now.
+    wait_for(
+        "a refresh after the outage",
+        Duration::from_secs(90),
+        || {
+            let s: Value =
+                serde_json::from_str(&home.ok(&["status", "--cluster", "gpu", "--json"]).stdout)
+                    .unwrap();
+            let i = &s["nodes"][0]["identity"];
+            (i["refreshed_at"].as_u64()? > i["last_error_at"].as_u64()?).then_some(())
+        },
+    );
+    verify(&py, &token, &jwks, &fed, "sts.amazonaws.com", "gpu");
+    let table = home.ok(&["status", "--cluster", "gpu"]).stdout;
+    assert!(table.contains("last error"), "{table}");
+}
+
+#[test]
+fn a_node_gets_only_its_cluster_s_tokens_and_a_store_writer_cannot_redirect_them() {
+    let Some((server, home, out, py)) = setup(&["gpu", "cpu"], 2) else {
+        return;
+    };
+    let gpu = federate(
+        &home,
+        &["gpu", "--aws-role-arn", ROLE_ARN, "--token-ttl", "1m"],
+    );
+    let cpu = federate(&home, &["cpu", "--aws-role-arn", ROLE_ARN]);
+    assert_ne!(gpu["subject"], cpu["subject"]);
+    let nodes: Vec<Node> = (1..=2)
+        .map(|i| Node::start(&out.path().join(format!("gpu/node-{i}.json")), "", &[]))
+        .collect();
+    for n in &nodes {
+        n.wait_files(&["aws.jwt"]);
+    }
+    let jwks = jwks_url(&server);
+    // Two nodes, one subject: the claims are the cluster's (OpenBao gives
+    // all logins of one AppRole one entity; there is no per-node claim a
+    // node could borrow from another).
+    let c1 = verify(
+        &py,
+        &nodes[0].identity("aws.jwt"),
+        &jwks,
+        &gpu,
+        "sts.amazonaws.com",
+        "gpu",
+    );
+    let c2 = verify(
+        &py,
+        &nodes[1].identity("aws.jwt"),
+        &jwks,
+        &gpu,
+        "sts.amazonaws.com",
+        "gpu",
+    );
+    let keys = |c: &Value| c.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&c1), keys(&c2));
+    assert_eq!(
+        keys(&c1),
+        [
+            "_alg",
+            "aud",
+            "cluster",
+            "exp",
+            "iat",
+            "iss",
+            "namespace",
+            "rh_prefix",
+            "sub"
+        ]
+    );
+
+    // With a gpu node's own store token: its cluster's token, not cpu's;
+    // not cpu's federation document; no write to its own.
+    let kept: Value = serde_json::from_str(
+        &std::fs::read_to_string(nodes[0].path(".rh/agent/pull/token.json")).unwrap(),
+    )
+    .unwrap();
+    let node_token = kept["token"].as_str().unwrap();
+    let role = |c: &str| format!("identity/oidc/token/rh-fleet-rh-alice-{c}-aws");
+    let (status, body) = raw(&server.url, node_token, "GET", &role("gpu"), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    for (method, path, body) in [
+        ("GET", role("cpu"), None),
+        ("GET", role("cpu").replace("-aws", "-gcp"), None),
+        (
+            "GET",
+            "secret/data/rh/alice/clusters/cpu/federation".to_owned(),
+            None,
+        ),
+        (
+            "POST",
+            "secret/data/rh/alice/clusters/gpu/federation".to_owned(),
+            Some(json!({ "data": { "format": 1 } })),
+        ),
+        (
+            "POST",
+            "identity/oidc/role/rh-fleet-rh-alice-gpu-aws".to_owned(),
+            Some(json!({ "key": "x" })),
+        ),
+    ] {
+        let (status, body) = raw(&server.url, node_token, method, &path, body).unwrap();
+        assert_eq!(status, 403, "{method} {path}: {body}");
+    }
+
+    // A store writer (anyone who can write the prefix) rewrites the
+    // federation document to point the node's files and SDKs elsewhere:
+    // refused as a whole, nothing outside the node's own paths is written,
+    // the wiring and the last good token stay.
+    let trap = tempfile::tempdir().unwrap();
+    let stolen = trap.path().join("stolen.jwt");
+    let pwned = trap.path().join("pwned");
+    let config_before = std::fs::read_to_string(nodes[0].path(".aws/config")).unwrap();
+    let token_before = std::fs::read_to_string(nodes[0].identity("aws.jwt")).unwrap();
+    let errors = nodes[0].metric("rh_agent_identity_errors_total");
+    let hostile = json!({
+        "format": 1,
+        "token_ttl_secs": 60,
+        "aws": {
+            "role_arn": format!("arn:aws:iam::123456789012:role/x\n[profile evil]\ncredential_process = touch {}", pwned.display()),
+            "profile": "default",
+            "web_identity_token_file": stolen.display().to_string(),
+        },
+        "gcp": {
+            "audience": GCP_AUD,
+            "token_url": "https://evil.example/token",
+            "credential_source": { "executable": { "command": format!("touch {}", pwned.display()) } },
+        },
+    });
+    let (status, body) = raw(
+        &server.url,
+        ROOT_TOKEN,
+        "POST",
+        "secret/data/rh/alice/clusters/gpu/federation",
+        Some(json!({ "data": hostile })),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    wait_for(
+        "the hostile document refused",
+        Duration::from_secs(90),
+        || (nodes[0].metric("rh_agent_identity_errors_total") > errors).then_some(()),
+    );
+    assert!(!stolen.exists() && !pwned.exists());
+    assert_eq!(
+        std::fs::read_to_string(nodes[0].path(".aws/config")).unwrap(),
+        config_before
+    );
+    assert_eq!(
+        std::fs::read_to_string(nodes[0].identity("aws.jwt")).unwrap(),
+        token_before
+    );
+    let mut files: Vec<String> = std::fs::read_dir(nodes[0].path(".rh/agent/identity"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["aws.jwt"]);
+    let status: Value =
+        serde_json::from_str(&home.ok(&["status", "--cluster", "gpu", "--json"]).stdout).unwrap();
+    let errors: Vec<&str> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["identity"]["last_error"].as_str())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("federation document")),
+        "{status:#}"
+    );
+
+    // No token in a log, a report, status or metrics.
+    let (_, reports) = raw(
+        &server.url,
+        ROOT_TOKEN,
+        "LIST",
+        "secret/metadata/rh/alice/clusters/gpu/nodes",
+        None,
+    )
+    .unwrap();
+    let mut texts = vec![
+        ("status", home.ok(&["status", "--cluster", "gpu"]).stdout),
+        ("status --json", status.to_string()),
+    ];
+    for id in reports["data"]["keys"].as_array().unwrap() {
+        let path = format!(
+            "secret/data/rh/alice/clusters/gpu/nodes/{}",
+            id.as_str().unwrap()
+        );
+        texts.push((
+            "a report",
+            raw(&server.url, ROOT_TOKEN, "GET", &path, None)
+                .unwrap()
+                .1
+                .to_string(),
+        ));
+    }
+    for n in &nodes {
+        texts.push(("an agent log", n.log()));
+        texts.push(("metrics", n.request("GET", "/metrics", None).1));
+    }
+    for n in &nodes {
+        assert_no_token(n, &texts);
+    }
+
+    // Removing the cluster stops the refresh, and its key leaves the JWKS:
+    // the last token no longer verifies.
+    let kid = {
+        let token = std::fs::read_to_string(nodes[1].identity("aws.jwt")).unwrap();
+        let header = token.split('.').next().unwrap().to_owned();
+        header
+    };
+    let errors = nodes[1].metric("rh_agent_identity_errors_total");
+    home.ok(&["cluster", "remove", "gpu"]);
+    let out = Command::new(&py)
+        .arg(PEERS)
+        .arg("verify")
+        .arg(nodes[1].identity("aws.jwt"))
+        .args(["--jwks", &jwks, "--aud", "sts.amazonaws.com"])
+        .args(["--issuer", gpu["issuer"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a removed cluster's token still verifies ({kid})"
+    );
+    wait_for("the refresh to fail", Duration::from_secs(90), || {
+        (nodes[1].metric("rh_agent_identity_errors_total") > errors).then_some(())
+    });
+    // cpu is untouched.
+    let (status, body) = raw(
+        &server.url,
+        ROOT_TOKEN,
+        "GET",
+        "identity/oidc/role/rh-fleet-rh-alice-cpu-aws",
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn discovery_documents_for_static_hosting_verify_the_node_tokens() {
+    let Some((_server, home, out, py)) = setup(&["gpu"], 1) else {
+        return;
+    };
+    let port = free_port();
+    let issuer_origin = format!("http://127.0.0.1:{port}");
+    let site = tempfile::tempdir().unwrap();
+    let fed = federate(
+        &home,
+        &[
+            "gpu",
+            "--aws-role-arn",
+            ROLE_ARN,
+            "--issuer",
+            &issuer_origin,
+            "--discovery-out",
+            site.path().to_str().unwrap(),
+        ],
+    );
+    let issuer = format!("{issuer_origin}/v1/identity/oidc");
+    assert_eq!(fed["issuer"], issuer.as_str());
+    let well_known = site.path().join("v1/identity/oidc/.well-known");
+    let discovery: Value = serde_json::from_str(
+        &std::fs::read_to_string(well_known.join("openid-configuration")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(discovery["issuer"], issuer.as_str());
+    assert_eq!(discovery["jwks_uri"], format!("{issuer}/.well-known/keys"));
+    for f in ["openid-configuration", "keys"] {
+        assert_eq!(mode(&well_known.join(f)), 0o644);
+    }
+    // Served as static files, the documents verify a node's token.
+    let _site = Proc(
+        Command::new(&py)
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(site.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the static site", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let node = Node::start(&out.path().join("gpu/node-1.json"), "", &[]);
+    node.wait_files(&["aws.jwt"]);
+    let claims = verify(
+        &py,
+        &node.identity("aws.jwt"),
+        &format!("{issuer}/.well-known/keys"),
+        &fed,
+        "sts.amazonaws.com",
+        "gpu",
+    );
+    assert_eq!(claims["iss"], issuer.as_str());
+}
