@@ -328,6 +328,8 @@ fn nodes_exchange_their_identity_tokens_with_unmodified_sdks() {
             "gpu",
             "--aws-role-arn",
             ROLE_ARN,
+            "--aws-profile",
+            "gpu",
             "--gcp-audience",
             GCP_AUD,
             "--gcp-service-account",
@@ -433,7 +435,8 @@ fn nodes_exchange_their_identity_tokens_with_unmodified_sdks() {
     }
 
     // AWS in an env process: boto3's credentials come from
-    // AssumeRoleWithWebIdentity, and the caller is the role.
+    // AssumeRoleWithWebIdentity (through the env vars: the wired profile is
+    // not the default one), and the caller is the role.
     let (_, text) = node.run(&[py.to_str().unwrap(), PEERS, "aws-check"], 60);
     let aws: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(aws["method"], "assume-role-with-web-identity", "{aws}");
@@ -443,10 +446,11 @@ fn nodes_exchange_their_identity_tokens_with_unmodified_sdks() {
         "{arn}"
     );
 
-    // AWS in a plain shell on the node: the AWS CLI reads ~/.aws/config.
+    // AWS in a plain shell on the node: the AWS CLI reads the profile of
+    // ~/.aws/config.
     let config = std::fs::read_to_string(node.path(".aws/config")).unwrap();
     assert!(
-        config.contains(&format!("role_arn = {ROLE_ARN}\n")),
+        config.starts_with(&format!("[profile gpu]\nrole_arn = {ROLE_ARN}\n")),
         "{config}"
     );
     assert_eq!(mode(&node.path(".aws/config")), 0o600);
@@ -461,6 +465,7 @@ fn nodes_exchange_their_identity_tokens_with_unmodified_sdks() {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("AWS_ENDPOINT_URL_STS", &sts)
         .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_PROFILE", "gpu")
         .output()
         .unwrap();
     assert!(
