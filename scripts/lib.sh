@@ -34,6 +34,13 @@ ensure_test_tools() {
     step "installing botocore (pip install botocore)"
     python3 -m pip install -q botocore
   fi
+  # Workload identity (controller/tests/federation.rs, e2e fleet f04): PyJWT
+  # verifies the store's tokens; moto's STS, boto3, the AWS CLI, google-auth
+  # and azure-identity exchange them.
+  if ! python3 -c 'import jwt, cryptography, boto3, moto.server, awscli, google.auth, azure.identity' >/dev/null 2>&1; then
+    step "installing the identity test peers (pip install PyJWT cryptography moto[server] boto3 awscli google-auth azure-identity)"
+    python3 -m pip install -q PyJWT cryptography 'moto[server]' boto3 awscli google-auth azure-identity
+  fi
 }
 
 # Fill directory $1 (a fake HOME) with the 16-secret fixture set the benchmarks

@@ -280,15 +280,12 @@ pub async fn run(args: FederateArgs, ctx: &Context) -> Result<u8> {
 }
 
 /// An issuer origin: `https://HOST[:PORT]`, no path (OpenBao appends
-/// `/v1/identity/oidc`); plain http only to loopback (tests).
+/// `/v1/identity/oidc`). Plain `http://` is accepted (a test store on a
+/// private network); the clouds need https, and `run` warns.
 fn check_issuer(issuer: &str) -> Result<()> {
     let rest = issuer
         .strip_prefix("https://")
-        .or_else(|| {
-            issuer
-                .strip_prefix("http://")
-                .filter(|_| !common::fleet::is_cleartext_to_network(issuer))
-        })
+        .or_else(|| issuer.strip_prefix("http://"))
         .ok_or_else(|| usage(format!("--issuer {issuer:?} must be an https:// origin")))?;
     if rest.is_empty()
         || !rest
@@ -348,6 +345,9 @@ async fn apply(
                 cluster.name, cluster.name
             ),
         });
+    }
+    if issuer.is_none() {
+        check_one_issuer(store).await?;
     }
     let subject = cluster_entity(store, &name, &cluster.name).await?;
     // The key first: it must list every audience its roles use.
@@ -449,6 +449,56 @@ async fn apply(
         discovery,
         jwks,
     })
+}
+
+/// Refuse to federate on a store of several nodes whose OIDC issuer is not
+/// set: each node would then sign with its own `api_addr` as `iss` (measured
+/// on a three-node OpenBao), so a token fetched from a standby would not
+/// match the issuer a cloud trusts. A store that does not say
+/// (`sys/ha-status` refused) is not checked.
+async fn check_one_issuer(store: &Store) -> Result<(), VaultError> {
+    let (_, config) = store
+        .call(
+            "read the store's OIDC issuer",
+            Method::GET,
+            "identity/oidc/config",
+            None,
+            &[],
+        )
+        .await?;
+    if config["data"]["issuer"]
+        .as_str()
+        .is_some_and(|i| !i.is_empty())
+    {
+        return Ok(());
+    }
+    let nodes = match store
+        .call(
+            "list the store's nodes",
+            Method::GET,
+            "sys/ha-status",
+            None,
+            &[],
+        )
+        .await
+    {
+        Ok((_, ha)) => ha["data"]["nodes"].as_array().map_or(0, Vec::len),
+        Err(_) => 0,
+    };
+    if nodes > 1 {
+        return Err(VaultError::Http {
+            op: "federate".into(),
+            url: store.client.current_url().to_owned(),
+            status: 400,
+            message: format!(
+                "this store has {nodes} nodes and no OIDC issuer set: each node would sign \
+                 with its own address as issuer; pass --issuer https://HOST (the one address \
+                 the clouds fetch the discovery document from: the store's load balancer, or \
+                 where --discovery-out's files are served)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The cluster's entity id (the tokens' `sub`): the one its AppRole's alias
@@ -885,7 +935,6 @@ mod tests {
         assert!(check_issuer("https://oidc.example.com").is_ok());
         assert!(check_issuer("https://oidc.example.com:8443").is_ok());
         assert!(check_issuer("http://127.0.0.1:8200").is_ok());
-        assert!(check_issuer("http://oidc.example.com").is_err());
         assert!(check_issuer("https://oidc.example.com/path").is_err());
         assert!(check_issuer("https://").is_err());
         assert!(check_issuer("ftp://x").is_err());
