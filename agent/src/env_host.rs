@@ -57,36 +57,15 @@ pub fn run_env_host(name: &str) -> i32 {
         match request {
             HostRequest::Replace { id, vars: new } => {
                 *lock(&vars) = new;
-                reply(
-                    &out,
-                    HostReply {
-                        id,
-                        run: None,
-                        error: None,
-                    },
-                );
+                ack(&out, id);
             }
             HostRequest::Set { id, vars: new } => {
                 lock(&vars).extend(new);
-                reply(
-                    &out,
-                    HostReply {
-                        id,
-                        run: None,
-                        error: None,
-                    },
-                );
+                ack(&out, id);
             }
             HostRequest::Ambient { id, vars: new } => {
                 ambient = new;
-                reply(
-                    &out,
-                    HostReply {
-                        id,
-                        run: None,
-                        error: None,
-                    },
-                );
+                ack(&out, id);
             }
             HostRequest::Unset { id, names } => {
                 let mut vars = lock(&vars);
@@ -94,14 +73,7 @@ pub fn run_env_host(name: &str) -> i32 {
                     vars.remove(n);
                 }
                 drop(vars);
-                reply(
-                    &out,
-                    HostReply {
-                        id,
-                        run: None,
-                        error: None,
-                    },
-                );
+                ack(&out, id);
             }
             HostRequest::Run {
                 id,
@@ -169,6 +141,18 @@ fn value_text(v: &SecretValue) -> String {
         Some(s) => s.to_owned(),
         None => v.expose_secret().to_string(),
     }
+}
+
+/// Acknowledge request `id` (a var change).
+fn ack(out: &Out, id: u64) {
+    reply(
+        out,
+        HostReply {
+            id,
+            run: None,
+            error: None,
+        },
+    );
 }
 
 fn reply(out: &Out, reply: HostReply) {

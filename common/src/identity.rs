@@ -210,6 +210,27 @@ impl Federation {
         Ok(())
     }
 
+    /// A valid document naming all three clouds (tests and docs).
+    #[doc(hidden)]
+    pub fn example() -> Self {
+        Federation {
+            format: FEDERATION_FORMAT,
+            token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
+            aws: Some(AwsFederation {
+                role_arn: "arn:aws:iam::123456789012:role/gpu-nodes".into(),
+                profile: "default".into(),
+            }),
+            gcp: Some(GcpFederation {
+                audience: "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/rh/providers/gpu".into(),
+                service_account: Some("trainer@proj-1.iam.gserviceaccount.com".into()),
+            }),
+            azure: Some(AzureFederation {
+                client_id: "0b6e8f4e-54b7-4c3b-9d0c-2d3b5d1f7a11".into(),
+                tenant_id: "contoso.onmicrosoft.com".into(),
+            }),
+        }
+    }
+
     /// The audience (`aud`, the OIDC role's `client_id`) of `cloud`'s token,
     /// `None` when the cloud is not configured.
     pub fn audience(&self, cloud: Cloud) -> Option<String> {
@@ -400,22 +421,7 @@ mod tests {
     use super::*;
 
     fn fed() -> Federation {
-        Federation {
-            format: FEDERATION_FORMAT,
-            token_ttl_secs: 900,
-            aws: Some(AwsFederation {
-                role_arn: "arn:aws:iam::123456789012:role/gpu-nodes".into(),
-                profile: "default".into(),
-            }),
-            gcp: Some(GcpFederation {
-                audience: "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/rh/providers/gpu".into(),
-                service_account: Some("trainer@proj-1.iam.gserviceaccount.com".into()),
-            }),
-            azure: Some(AzureFederation {
-                client_id: "0b6e8f4e-54b7-4c3b-9d0c-2d3b5d1f7a11".into(),
-                tenant_id: "contoso.onmicrosoft.com".into(),
-            }),
-        }
+        Federation::example()
     }
 
     #[test]
@@ -518,7 +524,7 @@ mod tests {
         assert!(!is_compact_jwt("eyJh.eyJi"));
         assert!(!is_compact_jwt("eyJh..c2ln"));
         assert!(!is_compact_jwt("eyJh.eyJi.c2ln\n"));
-        assert!(!is_compact_jwt(&"a.b.".repeat(1)));
+        assert!(!is_compact_jwt("a.b."));
         assert!(!is_compact_jwt(&format!(
             "a.b.{}",
             "c".repeat(MAX_TOKEN_BYTES)

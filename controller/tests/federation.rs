@@ -131,20 +131,7 @@ impl Node {
             format!("poll_interval_secs: 1\nheartbeat_secs: 2\npull_boot_wait_secs: 10\n{config}"),
         )
         .unwrap();
-        let log = std::fs::File::create(home.path().join("agent.log")).unwrap();
-        let mut cmd = Command::new(nodes::agent_bin());
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--home"])
-            .arg(home.path())
-            .arg("--config")
-            .arg(&file)
-            .arg("--pull")
-            .arg(bundle)
-            .env_clear()
-            .env("HOME", home.path())
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
+        let mut cmd = nodes::pull_agent_command(home.path(), port, &file, bundle);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -235,19 +222,7 @@ impl Node {
 /// enrolled with `n` bundles.
 fn setup(clusters: &[&str], n: usize) -> Option<(DevServer, Home, tempfile::TempDir, PathBuf)> {
     let py = python()?;
-    let server = DevServer::start()?;
-    let (status, body) = raw(
-        &server.url,
-        ROOT_TOKEN,
-        "POST",
-        "sys/auth/approle",
-        Some(json!({ "type": "approle" })),
-    )
-    .unwrap();
-    assert!(status == 204 || status == 200, "{status} {body}");
-    let mut home = Home::new("alice");
-    home.set_env("VAULT_ADDR", &server.url);
-    home.set_env("VAULT_TOKEN", ROOT_TOKEN);
+    let (server, home) = DevServer::with_approle("alice")?;
     let out = tempfile::tempdir().unwrap();
     for c in clusters {
         home.ok(&["cluster", "add", c, "--pull"]);

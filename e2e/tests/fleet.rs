@@ -819,6 +819,37 @@ fn pyjwt_verify(s: &Suite, file: &Path, jwks: &Path, issuer: &str, subject: &str
     serde_json::from_str(out.stdout.trim()).expect("claims")
 }
 
+/// What a node's identity token must verify against.
+struct Checked<'a> {
+    dir: &'a Path,
+    jwks: &'a Path,
+    issuer: &'a str,
+    subject: &'a str,
+}
+
+impl Checked<'_> {
+    /// Wait (90 s at most) for node `c`'s token, other than `not` when
+    /// given; verify it with PyJWT, keep its signature for the leak check,
+    /// return its bytes.
+    fn token(&self, f: &Fleet, c: &str, not: Option<&Vec<u8>>) -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let (file, bytes) = loop {
+            match copy_token(c, self.dir) {
+                Some(t) if Some(&t.1) != not => break t,
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "{c}: no (new) identity token");
+            thread::sleep(Duration::from_millis(500));
+        };
+        let claims = pyjwt_verify(f.s, &file, self.jwks, self.issuer, self.subject);
+        assert_eq!(claims["iss"], self.issuer, "{c}");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let sig = text.rsplit('.').next().unwrap_or_default().to_owned();
+        f.secrets.lock().unwrap().push(sig);
+        bytes
+    }
+}
+
 #[test]
 #[ignore = "needs the docker-compose cluster and the HA store: scripts/e2e.sh"]
 fn f04_federated_pull_nodes_keep_a_token_the_ha_store_signed() {
@@ -873,47 +904,16 @@ fn f04_federated_pull_nodes_keep_a_token_the_ha_store_signed() {
         .map(|n| n.container.clone())
         .chain(f.pulled.iter().cloned())
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut first = Vec::new();
-    for c in &nodes {
-        let (file, bytes) = loop {
-            if let Some(t) = copy_token(c, &dir) {
-                break t;
-            }
-            assert!(Instant::now() < deadline, "{c}: no identity token");
-            thread::sleep(Duration::from_millis(500));
-        };
-        let claims = pyjwt_verify(s, &file, &jwks_file, &issuer, &subject);
-        assert_eq!(claims["iss"], issuer.as_str(), "{c}");
-        first.push(bytes.clone());
-        let sig = String::from_utf8_lossy(&bytes)
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        f.secrets.lock().unwrap().push(sig);
-    }
+    let check = Checked {
+        dir: &dir,
+        jwks: &jwks_file,
+        issuer: &issuer,
+        subject: &subject,
+    };
+    let first: Vec<Vec<u8>> = nodes.iter().map(|c| check.token(f, c, None)).collect();
     // Refreshed within the 60 s TTL (at 15-30 s), and still verifying.
-    let deadline = Instant::now() + Duration::from_secs(90);
     for (c, before) in nodes.iter().zip(&first) {
-        let (file, bytes) = loop {
-            let t = copy_token(c, &dir).expect("token file");
-            if &t.1 != before {
-                break t;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{c}: the token was not refreshed"
-            );
-            thread::sleep(Duration::from_secs(1));
-        };
-        pyjwt_verify(s, &file, &jwks_file, &issuer, &subject);
-        let sig = String::from_utf8_lossy(&bytes)
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        f.secrets.lock().unwrap().push(sig);
+        check.token(f, c, Some(before));
     }
     // status: every node's identity, from its reports.
     let deadline = Instant::now() + Duration::from_secs(90);

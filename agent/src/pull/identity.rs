@@ -424,25 +424,11 @@ impl Puller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::identity::{AwsFederation, AzureFederation, GcpFederation, FEDERATION_FORMAT};
 
     fn fed() -> Federation {
-        Federation {
-            format: FEDERATION_FORMAT,
-            token_ttl_secs: 900,
-            aws: Some(AwsFederation {
-                role_arn: "arn:aws:iam::123456789012:role/r".into(),
-                profile: "gpu".into(),
-            }),
-            gcp: Some(GcpFederation {
-                audience: "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q".into(),
-                service_account: Some("sa@p.iam.gserviceaccount.com".into()),
-            }),
-            azure: Some(AzureFederation {
-                client_id: "0b6e8f4e-54b7-4c3b-9d0c-2d3b5d1f7a11".into(),
-                tenant_id: "0b6e8f4e-54b7-4c3b-9d0c-2d3b5d1f7a12".into(),
-            }),
-        }
+        let mut f = Federation::example();
+        f.aws.as_mut().unwrap().profile = "gpu".into();
+        f
     }
 
     #[test]
@@ -477,7 +463,7 @@ mod tests {
         assert_eq!(gcp["token_url"], identity::GCP_STS_URL);
         assert_eq!(
             gcp["service_account_impersonation_url"],
-            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateAccessToken"
+            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/trainer@proj-1.iam.gserviceaccount.com:generateAccessToken"
         );
         // A simulated node wires nothing.
         let sim = Refresher::new(IdentityConfig::default(), None, None, "n");
@@ -511,18 +497,17 @@ mod tests {
         let before = "# mine\n[default]\nregion = eu-west-3\n\n[profile gpu]\nregion = us-east-1\noutput = json\n";
         std::fs::write(&config, before).unwrap();
         let token = home.path().join(".rh/agent/identity/aws.jwt");
-        aws_profile(
-            home.path(),
-            "gpu",
-            "arn:aws:iam::123456789012:role/r",
-            &token,
-            "rh-n1",
-            None,
-        )
-        .await
-        .unwrap();
-        let after = std::fs::read_to_string(&config).unwrap();
-        assert!(after.starts_with("# mine\n[default]\nregion = eu-west-3\n\n[profile gpu]\nregion = us-east-1\noutput = json\n"), "{after}");
+        let mut written = Vec::new();
+        // Twice: the second time changes nothing.
+        for _ in 0..2 {
+            let arn = "arn:aws:iam::123456789012:role/r";
+            aws_profile(home.path(), "gpu", arn, &token, "rh-n1", None)
+                .await
+                .unwrap();
+            written.push(std::fs::read_to_string(&config).unwrap());
+        }
+        let after = &written[0];
+        assert!(after.starts_with(before), "{after}");
         assert!(after.contains("role_arn = arn:aws:iam::123456789012:role/r\n"));
         assert!(after.contains(&format!("web_identity_token_file = {}\n", token.display())));
         assert!(after.contains("role_session_name = rh-n1\n"));
@@ -530,17 +515,6 @@ mod tests {
             &std::fs::metadata(&config).unwrap().permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
-        // Again: unchanged.
-        aws_profile(
-            home.path(),
-            "gpu",
-            "arn:aws:iam::123456789012:role/r",
-            &token,
-            "rh-n1",
-            None,
-        )
-        .await
-        .unwrap();
-        assert_eq!(std::fs::read_to_string(&config).unwrap(), after);
+        assert_eq!(written[1], written[0]);
     }
 }

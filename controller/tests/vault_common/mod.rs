@@ -101,6 +101,28 @@ impl DevServer {
         false
     }
 
+    /// Start one with AppRole enabled (fleet mode), and the home of `user`
+    /// using it with the root token. `None` when bao is absent (skip).
+    pub fn with_approle(user: &str) -> Option<(Self, Home)> {
+        let server = Self::start()?;
+        let (status, body) = raw(
+            &server.url,
+            ROOT_TOKEN,
+            "POST",
+            "sys/auth/approle",
+            Some(serde_json::json!({ "type": "approle" })),
+        )
+        .unwrap();
+        assert!(
+            status == 204 || status == 200,
+            "enable approle: {status} {body}"
+        );
+        let mut home = Home::new(user);
+        home.set_env("VAULT_ADDR", &server.url);
+        home.set_env("VAULT_TOKEN", ROOT_TOKEN);
+        Some((server, home))
+    }
+
     /// Freeze it (SIGSTOP): the kernel still accepts connections, nothing
     /// answers them (a hung store); [`Self::resume`] continues it with its
     /// state (a dev server keeps everything in memory).
