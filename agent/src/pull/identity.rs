@@ -254,6 +254,12 @@ impl Refresher {
         self.next_at = Instant::now() + jitter(half.mul_f64(0.75), 1.0 / 3.0);
     }
 
+    /// Not tried now (the store is away and the cluster not known to be
+    /// federated): again after the poll's backoff.
+    fn postpone(&mut self, poll: Duration, failures: u32) {
+        self.next_at = Instant::now() + backoff(poll, failures.max(1));
+    }
+
     fn failure(&mut self, error: &PullError, poll: Duration) {
         self.failures = self.failures.saturating_add(1);
         self.status.last_error = Some(error.to_string());
@@ -325,19 +331,30 @@ async fn aws_profile(
 
 impl Puller {
     /// On the poll: refresh the identity tokens when due (no store request
-    /// otherwise). Failures are kept for the report and retried with the
-    /// poll backoff; the token files keep their last good tokens.
-    pub(super) async fn refresh_identity(&mut self) {
+    /// otherwise). When the poll itself could not reach the store or log in
+    /// (`poll`), no refresh is tried: it would meet the same failure and
+    /// add requests (and logins) to a store in trouble; a federated node
+    /// records it as its refresh error (status shows it once the store is
+    /// back), and the next try follows the poll backoff. Failures are kept
+    /// for the report; the token files keep their last good tokens.
+    pub(super) async fn refresh_identity(&mut self, poll: &Result<(), PullError>) {
         if !self.identity.due() {
             return;
         }
-        match self.identity_cycle().await {
-            Ok(()) => {}
-            Err(e) => {
-                Metrics::inc(&self.metrics.identity_errors);
-                tracing::warn!(error = %e, "workload identity refresh failed; the token files keep their last tokens");
-                self.identity.failure(&e, self.poll);
+        let result = match poll {
+            Err(e @ (PullError::Store(_) | PullError::LoginRefused(_))) => {
+                if !self.identity.federated {
+                    self.identity.postpone(self.poll, self.failures);
+                    return;
+                }
+                Err(failed(format!("not refreshed: {e}")))
             }
+            _ => self.identity_cycle().await,
+        };
+        if let Err(e) = result {
+            Metrics::inc(&self.metrics.identity_errors);
+            tracing::warn!(error = %e, "workload identity refresh failed; the token files keep their last tokens");
+            self.identity.failure(&e, self.poll);
         }
     }
 

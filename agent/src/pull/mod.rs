@@ -511,7 +511,7 @@ impl Puller {
         self.metrics
             .last_poll_unix
             .store(now_unix(), Ordering::Relaxed);
-        self.refresh_identity().await;
+        self.refresh_identity(&result).await;
         self.report().await;
         self.metrics.store_requests.store(
             self.client.requests.load(Ordering::Relaxed),
