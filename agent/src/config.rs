@@ -44,6 +44,8 @@ pub enum ConfigError {
     Zero { field: &'static str },
     #[error("allow_paths entry {entry:?} must start with ~/")]
     AllowPath { entry: String },
+    #[error("allow_vars entry {entry:?} is not an environment variable name")]
+    AllowVar { entry: String },
 }
 
 /// TLS certificate and key (PEM files) for a non-loopback listener.
@@ -112,6 +114,8 @@ pub struct FileConfig {
     pub tls: Option<TlsConfig>,
     /// `~/...` prefixes where secrets from the store may also be written.
     pub allow_paths: Option<Vec<String>>,
+    /// Env var names secrets from the store may also set (exact names).
+    pub allow_vars: Option<Vec<String>>,
     /// Fleet mode: the node bundle to pull with (like `--pull`).
     pub pull_bundle: Option<PathBuf>,
     /// Fleet mode: seconds between manifest polls (default 10, jittered ±20%).
@@ -172,6 +176,9 @@ pub struct Config {
     /// `~/...` prefixes (besides each provider's own credential locations)
     /// where store-originated secrets may be written; see `common::policy`.
     pub allow_paths: Vec<String>,
+    /// Env var names (exact) that store-originated secrets may set besides
+    /// their provider's own; see `common::policy`.
+    pub allow_vars: Vec<String>,
     /// Fleet mode: the node bundle (`--pull` / `pull_bundle`); `None`: push only.
     pub pull_bundle: Option<PathBuf>,
     /// Fleet mode: time between manifest polls (jittered ±20%).
@@ -213,6 +220,7 @@ impl Config {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             tls: None,
             allow_paths: Vec::new(),
+            allow_vars: Vec::new(),
             pull_bundle: None,
             poll_interval: Duration::from_secs(common::fleet::DEFAULT_POLL_SECS),
             heartbeat: Duration::from_secs(common::fleet::DEFAULT_HEARTBEAT_SECS),
@@ -280,6 +288,16 @@ impl Config {
         if let Some(entry) = config.allow_paths.iter().find(|e| !e.starts_with("~/")) {
             return Err(ConfigError::AllowPath {
                 entry: entry.clone(),
+            });
+        }
+        config.allow_vars = file.allow_vars.unwrap_or_default();
+        if let Some(entry) = config
+            .allow_vars
+            .iter()
+            .find(|v| common::names::validate_env_var_name(v).is_err())
+        {
+            return Err(ConfigError::AllowVar {
+                entry: common::providers::field_name(entry),
             });
         }
         config.pull_bundle = file.pull_bundle;
@@ -351,5 +369,12 @@ mod tests {
         assert_eq!(c.max_envs, 5);
         let zero: FileConfig = serde_yaml::from_str("max_envs: 0\n").unwrap();
         assert!(Config::resolve(zero, None, Some("/h".into()), None).is_err());
+        let vars: FileConfig =
+            serde_yaml::from_str("allow_vars: [MY_TOKEN, PULL_E2E_API_KEY]\n").unwrap();
+        let c = Config::resolve(vars, None, Some("/h".into()), None).unwrap();
+        assert_eq!(c.allow_vars, ["MY_TOKEN", "PULL_E2E_API_KEY"]);
+        let bad: FileConfig = serde_yaml::from_str("allow_vars: [\"A=B\"]\n").unwrap();
+        let err = Config::resolve(bad, None, Some("/h".into()), None).unwrap_err();
+        assert!(matches!(err, ConfigError::AllowVar { .. }), "{err}");
     }
 }

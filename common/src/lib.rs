@@ -18,6 +18,7 @@ pub mod proof;
 pub mod providers;
 pub mod secret_value;
 pub mod store;
+pub mod text;
 pub mod time;
 pub mod wire;
 

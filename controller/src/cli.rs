@@ -201,6 +201,10 @@ pub enum ClusterCommand {
     /// create in each cloud. Nodes then keep a token file fresh and the SDKs
     /// exchange it themselves; no key anywhere.
     Federate(FederateArgs),
+    /// Fleet mode: revoke one bundle: its secret_id is destroyed, so neither
+    /// its node nor anyone holding a copy logs in with it again (tokens
+    /// already issued end within the token TTL). Then enroll the node again.
+    RevokeNode(RevokeNodeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -268,15 +272,36 @@ pub struct FederateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RevokeNodeArgs {
+    /// A pull cluster.
+    pub name: String,
+    /// The bundle's name (`node-3`, `launch-1`, or a host bootstrapped as a
+    /// pull node) or a node id from `controller status --cluster NAME`.
+    #[arg(required_unless_present = "bundle", conflicts_with = "bundle")]
+    pub node: Option<String>,
+    /// The bundle file (its bundle id names it).
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+#[derive(Debug, Args)]
 pub struct EnrollArgs {
     /// A cluster added with `--pull`.
     pub name: String,
     /// Directory for the bundles (created 0700).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// How many per-node bundles to write.
+    /// How many new per-node bundles to write, named after the last one
+    /// enrolled from this machine (node-1.. on a new cluster, then node-4..).
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
+    /// Enroll the node bundle NAME again (repeatable, e.g. `--node node-3`):
+    /// a fresh DIR/NAME.json, and the bundle of that name enrolled before is
+    /// revoked (its secret_id destroyed; a copy of it no longer logs in).
+    #[arg(long = "node", value_name = "NAME", conflicts_with_all = ["nodes", "reusable"])]
+    pub node_names: Vec<String>,
     /// How long each wrapped secret_id can be unwrapped (e.g. 15m, 1h, 90s).
     #[arg(long = "wrap-ttl", value_name = "DUR", default_value = "15m")]
     pub wrap_ttl: String,
@@ -353,6 +378,12 @@ pub struct BootstrapArgs {
     /// to each node's pull config (default: the agent's, 10 s).
     #[arg(long = "poll-interval", value_name = "SECS")]
     pub poll_interval: Option<u64>,
+    /// Pull cluster only: an env var the store's secrets may set on the
+    /// nodes besides their provider's own (written to each node's pull
+    /// config as `allow_vars`; a generic secret sets none without it).
+    /// Repeatable.
+    #[arg(long = "allow-var", value_name = "NAME")]
+    pub allow_vars: Vec<String>,
     /// Pull cluster only: lifetime of a node's (batch) token, as with
     /// `cluster enroll` (the role is updated with it).
     #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m")]
@@ -405,6 +436,12 @@ pub struct SyncArgs {
     /// 250 s): give a large fleet that long.
     #[arg(long, value_name = "SECS")]
     pub wait: Option<u64>,
+    /// Pull cluster: publish as a new epoch. Nodes refuse a manifest older
+    /// than the one they applied (no rollback); a new epoch is taken even so:
+    /// after restoring the store from a backup, or when the manifest's
+    /// history was destroyed.
+    #[arg(long = "new-epoch")]
+    pub new_epoch: bool,
     #[command(flatten)]
     pub remote: RemoteOpts,
     #[command(flatten)]

@@ -311,6 +311,8 @@ fn compose_pull(s: &Suite, bundles: &Path, nodes: usize) -> Out {
         .arg("--bundles")
         .arg(bundles)
         .args(["--nodes", &nodes.to_string(), "--poll", POLL])
+        // The store's generic secret sets VAR: each node's owner allows it.
+        .args(["--allow-var", VAR])
         .env("RH_E2E_PROJECT", &s.project);
     let out = run_with_deadline(c, Duration::from_secs(240), "e2e/cluster.sh", &["pull"]);
     s.log_to("cluster-pull.log", &out);
@@ -350,6 +352,8 @@ impl Fleet {
                 PULL,
                 "--poll-interval",
                 POLL,
+                "--allow-var",
+                VAR,
                 "--json",
             ],
             0,
@@ -715,6 +719,8 @@ fn f03_systemd_node_pulls_at_boot_and_after_a_restart_gets_what_was_published_wh
             PULL,
             "--poll-interval",
             POLL,
+            "--allow-var",
+            VAR,
             "--json",
         ],
         0,

@@ -264,3 +264,15 @@ impl Home {
         self.path().join(rel)
     }
 }
+
+/// A kubeconfig (as JSON) for cluster, context and user `name`, the user's
+/// fields `user`, with `current-context` naming it.
+pub fn kubeconfig(name: &str, user: Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "clusters": [{"name": name, "cluster": {"server": format!("https://{name}.example:6443")}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "users": [{"name": name, "user": user}],
+        "current-context": name,
+    })
+}
