@@ -56,6 +56,46 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// Workload identity of a pull node (`identity:` in the config file): the
+/// node owner's settings, which the store cannot change. The endpoints are
+/// where the SDKs exchange the node's token; the defaults are Google's
+/// (AWS and Azure SDKs take theirs from their own settings).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Fetch identity tokens when the cluster is federated (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `token_url` of the GCP `external_account` configuration.
+    #[serde(default = "gcp_sts_url")]
+    pub gcp_sts_url: String,
+    /// Base of the service account impersonation URL.
+    #[serde(default = "gcp_iam_url")]
+    pub gcp_iam_url: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn gcp_sts_url() -> String {
+    common::identity::GCP_STS_URL.into()
+}
+
+fn gcp_iam_url() -> String {
+    common::identity::GCP_IAM_CREDENTIALS_URL.into()
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            gcp_sts_url: gcp_sts_url(),
+            gcp_iam_url: gcp_iam_url(),
+        }
+    }
+}
+
 /// The config file: every key optional.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +127,8 @@ pub struct FileConfig {
     /// Fleet mode: allow plain `http://` store URLs to hosts that are not
     /// loopback (the node's token then crosses the network in cleartext).
     pub pull_allow_insecure_http: Option<bool>,
+    /// Fleet mode: workload identity (`cluster federate`) settings.
+    pub identity: Option<IdentityConfig>,
 }
 
 impl FileConfig {
@@ -148,6 +190,8 @@ pub struct Config {
     /// Fleet mode: plain `http://` store URLs to non-loopback hosts are
     /// allowed (off: such a bundle is refused at start).
     pub pull_allow_insecure_http: bool,
+    /// Fleet mode: workload identity settings.
+    pub identity: IdentityConfig,
     /// The executable started as `<exe> env-host --name E` for each env
     /// (the agent binary itself; tests point it at the built binary).
     pub env_host_exe: PathBuf,
@@ -182,6 +226,7 @@ impl Config {
             heartbeat: Duration::from_secs(common::fleet::DEFAULT_HEARTBEAT_SECS),
             pull_boot_wait: Duration::from_secs(60),
             pull_allow_insecure_http: false,
+            identity: IdentityConfig::default(),
             env_host_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("agent")),
             test_item_delay: None,
         }
@@ -266,6 +311,7 @@ impl Config {
             config.pull_boot_wait = Duration::from_secs(s);
         }
         config.pull_allow_insecure_http = file.pull_allow_insecure_http.unwrap_or(false);
+        config.identity = file.identity.unwrap_or_default();
         config.check_listen(config.listen)?;
         Ok(config)
     }

@@ -414,6 +414,10 @@ pub struct NodeReport {
     /// The node's poll interval and heartbeat, in seconds (for liveness).
     pub poll_interval_secs: u64,
     pub heartbeat_secs: u64,
+    /// Its workload identity (`cluster federate`): token expiry, last
+    /// refresh, last error; absent when the cluster is not federated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::identity::IdentityStatus>,
     /// The id of the bundle the node logged in with, when it signs
     /// ([`Bundle::bundle_id`]); `node_id` is then `<node-id>.<bundle-id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

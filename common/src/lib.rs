@@ -9,6 +9,7 @@ pub mod fingerprint;
 pub mod fleet;
 pub mod formats;
 pub mod fsutil;
+pub mod identity;
 pub mod model;
 pub mod names;
 pub mod placement;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -227,20 +227,7 @@ fn spawn_agent(bundle: &Path) -> (tempfile::TempDir, u16, Child) {
          allow_paths: [\"~/.config/mytool\"]\nallow_vars: [MYAPI_KEY]\n",
     )
     .unwrap();
-    let log = std::fs::File::create(home.path().join("agent.log")).unwrap();
-    let child = Command::new(nodes::agent_bin())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--home"])
-        .arg(home.path())
-        .arg("--config")
-        .arg(&config)
-        .arg("--pull")
-        .arg(bundle)
-        .env_clear()
-        .env("HOME", home.path())
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
+    let child = nodes::pull_agent_command(home.path(), port, &config, bundle)
         .spawn()
         .expect("start the agent");
     (home, port, child)
@@ -280,22 +267,7 @@ fn env_secret() -> Secret {
 
 /// A bao dev server with AppRole enabled, and alice's home logged in to it.
 fn setup() -> Option<(DevServer, Home)> {
-    let server = DevServer::start()?;
-    let (status, body) = raw(
-        &server.url,
-        ROOT_TOKEN,
-        "POST",
-        "sys/auth/approle",
-        Some(json!({ "type": "approle" })),
-    )
-    .unwrap();
-    assert!(
-        status == 204 || status == 200,
-        "enable approle: {status} {body}"
-    );
-    let mut home = Home::new("alice");
-    home.set_env("VAULT_ADDR", &server.url);
-    home.set_env("VAULT_TOKEN", ROOT_TOKEN);
+    let (server, mut home) = DevServer::with_approle("alice")?;
     home.forbidden
         .extend([V1, V2, V3, V_ENV, V_PERSONAL].map(String::from));
     Some((server, home))

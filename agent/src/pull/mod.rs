@@ -24,6 +24,7 @@
 //! versions only). Never logs a value, token or secret_id.
 
 pub(crate) mod creds;
+pub(crate) mod identity;
 pub mod metrics;
 pub(crate) mod store;
 
@@ -76,6 +77,8 @@ pub enum PullError {
     Path(#[from] PathError),
     #[error("{0}")]
     Apply(String),
+    #[error("workload identity: {0}")]
+    Identity(String),
     /// The manifest is missing, malformed or older than what was applied:
     /// nothing is changed on the node.
     #[error("{0}")]
@@ -403,7 +406,14 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
         .and_then(|t| serde_json::from_str(t.expose_secret()).ok())
         .unwrap_or_default();
     let files = CredFiles { dir: dir.clone() };
+    let identity = identity::Refresher::new(
+        config.identity.clone(),
+        Some(&config.state_dir),
+        Some(config.home.clone()),
+        &node_id,
+    );
     let mut puller = Puller {
+        identity,
         metrics: state.metrics(),
         sim_home: None,
         token: files.load_token(),
@@ -457,7 +467,15 @@ pub async fn simulate(
     if let Some(home) = &home {
         create_private_dir_all(&home.join(".rh/agent/pull"))?;
     }
+    let state_dir = home.as_ref().map(|h| h.join(".rh/agent"));
+    let identity = identity::Refresher::new(
+        crate::config::IdentityConfig::default(),
+        state_dir.as_deref(),
+        None,
+        &node_id,
+    );
     let mut puller = Puller {
+        identity,
         metrics,
         node: None,
         sim_home: home,
@@ -522,6 +540,8 @@ struct Puller {
     failures: u32,
     /// Whether a manifest was fully applied since start.
     synced: bool,
+    /// Workload identity: tokens fetched on the poll when due.
+    identity: identity::Refresher,
 }
 
 impl Puller {
@@ -596,6 +616,7 @@ impl Puller {
         self.metrics
             .last_poll_unix
             .store(now_unix(), Ordering::Relaxed);
+        self.refresh_identity(&result).await;
         self.report().await;
         self.metrics.store_requests.store(
             self.client.requests.load(Ordering::Relaxed),
@@ -936,8 +957,16 @@ impl Puller {
             secrets: self.applied.secrets.keys().cloned().collect(),
             poll_interval_secs: self.poll.as_secs().max(1),
             heartbeat_secs: self.heartbeat().as_secs().max(1),
+            identity: self.identity.report(),
             bundle_id: None,
             sig: None,
+        };
+        // A routine identity refresh is not news (the heartbeat carries its
+        // expiry); being federated or not, and a new error, are.
+        let identity_key = |r: &NodeReport| {
+            r.identity
+                .as_ref()
+                .map(|i| (i.clouds.clone(), i.last_error_at))
         };
         // Signed, under `<node-id>.<bundle-id>`, when the bundle has a
         // report key (checked hex when it was loaded).
@@ -953,6 +982,7 @@ impl Puller {
                 && a.applied_epoch == b.applied_epoch
                 && a.last_error == b.last_error
                 && a.secrets == b.secrets
+                && identity_key(a) == identity_key(b)
         };
         if let Some((last, at)) = &self.reported {
             if same(last, &report) && at.elapsed() < self.heartbeat() {

@@ -52,6 +52,7 @@ pub async fn run(cmd: ClusterCommand, ctx: &Context) -> Result<u8> {
         ClusterCommand::Bootstrap(a) => bootstrap(a, ctx).await,
         ClusterCommand::Disconnect(a) => disconnect(a, ctx).await,
         ClusterCommand::Enroll(a) => crate::fleet::cmd::enroll(a, ctx).await,
+        ClusterCommand::Federate(a) => crate::fleet::federate::run(a, ctx).await,
         ClusterCommand::RevokeNode(a) => crate::fleet::cmd::revoke_node(a, ctx).await,
     }
 }

@@ -23,18 +23,38 @@ pub const AUTH_MOUNT: &str = "approle";
 
 /// The name of a cluster's policy and AppRole: unique per store prefix.
 pub fn role_name(prefix: &str, cluster: &str) -> String {
-    format!("rh-fleet-{}-{cluster}", prefix.replace('/', "-"))
+    common::identity::fleet_role_name(prefix, cluster)
 }
 
-/// The cluster's ACL policy (HCL).
+/// The cluster's ACL policy (HCL). Also its workload identity (`cluster
+/// federate`): its federation document and exactly its own OIDC roles'
+/// token paths, whether federated yet or not (so enroll and federate write
+/// the same policy).
 pub fn policy_text(mount: &str, prefix: &str, cluster: &str) -> String {
     let base = format!("{mount}/data/{}", cluster_base(prefix, cluster));
-    format!(
+    let mut text = format!(
         "# rh-secrets fleet mode: nodes of cluster {cluster}\n\
          path \"{base}/manifest\" {{ capabilities = [\"read\"] }}\n\
          path \"{base}/secrets/*\" {{ capabilities = [\"read\"] }}\n\
          path \"{base}/nodes/*\" {{ capabilities = [\"create\", \"update\"] }}\n"
-    )
+    );
+    text.push_str(&super::federate::policy_lines(mount, prefix, cluster));
+    text
+}
+
+/// Write the cluster's ACL policy ([`policy_text`]).
+pub async fn write_policy(store: &Store, cluster: &str) -> Result<(), VaultError> {
+    let cfg = &store.config;
+    store
+        .call_ok(
+            "write the cluster's policy",
+            Method::PUT,
+            &format!("sys/policies/acl/{}", role_name(&cfg.prefix, cluster)),
+            Some(json!({ "policy": policy_text(&cfg.mount, &cfg.prefix, cluster) })),
+            &[],
+        )
+        .await?;
+    Ok(())
 }
 
 /// How the role issues tokens.
@@ -63,17 +83,8 @@ pub async fn ensure_role(
     cluster: &str,
     opts: RoleOptions,
 ) -> Result<String, VaultError> {
-    let cfg = &store.config;
-    let name = role_name(&cfg.prefix, cluster);
-    store
-        .call_ok(
-            "write the cluster's policy",
-            Method::PUT,
-            &format!("sys/policies/acl/{name}"),
-            Some(json!({ "policy": policy_text(&cfg.mount, &cfg.prefix, cluster) })),
-            &[],
-        )
-        .await?;
+    let name = role_name(&store.config.prefix, cluster);
+    write_policy(store, cluster).await?;
     // Re-login uses the kept secret_id again, so a per-node secret_id is not
     // limited in uses: the single use that matters is the wrapping token's.
     let (status, _) = store

@@ -312,6 +312,7 @@ fn node_table(rows: &[NodeRow]) -> Table {
         "last poll",
         "last error",
         "secrets",
+        "identity",
     ]);
     for r in rows {
         let report = &r.row.report;
@@ -337,6 +338,10 @@ fn node_table(rows: &[NodeRow]) -> Table {
                     .map_or_else(|| "-".into(), foreign),
             ),
             shown(foreign(&report.secrets.join(","))),
+            shown(super::federate::identity_cell(
+                report.identity.as_ref(),
+                now,
+            )),
         ]);
     }
     t
@@ -579,6 +584,9 @@ pub async fn remove_role(ctx: &Context, cluster: &Cluster) -> Result<()> {
     admin::delete_role(&store, &cluster.name)
         .await
         .with_context(|| format!("delete the AppRole of cluster {}", cluster.name))?;
+    super::federate::remove(&store, &cluster.name)
+        .await
+        .with_context(|| format!("delete the workload identity of cluster {}", cluster.name))?;
     Registry::remove(&ctx.home, &cluster.name)?;
     eprintln!(
         "cluster {}: AppRole and policy deleted; nodes keep what is installed and stop updating",

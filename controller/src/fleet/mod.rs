@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod cmd;
+pub mod federate;
 pub mod nodes;
 pub mod publish;
 
