@@ -33,15 +33,30 @@ while [ "$#" -gt 0 ]; do
 done
 [ "${#targets[@]}" -gt 0 ] || targets=("${AGENT_TARGETS[@]}")
 
-ensure_zigbuild "${targets[@]}"
+die() { echo "build-agents.sh: $*" >&2; exit 1; }
+
+ensure_zigbuild "${targets[@]}" || die "cannot install cargo-zigbuild, zig or the rustup targets"
 cd "$repo"
+# Where cargo puts what it builds: CARGO_TARGET_DIR, build.target-dir in a
+# cargo config, or target/ here. Asked of cargo, never assumed.
+metadata="$(cargo metadata --format-version 1 --no-deps)" \
+  || die "\`cargo metadata\` failed: cannot tell where cargo puts its builds"
+target_dir="$(printf '%s' "$metadata" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')" \
+  || die "\`cargo metadata\` printed no target_directory"
+[ -n "$target_dir" ] || die "\`cargo metadata\` printed an empty target_directory"
 for t in "${targets[@]}"; do
   step "agent for $t (cargo zigbuild --release)"
-  cargo zigbuild --release --quiet -p agent --target "$t"
-  mkdir -p "$out/$t"
-  tmp="$(mktemp "$out/$t/.agent.XXXXXX")"
-  cp "target/$t/release/agent" "$tmp" && chmod 0755 "$tmp" && mv -f "$tmp" "$out/$t/agent"
-  (cd "$out/$t" && sha256sum agent >agent.sha256.tmp && mv -f agent.sha256.tmp agent.sha256)
+  cargo zigbuild --release --quiet -p agent --target "$t" || die "building the agent for $t failed"
+  built="$target_dir/$t/release/agent"
+  [ -f "$built" ] || die "cargo zigbuild reported success but left no agent at $built"
+  mkdir -p "$out/$t" || die "cannot create $out/$t"
+  tmp="$(mktemp "$out/$t/.agent.XXXXXX")" || die "cannot create a temporary file in $out/$t"
+  cp "$built" "$tmp" || { rm -f "$tmp"; die "cannot copy $built to $out/$t"; }
+  chmod 0755 "$tmp" || { rm -f "$tmp"; die "cannot make $tmp executable"; }
+  mv -f "$tmp" "$out/$t/agent" || { rm -f "$tmp"; die "cannot move the agent into $out/$t"; }
+  (cd "$out/$t" && sha256sum agent >agent.sha256.tmp && mv -f agent.sha256.tmp agent.sha256) \
+    || die "cannot write $out/$t/agent.sha256"
   printf '%s  %s bytes  sha256 %s\n' "$out/$t/agent" "$(wc -c <"$out/$t/agent")" \
     "$(cut -d' ' -f1 "$out/$t/agent.sha256")"
 done

@@ -96,7 +96,7 @@ APPLE_TARGETS=(aarch64-apple-darwin x86_64-apple-darwin)
 ensure_zigbuild() {
   if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -m ziglang version >/dev/null 2>&1; then
     step "installing cargo-zigbuild and zig (pip install ziglang cargo-zigbuild)"
-    python3 -m pip install -q ziglang cargo-zigbuild
+    python3 -m pip install -q ziglang cargo-zigbuild || return 1
   fi
   local t missing=()
   for t in "$@"; do
@@ -104,7 +104,7 @@ ensure_zigbuild() {
   done
   if [ "${#missing[@]}" -gt 0 ]; then
     step "rustup target add ${missing[*]}"
-    rustup target add "${missing[@]}"
+    rustup target add "${missing[@]}" || return 1
   fi
 }
 

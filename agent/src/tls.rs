@@ -102,7 +102,7 @@ fn libc_nonblock() -> i32 {
 
 /// Log a warning when the certificate's validity period does not hold now.
 fn warn_if_not_valid_now(cert: &CertificateDer<'_>, path: &Path) {
-    let Some((not_before, not_after)) = validity(cert.as_ref()) else {
+    let Some((not_before, not_after)) = common::x509::validity(cert.as_ref()) else {
         tracing::warn!(cert = %path.display(), "cannot read the certificate's validity period");
         return;
     };
@@ -120,85 +120,13 @@ fn utc(secs: u64) -> String {
     common::time::rfc3339(i64::try_from(secs).unwrap_or(i64::MAX), None)
 }
 
-/// One DER TLV: (tag, content, rest).
-fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
-/// `notBefore` and `notAfter` of an X.509 certificate, as Unix seconds.
-fn validity(der: &[u8]) -> Option<(u64, u64)> {
-    let (_, cert, _) = tlv(der)?;
-    let (_, tbs, _) = tlv(cert)?;
-    let mut rest = tbs;
-    // [0] version (optional), serial, signature algorithm, issuer, validity.
-    let (tag, _, after) = tlv(rest)?;
-    if tag == 0xa0 {
-        rest = after;
-    }
-    for _ in 0..3 {
-        rest = tlv(rest)?.2;
-    }
-    let (_, validity, _) = tlv(rest)?;
-    let (t1, nb, rest) = tlv(validity)?;
-    let (t2, na, _) = tlv(rest)?;
-    Some((asn1_time(t1, nb)?, asn1_time(t2, na)?))
-}
-
-/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
-fn asn1_time(tag: u8, text: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
-    let num = |s: &str| s.parse::<i64>().ok();
-    let (year, rest) = match tag {
-        0x17 if text.len() == 12 => {
-            let yy = num(&text[..2])?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
-        }
-        0x18 if text.len() == 14 => (num(&text[..4])?, &text[4..]),
-        _ => return None,
-    };
-    let field = |i: usize| num(rest.get(i..i + 2)?);
-    let days = days_from_civil(year, field(0)?, field(2)?);
-    let secs = days * 86_400 + field(4)? * 3600 + field(6)? * 60 + field(8)?;
-    u64::try_from(secs).ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn dates_round_trip_and_asn1_times_parse() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    fn warning_times_are_rfc3339() {
         assert_eq!(utc(951_868_800), "2000-03-01T00:00:00Z");
-        assert_eq!(asn1_time(0x17, b"000301000000Z"), Some(951_868_800));
-        assert_eq!(asn1_time(0x18, b"20000301000000Z"), Some(951_868_800));
-        assert_eq!(asn1_time(0x17, b"garbage"), None);
     }
 
     #[test]
@@ -219,7 +147,7 @@ mod tests {
         };
         assert!(out.status.success());
         let der = CertificateDer::from_pem_file(&cert).unwrap();
-        let (not_before, not_after) = validity(der.as_ref()).unwrap();
+        let (not_before, not_after) = common::x509::validity(der.as_ref()).unwrap();
         assert_eq!(not_after - not_before, 3 * 86_400);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -563,38 +563,6 @@ pub fn verify_report(id: &str, value: &Value, cluster_key: Option<&[u8]>) -> Rep
     }
 }
 
-/// Whether `url` sends what it carries in cleartext across a network:
-/// plain `http://` to a host that is not loopback (`localhost`, 127/8,
-/// `::1`). Store tokens may go there only when the user opted in, on the
-/// machine that sends them (controller: `RH_VAULT_ALLOW_HTTP`; agent:
-/// `pull_allow_insecure_http`). Anything that is not `http://` is `false`.
-pub fn is_cleartext_to_network(url: &str) -> bool {
-    let Some(rest) = url
-        .get(..7)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
-        .map(|_| &url[7..])
-    else {
-        return false;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit('@').next().unwrap_or_default();
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next().unwrap_or_default()
-    } else {
-        host_port.split(':').next().unwrap_or_default()
-    };
-    if host.eq_ignore_ascii_case("localhost") {
-        return false;
-    }
-    match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => !ip.is_loopback(),
-        Ok(std::net::IpAddr::V6(ip)) => {
-            !(ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
-        }
-        Err(_) => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,25 +612,6 @@ mod tests {
         };
         assert!(r.is_live(1180));
         assert!(!r.is_live(1181));
-    }
-
-    #[test]
-    fn cleartext_to_network_is_plain_http_to_a_non_loopback_host() {
-        for (url, cleartext) in [
-            ("http://10.0.0.5:8200", true),
-            ("HTTP://vault.example.com/v1", true),
-            ("http://user@192.168.1.2:8200", true),
-            ("http://[2001:db8::1]:8200", true),
-            ("http://127.0.0.1:8200", false),
-            ("http://127.9.9.9", false),
-            ("http://localhost:8200/x", false),
-            ("http://[::1]:8200", false),
-            ("http://[::ffff:127.0.0.1]:8200", false),
-            ("https://10.0.0.5:8200", false),
-            ("https://vault.example.com", false),
-        ] {
-            assert_eq!(is_cleartext_to_network(url), cleartext, "{url}");
-        }
     }
 
     #[test]

@@ -18,9 +18,12 @@ pub mod proof;
 pub mod providers;
 pub mod secret_value;
 pub mod store;
+pub mod store_tls;
+pub mod store_url;
 pub mod text;
 pub mod time;
 pub mod wire;
+pub mod x509;
 
 pub use model::{ProviderSecret, Secret};
 pub use secret_value::{SecretText, SecretValue, Values};

@@ -2,7 +2,7 @@
 //! raw TCP server on 127.0.0.1:0 answers every request with an oversized
 //! body (declared, or close-delimited), an endless chunked stream, or an
 //! error text full of terminal control sequences; `openssl s_server` serves
-//! a self-signed CA certificate. The real `controller` binary runs under a
+//! self-signed CA certificates (trusted when pinned, refused otherwise). The real `controller` binary runs under a
 //! 1 GiB address-space limit, so an unbounded read dies instead of passing.
 //! Also: plain `http://` to a host that is not loopback is refused before
 //! any connection unless the user opts in.
@@ -12,7 +12,7 @@ mod vault_common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vault_common::{Home, Run, ROOT_TOKEN};
 
@@ -230,77 +230,52 @@ fn plain_http_off_this_machine_needs_an_opt_in() {
 }
 
 #[test]
-fn a_self_signed_ca_certificate_as_server_certificate_gets_a_hint() {
+fn a_self_signed_store_certificate_is_trusted_when_it_is_the_pinned_one() {
+    use test_support::{self_signed_cert, TlsServer, Validity};
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    // openssl's default self-signed certificate: basicConstraints CA:TRUE.
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output();
-    let Ok(out) = made else {
-        eprintln!("SKIPPED: openssl is not installed");
-        return;
-    };
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let d = dir.path();
+    // openssl's self-signed certificate (basicConstraints CA:TRUE), pinned
+    // with VAULT_CACERT as the `bao` CLI takes it.
+    let (cert, key) = self_signed_cert(d, "store", "127.0.0.1", Validity::Current);
+    let list = r#"{"data":{"keys":["aws","openai"]}}"#;
+    let server = TlsServer::start(
+        &d.join("s1"),
+        &cert,
+        &key,
+        &[("v1/secret/metadata/rh/alice?list=true", list)],
     );
-    let port = vault_common::free_port();
-    let mut server = Command::new("openssl")
-        .args(["s_server", "-quiet", "-www", "-accept"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-cert")
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let url = format!("https://127.0.0.1:{port}");
+    let url = server.url();
     let mut home = home_at(&url);
     home.set_env("VAULT_CACERT", &cert.display().to_string());
-    let run = home.run(&["vault", "list"]);
-    let _ = server.kill();
-    let _ = server.wait();
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr
-            .contains(&format!("TLS handshake with {url} failed")),
-        "{run:?}"
-    );
-    assert!(run.stderr.contains("CaUsedAsEndEntity"), "{run:?}");
-    assert!(
-        run.stderr
-            .contains("give the server a certificate signed by a CA (CA:FALSE, subjectAltName naming 127.0.0.1)"),
-        "{run:?}"
-    );
-    assert!(
-        run.stderr.contains("basicConstraints=critical,CA:FALSE"),
-        "{run:?}"
-    );
+    let run = home.run(&["vault", "list", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("\"openai\""), "{run:?}");
+
+    // Another self-signed certificate pinned, an expired one, one for
+    // another name: refused, and said to be a certificate problem.
+    let (_servers, refused) = test_support::refused_pins(d, &server);
+    for pin in &refused {
+        let (url, pinned, problem) = (&pin.url, &pin.pinned, pin.problem);
+        let mut home = home_at(url);
+        home.set_env("VAULT_CACERT", &pinned.display().to_string());
+        let run = home.run(&["vault", "list"]);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(
+            run.stderr.contains(&format!(
+                "TLS handshake with {url} failed (CA file {}): the server's TLS certificate \
+                 was refused",
+                pinned.display()
+            )),
+            "{run:?}"
+        );
+        assert!(run.stderr.contains(problem), "{problem}: {run:?}");
+        assert!(!run.stderr.contains("cannot connect"), "{run:?}");
+        if problem == "CaUsedAsEndEntity" {
+            assert!(
+                run.stderr
+                    .contains("not one of the pinned certificates: a pinned certificate"),
+                "{run:?}"
+            );
+        }
+    }
 }

@@ -338,30 +338,41 @@ fn load_bundle(path: &Path) -> Result<Bundle, PullError> {
     Ok(bundle)
 }
 
-/// Refuse a bundle whose store URLs are plain `http://` to a host that is
-/// not loopback, unless the node's config allows it
-/// (`pull_allow_insecure_http`): the node's secret_id and tokens would cross
-/// the network in cleartext. Decided here, on the node, not by the bundle.
-fn check_cleartext(bundle: &Bundle, path: &Path, allowed: bool) -> Result<(), PullError> {
-    for url in bundle
-        .urls
-        .iter()
-        .filter(|u| common::fleet::is_cleartext_to_network(u))
-    {
-        if !allowed {
-            return Err(PullError::Bundle {
-                path: path.display().to_string(),
-                reason: format!(
+/// The bundle's store URLs as the HTTP client reads them
+/// (`common::store_url`, the same check as the controller's): a URL that
+/// reads otherwise than written (`" http://h"`, `http:h`, `\\`, `h\@127.0.0.1`,
+/// `127.1`), or with credentials, a query or a fragment, is refused; so is
+/// plain `http://` to a host that is not loopback unless the node's config
+/// allows it (`pull_allow_insecure_http`): the node's secret_id and tokens
+/// would cross the network in cleartext. Decided here, on the node, not by
+/// the bundle.
+fn check_urls(bundle: &Bundle, path: &Path, allowed: bool) -> Result<Vec<String>, PullError> {
+    let bad = |reason: String| PullError::Bundle {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut urls = Vec::with_capacity(bundle.urls.len());
+    for text in &bundle.urls {
+        let url = common::store_url::parse(text).map_err(|e| {
+            bad(format!(
+                "store URL {:?} is not valid: {e}",
+                common::store_url::shown(text)
+            ))
+        })?;
+        if url.is_cleartext_to_network() {
+            if !allowed {
+                return Err(bad(format!(
                     "store URL {:?} is plain http:// to a host that is not loopback: this node's \
                      secret_id and tokens would cross the network in cleartext; use https://, \
                      or set `pull_allow_insecure_http: true` in the agent config",
-                    url
-                ),
-            });
+                    url.as_str()
+                )));
+            }
+            tracing::warn!(url = %url, "store tokens go over plain http (pull_allow_insecure_http)");
         }
-        tracing::warn!(url = ?url, "store tokens go over plain http (pull_allow_insecure_http)");
+        urls.push(url.as_str().to_owned());
     }
-    Ok(())
+    Ok(urls)
 }
 
 /// The running pull loop; stopped when dropped.
@@ -385,8 +396,8 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
     let Some(bundle_path) = config.pull_bundle.clone() else {
         return Ok(None);
     };
-    let bundle = load_bundle(&bundle_path)?;
-    check_cleartext(&bundle, &bundle_path, config.pull_allow_insecure_http)?;
+    let mut bundle = load_bundle(&bundle_path)?;
+    bundle.urls = check_urls(&bundle, &bundle_path, config.pull_allow_insecure_http)?;
     let client = StoreClient::new(&bundle, config.poll_interval)?;
     let dir = config.state_dir.join("pull");
     create_private_dir_all(&dir)?;
@@ -1311,15 +1322,13 @@ mod tests {
         remote["urls"] = serde_json::json!(["https://10.0.0.1:8200", "http://10.0.0.2:8200"]);
         write_private(&path, &remote.to_string());
         let bundle = load_bundle(&path).unwrap();
-        let err = check_cleartext(&bundle, &path, false)
-            .unwrap_err()
-            .to_string();
+        let err = check_urls(&bundle, &path, false).unwrap_err().to_string();
         assert!(
             err.contains("http://10.0.0.2:8200") && err.contains("pull_allow_insecure_http"),
             "{err}"
         );
         assert!(!err.contains("hvs.x"));
-        assert!(check_cleartext(&bundle, &path, true).is_ok());
+        assert!(check_urls(&bundle, &path, true).is_ok());
         let loopback = load_bundle(&path)
             .map(|mut b| {
                 b.urls = vec![
@@ -1329,6 +1338,42 @@ mod tests {
                 b
             })
             .unwrap();
-        assert!(check_cleartext(&loopback, &path, false).is_ok());
+        assert_eq!(
+            check_urls(&loopback, &path, false).unwrap(),
+            ["http://127.0.0.1:8200", "https://10.0.0.1:8200"]
+        );
+        // Decided on the URL as the client reads it: none of these reaches
+        // a loopback host, and each read as loopback by a string test.
+        for tricky in [
+            " http://10.0.0.2:8200",
+            "http:10.0.0.2:8200",
+            "http://10.0.0.2:8200\\@127.0.0.1",
+            "HTTP:\\\\10.0.0.2",
+            "http://127.0.0.1@10.0.0.2",
+            "http://127.0.0.1:8200@10.0.0.2:8200",
+            "http://10.0.0.2#@127.0.0.1",
+            "http://localhost.:8200",
+            "http://10.0.0.2/@127.0.0.1",
+        ] {
+            let mut b = loopback.clone();
+            b.urls = vec!["https://10.0.0.1:8200".into(), tricky.into()];
+            let err = check_urls(&b, &path, false).unwrap_err().to_string();
+            assert!(err.contains("store URL"), "{tricky:?}: {err}");
+        }
+        // Loopback spelled as the client spells it passes; other spellings
+        // of it are refused with the client's reading.
+        for ok in [
+            "http://[::1]:8200",
+            "http://localhost:8200",
+            "http://127.0.0.1:8200/",
+        ] {
+            let mut b = loopback.clone();
+            b.urls = vec![ok.into()];
+            assert!(check_urls(&b, &path, false).is_ok(), "{ok}");
+        }
+        let mut b = loopback.clone();
+        b.urls = vec!["http://127.1:8200".into()];
+        let err = check_urls(&b, &path, false).unwrap_err().to_string();
+        assert!(err.contains("reads it as http://127.0.0.1:8200"), "{err}");
     }
 }

@@ -111,23 +111,21 @@ impl StoreClient {
     /// A client for the bundle's URLs and CA, starting at a random URL,
     /// for a node polling every `poll`.
     pub(crate) fn new(bundle: &Bundle, poll: Duration) -> Result<Self, StoreError> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
+        // The bundle's CA certificates are roots, and one of them used as
+        // the store's own certificate is trusted as itself (a self-signed
+        // store certificate), name and validity checked.
+        let pinned = match &bundle.ca_pem {
+            Some(pem) => common::store_tls::pem_certs(pem.as_bytes()).map_err(StoreError::Ca)?,
+            None => vec![],
+        };
+        let tls = common::store_tls::client_config(&pinned).map_err(StoreError::Ca)?;
+        let builder = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .pool_idle_timeout(idle_timeout(poll))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("rh-agent/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &bundle.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| StoreError::Ca(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(StoreError::Ca("no PEM certificate in ca_pem".into()));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
         let http = builder
             .build()
             .map_err(|e| StoreError::Client(e.to_string()))?;
@@ -244,16 +242,17 @@ impl StoreClient {
                 }
                 Err(e) => {
                     busy = false;
-                    failures.push(format!(
-                        "{url}: {}",
+                    // A refused certificate is named as one, not as "cannot connect".
+                    let what = common::store_tls::tls_failure(&e).unwrap_or_else(|| {
                         if e.is_timeout() {
-                            "timed out"
+                            "timed out".into()
                         } else if e.is_connect() {
-                            "cannot connect"
+                            "cannot connect".into()
                         } else {
-                            "request failed"
+                            "request failed".into()
                         }
-                    ));
+                    });
+                    failures.push(format!("{url}: {what}"));
                     continue;
                 }
             };
@@ -462,5 +461,50 @@ mod tests {
             0,
             "an idle connection was kept"
         );
+    }
+
+    /// A client of one store URL with `ca_pem` as the bundle's CA.
+    fn tls_client(url: &str, ca_pem: &std::path::Path) -> StoreClient {
+        let bundle: Bundle = serde_json::from_value(json!({
+            "format": 1, "cluster": "c", "urls": [url], "mount": "secret",
+            "prefix": "p", "auth_mount": "approle", "role_id": "r",
+            "ca_pem": std::fs::read_to_string(ca_pem).unwrap()
+        }))
+        .unwrap();
+        StoreClient::new(&bundle, Duration::from_secs(10)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pinned_self_signed_store_certificate_is_trusted_as_itself_and_nothing_else() {
+        use test_support::{self_signed_cert, TlsServer, Validity};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // openssl's self-signed certificate (CA:TRUE) for the store's IP.
+        let (cert, key) = self_signed_cert(d, "store", "127.0.0.1", Validity::Current);
+        let server = TlsServer::start(&d.join("s1"), &cert, &key, &[]);
+        let answer = tls_client(&server.url(), &cert)
+            .send("health", Method::GET, "sys/health", None, None)
+            .await
+            .unwrap_or_else(|e| panic!("the pinned certificate is trusted: {e}"));
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.json["version"], "tls-test");
+
+        // Refused, each named as a certificate problem (never "cannot connect").
+        let (_servers, refused) = test_support::refused_pins(d, &server);
+        for pin in &refused {
+            let (url, pinned, problem) = (&pin.url, &pin.pinned, pin.problem);
+            let err = tls_client(url, pinned)
+                .send("health", Method::GET, "sys/health", None, None)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{url} with {} was trusted", pinned.display()))
+                .to_string();
+            assert!(
+                err.contains(&format!("{url}: the server's TLS certificate was refused")),
+                "{err}"
+            );
+            assert!(err.contains(problem), "{problem}: {err}");
+            assert!(!err.contains("cannot connect"), "{err}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Helpers shared by the workspace's tests (a dev-dependency only): loopback
 //! ports, file modes, the built binaries of other workspace packages found
 //! without a nested `cargo build` ([`workspace_bin`]), one way to run a
-//! process with a deadline ([`run`]), and one fake agent ([`FakeAgent`]).
+//! process with a deadline ([`run`]), one fake agent ([`FakeAgent`]), and
+//! self-signed store certificates served by a real TLS server ([`TlsServer`]).
 //! Holds no fixture values; whatever a test passes through it stays the
 //! test's.
 
@@ -13,10 +14,12 @@ use std::time::{Duration, Instant};
 mod bin;
 mod fake_agent;
 mod process;
+mod tls;
 
 pub use bin::workspace_bin;
 pub use fake_agent::FakeAgent;
 pub use process::{run, Ran};
+pub use tls::{refused_pins, self_signed_cert, RefusedPin, TlsServer, Validity};
 
 /// A free loopback port for a server a test starts later: picked at random
 /// in 20000-32767, below the kernel's ephemeral range (Linux 32768-60999,

@@ -457,7 +457,7 @@ impl PullPlan {
             && config
                 .urls
                 .iter()
-                .any(|u| common::fleet::is_cleartext_to_network(u))
+                .any(|u| common::store_url::parse(u).map_or(true, |u| u.is_cleartext_to_network()))
         {
             text.push_str("pull_allow_insecure_http: true\n");
         }

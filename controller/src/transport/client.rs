@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{Challenged, Endpoint};
+use super::endpoint::{Challenged, Endpoint, Resend};
 use super::{ssh, TransportError};
 
 /// A connection to one node's agent. Holds the SSH session (if any) that the
@@ -105,10 +105,11 @@ impl AgentConn {
             self.health().await?;
         }
         if self.placements.load(Ordering::Acquire) {
-            self.call(Method::POST, "/v1/sync", Some(req), None).await
+            self.call(Method::POST, "/v1/sync", Some(req), None, Resend::Once)
+                .await
         } else {
             let older = req.without_placements();
-            self.call(Method::POST, "/v1/sync", Some(&older), None)
+            self.call(Method::POST, "/v1/sync", Some(&older), None, Resend::Once)
                 .await
         }
     }
@@ -120,19 +121,22 @@ impl AgentConn {
         req: &SetEnvVarsRequest,
     ) -> Result<SyncResponse, TransportError> {
         let path = format!("/v1/envs/{}/_set_env_vars", encode_segment(env));
-        self.call(Method::POST, &path, Some(req), None).await
+        self.call(Method::POST, &path, Some(req), None, Resend::Once)
+            .await
     }
 
     /// `POST /v1/envs/{env}/run`; the HTTP timeout is the command's plus a margin.
     pub async fn run(&self, env: &str, req: &RunRequest) -> Result<RunResponse, TransportError> {
         let path = format!("/v1/envs/{}/run", encode_segment(env));
         let limit = run_http_limit(req.timeout_secs, self.ep.timeout);
-        self.call(Method::POST, &path, Some(req), Some(limit)).await
+        // It may have started its command: never sent twice.
+        self.call(Method::POST, &path, Some(req), Some(limit), Resend::Never)
+            .await
     }
 
     /// `GET /v1/status`.
     pub async fn status(&self) -> Result<StatusResponse, TransportError> {
-        self.call::<(), _>(Method::GET, "/v1/status", None, None)
+        self.call::<(), _>(Method::GET, "/v1/status", None, None, Resend::Once)
             .await
     }
 
@@ -140,7 +144,7 @@ impl AgentConn {
     /// digits only). The key is kept out of errors and logs.
     pub async fn status_with_key(&self, key_hex: &str) -> Result<StatusResponse, TransportError> {
         let path = format!("/v1/status?key={key_hex}");
-        self.call::<(), _>(Method::GET, &path, None, None)
+        self.call::<(), _>(Method::GET, &path, None, None, Resend::Once)
             .await
             .map_err(|e| match e {
                 TransportError::Http { node, detail } => TransportError::Http {
@@ -170,7 +174,7 @@ impl AgentConn {
             path.push_str(&params.join("&"));
         }
         let body: RevokeBody = self
-            .call::<(), _>(Method::DELETE, &path, None, None)
+            .call::<(), _>(Method::DELETE, &path, None, None, Resend::Once)
             .await?;
         Ok(match body {
             RevokeBody::Many(r) => r.results,
@@ -186,20 +190,46 @@ impl AgentConn {
     }
 
     /// One authenticated request, made only once the agent proved it holds
-    /// the token.
+    /// the token; `resend` says whether it may go again on a fresh
+    /// connection when its kept-alive one was closed under it.
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
         timeout: Option<Duration>,
+        resend: Resend,
     ) -> Result<T, TransportError> {
         if !self.proven.load(Ordering::Acquire) {
             self.health().await?;
         }
-        self.ep
-            .call(method, path, body, timeout, Some(&self.token))
-            .await
+        let sent = self
+            .ep
+            .call(
+                method.clone(),
+                path,
+                body,
+                timeout,
+                Some(&self.token),
+                resend,
+            )
+            .await;
+        match sent {
+            // The kept-alive connection was closed under the request: on a
+            // fresh connection, the agent proves itself again before the
+            // token goes out (whoever listens there now may not be it).
+            Err(TransportError::AgentConnectionLost {
+                kept_alive: true, ..
+            }) if resend == Resend::Once => {
+                tracing::debug!(node = %self.node, "the kept-alive connection was closed under \
+                    the request; proving the agent again and sending it once more");
+                self.health().await?;
+                self.ep
+                    .call(method, path, body, timeout, Some(&self.token), resend)
+                    .await
+            }
+            other => other,
+        }
     }
 }
 
@@ -440,5 +470,114 @@ mod tests {
     fn segments_are_encoded() {
         assert_eq!(encode_segment("base_env"), "base_env");
         assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+    }
+
+    /// A server playing one script per connection: for each request head,
+    /// `Some(prove)` answers (a challenge with a proof of "the-token" when
+    /// `prove`, of another token when not; anything else with a status),
+    /// `None` reads it and drops the connection. Records each connection's
+    /// request heads.
+    async fn per_connection(
+        scripts: Vec<Vec<Option<bool>>>,
+    ) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            for script in scripts {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let index = {
+                    let mut log = log.lock().unwrap();
+                    log.push(vec![]);
+                    log.len() - 1
+                };
+                for step in script {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    log.lock().unwrap()[index].push(head.clone());
+                    let Some(prove) = step else {
+                        break;
+                    };
+                    let body = match nonce_of(&head) {
+                        Some(nonce) => format!(
+                            r#"{{"status":"ok","version":"0.1.0","proof":"{}"}}"#,
+                            common::proof::agent_proof(
+                                if prove { b"the-token" } else { b"other-token" },
+                                &nonce
+                            )
+                        ),
+                        None => r#"{"version":"0.1.0","secrets":[],"envs":[]}"#.to_owned(),
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    s.write_all(answer.as_bytes()).await.unwrap();
+                }
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_kept_alive_connection_was_closed_goes_again_only_after_a_new_proof() {
+        // Connection 1: the challenge is answered, the status request is
+        // read and the connection dropped (an agent ending an idle
+        // connection as the request arrives). Connection 2: a new
+        // challenge, then the status again.
+        let (port, seen) =
+            per_connection(vec![vec![Some(true), None], vec![Some(true), Some(true)]]).await;
+        let conn = test_conn(port, "the-token");
+        conn.health().await.unwrap();
+        conn.status()
+            .await
+            .unwrap_or_else(|e| panic!("not sent again: {e}"));
+        // Per connection, each request's method and path.
+        let requests: Vec<Vec<String>> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|h| {
+                        let line = h.lines().next().unwrap_or_default();
+                        line.split(['?', ' ']).take(2).collect::<Vec<_>>().join(" ")
+                    })
+                    .collect()
+            })
+            .collect();
+        let round = vec!["GET /healthz".to_owned(), "GET /v1/status".to_owned()];
+        assert_eq!(requests, [round.clone(), round]);
+
+        // Whoever answers on the fresh connection without proving the
+        // token gets no request and no token.
+        let (port, seen) =
+            per_connection(vec![vec![Some(true), None], vec![Some(false), Some(true)]]).await;
+        let conn = test_conn(port, "the-token");
+        conn.health().await.unwrap();
+        let err = conn.status().await.unwrap_err();
+        assert!(matches!(err, TransportError::NotTheAgent { .. }), "{err}");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[1].len(), 1, "{seen:?}");
+        assert!(
+            seen[1][0].starts_with("GET /healthz?challenge="),
+            "{seen:?}"
+        );
+        assert!(!seen[1][0].contains("the-token"), "{seen:?}");
+        assert!(
+            !seen[1][0].to_ascii_lowercase().contains("authorization"),
+            "{seen:?}"
+        );
     }
 }

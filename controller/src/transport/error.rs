@@ -63,6 +63,17 @@ pub enum TransportError {
         node: String,
         port: u16,
         cluster: String,
+        /// What showed it ("connection refused", "connection refused on the node").
+        observed: String,
+    },
+    #[error("{node}: {}", self.reason())]
+    AgentConnectionLost {
+        node: String,
+        port: u16,
+        /// How the connection ended ("reset", "closed in the ssh tunnel", ...).
+        observed: String,
+        /// It was a kept-alive connection an earlier request was answered on.
+        kept_alive: bool,
     },
     #[error("{node}: {}{}", self.reason(), self.hint())]
     Unauthorized { node: String },
@@ -84,7 +95,9 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// Connection-level errors worth one retry (never host key or auth problems).
+    /// Connection-level errors worth one retry of the connect phase (no
+    /// token and no request has gone out then; never host key or auth
+    /// problems).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -94,6 +107,7 @@ impl TransportError {
                     ..
                 }
                 | TransportError::Ssh { .. }
+                | TransportError::AgentConnectionLost { .. }
         )
     }
 
@@ -128,7 +142,18 @@ impl TransportError {
             TokenUnreadable { detail, .. } => {
                 format!("cannot read the agent token ~/.rh/agent/token: {detail}")
             }
-            AgentNotRunning { port, .. } => format!("the agent is not running on port {port}"),
+            AgentNotRunning { port, observed, .. } => {
+                format!("the agent is not running on port {port} ({observed})")
+            }
+            AgentConnectionLost {
+                port,
+                observed,
+                kept_alive,
+                ..
+            } => format!(
+                "the {}connection to the agent on port {port} was {observed} before it answered",
+                if *kept_alive { "kept-alive " } else { "" }
+            ),
             Unauthorized { .. } => "the agent refused the token (401)".to_owned(),
             NotTheAgent { node, .. } => format!(
                 "the process listening on the agent port of {node} could not prove it holds the \
@@ -214,12 +239,17 @@ mod tests {
             node: "n1".into(),
             port: 32300,
             cluster: "c".into(),
+            observed: "connection refused".into(),
         };
         assert_eq!(
             e.to_string(),
-            "n1: the agent is not running on port 32300; run `controller cluster bootstrap c`"
+            "n1: the agent is not running on port 32300 (connection refused); run \
+             `controller cluster bootstrap c`"
         );
-        assert_eq!(e.reason(), "the agent is not running on port 32300");
+        assert_eq!(
+            e.reason(),
+            "the agent is not running on port 32300 (connection refused)"
+        );
         // A `;` in a detail is kept: the reason is typed, not cut out of text.
         let e = TransportError::Ssh {
             node: "n1".into(),

@@ -23,8 +23,6 @@ use std::time::{Duration, Instant};
 
 use common::Values;
 use reqwest::{Method, StatusCode};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::config::{Token, VaultConfig};
@@ -278,12 +276,6 @@ async fn read_capped(
     Ok(Some(body))
 }
 
-/// Whether `url` sends the token in cleartext off this machine: `http://`
-/// to a host other than localhost, 127.0.0.0/8 or ::1.
-fn is_insecure_http(url: &str) -> bool {
-    common::fleet::is_cleartext_to_network(url)
-}
-
 /// Whether an answer means "this node cannot serve that now, try another".
 fn is_not_leader(status: StatusCode, body: &[u8]) -> bool {
     match status.as_u16() {
@@ -304,8 +296,13 @@ fn is_not_leader(status: StatusCode, body: &[u8]) -> bool {
     }
 }
 
-/// A short reason for a transport error: what failed and its root cause.
+/// A short reason for a transport error: what failed and its root cause;
+/// a TLS failure is named as such (a refused certificate is no "cannot
+/// connect").
 fn describe_transport(err: &reqwest::Error) -> String {
+    if let Some(tls) = common::store_tls::tls_failure(err) {
+        return tls;
+    }
     let mut root: &(dyn std::error::Error + 'static) = err;
     while let Some(next) = root.source() {
         root = next;
@@ -324,35 +321,9 @@ fn describe_transport(err: &reqwest::Error) -> String {
     }
 }
 
-/// The host of a URL, for messages (the URL itself when it does not parse).
-fn host_of(url: &str) -> String {
-    reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_else(|| url.to_owned())
-}
-
 /// Whether a transport error is a TLS failure (certificate, handshake).
 fn is_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(s) = src {
-        if s.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        if let Some(inner) = s
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            if inner.downcast_ref::<rustls::Error>().is_some() {
-                return true;
-            }
-        }
-        src = s.source();
-    }
-    let text = error_chain(err).to_lowercase();
-    ["certificate", "tls", "handshake", "unknownissuer"]
-        .iter()
-        .any(|w| text.contains(w))
+    common::store_tls::tls_failure(err).is_some()
 }
 
 impl VaultClient {
@@ -360,7 +331,12 @@ impl VaultClient {
     /// Refuses `http://` to a host that is not loopback unless
     /// `config.allow_insecure_http`, and then warns on stderr.
     pub fn new(config: &VaultConfig) -> Result<Self, VaultError> {
-        for url in config.urls.iter().filter(|u| is_insecure_http(u)) {
+        for url in &config.urls {
+            // Decided on the URL as the client reads it; one that reads
+            // otherwise than written is refused outright.
+            if !super::config::parse_url(url)?.is_cleartext_to_network() {
+                continue;
+            }
             if !config.allow_insecure_http {
                 return Err(VaultError::InsecureHttp { url: url.clone() });
             }
@@ -370,48 +346,40 @@ impl VaultClient {
                 super::config::ALLOW_HTTP_ENV
             );
         }
-        let mut roots = vec![];
+        let mut pinned = vec![];
         if let Some(ca) = &config.ca_cert {
             let shown = ca.display().to_string();
             let pem = std::fs::read(ca).map_err(|e| VaultError::CaFile {
                 path: shown.clone(),
                 reason: e.to_string(),
             })?;
-            let mut count = 0;
-            for der in CertificateDer::pem_slice_iter(&pem) {
-                let der = der.map_err(|e| VaultError::CaFile {
-                    path: shown.clone(),
-                    reason: format!("not a PEM certificate: {e}"),
-                })?;
-                let cert = reqwest::Certificate::from_der(der.as_ref()).map_err(|e| {
-                    VaultError::CaFile {
-                        path: shown.clone(),
-                        reason: error_chain(&e),
-                    }
-                })?;
-                roots.push(cert);
-                count += 1;
-            }
-            if count == 0 {
-                return Err(VaultError::CaFile {
-                    path: shown,
-                    reason: "holds no PEM certificate".into(),
-                });
-            }
+            pinned = common::store_tls::pem_certs(&pem).map_err(|reason| VaultError::CaFile {
+                path: shown.clone(),
+                reason,
+            })?;
         }
+        // The CA file's certificates are roots, and one of them used as the
+        // server's own certificate is trusted as itself (a self-signed
+        // store certificate), name and validity checked.
+        let tls =
+            common::store_tls::client_config(&pinned).map_err(|reason| VaultError::CaFile {
+                path: config
+                    .ca_cert
+                    .as_ref()
+                    .map_or_else(|| "(none)".into(), |p| p.display().to_string()),
+                reason,
+            })?;
         let build = |connect: Duration| {
-            let mut builder = reqwest::Client::builder()
-                .use_rustls_tls()
+            reqwest::Client::builder()
+                .use_preconfigured_tls(tls.clone())
                 .connect_timeout(connect)
                 .timeout(REQUEST_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("rh-controller/", env!("CARGO_PKG_VERSION")));
-            for cert in &roots {
-                builder = builder.add_root_certificate(cert.clone());
-            }
-            builder.build().map_err(|e| VaultError::Client {
-                reason: error_chain(&e),
-            })
+                .user_agent(concat!("rh-controller/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| VaultError::Client {
+                    reason: error_chain(&e),
+                })
         };
         let http = build(CONNECT_TIMEOUT)?;
         let http_failover = if config.urls.len() > 1 {
@@ -458,18 +426,14 @@ impl VaultClient {
 
     fn tls_error(&self, url: &str, reason: String) -> VaultError {
         let hint = if reason.contains("CaUsedAsEndEntity") {
-            format!(
-                "; the server's certificate is itself a CA (basicConstraints CA:TRUE, typical \
-                 of a self-signed certificate) and TLS refuses a CA as the server's own \
-                 certificate even when it is the pinned CA: give the server a certificate \
-                 signed by a CA (CA:FALSE, subjectAltName naming {}) and point VAULT_CACERT \
-                 (or ca_cert in ~/.rh/config) at that CA's certificate, or re-create the \
-                 self-signed certificate with `-addext basicConstraints=critical,CA:FALSE` \
-                 and that subjectAltName",
-                host_of(url)
-            )
+            "; the server's certificate is a CA certificate (basicConstraints CA:TRUE, typical \
+             of a self-signed one) and not one of the pinned certificates: a pinned \
+             certificate is trusted as the server's own only when it is that very \
+             certificate, so point VAULT_CACERT (or ca_cert in ~/.rh/config) at the \
+             server's certificate file, or give the server a certificate signed by a CA you \
+             pin"
         } else {
-            String::new()
+            ""
         };
         VaultError::Tls {
             url: url.to_owned(),
@@ -948,27 +912,58 @@ mod tests {
         assert!(!is_not_leader(StatusCode::OK, b""));
     }
 
+    fn config_for(urls: &[&str], allow_insecure_http: bool) -> VaultConfig {
+        VaultConfig {
+            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            mount: "secret".into(),
+            prefix: "rh/t".into(),
+            ca_cert: None,
+            token: Token::new("t"),
+            token_source: super::super::config::TokenSource::Given,
+            allow_insecure_http,
+        }
+    }
+
     #[test]
-    fn cleartext_is_only_plain_http_off_this_machine() {
+    fn cleartext_is_only_plain_http_off_this_machine_as_the_client_reads_it() {
         for url in [
             "http://10.0.0.5:8200",
             "http://vault.example:8200",
             "http://[2001:db8::1]:8200",
             "http://localhost.example.com",
+            "http://localhost.:8200",
             "http://0.0.0.0:8200",
         ] {
-            assert!(is_insecure_http(url), "{url}");
+            let err = VaultClient::new(&config_for(&[url], false)).unwrap_err();
+            assert!(
+                matches!(err, VaultError::InsecureHttp { .. }),
+                "{url}: {err}"
+            );
+            assert!(VaultClient::new(&config_for(&[url], true)).is_ok(), "{url}");
+        }
+        // Not the client's reading of themselves: refused even when plain
+        // http is allowed (the check would be made on another host).
+        for url in [
+            " http://127.0.0.1:8200",
+            "http:10.0.0.2:8200",
+            "http://10.0.0.2:8200\\@127.0.0.1",
+            "http://127.0.0.1@10.0.0.2",
+        ] {
+            let err = VaultClient::new(&config_for(&[url], true)).unwrap_err();
+            assert!(matches!(err, VaultError::Config(_)), "{url:?}: {err}");
         }
         for url in [
             "https://10.0.0.5:8200",
             "http://127.0.0.1:8200",
             "http://127.8.9.10",
             "http://localhost:8200",
-            "http://LOCALHOST",
             "http://[::1]:8200",
-            "http://[::ffff:127.0.0.1]:8200",
+            "http://[::ffff:7f00:1]:8200",
         ] {
-            assert!(!is_insecure_http(url), "{url}");
+            assert!(
+                VaultClient::new(&config_for(&[url], false)).is_ok(),
+                "{url}"
+            );
         }
     }
 

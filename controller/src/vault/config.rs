@@ -239,48 +239,19 @@ fn user_name(env: &dyn Fn(&str) -> Option<String>) -> String {
         .unwrap_or_else(|| "user".into())
 }
 
-/// Check and normalise a server URL: http or https, no query, no trailing `/`.
-pub fn normalize_url(url: &str) -> Result<String, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadUrl {
-        url: shown_url(url),
-        reason: reason.to_owned(),
-    };
-    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(bad("use http:// or https://"));
-    }
-    if parsed.host_str().is_none() {
-        return Err(bad("no host"));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(bad("no query or fragment allowed"));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(bad("no credentials in the URL"));
-    }
-    Ok(parsed.as_str().trim_end_matches('/').to_owned())
+/// Check a server URL as the HTTP client reads it (`common::store_url`):
+/// http or https, a host, no credentials, query or fragment, and the same
+/// to the client as written (no surrounding blanks, no `http:h` or `\\`).
+pub fn parse_url(url: &str) -> Result<common::store_url::StoreUrl, ConfigError> {
+    common::store_url::parse(url).map_err(|e| ConfigError::BadUrl {
+        url: common::store_url::shown(url),
+        reason: e.to_string(),
+    })
 }
 
-/// A URL as it may be shown in an error: credentials before `@` and any
-/// query or fragment (where tokens hide) replaced by `<redacted>`. Works on
-/// text that does not parse as a URL too.
-fn shown_url(url: &str) -> String {
-    let url = url.trim();
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (format!("{scheme}://"), rest),
-        None => (String::new(), url),
-    };
-    let (before_query, query) = match rest.find(['?', '#']) {
-        Some(i) => (&rest[..i], "?<redacted>"),
-        None => (rest, ""),
-    };
-    let authority_end = before_query.find('/').unwrap_or(before_query.len());
-    let (authority, path) = before_query.split_at(authority_end);
-    let authority = match authority.rfind('@') {
-        Some(at) => format!("<redacted>@{}", &authority[at + 1..]),
-        None => authority.to_owned(),
-    };
-    format!("{scheme}{authority}{path}{query}")
+/// [`parse_url`], as the text requests are made on (no trailing `/`).
+pub fn normalize_url(url: &str) -> Result<String, ConfigError> {
+    parse_url(url).map(|u| u.as_str().to_owned())
 }
 
 /// Split a list of URLs (`VAULT_ADDR` may hold several, comma-separated).
@@ -499,6 +470,25 @@ mod tests {
         assert_eq!(normalize_url("https://x:8200/").unwrap(), "https://x:8200");
         assert!(normalize_url("ftp://x").is_err());
         assert!(normalize_url("http://u:p@x").is_err());
+        // The same check as the agent's (common::store_url): a URL the HTTP
+        // client reads otherwise than written is refused, not rewritten.
+        for (url, client_reads) in [
+            (" https://vault:8200", "https://vault:8200"),
+            ("http:10.0.0.2:8200", "http://10.0.0.2:8200"),
+            ("HTTP:\\\\10.0.0.2", "http://10.0.0.2"),
+            (
+                "http://10.0.0.2:8200\\@127.0.0.1",
+                "http://10.0.0.2:8200/@127.0.0.1",
+            ),
+            ("http://127.1:8200", "http://127.0.0.1:8200"),
+        ] {
+            let err = normalize_url(url).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("reads it as {client_reads},")),
+                "{url:?}: {err}"
+            );
+        }
+        assert!(normalize_url("http://127.0.0.1@10.0.0.2").is_err());
         // errors never repeat credentials or a query (VAULT_ADDR pasted with a token)
         for url in [
             "https://admin:hunter2-pw@vault:8200/",

@@ -235,8 +235,16 @@ impl SshSession {
         let node = self.node.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut tcp, _)) = listener.accept().await else {
-                    break;
+                let mut tcp = match listener.accept().await {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        // Out of descriptors, or a connection aborted before
+                        // it was taken: the bridge stays (leaving would turn
+                        // every later request into a refused connection).
+                        tracing::debug!(node = %node, error = %e, "bridge accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
                 };
                 let sock = sock.clone();
                 let node = node.clone();
@@ -490,11 +498,14 @@ pub(crate) async fn connect(
             result,
             Err(TransportError::Ssh { .. }
                 | TransportError::TokenUnreadable { .. }
-                | TransportError::Timeout { .. })
+                | TransportError::Timeout { .. }
+                | TransportError::AgentConnectionLost { .. })
         )
     {
         // A master's socket accepts while it waits for a peer that is gone
-        // (node rebooted, network changed): drop it and connect afresh once.
+        // (node rebooted, network changed), or while it is exiting (its
+        // idle time ran out, or the last command asked it to): drop it and
+        // connect afresh once.
         tracing::debug!(node = %node.name, "reused ssh master failed; starting a new one");
         session.shut_down().await;
         session = SshSession::open(node, t, opts).await?;
@@ -543,7 +554,8 @@ async fn prove(
 ) -> Result<(SecretText, Endpoint, Challenged), TransportError> {
     let probe = |agent_port: u16, trust_existing: bool| async move {
         let port = session.forward(agent_port, trust_existing).await?;
-        let ep = Endpoint::loopback(node, port, agent_port, http, opts);
+        let ep = Endpoint::loopback(node, port, agent_port, http, opts)
+            .through_tunnel(log_path(&session.ctl));
         let challenged = ep.challenge(None).await;
         Ok::<_, TransportError>((ep, challenged))
     };
