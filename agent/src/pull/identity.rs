@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 use common::formats::ini::IniDoc;
 use common::fsutil::{atomic_write, create_private_dir_all};
 use common::identity::{self, Cloud, Federation, IdentityStatus};
+use common::openbao::{Call, Method, StatusCode};
 use common::SecretText;
-use reqwest::{Method, StatusCode};
+use serde::Deserialize;
 
 use super::metrics::Metrics;
 use super::{backoff, jitter, now_unix, PullError, Puller};
@@ -368,7 +369,7 @@ impl Puller {
             self.identity.absent(state.as_ref()).await;
             return Ok(());
         };
-        let fed: Federation = serde_json::from_value(data).map_err(|_| {
+        let fed = Federation::deserialize(data.expose_secret()).map_err(|_| {
             failed(format!(
                 "the federation document of cluster {cluster} is malformed"
             ))
@@ -400,25 +401,21 @@ impl Puller {
         let mut relogged = false;
         loop {
             let token = self.token().await?;
-            let mut answer = self
-                .client
-                .send(&op, Method::GET, &path, Some(token.expose_secret()), None)
-                .await?;
+            let call = Call::new(&op, Method::GET, &path).token(token.expose_secret());
+            let answer = self.client.send(&call).await?;
             Metrics::inc(&self.metrics.identity_tokens);
             if answer.status == StatusCode::FORBIDDEN && !relogged {
                 // The batch token may have expired early: once more, fresh.
                 relogged = true;
-                self.token = None;
-                if let Some(node) = &self.node {
-                    node.files.drop_token();
-                }
+                self.forget_token();
                 continue;
             }
             if !answer.status.is_success() {
-                return Err(super::store::StoreClient::fail(&op, &answer).into());
+                return Err(answer.fail(&op).into());
             }
-            let ttl = answer.json["data"]["ttl"].as_u64().unwrap_or(0);
-            let text = match answer.json["data"]["token"].take() {
+            let mut json = answer.json(&op)?;
+            let ttl = json["data"]["ttl"].as_u64().unwrap_or(0);
+            let text = match json["data"]["token"].take() {
                 serde_json::Value::String(s) => SecretText::new(s),
                 _ => {
                     return Err(failed(format!(

@@ -47,9 +47,9 @@ use crate::error::ApiError;
 use crate::handlers::statuses;
 use crate::install;
 use crate::state::AppState;
+use common::openbao::{self, Kv};
 use creds::{CredFiles, Token};
 use metrics::Metrics;
-use store::{StoreClient, StoreError};
 
 /// Why pulling failed. Messages name files, URLs and secrets, never values.
 #[derive(Debug, Error)]
@@ -72,7 +72,9 @@ pub enum PullError {
     #[error("login refused: {0} (was the cluster's AppRole removed?)")]
     LoginRefused(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] openbao::Error),
+    #[error(transparent)]
+    Client(#[from] openbao::BuildError),
     #[error(transparent)]
     Path(#[from] PathError),
     #[error("{0}")]
@@ -152,7 +154,7 @@ pub(crate) fn now_unix() -> u64 {
 
 /// `d` scaled by a random factor in `[1 - spread, 1 + spread]`.
 pub(crate) fn jitter(d: Duration, spread: f64) -> Duration {
-    let r = f64::from(store::random_u32()) / f64::from(u32::MAX);
+    let r = openbao::client::random_fraction();
     d.mul_f64(1.0 - spread + 2.0 * spread * r)
 }
 
@@ -398,7 +400,7 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
     };
     let mut bundle = load_bundle(&bundle_path)?;
     bundle.urls = check_urls(&bundle, &bundle_path, config.pull_allow_insecure_http)?;
-    let client = StoreClient::new(&bundle, config.poll_interval)?;
+    let client = store::client_for(&bundle, config.poll_interval)?;
     let dir = config.state_dir.join("pull");
     create_private_dir_all(&dir)?;
     let (hostname, node_id) = node_identity(&config.state_dir, &dir)?;
@@ -463,7 +465,7 @@ pub async fn simulate(
     metrics: std::sync::Arc<Metrics>,
     home: Option<PathBuf>,
 ) -> Result<(), PullError> {
-    let client = StoreClient::new(&bundle, poll)?;
+    let client = store::client_for(&bundle, poll)?;
     if let Some(home) = &home {
         create_private_dir_all(&home.join(".rh/agent/pull"))?;
     }
@@ -518,7 +520,7 @@ struct Puller {
     sim_home: Option<PathBuf>,
     bundle: Bundle,
     bundle_path: PathBuf,
-    client: StoreClient,
+    client: openbao::Client,
     secret_id: Option<SecretText>,
     token: Option<Token>,
     applied: Applied,
@@ -618,10 +620,9 @@ impl Puller {
             .store(now_unix(), Ordering::Relaxed);
         self.refresh_identity(&result).await;
         self.report().await;
-        self.metrics.store_requests.store(
-            self.client.requests.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
+        self.metrics
+            .store_requests
+            .store(self.client.requests(), Ordering::Relaxed);
         result
     }
 
@@ -656,31 +657,34 @@ impl Puller {
         Ok(token)
     }
 
-    /// Read a KV document with the token; on 403 log in again once (the
-    /// token may have expired early or been revoked).
+    /// Read a KV document with the token (its version and data, `None`
+    /// when absent); on 403 log in again once (the token may have expired
+    /// early or been revoked).
     async fn read(
         &mut self,
         path: &str,
         version: Option<u64>,
-    ) -> Result<Option<(u64, serde_json::Value)>, PullError> {
-        let token = self.token().await?;
-        match self
-            .client
-            .kv_read(token.expose_secret(), &self.bundle.mount, path, version)
-            .await
-        {
-            Err(StoreError::Forbidden { .. }) => {
-                self.token = None;
-                if let Some(node) = &self.node {
-                    node.files.drop_token();
+    ) -> Result<Option<(u64, SecretValue)>, PullError> {
+        let mut relogged = false;
+        loop {
+            let token = self.token().await?;
+            let kv = Kv::new(&self.client, token.expose_secret(), &self.bundle.mount);
+            match kv.read::<SecretValue>(path, version).await {
+                Err(openbao::Error::Forbidden { .. }) if !relogged => {
+                    relogged = true;
+                    self.forget_token();
                 }
-                let token = self.token().await?;
-                Ok(self
-                    .client
-                    .kv_read(token.expose_secret(), &self.bundle.mount, path, version)
-                    .await?)
+                Err(e) => return Err(e.into()),
+                Ok(read) => return Ok(read.data.map(|d| (read.version, d))),
             }
-            other => Ok(other?),
+        }
+    }
+
+    /// Drop the token (refused): the next call logs in again.
+    fn forget_token(&mut self) {
+        self.token = None;
+        if let Some(node) = &self.node {
+            node.files.drop_token();
         }
     }
 
@@ -702,7 +706,7 @@ impl Puller {
                      destroyed in the store): {kept}"
                 )))
             }
-            Some((_, data)) => fleet::parse_manifest(&data).map_err(|e| {
+            Some((_, data)) => fleet::parse_manifest(data.expose_secret()).map_err(|e| {
                 PullError::Manifest(format!(
                     "the manifest of cluster {cluster} is refused: {e}; {kept}"
                 ))
@@ -809,14 +813,14 @@ impl Puller {
                     "{}: version {} is not in the store",
                     entry.name, entry.kv_version
                 )),
-                Ok(Some((_, data))) => match published_item(&entry.name, &SecretValue::new(data)) {
+                Ok(Some((_, data))) => match published_item(&entry.name, &data) {
                     Some(item) => items.push((item, entry.kv_version)),
                     None => errors.push(format!("{}: not a published secret", entry.name)),
                 },
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(
                     e @ (PullError::LoginRefused(_)
-                    | PullError::Store(StoreError::Unreachable { .. })),
+                    | PullError::Store(openbao::Error::Unreachable { .. })),
                 ) => {
                     unread = Some((1, e));
                 }
@@ -996,13 +1000,9 @@ impl Puller {
             return;
         };
         let path = fleet::report_path(&self.bundle.prefix, &self.bundle.cluster, &report.node_id);
-        let data = serde_json::to_value(&report).expect("report serializes");
-        match self
-            .client
-            .kv_write(token.expose_secret(), &self.bundle.mount, &path, &data)
-            .await
-        {
-            Ok(()) => {
+        let kv = Kv::new(&self.client, token.expose_secret(), &self.bundle.mount);
+        match kv.write(&path, &report, None).await {
+            Ok(_) => {
                 Metrics::inc(&self.metrics.report_writes);
                 self.reported = Some((report, Instant::now()));
                 self.report_failures = 0;

@@ -59,10 +59,14 @@ impl Client {
             #[serde(default)]
             lease_duration: u64,
         }
+        #[derive(Serialize)]
+        struct Request<'a> {
+            role_id: &'a str,
+            secret_id: &'a str,
+        }
         let op = "log in with the cluster's AppRole";
         let body = Zeroizing::new(
-            serde_json::to_vec(&serde_json::json!({ "role_id": role_id, "secret_id": secret_id }))
-                .expect("JSON serializes"),
+            serde_json::to_vec(&Request { role_id, secret_id }).expect("JSON serializes"),
         );
         let path = format!("auth/{auth_mount}/login");
         let call = Call::new(op, Method::POST, &path).body(&body);
