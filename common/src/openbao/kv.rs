@@ -155,12 +155,22 @@ impl<'a> Kv<'a> {
         data: &T,
         cas: Option<u64>,
     ) -> Result<u64, Error> {
-        let op = format!("write {path}");
-        let mut body = json!({ "data": data });
-        if let Some(cas) = cas {
-            body["options"] = json!({ "cas": cas });
+        #[derive(Serialize)]
+        struct Body<'a, T> {
+            data: &'a T,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            options: Option<Cas>,
         }
-        let body = Zeroizing::new(serde_json::to_vec(&body).expect("JSON serializes"));
+        #[derive(Serialize)]
+        struct Cas {
+            cas: u64,
+        }
+        let op = format!("write {path}");
+        // Serialized straight from the caller's values into a buffer
+        // zeroed when dropped.
+        let options = cas.map(|cas| Cas { cas });
+        let body =
+            Zeroizing::new(serde_json::to_vec(&Body { data, options }).expect("JSON serializes"));
         let full = format!("{}/data/{path}", self.mount);
         let answer = self.call(&op, Method::POST, &full, Some(&body)).await?;
         if answer.status == StatusCode::BAD_REQUEST && answer.errors().contains("check-and-set") {
