@@ -8,7 +8,7 @@
 //! backs off instead (a timeout is not "busy": retrying it within the poll,
 //! tried with 10,000 nodes booting, fed the overload). Logins and writes
 //! start at the active node, found with the unauthenticated `sys/health`
-//! (200 there, 429 on a standby) and forgotten on any failure: a standby
+//! (200 there and only there) and forgotten on any failure: a standby
 //! would forward them over its cluster connection (the 10,000-node boot of
 //! scripts/bench.d/60-fleet.sh took 46% of the machine instead of 49%,
 //! probes included); reads stay spread. Answers are read up to

@@ -1,7 +1,7 @@
 //! The transport of the OpenBao client: one reqwest client (the TLS of
 //! [`crate::store_tls`], connect and request timeouts, no redirects) over
 //! every URL of a store cluster, the one list of answers that mean "try
-//! another node" ([`try_another`]), the one capped body read
+//! another node" ([`try_another`], with why each answer is in it or not), the one capped body read
 //! ([`read_capped`]), the one backoff ([`Retry`]), and active-node routing
 //! of logins and writes. Logs URLs and statuses at debug level only; never
 //! a token, a body or a value.
@@ -19,9 +19,25 @@ use super::Error;
 use crate::text::{escape_text, FOREIGN_TEXT_MAX};
 
 /// Whether an answer means "this node cannot serve that now: try another
-/// node (or, when none could, the same ones a moment later)". The one list
-/// of both clients; why each entry is here is in the module doc of
-/// [`crate::openbao`].
+/// node (or, when none could, the same ones a moment later)": the one list
+/// of both clients, decided from what OpenBao answers (`http/handler.go`, `vault/ha.go`, `sdk/logical/response_util.go`):
+/// 307/308 (`respondStandby`: a standby that cannot forward redirects to the
+/// active node); 429 (a rate-limit or lease-count quota of that node); 502,
+/// 503, 504 (sealed: `ErrSealed` becomes 503 whatever the handler chose;
+/// "node is not active", "no active Vault instance found", overloaded; a
+/// proxy in front of a node that is down or slow); a 500 whose message says
+/// the node is not the active one or none is ("local node not active but
+/// active cluster node not found" from `handleRequestForwarding`, sealed,
+/// standby, leadership lost, election: OpenBao answers those with a bare
+/// 500, so its text decides) or "transaction commit failed" (concurrent
+/// Raft transactions on the active node, e.g. logins of nodes booting
+/// together with one use-limited secret_id); a 400 "waiting for the primary
+/// to upgrade" (a new active node's KV v2 mount just after a leader change).
+/// Not in it: 472 and 473, which OpenBao answers on `sys/health` only (read
+/// per node, never failed over), and any other 5xx: the server's own
+/// failure (storage, a plugin), which another node would forward to the
+/// same active node; it is reported as it is (before this client, the
+/// agent tried every 5xx elsewhere and the controller waited 40 s on some).
 pub fn try_another(status: StatusCode, body: &[u8]) -> bool {
     match status.as_u16() {
         307 | 308 | 429 | 502 | 503 | 504 => true,

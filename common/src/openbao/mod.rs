@@ -16,25 +16,8 @@
 //! into a buffer zeroed when dropped (a huge or endless answer is an error,
 //! not an allocation).
 //!
-//! **"Try another node"** ([`try_another`]) is decided from what OpenBao
-//! answers (`http/handler.go`, `vault/ha.go`, `sdk/logical/response_util.go`):
-//! 307/308 (`respondStandby`: a standby that cannot forward redirects to the
-//! active node); 429 (a rate-limit or lease-count quota of that node); 502,
-//! 503, 504 (sealed: `ErrSealed` becomes 503 whatever the handler chose;
-//! "node is not active", "no active Vault instance found", overloaded; a
-//! proxy in front of a node that is down or slow); a 500 whose message says
-//! the node is not the active one or none is ("local node not active but
-//! active cluster node not found" from `handleRequestForwarding`, sealed,
-//! standby, leadership lost, election: OpenBao answers those with a bare
-//! 500, so its text decides) or "transaction commit failed" (concurrent
-//! Raft transactions on the active node, e.g. logins of nodes booting
-//! together with one use-limited secret_id); a 400 "waiting for the primary
-//! to upgrade" (a new active node's KV v2 mount just after a leader change).
-//! Not in it: 472 and 473, which OpenBao answers on `sys/health` only (read
-//! per node, never failed over), and any other 5xx: the server's own
-//! failure (storage, a plugin), which another node would forward to the
-//! same active node; it is reported as it is (before this client, the
-//! agent tried every 5xx elsewhere and the controller waited 40 s on some).
+//! **"Try another node"** is one list, [`try_another`], decided from what
+//! OpenBao answers; its doc says why each answer is in it or not.
 //!
 //! **Why hand-written.** `vaultrs` (the maintained Vault crate) talks to one
 //! address: no list of URLs to fail over, no active-node routing, no cap on
