@@ -28,12 +28,10 @@ impl std::fmt::Debug for Login {
 
 /// What the server says about a token (no token material), escaped.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TokenInfo {
-    #[serde(default)]
     pub display_name: Option<String>,
-    #[serde(default)]
     pub policies: Vec<String>,
-    #[serde(default)]
     pub ttl: Option<u64>,
 }
 

@@ -381,10 +381,8 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
-            .field("urls", &self.urls)
-            .field("options", &self.options)
-            .finish_non_exhaustive()
+        let name = format!("Client of {}", self.urls.join(", "));
+        f.debug_struct(&name).finish_non_exhaustive()
     }
 }
 
