@@ -149,6 +149,7 @@ impl fmt::Debug for CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
+    /// A saved or detected secret (or give --secret-json).
     #[arg(
         required_unless_present = "secret_json",
         conflicts_with = "secret_json"
@@ -181,6 +182,7 @@ pub struct DeleteArgs {
 
 #[derive(Debug, Args)]
 pub struct WriteArgs {
+    /// A saved or detected secret (or give --secret-json).
     #[arg(
         required_unless_present = "secret_json",
         conflicts_with = "secret_json"
@@ -486,6 +488,7 @@ pub struct SyncArgs {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
+    /// A saved or detected secret (or give --secret-json).
     #[arg(
         required_unless_present = "secret_json",
         conflicts_with = "secret_json"

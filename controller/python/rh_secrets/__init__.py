@@ -101,7 +101,7 @@ class _Hidden:
         self._v = _copy(dict(values))
 
     def copy(self) -> dict[str, Any]:
-        return _copy(self._v)
+        return {k: _copy(v) for k, v in self._v.items()}
 
     def keys(self) -> list[str]:
         return sorted(self._v)
@@ -164,7 +164,8 @@ class Secret:
         reads them now from its path, env vars or the provider's defaults."""
         if self._values is not None:
             return self._values.copy()
-        return self._extract()["values"]
+        values: dict[str, Any] = self._extract()["values"]
+        return values
 
     @values.setter
     def values(self, values: Mapping[str, Any]) -> None:
@@ -175,7 +176,8 @@ class Secret:
         """Where the secret lives on disk (``~/...``), if anywhere."""
         if self._path is not None or not self._lazy():
             return self._path
-        return self._location()["path"]
+        found: str | None = self._location()["path"]
+        return found
 
     @path.setter
     def path(self, path: str | os.PathLike[str] | None) -> None:
@@ -233,7 +235,8 @@ class Secret:
             stdin=_dumps(self._entry()),
         )
         self._found = {"path": doc.get("path"), "env_vars": doc.get("env_vars")}
-        return doc
+        shown: dict[str, Any] = doc
+        return shown
 
     def _location(self) -> dict[str, Any]:
         if self._found is None:

