@@ -147,10 +147,13 @@ impl fmt::Debug for CreateArgs {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct ShowArgs {
+/// Which secret a command is about: a saved or detected NAME, or the secret
+/// itself as JSON (`--secret-json`), so its values stay out of argv.
+#[derive(Debug, Args, Clone)]
+pub struct SecretRef {
     /// A saved or detected secret (or give --secret-json).
     #[arg(
+        value_name = "NAME",
         required_unless_present = "secret_json",
         conflicts_with = "secret_json"
     )]
@@ -162,6 +165,12 @@ pub struct ShowArgs {
     /// provider's defaults, as `secret create` does.
     #[arg(long = "secret-json", value_name = "FILE|-")]
     pub secret_json: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub secret: SecretRef,
     /// Print values instead of `<redacted>`.
     #[arg(long)]
     pub reveal: bool,
@@ -182,19 +191,8 @@ pub struct DeleteArgs {
 
 #[derive(Debug, Args)]
 pub struct WriteArgs {
-    /// A saved or detected secret (or give --secret-json).
-    #[arg(
-        required_unless_present = "secret_json",
-        conflicts_with = "secret_json"
-    )]
-    pub name: Option<String>,
-    /// The secret itself as JSON (FILE or `-` for stdin), in the shape
-    /// `secret show --json` prints (`name`, `provider`, `path`, `env_vars`,
-    /// `values`), instead of a saved or detected NAME: values stay out of argv.
-    /// Without `values` they are extracted from its path, env vars or the
-    /// provider's defaults, as `secret create` does.
-    #[arg(long = "secret-json", value_name = "FILE|-")]
-    pub secret_json: Option<String>,
+    #[command(flatten)]
+    pub secret: SecretRef,
     /// Write here instead of the secret's path or the provider's default file.
     #[arg(long)]
     pub path: Option<String>,
@@ -488,19 +486,8 @@ pub struct SyncArgs {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// A saved or detected secret (or give --secret-json).
-    #[arg(
-        required_unless_present = "secret_json",
-        conflicts_with = "secret_json"
-    )]
-    pub secret: Option<String>,
-    /// The secret itself as JSON (FILE or `-` for stdin), in the shape
-    /// `secret show --json` prints (`name`, `provider`, `path`, `env_vars`,
-    /// `values`), instead of a saved or detected NAME: values stay out of argv.
-    /// Without `values` they are extracted from its path, env vars or the
-    /// provider's defaults, as `secret create` does.
-    #[arg(long = "secret-json", value_name = "FILE|-")]
-    pub secret_json: Option<String>,
+    #[command(flatten)]
+    pub secret: SecretRef,
     #[arg(long)]
     pub cluster: String,
     /// Set the secret's env vars in this env (default: files for path secrets, base_env otherwise).

@@ -584,20 +584,21 @@ def ondemand_cluster(name: str) -> Cluster:
     return Cluster(name)
 
 
+def _name_of(obj: Any, kind: type[Cluster] | type[Env], what: str) -> str:
+    """The name of a Cluster or Env given as the object or its name."""
+    if isinstance(obj, kind):
+        return obj.name
+    if isinstance(obj, str) and obj:
+        return obj
+    raise UsageError(f"{what} is a {kind.__name__} or its name, not {type(obj).__name__}", 2)
+
+
 def _cluster_name(system: ClusterRef) -> str:
-    if isinstance(system, Cluster):
-        return system.name
-    if isinstance(system, str) and system:
-        return system
-    raise UsageError(f"a cluster is a Cluster or its name, not {type(system).__name__}", 2)
+    return _name_of(system, Cluster, "a cluster")
 
 
 def _env_name(env: EnvRef) -> str:
-    if isinstance(env, Env):
-        return env.name
-    if isinstance(env, str) and env:
-        return env
-    raise UsageError(f"an env is an Env or its name, not {type(env).__name__}", 2)
+    return _name_of(env, Env, "an env")
 
 
 def login(

@@ -22,7 +22,7 @@ use common::{Secret, SecretValue, Values};
 use serde_json::{json, Value};
 
 use crate::cli::{
-    CreateArgs, DeleteArgs, DetectArgs, ListArgs, SecretCommand, ShowArgs, WriteArgs,
+    CreateArgs, DeleteArgs, DetectArgs, ListArgs, SecretCommand, SecretRef, ShowArgs, WriteArgs,
 };
 use crate::exit::{self, UsageError};
 use crate::local_secrets::{self, with_sources};
@@ -448,23 +448,26 @@ fn load_or_detect(ctx: &Context, name: &str) -> Result<Secret> {
         .with_context(|| format!("no saved or detected secret named {name}"))
 }
 
+/// The one secret given with `--secret-json` (a usage error for several).
+pub(crate) fn given_one(ctx: &Context, source: &str) -> Result<Secret> {
+    let mut given = given_secrets(ctx, source)?;
+    if given.len() != 1 {
+        return Err(UsageError("--secret-json: give one secret here".into()).into());
+    }
+    Ok(given.remove(0))
+}
+
 /// The secret a `show`/`write` is about: given as JSON, else saved or detected.
-fn named_or_given(ctx: &Context, name: Option<&str>, json: Option<&str>) -> Result<Secret> {
-    match (json, name) {
-        (Some(source), _) => {
-            let mut given = given_secrets(ctx, source)?;
-            if given.len() != 1 {
-                return Err(UsageError("--secret-json: give one secret here".into()).into());
-            }
-            Ok(given.remove(0))
-        }
+fn named_or_given(ctx: &Context, secret: &SecretRef) -> Result<Secret> {
+    match (&secret.secret_json, &secret.name) {
+        (Some(source), _) => given_one(ctx, source),
         (None, Some(name)) => load_or_detect(ctx, name),
         (None, None) => Err(UsageError("give NAME or --secret-json".into()).into()),
     }
 }
 
 fn show(args: &ShowArgs, ctx: &Context) -> Result<u8> {
-    let secret = named_or_given(ctx, args.name.as_deref(), args.secret_json.as_deref())?;
+    let secret = named_or_given(ctx, &args.secret)?;
     if args.output.json {
         print_json(&entry_json(&secret, args.reveal))?;
         return Ok(exit::OK);
@@ -527,7 +530,7 @@ fn delete(args: &DeleteArgs, ctx: &Context) -> Result<u8> {
 }
 
 fn write(args: &WriteArgs, ctx: &Context) -> Result<u8> {
-    let secret = named_or_given(ctx, args.name.as_deref(), args.secret_json.as_deref())?;
+    let secret = named_or_given(ctx, &args.secret)?;
     if secret.values.is_empty() {
         bail!("secret {} has no values to write", secret.name);
     }

@@ -23,18 +23,12 @@ pub async fn run(args: SendArgs, ctx: &Context) -> Result<u8> {
         validate_env_name(env).map_err(|e| UsageError(e.to_string()))?;
     }
     let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
-    let secret = match (&args.secret_json, &args.secret) {
-        (Some(source), _) => {
-            let mut given = super::secret::given_secrets(ctx, source)?;
-            if given.len() != 1 {
-                return Err(UsageError("--secret-json: send takes one secret".into()).into());
-            }
-            given.remove(0)
-        }
+    let secret = match (&args.secret.secret_json, &args.secret.name) {
+        (Some(source), _) => super::secret::given_one(ctx, source)?,
         (None, Some(name)) => SecretPool::load(ctx)?
             .resolve(std::slice::from_ref(name))?
             .remove(0),
-        (None, None) => return Err(UsageError("give SECRET or --secret-json".into()).into()),
+        (None, None) => return Err(UsageError("give NAME or --secret-json".into()).into()),
     };
     let opts = PlaceOpts::send(args.path.as_deref(), args.env.as_deref());
     let item = match sync_item(&secret, &opts) {
