@@ -12,7 +12,9 @@
 #     for the same saved secret (and the exact command `.to()` runs, values
 #     on stdin); median of 30 each; target: within 20 ms of the CLI.
 # Uses the agent in $RH_BIN_DIR (default target/release; scripts/bench.sh
-# builds it). Figures only; BENCH_STRICT=1 makes a missed target exit 1.
+# builds it); RH_WHEEL=FILE measures that wheel instead of building one (e.g.
+# the manylinux2014 wheel of scripts/build-wheels.sh). Figures only;
+# BENCH_STRICT=1 makes a missed target exit 1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
@@ -28,8 +30,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-(cd controller && maturin build --release --quiet --out "$work/wheels") >/dev/null
-wheel=$(ls "$work"/wheels/rh_secrets-*.whl)
+if [ -n "${RH_WHEEL:-}" ]; then
+  wheel=$RH_WHEEL
+else
+  (cd controller && maturin build --release --quiet --out "$work/wheels") >/dev/null
+  wheel=$(ls "$work"/wheels/rh_secrets-*.whl)
+fi
 python3 -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheel"
 py="$work/venv/bin/python"

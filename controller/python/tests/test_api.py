@@ -151,3 +151,15 @@ def test_the_child_environment_is_the_allow_list(monkeypatch):
     monkeypatch.setenv("RH_SSH_CONFIG", "/x")
     env = _cli.child_env()
     assert "OPENAI_API_KEY" not in env and "VAULT_TOKEN" not in env and env["RH_SSH_CONFIG"] == "/x"
+
+
+def test_login_with_a_rejected_token_raises_without_the_token(home: Path, bao):
+    with pytest.raises(rh.SecretsError) as e:
+        rh.login(token=VALUE, url=bao.url)
+    no_value(str(e.value), repr(e.value))
+    assert "token" in str(e.value) and not (home / ".rh" / "vault-token").exists()
+    rh.login(token="rh-py-test-root-token-7d2a", url=bao.url, upload_secrets=False)
+    assert rh.Secret.vault_secrets() == []
+    rh.secret(name="kept", values={"k": VALUE}).save()  # logged in: saved here and in the store
+    assert rh.Secret.vault_secrets() == ["kept"]
+    assert bao.read(f"secret/data/rh/{os.environ['USER']}/kept")["data"]["data"] == {"k": VALUE}
