@@ -61,8 +61,19 @@ def _runnable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
+_FOUND: dict[str, str] = {}
+
+
 def find_controller_bin() -> str:
-    """The path of the ``controller`` binary (see the module's docstring)."""
+    """The path of the ``controller`` binary (see the module's docstring),
+    looked up once per process (per ``$RH_CONTROLLER_BIN``)."""
+    key = os.environ.get("RH_CONTROLLER_BIN", "")
+    if key not in _FOUND:
+        _FOUND[key] = _find()
+    return _FOUND[key]
+
+
+def _find() -> str:
     explicit = os.environ.get("RH_CONTROLLER_BIN")
     if explicit:
         if not _runnable(explicit):

@@ -133,6 +133,7 @@ class Node:
         require("OpenSSH's sshd", os.access(sshd, os.X_OK))
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation dir
         self.root = root
+        self.clusters: list[str] = []
         root.mkdir(parents=True)
         self.home = root / "node-home"
         self.home.mkdir(mode=0o700)
@@ -178,13 +179,22 @@ class Node:
         )
         wait_for(lambda: port_open(self.agent_port) and (state / "token").is_file(), "node agent up")
 
-    def add_cluster(self, name: str) -> None:
-        """``controller cluster add NAME`` for this node (in the current HOME)."""
+    def add_cluster(self, name: str, more_hosts: tuple[str, ...] = ()) -> None:
+        """``controller cluster add NAME`` for this node (and ``more_hosts``),
+        in the current HOME."""
         from rh_secrets import _cli
 
-        _cli.run(["cluster", "add", name, "--host", f"127.0.0.1:{self.port}",
-                  "--identity-file", str(self.client_key), "--user", getpass.getuser(),
-                  "--agent-port", str(self.agent_port)])
+        hosts = [x for h in (f"127.0.0.1:{self.port}", *more_hosts) for x in ("--host", h)]
+        _cli.run(["cluster", "add", name, *hosts, "--identity-file", str(self.client_key),
+                  "--user", getpass.getuser(), "--agent-port", str(self.agent_port)])
+        self.clusters.append(name)
+
+    def disconnect(self) -> None:
+        """Close the ssh masters the controller kept for this node's clusters."""
+        from rh_secrets import _cli
+
+        for name in self.clusters:
+            _cli.run(["cluster", "disconnect", name], ok=range(256))
 
     def stop(self) -> None:
         for p in (self.agent, self.sshd):
@@ -196,10 +206,16 @@ class Node:
 
 @pytest.fixture
 def sshd_node(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch):
-    """A node over real SSH; ``RH_SSH_CONFIG`` points at its ssh_config."""
+    """A node over real SSH; ``RH_SSH_CONFIG`` points at its ssh_config.
+
+    The controller keeps its ssh master between commands, as it does by
+    default (the API runs commands back to back), and the fixture closes it
+    at the end (`controller cluster disconnect`)."""
     node = Node(tmp_path / "node")
     monkeypatch.setenv("RH_SSH_CONFIG", str(node.ssh_config))
+    monkeypatch.setenv("RH_SSH_PERSIST", "120")
     yield node
+    node.disconnect()
     node.stop()
 
 

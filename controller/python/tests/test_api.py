@@ -97,8 +97,7 @@ def test_a_partial_failure_carries_the_rows_of_every_node(home: Path, sshd_node)
     from conftest import free_port
 
     dead = f"127.0.0.1:{free_port()}"
-    _cli.run(["cluster", "add", "half", "--host", f"127.0.0.1:{sshd_node.port}", "--host", dead,
-              "--identity-file", str(sshd_node.client_key), "--agent-port", str(sshd_node.agent_port)])
+    sshd_node.add_cluster("half", more_hosts=(dead,))
     secret = rh.provider_secret("lambda", values={"api_key": VALUE})
     with pytest.raises(rh.PartialFailureError) as e:
         secret.to("half")
