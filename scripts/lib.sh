@@ -90,6 +90,21 @@ AGENT_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 # shellcheck disable=SC2034
 APPLE_TARGETS=(aarch64-apple-darwin x86_64-apple-darwin)
 
+# The wheels of the Python package (scripts/build-wheels.sh): the controller
+# for Linux (glibc and musl) and macOS, both machines each.
+# shellcheck disable=SC2034
+WHEEL_TARGETS=(x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
+  x86_64-unknown-linux-musl aarch64-unknown-linux-musl "${APPLE_TARGETS[@]}")
+
+# Install maturin (it builds the Python package's wheels; PyPI's wheel carries
+# its binary) when missing.
+ensure_maturin() {
+  if ! command -v maturin >/dev/null 2>&1; then
+    step "installing maturin (pip install maturin)"
+    python3 -m pip install -q maturin
+  fi
+}
+
 # Install `cargo zigbuild` when missing (PyPI: `ziglang` brings zig,
 # `cargo-zigbuild` the cargo subcommand; `cargo-zigbuild check` checks) and
 # the rustup targets given.

@@ -4,9 +4,11 @@
 # macOS (`cargo-zigbuild check` for both Apple targets: zig brings the
 # macOS libc headers, no Apple SDK needed), the whole cargo test
 # suite (unit, router, integration over real SSH and a real OpenBao dev
-# server), then the docker-compose e2e suite when a Docker engine answers.
+# server), the Python package (its wheel built, installed in a fresh venv,
+# its pytest suite run there), then the docker-compose e2e suite when a
+# Docker engine answers.
 # Installs what the tests need when it is missing (sshd, OpenBao, shellcheck,
-# zig and cargo-zigbuild, the rustup targets).
+# zig and cargo-zigbuild, the rustup targets, maturin).
 # E2E=require (set by .ci/run) makes a missing Docker engine a failure
 # instead of a skip; E2E=skip skips it.
 set -euo pipefail
@@ -57,6 +59,17 @@ done
 step "cargo test"
 cargo test --workspace --quiet 2>&1 | tee "${TMPDIR:-/tmp}/rh-cargo-test.log"
 [ "${PIPESTATUS[0]}" -eq 0 ]
+
+step "Python package: wheel (maturin, dev profile: the binary cargo test built), fresh venv, pytest"
+ensure_maturin
+py_tmp=$(mktemp -d "${TMPDIR:-/tmp}/rh-python.XXXXXX")
+trap 'rm -rf "$py_tmp"' EXIT
+(cd controller && maturin build --quiet --out "$py_tmp/wheels")
+python3 -m venv "$py_tmp/venv"
+wheels=("$py_tmp"/wheels/rh_secrets-*.whl)
+"$py_tmp/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${wheels[0]}[test]"
+# pytest exits 5 when it collected no test: a failure here like any other.
+RH_AGENT_BIN="$PWD/target/debug/agent" "$py_tmp/venv/bin/python" -m pytest -q -rs controller/python/tests
 
 case "${E2E:-auto}" in
   skip)

@@ -29,6 +29,13 @@ pub struct Cli {
     /// More diagnostics on stderr (-v debug, -vv trace). Never prints values.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Read the environment that secrets are looked up in (provider env
+    /// vars, VAULT_TOKEN, ...) as one JSON object `{"VAR": "value"}` on the
+    /// first line of stdin, added over this process's environment, so values
+    /// can stay out of /proc/PID/environ. The rest of stdin is the command's
+    /// (`--secret-json -`, `--values-json -`). Used by the Python package.
+    #[arg(long = "stdin-env", global = true)]
+    pub stdin_env: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -140,9 +147,30 @@ impl fmt::Debug for CreateArgs {
     }
 }
 
+/// Which secret a command is about: a saved or detected NAME, or the secret
+/// itself as JSON (`--secret-json`), so its values stay out of argv.
+#[derive(Debug, Args, Clone)]
+pub struct SecretRef {
+    /// A saved or detected secret (or give --secret-json).
+    #[arg(
+        value_name = "NAME",
+        required_unless_present = "secret_json",
+        conflicts_with = "secret_json"
+    )]
+    pub name: Option<String>,
+    /// The secret itself as JSON (FILE or `-` for stdin), in the shape
+    /// `secret show --json` prints (`name`, `provider`, `path`, `env_vars`,
+    /// `values`), instead of a saved or detected NAME: values stay out of argv.
+    /// Without `values` they are extracted from its path, env vars or the
+    /// provider's defaults, as `secret create` does.
+    #[arg(long = "secret-json", value_name = "FILE|-")]
+    pub secret_json: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    pub name: String,
+    #[command(flatten)]
+    pub secret: SecretRef,
     /// Print values instead of `<redacted>`.
     #[arg(long)]
     pub reveal: bool,
@@ -163,7 +191,8 @@ pub struct DeleteArgs {
 
 #[derive(Debug, Args)]
 pub struct WriteArgs {
-    pub name: String,
+    #[command(flatten)]
+    pub secret: SecretRef,
     /// Write here instead of the secret's path or the provider's default file.
     #[arg(long)]
     pub path: Option<String>,
@@ -421,6 +450,13 @@ pub struct SyncArgs {
     /// detected provider secret plus every saved one.
     #[arg(long = "secret", value_name = "S")]
     pub secrets: Vec<String>,
+    /// More secrets as JSON (FILE or `-` for stdin): one object or an array
+    /// of them, in the shape `secret show --json` prints; values stay out of
+    /// argv. With it, only these and the `--secret` ones are synced (one
+    /// given here wins over a saved or detected one of the same name).
+    /// Push clusters only.
+    #[arg(long = "secret-json", value_name = "FILE|-")]
+    pub secret_json: Option<String>,
     /// Env whose process gets the env-var secrets.
     #[arg(long, default_value = DEFAULT_ENV)]
     pub env: String,
@@ -450,7 +486,8 @@ pub struct SyncArgs {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    pub secret: String,
+    #[command(flatten)]
+    pub secret: SecretRef,
     #[arg(long)]
     pub cluster: String,
     /// Set the secret's env vars in this env (default: files for path secrets, base_env otherwise).

@@ -25,7 +25,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let result = Context::from_process().and_then(|ctx| {
+    let ctx = if cli.stdin_env {
+        // The std handle's buffer is shared: what follows the first line
+        // stays readable by the command (`--secret-json -`).
+        Context::from_stdin_env(&mut std::io::stdin().lock())
+    } else {
+        Context::from_process()
+    };
+    let result = ctx.and_then(|ctx| {
         // Multi-threaded: a fan-out runs one task per node (`--parallel`).
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)

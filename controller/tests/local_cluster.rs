@@ -401,3 +401,78 @@ fn a_wandb_secret_created_with_values_gets_the_netrc_entry_and_the_var() {
     assert_eq!(mode(&w.home.join(".netrc")), 0o600);
     assert_eq!(printenv(&w, &envs, "WANDB_API_KEY"), format!("{KEY}\n"));
 }
+
+#[test]
+fn secrets_given_as_json_on_stdin_are_sent_and_synced_unsaved() {
+    let (w, _stop, envs) = local_home();
+    const LAMBDA: &str = "fixture-lambda-key-from-stdin-0001";
+    const TOKEN: &str = "fixture-token-from-stdin-env-0001";
+    // send: the value only on stdin; the file written by the agent, 0600.
+    let entry =
+        format!(r#"{{"name":"lambda","provider":"lambda","values":{{"api_key":"{LAMBDA}"}}}}"#);
+    let r = w
+        .controller_input(
+            &["send", "--secret-json", "-", "--cluster", "local", "--json"],
+            &envs,
+            Some(&entry),
+        )
+        .ok();
+    r.no_values(&[LAMBDA]);
+    assert_eq!(r.json()["nodes"][0]["results"][0]["status"], "written");
+    let file = w.home.join(".lambda_cloud/lambda_keys");
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        format!("api_key = {LAMBDA}\n")
+    );
+    assert_eq!(mode(&file), 0o600);
+    assert!(!w.home.join(".rh/secrets/lambda.json").exists());
+    // sync: a --secret name plus a given secret whose values come from the
+    // environment on stdin's first line; both land in env `train`.
+    let input = format!(
+        "{{\"MY_TOKEN\":\"{TOKEN}\"}}\n[{{\"name\":\"tok\",\"env_vars\":{{\"token\":\"MY_TOKEN\"}},\"provider\":\"tok\"}}]"
+    );
+    let r = w
+        .controller_input(
+            &[
+                "--stdin-env",
+                "sync",
+                "--cluster",
+                "local",
+                "--secret",
+                "openai",
+                "--secret-json",
+                "-",
+                "--env",
+                "train",
+                "--json",
+            ],
+            &envs,
+            Some(&input),
+        )
+        .ok();
+    r.no_values(&[TOKEN]);
+    r.no_values(&Fixtures::all());
+    let names: Vec<String> = r.json()["nodes"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["tok", "openai"]);
+    let r = w
+        .controller_with(
+            &[
+                "run",
+                "--cluster",
+                "local",
+                "--env",
+                "train",
+                "--",
+                "printenv",
+                "MY_TOKEN",
+            ],
+            &envs,
+        )
+        .ok();
+    assert_eq!(r.stdout, format!("{TOKEN}\n"));
+}

@@ -1172,3 +1172,27 @@ fn every_ssh_process_gets_the_same_options_and_a_warm_push_starts_none() {
         }
     }
 }
+
+/// Commands back to back without persistence (`RH_SSH_PERSIST=0`, the
+/// harness default), each starting a master at the same control path while
+/// the previous command's master may still be exiting: every one succeeds,
+/// and when a command has exited its master is gone (a master told to exit
+/// but not waited for was found alive by the next command, reused, and its
+/// forward socket, already removed, read as "the agent is not running").
+#[test]
+fn commands_back_to_back_without_persistence_never_meet_the_last_ones_master() {
+    let w = World::new(1);
+    Fixtures::write(&w.home);
+    w.add_cluster("c", &[0], &[]);
+    let control = w.home.join(".rh/ssh");
+    let _close = Disconnect(control.clone());
+    w.controller_with(&["sync", "--cluster", "c"], &env()).ok();
+    for round in 0..30 {
+        let r = w.controller(&["status", "--cluster", "c"]);
+        assert_eq!(r.code, 0, "round {round}: {}", r.describe());
+        assert!(
+            common::ssh_masters(&control).is_empty(),
+            "round {round}: a master outlived its command"
+        );
+    }
+}

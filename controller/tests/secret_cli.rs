@@ -859,3 +859,109 @@ fn errors_say_each_cause_once_and_hint_only_allowed_characters() {
     );
     assert!(!err.contains("'-'") && !err.contains("'.'"), "{err}");
 }
+
+#[test]
+fn stdin_env_is_the_environment_secrets_are_found_in() {
+    let mut home = Home::empty();
+    // The process environment holds two keys; the first line of stdin
+    // another, and a second value for one of them, which wins.
+    home.env
+        .push(("OPENAI_API_KEY".into(), "fixture-process-env-key".into()));
+    home.env
+        .push(("COHERE_API_KEY".into(), "fixture-process-cohere".into()));
+    let out = home.run_with(
+        &["--stdin-env", "secret", "detect", "--json", "--reveal"],
+        Some(
+            "{\"ANTHROPIC_API_KEY\": \"fixture-stdin-env-key\", \"COHERE_API_KEY\": \"fixture-stdin-cohere\"}\n",
+        ),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let found = json(&out);
+    assert_eq!(
+        found["anthropic"]["values"]["api_key"], "fixture-stdin-env-key",
+        "{found:#}"
+    );
+    assert_eq!(found["cohere"]["values"]["api_key"], "fixture-stdin-cohere");
+    assert_eq!(
+        found["openai"]["values"]["api_key"], "fixture-process-env-key",
+        "{found:#}"
+    );
+    // Without the flag the stdin line is not read.
+    let out = home.run_with(
+        &["secret", "detect", "--json"],
+        Some("{\"ANTHROPIC_API_KEY\": \"fixture-stdin-env-key\"}\n"),
+    );
+    assert!(json(&out).get("anthropic").is_none());
+    // Not a JSON object of strings: usage error, the line not echoed.
+    let out = home.run_with(
+        &["--stdin-env", "secret", "list"],
+        Some("{\"ANTHROPIC_API_KEY\": [\"fixture-in-a-list\"]}\n"),
+    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("fixture-in-a-list"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn secret_json_is_shown_written_and_extracted_without_being_saved() {
+    let home = Home::empty();
+    home.put(
+        ".aws/credentials_custom",
+        "[default]\naws_access_key_id = FIXTUREKEYCUSTOM\naws_secret_access_key = fixture/custom\n",
+    );
+    // No values: extracted from the path given, printed with --reveal only.
+    let entry = r#"{"name": "aws", "provider": "aws", "path": "~/.aws/credentials_custom"}"#;
+    let out = home.run_with(
+        &["secret", "show", "--secret-json", "-", "--json", "--reveal"],
+        Some(entry),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let shown = json(&out);
+    assert_eq!(shown["path"], "~/.aws/credentials_custom");
+    assert_eq!(shown["values"]["secret_key"], "fixture/custom");
+    let out = home.run_with(&["secret", "show", "--secret-json", "-"], Some(entry));
+    assert_no_fixture_value(&stdout(&out));
+    assert!(!stdout(&out).contains("fixture/custom"));
+    // Values given: written into the provider's default file (0600), nothing saved.
+    let out = home.run_with(
+        &["secret", "write", "--secret-json", "-", "--json"],
+        Some(r#"{"name": "lambda", "provider": "lambda", "values": {"api_key": "fixture-lambda-json"}}"#),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        json(&out)["files"][0]["path"],
+        "~/.lambda_cloud/lambda_keys"
+    );
+    assert_eq!(
+        home.read(".lambda_cloud/lambda_keys"),
+        "api_key = fixture-lambda-json\n"
+    );
+    assert_eq!(mode(&home.path(".lambda_cloud/lambda_keys")), 0o600);
+    assert!(!home.path(".rh/secrets/lambda.json").exists());
+    // Refused: redacted values fed back, a value where an object belongs,
+    // a bad var name, a base secret with nothing to extract; none echoed.
+    for (bad, leak) in [
+        (r#"{"name": "x", "values": {"k": "<redacted>"}}"#, "<none>"),
+        (
+            r#"{"name": "x", "values": "fixture-not-a-map"}"#,
+            "fixture-not-a-map",
+        ),
+        (
+            r#"{"name": "x", "provider": "openai", "env_vars": {"api_key": "BAD-VAR"}, "values": {"api_key": "fixture-v"}}"#,
+            "fixture-v",
+        ),
+        (r#"{"name": "x"}"#, "<none>"),
+        (r#"[]"#, "<none>"),
+    ] {
+        let out = home.run_with(&["secret", "show", "--secret-json", "-"], Some(bad));
+        assert_eq!(code(&out), 2, "{bad}: {}", stderr(&out));
+        assert!(!stderr(&out).contains(leak), "{}", stderr(&out));
+    }
+    // NAME and --secret-json together, or neither: usage errors.
+    assert_eq!(code(&home.run(&["secret", "show"])), 2);
+    let both = home.run_with(&["secret", "write", "n", "--secret-json", "-"], Some(entry));
+    assert_eq!(code(&both), 2);
+}

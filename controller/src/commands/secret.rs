@@ -22,7 +22,7 @@ use common::{Secret, SecretValue, Values};
 use serde_json::{json, Value};
 
 use crate::cli::{
-    CreateArgs, DeleteArgs, DetectArgs, ListArgs, SecretCommand, ShowArgs, WriteArgs,
+    CreateArgs, DeleteArgs, DetectArgs, ListArgs, SecretCommand, SecretRef, ShowArgs, WriteArgs,
 };
 use crate::exit::{self, UsageError};
 use crate::local_secrets::{self, with_sources};
@@ -167,6 +167,32 @@ fn detect(args: &DetectArgs, ctx: &Context) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// A JSON document given as FILE or `-` (stdin) to `flag`. It carries
+/// values: the text is held as a [`common::SecretText`] and errors name the
+/// flag and the position, never the content.
+fn read_json_input(ctx: &Context, source: &str, flag: &str) -> Result<Value> {
+    let mut text = String::new();
+    if source == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .with_context(|| format!("read {flag} from stdin"))?;
+    } else {
+        let path = expand_home(&ctx.home, &user_path(ctx, source)?);
+        text = std::fs::read_to_string(&path)
+            .with_context(|| format!("read {flag} {}", path.display()))?;
+    }
+    let text = common::SecretText::new(text);
+    serde_json::from_str(text.expose_secret()).map_err(|e| {
+        UsageError(format!(
+            "{flag}: invalid JSON ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+        .into()
+    })
+}
+
 /// Values given on the command line (`--value`, `--values-json`), if any.
 fn explicit_values(args: &CreateArgs, ctx: &Context) -> Result<Option<Values>> {
     if args.values.is_empty() && args.values_json.is_none() {
@@ -174,26 +200,7 @@ fn explicit_values(args: &CreateArgs, ctx: &Context) -> Result<Option<Values>> {
     }
     let mut values = Values::new();
     if let Some(source) = &args.values_json {
-        let mut text = String::new();
-        if source == "-" {
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("read --values-json from stdin")?;
-        } else {
-            let path = expand_home(&ctx.home, &user_path(ctx, source)?);
-            text = std::fs::read_to_string(&path)
-                .with_context(|| format!("read --values-json {}", path.display()))?;
-        }
-        let text = common::SecretText::new(text);
-        let parsed: Value = serde_json::from_str(text.expose_secret()).map_err(|e| {
-            UsageError(format!(
-                "--values-json: invalid JSON ({:?} error at line {} column {})",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
-        })?;
-        let Value::Object(map) = parsed else {
+        let Value::Object(map) = read_json_input(ctx, source, "--values-json")? else {
             return Err(UsageError("--values-json: expected a JSON object".into()).into());
         };
         values.extend(map.into_iter().map(|(k, v)| (k, SecretValue::new(v))));
@@ -207,6 +214,105 @@ fn explicit_values(args: &CreateArgs, ctx: &Context) -> Result<Option<Values>> {
         }
     }
     Ok(Some(values))
+}
+
+/// The secrets given with `--secret-json` (one object or an array, in the
+/// shape `secret show --json` prints), checked as `secret create` checks
+/// its arguments; an entry without values gets them extracted from its
+/// path, env vars or the provider's defaults. Never echoes a value.
+pub(crate) fn given_secrets(ctx: &Context, source: &str) -> Result<Vec<Secret>> {
+    let entries = match read_json_input(ctx, source, "--secret-json")? {
+        Value::Array(items) if !items.is_empty() => items,
+        one @ Value::Object(_) => vec![one],
+        _ => {
+            return Err(UsageError(
+                "--secret-json: expected a JSON object or a non-empty array of objects".into(),
+            )
+            .into())
+        }
+    };
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| given_secret(ctx, entry, i))
+        .collect()
+}
+
+/// One `--secret-json` entry, checked and filled in.
+fn given_secret(ctx: &Context, entry: Value, index: usize) -> Result<Secret> {
+    // serde's own message can quote a value ("invalid type: string ..."): not shown.
+    let mut secret: Secret = serde_json::from_value(entry).map_err(|_| {
+        UsageError(format!(
+            "--secret-json: entry {index} is not a secret: expected {{\"name\": string, \
+             \"provider\", \"path\": string or null, \"env_vars\": {{KEY: VAR}} or null, \
+             \"values\": {{KEY: value}}}}"
+        ))
+    })?;
+    let usage = |e: &dyn std::fmt::Display| UsageError(format!("--secret-json: {e}"));
+    validate_secret_name(&secret.name).map_err(|e| usage(&e))?;
+    if let Some(id) = &secret.provider {
+        common::names::validate_provider_id(id).map_err(|e| usage(&e))?;
+    }
+    for var in secret.env_vars.iter().flat_map(|m| m.values()) {
+        validate_env_var_name(var).map_err(|e| usage(&e))?;
+    }
+    if let Some(path) = &secret.path {
+        secret.path = Some(user_path(ctx, path)?);
+    }
+    if secret
+        .values
+        .values()
+        .any(|v| v.expose_str() == Some(REDACTED))
+    {
+        return Err(usage(&format_args!(
+            "the values of secret {} are {REDACTED}: give `secret show --json --reveal` output, \
+             or leave \"values\" out to extract them",
+            secret.name
+        ))
+        .into());
+    }
+    if secret.values.is_empty() {
+        let Some(id) = secret.provider.clone() else {
+            return Err(usage(&format_args!(
+                "base secret {} has no values (give \"values\", or a \"provider\" to extract them)",
+                secret.name
+            ))
+            .into());
+        };
+        let name = secret.name.clone();
+        return extract_or_explain(
+            ctx,
+            &id,
+            &name,
+            secret.path.as_deref(),
+            secret.env_vars.as_ref(),
+        );
+    }
+    if let Some(p) = secret.provider.as_deref().and_then(providers::lookup) {
+        p.validate(&secret.values).map_err(|e| usage(&e))?;
+    }
+    Ok(secret)
+}
+
+/// Extract provider `id`'s secret `name` (from `path`, `env`, or the
+/// provider's defaults), or say where it looked.
+fn extract_or_explain(
+    ctx: &Context,
+    id: &str,
+    name: &str,
+    path: Option<&str>,
+    env: Option<&BTreeMap<String, String>>,
+) -> Result<Secret> {
+    match with_sources(ctx, |src| extract(src, id, Some(name), path, env))? {
+        Some(secret) => Ok(secret),
+        None => {
+            let p = providers::for_secret(Some(id));
+            bail!(
+                "no {id} credentials found ({}); give --path, --env-var KEY=VAR or --value KEY=VALUE",
+                looked_at(p, name, path, env)
+            );
+        }
+    }
 }
 
 /// `--env-var KEY=VAR` pairs, if any.
@@ -307,21 +413,7 @@ fn create(args: &CreateArgs, ctx: &Context) -> Result<u8> {
                     env_vars: env_map,
                     values,
                 },
-                None => {
-                    let found = with_sources(ctx, |src| {
-                        extract(src, id, Some(name), path.as_deref(), env_map.as_ref())
-                    })?;
-                    match found {
-                        Some(secret) => secret,
-                        None => {
-                            let p = providers::for_secret(Some(id));
-                            bail!(
-                                "no {id} credentials found ({}); give --path, --env-var KEY=VAR or --value KEY=VALUE",
-                                looked_at(p, name, path.as_deref(), env_map.as_ref())
-                            );
-                        }
-                    }
-                }
+                None => extract_or_explain(ctx, id, name, path.as_deref(), env_map.as_ref())?,
             }
         }
     };
@@ -356,8 +448,26 @@ fn load_or_detect(ctx: &Context, name: &str) -> Result<Secret> {
         .with_context(|| format!("no saved or detected secret named {name}"))
 }
 
+/// The one secret given with `--secret-json` (a usage error for several).
+pub(crate) fn given_one(ctx: &Context, source: &str) -> Result<Secret> {
+    let mut given = given_secrets(ctx, source)?;
+    if given.len() != 1 {
+        return Err(UsageError("--secret-json: give one secret here".into()).into());
+    }
+    Ok(given.remove(0))
+}
+
+/// The secret a `show`/`write` is about: given as JSON, else saved or detected.
+fn named_or_given(ctx: &Context, secret: &SecretRef) -> Result<Secret> {
+    match (&secret.secret_json, &secret.name) {
+        (Some(source), _) => given_one(ctx, source),
+        (None, Some(name)) => load_or_detect(ctx, name),
+        (None, None) => Err(UsageError("give NAME or --secret-json".into()).into()),
+    }
+}
+
 fn show(args: &ShowArgs, ctx: &Context) -> Result<u8> {
-    let secret = load_or_detect(ctx, &args.name)?;
+    let secret = named_or_given(ctx, &args.secret)?;
     if args.output.json {
         print_json(&entry_json(&secret, args.reveal))?;
         return Ok(exit::OK);
@@ -420,7 +530,7 @@ fn delete(args: &DeleteArgs, ctx: &Context) -> Result<u8> {
 }
 
 fn write(args: &WriteArgs, ctx: &Context) -> Result<u8> {
-    let secret = load_or_detect(ctx, &args.name)?;
+    let secret = named_or_given(ctx, &args.secret)?;
     if secret.values.is_empty() {
         bail!("secret {} has no values to write", secret.name);
     }

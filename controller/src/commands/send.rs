@@ -2,7 +2,9 @@
 //! every node, in the same single `POST /v1/sync` per node as `sync`. By
 //! default a path secret becomes files and any other secret's vars go to
 //! `base_env`; `--env` sets its vars in that env, `--path` writes its file
-//! there. Never prints a value.
+//! there. The secret is a saved or detected name, or given as JSON
+//! (`--secret-json -`: the Python package's `.to()`, values on stdin).
+//! Never prints a value.
 
 use anyhow::Result;
 use common::names::validate_env_name;
@@ -21,8 +23,13 @@ pub async fn run(args: SendArgs, ctx: &Context) -> Result<u8> {
         validate_env_name(env).map_err(|e| UsageError(e.to_string()))?;
     }
     let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
-    let pool = SecretPool::load(ctx)?;
-    let secret = pool.resolve(std::slice::from_ref(&args.secret))?.remove(0);
+    let secret = match (&args.secret.secret_json, &args.secret.name) {
+        (Some(source), _) => super::secret::given_one(ctx, source)?,
+        (None, Some(name)) => SecretPool::load(ctx)?
+            .resolve(std::slice::from_ref(name))?
+            .remove(0),
+        (None, None) => return Err(UsageError("give NAME or --secret-json".into()).into()),
+    };
     let opts = PlaceOpts::send(args.path.as_deref(), args.env.as_deref());
     let item = match sync_item(&secret, &opts) {
         Err(e) if matches!(e.downcast_ref(), Some(PlaceError::NoVars { .. })) => {

@@ -64,9 +64,33 @@ pub(crate) fn plan_items(secrets: &[Secret], env: &str) -> Result<(Vec<SyncItem>
     Ok((items, skipped))
 }
 
+/// The secrets a sync sends: every local one, or the `--secret` names plus
+/// the `--secret-json` ones (a given secret wins over a named one of the
+/// same name; the local secrets are not gathered when only JSON is given).
+fn selection(ctx: &Context, names: &[String], json: Option<&str>) -> Result<Vec<Secret>> {
+    let Some(source) = json else {
+        return SecretPool::load(ctx)?.select(names);
+    };
+    let mut secrets = super::secret::given_secrets(ctx, source)?;
+    if !names.is_empty() {
+        let named = SecretPool::load(ctx)?.resolve(names)?;
+        let given: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
+        secrets.extend(named.into_iter().filter(|s| !given.contains(&s.name)));
+    }
+    Ok(secrets)
+}
+
 /// `controller sync`.
 pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
     if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.cluster) {
+        if args.secret_json.is_some() {
+            return Err(UsageError(format!(
+                "--secret-json is for push clusters; {} is a pull cluster: save the secret \
+                 (`controller secret create`) and publish it with --secret NAME",
+                args.cluster
+            ))
+            .into());
+        }
         return crate::fleet::cmd::sync(args, ctx, &cluster).await;
     }
     if args.new_epoch {
@@ -78,7 +102,7 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
     }
     common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
     let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
-    let secrets = SecretPool::load(ctx)?.select(&args.secrets)?;
+    let secrets = selection(ctx, &args.secrets, args.secret_json.as_deref())?;
     let (items, skipped) = plan_items(&secrets, &args.env)?;
     let names: Vec<String> = items.iter().map(|i| i.secret.name.clone()).collect();
     if items.is_empty() {

@@ -327,6 +327,16 @@ impl World {
 
     /// `controller ARGS` with HOME, an empty environment plus `envs`, and RH_SSH_CONFIG.
     pub fn controller_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        self.controller_input(args, envs, None)
+    }
+
+    /// [`World::controller_with`] with `input` on stdin.
+    pub fn controller_input(
+        &self,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        input: Option<&str>,
+    ) -> Run {
         let mut cmd = Command::new(controller_bin());
         cmd.args(args)
             .env_clear()
@@ -340,7 +350,8 @@ impl World {
             cmd.env(k, v);
         }
         let what = format!("controller {}", args.join(" "));
-        Run::from(test_support::run(cmd, COMMAND_DEADLINE, &what, None), args)
+        let input = input.map(|i| i.as_bytes().to_vec());
+        Run::from(test_support::run(cmd, COMMAND_DEADLINE, &what, input), args)
     }
 
     pub fn controller(&self, args: &[&str]) -> Run {

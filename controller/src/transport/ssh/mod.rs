@@ -343,24 +343,21 @@ impl SshSession {
         *self.known.lock().expect("never poisoned") = Some(Known::Nothing);
     }
 
-    /// Close the master whatever the persistence setting, and wait (a
-    /// little) until it is gone, so that a new master can take its place
-    /// without the old one removing the new one's socket as it exits.
+    /// Close the master whatever the persistence setting (and wait until
+    /// it is gone, as [`SshSession::close`] does without persistence).
     async fn shut_down(mut self) {
         self.keep = false;
-        let ctl = self.ctl.clone();
         self.close().await;
-        let started = Instant::now();
-        while std::fs::symlink_metadata(&ctl).is_ok() && started.elapsed() < Duration::from_secs(2)
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     /// End this command's use of the master: with persistence, stop this
     /// process's bridges and leave the master (and its forwards and token
-    /// cache) for the next command; without, ask the master to exit and
-    /// remove its files, without waiting for it to be gone.
+    /// cache) for the next command; without, ask the master to exit, remove
+    /// its files and wait (at most 2 s) until its control socket is gone. A
+    /// master told to exit but not waited for was still there for the next
+    /// command at the same control path: found alive, reused, and its
+    /// forward socket (already removed) read as "the agent is not running";
+    /// or, exiting later, it removed the new master's socket.
     pub async fn close(self) {
         for bridge in self.bridges.lock().expect("never poisoned").drain(..) {
             bridge.abort();
@@ -372,6 +369,12 @@ impl SshSession {
             tracing::debug!(node = %self.node, "the ssh master did not accept to exit");
         }
         control::remove_master_files(&self.ctl, false);
+        let started = Instant::now();
+        while std::fs::symlink_metadata(&self.ctl).is_ok()
+            && started.elapsed() < Duration::from_secs(2)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
