@@ -12,6 +12,9 @@
 //!   ...) instead of a busy loop, dropping the longest-idle connection to
 //!   free a descriptor.
 //!
+//! Each request carries its connection's two addresses ([`PeerInfo`]) for
+//! the routes that answer by the peer's uid.
+//!
 //! It never reads or logs request content; logs carry counts and errors.
 
 use std::collections::HashMap;
@@ -28,6 +31,8 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+
+use crate::credentials::peer::PeerInfo;
 
 /// The first pause after a failed `accept`; it doubles up to [`ACCEPT_BACKOFF_MAX`].
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -153,10 +158,10 @@ pub(crate) async fn serve(
         tokio::select! {
             () = &mut stopped => break,
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _peer)) => {
+                let (stream, peer) = match accepted {
+                    Ok((stream, peer)) => {
                         backoff = ACCEPT_BACKOFF_MIN;
-                        stream
+                        (stream, peer)
                     }
                     Err(e) => {
                         let victim = lock(&registry).take_longest_idle();
@@ -199,8 +204,10 @@ pub(crate) async fn serve(
                     last_active: Mutex::new(Instant::now()),
                 });
                 let registered = Registered { registry: Arc::clone(&registry), id };
+                let peer = stream.local_addr().ok().map(|local| PeerInfo { peer, local });
                 let handle = connections.spawn(serve_connection(
                     stream,
+                    peer,
                     acceptor.clone(),
                     app.clone(),
                     Arc::clone(&conn),
@@ -224,6 +231,7 @@ pub(crate) async fn serve(
 /// One connection: the TLS handshake when configured, then HTTP/1.1.
 async fn serve_connection(
     stream: TcpStream,
+    peer: Option<PeerInfo>,
     acceptor: Option<TlsAcceptor>,
     app: Router,
     conn: Arc<Conn>,
@@ -233,18 +241,19 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     match acceptor {
-        None => http(TokioIo::new(stream), app, conn, timeout, stop).await,
+        None => http(TokioIo::new(stream), peer, app, conn, timeout, stop).await,
         Some(acceptor) => {
             let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await else {
                 return;
             };
-            http(TokioIo::new(tls), app, conn, timeout, stop).await;
+            http(TokioIo::new(tls), peer, app, conn, timeout, stop).await;
         }
     }
 }
 
 async fn http<I>(
     io: I,
+    peer: Option<PeerInfo>,
     app: Router,
     conn: Arc<Conn>,
     timeout: Duration,
@@ -252,8 +261,12 @@ async fn http<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let busy = Busy::enter(&conn);
+        // Who is on the other end (the metadata routes check its uid).
+        if let Some(peer) = peer {
+            req.extensions_mut().insert(peer);
+        }
         let app = app.clone();
         async move {
             let response = app.oneshot(req).await;

@@ -8,6 +8,7 @@
 mod audit;
 pub mod config;
 mod conn;
+pub mod credentials;
 mod env_host;
 mod envs;
 pub mod error;
@@ -76,6 +77,7 @@ pub async fn serve(
         Some(tls) => Some(tls::acceptor(tls).map_err(ServeError::Tls)?),
         None => None,
     };
+    state.inner.credentials.set_port(addr.port());
     common::fsutil::atomic_write(
         &config.state_dir.join("agent.addr"),
         format!("{addr}\n").as_bytes(),

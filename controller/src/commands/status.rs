@@ -502,6 +502,7 @@ mod tests {
                 secrets: secret.into_iter().collect(),
                 envs: vec![],
                 fingerprints_keyed_by: keyed_by,
+                sessions: vec![],
             }),
             drift: None,
         }
