@@ -420,7 +420,7 @@ async fn the_profile_gets_the_helper_and_loses_the_static_keys_the_agent_install
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("401"),
+        String::from_utf8_lossy(&out.stderr).contains("no session secret sess"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
