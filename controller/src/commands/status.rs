@@ -420,6 +420,36 @@ fn print_table(
         println!();
         envs.print()?;
     }
+    // Session secrets (`crate::mint`): when minted, until when served.
+    let mut sessions = Table::new(&[
+        "node", "session", "kind", "source", "minted at", "expires at", "state", "exposed in",
+    ]);
+    for n in nodes {
+        let Some(st) = &n.status else { continue };
+        for s in &st.sessions {
+            let mut exposed: Vec<String> = s.envs.iter().map(|e| format!("env {e}")).collect();
+            exposed.extend(s.profile.iter().map(|p| format!("profile {p}")));
+            let state = match (s.expired, s.shadowed.is_empty()) {
+                (true, _) => "EXPIRED (not served)".to_owned(),
+                (false, true) => "served".to_owned(),
+                (false, false) => format!("served, shadowed by {}", s.shadowed.join(", ")),
+            };
+            sessions.row(vec![
+                n.node.clone(),
+                s.name.clone(),
+                s.kind.as_str().into(),
+                s.source.clone(),
+                s.minted_at.clone(),
+                s.expires_at.clone(),
+                state,
+                exposed.join(", "),
+            ]);
+        }
+    }
+    if !sessions.is_empty() {
+        println!();
+        sessions.print()?;
+    }
     for d in drift {
         if !d.differs_from_local.is_empty() {
             eprintln!(

@@ -15,6 +15,7 @@ use common::Secret;
 use serde::Serialize;
 
 use crate::cli::SyncArgs;
+use crate::mint;
 use crate::exit::UsageError;
 use crate::remote::{finish, reports, Remote};
 use crate::Context;
@@ -71,9 +72,25 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
     }
     common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
     let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
-    let secrets = SecretPool::load(ctx)?.select(&args.secrets)?;
-    let (items, skipped) = plan_items(&secrets, &args.env)?;
+    let pool = SecretPool::load(ctx)?;
+    let secrets = pool.select(&args.secrets)?;
+    let sessions = pool.select_sessions(&args.secrets);
+    let (mut items, skipped) = plan_items(&secrets, &args.env)?;
+    // Session secrets: minted here, now (`crate::mint`).
+    let target = mint::Target {
+        env: &args.env,
+        local: remote.cluster.is_local(),
+    };
+    let (minted, mint_failed) = mint::plan(ctx, &sessions, target).await;
+    for (name, why) in &mint_failed {
+        eprintln!("error: session secret {name} could not be minted: {why}");
+    }
+    let first = mint::minted_of(&minted);
+    items.extend(minted);
     let names: Vec<String> = items.iter().map(|i| i.secret.name.clone()).collect();
+    if items.is_empty() && !mint_failed.is_empty() {
+        return Ok(crate::exit::FAILURE);
+    }
     if items.is_empty() {
         for s in &skipped {
             eprintln!("note: skipped {}: {}", s.secret, s.reason);
@@ -90,14 +107,60 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
     };
     let outcomes = remote.push(request, "sync").await;
     let nodes = reports(outcomes, args.dry_run);
-    finish(
+    let code = finish(
         &remote.cluster.name,
         args.dry_run,
         &names,
         &nodes,
         &skipped,
         args.output.json,
-    )
+    )?;
+    let code = if mint_failed.is_empty() || code != crate::exit::OK {
+        code
+    } else {
+        crate::exit::FAILURE
+    };
+    if args.keep_fresh && !args.dry_run {
+        let push = Push {
+            remote: &remote,
+            overwrite: args.overwrite,
+        };
+        mint::fresh::run(ctx, &remote.cluster.name, sessions, first, target, &push).await?;
+    }
+    Ok(code)
+}
+
+/// `--keep-fresh` on a push cluster: the refreshed items go to every node
+/// in one `/v1/sync` each, as the first sync's did.
+struct Push<'a> {
+    remote: &'a Remote,
+    overwrite: bool,
+}
+
+impl mint::fresh::Deliver for Push<'_> {
+    async fn deliver(&self, items: Vec<SyncItem>) -> std::result::Result<String, String> {
+        let request = SyncRequest {
+            items,
+            overwrite: self.overwrite,
+            dry_run: false,
+        };
+        let nodes = reports(self.remote.push(request, "keep-fresh").await, false);
+        let ok = nodes.iter().filter(|n| n.ok).count();
+        for n in nodes.iter().filter(|n| !n.ok) {
+            let why = n.error.clone().unwrap_or_else(|| {
+                n.results
+                    .iter()
+                    .filter_map(|r| r.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+            eprintln!("keep-fresh: node {}: {why}", n.node);
+        }
+        if ok == 0 && !nodes.is_empty() {
+            return Err(format!("no node took it ({} failed)", nodes.len()));
+        }
+        Ok(format!("{ok}/{} nodes", nodes.len()))
+    }
 }
 
 #[cfg(test)]
