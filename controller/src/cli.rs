@@ -152,7 +152,12 @@ pub struct SessionArgs {
     #[arg(long, value_name = "SA_EMAIL", requires = "session")]
     pub impersonate: Option<String>,
     /// gcp: scopes of the impersonated token, comma-separated [default: cloud-platform].
-    #[arg(long, value_name = "S,...", value_delimiter = ',', requires = "session")]
+    #[arg(
+        long,
+        value_name = "S,...",
+        value_delimiter = ',',
+        requires = "session"
+    )]
     pub scopes: Vec<String>,
 }
 

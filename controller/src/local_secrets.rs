@@ -94,7 +94,11 @@ pub fn one(ctx: &Context, name: &str) -> Result<Option<Secret>, LocalSecretsErro
     match store::load(&ctx.home, name) {
         // A session secret has no values to fill (its provider's env vars
         // are not its values).
-        Ok(secret) if store::list_sessions(&ctx.home).iter().any(|(n, _, _)| n == name) => {
+        Ok(secret)
+            if store::list_sessions(&ctx.home)
+                .iter()
+                .any(|(n, _, _)| n == name) =>
+        {
             Ok(Some(secret))
         }
         Ok(mut secret) => {
@@ -131,9 +135,7 @@ impl LocalSecrets {
         }
         let found = detect(ctx, &[]);
         warn(&found);
-        let taken = |name: &str| {
-            saved.iter().chain(&found.secrets).any(|s| s.name == name)
-        };
+        let taken = |name: &str| saved.iter().chain(&found.secrets).any(|s| s.name == name);
         let sessions = sessions(ctx, &taken);
         Ok(Self {
             saved,

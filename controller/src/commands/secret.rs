@@ -27,10 +27,10 @@ use crate::cli::{
 use crate::exit::{self, UsageError};
 use crate::local_secrets::{self, with_sources};
 use crate::mint::SessionSecret;
-use common::session::{SessionKind, SessionSpec};
 use crate::outcome::file_status_cell;
 use crate::output::{print_json, Table};
 use crate::Context;
+use common::session::{SessionKind, SessionSpec};
 
 /// Run one `secret` subcommand.
 pub fn run(command: SecretCommand, ctx: &Context) -> Result<u8> {

@@ -422,7 +422,14 @@ fn print_table(
     }
     // Session secrets (`crate::mint`): when minted, until when served.
     let mut sessions = Table::new(&[
-        "node", "session", "kind", "source", "minted at", "expires at", "state", "exposed in",
+        "node",
+        "session",
+        "kind",
+        "source",
+        "minted at",
+        "expires at",
+        "state",
+        "exposed in",
     ]);
     for n in nodes {
         let Some(st) = &n.status else { continue };

@@ -15,8 +15,8 @@ use common::Secret;
 use serde::Serialize;
 
 use crate::cli::SyncArgs;
-use crate::mint;
 use crate::exit::UsageError;
+use crate::mint;
 use crate::remote::{finish, reports, Remote};
 use crate::Context;
 

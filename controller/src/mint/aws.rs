@@ -35,7 +35,9 @@ pub fn profile_of(ctx: &Context, spec: &SessionSpec) -> String {
 fn https_client() -> aws_sdk_sts::config::SharedHttpClient {
     use aws_smithy_http_client::tls;
     aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
         .build_https()
 }
 
@@ -80,8 +82,15 @@ pub async fn mint(ctx: &Context, spec: &SessionSpec) -> Result<Minted> {
             .duration_seconds(duration)
             .send()
             .await
-            .map_err(|e| anyhow!("AssumeRole {role} with profile {profile}: {}", DisplayErrorContext(&e)))?;
-        let c = out.credentials().context("AssumeRole answered no credentials")?;
+            .map_err(|e| {
+                anyhow!(
+                    "AssumeRole {role} with profile {profile}: {}",
+                    DisplayErrorContext(&e)
+                )
+            })?;
+        let c = out
+            .credentials()
+            .context("AssumeRole answered no credentials")?;
         (
             aws_credential(c.access_key_id(), c.secret_access_key(), c.session_token()),
             c.expiration().secs(),
@@ -93,7 +102,12 @@ pub async fn mint(ctx: &Context, spec: &SessionSpec) -> Result<Minted> {
             .duration_seconds(duration)
             .send()
             .await
-            .map_err(|e| anyhow!("GetSessionToken with profile {profile}: {}", DisplayErrorContext(&e)))?;
+            .map_err(|e| {
+                anyhow!(
+                    "GetSessionToken with profile {profile}: {}",
+                    DisplayErrorContext(&e)
+                )
+            })?;
         let c = out
             .credentials()
             .context("GetSessionToken answered no credentials")?;
@@ -116,7 +130,9 @@ pub async fn mint(ctx: &Context, spec: &SessionSpec) -> Result<Minted> {
                 creds.session_token().unwrap_or_default(),
             ),
             unix(expiry),
-            spec.detected.clone().unwrap_or_else(|| "profile".to_owned()),
+            spec.detected
+                .clone()
+                .unwrap_or_else(|| "profile".to_owned()),
         )
     };
     Ok(Minted {

@@ -32,7 +32,10 @@ fn adc_path(ctx: &Context, spec: &SessionSpec) -> PathBuf {
     if let Some(p) = &spec.path {
         return common::fsutil::expand_home(&ctx.home, p);
     }
-    if let Some(p) = ctx.var("GOOGLE_APPLICATION_CREDENTIALS").filter(|p| !p.is_empty()) {
+    if let Some(p) = ctx
+        .var("GOOGLE_APPLICATION_CREDENTIALS")
+        .filter(|p| !p.is_empty())
+    {
         return PathBuf::from(p);
     }
     if let Some(dir) = ctx.var("CLOUDSDK_CONFIG").filter(|p| !p.is_empty()) {
@@ -44,7 +47,10 @@ fn adc_path(ctx: &Context, spec: &SessionSpec) -> PathBuf {
 /// Only https, or http to a loopback host.
 fn check_url(url: &str) -> Result<reqwest::Url> {
     let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid URL {url}"))?;
-    let host = parsed.host_str().unwrap_or_default().trim_matches(['[', ']']);
+    let host = parsed
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']']);
     let loopback = host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
@@ -129,7 +135,10 @@ pub async fn mint(ctx: &Context, spec: &SessionSpec) -> Result<Minted> {
         .await
         .map_err(|e| anyhow!("token exchange at {token_uri}: {}", e.without_url()))?;
     if !resp.status().is_success() {
-        bail!("token exchange at {token_uri} refused: {}", refused(resp).await);
+        bail!(
+            "token exchange at {token_uri} refused: {}",
+            refused(resp).await
+        );
     }
     let user: TokenAnswer = resp
         .json()
@@ -176,7 +185,10 @@ pub async fn mint(ctx: &Context, spec: &SessionSpec) -> Result<Minted> {
         .await
         .map_err(|e| anyhow!("generateAccessToken for {sa}: {}", e.without_url()))?;
     if !resp.status().is_success() {
-        bail!("generateAccessToken for {sa} refused: {}", refused(resp).await);
+        bail!(
+            "generateAccessToken for {sa} refused: {}",
+            refused(resp).await
+        );
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]

@@ -97,7 +97,13 @@ pub struct Target<'a> {
 /// The session item of `s` minted as `minted`, for `target`. `env_owner`:
 /// whether this session gets the env's variables (one AWS and one GCP
 /// session per env: the first in [`plan`]'s order).
-pub fn item(s: &SessionSecret, ctx: &Context, minted: Minted, target: Target<'_>, env_owner: bool) -> SyncItem {
+pub fn item(
+    s: &SessionSecret,
+    ctx: &Context,
+    minted: Minted,
+    target: Target<'_>,
+    env_owner: bool,
+) -> SyncItem {
     let profile = match (s.kind, target.local) {
         (SessionKind::Aws, false) => Some(aws::profile_of(ctx, &s.spec)),
         _ => None,
@@ -117,8 +123,8 @@ pub fn item(s: &SessionSecret, ctx: &Context, minted: Minted, target: Target<'_>
 /// variables the env gets.
 pub fn env_owners(sessions: &[SessionSecret]) -> Vec<bool> {
     let rank = |s: &SessionSecret| {
-        let default = s.spec.profile.as_deref().is_none_or(|p| p == "default")
-            || s.name == s.kind.as_str();
+        let default =
+            s.spec.profile.as_deref().is_none_or(|p| p == "default") || s.name == s.kind.as_str();
         (!default, s.name.clone())
     };
     let mut owners = vec![false; sessions.len()];
@@ -185,8 +191,15 @@ mod tests {
             kind: SessionKind::Gcp,
             spec: SessionSpec::default(),
         };
-        let list = [aws("aws-dev", Some("dev")), aws("main", Some("default")), gcp];
+        let list = [
+            aws("aws-dev", Some("dev")),
+            aws("main", Some("default")),
+            gcp,
+        ];
         assert_eq!(env_owners(&list), vec![false, true, true]);
-        assert_eq!(env_owners(&[aws("b", Some("x")), aws("a", Some("y"))]), vec![false, true]);
+        assert_eq!(
+            env_owners(&[aws("b", Some("x")), aws("a", Some("y"))]),
+            vec![false, true]
+        );
     }
 }
