@@ -964,13 +964,23 @@ fn moto_sts() -> Option<(Child, String)> {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        assert!(std::env::var_os("CI").is_none(), "python3 lacks moto and CI is set");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 lacks moto and CI is set"
+        );
         eprintln!("SKIPPED: python3 lacks moto (pip install 'moto[server]')");
         return None;
     }
     let port = vault_common::free_port();
     let child = Command::new("python3")
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -1001,19 +1011,34 @@ fn a_pull_cluster_serves_published_sessions_refreshed_by_keep_fresh() {
     let bundles = enroll(&home, "pc", &home.file("bundles"), 1);
     // 20 s sessions (moto takes less than STS's 900 s): refreshed at 10 s.
     home.ok(&[
-        "secret", "create", "fleet-s3", "--provider", "aws", "--session", "--role-arn",
-        "arn:aws:iam::123456789012:role/fleet", "--duration", "20s",
+        "secret",
+        "create",
+        "fleet-s3",
+        "--provider",
+        "aws",
+        "--session",
+        "--role-arn",
+        "arn:aws:iam::123456789012:role/fleet",
+        "--duration",
+        "20s",
     ]);
     let log = home.file("keep-fresh.log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_controller"));
-    cmd.args(["sync", "--cluster", "pc", "--secret", "fleet-s3", "--keep-fresh"])
-        .env_clear()
-        .env("HOME", home.path())
-        .env("USER", &home.user)
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
+    cmd.args([
+        "sync",
+        "--cluster",
+        "pc",
+        "--secret",
+        "fleet-s3",
+        "--keep-fresh",
+    ])
+    .env_clear()
+    .env("HOME", home.path())
+    .env("USER", &home.user)
+    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
     for (k, v) in &home.env {
         cmd.env(k, v);
     }
@@ -1021,11 +1046,18 @@ fn a_pull_cluster_serves_published_sessions_refreshed_by_keep_fresh() {
     let agent = start_agent(&bundles[0]);
     // The node serves the published session to its env's token.
     let ecs = |agent: &PullAgent| -> Option<String> {
-        let token = std::fs::read_to_string(agent.state().join("credentials/tokens/base_env")).ok()?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let token =
+            std::fs::read_to_string(agent.state().join("credentials/tokens/base_env")).ok()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let resp = reqwest::Client::new()
-                .get(format!("http://127.0.0.1:{}/v1/credentials/aws/fleet-s3", agent.port))
+                .get(format!(
+                    "http://127.0.0.1:{}/v1/credentials/aws/fleet-s3",
+                    agent.port
+                ))
                 .header("authorization", token)
                 .send()
                 .await
@@ -1039,7 +1071,10 @@ fn a_pull_cluster_serves_published_sessions_refreshed_by_keep_fresh() {
         if let Some(key) = ecs(&agent) {
             break key;
         }
-        assert!(Instant::now() < deadline, "the node never served the session");
+        assert!(
+            Instant::now() < deadline,
+            "the node never served the session"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     // keep-fresh publishes a new session before half its life is gone.
@@ -1061,11 +1096,18 @@ fn a_pull_cluster_serves_published_sessions_refreshed_by_keep_fresh() {
     let _ = moto.kill();
     let _ = moto.wait();
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("refreshed session secret fleet-s3 on cluster pc (published version"), "{text}");
+    assert!(
+        text.contains("refreshed session secret fleet-s3 on cluster pc (published version"),
+        "{text}"
+    );
     assert!(!text.contains(long_secret));
     // What the node holds: the minted session, never the long-lived key.
     let holds = |needle: &str| {
-        let out = Command::new("grep").args(["-r", "-l", needle]).arg(agent.home.path()).output().unwrap();
+        let out = Command::new("grep")
+            .args(["-r", "-l", needle])
+            .arg(agent.home.path())
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(holds(long_secret), "");

@@ -711,3 +711,55 @@ fn gcp_env_processes_get_compute_engine_credentials_with_the_minted_token() {
     assert!(files_holding(&w.home.join(".rh/agent"), refresh).is_empty());
     assert!(files_holding(&w.home.join(".rh/agent"), "client-secret-x").is_empty());
 }
+
+#[test]
+fn a_kube_exec_user_is_resolved_here_and_the_node_gets_only_the_token() {
+    let mut w = World::bare();
+    w.add_node(true, true);
+    w.add_cluster("gpu", &[0], &[]);
+    let plugin = w.home.join("bin/eks-get-token");
+    fs::create_dir_all(plugin.parent().unwrap()).unwrap();
+    fs::write(
+        &plugin,
+        "#!/bin/sh\n[ -n \"$KUBERNETES_EXEC_INFO\" ] || exit 3\nprintf '{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{\"token\":\"k8s-aws-v1.minted-%s\",\"expirationTimestamp\":\"2099-01-01T00:00:00Z\"}}' \"$1\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&plugin, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir_all(w.home.join(".kube")).unwrap();
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: eks\nclusters:\n- name: eks\n  cluster:\n    server: https://eks.example:443\ncontexts:\n- name: eks\n  context:\n    cluster: eks\n    user: eks-user\nusers:\n- name: eks-user\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: {}\n      args: [prod]\n",
+        plugin.display()
+    );
+    fs::write(w.home.join(".kube/config"), &kubeconfig).unwrap();
+    let r = w
+        .controller_with(
+            &[
+                "sync",
+                "--cluster",
+                "gpu",
+                "--secret",
+                "kubernetes",
+                "--json",
+            ],
+            &[],
+        )
+        .ok();
+    assert_eq!(
+        r.json()["nodes"][0]["results"][0]["status"],
+        "written",
+        "{}",
+        r.describe()
+    );
+    let node = fs::read_to_string(w.nodes[0].home.join(".kube/config")).unwrap();
+    assert!(node.contains("token: k8s-aws-v1.minted-prod"), "{node}");
+    assert!(
+        !node.contains("exec") && !node.contains("eks-get-token"),
+        "{node}"
+    );
+    // The user's own kubeconfig keeps its exec block.
+    assert_eq!(
+        fs::read_to_string(w.home.join(".kube/config")).unwrap(),
+        kubeconfig
+    );
+}

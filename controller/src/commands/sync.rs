@@ -73,15 +73,23 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
     common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
     let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
     let pool = SecretPool::load(ctx)?;
-    let secrets = pool.select(&args.secrets)?;
+    let mut secrets = pool.select(&args.secrets)?;
     let sessions = pool.select_sessions(&args.secrets);
+    // Kubeconfig users with exec plugins: the plugins run here (not for
+    // `local`: this machine has them, and the file is the user's own).
+    let (kube, kube_failed) = if remote.cluster.is_local() {
+        (vec![], vec![])
+    } else {
+        mint::resolve_kube(&mut secrets).await
+    };
     let (mut items, skipped) = plan_items(&secrets, &args.env)?;
     // Session secrets: minted here, now (`crate::mint`).
     let target = mint::Target {
         env: &args.env,
         local: remote.cluster.is_local(),
     };
-    let (minted, mint_failed) = mint::plan(ctx, &sessions, target).await;
+    let (minted, mut mint_failed) = mint::plan(ctx, &sessions, target).await;
+    mint_failed.extend(kube_failed);
     for (name, why) in &mint_failed {
         eprintln!("error: session secret {name} could not be minted: {why}");
     }
@@ -121,11 +129,22 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
         crate::exit::FAILURE
     };
     if args.keep_fresh && !args.dry_run {
+        // Refreshed items replace what they installed before (a kube
+        // token changes with every run of its plugin).
         let push = Push {
             remote: &remote,
-            overwrite: args.overwrite,
+            overwrite: true,
         };
-        mint::fresh::run(ctx, &remote.cluster.name, sessions, first, target, &push).await?;
+        mint::fresh::run(
+            ctx,
+            &remote.cluster.name,
+            sessions,
+            first,
+            kube,
+            target,
+            &push,
+        )
+        .await?;
     }
     Ok(code)
 }

@@ -232,8 +232,9 @@ pub async fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8
     }
     common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
     let pool = SecretPool::load(ctx)?;
-    let secrets = pool.select(&args.secrets)?;
+    let mut secrets = pool.select(&args.secrets)?;
     let sessions = pool.select_sessions(&args.secrets);
+    let (kube, kube_failed) = crate::mint::resolve_kube(&mut secrets).await;
     let (items, skipped) = plan_items(&secrets, &args.env)?;
     // Published in the older item form: each node places it again under
     // its own policy.
@@ -246,7 +247,8 @@ pub async fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8
         env: &args.env,
         local: false,
     };
-    let (minted, mint_failed) = crate::mint::plan(ctx, &sessions, target).await;
+    let (minted, mut mint_failed) = crate::mint::plan(ctx, &sessions, target).await;
+    mint_failed.extend(kube_failed);
     for (name, why) in &mint_failed {
         eprintln!("error: session secret {name} could not be minted: {why}");
     }
@@ -339,7 +341,8 @@ pub async fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8
             cluster: &cluster.name,
             key: key.expose_secret().as_bytes(),
         };
-        crate::mint::fresh::run(ctx, &cluster.name, sessions, first, target, &publish).await?;
+        crate::mint::fresh::run(ctx, &cluster.name, sessions, first, kube, target, &publish)
+            .await?;
     }
     Ok(code)
 }

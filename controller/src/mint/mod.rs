@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod fresh;
 pub mod gcp;
+pub mod kube;
 
 use anyhow::Result;
 use common::session::{Minted, SessionItem, SessionKind, SessionSpec};
@@ -159,6 +160,35 @@ pub async fn plan(
         }
     }
     (items, failed)
+}
+
+/// Resolve the `exec` users of the kubeconfig secrets among `secrets` in
+/// place (`kube`): those whose plugins gave an expiry, as they were
+/// before (for `--keep-fresh`) with `(minted_at, expires_at)`; a secret
+/// whose plugin failed is taken out of `secrets` and listed as failed.
+pub async fn resolve_kube(
+    secrets: &mut Vec<common::Secret>,
+) -> (Vec<(common::Secret, i64, i64)>, Vec<(String, String)>) {
+    let mut fresh = vec![];
+    let mut failed = vec![];
+    let mut kept = Vec::with_capacity(secrets.len());
+    for mut s in std::mem::take(secrets) {
+        if !kube::has_exec(&s) {
+            kept.push(s);
+            continue;
+        }
+        let original = s.clone();
+        match kube::resolve(&mut s).await {
+            Ok(Some((minted_at, expires_at))) => {
+                fresh.push((original, minted_at, expires_at));
+                kept.push(s);
+            }
+            Ok(None) => kept.push(s),
+            Err(e) => failed.push((s.name.clone(), format!("{e:#}"))),
+        }
+    }
+    *secrets = kept;
+    (fresh, failed)
 }
 
 /// What the items of [`plan`] carry: `(name, minted)`.
