@@ -75,6 +75,8 @@ struct Conn {
     in_flight: AtomicUsize,
     /// When it was accepted or last finished a request.
     last_active: Mutex<Instant>,
+    /// Its two addresses, given to each request (see [`PeerInfo`]).
+    peer: Option<PeerInfo>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -202,12 +204,11 @@ pub(crate) async fn serve(
                 let conn = Arc::new(Conn {
                     in_flight: AtomicUsize::new(0),
                     last_active: Mutex::new(Instant::now()),
+                    peer: stream.local_addr().ok().map(|local| PeerInfo { peer, local }),
                 });
                 let registered = Registered { registry: Arc::clone(&registry), id };
-                let peer = stream.local_addr().ok().map(|local| PeerInfo { peer, local });
                 let handle = connections.spawn(serve_connection(
                     stream,
-                    peer,
                     acceptor.clone(),
                     app.clone(),
                     Arc::clone(&conn),
@@ -231,7 +232,6 @@ pub(crate) async fn serve(
 /// One connection: the TLS handshake when configured, then HTTP/1.1.
 async fn serve_connection(
     stream: TcpStream,
-    peer: Option<PeerInfo>,
     acceptor: Option<TlsAcceptor>,
     app: Router,
     conn: Arc<Conn>,
@@ -241,19 +241,18 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     match acceptor {
-        None => http(TokioIo::new(stream), peer, app, conn, timeout, stop).await,
+        None => http(TokioIo::new(stream), app, conn, timeout, stop).await,
         Some(acceptor) => {
             let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await else {
                 return;
             };
-            http(TokioIo::new(tls), peer, app, conn, timeout, stop).await;
+            http(TokioIo::new(tls), app, conn, timeout, stop).await;
         }
     }
 }
 
 async fn http<I>(
     io: I,
-    peer: Option<PeerInfo>,
     app: Router,
     conn: Arc<Conn>,
     timeout: Duration,
@@ -264,7 +263,7 @@ async fn http<I>(
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let busy = Busy::enter(&conn);
         // Who is on the other end (the metadata routes check its uid).
-        if let Some(peer) = peer {
+        if let Some(peer) = conn.peer {
             req.extensions_mut().insert(peer);
         }
         let app = app.clone();

@@ -76,7 +76,7 @@ pub enum SecretCommand {
     /// The provider secrets configured on this machine (files, env vars, ~/.ssh keys).
     Detect(DetectArgs),
     /// Create and save a secret to ~/.rh/secrets/NAME.json.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Show one saved (or detected) secret.
     Show(ShowArgs),
     /// List saved secrets (names, providers, paths; never values).

@@ -158,7 +158,7 @@ impl LocalSecrets {
     pub fn select_sessions(&self, wanted: &[String]) -> Vec<SessionSecret> {
         self.sessions
             .iter()
-            .filter(|s| wanted.is_empty() || wanted.iter().any(|w| *w == s.name))
+            .filter(|s| wanted.is_empty() || wanted.contains(&s.name))
             .cloned()
             .collect()
     }

@@ -106,7 +106,7 @@ fn laptop(w: &World) {
     .unwrap();
 }
 
-fn env_of<'a>(sts: &'a str) -> Vec<(&'static str, &'a str)> {
+fn env_of(sts: &str) -> Vec<(&'static str, &str)> {
     vec![
         ("AWS_ENDPOINT_URL_STS", sts),
         ("AWS_EC2_METADATA_DISABLED", "true"),

@@ -86,19 +86,21 @@ fn local_host(headers: &HeaderMap) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The checks every metadata request passes; `Err` is the 403.
-fn admit(peer: Option<&PeerInfo>, headers: &HeaderMap, need_flavor: bool) -> Result<(), Response> {
+/// The checks every metadata request passes; `Err` says why it is a 403.
+fn admit(
+    peer: Option<&PeerInfo>,
+    headers: &HeaderMap,
+    need_flavor: bool,
+) -> Result<(), &'static str> {
     if !is_node_user(peer) {
-        return Err(forbidden(
-            "the metadata server answers the node user's own processes only",
-        ));
+        return Err("the metadata server answers the node user's own processes only");
     }
     if !local_host(headers) || headers.contains_key("x-forwarded-for") {
-        return Err(forbidden("request refused (Host or forwarding headers)"));
+        return Err("request refused (Host or forwarding headers)");
     }
     let flavor = headers.get(FLAVOR).and_then(|v| v.to_str().ok());
     if need_flavor && flavor != Some("Google") {
-        return Err(forbidden("missing Metadata-Flavor: Google header"));
+        return Err("missing Metadata-Flavor: Google header");
     }
     Ok(())
 }
@@ -110,7 +112,7 @@ pub(crate) async fn metadata_root(
 ) -> Response {
     match admit(peer.as_deref(), &headers, false) {
         Ok(()) => flavored("computeMetadata/\n"),
-        Err(resp) => resp,
+        Err(why) => forbidden(why),
     }
 }
 
@@ -122,8 +124,8 @@ pub(crate) async fn metadata(
     ApiQuery(params): ApiQuery<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(resp) = admit(peer.as_deref(), &headers, true) {
-        return resp;
+    if let Err(why) = admit(peer.as_deref(), &headers, true) {
+        return forbidden(why);
     }
     let (_name, minted) = match state.inner.credentials.gcp() {
         Ok(found) => found,
