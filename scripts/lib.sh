@@ -36,6 +36,23 @@ ensure_test_tools() {
   fi
 }
 
+# The protocol peers of the session-secret tests (controller/tests/session.rs,
+# the fleet and e2e session checks), from PyPI when missing: moto's server as
+# STS on loopback, boto3/botocore and the AWS CLI v1 for the node-side checks,
+# google-auth (+ requests, its transport) for google.auth.default().
+ensure_protocol_peers() {
+  local missing=()
+  python3 -c 'import moto.server, flask' >/dev/null 2>&1 || missing+=('moto[server]')
+  python3 -c 'import boto3' >/dev/null 2>&1 || missing+=(boto3)
+  python3 -c 'import awscli' >/dev/null 2>&1 || missing+=(awscli)
+  python3 -c 'import google.auth' >/dev/null 2>&1 || missing+=(google-auth)
+  python3 -c 'import requests' >/dev/null 2>&1 || missing+=(requests)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    step "installing ${missing[*]} (pip)"
+    python3 -m pip install -q "${missing[@]}"
+  fi
+}
+
 # Fill directory $1 (a fake HOME) with the 16-secret fixture set the benchmarks
 # use: provider files copied from common/tests/data/providers, and the
 # env-only providers' variables as VAR=value words in the array `fixture_vars`.

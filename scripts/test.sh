@@ -6,7 +6,8 @@
 # suite (unit, router, integration over real SSH and a real OpenBao dev
 # server), then the docker-compose e2e suite when a Docker engine answers.
 # Installs what the tests need when it is missing (sshd, OpenBao, shellcheck,
-# zig and cargo-zigbuild, the rustup targets).
+# zig and cargo-zigbuild, the rustup targets, and the session tests' protocol
+# peers from PyPI: moto[server], boto3, awscli, google-auth).
 # E2E=require (set by .ci/run) makes a missing Docker engine a failure
 # instead of a skip; E2E=skip skips it.
 set -euo pipefail
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_test_tools
+ensure_protocol_peers
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -88,7 +88,15 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
         env: &args.env,
         local: remote.cluster.is_local(),
     };
+    let minting = std::time::Instant::now();
     let (minted, mut mint_failed) = mint::plan(ctx, &sessions, target).await;
+    if !sessions.is_empty() {
+        tracing::info!(
+            sessions = sessions.len(),
+            mint_ms = minting.elapsed().as_millis() as u64,
+            "session secrets minted"
+        );
+    }
     mint_failed.extend(kube_failed);
     for (name, why) in &mint_failed {
         eprintln!("error: session secret {name} could not be minted: {why}");
