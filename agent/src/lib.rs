@@ -78,6 +78,11 @@ pub async fn serve(
         None => None,
     };
     state.inner.credentials.set_port(addr.port());
+    if config.listen.port() == 0 {
+        // Sessions a pull applied before the bind named port 0.
+        let rebind = state.clone();
+        tokio::spawn(async move { credentials::install::rebind(&rebind).await });
+    }
     common::fsutil::atomic_write(
         &config.state_dir.join("agent.addr"),
         format!("{addr}\n").as_bytes(),

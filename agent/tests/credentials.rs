@@ -68,6 +68,15 @@ fn gcp_sync(name: &str, token: &str, env: &str) -> Value {
     }]})
 }
 
+/// `POST /v1/sync` of session items, every one `written`.
+async fn installed(c: &Client, body: &Value) {
+    let (status, answer) = c.post("/v1/sync", body).await;
+    assert_eq!(status, 200, "{answer}");
+    for r in answer["results"].as_array().unwrap() {
+        assert_eq!(r["status"], "written", "{answer}");
+    }
+}
+
 /// `GET /v1/credentials/aws/NAME` with a raw `Authorization`.
 async fn ecs(c: &Client, name: &str, token: Option<&str>) -> (u16, Value) {
     let mut req = c.http.get(format!("{}/v1/credentials/aws/{name}", c.url));
@@ -126,13 +135,11 @@ async fn an_aws_session_is_served_to_its_env_token_only_and_never_past_expiry() 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["status"], "written", "{body}");
     assert!(!body.to_string().contains(SECRET));
-    let (_, body) = c
-        .post(
-            "/v1/sync",
-            &aws_sync("other", "ASIAOTHER", 3600, Some("other_env"), None),
-        )
-        .await;
-    assert_eq!(body["results"][0]["status"], "written", "{body}");
+    installed(
+        &c,
+        &aws_sync("other", "ASIAOTHER", 3600, Some("other_env"), None),
+    )
+    .await;
 
     let train = env_token(&agent.state_dir, "train");
     assert_eq!(
@@ -188,13 +195,7 @@ async fn an_aws_session_is_served_to_its_env_token_only_and_never_past_expiry() 
     assert!(out.trim_end().ends_with('0'), "{out}");
 
     // A refresh replaces it; status lists it.
-    let (_, body) = c
-        .post(
-            "/v1/sync",
-            &aws_sync("s3", "ASIASECOND", 3600, Some("train"), None),
-        )
-        .await;
-    assert_eq!(body["results"][0]["status"], "written", "{body}");
+    installed(&c, &aws_sync("s3", "ASIASECOND", 3600, Some("train"), None)).await;
     assert_eq!(
         ecs(&c, "s3", Some(&train)).await.1["AccessKeyId"],
         "ASIASECOND"
@@ -220,13 +221,7 @@ async fn an_aws_session_is_served_to_its_env_token_only_and_never_past_expiry() 
     assert!(!status.to_string().contains(SECRET));
 
     // A short one expires: 503 naming the secret and when.
-    let (_, body) = c
-        .post(
-            "/v1/sync",
-            &aws_sync("brief", "ASIABRIEF", 2, Some("train"), None),
-        )
-        .await;
-    assert_eq!(body["results"][0]["status"], "written", "{body}");
+    installed(&c, &aws_sync("brief", "ASIABRIEF", 2, Some("train"), None)).await;
     assert_eq!(ecs(&c, "brief", Some(&train)).await.0, 200);
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     let (status, body) = ecs(&c, "brief", Some(&train)).await;
@@ -301,8 +296,7 @@ async fn bad_or_expired_credentials_are_refused_naming_no_value() {
     assert_eq!(status, 422);
     assert!(!home.path().join(".aws").exists());
     // A second gcp session would take over the metadata server: refused.
-    let (_, body) = c.post("/v1/sync", &gcp_sync("g1", "ya29.one", "e")).await;
-    assert_eq!(body["results"][0]["status"], "written", "{body}");
+    installed(&c, &gcp_sync("g1", "ya29.one", "e")).await;
     let (_, body) = c.post("/v1/sync", &gcp_sync("g2", "ya29.two", "e")).await;
     assert_eq!(body["results"][0]["status"], "failed", "{body}");
     assert!(body["results"][0]["message"]
@@ -325,11 +319,8 @@ async fn the_profile_gets_the_helper_and_loses_the_static_keys_the_agent_install
     let agent = TestAgent::start(config(home.path())).await;
     let c = agent.client();
     // Static keys pushed earlier (the old way), and someone else's in [dev].
-    let (_, body) = c
-        .post("/v1/sync", &json!({"items": [{"secret": {"name": "aws", "provider": "aws", "path": "~/.aws/credentials",
-            "values": {"access_key": "AKIALONGLIVED", "secret_key": "long-lived-secret"}}}]}))
-        .await;
-    assert_eq!(body["results"][0]["status"], "written", "{body}");
+    installed(&c, &json!({"items": [{"secret": {"name": "aws", "provider": "aws", "path": "~/.aws/credentials",
+            "values": {"access_key": "AKIALONGLIVED", "secret_key": "long-lived-secret"}}}]})).await;
     let creds = aws.join("credentials");
     let mut text = std::fs::read_to_string(&creds).unwrap();
     text.push_str("\n[dev]\naws_access_key_id = AKIANOTOURS\naws_secret_access_key = x\n");
@@ -431,14 +422,11 @@ async fn the_profile_gets_the_helper_and_loses_the_static_keys_the_agent_install
 async fn a_restarted_agent_keeps_serving_until_expiry() {
     let home = tempfile::tempdir().unwrap();
     let agent = TestAgent::start(config(home.path())).await;
-    let (_, body) = agent
-        .client()
-        .post(
-            "/v1/sync",
-            &aws_sync("kept", "ASIAKEPT", 3600, Some("e"), None),
-        )
-        .await;
-    assert_eq!(body["results"][0]["status"], "written", "{body}");
+    installed(
+        &agent.client(),
+        &aws_sync("kept", "ASIAKEPT", 3600, Some("e"), None),
+    )
+    .await;
     let token = env_token(&agent.state_dir, "e");
     assert_eq!(
         common::mode(&agent.state_dir.join("credentials/sessions.json")),
@@ -449,6 +437,24 @@ async fn a_restarted_agent_keeps_serving_until_expiry() {
     let (status, doc) = ecs(&agent.client(), "kept", Some(&token)).await;
     assert_eq!(status, 200, "{doc}");
     assert_eq!(doc["AccessKeyId"], "ASIAKEPT");
+    // It came back on another port (0 picks one): the env follows it.
+    let want = format!(
+        "{}/v1/credentials/aws/kept",
+        agent.url.replace("localhost", "127.0.0.1")
+    );
+    let mut seen = String::new();
+    for _ in 0..100 {
+        let (_, run) = agent
+            .client()
+            .run("e", &["printenv", "AWS_CONTAINER_CREDENTIALS_FULL_URI"])
+            .await;
+        seen = run["stdout"].as_str().unwrap_or_default().trim().to_owned();
+        if seen == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, want);
     agent.stop().await;
 }
 
@@ -492,10 +498,7 @@ async fn the_metadata_server_answers_the_node_user_only_and_checks_headers() {
     let home = tempfile::tempdir().unwrap();
     let agent = TestAgent::start(config(home.path())).await;
     let c = agent.client();
-    let (_, body) = c
-        .post("/v1/sync", &gcp_sync("gcp", "ya29.MINTED-token", "e"))
-        .await;
-    assert_eq!(body["results"][0]["status"], "written", "{body}");
+    installed(&c, &gcp_sync("gcp", "ya29.MINTED-token", "e")).await;
     let host = agent.url.trim_start_matches("http://").to_owned();
     let flavor = ("Metadata-Flavor", "Google");
     let (status, head, _) = raw_get(&agent.url, "/", &[("Host", &host), flavor]).await;
@@ -621,13 +624,7 @@ async fn hostile_requests_are_refused_and_the_agent_keeps_serving() {
     let log = home.path().join("agent.log");
     let mut child = common::AgentProcess::spawn(home.path(), &home.path().join(".rh/agent"), &log);
     let c = child.client();
-    let (_, body) = c
-        .post(
-            "/v1/sync",
-            &aws_sync("s", "ASIAHOSTILE", 3600, Some("e"), None),
-        )
-        .await;
-    assert_eq!(body["results"][0]["status"], "written", "{body}");
+    installed(&c, &aws_sync("s", "ASIAHOSTILE", 3600, Some("e"), None)).await;
     let token = env_token(&home.path().join(".rh/agent"), "e");
     // A huge header, a `..` path, a path with NUL and a wrong method.
     let huge = "x".repeat(200_000);

@@ -956,45 +956,12 @@ fn sync_wait_rereads_only_nodes_not_yet_converged() {
     }
 }
 
-/// moto's STS on a free loopback port, when python3 has moto (else a skip
-/// message, a failure with CI set): `(process, endpoint)`.
-fn moto_sts() -> Option<(Child, String)> {
-    let ok = Command::new("python3")
-        .args(["-c", "import moto, boto3"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 lacks moto and CI is set"
-        );
-        eprintln!("SKIPPED: python3 lacks moto (pip install 'moto[server]')");
-        return None;
-    }
-    let port = vault_common::free_port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    test_support::wait_for_port(port, "moto");
-    Some((child, format!("http://127.0.0.1:{port}")))
-}
-
 #[test]
 fn a_pull_cluster_serves_published_sessions_refreshed_by_keep_fresh() {
     let Some((_server, mut home)) = setup() else {
         return;
     };
-    let Some((mut moto, sts)) = moto_sts() else {
+    let Some((moto, sts)) = test_support::python::moto() else {
         return;
     };
     let long_secret = "fleet-long-lived-secret-key-xyz";
@@ -1093,8 +1060,7 @@ fn a_pull_cluster_serves_published_sessions_refreshed_by_keep_fresh() {
     }
     let _ = keeper.kill();
     let _ = keeper.wait();
-    let _ = moto.kill();
-    let _ = moto.wait();
+    drop(moto);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("refreshed session secret fleet-s3 on cluster pc (published version"),

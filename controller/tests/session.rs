@@ -12,7 +12,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::World;
@@ -22,74 +22,24 @@ const LONG_KEY_ID: &str = "AKIAFIXTURELONGLIVED1";
 const LONG_SECRET: &str = "fixture-long-lived-secret-key-0123456789";
 const CONFIG: &str = "# the user's own\n[default]\nregion = eu-west-3\n\n[profile ops]\nrole_arn = arn:aws:iam::123456789012:role/ops\nsource_profile = default\nregion = eu-west-3\n";
 
-/// A helper process killed on drop.
-struct Proc(Child);
+use test_support::python::{moto, python, serve, Killed};
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `controller ARGS` (a `sync --json`): exit 0, the first result written.
+fn synced(w: &World, args: &[&str], env: &[(&str, &str)]) -> common::Run {
+    let r = w.controller_with(args, env).ok();
+    assert_eq!(
+        r.json()["nodes"][0]["results"][0]["status"],
+        "written",
+        "{}",
+        r.describe()
+    );
+    r
 }
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/session")
         .join(name)
-}
-
-/// The real python interpreter (not a pyenv shim: env processes run with
-/// the agent's neutral environment) when it has `modules`, else `None`
-/// after a skip message (a failure with CI set).
-fn python(modules: &str) -> Option<PathBuf> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            &format!("import sys, {modules}; print(sys.executable)"),
-        ])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            Some(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        }
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "python3 with {modules} is missing and CI is set (scripts/test.sh installs them)"
-            );
-            eprintln!("SKIPPED: python3 lacks {modules} (pip install 'moto[server]' boto3 awscli google-auth)");
-            None
-        }
-    }
-}
-
-fn serve(py: &Path, args: &[&str], port: u16) -> Proc {
-    let child = Command::new(py)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    test_support::wait_for_port(port, args[0]);
-    Proc(child)
-}
-
-/// moto's server on a free loopback port: `(process, endpoint)`.
-fn moto(py: &Path) -> (Proc, String) {
-    let port = test_support::free_port();
-    let p = serve(
-        py,
-        &[
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ],
-        port,
-    );
-    (p, format!("http://127.0.0.1:{port}"))
 }
 
 /// The laptop: static keys for `default`, a role profile `ops`.
@@ -155,7 +105,9 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
     let Some(py) = python("boto3, moto") else {
         return;
     };
-    let (_moto, sts) = moto(&py);
+    let Some((_moto, sts)) = moto() else {
+        return;
+    };
     let w = World::bare();
     let _stop = StopLocal(w.home.clone());
     laptop(&w);
@@ -204,28 +156,21 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
     .ok();
 
     // The role profile, resolved by aws-config (AssumeRole at moto).
-    let r = w
-        .controller_with(
-            &[
-                "sync",
-                "--cluster",
-                "local",
-                "--secret",
-                "aws-ops",
-                "--env",
-                "ops",
-                "--json",
-            ],
-            &env,
-        )
-        .ok();
-    r.no_values(&[LONG_KEY_ID, LONG_SECRET]);
-    assert_eq!(
-        r.json()["nodes"][0]["results"][0]["status"],
-        "written",
-        "{}",
-        r.describe()
+    let r = synced(
+        &w,
+        &[
+            "sync",
+            "--cluster",
+            "local",
+            "--secret",
+            "aws-ops",
+            "--env",
+            "ops",
+            "--json",
+        ],
+        &env,
     );
+    r.no_values(&[LONG_KEY_ID, LONG_SECRET]);
     let py_s = py.to_str().unwrap();
     let id = run_json(
         &w,
@@ -330,23 +275,18 @@ fn a_pushed_node_gets_the_helper_profile_and_the_aws_cli_uses_it() {
     let Some(py) = python("boto3, moto, awscli") else {
         return;
     };
-    let (_moto, sts) = moto(&py);
+    let Some((_moto, sts)) = moto() else {
+        return;
+    };
     let mut w = World::bare();
     w.add_node(true, true);
     w.add_cluster("gpu", &[0], &[]);
     laptop(&w);
     let env = env_of(&sts);
-    let r = w
-        .controller_with(
-            &["sync", "--cluster", "gpu", "--secret", "aws-ops", "--json"],
-            &env,
-        )
-        .ok();
-    assert_eq!(
-        r.json()["nodes"][0]["results"][0]["status"],
-        "written",
-        "{}",
-        r.describe()
+    let r = synced(
+        &w,
+        &["sync", "--cluster", "gpu", "--secret", "aws-ops", "--json"],
+        &env,
     );
     let node = w.nodes[0].home.clone();
     let config = fs::read_to_string(node.join(".aws/config")).unwrap();
@@ -434,24 +374,17 @@ fn an_sso_profile_is_minted_from_the_portal_never_sending_the_sso_token() {
     let sso_url = format!("http://127.0.0.1:{port}");
     let mut env = env_of("http://127.0.0.1:1");
     env.push(("AWS_ENDPOINT_URL_SSO", &sso_url));
-    let r = w
-        .controller_with(
-            &[
-                "sync",
-                "--cluster",
-                "local",
-                "--secret",
-                "aws-dev",
-                "--json",
-            ],
-            &env,
-        )
-        .ok();
-    assert_eq!(
-        r.json()["nodes"][0]["results"][0]["status"],
-        "written",
-        "{}",
-        r.describe()
+    let r = synced(
+        &w,
+        &[
+            "sync",
+            "--cluster",
+            "local",
+            "--secret",
+            "aws-dev",
+            "--json",
+        ],
+        &env,
     );
     let id = run_json(&w, &env, &["base_env", py.to_str().unwrap(), "-c",
         "import boto3,json; c=boto3.Session().get_credentials(); print(json.dumps({'method': c.method, 'key_id': c.access_key}))"]);
@@ -477,7 +410,9 @@ fn keep_fresh_refreshes_before_expiry_and_a_stopped_controller_leaves_503() {
     let Some(py) = python("boto3, moto") else {
         return;
     };
-    let (_moto, sts) = moto(&py);
+    let Some((_moto, sts)) = moto() else {
+        return;
+    };
     let w = World::bare();
     let _stop = StopLocal(w.home.clone());
     laptop(&w);
@@ -521,7 +456,7 @@ fn keep_fresh_refreshes_before_expiry_and_a_stopped_controller_leaves_503() {
     for (k, v) in &env {
         cmd.env(k, v);
     }
-    let keeper = Proc(cmd.spawn().unwrap());
+    let keeper = Killed(cmd.spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     while !fs::read_to_string(&log)
         .unwrap_or_default()
@@ -585,7 +520,7 @@ fn keep_fresh_refreshes_before_expiry_and_a_stopped_controller_leaves_503() {
 }
 
 /// SIGTERM to the keep-fresh controller (it stops on it).
-fn term(p: &Proc) {
+fn term(p: &Killed) {
     let _ = Command::new("kill").arg(p.0.id().to_string()).status();
 }
 
@@ -639,26 +574,19 @@ fn gcp_env_processes_get_compute_engine_credentials_with_the_minted_token() {
         &env,
     )
     .ok();
-    let r = w
-        .controller_with(
-            &[
-                "sync",
-                "--cluster",
-                "local",
-                "--secret",
-                "gcp-user",
-                "--json",
-            ],
-            &env,
-        )
-        .ok();
-    r.no_values(&[refresh, access]);
-    assert_eq!(
-        r.json()["nodes"][0]["results"][0]["status"],
-        "written",
-        "{}",
-        r.describe()
+    let r = synced(
+        &w,
+        &[
+            "sync",
+            "--cluster",
+            "local",
+            "--secret",
+            "gcp-user",
+            "--json",
+        ],
+        &env,
     );
+    r.no_values(&[refresh, access]);
     let py_s = py.to_str().unwrap();
     let got = run_json(
         &w,
@@ -732,24 +660,17 @@ fn a_kube_exec_user_is_resolved_here_and_the_node_gets_only_the_token() {
         plugin.display()
     );
     fs::write(w.home.join(".kube/config"), &kubeconfig).unwrap();
-    let r = w
-        .controller_with(
-            &[
-                "sync",
-                "--cluster",
-                "gpu",
-                "--secret",
-                "kubernetes",
-                "--json",
-            ],
-            &[],
-        )
-        .ok();
-    assert_eq!(
-        r.json()["nodes"][0]["results"][0]["status"],
-        "written",
-        "{}",
-        r.describe()
+    let r = synced(
+        &w,
+        &[
+            "sync",
+            "--cluster",
+            "gpu",
+            "--secret",
+            "kubernetes",
+            "--json",
+        ],
+        &[],
     );
     let node = fs::read_to_string(w.nodes[0].home.join(".kube/config")).unwrap();
     assert!(node.contains("token: k8s-aws-v1.minted-prod"), "{node}");

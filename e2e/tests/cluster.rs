@@ -1119,27 +1119,6 @@ fn t11_revoke_removes_files_and_vars_and_status_shows_nothing_left() {
     assert_no_problems("after revoking every secret", p);
 }
 
-/// moto's STS on the host's loopback (the controller mints there; nodes
-/// never talk to it): the process and its endpoint.
-fn moto_on_loopback() -> (std::process::Child, String) {
-    let port = test_support::free_port();
-    let child = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 -m moto.server (pip install 'moto[server]')");
-    test_support::wait_for_port(port, "moto");
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
 #[test]
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t20_a_session_secret_is_minted_here_served_on_the_node_and_the_long_lived_key_leaves() {
@@ -1151,7 +1130,10 @@ fn t20_a_session_secret_is_minted_here_served_on_the_node_and_the_long_lived_key
     s.sync(BOOT, &["--secret", "aws"]).assert_code(0);
     let long_key = s.value("aws.access_key").to_owned();
     let long_secret = s.value("aws.secret_key").to_owned();
-    let (mut moto, sts) = moto_on_loopback();
+    // moto's STS on the host's loopback: the controller mints there; nodes
+    // never talk to it.
+    let (moto, sts) =
+        test_support::python::moto().expect("python3 with moto (pip install 'moto[server]')");
     let ctl = |args: &[&str]| {
         let mut cmd = s.controller_command(args);
         cmd.env("AWS_ENDPOINT_URL_STS", &sts)
@@ -1184,8 +1166,7 @@ fn t20_a_session_secret_is_minted_here_served_on_the_node_and_the_long_lived_key
         NAMED_ENV,
         "--json",
     ]);
-    let _ = moto.kill();
-    let _ = moto.wait();
+    drop(moto);
     out.assert_code(0);
     // A plain shell of the node user: the profile's credential_process.
     let shell = exec_ubuntu(

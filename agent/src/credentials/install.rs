@@ -101,6 +101,16 @@ fn env_vars(
     s: &SessionItem,
     env: &str,
 ) -> Result<BTreeMap<String, SecretValue>, ApiError> {
+    vars_for(state, name, &s.minted, env)
+}
+
+/// [`env_vars`] for a held session.
+fn vars_for(
+    state: &AppState,
+    name: &str,
+    minted: &common::session::Minted,
+    env: &str,
+) -> Result<BTreeMap<String, SecretValue>, ApiError> {
     let creds = &state.inner.credentials;
     let dir = creds.dir().to_path_buf();
     let port = creds.port();
@@ -108,13 +118,13 @@ fn env_vars(
     let mut set = |k: &str, v: String| {
         vars.insert(k.to_owned(), SecretValue::from_string(v));
     };
-    match s.minted.kind {
+    match minted.kind {
         SessionKind::Aws => {
             let token = creds.env_token_path(env).map_err(io)?;
             let aws = dir.join("aws");
             common::fsutil::create_private_dir_all(&aws).map_err(io)?;
             let config = aws.join(format!("{name}.config"));
-            let text = match &s.minted.region {
+            let text = match &minted.region {
                 Some(r) => format!("[default]\nregion = {r}\n"),
                 None => String::new(),
             };
@@ -138,7 +148,7 @@ fn env_vars(
             set("GCE_METADATA_HOST", format!("127.0.0.1:{port}"));
             set("GCE_METADATA_IP", format!("127.0.0.1:{port}"));
             set("CLOUDSDK_CONFIG", gcloud.display().to_string());
-            if let Some(p) = &s.minted.project_id {
+            if let Some(p) = &minted.project_id {
                 set("GOOGLE_CLOUD_PROJECT", p.clone());
             }
         }
@@ -245,12 +255,12 @@ async fn apply_one(
     } else {
         Status::Written
     }];
-    let vars = match &s.env {
-        Some(env) => Some((env.clone(), env_vars(state, name, &s, env)?)),
-        None => None,
+    // A dry run writes nothing (the vars' files and tokens included).
+    let vars = match (&s.env, dry_run) {
+        (Some(env), false) => Some((env.clone(), env_vars(state, name, &s, env)?)),
+        _ => None,
     };
     if !dry_run && !same {
-        let _saving = creds.save_lock.lock().await;
         let mut envs: BTreeSet<String> = old.map(|o| o.envs).unwrap_or_default();
         envs.extend(s.env.iter().cloned());
         let held = Held {
@@ -307,6 +317,33 @@ async fn apply_one(
     Ok(result)
 }
 
+/// Point the envs of every held session at the port the agent now listens
+/// on: sessions applied before the port was known (a pull at boot with
+/// `--listen` port 0) named port 0 in their URLs.
+pub(crate) async fn rebind(state: &AppState) {
+    let creds = &state.inner.credentials;
+    for name in creds.names() {
+        let Some(held) = creds.get(&name) else {
+            continue;
+        };
+        for env in &held.envs {
+            let applied = match vars_for(state, &name, &held.minted, env) {
+                Ok(vars) => match install::plan_vars(state, env, vars, Some(name.clone())) {
+                    Ok(planned) => install::apply(state, vec![planned], true, false, None)
+                        .await
+                        .into_iter()
+                        .find_map(Result::err),
+                    Err(e) => Some(e),
+                },
+                Err(e) => Some(e),
+            };
+            if let Some(e) = applied {
+                tracing::warn!(secret = %name, %env, error = %e.message, "could not point the env at the agent's port");
+            }
+        }
+    }
+}
+
 /// Drop session `name` (revoke): the session and its `~/.aws/config` line.
 /// `None` when it holds no session of that name; its env vars go with the
 /// secret's installed record.
@@ -330,7 +367,6 @@ pub(crate) async fn forget(
         .map_err(io)??;
     }
     if !dry_run {
-        let _saving = creds.save_lock.lock().await;
         creds.remove(name).map_err(|e| ApiError::not_saved(&e))?;
         let _ = std::fs::remove_file(creds.dir().join("aws").join(format!("{name}.config")));
     }

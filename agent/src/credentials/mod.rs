@@ -95,8 +95,9 @@ pub(crate) struct Credentials {
     env_tokens: RwLock<BTreeMap<String, SecretText>>,
     /// The port clients reach the agent on (the bound one once known).
     port: AtomicU16,
-    /// Serialises changes and saves of `sessions.json`.
-    pub(crate) save_lock: tokio::sync::Mutex<()>,
+    /// Serialises changes and saves of `sessions.json` (an install, a
+    /// revoke and the expiry sweep each copy, save and swap the map).
+    change: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -170,7 +171,7 @@ impl Credentials {
             helper_token,
             env_tokens: RwLock::new(env_tokens),
             port: AtomicU16::new(port),
-            save_lock: tokio::sync::Mutex::new(()),
+            change: std::sync::Mutex::new(()),
         };
         creds.wipe_expired(now_secs())?;
         Ok(creds)
@@ -280,6 +281,7 @@ impl Credentials {
 
     /// Put `held` in place of `name` (saved first, then swapped in).
     pub(crate) fn put(&self, name: &str, held: Held) -> Result<(), PathError> {
+        let _change = self.change.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = read_lock(&self.sessions).clone();
         next.insert(name.to_owned(), held);
         self.save(&next)?;
@@ -289,6 +291,7 @@ impl Credentials {
 
     /// Drop session `name`; what it was, if held.
     pub(crate) fn remove(&self, name: &str) -> Result<Option<Held>, PathError> {
+        let _change = self.change.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = read_lock(&self.sessions).clone();
         let Some(old) = next.remove(name) else {
             return Ok(None);
@@ -322,6 +325,7 @@ impl Credentials {
     /// in `sessions.json` (its name, kind and times stay for the 503 and
     /// `status`). Returns how many were wiped.
     pub(crate) fn wipe_expired(&self, now: i64) -> Result<usize, PathError> {
+        let _change = self.change.lock().unwrap_or_else(|e| e.into_inner());
         let wiped: Vec<String> = read_lock(&self.sessions)
             .iter()
             .filter(|(_, h)| h.expired(now) && !h.minted.credential.expose_secret().is_null())

@@ -1,7 +1,8 @@
 //! Helpers shared by the workspace's tests (a dev-dependency only): loopback
 //! ports, file modes, the built binaries of other workspace packages found
 //! without a nested `cargo build` ([`workspace_bin`]), one way to run a
-//! process with a deadline ([`run`]), and one fake agent ([`FakeAgent`]).
+//! process with a deadline ([`run`]), one fake agent ([`FakeAgent`]), and
+//! the Python protocol peers of the session tests ([`python`]).
 //! Holds no fixture values; whatever a test passes through it stays the
 //! test's.
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 mod bin;
 mod fake_agent;
 mod process;
+pub mod python;
 
 pub use bin::workspace_bin;
 pub use fake_agent::FakeAgent;

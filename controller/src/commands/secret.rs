@@ -483,12 +483,16 @@ fn show(args: &ShowArgs, ctx: &Context) -> Result<u8> {
 
 fn list(args: &ListArgs, ctx: &Context) -> Result<u8> {
     let secrets = store::list(&ctx.home).context("list ~/.rh/secrets")?;
+    // Session secrets (no values: minted at each sync).
+    let sessions = crate::local_secrets::sessions(ctx, &|_| true);
+    let session = |name: &str| sessions.iter().find(|s| s.name == name);
     if args.output.json {
         let rows: Vec<Value> = secrets
             .iter()
-            .map(|s| {
-                json!({"name": s.name, "provider": s.provider, "path": s.path,
-                       "env_vars": s.env_vars, "keys": s.keys()})
+            .map(|s| match session(&s.name) {
+                Some(sess) => session_json(sess, ctx),
+                None => json!({"name": s.name, "provider": s.provider, "path": s.path,
+                       "env_vars": s.env_vars, "keys": s.keys()}),
             })
             .collect();
         print_json(&rows)?;
@@ -502,11 +506,15 @@ fn list(args: &ListArgs, ctx: &Context) -> Result<u8> {
     }
     let mut table = Table::new(&["name", "provider", "source", "keys"]);
     for s in &secrets {
+        let (source, keys) = match session(&s.name) {
+            Some(sess) => (sess.source_cell(ctx), sess.keys_cell()),
+            None => (source_of(s), s.keys().join(", ")),
+        };
         table.row(vec![
             s.name.clone(),
             s.provider.clone().unwrap_or_else(|| "-".into()),
-            source_of(s),
-            s.keys().join(", "),
+            source,
+            keys,
         ]);
     }
     table.print()?;

@@ -257,8 +257,8 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                ("ci".to_owned(), "role"),
                 ("default".to_owned(), "sso"),
+                ("ci".to_owned(), "role"),
                 ("tool".to_owned(), "process"),
             ]
         );
