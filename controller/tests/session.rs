@@ -283,7 +283,7 @@ fn a_pushed_node_gets_the_helper_profile_and_the_aws_cli_uses_it() {
     w.add_cluster("gpu", &[0], &[]);
     laptop(&w);
     let env = env_of(&sts);
-    let r = synced(
+    synced(
         &w,
         &["sync", "--cluster", "gpu", "--secret", "aws-ops", "--json"],
         &env,
@@ -374,7 +374,7 @@ fn an_sso_profile_is_minted_from_the_portal_never_sending_the_sso_token() {
     let sso_url = format!("http://127.0.0.1:{port}");
     let mut env = env_of("http://127.0.0.1:1");
     env.push(("AWS_ENDPOINT_URL_SSO", &sso_url));
-    let r = synced(
+    synced(
         &w,
         &[
             "sync",
@@ -660,7 +660,7 @@ fn a_kube_exec_user_is_resolved_here_and_the_node_gets_only_the_token() {
         plugin.display()
     );
     fs::write(w.home.join(".kube/config"), &kubeconfig).unwrap();
-    let r = synced(
+    synced(
         &w,
         &[
             "sync",

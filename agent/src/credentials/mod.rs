@@ -2,7 +2,7 @@
 //! in memory and in `<state-dir>/credentials/sessions.json` (0600, atomic),
 //! so a restarted agent keeps serving them until they expire, and never
 //! after: a credential past its expiry is answered 503 and wiped from
-//! memory and the state file by [`Credentials::sweep`]. A refresh replaces
+//! memory and the state file by the sweeper (`spawn_sweeper`). A refresh replaces
 //! a session in one swap, so a client sees the old or the new credential,
 //! never an error.
 //!
@@ -13,12 +13,12 @@
 //! `agent credentials aws`). Neither is the agent's API token, and the API
 //! token is not accepted here: a job holding its env's token cannot reach
 //! `/v1/envs/*/run`. The GCE metadata protocol carries no token: it is
-//! answered to the node user's own connections only ([`peer`]).
+//! answered to the node user's own connections only (`peer`).
 //!
 //! Module layout: this file owns the store and its lookups (no HTTP types);
-//! [`install`] puts sessions in place (env vars, the `~/.aws/config`
-//! profile) through the same install path as `/v1/sync`; [`aws_ecs`] and
-//! [`gce_metadata`] shape the answers; [`helper`] is the `agent credentials
+//! `install` puts sessions in place (env vars, the `~/.aws/config`
+//! profile) through the same install path as `/v1/sync`; `aws_ecs` and
+//! `gce_metadata` shape the answers; [`helper`] is the `agent credentials
 //! aws` client. Nothing here logs or echoes a credential.
 
 pub(crate) mod aws_ecs;
