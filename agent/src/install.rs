@@ -68,17 +68,20 @@ impl Planned {
 
 /// This agent's placement policy: its state dir is reserved (as configured
 /// and resolved), its config's `allow_paths` open more places to remote
-/// secrets. Built once, when the state is opened (the state dir exists then).
+/// secrets and its `allow_vars` more env vars. Built once, when the state is
+/// opened (the state dir exists then).
 pub(crate) fn policy(config: &Config) -> Policy {
     let mut reserved = vec![config.state_dir.clone()];
     reserved.extend(config.state_dir.canonicalize().ok());
     Policy {
         reserved,
         allow: config.allow_paths.clone(),
+        allow_vars: config.allow_vars.clone(),
     }
 }
 
-/// A refused placement: 403 with `path_reserved` or `path_not_allowed`.
+/// A refused placement: 403 with `path_reserved`, `path_not_allowed`,
+/// `var_not_allowed` or `program_not_allowed`.
 fn refused(e: PolicyError) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, e.code(), e.to_string())
 }
@@ -114,9 +117,11 @@ fn confine_files(
 /// placement as sent (untrusted: verified against the secret), or, in the
 /// older form, placed here by [`PlaceOpts::request`]. Secrets pulled from
 /// the store pass [`Origin::Remote`]: their paths must also lie in the
-/// provider's credential locations or the config's `allow_paths`, and their
-/// env vars may not change how programs run (`LD_PRELOAD`, `PATH`, ...: 403
-/// `var_not_allowed`). A caller holding this agent's token passes
+/// provider's credential locations or the config's `allow_paths`, their
+/// values carry data only (403 `program_not_allowed`: a kube user's `exec`,
+/// AWS `credential_process`...; a kubeconfig's `current-context` is dropped),
+/// and they set only their provider's env vars or the config's `allow_vars`
+/// (403 `var_not_allowed`). A caller holding this agent's token passes
 /// [`Origin::Local`], so the deny-list and the state dir apply but not the
 /// provider-locations rule (the token already grants the node user's power
 /// through `/run`).
@@ -204,16 +209,34 @@ pub(crate) fn plan_vars(
     Ok(planned)
 }
 
-/// The node's own checks of a placement (`place`d here or `verify`d): files
-/// confined to home and allowed by the policy, vars allowed by it.
+/// The node's own checks of a placement (`place`d here or `verify`d): values
+/// of remote origin data only, files confined to home and allowed by the
+/// policy, vars allowed by it. Nothing is written before all of them pass.
 fn checked(
     state: &AppState,
-    secret: Secret,
+    mut secret: Secret,
     placement: &Placement,
     origin: Origin,
 ) -> Result<Planned, ApiError> {
     let provider = providers::for_secret(secret.provider.as_deref());
     let inner = &state.inner;
+    let file = placement.files.first().map(|f| f.path.as_str());
+    common::policy::data_only(
+        secret.provider.as_deref(),
+        &secret.name,
+        file,
+        &mut secret.values,
+        origin,
+    )
+    .map_err(refused)?;
+    if let Some(placed) = &placement.env {
+        for var in placed.vars.keys() {
+            inner
+                .policy
+                .check_env_var(secret.provider.as_deref(), &secret.name, var, origin)
+                .map_err(refused)?;
+        }
+    }
     let key = (!placement.files.is_empty())
         .then(|| crate::verified::item_key(state.fingerprint_key(), &secret, placement, origin));
     let hit = key.as_deref().and_then(|key| {
@@ -234,15 +257,10 @@ fn checked(
         );
         Some(confine_files(homes, &secret, placement, origin)?)
     };
-    let env = match &placement.env {
-        None => None,
-        Some(placed) => {
-            for var in placed.vars.keys() {
-                common::policy::check_env_var(&secret.name, var, origin).map_err(refused)?;
-            }
-            Some((placed.env.clone(), placement.env_values(&secret)))
-        }
-    };
+    let env = placement
+        .env
+        .as_ref()
+        .map(|placed| (placed.env.clone(), placement.env_values(&secret)));
     Ok(Planned {
         secret,
         provider,
@@ -1074,7 +1092,8 @@ mod tests {
     /// A placement sent with an item gets the node's own checks on every
     /// origin: for a pulled item (`Origin::Remote`) a placement naming a
     /// deny-listed or reserved file, a file outside the provider's locations,
-    /// a var that changes how programs run, or an env without vars is refused.
+    /// a var neither the provider's nor in `allow_vars`, a field that is not
+    /// data (a kube user's `exec`), or an env without vars is refused.
     #[tokio::test]
     async fn a_sent_placement_gets_the_nodes_checks_for_remote_items() {
         let home = tempfile::tempdir().unwrap();
@@ -1087,6 +1106,7 @@ mod tests {
         std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .unwrap();
         config.env_host_exe = host;
+        config.allow_vars = vec!["MY_TOKEN".into()];
         let state = AppState::open(config).await.unwrap();
         let custom = |path: &str| {
             let mut s = Secret::base("s", values_from([("token", "T")]));
@@ -1120,7 +1140,15 @@ mod tests {
             };
             SyncItem::placed(s, placed)
         };
-        for var in ["LD_PRELOAD", "PATH", "BASH_ENV", "GIT_SSH_COMMAND"] {
+        for var in [
+            "LD_PRELOAD",
+            "PATH",
+            "BASH_ENV",
+            "GIT_SSH_COMMAND",
+            "SSH_ASKPASS",
+            "DOCKER_HOST",
+            "OTHER_TOKEN",
+        ] {
             let err = plan_item(&state, var_item(var), Origin::Remote)
                 .err()
                 .map(|e| (e.status, e.code));
@@ -1129,8 +1157,40 @@ mod tests {
                 Some((StatusCode::FORBIDDEN, "var_not_allowed")),
                 "{var}"
             );
+            assert!(plan_item(&state, var_item(var), Origin::Local).is_ok());
         }
         assert!(plan_item(&state, var_item("MY_TOKEN"), Origin::Remote).is_ok());
+        let kube = |user: serde_json::Value| {
+            let mut s = Secret::base("k", BTreeMap::new());
+            s.provider = Some("kubernetes".into());
+            for (key, value) in [
+                (
+                    "clusters",
+                    serde_json::json!([{"name": "c", "cluster": {"server": "https://c"}}]),
+                ),
+                ("users", serde_json::json!([{"name": "u", "user": user}])),
+                ("current-context", serde_json::json!("c")),
+            ] {
+                s.values.insert(key.into(), SecretValue::new(value));
+            }
+            let placed = place(&s, &PlaceOpts::request(None, None, true)).unwrap();
+            SyncItem::placed(s, placed)
+        };
+        let exec = serde_json::json!({"exec": {"command": "/bin/sh"}});
+        let err = plan_item(&state, kube(exec.clone()), Origin::Remote).err();
+        let err = err.map(|e| (e.status, e.code, e.message));
+        assert!(
+            matches!(&err, Some((StatusCode::FORBIDDEN, "program_not_allowed", m)) if m.contains("exec")),
+            "{err:?}"
+        );
+        assert!(plan_item(&state, kube(exec), Origin::Local).is_ok());
+        let data = plan_item(
+            &state,
+            kube(serde_json::json!({"token": "t"})),
+            Origin::Remote,
+        );
+        let planned = data.ok().unwrap();
+        assert!(!planned.secret.values.contains_key("current-context"));
         let empty_env = SyncItem::placed(
             Secret::base("s", values_from([("v", "x")])),
             Placement {

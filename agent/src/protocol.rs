@@ -28,6 +28,13 @@ pub(crate) enum HostRequest {
     },
     /// Remove these vars.
     Unset { id: u64, names: Vec<String> },
+    /// Replace the env's ambient vars: set by the agent itself (the workload
+    /// identity wiring: file paths, role and client ids; no secret), below
+    /// the env's own vars (a var a secret set wins), never saved.
+    Ambient {
+        id: u64,
+        vars: BTreeMap<String, String>,
+    },
     /// Run argv with the env's current environment.
     Run {
         id: u64,
@@ -43,6 +50,7 @@ impl HostRequest {
             Self::Replace { id, .. }
             | Self::Set { id, .. }
             | Self::Unset { id, .. }
+            | Self::Ambient { id, .. }
             | Self::Run { id, .. } => *id,
         }
     }
@@ -53,6 +61,11 @@ impl fmt::Debug for HostRequest {
         match self {
             Self::Replace { id, vars } | Self::Set { id, vars } => f
                 .debug_struct("HostRequest::Set")
+                .field("id", id)
+                .field("vars", &vars.keys().collect::<Vec<_>>())
+                .finish(),
+            Self::Ambient { id, vars } => f
+                .debug_struct("HostRequest::Ambient")
                 .field("id", id)
                 .field("vars", &vars.keys().collect::<Vec<_>>())
                 .finish(),

@@ -69,7 +69,7 @@ async fn manifest(State(f): State<Arc<Fake>>) -> Json<Value> {
     f.manifest_reads.fetch_add(1, Ordering::SeqCst);
     Json(json!({
         "data": {
-            "data": { "version": 1, "published_at": "", "secrets": [],
+            "data": { "format": 1, "version": 1, "published_at": "", "secrets": [],
                       "report_spread_secs": f.spread, "heartbeat_secs": f.heartbeat },
             "metadata": { "version": 1 }
         }

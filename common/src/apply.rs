@@ -313,8 +313,10 @@ fn read(handle: Option<&ConfinedFile>) -> Result<Option<crate::SecretText>, Path
 }
 
 /// Lock each distinct opened directory once, in a fixed order (device and
-/// inode, so two paths to one directory share a lock and nothing deadlocks).
-/// A dry run takes no lock.
+/// inode, so two paths to one directory share a lock and nothing deadlocks),
+/// and, under the lock, remove the temp files a killed writer of ours left
+/// there (`ConfinedFile::sweep_stale_temps`: they may hold values, of a write
+/// since revoked). A dry run takes no lock and removes nothing.
 fn lock_all(
     opened: &[Option<ConfinedFile>],
     dry_run: bool,
@@ -329,7 +331,13 @@ fn lock_all(
         .collect::<Result<Vec<_>, PathError>>()?;
     dirs.sort_by_key(|(id, _)| *id);
     dirs.dedup_by_key(|(id, _)| *id);
-    dirs.iter().map(|(_, f)| f.lock_dir()).collect()
+    dirs.iter()
+        .map(|(_, f)| {
+            let lock = f.lock_dir()?;
+            f.sweep_stale_temps(&lock)?;
+            Ok(lock)
+        })
+        .collect()
 }
 
 /// Sum of a secret's file outcomes: the most telling one, ranked as
@@ -414,6 +422,78 @@ mod tests {
         let out = remove_files(&GENERIC, &files, &v2, false).unwrap();
         assert_eq!(out[0].status, FileStatus::Removed);
         assert!(!files[0].path.path().exists());
+    }
+
+    /// Issue 19 item 14: a writer killed between creating its temp file and
+    /// renaming it leaves `.rh-tmp-<16 hex>` with values in the target
+    /// directory. The next write or revoke there removes it under the
+    /// directory's lock; anything else of that name shape stays (another
+    /// name, a symlink, a directory), and a dry run removes nothing.
+    #[test]
+    fn stale_temp_files_in_a_target_directory_are_swept_under_its_lock() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let files = target(dir.path());
+        let sub = dir.path().join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        let plant =
+            |name: &str| std::fs::write(sub.join(name), b"half-written-value-5e1f").unwrap();
+        let stale = [".rh-tmp-0123456789abcdef", ".rh-tmp-fedcba9876543210"];
+        let keep = [
+            ".rh-tmp-notes",
+            ".rh-tmp-0123456789ABCDEF",
+            "rh-tmp-0123456789abcdef",
+        ];
+        for name in stale.iter().chain(&keep) {
+            plant(name);
+        }
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        symlink(outside.path(), sub.join(".rh-tmp-1111111111111111")).unwrap();
+        std::fs::create_dir(sub.join(".rh-tmp-2222222222222222")).unwrap();
+        let names = || {
+            let mut n: Vec<String> = std::fs::read_dir(&sub)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            n.sort();
+            n
+        };
+        let v = values_from([("k", "v1")]);
+        write_files(&GENERIC, &files, &v, false, true).unwrap();
+        assert!(
+            names().contains(&stale[0].to_owned()),
+            "a dry run sweeps nothing"
+        );
+        write_files(&GENERIC, &files, &v, false, false).unwrap();
+        let mut want: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
+        want.extend([
+            ".rh-tmp-1111111111111111".into(),
+            ".rh-tmp-2222222222222222".into(),
+            "s.json".into(),
+        ]);
+        want.sort();
+        assert_eq!(names(), want);
+        assert!(outside.path().exists(), "a link's target is never touched");
+        // A revoke that finds its file unchanged still sweeps.
+        plant(stale[0]);
+        let other = values_from([("k", "other")]);
+        let out = remove_files(&GENERIC, &files, &other, false).unwrap();
+        assert_eq!(out[0].status, FileStatus::Unchanged);
+        assert!(!sub.join(stale[0]).exists());
+        // Another user's file of that name is not ours to remove (checked
+        // when the tests run as root, who can give a file away).
+        if nix::unistd::geteuid().is_root() {
+            plant(stale[0]);
+            let nobody = Some(nix::unistd::Uid::from_raw(65534));
+            nix::unistd::chown(&sub.join(stale[0]), nobody, None).unwrap();
+            write_files(&GENERIC, &files, &other, true, false).unwrap();
+            assert!(sub.join(stale[0]).exists(), "another user's file stays");
+            std::fs::remove_file(sub.join(stale[0])).unwrap();
+        }
+        // State files written by `fsutil::atomic_write` hold the same lock.
+        plant(stale[1]);
+        fsutil::atomic_write(&sub.join("state.json"), b"{}").unwrap();
+        assert!(sub.join(stale[1]).exists(), "atomic_write does not sweep");
     }
 
     /// A file that would be written is `would_write` in a dry run and

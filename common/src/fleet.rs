@@ -20,12 +20,26 @@
 //! The types holding credentials ([`Bundle`]) implement `Debug` by hand,
 //! without them; manifests and reports hold names, versions and keyed
 //! fingerprints, and inline items whose `Debug` shows no value.
+//!
+//! What a node reads from the store is untrusted: [`parse_manifest`] takes
+//! only a well-formed manifest of this format (its marker, version and
+//! secret list present, at most [`MAX_MANIFEST_ENTRIES`] entries), and
+//! [`Manifest::stamp`] orders manifests so a node refuses one older than
+//! what it applied (no rollback). A node whose bundle carries a report key
+//! signs its report ([`sign_report`]) under `nodes/<node-id>.<bundle-id>`,
+//! and the controller checks it ([`verify_report`]) with the key it derived
+//! that bundle's from ([`bundle_report_key`]).
 
 use std::fmt;
 
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Sha256;
+use thiserror::Error;
 
-use crate::secret_value::SecretValue;
+use crate::secret_value::{SecretText, SecretValue};
+use crate::text::{escape_text, FOREIGN_TEXT_MAX};
 
 /// Default poll interval of a pulling agent, in seconds.
 pub const DEFAULT_POLL_SECS: u64 = 10;
@@ -52,8 +66,10 @@ pub fn report_path(prefix: &str, cluster: &str, node_id: &str) -> String {
     format!("{}/nodes/{node_id}", cluster_base(prefix, cluster))
 }
 
-/// The `errors` of a Vault/OpenBao error body, joined and cut to about 300
-/// bytes (server messages name paths and reasons, never values).
+/// The `errors` of a Vault/OpenBao error body, joined, with control
+/// characters escaped and cut to [`FOREIGN_TEXT_MAX`] characters (server
+/// messages name paths and reasons, never values; whoever answers chose
+/// them, so they reach no log or terminal raw).
 pub fn store_errors(body: &[u8]) -> String {
     #[derive(Deserialize, Default)]
     struct ErrorBody {
@@ -61,16 +77,7 @@ pub fn store_errors(body: &[u8]) -> String {
         errors: Vec<String>,
     }
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    let mut text = parsed.errors.join("; ");
-    if text.len() > 300 {
-        let mut cut = 300;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
+    escape_text(&parsed.errors.join("; "), FOREIGN_TEXT_MAX)
 }
 
 /// The node bundle (`node-<i>.json`, mode 0600): what a node needs to log in
@@ -128,6 +135,23 @@ pub struct Bundle {
     /// own, this and the manifest's, at most [`MAX_HEARTBEAT_SECS`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub heartbeat_secs: u64,
+    /// The bundle's name on the controller that wrote it (`node-3`,
+    /// `launch-1`, or the host a bootstrap sent it to): what
+    /// `controller cluster revoke-node CLUSTER NAME` takes. Absent in
+    /// bundles written before names were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A random id of this bundle ([`is_bundle_id`]; not a secret): its
+    /// node reports under `nodes/<node-id>.<bundle-id>`, so a report names
+    /// the bundle to revoke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_id: Option<String>,
+    /// The key this bundle's node signs its reports with (hex; derived by
+    /// the controller from the cluster's report key and `bundle_id`,
+    /// [`bundle_report_key`]), so another node of the cluster cannot write
+    /// a report that verifies as this one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_key: Option<SecretValue>,
     /// Fields this build does not know, by name (their values are skipped,
     /// never kept: a future field may hold a credential).
     #[serde(flatten, skip_serializing)]
@@ -145,8 +169,11 @@ impl fmt::Debug for Bundle {
             .field("urls", &self.urls)
             .field("mount", &self.mount)
             .field("prefix", &self.prefix)
+            .field("name", &self.name)
+            .field("bundle_id", &self.bundle_id)
             .field("wrapped", &self.wrapped_secret_id.is_some())
             .field("reusable", &self.secret_id.is_some())
+            .field("signs_reports", &self.report_key.is_some())
             .finish()
     }
 }
@@ -190,7 +217,20 @@ pub const INLINE_BUDGET_BYTES: usize = 4096;
 /// The desired state of a pull cluster: small, read on every poll.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Incremented on every publish or unpublish.
+    /// The format marker ([`MANIFEST_FORMAT`]): a node applies only a
+    /// manifest that carries it (see [`parse_manifest`]).
+    #[serde(default)]
+    pub format: u32,
+    /// The publisher's epoch: set when the manifest is first written (the
+    /// time, in seconds) and raised only by an explicit
+    /// `controller sync --new-epoch`. Nodes order manifests by
+    /// ([`Manifest::stamp`]) `(epoch, version)` and refuse an older one.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The publish serial, set by the controller inside the document:
+    /// raised on every publish or unpublish, never lower than the KV
+    /// version it is written at (so a re-put of an older document, whose
+    /// KV version is newer, still carries its old serial).
     pub version: u64,
     /// When (UTC, RFC 3339).
     #[serde(default)]
@@ -216,6 +256,80 @@ pub struct Manifest {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// The manifest format this build writes and reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// Most secrets one manifest may list. A node reads each changed one, so
+/// a manifest of 70,000 small entries (under the byte cap) cost a node
+/// tens of thousands of reads per poll, again after every backoff: the
+/// controller refuses to publish more, a node refuses a manifest with more
+/// without reading any.
+pub const MAX_MANIFEST_ENTRIES: usize = 10_000;
+
+/// Largest published item (its JSON, values included). A node reads at
+/// most 4 MiB per store answer; an item at most this size always fits
+/// (with its KV envelope and JSON escapes), so the controller refuses a
+/// larger one instead of publishing something no node can read.
+pub const MAX_ITEM_BYTES: usize = 1024 * 1024;
+
+impl Manifest {
+    /// What orders manifests: `(epoch, version)`. A node refuses a manifest
+    /// whose stamp is below the one it applied.
+    pub fn stamp(&self) -> (u64, u64) {
+        (self.epoch, self.version)
+    }
+}
+
+/// Why a document read as a manifest is not applied. Names no value.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ManifestError {
+    #[error("it is not a manifest a controller wrote ({0})")]
+    Malformed(&'static str),
+    #[error(
+        "it has format {0} (this agent reads format {MANIFEST_FORMAT}): written by a newer \
+         controller; upgrade this node's agent"
+    )]
+    NewerFormat(u64),
+    #[error("it lists {0} secrets, more than {MAX_MANIFEST_ENTRIES}: none is read")]
+    TooManyEntries(usize),
+}
+
+/// A manifest from the store, taken only when well formed: a JSON object
+/// with `format` [`MANIFEST_FORMAT`], a `version` of at least 1 and a
+/// `secrets` list of at most [`MAX_MANIFEST_ENTRIES`] entries. Anything
+/// else (`{}`, a document some store writer put there, one an older
+/// controller wrote without the marker) is an error: a node keeps what it
+/// has. Only such a manifest with an empty `secrets` list unpublishes
+/// everything.
+pub fn parse_manifest(data: &Value) -> Result<Manifest, ManifestError> {
+    let Some(doc) = data.as_object() else {
+        return Err(ManifestError::Malformed("not a JSON object"));
+    };
+    match doc.get("format").and_then(Value::as_u64) {
+        None => {
+            return Err(ManifestError::Malformed(
+                "no format marker: written by an older controller or by something else; \
+                 publish again with this controller",
+            ))
+        }
+        Some(f) if f > u64::from(MANIFEST_FORMAT) => return Err(ManifestError::NewerFormat(f)),
+        Some(f) if f != u64::from(MANIFEST_FORMAT) => {
+            return Err(ManifestError::Malformed("an unknown format"))
+        }
+        Some(_) => {}
+    }
+    if doc.get("version").and_then(Value::as_u64).unwrap_or(0) < 1 {
+        return Err(ManifestError::Malformed("no version"));
+    }
+    let Some(secrets) = doc.get("secrets").and_then(Value::as_array) else {
+        return Err(ManifestError::Malformed("no secret list"));
+    };
+    if secrets.len() > MAX_MANIFEST_ENTRIES {
+        return Err(ManifestError::TooManyEntries(secrets.len()));
+    }
+    Manifest::deserialize(data).map_err(|_| ManifestError::Malformed("its fields do not parse"))
 }
 
 /// Report writes per second a fleet is spread to. A report is a Raft write:
@@ -284,6 +398,10 @@ pub struct NodeReport {
     pub hostname: String,
     /// The manifest version fully applied on the node (0: none yet).
     pub applied_version: u64,
+    /// The epoch of that manifest ([`Manifest::epoch`]; 0 from agents
+    /// older than epochs).
+    #[serde(default)]
+    pub applied_epoch: u64,
     /// When this report was written (seconds since the epoch).
     pub reported_at: u64,
     /// Last poll (seconds since the epoch).
@@ -296,6 +414,17 @@ pub struct NodeReport {
     /// The node's poll interval and heartbeat, in seconds (for liveness).
     pub poll_interval_secs: u64,
     pub heartbeat_secs: u64,
+    /// Its workload identity (`cluster federate`): token expiry, last
+    /// refresh, last error; absent when the cluster is not federated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::identity::IdentityStatus>,
+    /// The id of the bundle the node logged in with, when it signs
+    /// ([`Bundle::bundle_id`]); `node_id` is then `<node-id>.<bundle-id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_id: Option<String>,
+    /// HMAC-SHA256 (hex) of the report without `sig` ([`sign_report`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 impl NodeReport {
@@ -304,6 +433,133 @@ impl NodeReport {
     /// never on every poll).
     pub fn is_live(&self, now: u64) -> bool {
         now.saturating_sub(self.reported_at) <= 3 * self.heartbeat_secs.max(self.poll_interval_secs)
+    }
+}
+
+/// Whether `id` is a bundle id: 16 lowercase hex digits.
+pub fn is_bundle_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `name` can name a bundle: 1 to 128 of `A-Z a-z 0-9 . _ - @ : [ ]`
+/// (`node-3`, or a host as `cluster add` took it: `ubuntu@10.0.0.6:2222`),
+/// not starting with `-` or `.` (it is printed and taken on a command line).
+pub fn is_bundle_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(['-', '.'])
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b':' | b'[' | b']')
+        })
+}
+
+/// Where a node reports: `<node-id>.<bundle-id>` when its bundle signs
+/// reports, else its node id alone (bundles older than report keys). Node
+/// ids hold no `.`, so the two never collide.
+pub fn report_id(node_id: &str, bundle_id: Option<&str>) -> String {
+    match bundle_id {
+        Some(b) => format!("{node_id}.{b}"),
+        None => node_id.to_owned(),
+    }
+}
+
+fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("hmac accepts any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The report key of bundle `bundle_id` (hex): HMAC-SHA256 of the id under
+/// the cluster's report key, which only the controller holds. Written into
+/// that bundle; the controller derives it again to verify.
+pub fn bundle_report_key(cluster_key: &[u8], bundle_id: &str) -> SecretText {
+    SecretText::new(hmac_hex(
+        cluster_key,
+        &[b"rh-fleet-bundle-report-key-v1\n", bundle_id.as_bytes()],
+    ))
+}
+
+/// The signature of a report (as JSON, `sig` left out) under a bundle's
+/// report key (hex): HMAC-SHA256 over its canonical JSON (sorted keys,
+/// compact), so it survives the store's re-encoding and covers fields a
+/// newer agent adds.
+fn report_signature(report: &Value, bundle_key_hex: &str) -> Option<String> {
+    let key = hex::decode(bundle_key_hex).ok()?;
+    let mut unsigned = report.clone();
+    unsigned.as_object_mut()?.remove("sig");
+    let text = crate::fingerprint::canonical_value(&SecretValue::new(unsigned));
+    Some(hmac_hex(
+        &key,
+        &[b"rh-fleet-report-v1\n", text.expose_secret().as_bytes()],
+    ))
+}
+
+/// Sign `report` for the bundle `bundle_id` with its report key (hex): its
+/// `node_id` becomes the report id (`<node-id>.<bundle-id>`), and
+/// `bundle_id` and `sig` are set. `None` when the key is not hex.
+pub fn sign_report(
+    mut report: NodeReport,
+    bundle_id: &str,
+    bundle_key_hex: &str,
+) -> Option<NodeReport> {
+    report.node_id = report_id(&report.node_id, Some(bundle_id));
+    report.bundle_id = Some(bundle_id.to_owned());
+    report.sig = None;
+    let value = serde_json::to_value(&report).expect("a report serializes");
+    report.sig = Some(report_signature(&value, bundle_key_hex)?);
+    Some(report)
+}
+
+/// What a report's signature says about it ([`verify_report`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportTrust {
+    /// Signed by the bundle its id names, under the key derived for it.
+    Verified,
+    /// Signed, but this machine has no cluster report key to check it.
+    Unverifiable,
+    /// An id without a bundle (an agent or bundle older than report keys):
+    /// any node of the cluster could have written it.
+    Unsigned,
+    /// Does not verify: its id, bundle or signature do not match. Written
+    /// by another node of the cluster, or by anyone who can write the
+    /// store's prefix.
+    Forged,
+}
+
+/// Check the report stored under `nodes/<id>` (`value`, as read) with the
+/// cluster's report key (`None`: not on this machine). A report id with a
+/// bundle id must carry that id and a signature under that bundle's key; a
+/// report id without one must carry neither.
+pub fn verify_report(id: &str, value: &Value, cluster_key: Option<&[u8]>) -> ReportTrust {
+    let field = |k: &str| value.get(k).and_then(Value::as_str);
+    let Some((_, bundle)) = id.rsplit_once('.').filter(|(_, b)| is_bundle_id(b)) else {
+        let signed = value.get("sig").is_some() || value.get("bundle_id").is_some();
+        return if signed || field("node_id") != Some(id) {
+            ReportTrust::Forged
+        } else {
+            ReportTrust::Unsigned
+        };
+    };
+    if field("node_id") != Some(id) || field("bundle_id") != Some(bundle) {
+        return ReportTrust::Forged;
+    }
+    let Some(sig) = field("sig") else {
+        return ReportTrust::Forged;
+    };
+    let Some(cluster_key) = cluster_key else {
+        return ReportTrust::Unverifiable;
+    };
+    let key = bundle_report_key(cluster_key, bundle);
+    match report_signature(value, key.expose_secret()) {
+        Some(expected)
+            if subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), sig.as_bytes()).into() =>
+        {
+            ReportTrust::Verified
+        }
+        _ => ReportTrust::Forged,
     }
 }
 
@@ -359,6 +615,9 @@ mod tests {
             boot_spread_secs: 0,
             report_spread_secs: 0,
             heartbeat_secs: 0,
+            name: Some("node-1".into()),
+            bundle_id: Some("0123456789abcdef".into()),
+            report_key: Some(SecretValue::from("report-key-do-not-print")),
             unknown: Default::default(),
         };
         let shown = format!("{b:?} {b:#?}");
@@ -443,5 +702,120 @@ mod tests {
         assert!(again.contains("inline-value-8c1d"));
         // An entry without one writes no `inline` (what older agents read).
         assert_eq!(again.matches("\"inline\"").count(), 1);
+    }
+
+    #[test]
+    fn only_a_well_formed_manifest_of_this_format_is_taken() {
+        use serde_json::json;
+        let good = json!({"format": 1, "epoch": 7, "version": 3, "secrets": []});
+        let m = parse_manifest(&good).unwrap();
+        assert_eq!((m.stamp(), m.secrets.len()), ((7, 3), 0));
+        for (doc, why) in [
+            (json!({}), "format"),
+            (json!(null), "object"),
+            (json!("x"), "object"),
+            (json!({"version": 3, "secrets": []}), "format"),
+            (
+                json!({"format": 0, "version": 3, "secrets": []}),
+                "unknown format",
+            ),
+            (json!({"format": 1, "secrets": []}), "no version"),
+            (
+                json!({"format": 1, "version": 0, "secrets": []}),
+                "no version",
+            ),
+            (json!({"format": 1, "version": 3}), "no secret list"),
+            (
+                json!({"format": 1, "version": 3, "secrets": {}}),
+                "no secret list",
+            ),
+            (
+                json!({"format": 1, "version": 3, "secrets": [{"name": 1}]}),
+                "parse",
+            ),
+        ] {
+            let err = parse_manifest(&doc).unwrap_err().to_string();
+            assert!(err.contains(why), "{doc}: {err}");
+        }
+        let newer = parse_manifest(&json!({"format": 2, "version": 3, "secrets": []}));
+        assert_eq!(newer.unwrap_err(), ManifestError::NewerFormat(2));
+        let entry = json!({"name": "a", "kv_version": 1, "fingerprint": "f"});
+        let many = json!({"format": 1, "version": 3,
+                          "secrets": vec![entry; MAX_MANIFEST_ENTRIES + 1]});
+        assert_eq!(
+            parse_manifest(&many).unwrap_err(),
+            ManifestError::TooManyEntries(MAX_MANIFEST_ENTRIES + 1)
+        );
+    }
+
+    #[test]
+    fn reports_verify_only_under_their_own_bundle_key() {
+        let cluster_key = [7u8; 32];
+        let bid = "0123456789abcdef";
+        let key = bundle_report_key(&cluster_key, bid);
+        let report = NodeReport {
+            node_id: "host-1a2b3c4d5e6f".into(),
+            hostname: "host".into(),
+            applied_version: 4,
+            applied_epoch: 9,
+            secrets: vec!["aws".into()],
+            heartbeat_secs: 300,
+            ..Default::default()
+        };
+        let signed = sign_report(report, bid, key.expose_secret()).unwrap();
+        let id = "host-1a2b3c4d5e6f.0123456789abcdef";
+        assert_eq!(signed.node_id, id);
+        // As the store gives it back: another key order, a field a newer
+        // agent added.
+        let text = serde_json::to_string(&signed).unwrap();
+        let mut value: Value = serde_json::from_str(&text).unwrap();
+        let mut sorted: serde_json::Map<String, Value> = Default::default();
+        let obj = value.as_object().unwrap();
+        for k in obj.keys().rev() {
+            sorted.insert(k.clone(), obj[k].clone());
+        }
+        let round = Value::Object(sorted);
+        let ck = Some(&cluster_key[..]);
+        assert_eq!(verify_report(id, &round, ck), ReportTrust::Verified);
+        assert_eq!(verify_report(id, &round, None), ReportTrust::Unverifiable);
+        // Another bundle's key, a changed field, another id: forged.
+        let other = bundle_report_key(&cluster_key, "fedcba9876543210");
+        let mut resigned = round.clone();
+        resigned["sig"] = report_signature(&round, other.expose_secret())
+            .unwrap()
+            .into();
+        assert_eq!(verify_report(id, &resigned, ck), ReportTrust::Forged);
+        value["applied_version"] = 5.into();
+        assert_eq!(verify_report(id, &value, ck), ReportTrust::Forged);
+        let elsewhere = "other-1a2b3c4d5e6f.0123456789abcdef";
+        assert_eq!(verify_report(elsewhere, &round, ck), ReportTrust::Forged);
+        assert_eq!(
+            verify_report("host-1a2b3c4d5e6f", &round, ck),
+            ReportTrust::Forged
+        );
+        let mut unsigned = round.clone();
+        unsigned.as_object_mut().unwrap().remove("sig");
+        assert_eq!(verify_report(id, &unsigned, ck), ReportTrust::Forged);
+        // An id without a bundle: a report from an older agent or bundle.
+        let legacy = serde_json::json!({"node_id": "n1", "hostname": "n1"});
+        assert_eq!(verify_report("n1", &legacy, ck), ReportTrust::Unsigned);
+        assert_eq!(verify_report("n2", &legacy, ck), ReportTrust::Forged);
+        assert!(is_bundle_id(bid) && !is_bundle_id("0123") && !is_bundle_id("0123456789ABCDEF"));
+        assert!(is_bundle_name("node-3") && is_bundle_name("ubuntu@[::1]:2222"));
+        assert!(!is_bundle_name("-x") && !is_bundle_name("a b") && !is_bundle_name("a;b"));
+    }
+
+    #[test]
+    fn store_error_text_is_escaped_and_cut() {
+        let body = br#"{"errors": ["permission denied\u001b]0;owned\u0007", "x\r\ny"]}"#;
+        let text = store_errors(body);
+        assert!(!text.chars().any(char::is_control), "{text}");
+        assert!(text.contains("permission denied\\u{1b}]0;owned"), "{text}");
+        let long = serde_json::json!({ "errors": ["e".repeat(5000)] }).to_string();
+        assert_eq!(
+            store_errors(long.as_bytes()).chars().count(),
+            FOREIGN_TEXT_MAX + 3
+        );
+        assert_eq!(store_errors(b"not json"), "");
     }
 }

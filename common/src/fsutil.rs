@@ -399,7 +399,12 @@ pub fn read_optional(path: &Path) -> Result<Option<SecretText>, PathError> {
 /// directories are created with mode 0700. A symlink at `path` is followed
 /// (its target is replaced), never replaced itself.
 pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<(), PathError> {
-    opened(&FileRef::anywhere(path)?)?.write(contents)
+    let file = opened(&FileRef::anywhere(path)?)?;
+    // Held while the temp file exists, as by every writer of ours: a sweep
+    // (`ConfinedFile::sweep_stale_temps`, under the same lock) never takes
+    // a live writer's temp file for a stale one.
+    let _lock = file.lock_dir()?;
+    file.write(contents)
 }
 
 /// [`atomic_write`], skipped when `path` already is a regular file of

@@ -9,6 +9,7 @@ pub mod fingerprint;
 pub mod fleet;
 pub mod formats;
 pub mod fsutil;
+pub mod identity;
 pub mod model;
 pub mod names;
 pub mod placement;
@@ -19,6 +20,7 @@ pub mod secret_value;
 pub mod session;
 pub mod sockets;
 pub mod store;
+pub mod text;
 pub mod time;
 pub mod wire;
 

@@ -67,10 +67,12 @@ pub enum Vars {
     No,
     /// When its var map yields any.
     IfAny,
-    /// When it has no file (and its var map yields any).
+    /// When it has no file (and its var map yields any), or its provider
+    /// keeps its vars with its file ([`crate::providers::Provider::vars_with_file`]).
     IfNoFile,
     /// When it defines its own var map (`env_vars`), or has no file: a secret
-    /// kept in a file goes to that file, not into the env as well.
+    /// kept in a file goes to that file, not into the env as well (unless
+    /// its provider keeps both, as for [`Vars::IfNoFile`]).
     IfOwnOrNoFile,
     /// Always: an error when its var map yields none.
     Yes,
@@ -208,11 +210,14 @@ pub fn place(secret: &Secret, opts: &PlaceOpts<'_>) -> Result<Placement, PlaceEr
     if has_file {
         provider.validate(&secret.values)?;
     }
+    // A provider that keeps its secret in its file and its vars alike
+    // (wandb) gets both wherever its file goes.
+    let file_only = has_file && !provider.vars_with_file();
     let want_vars = match opts.vars {
         Vars::No => false,
         Vars::IfAny | Vars::Yes => true,
-        Vars::IfNoFile => !has_file,
-        Vars::IfOwnOrNoFile => secret.env_vars.is_some() || !has_file,
+        Vars::IfNoFile => !file_only,
+        Vars::IfOwnOrNoFile => secret.env_vars.is_some() || !file_only,
     };
     let env = if want_vars {
         let vars = var_map(secret);
@@ -450,7 +455,7 @@ mod tests {
             ] {
                 let placed = place(&s, &opts);
                 let want_vars = match rule {
-                    "sync" | "default" => own_files.is_empty(),
+                    "sync" | "default" => own_files.is_empty() || p.vars_with_file(),
                     _ => true,
                 };
                 let want_files = rule != "request";
@@ -479,6 +484,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// wandb (issue 19 item 17): created with values, detected from
+    /// `~/.netrc` or from `WANDB_API_KEY`, a secret gets the netrc entry and
+    /// the var alike, by every rule that places its file; a provider that
+    /// keeps its secret in a file only (huggingface) still gets the file only.
+    #[test]
+    fn wandb_gets_its_netrc_entry_and_its_var_however_it_was_made() {
+        let created = provider_secret("wandb");
+        let mut from_netrc = created.clone();
+        from_netrc.path = Some("~/.netrc".into());
+        let mut from_env = created.clone();
+        from_env.env_vars = Some(providers::env_var_map(providers::for_secret(Some("wandb"))));
+        for (how, s) in [
+            ("created", &created),
+            ("netrc", &from_netrc),
+            ("env", &from_env),
+        ] {
+            for (rule, opts, env) in [
+                ("sync", PlaceOpts::sync("e1"), "e1"),
+                ("send", PlaceOpts::send(None, None), "base_env"),
+                ("default", PlaceOpts::request(None, None, false), "base_env"),
+            ] {
+                let placed = place(s, &opts).unwrap();
+                assert_eq!(placed.paths(), ["~/.netrc"], "{how} {rule}");
+                assert_eq!(
+                    placed.env_vars(),
+                    Some((env.into(), vec!["WANDB_API_KEY".into()])),
+                    "{how} {rule}"
+                );
+                assert_eq!(
+                    placed.env_values(s)["WANDB_API_KEY"].expose_str(),
+                    Some("fixture-wandb-api-key-0001")
+                );
+                verify(s, &placed).unwrap();
+            }
+        }
+        // `_write_to_file` asks for the file alone.
+        let file = place(&created, &PlaceOpts::request(None, None, true)).unwrap();
+        assert!(file.env.is_none());
+        let hf = place(&provider_secret("huggingface"), &PlaceOpts::sync("e1")).unwrap();
+        assert_eq!(hf.paths(), ["~/.cache/huggingface/token"]);
+        assert!(hf.env.is_none());
     }
 
     #[test]

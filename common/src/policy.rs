@@ -11,10 +11,16 @@
 //! fleet-mode pull): they must lie in the provider's own credential locations
 //! ([`crate::providers::Provider::locations`]) or in the owner's allow-list.
 //!
+//! Secrets of remote origin also carry data only, never a program to run:
+//! their fields are allow-listed per provider ([`data_only`]), and the env
+//! vars they set are their provider's own or the owner's `allow_vars`
+//! ([`Policy::check_env_var`]). Both are allow-lists, decided here once for
+//! the agent's pull and the controller's `vault pull` / `login --download`.
+//!
 //! Paths are compared after lexical normalisation (`~`, `.`, `//`, `..`
 //! folded), the deny-list case-insensitively. Callers that resolve symlinks
 //! check the resolved target too ([`Policy::check_resolved`]). Errors name
-//! the secret and the path, never a value (this module never sees one).
+//! the secret, the path, the var or the field, never a value.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -39,6 +45,9 @@ pub struct Policy {
     pub reserved: Vec<PathBuf>,
     /// `~/...` prefixes the machine's owner allows for [`Origin::Remote`] paths.
     pub allow: Vec<String>,
+    /// Env var names (exact) the machine's owner allows [`Origin::Remote`]
+    /// secrets to set besides their provider's own (`allow_vars`).
+    pub allow_vars: Vec<String>,
 }
 
 /// A path the policy refuses.
@@ -63,98 +72,113 @@ pub enum PolicyError {
         provider: String,
         locations: String,
     },
-    /// An env var that changes how programs run, asked for by the store.
+    /// A var a secret from the store may not set: not one of its
+    /// provider's, nor in the owner's allow-list.
     #[error(
-        "secret {secret} may not set {var}: a variable from the store may not change how programs \
-         run (loader, shell, interpreter, path and command variables are refused)"
+        "secret {secret} may not set {var}: a secret from the store sets only its provider's \
+         variables ({declared}) and the ones this machine's owner allows: add {var} to allow_vars \
+         (the agent's config file on a node; ~/.rh/config for vault pull and login --download)"
     )]
-    VarNotAllowed { secret: String, var: String },
+    VarNotAllowed {
+        secret: String,
+        var: String,
+        declared: String,
+    },
+    /// A field of a secret from the store that is not one of its provider's
+    /// data fields (and may name a program to run).
+    #[error(
+        "secret {secret} may not carry {field} into {file}: a secret from the store carries data \
+         only, and {field} is not one of {provider}'s data fields (fields that name a program to \
+         run, such as a kube user's exec or auth-provider, are never taken from the store)"
+    )]
+    ProgramNotAllowed {
+        secret: String,
+        file: String,
+        field: String,
+        provider: String,
+    },
 }
 
-/// Env var names a secret from the store may never set: they make every
-/// program started in an env process load, run or trust something else
-/// (`LD_PRELOAD`, `PATH`, `BASH_ENV`, `GIT_SSH_COMMAND`, `NODE_OPTIONS`,
-/// ...). Exact names, then prefixes, then suffixes; compared upper-case.
-const DENIED_VARS: &[&str] = &[
-    "PATH",
-    "HOME",
-    "SHELL",
-    "ENV",
-    "BASH_ENV",
-    "SHELLOPTS",
-    "BASHOPTS",
-    "IFS",
-    "PS4",
-    "PROMPT_COMMAND",
-    "CDPATH",
-    "GLOBIGNORE",
-    "TMPDIR",
-    "EDITOR",
-    "VISUAL",
-    "PAGER",
-    "LESSOPEN",
-    "LESSCLOSE",
-    "MANPAGER",
-    "BROWSER",
-    "PERL5LIB",
-    "PERL5OPT",
-    "PERLLIB",
-    "RUBYOPT",
-    "RUBYLIB",
-    "NODE_OPTIONS",
-    "NODE_PATH",
-    "JAVA_TOOL_OPTIONS",
-    "_JAVA_OPTIONS",
-    "JDK_JAVA_OPTIONS",
-    "CLASSPATH",
-    "GCONV_PATH",
-    "HOSTALIASES",
-    "LOCALDOMAIN",
-    "RES_OPTIONS",
-    "NLSPATH",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "AWS_CA_BUNDLE",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "SSH_AUTH_SOCK",
-    "KUBECONFIG",
-];
-const DENIED_VAR_PREFIXES: &[&str] = &["LD_", "DYLD_", "PYTHON", "GIT_", "XDG_", "BASH_FUNC_"];
-const DENIED_VAR_SUFFIXES: &[&str] = &["_COMMAND", "_EDITOR", "_PAGER", "_PROXY"];
+impl Policy {
+    /// Whether a secret of `origin`, kept by `provider`, may set env var
+    /// `var`. Local origins (the user on this machine, or a push by a token
+    /// holder, who can already run commands) are not limited here. A secret
+    /// from the store may set only the vars its provider declares
+    /// ([`crate::providers::Provider::env_vars`]; none for generic secrets)
+    /// and the owner's [`Policy::allow_vars`]: an allow-list, because the
+    /// names that make programs load, run or trust something else
+    /// (`LD_PRELOAD`, `SSH_ASKPASS`, `RUSTC_WRAPPER`, `PIP_INDEX_URL`,
+    /// `NODE_TLS_REJECT_UNAUTHORIZED`, `DOCKER_HOST`...) cannot all be listed.
+    pub fn check_env_var(
+        &self,
+        provider: Option<&str>,
+        secret: &str,
+        var: &str,
+        origin: Origin,
+    ) -> Result<(), PolicyError> {
+        if origin == Origin::Local {
+            return Ok(());
+        }
+        let p = providers::for_secret(provider);
+        let declared = p.env_vars().iter().any(|(_, v)| *v == var);
+        if declared || self.allow_vars.iter().any(|a| a == var) {
+            return Ok(());
+        }
+        let names: Vec<&str> = p.env_vars().iter().map(|(_, v)| *v).collect();
+        Err(PolicyError::VarNotAllowed {
+            secret: secret.to_owned(),
+            var: crate::providers::field_name(var),
+            declared: if names.is_empty() {
+                format!("{} declares none", p.id())
+            } else {
+                names.join(", ")
+            },
+        })
+    }
+}
 
-/// Whether a store-originated secret may set env var `var`: refused when
-/// it changes how programs run (see `DENIED_VARS`). Local origins (the
-/// user on this machine, or a push by a token holder, who can already run
-/// commands) are not limited here.
-pub fn check_env_var(secret: &str, var: &str, origin: Origin) -> Result<(), PolicyError> {
-    if matches!(origin, Origin::Local) {
+/// Make the values of a secret of `origin` data only, in place: for a
+/// secret from the store ([`Origin::Remote`]), every field must be one of
+/// its provider's data fields ([`crate::providers::Provider::check_data`]:
+/// an allow-list, so no field naming a program to run gets through), and
+/// the keys never taken from the store are dropped
+/// ([`crate::providers::Provider::remote_dropped`]: a kubeconfig's
+/// `current-context`). `file` (its first file, if it has one) names where
+/// it would go. The error names the secret, the file and the field, never a
+/// value. Local origins are unchanged.
+pub fn data_only(
+    provider: Option<&str>,
+    secret: &str,
+    file: Option<&str>,
+    values: &mut crate::Values,
+    origin: Origin,
+) -> Result<(), PolicyError> {
+    if origin == Origin::Local {
         return Ok(());
     }
-    let upper = var.to_ascii_uppercase();
-    let denied = DENIED_VARS.contains(&upper.as_str())
-        || DENIED_VAR_PREFIXES.iter().any(|p| upper.starts_with(p))
-        || DENIED_VAR_SUFFIXES.iter().any(|s| upper.ends_with(s));
-    if denied {
-        return Err(PolicyError::VarNotAllowed {
+    let p = providers::for_secret(provider);
+    p.check_data(values)
+        .map_err(|field| PolicyError::ProgramNotAllowed {
             secret: secret.to_owned(),
-            var: var.to_owned(),
-        });
+            file: file.map_or_else(|| "its env vars".to_owned(), crate::fsutil::cut),
+            field,
+            provider: p.id().to_owned(),
+        })?;
+    for key in p.remote_dropped() {
+        values.remove(*key);
     }
     Ok(())
 }
 
 impl PolicyError {
-    /// The stable error code (`path_reserved`, `path_not_allowed`).
+    /// The stable error code (`path_reserved`, `path_not_allowed`,
+    /// `var_not_allowed`, `program_not_allowed`).
     pub fn code(&self) -> &'static str {
         match self {
             PolicyError::Reserved { .. } => "path_reserved",
             PolicyError::NotAllowed { .. } => "path_not_allowed",
             PolicyError::VarNotAllowed { .. } => "var_not_allowed",
+            PolicyError::ProgramNotAllowed { .. } => "program_not_allowed",
         }
     }
 }
@@ -389,6 +413,7 @@ mod tests {
         Policy {
             reserved: vec![PathBuf::from("/srv/agent-state")],
             allow: vec!["~/work/creds".into()],
+            allow_vars: vec![],
         }
     }
 
@@ -456,6 +481,11 @@ mod tests {
             (Some("kubernetes"), "~/.kube/config", "ok"),
             (Some("gcp"), "~/.config/gcloud/adc.json", "ok"),
             (Some("gcp"), "~/.config/other.json", "path_not_allowed"),
+            (
+                Some("gcp"),
+                "~/.config/gcloud/virtenv/bin/activate",
+                "path_not_allowed",
+            ),
             (Some("ssh"), "~/.ssh/id_work", "ok"),
             (Some("ssh"), "~/.ssh/id_work.pub", "ok"),
             (Some("ssh"), "~/.ssh/keys/id_work", "path_not_allowed"),
@@ -466,6 +496,16 @@ mod tests {
             (Some("openai"), "~/openai.json", "path_not_allowed"),
             (Some("huggingface"), "~/.cache/huggingface/token", "ok"),
             (Some("huggingface"), "~/.cache/pip/x", "path_not_allowed"),
+            (
+                Some("huggingface"),
+                "~/.cache/huggingface/modules/transformers_modules/__init__.py",
+                "path_not_allowed",
+            ),
+            (
+                Some("huggingface"),
+                "~/.cache/huggingface/token.d/x",
+                "path_not_allowed",
+            ),
             (None, "~/app/secret.json", "path_not_allowed"),
             (Some("custom-id"), "~/.aws/credentials", "path_not_allowed"),
             (None, "~/work/creds", "ok"),
@@ -485,6 +525,7 @@ mod tests {
         let p = Policy {
             reserved: vec![],
             allow: vec!["~/.ssh".into(), "~/".into(), "~/.rh".into()],
+            allow_vars: vec![],
         };
         let home = Path::new(HOME);
         for path in ["~/.ssh/authorized_keys", "~/.rh/agent/token"] {
@@ -520,34 +561,248 @@ mod tests {
         assert!(err.contains("mine") && err.contains("~/.bashrc"), "{err}");
     }
 
+    /// A remote secret sets its provider's vars and the owner's
+    /// `allow_vars`, nothing else: the names the old deny-list missed
+    /// (issue 19) among them; a local one sets anything.
     #[test]
-    fn remote_env_vars_may_not_change_how_programs_run() {
+    fn remote_env_vars_are_the_providers_or_the_owners_allowed_ones() {
+        let p = Policy {
+            allow_vars: vec!["MY_TOKEN".into()],
+            ..Policy::default()
+        };
+        let check = |provider: Option<&str>, var: &str, origin| {
+            p.check_env_var(provider, "s", var, origin)
+                .map_err(|e| e.code())
+        };
         for var in [
+            // missed by the deny-list
+            "SSH_ASKPASS",
+            "RUSTC_WRAPPER",
+            "NODE_TLS_REJECT_UNAUTHORIZED",
+            "PIP_INDEX_URL",
+            "GLIBC_TUNABLES",
+            "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES",
+            "DOCKER_HOST",
+            // and what it had
             "LD_PRELOAD",
-            "ld_library_path",
-            "DYLD_INSERT_LIBRARIES",
             "PATH",
             "BASH_ENV",
             "PYTHONPATH",
-            "PYTHONSTARTUP",
             "GIT_SSH_COMMAND",
-            "NODE_OPTIONS",
-            "PROMPT_COMMAND",
-            "HTTPS_PROXY",
-            "SSL_CERT_FILE",
-        ] {
-            let err = check_env_var("s", var, Origin::Remote).unwrap_err();
-            assert_eq!(err.code(), "var_not_allowed", "{var}");
-            assert!(check_env_var("s", var, Origin::Local).is_ok(), "{var}");
-        }
-        for var in [
-            "OPENAI_API_KEY",
+            // another provider's var, a case variant of an allowed one
             "AWS_ACCESS_KEY_ID",
-            "HF_TOKEN",
-            "WANDB_API_KEY",
-            "MY_TOKEN",
+            "my_token",
         ] {
-            assert!(check_env_var("s", var, Origin::Remote).is_ok(), "{var}");
+            for provider in [None, Some("openai"), Some("custom-id")] {
+                assert_eq!(
+                    check(provider, var, Origin::Remote),
+                    Err("var_not_allowed"),
+                    "{var} {provider:?}"
+                );
+                assert_eq!(check(provider, var, Origin::Local), Ok(()), "{var}");
+            }
         }
+        for (provider, var) in [
+            (Some("openai"), "OPENAI_API_KEY"),
+            (Some("aws"), "AWS_ACCESS_KEY_ID"),
+            (Some("aws"), "AWS_SECRET_ACCESS_KEY"),
+            (Some("huggingface"), "HF_TOKEN"),
+            (Some("wandb"), "WANDB_API_KEY"),
+            (None, "MY_TOKEN"),
+            (Some("custom-id"), "MY_TOKEN"),
+            (Some("aws"), "MY_TOKEN"),
+        ] {
+            assert_eq!(check(provider, var, Origin::Remote), Ok(()), "{var}");
+        }
+        let err = p
+            .check_env_var(Some("openai"), "api", "DOCKER_HOST", Origin::Remote)
+            .unwrap_err()
+            .to_string();
+        for part in ["api", "DOCKER_HOST", "OPENAI_API_KEY", "allow_vars"] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
+        let err = Policy::default()
+            .check_env_var(None, "x", "A\u{1b}[2J", Origin::Remote)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\u{1b}'), "{err}");
+    }
+
+    fn json_values(v: serde_json::Value) -> crate::Values {
+        let serde_json::Value::Object(map) = v else {
+            panic!("not an object")
+        };
+        map.into_iter()
+            .map(|(k, v)| (k, crate::SecretValue::new(v)))
+            .collect()
+    }
+
+    /// What `data_only` says of a remote secret: `Ok` with the keys left
+    /// after dropping, or the refused field.
+    fn data(provider: &str, v: serde_json::Value) -> Result<Vec<String>, String> {
+        let mut values = json_values(v);
+        match data_only(
+            Some(provider),
+            "s",
+            Some("~/f"),
+            &mut values,
+            Origin::Remote,
+        ) {
+            Ok(()) => Ok(values.into_keys().collect()),
+            Err(PolicyError::ProgramNotAllowed { field, .. }) => Err(field),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Each provider field that names a program, from the store, is refused
+    /// by name; the same values pushed by the user pass untouched.
+    #[test]
+    fn remote_secrets_carry_data_only() {
+        use serde_json::json;
+        let kube = |user: serde_json::Value| {
+            json!({"apiVersion": "v1", "clusters": [{"name": "c", "cluster": {"server": "https://c"}}],
+                   "users": [{"name": "ok", "user": {"token": "t"}}, {"name": "u", "user": user}],
+                   "current-context": "c"})
+        };
+        let refused = [
+            (
+                "kubernetes",
+                kube(json!({"exec": {"command": "/bin/sh", "args": ["-c", "id"]}})),
+                "users[1].user.exec",
+            ),
+            (
+                "kubernetes",
+                kube(json!({"auth-provider": {"name": "gcp", "config": {"cmd-path": "/bin/sh"}}})),
+                "users[1].user.auth-provider",
+            ),
+            (
+                "kubernetes",
+                kube(json!({"tokenFile": "/etc/shadow"})),
+                "users[1].user.tokenFile",
+            ),
+            (
+                "kubernetes",
+                json!({"clusters": [], "users": [{"name": "u", "exec": {}}]}),
+                "users[0].exec",
+            ),
+            (
+                "kubernetes",
+                json!({"clusters": [], "users": {"u": {}}}),
+                "users",
+            ),
+            (
+                "kubernetes",
+                json!({"clusters": [], "plugins": {}}),
+                "plugins",
+            ),
+            (
+                "aws",
+                json!({"access_key": "A", "secret_key": "S", "credential_process": "/bin/sh -c id"}),
+                "credential_process",
+            ),
+            (
+                "docker",
+                json!({"username": "u", "password": "p", "credsStore": "evil"}),
+                "credsStore",
+            ),
+            (
+                "docker",
+                json!({"username": "u", "credHelpers": {"r.io": "evil"}}),
+                "credHelpers",
+            ),
+            (
+                "gcp",
+                json!({"type": "external_account", "audience": "a",
+                       "credential_source": {"executable": {"command": "/bin/sh -c id"}}}),
+                "credential_source.executable",
+            ),
+            (
+                "gcp",
+                json!({"type": "impersonated_service_account",
+                       "source_credentials": {"type": "external_account",
+                           "credential_source": {"executable": {"command": "id"}}}}),
+                "source_credentials.credential_source.executable",
+            ),
+            ("gcp", json!({"type": "gdch_service_account"}), "type"),
+            ("gcp", json!({"client_id": "c", "cmd": "id"}), "cmd"),
+            (
+                "github",
+                json!({"oauth_token": "t", "editor": "/bin/sh -c id"}),
+                "editor",
+            ),
+            (
+                "github",
+                json!({"oauth_token": "t", "users": {"me": {"oauth_token": "t", "pager": "x"}}}),
+                "users[0].pager",
+            ),
+            ("wandb", json!({"api_key": "k", "macdef": "init"}), "macdef"),
+            (
+                "ssh",
+                json!({"private_key": "k", "public_key": "p", "config": "x"}),
+                "config",
+            ),
+            (
+                "huggingface",
+                json!({"token": "t", "\u{1b}[2J": "x"}),
+                "\"\\u{1b}[2J\"",
+            ),
+        ];
+        for (provider, values, field) in refused {
+            assert_eq!(
+                data(provider, values.clone()),
+                Err(field.to_owned()),
+                "{provider}"
+            );
+            let mut local = json_values(values);
+            let before = local.len();
+            data_only(Some(provider), "s", None, &mut local, Origin::Local).unwrap();
+            assert_eq!(local.len(), before, "{provider}: local values untouched");
+        }
+        // Data passes; a kubeconfig's current-context is dropped.
+        assert_eq!(
+            data(
+                "kubernetes",
+                kube(json!({"client-certificate-data": "c", "client-key-data": "k"}))
+            ),
+            Ok(vec!["apiVersion".into(), "clusters".into(), "users".into()])
+        );
+        for (provider, values) in [
+            (
+                "aws",
+                json!({"access_key": "A", "secret_key": "S", "session_token": "T"}),
+            ),
+            (
+                "gcp",
+                json!({"type": "authorized_user", "client_id": "c", "refresh_token": "r"}),
+            ),
+            (
+                "gcp",
+                json!({"type": "external_account", "audience": "a",
+                           "credential_source": {"file": "/var/run/token", "format": {"type": "text"}}}),
+            ),
+            (
+                "github",
+                json!({"user": "me", "oauth_token": "t", "users": {"me": {"oauth_token": "t"}, "other": null}}),
+            ),
+            ("mytool", json!({"anything": {"nested": ["data"]}})),
+        ] {
+            assert!(data(provider, values).is_ok(), "{provider}");
+        }
+        // The message names the secret, the file and the field, no value.
+        let mut v = json_values(kube(json!({"exec": {"command": "/bin/sh"}})));
+        let err = data_only(
+            Some("kubernetes"),
+            "kube",
+            Some("~/.kube/config"),
+            &mut v,
+            Origin::Remote,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "program_not_allowed");
+        let text = err.to_string();
+        for part in ["kube", "~/.kube/config", "users[1].user.exec"] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        assert!(!text.contains("/bin/sh"), "{text}");
     }
 }

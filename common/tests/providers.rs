@@ -114,6 +114,25 @@ fn fixture_files_parse_to_the_expected_values_and_merge_unchanged() {
     }
 }
 
+/// Every provider's own credentials are data: its fixture (what `detect`
+/// finds) passes the remote-origin check, so a secret pushed to the store
+/// by its owner is accepted when pulled; only a kubeconfig's
+/// `current-context` is dropped.
+#[test]
+fn every_fixture_is_data_a_node_accepts_from_the_store() {
+    use common::policy::{data_only, Origin};
+    for p in PROVIDERS {
+        let mut values = expected(*p);
+        data_only(Some(p.id()), "s", None, &mut values, Origin::Remote)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.id()));
+        let mut want = expected(*p);
+        for key in p.remote_dropped() {
+            want.remove(*key);
+        }
+        assert_eq!(values, want, "{}", p.id());
+    }
+}
+
 #[test]
 fn render_then_parse_round_trips() {
     for p in PROVIDERS {

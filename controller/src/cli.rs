@@ -230,6 +230,97 @@ pub enum ClusterCommand {
     /// each with a response-wrapped, single-use secret_id, for cloud-init
     /// user-data or an image bake.
     Enroll(EnrollArgs),
+    /// Fleet mode: workload identity for a pull cluster (idempotent). In the
+    /// store: a signing key and one OIDC role per cloud named here (tokens
+    /// say `cluster`; `sub` is the cluster's, the same on every node), read
+    /// on the token paths in the cluster's policy, and the federation
+    /// document the nodes wire their SDKs from. Prints the issuer and what to
+    /// create in each cloud. Nodes then keep a token file fresh and the SDKs
+    /// exchange it themselves; no key anywhere.
+    Federate(FederateArgs),
+    /// Fleet mode: revoke one bundle: its secret_id is destroyed, so neither
+    /// its node nor anyone holding a copy logs in with it again (tokens
+    /// already issued end within the token TTL). Then enroll the node again.
+    RevokeNode(RevokeNodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FederateArgs {
+    /// A pull cluster (added with `--pull`, enrolled).
+    pub name: String,
+    /// AWS: the IAM role nodes assume (AssumeRoleWithWebIdentity).
+    #[arg(long = "aws-role-arn", value_name = "ARN")]
+    pub aws_role_arn: Option<String>,
+    /// AWS: the profile of ~/.aws/config the nodes wire (role_arn,
+    /// web_identity_token_file).
+    #[arg(long = "aws-profile", value_name = "P", requires = "aws_role_arn")]
+    pub aws_profile: Option<String>,
+    /// GCP: the workload identity pool provider, as in an external_account
+    /// configuration: //iam.googleapis.com/projects/NUMBER/locations/global/
+    /// workloadIdentityPools/POOL/providers/PROVIDER.
+    #[arg(long = "gcp-audience", value_name = "AUD")]
+    pub gcp_audience: Option<String>,
+    /// GCP: impersonate this service account with the federated token.
+    #[arg(
+        long = "gcp-service-account",
+        value_name = "EMAIL",
+        requires = "gcp_audience"
+    )]
+    pub gcp_service_account: Option<String>,
+    /// Azure: the application (client) id holding the federated credential.
+    #[arg(
+        long = "azure-client-id",
+        value_name = "ID",
+        requires = "azure_tenant_id"
+    )]
+    pub azure_client_id: Option<String>,
+    /// Azure: its tenant (id or domain).
+    #[arg(
+        long = "azure-tenant-id",
+        value_name = "TID",
+        requires = "azure_client_id"
+    )]
+    pub azure_tenant_id: Option<String>,
+    /// Lifetime of the identity tokens (default 15m, or what the cluster has);
+    /// nodes fetch a new one at half of it.
+    #[arg(long = "token-ttl", value_name = "DUR")]
+    pub token_ttl: Option<String>,
+    /// Write the OIDC discovery document and JWKS under DIR (at the issuer's
+    /// path) for static hosting, when the store is not reachable from the
+    /// clouds; pair it with --issuer. Re-run within each key rotation.
+    #[arg(long = "discovery-out", value_name = "DIR")]
+    pub discovery_out: Option<PathBuf>,
+    /// Set the store's OIDC issuer to this https origin (no path): where the
+    /// discovery documents are served. STORE-WIDE: every OIDC role of the
+    /// store's namespace takes this issuer.
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+    /// Signing algorithm of the cluster's key: ES256 (default; about a fifth
+    /// of RS256's signing cost on the store) or RS256 (default when Azure is
+    /// configured: Entra ID verifies RSA keys).
+    #[arg(long = "key-algorithm", value_name = "ALG", value_parser = ["ES256", "RS256"])]
+    pub key_algorithm: Option<String>,
+    /// How often the store rotates the cluster's signing key (default 24h;
+    /// the JWKS holds the current and the next key).
+    #[arg(long = "key-rotation", value_name = "DUR", default_value = "24h")]
+    pub key_rotation: String,
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeNodeArgs {
+    /// A pull cluster.
+    pub name: String,
+    /// The bundle's name (`node-3`, `launch-1`, or a host bootstrapped as a
+    /// pull node) or a node id from `controller status --cluster NAME`.
+    #[arg(required_unless_present = "bundle", conflicts_with = "bundle")]
+    pub node: Option<String>,
+    /// The bundle file (its bundle id names it).
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]
@@ -239,9 +330,15 @@ pub struct EnrollArgs {
     /// Directory for the bundles (created 0700).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// How many per-node bundles to write.
+    /// How many new per-node bundles to write, named after the last one
+    /// enrolled from this machine (node-1.. on a new cluster, then node-4..).
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
+    /// Enroll the node bundle NAME again (repeatable, e.g. `--node node-3`):
+    /// a fresh DIR/NAME.json, and the bundle of that name enrolled before is
+    /// revoked (its secret_id destroyed; a copy of it no longer logs in).
+    #[arg(long = "node", value_name = "NAME", conflicts_with_all = ["nodes", "reusable"])]
+    pub node_names: Vec<String>,
     /// How long each wrapped secret_id can be unwrapped (e.g. 15m, 1h, 90s).
     #[arg(long = "wrap-ttl", value_name = "DUR", default_value = "15m")]
     pub wrap_ttl: String,
@@ -318,6 +415,12 @@ pub struct BootstrapArgs {
     /// to each node's pull config (default: the agent's, 10 s).
     #[arg(long = "poll-interval", value_name = "SECS")]
     pub poll_interval: Option<u64>,
+    /// Pull cluster only: an env var the store's secrets may set on the
+    /// nodes besides their provider's own (written to each node's pull
+    /// config as `allow_vars`; a generic secret sets none without it).
+    /// Repeatable.
+    #[arg(long = "allow-var", value_name = "NAME")]
+    pub allow_vars: Vec<String>,
     /// Pull cluster only: lifetime of a node's (batch) token, as with
     /// `cluster enroll` (the role is updated with it).
     #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m")]
@@ -375,6 +478,12 @@ pub struct SyncArgs {
     /// refresh and per failure on stderr, until interrupted.
     #[arg(long = "keep-fresh")]
     pub keep_fresh: bool,
+    /// Pull cluster: publish as a new epoch. Nodes refuse a manifest older
+    /// than the one they applied (no rollback); a new epoch is taken even so:
+    /// after restoring the store from a backup, or when the manifest's
+    /// history was destroyed.
+    #[arg(long = "new-epoch")]
+    pub new_epoch: bool,
     #[command(flatten)]
     pub remote: RemoteOpts,
     #[command(flatten)]

@@ -45,6 +45,13 @@ fn agents_serving(home: &Path) -> Vec<u32> {
     pids
 }
 
+/// `controller run --cluster local -- printenv VAR`: its stdout (the run must succeed).
+fn printenv(w: &World, envs: &[(&str, &str)], var: &str) -> String {
+    w.controller_with(&["run", "--cluster", "local", "--", "printenv", var], envs)
+        .ok()
+        .stdout
+}
+
 /// A home with the fixtures, the guard stopping its agents, and the env of
 /// a `local` run: the agent started on a free port, no ssh config at all
 /// (local never uses SSH).
@@ -88,20 +95,10 @@ fn local_cluster_starts_the_agent_and_syncs_without_ssh() {
     assert!(state.join("agent.log").is_file());
     assert_eq!(mode(&state.join("token")), 0o600);
     // The agent keeps running between commands: the var is in base_env.
-    let r = w
-        .controller_with(
-            &[
-                "run",
-                "--cluster",
-                "local",
-                "--",
-                "printenv",
-                "OPENAI_API_KEY",
-            ],
-            &envs,
-        )
-        .ok();
-    assert_eq!(r.stdout, format!("{}\n", Fixtures::OPENAI_KEY));
+    assert_eq!(
+        printenv(&w, &envs, "OPENAI_API_KEY"),
+        format!("{}\n", Fixtures::OPENAI_KEY)
+    );
     let pid = fs::read_to_string(state.join("agent.pid")).unwrap();
     let r = w
         .controller_with(&["status", "--cluster", "local"], &envs)
@@ -364,4 +361,43 @@ fn an_agent_of_another_home_on_the_default_port_is_left_alone() {
     );
     let _ = decoy.kill();
     let _ = decoy.wait();
+}
+
+/// Issue 19 item 17: a wandb secret created with explicit values gets both
+/// places wandb reads its key from, as a detected one does: the
+/// `machine api.wandb.ai` entry in `~/.netrc` (other machines kept, 0600)
+/// and `WANDB_API_KEY` in the env process.
+#[test]
+fn a_wandb_secret_created_with_values_gets_the_netrc_entry_and_the_var() {
+    const KEY: &str = "created-wandb-key-7c1d";
+    let (w, _stop, envs) = local_home();
+    let others = "machine github.com\n  login me\n  password keep-me\n";
+    fs::write(w.home.join(".netrc"), others).unwrap();
+    w.controller_with(
+        &[
+            "secret",
+            "create",
+            "wb",
+            "--provider",
+            "wandb",
+            "--value",
+            &format!("api_key={KEY}"),
+        ],
+        &envs,
+    )
+    .ok();
+    let r = w
+        .controller_with(
+            &["sync", "--cluster", "local", "--secret", "wb", "--json"],
+            &envs,
+        )
+        .ok();
+    r.no_values(&[KEY]);
+    let netrc = fs::read_to_string(w.home.join(".netrc")).unwrap();
+    assert_eq!(
+        netrc,
+        format!("{others}machine api.wandb.ai\n  login user\n  password {KEY}\n")
+    );
+    assert_eq!(mode(&w.home.join(".netrc")), 0o600);
+    assert_eq!(printenv(&w, &envs, "WANDB_API_KEY"), format!("{KEY}\n"));
 }

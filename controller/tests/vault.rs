@@ -109,6 +109,7 @@ fn push_list_pull_round_trip_with_modes_and_metadata() {
     // generic secret's place: it is no provider's).
     let b = home_for(&server, "alice");
     allow_paths(&b, &["~/.config/tool"]);
+    allow_vars(&b, &["MYAPI_KEY"]);
     let run = b.ok(&["vault", "pull", "tool", "api"]);
     assert_eq!(run.stdout.matches("pulled").count(), 2, "{run:?}");
     assert!(saved(&b, "tool").unwrap() == saved(&a, "tool").unwrap());
@@ -225,6 +226,7 @@ fn pull_reports_a_differing_local_copy_and_a_failed_pull_writes_nothing() {
 
     let b = home_for(&server, "alice");
     allow_paths(&b, &["~/t.json"]);
+    allow_vars(&b, &["MYAPI_KEY"]);
     local::save(b.path(), &env_secret("api", V_LOCAL2)).unwrap();
     let before = std::fs::read(secret_file(&b, "api")).unwrap();
     let run = b.run(&["vault", "pull", "api", "tool"]);
@@ -334,6 +336,7 @@ fn the_next_url_is_used_when_the_first_is_dead() {
     let b = {
         let mut b = home_for(&server, "alice");
         b.set_env("VAULT_ADDR", &format!("{},{}", dead_url(), server.url));
+        allow_vars(&b, &["MYAPI_KEY"]);
         b
     };
     b.ok(&["vault", "pull", "api"]);
@@ -341,6 +344,7 @@ fn the_next_url_is_used_when_the_first_is_dead() {
     // login with a dead URL first: saved with both, reported per server.
     let mut c = home_for(&server, "alice");
     c.env.retain(|(k, _)| k != "VAULT_ADDR");
+    allow_vars(&c, &["MYAPI_KEY"]);
     let dead = dead_url();
     let run = c.ok(&["login", "--url", &dead, "--url", &server.url]);
     assert!(run.stdout.contains("unreachable"), "{run:?}");
@@ -383,6 +387,7 @@ fn login_upload_then_download_writes_files_merged_and_private() {
     let mut b = home_for(&server, "alice");
     b.env.retain(|(k, _)| k != "VAULT_ADDR");
     allow_paths(&b, &["~/.config/tool"]);
+    allow_vars(&b, &["MYAPI_KEY"]);
     let creds = b.file(".config/tool/creds.json");
     std::fs::create_dir_all(creds.parent().unwrap()).unwrap();
     std::fs::write(&creds, r#"{"other": "keep-me"}"#).unwrap();
@@ -408,20 +413,32 @@ fn login_upload_then_download_writes_files_merged_and_private() {
     assert_eq!(std::fs::read(&creds).unwrap(), before);
 }
 
-/// Set `allow_paths` in `~/.rh/config` (other keys kept).
-fn allow_paths(home: &Home, paths: &[&str]) {
+/// Set the top-level `key` of `~/.rh/config` to `items` (other keys kept).
+fn set_config_list(home: &Home, key: &str, items: &[&str]) {
     std::fs::create_dir_all(home.file(".rh")).unwrap();
     let mut doc: Value = std::fs::read_to_string(home.file(".rh/config"))
         .map(|t| serde_json::from_str(&t).unwrap())
         .unwrap_or_else(|_| json!({}));
-    doc["allow_paths"] = json!(paths);
+    doc[key] = json!(items);
     std::fs::write(home.file(".rh/config"), doc.to_string()).unwrap();
+}
+
+/// Set `allow_paths` in `~/.rh/config` (other keys kept).
+fn allow_paths(home: &Home, paths: &[&str]) {
+    set_config_list(home, "allow_paths", paths);
+}
+
+/// Set `allow_vars` in `~/.rh/config`: the vars secrets pulled from the
+/// store may set besides their provider's own (`env_secret`'s `MYAPI_KEY`
+/// is no provider's).
+fn allow_vars(home: &Home, vars: &[&str]) {
+    set_config_list(home, "allow_vars", vars);
 }
 
 /// Put a secret into the store the way anyone with write access to the
 /// prefix could: values, then `custom_metadata` of their choosing.
 fn plant(server: &DevServer, name: &str, values: Value, meta: Value) {
-    let (status, _) = raw(
+    let (status, body) = raw(
         &server.url,
         ROOT_TOKEN,
         "POST",
@@ -429,7 +446,7 @@ fn plant(server: &DevServer, name: &str, values: Value, meta: Value) {
         Some(json!({ "data": values })),
     )
     .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "planting {name}: {body}");
     let (status, _) = raw(
         &server.url,
         ROOT_TOKEN,
@@ -538,6 +555,104 @@ fn store_metadata_cannot_place_files_outside_the_providers_locations() {
         std::fs::read_to_string(linked.file(".bashrc")).unwrap(),
         "# mine\n"
     );
+}
+
+/// Issue 19 items 1 and 2 on the controller: a store writer's secrets are
+/// data only. Fields that name a program (a kube user's `exec`, AWS
+/// `credential_process`, gcloud's `credential_source.executable`, docker's
+/// `credsStore`) and vars that are neither the provider's nor the owner's
+/// `allow_vars` are refused by `login --download` and `vault pull`, naming
+/// the field or var; nothing of them is saved or written, and a data-only
+/// kubeconfig is taken without its `current-context`.
+#[test]
+fn store_secrets_carry_data_only_and_set_only_allowed_vars() {
+    let Some(server) = DevServer::start() else {
+        return;
+    };
+    let refused = [
+        (
+            "evil-kube",
+            vault_common::kubeconfig(
+                "evil",
+                json!({"exec": {"command": "/bin/sh", "args": ["-c", "touch ~/pwned"]}}),
+            ),
+            json!({"provider": "kubernetes"}),
+            "users[0].user.exec",
+        ),
+        (
+            "evil-aws",
+            json!({"access_key": "AKIAX", "secret_key": V_OTHER,
+                   "credential_process": "/bin/sh -c 'touch ~/pwned'"}),
+            json!({"provider": "aws"}),
+            "credential_process",
+        ),
+        (
+            "evil-gcp",
+            json!({"type": "external_account", "audience": "a",
+                   "credential_source": {"executable": {"command": "/bin/sh -c id"}}}),
+            json!({"provider": "gcp"}),
+            "credential_source.executable",
+        ),
+        (
+            "evil-docker",
+            json!({"username": "u", "password": V_OTHER, "server": "r.io", "credsStore": "pwn"}),
+            json!({"provider": "docker"}),
+            "credsStore",
+        ),
+        (
+            "evil-askpass",
+            json!({"k": "/tmp/askpass"}),
+            json!({"provider": "myapi", "env_vars": "{\"k\": \"SSH_ASKPASS\"}"}),
+            "SSH_ASKPASS",
+        ),
+    ];
+    for (name, values, meta, _) in &refused {
+        plant(&server, name, values.clone(), meta.clone());
+    }
+    plant(
+        &server,
+        "good-kube",
+        vault_common::kubeconfig("good", json!({"token": V_AWS})),
+        json!({"provider": "kubernetes"}),
+    );
+    let home = home_for(&server, "alice");
+    // The owner's own kubeconfig, with no current-context: a merge from the
+    // store must not pick one.
+    let mine = "apiVersion: v1\nkind: Config\nclusters:\n- name: mine\n  cluster:\n    server: https://mine:6443\n";
+    std::fs::create_dir_all(home.file(".kube")).unwrap();
+    std::fs::write(home.file(".kube/config"), mine).unwrap();
+    let run = home.run(&["login", "--url", &server.url, "--download", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    let outcomes = doc["download"].as_array().unwrap();
+    for (name, _, _, field) in &refused {
+        let o = outcomes.iter().find(|o| o["name"] == *name).unwrap();
+        assert_eq!(o["status"], "failed", "{o}");
+        let detail = o["detail"].as_str().unwrap();
+        assert!(detail.contains("refused") && detail.contains(field), "{o}");
+        assert!(saved(&home, name).is_none(), "{name} saved");
+    }
+    assert!(!run.stdout.contains("/bin/sh") && !run.stderr.contains("/bin/sh"));
+    let good = saved(&home, "good-kube").expect("good-kube saved");
+    assert!(!good.values.contains_key("current-context"));
+    let text = std::fs::read_to_string(home.file(".kube/config")).unwrap();
+    assert!(!text.contains("current-context"), "{text}");
+    assert!(
+        text.contains("https://good.example:6443") && text.contains("mine"),
+        "{text}"
+    );
+    assert!(!text.contains("exec") && !text.contains("evil"), "{text}");
+    for rel in [".aws", ".config/gcloud", "pwned"] {
+        assert!(!home.file(rel).exists(), "{rel} written");
+    }
+    // vault pull: the same refusals; the owner's allow_vars lets the var in.
+    let run = home.run(&["vault", "pull", "evil-kube", "evil-askpass"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("users[0].user.exec"), "{run:?}");
+    assert!(run.stdout.contains("allow_vars"), "{run:?}");
+    allow_vars(&home, &["SSH_ASKPASS"]);
+    home.ok(&["vault", "pull", "evil-askpass"]);
+    assert!(saved(&home, "evil-askpass").is_some());
 }
 
 #[test]

@@ -36,6 +36,10 @@ case $mode in
       echo "# written by the e2e node entrypoint (pull mode)"
       echo "pull_bundle: $state/bundle.json"
       if [ -n "${RH_E2E_POLL_SECS:-}" ]; then echo "poll_interval_secs: $RH_E2E_POLL_SECS"; fi
+      # Vars the store's secrets may set here (names checked by cluster.sh).
+      if [ -n "${RH_E2E_ALLOW_VARS:-}" ]; then
+        printf 'allow_vars: [%s]\n' "${RH_E2E_ALLOW_VARS// /, }"
+      fi
       # The test store speaks plain http on the private node network.
       if [ "${RH_E2E_PULL_ALLOW_HTTP:-0}" = 1 ]; then echo "pull_allow_insecure_http: true"; fi
     } | "${as_ubuntu[@]}" bash -c "umask 077 && cat >$state/pull.yaml"

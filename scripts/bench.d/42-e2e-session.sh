@@ -13,7 +13,7 @@ if ! docker info >/dev/null 2>&1; then
   echo "42-e2e-session: SKIPPED: no Docker engine answers"
   exit 0
 fi
-ensure_protocol_peers
+ensure_test_tools  # moto[server] among the Python peers
 export RH_E2E_SUFFIX=-bench
 . e2e/env.sh
 RUNS=${RH_BENCH_RUNS:-10}

@@ -19,7 +19,13 @@
 # sizes from --uses K: FLEET_NODE_BOOT_SPREAD=SECS replaces it, 0: none),
 # FLEET_STORE_CPUS / FLEET_SIM_CPUS (taskset CPU lists, e.g. 0 and 1: the
 # three store nodes and the simulator, with the publishing controller, pinned
-# to separate cores, so the store's CPU is its own; default: not pinned).
+# to separate cores, so the store's CPU is its own; default: not pinned),
+# FLEET_FEDERATE=1 (workload identity on: `controller cluster federate` of
+# each fleet with an AWS role, ES256, FLEET_TOKEN_TTL, default 15m, the first
+# store node's address as the store-wide issuer (three nodes: one `iss`); every
+# node fetches its token at boot and again within the second quarter of its
+# TTL; FLEET_FEDERATE_ARGS replaces the federate flags, e.g. three clouds;
+# FLEET_IDENTITY_WINDOW: seconds of the final identity window, default 3 polls).
 # The docker half (32 real nodes) is e2e's business and is not run here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -121,6 +127,11 @@ for K in ${FLEET_K:-1000 10000}; do
   [ "${FLEET_IDS:-per-node}" = launch ] && USES=$((K * 4))
   [ "${FLEET_IDS:-per-node}" = launch-uncounted ] && USES=0
   "$CONTROLLER" cluster enroll "$C" --out "$WORK/b$K" --reusable --uses "$USES" --ttl 2h --cidr 127.0.0.0/8 >/dev/null 2>&1
+  if [ -n "${FLEET_FEDERATE:-}" ]; then
+    # shellcheck disable=SC2086 # the flags are words
+    "$CONTROLLER" cluster federate "$C" ${FLEET_FEDERATE_ARGS:---aws-role-arn arn:aws:iam::123456789012:role/bench --token-ttl ${FLEET_TOKEN_TTL:-15m} --issuer ${URLS[1]}} --json \
+      | python3 -c 'import json,sys; d=json.load(sys.stdin); print("K='"$K"' federated:", d["key"]["algorithm"], "key,", ",".join(d["roles"]), "token TTL", d["token_ttl_secs"], "s")'
+  fi
   : >"$WORK/ids$K"
   if [ "${FLEET_IDS:-per-node}" = per-node ]; then
     # Per-node secret_ids (unlimited uses, as per-node bundles carry once

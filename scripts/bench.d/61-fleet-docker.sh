@@ -106,7 +106,7 @@ publish_round() { # publish_round POLL ROUND: prints "last_ms status_ms"
 for poll in $POLLS; do
   step "61-fleet-docker: bootstrap $NODES nodes as a pull cluster, poll ${poll}s"
   t0=$(now_ms)
-  ctl cluster bootstrap fleet --poll-interval "$poll" --json >"$OUT/bootstrap.json" 2>"$OUT/bootstrap.err" \
+  ctl cluster bootstrap fleet --poll-interval "$poll" --allow-var RH_BENCH_API_KEY --json >"$OUT/bootstrap.json" 2>"$OUT/bootstrap.err" \
     || { echo "61-fleet-docker: bootstrap failed:" >&2; cat "$OUT/bootstrap.err" >&2; exit 1; }
   echo "bootstrap of $NODES pull nodes (agent + fresh bundle each, applied before running): $(( $(now_ms) - t0 )) ms"
   publish_round "$poll" warmup >/dev/null

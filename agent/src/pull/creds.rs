@@ -130,8 +130,14 @@ pub(crate) async fn secret_id(
         .send(op, Method::POST, "sys/wrapping/unwrap", Some(wrapped), None)
         .await?;
     if a.status == StatusCode::BAD_REQUEST || a.status == StatusCode::FORBIDDEN {
+        let name = bundle.name.clone();
         return Err(PullError::AlreadyUnwrapped {
             path: bundle_path.display().to_string(),
+            cluster: bundle.cluster.clone(),
+            revoke: name
+                .clone()
+                .unwrap_or_else(|| "--bundle <your copy of this bundle>".into()),
+            name: name.unwrap_or_else(|| "NAME".into()),
         });
     }
     if !a.status.is_success() {

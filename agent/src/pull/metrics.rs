@@ -1,8 +1,9 @@
 //! The agent's counters, served by `GET /metrics` in the Prometheus text
 //! format: HTTP requests served, and in pull mode the applied manifest
 //! version, polls, poll errors, logins, report writes and failures, store
-//! requests, published secrets read and applied from the manifest, and the
-//! last apply's duration. Numbers only: never a name of a value, a
+//! requests, published secrets read and applied from the manifest, the
+//! last apply's duration, and workload identity refreshes, token requests
+//! and errors. Numbers only: never a name of a value, a
 //! value, a token or a path.
 
 use std::fmt::Write as _;
@@ -28,6 +29,11 @@ pub struct Metrics {
     pub(crate) last_poll_unix: AtomicU64,
     /// Store requests of the pull client (set from its own counter).
     pub(crate) store_requests: AtomicU64,
+    /// Workload identity: refreshes done (every cloud's token written),
+    /// token requests sent, refreshes failed.
+    pub(crate) identity_refreshes: AtomicU64,
+    pub(crate) identity_tokens: AtomicU64,
+    pub(crate) identity_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -68,10 +74,19 @@ impl Metrics {
         self.poll_errors.load(Ordering::Relaxed)
     }
 
+    /// Identity refreshes done, token requests sent and refreshes failed so far.
+    pub fn identity_counts(&self) -> (u64, u64, u64) {
+        (
+            self.identity_refreshes.load(Ordering::Relaxed),
+            self.identity_tokens.load(Ordering::Relaxed),
+            self.identity_errors.load(Ordering::Relaxed),
+        )
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
-        let rows: [(&str, &str, &str, String); 14] = [
+        let rows: [(&str, &str, &str, String); 17] = [
             (
                 "http_requests_total",
                 "counter",
@@ -152,6 +167,24 @@ impl Metrics {
                     "{:.6}",
                     self.last_apply_micros.load(Ordering::Relaxed) as f64 / 1e6
                 ),
+            ),
+            (
+                "identity_refreshes_total",
+                "counter",
+                "Workload identity refreshes (every cloud's token fetched and written).",
+                get(&self.identity_refreshes),
+            ),
+            (
+                "identity_token_requests_total",
+                "counter",
+                "Identity token requests sent to the store.",
+                get(&self.identity_tokens),
+            ),
+            (
+                "identity_errors_total",
+                "counter",
+                "Workload identity refreshes that failed (the token files kept their last tokens).",
+                get(&self.identity_errors),
             ),
             (
                 "pull_last_poll_timestamp_seconds",

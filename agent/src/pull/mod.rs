@@ -6,8 +6,17 @@
 //! whose KV version changed, applies them through the same install path as
 //! `POST /v1/sync` (`apply_pulled`: merge, atomic 0600 files, env
 //! processes, installed state, audit), removes what was unpublished, and
-//! writes a node report (`common::fleet::NodeReport`) only when what it
-//! applied (or its error) changes, plus a slow heartbeat.
+//! writes a node report (`common::fleet::NodeReport`, signed with the
+//! bundle's report key when it has one) only when what it applied (or its
+//! error) changes, plus a slow heartbeat.
+//! The store is untrusted: only a well-formed manifest
+//! (`fleet::parse_manifest`) is applied, and only an explicit empty one
+//! unpublishes everything (a missing, deleted or malformed one keeps what
+//! is installed and fails the poll); a manifest older than the one applied
+//! (by `(epoch, version)`), or an entry older than the KV version applied
+//! for that secret, is refused (no rollback); one entry that cannot be read
+//! or applied fails alone, the rest (removals included) is applied; a
+//! bundle that others can read or write is refused.
 //! [`start`] runs the first poll before returning, so `main` binds the port
 //! (and the boot unit's health check passes) only once the node is applied.
 //! A store outage leaves everything on the node as it is.
@@ -15,6 +24,7 @@
 //! versions only). Never logs a value, token or secret_id.
 
 pub(crate) mod creds;
+pub(crate) mod identity;
 pub mod metrics;
 pub(crate) mod store;
 
@@ -48,10 +58,17 @@ pub enum PullError {
     Bundle { path: String, reason: String },
     #[error(
         "bundle {path} was already unwrapped (by this node earlier with another state dir, or by \
-         someone else) or its wrap TTL ran out: its secret_id cannot be trusted; enroll this \
-         node again (`controller cluster enroll`)"
+         someone else) or its wrap TTL ran out: its secret_id cannot be trusted; revoke it \
+         (`controller cluster revoke-node {cluster} {revoke}`) and enroll this node again \
+         (`controller cluster enroll {cluster} --out DIR --node {name}`)"
     )]
-    AlreadyUnwrapped { path: String },
+    AlreadyUnwrapped {
+        path: String,
+        cluster: String,
+        /// What `revoke-node` takes: the bundle's name, or `--bundle FILE`.
+        revoke: String,
+        name: String,
+    },
     #[error("login refused: {0} (was the cluster's AppRole removed?)")]
     LoginRefused(String),
     #[error(transparent)]
@@ -60,6 +77,12 @@ pub enum PullError {
     Path(#[from] PathError),
     #[error("{0}")]
     Apply(String),
+    #[error("workload identity: {0}")]
+    Identity(String),
+    /// The manifest is missing, malformed or older than what was applied:
+    /// nothing is changed on the node.
+    #[error("{0}")]
+    Manifest(String),
 }
 
 impl PullError {
@@ -74,8 +97,49 @@ impl PullError {
 struct Applied {
     /// Manifest version fully applied (0: none).
     version: u64,
+    /// The epoch of that manifest.
+    #[serde(default)]
+    epoch: u64,
     /// Secret name -> KV version installed.
     secrets: BTreeMap<String, u64>,
+    /// Secret name -> the highest KV version applied in this epoch, kept
+    /// after the secret is unpublished: an older one is refused.
+    #[serde(default)]
+    floors: BTreeMap<String, u64>,
+}
+
+impl Applied {
+    /// The `(epoch, version)` applied, ordered like `Manifest::stamp`.
+    fn stamp(&self) -> (u64, u64) {
+        (self.epoch, self.version)
+    }
+}
+
+/// The longest error text a node keeps and reports (characters): a
+/// manifest of ten thousand failing entries makes one error each.
+const MAX_ERROR_CHARS: usize = 2_000;
+
+/// `errors` joined with `; `, cut after [`MAX_ERROR_CHARS`] with a count of
+/// those left out.
+fn join_errors(errors: &[String]) -> String {
+    let mut out = String::new();
+    for (i, e) in errors.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "; " };
+        if out.chars().count() + sep.len() + e.chars().count() > MAX_ERROR_CHARS {
+            if out.is_empty() {
+                out = common::text::escape_text(e, MAX_ERROR_CHARS);
+                if errors.len() > 1 {
+                    out.push_str(&format!(" (and {} more errors)", errors.len() - 1));
+                }
+            } else {
+                out.push_str(&format!("; and {} more errors", errors.len() - i));
+            }
+            return out;
+        }
+        out.push_str(sep);
+        out.push_str(e);
+    }
+    out
 }
 
 /// Seconds since the epoch.
@@ -197,7 +261,20 @@ fn load_bundle(path: &Path) -> Result<Bundle, PullError> {
         path: shown.clone(),
         reason,
     };
-    let text = read_optional(path)?.ok_or_else(|| bad("no such file".into()))?;
+    let read = match common::fsutil::FileRef::anywhere(path)?.open(false)? {
+        Some(file) => file.read_with_sig()?,
+        None => None,
+    };
+    let (text, sig) = read.ok_or_else(|| bad("no such file".into()))?;
+    // Like a TLS key: a secret_id (or the wrapping token around one) that
+    // others can read is not this node's alone, and one others can write
+    // can be swapped for another store or cluster.
+    if !sig.is_private() {
+        return Err(bad(format!(
+            "it is readable or writable by group or others: run `chmod 600 {shown}` (and \
+             consider it leaked: revoke it and enroll this node again)"
+        )));
+    }
     let bundle: Bundle = serde_json::from_str(text.expose_secret()).map_err(|e| {
         bad(format!(
             "not a bundle (line {} column {})",
@@ -237,6 +314,26 @@ fn load_bundle(path: &Path) -> Result<Bundle, PullError> {
         return Err(bad(
             "its mount, prefix or auth mount is not a safe path".into()
         ));
+    }
+    if bundle
+        .name
+        .as_deref()
+        .is_some_and(|n| !fleet::is_bundle_name(n))
+    {
+        return Err(bad("its name is not a bundle name".into()));
+    }
+    match (&bundle.bundle_id, &bundle.report_key) {
+        (None, None) => {}
+        (Some(id), Some(key))
+            if fleet::is_bundle_id(id)
+                && key
+                    .expose_str()
+                    .is_some_and(|k| k.len() == 64 && hex::decode(k).is_ok()) => {}
+        _ => {
+            return Err(bad(
+                "its bundle_id and report_key are not a bundle id and a 64-hex-digit key".into(),
+            ))
+        }
     }
     Ok(bundle)
 }
@@ -298,7 +395,14 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
         .and_then(|t| serde_json::from_str(t.expose_secret()).ok())
         .unwrap_or_default();
     let files = CredFiles { dir: dir.clone() };
+    let identity = identity::Refresher::new(
+        config.identity.clone(),
+        Some(&config.state_dir),
+        Some(config.home.clone()),
+        &node_id,
+    );
     let mut puller = Puller {
+        identity,
         metrics: state.metrics(),
         sim_home: None,
         token: files.load_token(),
@@ -352,7 +456,15 @@ pub async fn simulate(
     if let Some(home) = &home {
         create_private_dir_all(&home.join(".rh/agent/pull"))?;
     }
+    let state_dir = home.as_ref().map(|h| h.join(".rh/agent"));
+    let identity = identity::Refresher::new(
+        crate::config::IdentityConfig::default(),
+        state_dir.as_deref(),
+        None,
+        &node_id,
+    );
     let mut puller = Puller {
+        identity,
         metrics,
         node: None,
         sim_home: home,
@@ -417,6 +529,8 @@ struct Puller {
     failures: u32,
     /// Whether a manifest was fully applied since start.
     synced: bool,
+    /// Workload identity: tokens fetched on the poll when due.
+    identity: identity::Refresher,
 }
 
 impl Puller {
@@ -485,12 +599,13 @@ impl Puller {
             Err(e) => {
                 Metrics::inc(&self.metrics.poll_errors);
                 self.failures = self.failures.saturating_add(1);
-                self.last_error = Some(e.to_string());
+                self.last_error = Some(join_errors(&[e.to_string()]));
             }
         }
         self.metrics
             .last_poll_unix
             .store(now_unix(), Ordering::Relaxed);
+        self.refresh_identity(&result).await;
         self.report().await;
         self.metrics.store_requests.store(
             self.client.requests.load(Ordering::Relaxed),
@@ -560,18 +675,54 @@ impl Puller {
 
     async fn poll_once(&mut self) -> Result<(), PullError> {
         let (prefix, cluster) = (self.bundle.prefix.clone(), self.bundle.cluster.clone());
+        let kept = "everything installed is kept";
         let manifest: Manifest = match self
             .read(&fleet::manifest_path(&prefix, &cluster), None)
             .await?
         {
-            None => Manifest::default(),
-            Some((_, data)) => serde_json::from_value(data).map_err(|_| {
-                PullError::Apply(format!("the manifest of cluster {cluster} is malformed"))
+            // Nothing published yet, and nothing installed from the store:
+            // nothing to keep either.
+            None if self.applied == Applied::default() => Manifest::default(),
+            // Only an explicit, well-formed manifest unpublishes: one that
+            // is gone (deleted, destroyed, never there) keeps everything.
+            None => {
+                return Err(PullError::Manifest(format!(
+                    "the manifest of cluster {cluster} is missing (not found, deleted or \
+                     destroyed in the store): {kept}"
+                )))
+            }
+            Some((_, data)) => fleet::parse_manifest(&data).map_err(|e| {
+                PullError::Manifest(format!(
+                    "the manifest of cluster {cluster} is refused: {e}; {kept}"
+                ))
             })?,
         };
+        if manifest.stamp() < self.applied.stamp() {
+            // A re-put older document carries its old serial (its KV
+            // version is newer): refused, whatever else it says.
+            return Err(PullError::Manifest(format!(
+                "refused: older than applied (the manifest of cluster {cluster} is version {} of \
+                 epoch {}; this node applied version {} of epoch {}): a rollback, or a store \
+                 restored from a backup; {kept} (the owner starts a new epoch with \
+                 `controller sync --cluster {cluster} --new-epoch`)",
+                manifest.version, manifest.epoch, self.applied.version, self.applied.epoch
+            )));
+        }
         self.heartbeat_hint = manifest.heartbeat_secs;
-        if manifest.version == self.applied.version && self.synced {
+        if manifest.stamp() == self.applied.stamp() && self.synced {
             return Ok(());
+        }
+        if manifest.epoch > self.applied.epoch && self.applied.epoch != 0 {
+            // The owner started a new epoch (a store restored from a
+            // backup restarts KV versions): the floors go, and every secret
+            // is read again under the new epoch. (Epoch 0 is the state of
+            // an agent older than epochs: it just takes the epoch.)
+            tracing::info!(
+                epoch = manifest.epoch,
+                "a new epoch: every secret is applied again"
+            );
+            self.applied.floors.clear();
+            self.applied.secrets.values_mut().for_each(|v| *v = 0);
         }
         self.apply(&manifest).await?;
         // Write the report after a random delay within the spread the
@@ -601,6 +752,9 @@ impl Puller {
         let (prefix, cluster) = (self.bundle.prefix.clone(), self.bundle.cluster.clone());
         let mut items = Vec::new();
         let mut errors = Vec::new();
+        // Set when the store stops answering: the entries left are not
+        // read this poll (removals and what was read are still applied).
+        let mut unread: Option<(usize, PullError)> = None;
         for entry in &manifest.secrets {
             if self.applied.secrets.get(&entry.name) == Some(&entry.kv_version) {
                 continue;
@@ -609,6 +763,19 @@ impl Puller {
             // a name from a request (no `/`, no `..`).
             if let Err(e) = common::names::validate_secret_name(&entry.name) {
                 errors.push(e.to_string());
+                continue;
+            }
+            if let Some(&floor) = self.applied.floors.get(&entry.name) {
+                if entry.kv_version < floor {
+                    errors.push(format!(
+                        "{}: refused: version {} is older than version {floor} applied",
+                        entry.name, entry.kv_version
+                    ));
+                    continue;
+                }
+            }
+            if let Some((n, _)) = &mut unread {
+                *n += 1;
                 continue;
             }
             // The item the manifest carries, if it passes the checks; else
@@ -624,16 +791,29 @@ impl Puller {
             }
             let path = fleet::secret_path(&prefix, &cluster, &entry.name);
             Metrics::inc(&self.metrics.secret_reads);
-            match self.read(&path, Some(entry.kv_version)).await? {
-                None => errors.push(format!(
+            // One entry's error (too large, not JSON, refused) is its own:
+            // the others, and the removals, are applied all the same.
+            match self.read(&path, Some(entry.kv_version)).await {
+                Ok(None) => errors.push(format!(
                     "{}: version {} is not in the store",
                     entry.name, entry.kv_version
                 )),
-                Some((_, data)) => match published_item(&entry.name, &SecretValue::new(data)) {
+                Ok(Some((_, data))) => match published_item(&entry.name, &SecretValue::new(data)) {
                     Some(item) => items.push((item, entry.kv_version)),
                     None => errors.push(format!("{}: not a published secret", entry.name)),
                 },
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(
+                    e @ (PullError::LoginRefused(_)
+                    | PullError::Store(StoreError::Unreachable { .. })),
+                ) => {
+                    unread = Some((1, e));
+                }
+                Err(e) => errors.push(format!("{}: {e}", entry.name)),
             }
+        }
+        if let Some((n, e)) = unread {
+            errors.push(format!("{n} secret(s) not read: {e}"));
         }
         let published: BTreeSet<&str> = manifest.secrets.iter().map(|e| e.name.as_str()).collect();
         let gone: Vec<String> = self
@@ -703,13 +883,17 @@ impl Puller {
                     ));
                 }
                 Ok(_) => {
-                    self.applied.secrets.insert(name.clone(), versions[&name]);
+                    let version = versions[&name];
+                    self.applied.secrets.insert(name.clone(), version);
+                    let floor = self.applied.floors.entry(name).or_default();
+                    *floor = (*floor).max(version);
                 }
                 Err(e) => errors.push(format!("{name}: {}", e.message)),
             }
         }
         if errors.is_empty() {
             self.applied.version = manifest.version;
+            self.applied.epoch = manifest.epoch;
             self.metrics
                 .applied_version
                 .store(manifest.version, Ordering::Relaxed);
@@ -735,7 +919,7 @@ impl Puller {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(PullError::Apply(errors.join("; ")))
+            Err(PullError::Apply(join_errors(&errors)))
         }
     }
 
@@ -751,21 +935,43 @@ impl Puller {
     /// Write this node's report when it changed or the heartbeat is due.
     async fn report(&mut self) {
         let now = now_unix();
-        let report = NodeReport {
+        let mut report = NodeReport {
             node_id: self.node_id.clone(),
             hostname: self.hostname.clone(),
             applied_version: self.applied.version,
+            applied_epoch: self.applied.epoch,
             reported_at: now,
             last_poll: now,
             last_error: self.last_error.clone(),
             secrets: self.applied.secrets.keys().cloned().collect(),
             poll_interval_secs: self.poll.as_secs().max(1),
             heartbeat_secs: self.heartbeat().as_secs().max(1),
+            identity: self.identity.report(),
+            bundle_id: None,
+            sig: None,
         };
+        // A routine identity refresh is not news (the heartbeat carries its
+        // expiry); being federated or not, and a new error, are.
+        let identity_key = |r: &NodeReport| {
+            r.identity
+                .as_ref()
+                .map(|i| (i.clouds.clone(), i.last_error_at))
+        };
+        // Signed, under `<node-id>.<bundle-id>`, when the bundle has a
+        // report key (checked hex when it was loaded).
+        if let (Some(id), Some(key)) = (&self.bundle.bundle_id, &self.bundle.report_key) {
+            let key = key.expose_str().unwrap_or_default();
+            match fleet::sign_report(report.clone(), id, key) {
+                Some(signed) => report = signed,
+                None => tracing::warn!("the bundle's report key is not hex; reporting unsigned"),
+            }
+        }
         let same = |a: &NodeReport, b: &NodeReport| {
             a.applied_version == b.applied_version
+                && a.applied_epoch == b.applied_epoch
                 && a.last_error == b.last_error
                 && a.secrets == b.secrets
+                && identity_key(a) == identity_key(b)
         };
         if let Some((last, at)) = &self.reported {
             if same(last, &report) && at.elapsed() < self.heartbeat() {
@@ -778,7 +984,7 @@ impl Puller {
         let Some(token) = self.token.clone().filter(|t| !t.is_due(now)) else {
             return;
         };
-        let path = fleet::report_path(&self.bundle.prefix, &self.bundle.cluster, &self.node_id);
+        let path = fleet::report_path(&self.bundle.prefix, &self.bundle.cluster, &report.node_id);
         let data = serde_json::to_value(&report).expect("report serializes");
         match self
             .client
@@ -1009,39 +1215,103 @@ mod tests {
         assert!(!taken(extra));
     }
 
+    /// Write a bundle file as enroll does (0600).
+    fn write_private(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+
+    #[test]
+    fn bundles_others_can_read_or_write_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = serde_json::json!({
+            "format": 1, "cluster": "gpu", "urls": ["http://127.0.0.1:1"],
+            "mount": "secret", "prefix": "rh/a", "auth_mount": "approle", "role_id": "r",
+            "secret_id": "launch-sid-never-shown"
+        });
+        let path = dir.path().join("launch.json");
+        write_private(&path, &good.to_string());
+        assert!(load_bundle(&path).is_ok());
+        for mode in [0o644, 0o666, 0o640, 0o604, 0o620, 0o602] {
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap();
+            let err = load_bundle(&path).unwrap_err().to_string();
+            assert!(
+                err.contains("readable or writable by group or others"),
+                "{mode:o}: {err}"
+            );
+            assert!(err.contains("chmod 600"), "{err}");
+            assert!(!err.contains("never-shown"), "{err}");
+        }
+        // A bundle id and report key come together, well formed.
+        let mut signed = good.clone();
+        signed["bundle_id"] = "0123456789abcdef".into();
+        signed["report_key"] = "ab".repeat(32).into();
+        signed["name"] = "node-3".into();
+        write_private(&path, &signed.to_string());
+        assert!(load_bundle(&path).is_ok());
+        for (field, value) in [
+            ("report_key", serde_json::json!("not-hex")),
+            ("bundle_id", serde_json::json!("../x")),
+            ("name", serde_json::json!("node 3\u{1b}")),
+        ] {
+            let mut bad = signed.clone();
+            bad[field] = value;
+            write_private(&path, &bad.to_string());
+            assert!(load_bundle(&path).is_err(), "{field}");
+        }
+    }
+
+    #[test]
+    fn error_text_is_cut_with_a_count_of_what_was_left_out() {
+        let errors: Vec<String> = (0..70_000).map(|i| format!("s{i}: refused")).collect();
+        let text = join_errors(&errors);
+        assert!(
+            text.chars().count() <= MAX_ERROR_CHARS + 40,
+            "{}",
+            text.len()
+        );
+        assert!(text.starts_with("s0: refused; s1: refused"), "{text}");
+        assert!(text.ends_with("more errors"), "{text}");
+        assert_eq!(join_errors(&["a".into(), "b".into()]), "a; b");
+        let one = join_errors(&["x".repeat(10_000)]);
+        assert!(one.chars().count() <= MAX_ERROR_CHARS + 3, "{}", one.len());
+    }
+
     #[test]
     fn bundles_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.json");
-        std::fs::write(&path, "{}").unwrap();
+        write_private(&path, "{}");
         assert!(matches!(load_bundle(&path), Err(PullError::Bundle { .. })));
         let good = serde_json::json!({
             "format": 1, "cluster": "gpu", "urls": ["http://127.0.0.1:1"],
             "mount": "secret", "prefix": "rh/a", "auth_mount": "approle", "role_id": "r",
             "wrapped_secret_id": "hvs.x"
         });
-        std::fs::write(&path, good.to_string()).unwrap();
+        write_private(&path, &good.to_string());
         assert!(load_bundle(&path).is_ok());
         // A field a newer controller added is ignored (by name; its value is
         // not kept); a newer format is refused, naming the upgrade.
         let mut newer = good.clone();
         newer["future_knob"] = serde_json::json!({"nested": ["hvs.future-secret"]});
-        std::fs::write(&path, newer.to_string()).unwrap();
+        write_private(&path, &newer.to_string());
         let b = load_bundle(&path).unwrap();
         assert_eq!(b.unknown.keys().collect::<Vec<_>>(), ["future_knob"]);
         assert_eq!(b.urls, ["http://127.0.0.1:1"]);
         assert!(!format!("{b:?}").contains("future-secret"));
         newer["format"] = 2.into();
-        std::fs::write(&path, newer.to_string()).unwrap();
+        write_private(&path, &newer.to_string());
         let err = load_bundle(&path).unwrap_err().to_string();
         assert!(err.contains("format 2") && err.contains("upgrade"), "{err}");
         let mut zero = good.clone();
         zero["format"] = 0.into();
-        std::fs::write(&path, zero.to_string()).unwrap();
+        write_private(&path, &zero.to_string());
         assert!(load_bundle(&path).is_err());
         let mut bad = good.clone();
         bad["prefix"] = "rh/../x".into();
-        std::fs::write(&path, bad.to_string()).unwrap();
+        write_private(&path, &bad.to_string());
         let err = load_bundle(&path).unwrap_err().to_string();
         assert!(err.contains("not a safe path"), "{err}");
         assert!(!err.contains("hvs.x"));
@@ -1050,7 +1320,7 @@ mod tests {
         // node's own config allows it; https and loopback always pass.
         let mut remote = good.clone();
         remote["urls"] = serde_json::json!(["https://10.0.0.1:8200", "http://10.0.0.2:8200"]);
-        std::fs::write(&path, remote.to_string()).unwrap();
+        write_private(&path, &remote.to_string());
         let bundle = load_bundle(&path).unwrap();
         let err = check_cleartext(&bundle, &path, false)
             .unwrap_err()

@@ -220,15 +220,60 @@ impl ConfinedFile {
         self.sync_dir()
     }
 
+    /// Remove the temp files a writer of ours left in this file's directory
+    /// when it was killed between creating one and renaming it (they hold
+    /// what was being written, values included, and would outlive a revoke).
+    /// Called with the directory's lock held (`_lock`): every writer of ours
+    /// holds that lock while its temp file exists (`common::apply`,
+    /// [`super::atomic_write`]), so a temp file of ours found then is not
+    /// being written by anyone. Only regular files named as
+    /// [`ConfinedFile::write`] names them (the prefix and 16 hex digits) and
+    /// owned by this user are removed; never a link, a directory or another
+    /// user's file. Returns how many were removed.
+    pub fn sweep_stale_temps(&self, _lock: &DirLock) -> Result<usize, PathError> {
+        let list = |e: Errno| self.io("list the directory of", e);
+        let dir = rfs::Dir::read_from(&self.dir).map_err(list)?;
+        let uid = nix::unistd::geteuid().as_raw();
+        let mut removed = 0;
+        for entry in dir {
+            let entry = entry.map_err(list)?;
+            let name = entry.file_name();
+            if !is_temp_name(name.to_bytes()) {
+                continue;
+            }
+            let st = match rfs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(self.io("inspect a temp file beside", e)),
+            };
+            #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+            let ours = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                && st.st_uid as u32 == uid;
+            if !ours {
+                continue;
+            }
+            match rfs::unlinkat(&self.dir, name, AtFlags::empty()) {
+                Ok(()) => removed += 1,
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(self.io("remove a stale temp file beside", e)),
+            }
+        }
+        if removed > 0 {
+            self.sync_dir()?;
+        }
+        Ok(removed)
+    }
+
     fn create_temp(&self) -> Result<(String, OwnedFd), PathError> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mut last = None;
         for _ in 0..16 {
-            let mut random = [0u8; 8];
+            let mut random = [0u8; TEMP_RANDOM_LEN / 2];
             getrandom::getrandom(&mut random)
                 .map_err(|e| self.io("create temp file for", io::Error::other(e.to_string())))?;
             let name = format!("{TEMP_PREFIX}{}", hex::encode(random));
+            debug_assert!(is_temp_name(name.as_bytes()));
             match rfs::openat(&self.dir, &name, flags, FILE_PERM) {
                 Ok(fd) => return Ok((name, fd)),
                 Err(Errno::EXIST) => last = Some(Errno::EXIST),
@@ -304,6 +349,21 @@ impl ConfinedFile {
             }
         }
     }
+}
+
+/// Length of the random part of a temp file's name: 8 bytes as hex.
+const TEMP_RANDOM_LEN: usize = 16;
+
+/// Whether `name` is a temp file name [`ConfinedFile::write`] makes:
+/// [`TEMP_PREFIX`] and [`TEMP_RANDOM_LEN`] lowercase hex digits.
+fn is_temp_name(name: &[u8]) -> bool {
+    name.strip_prefix(TEMP_PREFIX.as_bytes())
+        .is_some_and(|rest| {
+            rest.len() == TEMP_RANDOM_LEN
+                && rest
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        })
 }
 
 /// An exclusive advisory lock on a file's directory, held until dropped.

@@ -119,6 +119,13 @@ impl Provider for Generic {
     fn value_keys(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Any JSON object: a generic secret declares no fields. From the
+    /// store it is only written under the owner's `allow_paths` (it has no
+    /// credential location of its own, see [`crate::policy`]) and sets only
+    /// the vars the owner allows.
+    fn check_data(&self, _values: &Values) -> Result<(), String> {
+        Ok(())
+    }
     fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
         let file = files.first().ok_or(ProviderError::NoPath {
             provider: "generic".into(),

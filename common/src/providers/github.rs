@@ -2,6 +2,7 @@
 //! mapping (user, oauth_token, git_protocol, ...). Merging changes only that
 //! host's keys; other hosts and keys stay (the YAML is re-rendered, so
 //! comments are not kept when the file changes; an unchanged file is untouched).
+//! From the store, only the credential keys are taken ([`Provider::check_data`]).
 
 use serde_yaml::{Mapping, Value as Yaml};
 
@@ -17,6 +18,8 @@ pub struct GitHub;
 pub static GITHUB: GitHub = GitHub;
 
 const HOST: &str = "github.com";
+/// gh's per-host map of accounts (gh 2.40 and later).
+const USERS: &str = "users";
 
 fn host_entry<'a>(path: &str, doc: &'a mut Mapping) -> Result<&'a mut Mapping, ProviderError> {
     let entry = doc
@@ -45,6 +48,32 @@ impl Provider for GitHub {
     }
     fn required_keys(&self) -> &'static [&'static str] {
         &["oauth_token"]
+    }
+    /// The value keys, and gh's multi-account `users` map (user name ->
+    /// `oauth_token`); not the per-host settings gh also reads from
+    /// `hosts.yml` (`editor`, `pager`, `browser`: programs it runs).
+    fn check_data(&self, values: &Values) -> Result<(), String> {
+        let mut keys = self.value_keys().to_vec();
+        keys.push(USERS);
+        super::only_fields(&keys, values.keys(), "")?;
+        let Some(users) = values.get(USERS) else {
+            return Ok(());
+        };
+        let users = users
+            .expose_secret()
+            .as_object()
+            .ok_or_else(|| USERS.to_owned())?;
+        for (i, user) in users.values().enumerate() {
+            let at = format!("{USERS}[{i}]");
+            match user {
+                serde_json::Value::Null => {}
+                serde_json::Value::Object(fields) => {
+                    super::only_fields(&["oauth_token"], fields.keys(), &at)?
+                }
+                _ => return Err(at),
+            }
+        }
+        Ok(())
     }
     fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
         let f = super::first_file(self, files)?;

@@ -26,6 +26,12 @@ impl Provider for HuggingFace {
     fn value_keys(&self) -> &'static [&'static str] {
         &["token"]
     }
+    /// The token file only, not its directory: `~/.cache/huggingface/` also
+    /// holds Python that runs (`modules/transformers_modules/`, model code in
+    /// `hub/`), and a one-line token is a valid line of Python.
+    fn locations(&self) -> Vec<String> {
+        vec!["~/.cache/huggingface/token".to_owned()]
+    }
     fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
         let f = super::first_file(self, files)?;
         let token = whole::parse_single_line(f.path, f.text)?;

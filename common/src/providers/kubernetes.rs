@@ -7,6 +7,11 @@
 //! never switches the user's context, with or without overwrite; it is
 //! removed with the secret only when it still names the secret's context).
 //! Other keys merge like JSON keys.
+//!
+//! A kubeconfig from the store carries data only ([`Provider::check_data`]):
+//! its top-level keys and each user's fields are allow-listed, so a user
+//! with `exec` or `auth-provider` (both run a program on every `kubectl`) is
+//! refused, and its `current-context` is dropped ([`Provider::remote_dropped`]).
 
 use serde_yaml::{Mapping, Value as Yaml};
 
@@ -27,6 +32,36 @@ const NAMED_LISTS: &[&str] = &["clusters", "contexts", "users"];
 const CURRENT_CONTEXT: &str = "current-context";
 /// Keys only removed when nothing else is left.
 const STRUCTURAL: &[&str] = &["apiVersion", "kind", "preferences"];
+/// The top-level keys a kubeconfig from the store may carry.
+const DATA_KEYS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "clusters",
+    "contexts",
+    "users",
+    "preferences",
+    "extensions",
+    CURRENT_CONTEXT,
+];
+/// The fields of a `users[].user` from the store: credentials given as data
+/// (tokens, certificates and keys, inline or as files, basic auth,
+/// impersonation). Not `exec` nor `auth-provider` (they run a program), nor
+/// `tokenFile` (it makes kubectl send a file of this machine, any file, as a
+/// bearer token to a server the store chose).
+const USER_FIELDS: &[&str] = &[
+    "token",
+    "client-certificate",
+    "client-certificate-data",
+    "client-key",
+    "client-key-data",
+    "username",
+    "password",
+    "as",
+    "as-uid",
+    "as-groups",
+    "as-user-extra",
+    "extensions",
+];
 
 fn entry_name(entry: &Yaml) -> Option<&str> {
     entry.get("name").and_then(Yaml::as_str)
@@ -62,6 +97,31 @@ impl Provider for Kubernetes {
     }
     fn required_keys(&self) -> &'static [&'static str] {
         &["clusters"]
+    }
+    fn check_data(&self, values: &Values) -> Result<(), String> {
+        super::only_fields(DATA_KEYS, values.keys(), "")?;
+        let Some(users) = values.get("users") else {
+            return Ok(());
+        };
+        let Some(users) = users.expose_secret().as_array() else {
+            return Err("users".into());
+        };
+        for (i, entry) in users.iter().enumerate() {
+            let at = format!("users[{i}]");
+            let entry = entry.as_object().ok_or_else(|| at.clone())?;
+            super::only_fields(&["name", "user"], entry.keys(), &at)?;
+            match entry.get("user") {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::Object(user)) => {
+                    super::only_fields(USER_FIELDS, user.keys(), &format!("{at}.user"))?
+                }
+                Some(_) => return Err(format!("{at}.user")),
+            }
+        }
+        Ok(())
+    }
+    fn remote_dropped(&self) -> &'static [&'static str] {
+        &[CURRENT_CONTEXT]
     }
     fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
         let f = super::first_file(self, files)?;

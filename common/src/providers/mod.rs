@@ -146,6 +146,33 @@ pub trait Provider: Sync + Send {
             None => vec![],
         }
     }
+    /// Whether its env vars go wherever its file goes: the provider keeps a
+    /// secret in both places (wandb: the `~/.netrc` entry and
+    /// `WANDB_API_KEY`, each read by a different client), so a secret placed
+    /// in its file also sets its vars, however it was made (detected from the
+    /// file, from the env, or created with explicit values). Default: no (a
+    /// secret kept in a file goes to that file only).
+    fn vars_with_file(&self) -> bool {
+        false
+    }
+    /// Check that `values` carry data only, for a secret that did not come
+    /// from the user on this machine ([`crate::policy::data_only`]): every
+    /// field is one of this provider's data fields, so none names a program
+    /// to run (kube `exec`, AWS `credential_process`, docker `credsStore`,
+    /// gcloud `credential_source.executable`, a gh per-host `editor`...). An
+    /// allow-list: the error is the first field that is not on it, as a path
+    /// (`users[0].user.exec`). The default allows the declared
+    /// [`Provider::value_keys`] (a provider whose values are a whole
+    /// document declares none and overrides this).
+    fn check_data(&self, values: &Values) -> Result<(), String> {
+        only_fields(self.value_keys(), values.keys(), "")
+    }
+    /// Value keys never taken from a secret that did not come from the user
+    /// on this machine (dropped, not refused: kubernetes' `current-context`,
+    /// so a kubeconfig from the store never picks the context `kubectl` uses).
+    fn remote_dropped(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Whether the files hold a secret of this provider at all (a shared
     /// file such as `~/.netrc` may hold only other tools' entries); when not,
     /// extraction finds nothing there rather than an error.
@@ -283,6 +310,37 @@ pub fn env_var_map(provider: &dyn Provider) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
+}
+
+/// Every key of `keys` is one of `allowed`; else the first one that is not,
+/// as a field path under `at` (`users[0].user` + `exec`), shown safely
+/// ([`field_name`]).
+pub fn only_fields<'a>(
+    allowed: &[&str],
+    keys: impl IntoIterator<Item = &'a String>,
+    at: &str,
+) -> Result<(), String> {
+    match keys.into_iter().find(|k| !allowed.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(key) if at.is_empty() => Err(field_name(key)),
+        Some(key) => Err(format!("{at}.{}", field_name(key))),
+    }
+}
+
+/// A field name from untrusted input, as shown in an error: as it is when it
+/// is a plain name (letters, digits, `_`, `-`, `.`, at most 64 bytes), else
+/// quoted with escapes and cut, so no terminal escape or long text gets through.
+pub fn field_name(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if plain {
+        key.to_owned()
+    } else {
+        crate::fsutil::cut(&format!("{key:?}"))
+    }
 }
 
 /// Refuse a string value containing a newline (for line-based formats).

@@ -1,6 +1,8 @@
 //! Weights & Biases: `WANDB_API_KEY` in env processes, and the entry
 //! `machine api.wandb.ai` / `login user` / `password KEY` in `~/.netrc`,
 //! where `wandb login` keeps it and where `wandb` in a plain shell looks.
+//! Both, always ([`Provider::vars_with_file`]): a secret placed in its file
+//! sets the var too, whether it was detected or created with values.
 //! Merging changes or appends only that entry (other machines' lines stay
 //! byte for byte); removal takes out only that entry.
 
@@ -30,6 +32,11 @@ impl Provider for Wandb {
     }
     fn value_keys(&self) -> &'static [&'static str] {
         &["api_key"]
+    }
+    /// The key lives in both places: `wandb` in a plain shell reads
+    /// `~/.netrc`, the SDK in a job reads `WANDB_API_KEY` first.
+    fn vars_with_file(&self) -> bool {
+        true
     }
     fn present(&self, files: &[SourceFile<'_>]) -> bool {
         files

@@ -3,7 +3,7 @@
 //! neutral environment can run it) when it has the modules a test needs,
 //! and moto's server as STS on a loopback port. A missing module is a
 //! skip message, or a failure when `CI` is set (`scripts/test.sh` installs
-//! them: `ensure_protocol_peers`).
+//! them: `ensure_test_tools`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

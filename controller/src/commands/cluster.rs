@@ -17,7 +17,10 @@
 //! to `~/.rh/agent/bundle.json` (0600) with a pull config naming it, and
 //! installs the agent with `--config` so it starts in pull mode at boot; the
 //! agent applies the store's secrets before it listens, so a node reported
-//! `running` is applied. Only the bundle's path is ever printed.
+//! `running` is applied. Each bundle is recorded (named after its host) with
+//! its secret_id accessor; once a host runs its new bundle, the one it had
+//! before is revoked (a bundle that failed to install is revoked at once).
+//! Only the bundle's path is ever printed.
 //! `disconnect` closes the persisted SSH masters. No secret value is involved.
 
 use std::sync::Arc;
@@ -30,7 +33,8 @@ use super::UsageError;
 use crate::agents::{AgentBin, Agents, AgentsError};
 use crate::cli::{BootstrapArgs, ClusterAddArgs, ClusterCommand, ClusterNameArgs, ListArgs};
 use crate::clusters::{self, Cluster, ClusterError, Node, Target};
-use crate::fleet::admin::{self, RoleOptions, SecretIdKind};
+use crate::fleet::admin::{self, BundleIdentity, RoleOptions, SecretIdKind};
+use crate::fleet::nodes::{BundleEntry, BundleKind, Registry};
 use crate::fleet::Store;
 use crate::output::{print_json, Table};
 use crate::remote::{exit_code, Remote};
@@ -48,6 +52,8 @@ pub async fn run(cmd: ClusterCommand, ctx: &Context) -> Result<u8> {
         ClusterCommand::Bootstrap(a) => bootstrap(a, ctx).await,
         ClusterCommand::Disconnect(a) => disconnect(a, ctx).await,
         ClusterCommand::Enroll(a) => crate::fleet::cmd::enroll(a, ctx).await,
+        ClusterCommand::Federate(a) => crate::fleet::federate::run(a, ctx).await,
+        ClusterCommand::RevokeNode(a) => crate::fleet::cmd::revoke_node(a, ctx).await,
     }
 }
 
@@ -270,13 +276,20 @@ const PULL_CONFIG: &str = ".rh/agent/pull.yaml";
 const PULL_START_WAIT_SECS: u64 = 75;
 
 /// What a pull cluster's bootstrap needs beyond the push one: the store (the
-/// user's token), the cluster's role_id, and the poll interval to configure.
+/// user's token), the cluster's role_id, the poll interval to configure, and
+/// the bundles made here (each node's new one recorded once it runs it).
 #[derive(Debug)]
 struct PullPlan {
     store: Store,
     cluster: String,
     role_id: String,
     poll_interval: Option<u64>,
+    registry: std::sync::Mutex<Registry>,
+    /// Bundle ids the hosts replaced (their reports go at the end).
+    replaced: std::sync::Mutex<Vec<String>>,
+    home: std::path::PathBuf,
+    /// Env vars the node owner allows the store's secrets to set (`--allow-var`).
+    allow_vars: Vec<String>,
 }
 
 impl PullPlan {
@@ -284,6 +297,10 @@ impl PullPlan {
     async fn prepare(args: &BootstrapArgs, ctx: &Context, cluster: &Cluster) -> Result<Self> {
         if args.poll_interval == Some(0) {
             return Err(UsageError("--poll-interval must be at least 1 second".into()).into());
+        }
+        for var in &args.allow_vars {
+            common::names::validate_env_var_name(var)
+                .map_err(|e| UsageError(format!("--allow-var: {e}")))?;
         }
         let token_ttl = crate::fleet::parse_duration(&args.token_ttl).ok_or_else(|| {
             UsageError(format!(
@@ -296,32 +313,123 @@ impl PullPlan {
         let role_id = admin::ensure_role(&store, &cluster.name, RoleOptions { token_ttl })
             .await
             .with_context(|| format!("configure the AppRole of cluster {}", cluster.name))?;
+        let registry = Registry::load(&ctx.home, &cluster.name)?;
         Ok(Self {
             store,
             cluster: cluster.name.clone(),
             role_id,
             poll_interval: args.poll_interval,
+            registry: std::sync::Mutex::new(registry),
+            replaced: std::sync::Mutex::new(Vec::new()),
+            home: ctx.home.clone(),
+            allow_vars: args.allow_vars.clone(),
         })
     }
 
-    /// A fresh wrapped secret_id for `node`, as bundle JSON (held as a secret).
-    async fn bundle_for(&self, node: &Node) -> Result<common::SecretText, NodeError> {
+    /// A fresh wrapped secret_id for `node`, as bundle JSON (held as a
+    /// secret), and its record (for [`Self::settle`]).
+    async fn bundle_for(
+        &self,
+        node: &Node,
+    ) -> Result<(common::SecretText, BundleEntry), NodeError> {
         let fail = |source| NodeError::Bundle {
             node: node.name.clone(),
             source,
         };
         let kind = SecretIdKind::Wrapped { wrap_ttl: 15 * 60 };
-        let label = format!("bootstrap {}", node.name);
-        let secret = admin::new_secret_id(&self.store, &self.cluster, &kind, &label)
-            .await
-            .map_err(fail)?;
+        let (bundle_id, report_key) = self.registry.lock().expect("registry").new_bundle_key();
+        let minted =
+            admin::new_secret_id(&self.store, &self.cluster, &kind, &node.name, &bundle_id)
+                .await
+                .map_err(fail)?;
+        let entry = BundleEntry {
+            name: node.name.clone(),
+            bundle_id: bundle_id.clone(),
+            accessor: minted.accessor,
+            kind: BundleKind::Bootstrap,
+            created_at: common::time::now_rfc3339(false),
+            revoked_at: None,
+        };
+        let who = BundleIdentity {
+            name: node.name.clone(),
+            bundle_id,
+            report_key,
+        };
         // No boot spread: bootstrap starts its nodes one SSH session at a
         // time, and waits for each to apply.
-        let bundle = admin::bundle(&self.store, &self.cluster, &self.role_id, secret, true, 0)
-            .map_err(fail)?;
-        Ok(common::SecretText::new(
-            serde_json::to_string_pretty(&bundle).expect("bundle serializes"),
+        let bundle = admin::bundle(
+            &self.store,
+            &self.cluster,
+            &self.role_id,
+            minted.secret,
+            true,
+            0,
+            who,
+        );
+        let bundle = match bundle {
+            Ok(b) => b,
+            Err(e) => {
+                self.settle(entry, false).await;
+                return Err(fail(e));
+            }
+        };
+        Ok((
+            common::SecretText::new(
+                serde_json::to_string_pretty(&bundle).expect("bundle serializes"),
+            ),
+            entry,
         ))
+    }
+
+    /// After a node's bootstrap: when it runs its new bundle, record it and
+    /// revoke the one the host had before; when it failed, revoke the new
+    /// one (no node holds it). A revocation that fails is a warning: the
+    /// bundle stays recorded and `cluster revoke-node` can be run again.
+    async fn settle(&self, entry: BundleEntry, installed: bool) {
+        let (stale, name) = if installed {
+            let old = self.registry.lock().expect("registry").add(entry.clone());
+            (old, entry.name)
+        } else {
+            (Some(entry.clone()), entry.name)
+        };
+        let Some(stale) = stale else { return };
+        match admin::destroy_secret_id(&self.store, &self.cluster, &stale.accessor).await {
+            Ok(()) => {
+                self.registry
+                    .lock()
+                    .expect("registry")
+                    .mark_revoked(&stale.bundle_id);
+                if installed {
+                    self.replaced
+                        .lock()
+                        .expect("replaced")
+                        .push(stale.bundle_id);
+                }
+            }
+            Err(e) => eprintln!(
+                "warning: {name}: cannot revoke its {} bundle: {e}; run `controller cluster \
+                 revoke-node {} {name}`",
+                if installed { "previous" } else { "unused new" },
+                self.cluster
+            ),
+        }
+    }
+
+    /// Save the bundles recorded during the bootstrap, and delete the
+    /// reports of the bundles hosts replaced (each node reports under its
+    /// new one; one LIST for the whole run).
+    async fn finish(&self) -> Result<()> {
+        self.registry
+            .lock()
+            .expect("registry")
+            .save(&self.home, &self.cluster)?;
+        let replaced = std::mem::take(&mut *self.replaced.lock().expect("replaced"));
+        if let Err(e) =
+            crate::fleet::publish::forget_reports(&self.store, &self.cluster, &replaced).await
+        {
+            eprintln!("warning: cannot delete the reports of the replaced bundles: {e}");
+        }
+        Ok(())
     }
 
     /// The pull config for a node whose home is `home`: absolute paths
@@ -336,6 +444,10 @@ impl PullPlan {
         );
         if let Some(s) = self.poll_interval {
             text.push_str(&format!("poll_interval_secs: {s}\n"));
+        }
+        if !self.allow_vars.is_empty() {
+            let vars = serde_json::Value::from(self.allow_vars.clone());
+            text.push_str(&format!("allow_vars: {vars}\n"));
         }
         // The user let this controller send its token over plain http
         // (RH_VAULT_ALLOW_HTTP / allow_insecure_http), and the node will use
@@ -383,9 +495,9 @@ async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
         }
         Some(Arc::new(PullPlan::prepare(&args, ctx, cluster).await?))
     } else {
-        if args.poll_interval.is_some() {
+        if args.poll_interval.is_some() || !args.allow_vars.is_empty() {
             return Err(UsageError(format!(
-                "--poll-interval applies to pull clusters only; {} is pushed to",
+                "--poll-interval and --allow-var apply to pull clusters only; {} is pushed to",
                 cluster.name
             ))
             .into());
@@ -415,7 +527,8 @@ async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
     } else {
         let agents = Arc::new(Agents::new(args.agent_bin.as_deref(), &ctx.home));
         let shared = Arc::new(remote.opts.clone());
-        remote
+        let plan = pull.clone();
+        let reports = remote
             .for_each_node("bootstrap", move |node| {
                 let (agents, opts, pull) = (agents.clone(), shared.clone(), pull.clone());
                 async move {
@@ -431,7 +544,11 @@ async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
                 Ok((chosen, r)) => report(o.node, chosen, r),
                 Err(e) => report(o.node, Chosen::default(), Err(e.into())),
             })
-            .collect()
+            .collect();
+        if let Some(plan) = plan {
+            plan.finish().await?;
+        }
+        reports
     };
     if args.output.json {
         print_json(&serde_json::json!({"cluster": cluster.name, "nodes": reports}))?;
@@ -528,6 +645,9 @@ async fn bootstrap_node(
         unreachable!("only ssh nodes are bootstrapped over ssh")
     };
     let session = SshSession::open(node, t, opts).await?;
+    // The bundle minted for this node, settled (recorded or revoked) once
+    // the node runs it or failed.
+    let mut minted = None;
     let result = async {
         let (arch, home) = stage(&session).await?;
         chosen.arch = Some(arch.clone());
@@ -537,10 +657,14 @@ async fn bootstrap_node(
         })?;
         let bin = chosen.agent.insert(bin);
         let pull_files = match pull {
-            Some(plan) => Some(PullFiles {
-                bundle: plan.bundle_for(node).await?,
-                config: plan.config_text(&home),
-            }),
+            Some(plan) => {
+                let (bundle, entry) = plan.bundle_for(node).await?;
+                minted = Some(entry);
+                Some(PullFiles {
+                    bundle,
+                    config: plan.config_text(&home),
+                })
+            }
             None => None,
         };
         let boot = install(&session, node, bin, t.agent_port, pull_files.as_ref()).await?;
@@ -553,6 +677,9 @@ async fn bootstrap_node(
     }
     .await;
     session.close().await;
+    if let (Some(plan), Some(entry)) = (pull, minted) {
+        plan.settle(entry, result.is_ok()).await;
+    }
     result
 }
 

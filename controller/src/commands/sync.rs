@@ -70,6 +70,13 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
     if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.cluster) {
         return crate::fleet::cmd::sync(args, ctx, &cluster).await;
     }
+    if args.new_epoch {
+        return Err(UsageError(format!(
+            "--new-epoch applies to pull clusters only; {} is pushed to",
+            args.cluster
+        ))
+        .into());
+    }
     common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
     let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
     let pool = SecretPool::load(ctx)?;

@@ -1,15 +1,18 @@
 //! Fleet mode on the controller side: a pull cluster's nodes fetch their
 //! secrets from the remote store themselves. This module owns the store
 //! layout (`common::fleet`), the admin calls (ACL policy, AppRole, wrapped
-//! secret_ids: [`admin`]), publishing and reading node reports
-//! ([`publish`]) and the command entry points the existing commands branch
-//! to for a pull cluster ([`cmd`]). It talks to the store through the
+//! secret_ids: [`admin`]), the bundles made here and what a node report is
+//! worth ([`nodes`]), publishing and reading node reports ([`publish`]) and
+//! the command entry points the existing commands branch to for a pull
+//! cluster ([`cmd`]). It talks to the store through the
 //! controller's one [`VaultClient`] with the user's token.
 //! It never prints or logs a value, the user's token or a secret_id: bundles
 //! carrying secret_ids are written 0600 and only their paths are printed.
 
 pub mod admin;
 pub mod cmd;
+pub mod federate;
+pub mod nodes;
 pub mod publish;
 
 use reqwest::{Method, StatusCode};
@@ -90,8 +93,21 @@ impl Store {
         &self,
         path: &str,
     ) -> Result<Option<Versioned<T>>, VaultError> {
+        self.kv_read_at(path, None).await
+    }
+
+    /// Read version `version` (`None`: the current one) of the KV v2
+    /// document at `path`; `None` when absent, deleted or destroyed.
+    pub async fn kv_read_at<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Option<Versioned<T>>, VaultError> {
         let op = format!("read {path}");
-        let full = format!("{}/data/{path}", self.config.mount);
+        let mut full = format!("{}/data/{path}", self.config.mount);
+        if let Some(v) = version {
+            full.push_str(&format!("?version={v}"));
+        }
         let (status, json) = self.call(&op, Method::GET, &full, None, &[]).await?;
         if status == StatusCode::NOT_FOUND || json["data"]["data"].is_null() {
             return Ok(None);
@@ -163,6 +179,66 @@ impl Store {
             .collect())
     }
 
+    /// The KV v2 metadata of `path`: its current version, the versions
+    /// whose data can be read and those soft-deleted (recoverable); `None`
+    /// when it has none (never written, or its metadata deleted).
+    pub async fn kv_metadata(&self, path: &str) -> Result<Option<KvMetadata>, VaultError> {
+        let op = format!("read the metadata of {path}");
+        let full = format!("{}/metadata/{path}", self.config.mount);
+        let (status, json) = self.call(&op, Method::GET, &full, None, &[]).await?;
+        if status == StatusCode::NOT_FOUND || json["data"].is_null() {
+            return Ok(None);
+        }
+        let mut meta = KvMetadata {
+            current: json["data"]["current_version"].as_u64().unwrap_or(0),
+            readable: vec![],
+            deleted: vec![],
+        };
+        for (k, v) in json["data"]["versions"].as_object().into_iter().flatten() {
+            let Ok(n) = k.parse::<u64>() else { continue };
+            if v["destroyed"] == Value::Bool(true) {
+                continue;
+            }
+            if v["deletion_time"].as_str().is_none_or(str::is_empty) {
+                meta.readable.push(n);
+            } else {
+                meta.deleted.push(n);
+            }
+        }
+        meta.readable.sort_unstable();
+        meta.deleted.sort_unstable();
+        Ok(Some(meta))
+    }
+
+    /// Undelete (recover) soft-deleted `version` of `path`.
+    pub async fn kv_undelete(&self, path: &str, version: u64) -> Result<(), VaultError> {
+        let op = format!("undelete {path}");
+        let full = format!("{}/undelete/{path}", self.config.mount);
+        let body = serde_json::json!({ "versions": [version] });
+        self.call_ok(&op, Method::POST, &full, Some(body), &[])
+            .await?;
+        Ok(())
+    }
+
+    /// Destroy the data of every version of `path` still holding some,
+    /// keeping its metadata: the next write gets a higher version (nodes
+    /// refuse a version older than one they applied).
+    pub async fn kv_destroy_versions(&self, path: &str) -> Result<(), VaultError> {
+        let Some(meta) = self.kv_metadata(path).await? else {
+            return Ok(());
+        };
+        let versions: Vec<u64> = meta.readable.iter().chain(&meta.deleted).copied().collect();
+        if versions.is_empty() {
+            return Ok(());
+        }
+        let op = format!("destroy {path}");
+        let full = format!("{}/destroy/{path}", self.config.mount);
+        let body = serde_json::json!({ "versions": versions });
+        self.call_ok(&op, Method::POST, &full, Some(body), &[])
+            .await?;
+        Ok(())
+    }
+
     /// Delete a KV v2 document and all its versions.
     pub async fn kv_destroy(&self, path: &str) -> Result<(), VaultError> {
         let op = format!("delete {path}");
@@ -170,6 +246,17 @@ impl Store {
         self.call(&op, Method::DELETE, &full, None, &[]).await?;
         Ok(())
     }
+}
+
+/// What [`Store::kv_metadata`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvMetadata {
+    /// The version the next write follows (deleted or not).
+    pub current: u64,
+    /// Versions whose data can still be read, ascending.
+    pub readable: Vec<u64>,
+    /// Versions soft-deleted (their data kept until destroyed), ascending.
+    pub deleted: Vec<u64>,
 }
 
 /// Parse a duration: `90`, `90s`, `15m`, `2h`, `1d` -> seconds (> 0).

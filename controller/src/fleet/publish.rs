@@ -10,26 +10,78 @@
 //! its own publish changed while they fit in [`fleet::INLINE_BUDGET_BYTES`]
 //! (in the order given), so nodes apply them without a second read; every
 //! publish and unpublish drops the previous ones.
+//!
+//! Nodes refuse a manifest older than the one they applied, by
+//! `(epoch, version)` inside the document: `version` is raised past both
+//! the last document's and the KV version it is written over (a re-put of
+//! an old document gets a newer KV version but keeps its old serial), and
+//! `epoch` is set when the manifest is first written and raised only by an
+//! explicit `--new-epoch`. A manifest whose current version was deleted is
+//! published over (check-and-set on the metadata's current version) from
+//! its latest readable version. Unpublishing destroys a secret's data but
+//! keeps its metadata, so a later publish of the name gets a higher KV
+//! version. Items over [`fleet::MAX_ITEM_BYTES`] and manifests over
+//! [`fleet::MAX_MANIFEST_ENTRIES`] are refused before anything is written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::fingerprint::fingerprint;
-use common::fleet::{self, InlineItem, Manifest, ManifestEntry, NodeReport};
+use common::fleet::{self, InlineItem, Manifest, ManifestEntry};
 use common::wire::SyncItem;
 use common::{SecretText, SecretValue};
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
+use super::nodes::{Registry, ReportRow};
 use super::{now_secs, Store, Versioned};
 use crate::vault::{now_rfc3339, VaultError};
 
 /// Attempts of a publish that loses check-and-set races.
 const CAS_ATTEMPTS: usize = 5;
 
+/// Why a publish or unpublish did not happen. Names secrets and the
+/// cluster, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] VaultError),
+    #[error(
+        "{name} is {bytes} bytes as published, over the {max} a node reads: not published \
+         (nothing was written)",
+        max = fleet::MAX_ITEM_BYTES
+    )]
+    ItemTooLarge { name: String, bytes: usize },
+    #[error(
+        "cluster {cluster} would publish {count} secrets, more than {max} per manifest: not \
+         published (nothing was written)",
+        max = fleet::MAX_MANIFEST_ENTRIES
+    )]
+    TooManyEntries { cluster: String, count: usize },
+    #[error(
+        "the manifest of cluster {cluster} has no readable version left (deleted or destroyed \
+         in the store), so its epoch is lost: nodes refuse a manifest older than the one they \
+         applied; publish with `controller sync --cluster {cluster} --new-epoch`"
+    )]
+    EpochLost { cluster: String },
+    #[error("another publish to cluster {cluster} kept winning the check-and-set race; try again")]
+    Raced { cluster: String },
+}
+
+/// How to publish.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PublishOpts {
+    /// Start a new epoch: nodes take this manifest even if they applied a
+    /// higher version before (a store restored from a backup, a manifest
+    /// whose history was destroyed).
+    pub new_epoch: bool,
+}
+
 /// What a publish did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Published {
+    /// The manifest's epoch.
+    pub epoch: u64,
     /// The manifest version now in the store.
     pub version: u64,
     /// Secrets written (new or changed).
@@ -38,7 +90,8 @@ pub struct Published {
     pub unchanged: Vec<String>,
 }
 
-/// The manifest of `cluster` (`None` before the first publish).
+/// The manifest of `cluster` (`None` before the first publish, or when
+/// its current version was deleted).
 pub async fn manifest(
     store: &Store,
     cluster: &str,
@@ -46,6 +99,124 @@ pub async fn manifest(
     store
         .kv_read(&fleet::manifest_path(&store.config.prefix, cluster))
         .await
+}
+
+/// The manifest a publish starts from.
+struct Base {
+    doc: Manifest,
+    /// Check-and-set: the metadata's current version (0: none yet).
+    cas: u64,
+    /// Whether `doc` is the current version (else recovered from an older
+    /// readable one, or empty).
+    current: bool,
+    /// No version of it was ever written (or its metadata is gone).
+    fresh: bool,
+}
+
+/// The current manifest, or, when its current version was deleted or is
+/// not a manifest (a store writer's doing), its latest earlier version that
+/// is one (undeleted first when it was deleted: the secret set and the
+/// epoch live in it), with check-and-set on the metadata's current
+/// version, so the owner publishes again without `--overwrite`; empty
+/// when no version is left.
+async fn base(store: &Store, cluster: &str) -> Result<Base, VaultError> {
+    let path = fleet::manifest_path(&store.config.prefix, cluster);
+    let garbled = match store.kv_read::<Manifest>(&path).await {
+        Ok(Some(m)) => {
+            return Ok(Base {
+                cas: m.version,
+                doc: m.data,
+                current: true,
+                fresh: false,
+            })
+        }
+        Ok(None) => false,
+        Err(VaultError::Decode { .. }) => true,
+        Err(e) => return Err(e),
+    };
+    let Some(meta) = store.kv_metadata(&path).await? else {
+        return Ok(Base {
+            doc: Manifest::default(),
+            cas: 0,
+            current: false,
+            fresh: true,
+        });
+    };
+    let mut candidates: Vec<u64> = meta.readable.iter().chain(&meta.deleted).copied().collect();
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    let mut doc = None;
+    for v in candidates {
+        if garbled && v == meta.current {
+            continue;
+        }
+        if meta.deleted.contains(&v) {
+            store.kv_undelete(&path, v).await?;
+        }
+        match store.kv_read_at::<Manifest>(&path, Some(v)).await {
+            Ok(Some(m)) => {
+                doc = Some(m.data);
+                break;
+            }
+            Ok(None) | Err(VaultError::Decode { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Base {
+        fresh: false,
+        current: false,
+        cas: meta.current,
+        doc: doc.unwrap_or_default(),
+    })
+}
+
+impl Base {
+    /// Stamp the document for writing: this format, a serial above both
+    /// the last one and the KV version it goes over, the epoch kept (set
+    /// when first written; raised with `new_epoch`).
+    fn stamp(&mut self, cluster: &str, opts: PublishOpts) -> Result<(), PublishError> {
+        let doc = &mut self.doc;
+        if opts.new_epoch {
+            doc.epoch = now_secs().max(doc.epoch + 1);
+        } else if self.fresh {
+            doc.epoch = now_secs();
+        } else if !self.current && doc.version == 0 {
+            return Err(PublishError::EpochLost {
+                cluster: cluster.to_owned(),
+            });
+        }
+        doc.format = fleet::MANIFEST_FORMAT;
+        doc.version = doc.version.max(self.cas) + 1;
+        doc.published_at = now_rfc3339();
+        Ok(())
+    }
+}
+
+/// Refuse what no node could apply, before anything is written: an item
+/// over [`fleet::MAX_ITEM_BYTES`], a manifest over
+/// [`fleet::MAX_MANIFEST_ENTRIES`].
+fn check_limits(cluster: &str, doc: &Manifest, items: &[SyncItem]) -> Result<(), PublishError> {
+    for item in items {
+        let bytes = ByteCount::of(&serde_json::to_value(item).expect("item serializes"));
+        if bytes > fleet::MAX_ITEM_BYTES {
+            return Err(PublishError::ItemTooLarge {
+                name: item.secret.name.clone(),
+                bytes,
+            });
+        }
+    }
+    let names: BTreeSet<&str> = doc
+        .secrets
+        .iter()
+        .map(|e| e.name.as_str())
+        .chain(items.iter().map(|i| i.secret.name.as_str()))
+        .collect();
+    if names.len() > fleet::MAX_MANIFEST_ENTRIES {
+        return Err(PublishError::TooManyEntries {
+            cluster: cluster.to_owned(),
+            count: names.len(),
+        });
+    }
+    Ok(())
 }
 
 /// The keyed fingerprint of a published item (its canonical JSON).
@@ -109,20 +280,22 @@ pub async fn publish(
     cluster: &str,
     key: &[u8],
     items: &[SyncItem],
-) -> Result<Published, VaultError> {
+    opts: PublishOpts,
+) -> Result<Published, PublishError> {
     let prefix = &store.config.prefix;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let current = manifest(store, cluster).await?;
-        let cas = current.as_ref().map_or(0, |m| m.version);
-        let mut doc = current.map(|m| m.data).unwrap_or_default();
+        let mut base = base(store, cluster).await?;
+        check_limits(cluster, &base.doc, items)?;
+        let doc = &mut base.doc;
         // Inline items belong to the publish that changed them.
         let mut budget = fleet::INLINE_BUDGET_BYTES;
         for e in &mut doc.secrets {
             e.inline = None;
         }
         let mut out = Published {
+            epoch: doc.epoch,
             version: doc.version,
             changed: vec![],
             unchanged: vec![],
@@ -150,23 +323,33 @@ pub async fn publish(
             });
             out.changed.push(name.clone());
         }
-        if out.changed.is_empty() {
+        // Written also when nothing changed but the current document is
+        // not one nodes take (deleted, an older controller's, no epoch
+        // yet) or a new epoch was asked for.
+        let takeable = base.current && doc.format == fleet::MANIFEST_FORMAT;
+        if out.changed.is_empty() && takeable && !opts.new_epoch {
             return Ok(out);
         }
         doc.secrets.sort_by(|a, b| a.name.cmp(&b.name));
-        doc.version += 1;
-        doc.published_at = now_rfc3339();
-        size_to_fleet(store, cluster, &mut doc).await;
+        base.stamp(cluster, opts)?;
+        let doc = &mut base.doc;
+        size_to_fleet(store, cluster, doc).await;
         match store
-            .kv_write(&fleet::manifest_path(prefix, cluster), &doc, Some(cas))
+            .kv_write(&fleet::manifest_path(prefix, cluster), doc, Some(base.cas))
             .await
         {
             Ok(_) => {
                 out.version = doc.version;
+                out.epoch = doc.epoch;
                 return Ok(out);
             }
             Err(VaultError::CasMismatch { .. }) if attempt < CAS_ATTEMPTS => continue,
-            Err(e) => return Err(e),
+            Err(VaultError::CasMismatch { .. }) => {
+                return Err(PublishError::Raced {
+                    cluster: cluster.to_owned(),
+                })
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -176,15 +359,13 @@ pub async fn unpublish(
     store: &Store,
     cluster: &str,
     name: &str,
-) -> Result<Option<u64>, VaultError> {
+) -> Result<Option<u64>, PublishError> {
     let prefix = &store.config.prefix;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let Some(current) = manifest(store, cluster).await? else {
-            return Ok(None);
-        };
-        let mut doc = current.data;
+        let mut base = base(store, cluster).await?;
+        let doc = &mut base.doc;
         if !doc.secrets.iter().any(|e| e.name == name) {
             return Ok(None);
         }
@@ -192,25 +373,27 @@ pub async fn unpublish(
             e.inline = None;
         }
         doc.secrets.retain(|e| e.name != name);
-        doc.version += 1;
-        doc.published_at = now_rfc3339();
-        size_to_fleet(store, cluster, &mut doc).await;
+        base.stamp(cluster, PublishOpts::default())?;
+        let doc = &mut base.doc;
+        size_to_fleet(store, cluster, doc).await;
         match store
-            .kv_write(
-                &fleet::manifest_path(prefix, cluster),
-                &doc,
-                Some(current.version),
-            )
+            .kv_write(&fleet::manifest_path(prefix, cluster), doc, Some(base.cas))
             .await
         {
             Ok(_) => {
+                // The data goes; the metadata (its version counter) stays.
                 store
-                    .kv_destroy(&fleet::secret_path(prefix, cluster, name))
+                    .kv_destroy_versions(&fleet::secret_path(prefix, cluster, name))
                     .await?;
                 return Ok(Some(doc.version));
             }
             Err(VaultError::CasMismatch { .. }) if attempt < CAS_ATTEMPTS => continue,
-            Err(e) => return Err(e),
+            Err(VaultError::CasMismatch { .. }) => {
+                return Err(PublishError::Raced {
+                    cluster: cluster.to_owned(),
+                })
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -230,48 +413,76 @@ async fn node_ids(store: &Store, cluster: &str) -> Result<Vec<String>, VaultErro
         .await
 }
 
-/// The reports of `ids` with the id each was read under, read with at most
-/// [`REPORT_READS`] reads in flight, in no order; a report deleted meanwhile
-/// is left out.
+/// The reports of `ids`, read with at most [`REPORT_READS`] reads in
+/// flight, in no order, classified by `registry` (a document that is not a
+/// report is a row of its own); a report deleted meanwhile is left out.
 async fn read_reports(
     store: &Store,
     cluster: &str,
+    registry: &Registry,
     ids: Vec<String>,
-) -> Result<Vec<(String, NodeReport)>, VaultError> {
+) -> Result<Vec<ReportRow>, VaultError> {
     let prefix = &store.config.prefix;
     let mut reads = stream::iter(ids)
         .map(|id| async move {
-            let read = store
-                .kv_read::<NodeReport>(&fleet::report_path(prefix, cluster, &id))
-                .await;
+            let path = fleet::report_path(prefix, cluster, &id);
+            let read = store.kv_read::<serde_json::Value>(&path).await;
             (id, read)
         })
         .buffer_unordered(REPORT_READS);
     let mut out = Vec::new();
     while let Some((id, read)) = reads.next().await {
-        if let Some(r) = read? {
-            out.push((id, r.data));
+        match read {
+            Ok(Some(r)) => out.push(registry.row(id, Some(r.data))),
+            Ok(None) => {}
+            // Any node token can write a report: one that is not JSON
+            // is that report's problem, not the whole listing's.
+            Err(VaultError::Decode { .. }) => out.push(registry.row(id, None)),
+            Err(e) => return Err(e),
         }
     }
     Ok(out)
 }
 
-/// Every node report of the cluster, sorted by node id: one LIST, then the
-/// reports read [`REPORT_READS`] at a time.
-pub async fn reports(store: &Store, cluster: &str) -> Result<Vec<NodeReport>, VaultError> {
-    let ids = node_ids(store, cluster).await?;
-    let mut out: Vec<NodeReport> = read_reports(store, cluster, ids)
-        .await?
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
-    out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-    Ok(out)
+/// Delete the reports written under the bundles `bundle_ids` (report ids
+/// `<node-id>.<bundle-id>`): a node enrolled or bootstrapped again reports
+/// under its new bundle, so its old row would stay behind. One LIST, then
+/// one delete per report; returns how many went.
+pub async fn forget_reports(
+    store: &Store,
+    cluster: &str,
+    bundle_ids: &[String],
+) -> Result<usize, VaultError> {
+    if bundle_ids.is_empty() {
+        return Ok(0);
+    }
+    let prefix = &store.config.prefix;
+    let mut gone = 0;
+    for id in node_ids(store, cluster).await? {
+        let Some((_, bundle)) = id.rsplit_once('.') else {
+            continue;
+        };
+        if bundle_ids.iter().any(|b| b == bundle) {
+            store
+                .kv_destroy(&fleet::report_path(prefix, cluster, &id))
+                .await?;
+            gone += 1;
+        }
+    }
+    Ok(gone)
 }
 
-/// Whether a live node has applied `version` (or later).
-pub fn converged(report: &NodeReport, version: u64) -> bool {
-    report.applied_version >= version
+/// Every node report of the cluster, sorted by report id: one LIST, then
+/// the reports read [`REPORT_READS`] at a time.
+pub async fn reports(
+    store: &Store,
+    cluster: &str,
+    registry: &Registry,
+) -> Result<Vec<ReportRow>, VaultError> {
+    let ids = node_ids(store, cluster).await?;
+    let mut out = read_reports(store, cluster, registry, ids).await?;
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
 }
 
 /// First and longest pause between two rounds of [`wait_for`]: it doubles
@@ -279,40 +490,89 @@ pub fn converged(report: &NodeReport, version: u64) -> bool {
 const WAIT_FIRST: Duration = Duration::from_millis(250);
 const WAIT_LONGEST: Duration = Duration::from_secs(2);
 
-/// Poll the reports until every live node has applied `version`, or `wait`
-/// runs out. Returns the last reports read (live ones only), sorted by node
-/// id. Each round LISTs the node ids (a node may report for the first time)
-/// and rereads only the reports not yet at `version` (a report at `version`
-/// stays so: a node applies versions in order), so a fleet that converges
-/// costs each node's report about one read after it converged, not one per
-/// round; rounds back off from 250 ms to 2 s.
+/// Poll the reports until every node that counts (live, not revoked; a
+/// forged or unreadable report always counts, as not converged) has
+/// applied `target` (epoch, version), or `wait` runs out. Returns the last
+/// rows read that count, sorted by report id. Each round LISTs the report
+/// ids (a node may report for the first time) and rereads only the reports
+/// not yet at `target` (a report at `target` stays so: a node applies
+/// versions in order), so a fleet that converges costs each node's report
+/// about one read after it converged, not one per round; rounds back off
+/// from 250 ms to 2 s.
 pub async fn wait_for(
     store: &Store,
     cluster: &str,
-    version: u64,
+    registry: &Registry,
+    target: (u64, u64),
     wait: Duration,
-) -> Result<Vec<NodeReport>, VaultError> {
+) -> Result<Vec<ReportRow>, VaultError> {
     let deadline = Instant::now() + wait;
-    let mut known: BTreeMap<String, NodeReport> = BTreeMap::new();
+    let mut known: BTreeMap<String, ReportRow> = BTreeMap::new();
     let mut pause = WAIT_FIRST;
     loop {
         let ids = node_ids(store, cluster).await?;
         let stale: Vec<String> = ids
             .iter()
-            .filter(|id| known.get(*id).is_none_or(|r| !converged(r, version)))
+            .filter(|id| known.get(*id).is_none_or(|r| !r.converged(target)))
             .cloned()
             .collect();
-        known.extend(read_reports(store, cluster, stale).await?);
+        for row in read_reports(store, cluster, registry, stale).await? {
+            known.insert(row.id.clone(), row);
+        }
         let listed: BTreeSet<&String> = ids.iter().collect();
         known.retain(|id, _| listed.contains(id));
         let now = now_secs();
-        let mut live: Vec<NodeReport> =
-            known.values().filter(|r| r.is_live(now)).cloned().collect();
-        live.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        if live.iter().all(|r| converged(r, version)) || Instant::now() >= deadline {
-            return Ok(live);
+        let counted: Vec<ReportRow> = known.values().filter(|r| r.counts(now)).cloned().collect();
+        if counted.iter().all(|r| r.converged(target)) || Instant::now() >= deadline {
+            return Ok(counted);
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(WAIT_LONGEST);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::secret_value::values_from;
+    use common::Secret;
+
+    fn item(name: &str, value: &str) -> SyncItem {
+        let secret = Secret::base(name, values_from([("k", value)]));
+        SyncItem {
+            secret,
+            path: Some(format!("~/.cfg/{name}")),
+            env: None,
+            placement: None,
+            session: None,
+        }
+    }
+
+    #[test]
+    fn what_no_node_could_apply_is_refused_before_anything_is_written() {
+        let entry = |i: usize| ManifestEntry {
+            name: format!("s{i}"),
+            kv_version: 1,
+            fingerprint: "f".into(),
+            inline: None,
+        };
+        let full = Manifest {
+            secrets: (0..fleet::MAX_MANIFEST_ENTRIES).map(entry).collect(),
+            ..Default::default()
+        };
+        // Replacing a published one is fine; one more is not.
+        assert!(check_limits("gpu", &full, &[item("s0", "v")]).is_ok());
+        let err = check_limits("gpu", &full, &[item("one-more", "v")]).unwrap_err();
+        assert!(
+            matches!(err, PublishError::TooManyEntries { count, .. } if count == fleet::MAX_MANIFEST_ENTRIES + 1)
+        );
+        let big = "x".repeat(fleet::MAX_ITEM_BYTES);
+        let err = check_limits("gpu", &Manifest::default(), &[item("big", &big)]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("big") && text.contains("nothing was written"),
+            "{text}"
+        );
+        assert!(!text.contains(&big[..64]));
     }
 }

@@ -196,7 +196,7 @@ fn check_listener_owner(addr: SocketAddr) -> Result<(), TransportError> {
 }
 
 /// Hold `~/.rh/agent/start.lock` (0600) while checking for and starting the agent.
-async fn lock_start(home: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, TransportError> {
+async fn lock_start(home: &Path) -> Result<crate::transport::FileLock, TransportError> {
     let dir = state_dir(home);
     fsutil::create_private_dir_all(&dir).map_err(|e| TransportError::LocalAgent {
         detail: e.to_string(),

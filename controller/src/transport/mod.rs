@@ -48,15 +48,22 @@ pub async fn connect(
     }
 }
 
+/// An exclusive `flock` on a file, released when dropped (the descriptor
+/// closes with it).
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    _file: std::fs::File,
+}
+
 /// Hold an exclusive `flock` on `path` (created 0600 if missing); released
 /// when the returned guard drops. A free lock (the usual case) is taken
 /// here; only a held one is waited for on a blocking thread (a fan-out to
 /// 32 nodes would otherwise start 32 threads to take 32 free locks). One
-/// helper for the per-node SSH master lock and the local agent's start lock.
-pub(crate) async fn lock_file(
-    path: std::path::PathBuf,
-) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
-    use nix::fcntl::{Flock, FlockArg};
+/// helper for the per-node SSH master lock and the local agent's start lock;
+/// `flock` through rustix, as `common::fsutil`'s directory locks.
+pub(crate) async fn lock_file(path: std::path::PathBuf) -> Result<FileLock, String> {
+    use rustix::fs::{flock, FlockOperation};
+    use rustix::io::Errno;
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -65,14 +72,17 @@ pub(crate) async fn lock_file(
         .mode(0o600)
         .open(&path)
         .map_err(|e| format!("open {}: {e}", path.display()))?;
-    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => return Ok(lock),
-        Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
-        Err((_, e)) => return Err(format!("lock {}: {e}", path.display())),
-    };
-    tokio::task::spawn_blocking(move || {
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| format!("lock {}: {e}", path.display()))
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => return Ok(FileLock { _file: file }),
+        Err(Errno::WOULDBLOCK) => {}
+        Err(e) => return Err(format!("lock {}: {e}", path.display())),
+    }
+    tokio::task::spawn_blocking(move || loop {
+        match flock(&file, FlockOperation::LockExclusive) {
+            Ok(()) => return Ok(FileLock { _file: file }),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(format!("lock {}: {e}", path.display())),
+        }
     })
     .await
     .map_err(|e| e.to_string())

@@ -19,47 +19,75 @@ use super::config::{config_path, read_document, ConfigError};
 /// The placement policy for secrets downloaded to this machine: the
 /// top-level `"allow_paths"` of `~/.rh/config` (`~/...` prefixes where
 /// secrets from the store may be written besides their provider's own
-/// credential locations); nothing reserved beyond the policy's deny-list.
+/// credential locations) and `"allow_vars"` (env var names they may set
+/// besides their provider's own); nothing reserved beyond the policy's
+/// deny-list.
 pub fn policy(home: &Path) -> Result<Policy, ConfigError> {
     let doc = read_document(home)?;
-    let bad = || ConfigError::Parse {
-        path: common::fsutil::tilde_path(home, &config_path(home)),
-        reason: "allow_paths must be a list of paths starting with ~/".into(),
-    };
-    let allow = match doc.get("allow_paths") {
-        None => Vec::new(),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .filter(|s| s.starts_with("~/"))
-                    .map(str::to_owned)
-                    .ok_or_else(bad)
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad()),
+    let list = |key: &str, what: &str, ok: &dyn Fn(&str) -> bool| {
+        let bad = || ConfigError::Parse {
+            path: common::fsutil::tilde_path(home, &config_path(home)),
+            reason: format!("{key} must be a list of {what}"),
+        };
+        match doc.get(key) {
+            None => Ok(Vec::new()),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .filter(|s| ok(s))
+                        .map(str::to_owned)
+                        .ok_or_else(bad)
+                })
+                .collect(),
+            Some(_) => Err(bad()),
+        }
     };
     Ok(Policy {
         reserved: Vec::new(),
-        allow,
+        allow: list("allow_paths", "paths starting with ~/", &|s| {
+            s.starts_with("~/")
+        })?,
+        allow_vars: list("allow_vars", "environment variable names", &|s| {
+            validate_env_var_name(s).is_ok()
+        })?,
     })
 }
 
 /// Check a secret read from the remote store as strictly as local input
-/// (`secret create`): its name, provider id, environment variable names (and
-/// none that changes how programs run: `common::policy::check_env_var`) and,
-/// for a builtin provider, its values; and every file it would be written to
-/// against the placement policy as a [`Origin::Remote`] path (the provider's
-/// own credential locations or the policy's allow-list, never a denied
-/// file). The reason names the secret, keys and paths, never a value.
-pub fn check_remote(home: &Path, policy: &Policy, secret: &Secret) -> Result<(), String> {
+/// (`secret create`), and as a node checks what it pulls: its name, provider
+/// id, environment variable names (only its provider's own or the policy's
+/// `allow_vars`: [`Policy::check_env_var`]), its values (the provider's
+/// checks, and data only: [`common::policy::data_only`], which also drops
+/// what is never taken from the store, a kubeconfig's `current-context`, so
+/// the copy saved here and written later by `secret write` or `sync` is data
+/// only too); and every file it would be written to against the placement
+/// policy as a [`Origin::Remote`] path (the provider's own credential
+/// locations or the policy's allow-list, never a denied file). The reason
+/// names the secret, keys, fields and paths, never a value.
+pub fn check_remote(home: &Path, policy: &Policy, secret: &mut Secret) -> Result<(), String> {
     validate_secret_name(&secret.name).map_err(|e| e.to_string())?;
     if let Some(id) = &secret.provider {
         validate_provider_id(id).map_err(|e| e.to_string())?;
     }
-    for var in secret.env_vars.iter().flat_map(|m| m.values()) {
+    let provider = providers::for_secret(secret.provider.as_deref());
+    // Every var it names, with a value here or not (a value may come from
+    // this machine's environment later: `secret` references).
+    let vars = match &secret.env_vars {
+        Some(map) => map.values().cloned().collect(),
+        None => providers::env_var_map(provider)
+            .into_values()
+            .collect::<Vec<_>>(),
+    };
+    for var in &vars {
         validate_env_var_name(var).map_err(|e| e.to_string())?;
-        common::policy::check_env_var(&secret.name, var, Origin::Remote)
+        policy
+            .check_env_var(
+                secret.provider.as_deref(),
+                &secret.name,
+                var,
+                Origin::Remote,
+            )
             .map_err(|e| e.to_string())?;
     }
     if let Some(p) = secret.provider.as_deref().and_then(providers::lookup) {
@@ -67,9 +95,17 @@ pub fn check_remote(home: &Path, policy: &Policy, secret: &Secret) -> Result<(),
     }
     let paths = match secret_paths(secret, None) {
         Ok(paths) => paths,
-        Err(ProviderError::NoPath { .. }) => return Ok(()),
+        Err(ProviderError::NoPath { .. }) => vec![],
         Err(e) => return Err(e.to_string()),
     };
+    common::policy::data_only(
+        secret.provider.as_deref(),
+        &secret.name,
+        paths.first().map(String::as_str),
+        &mut secret.values,
+        Origin::Remote,
+    )
+    .map_err(|e| e.to_string())?;
     for path in paths {
         policy
             .check(

@@ -359,8 +359,10 @@ pub async fn push(
 /// is written: a name missing remotely or a fetch error fails the whole pull
 /// and leaves the local store as it was. A differing local copy is a
 /// conflict (kept) unless `overwrite`. A secret that fails
-/// [`local::check_remote`] (a path outside its provider's locations, a bad
-/// variable name...) is refused: reported as failed and not saved. Returns
+/// [`local::check_remote`] (a path outside its provider's locations, a var
+/// that is not its provider's nor allowed, a field that is not data...) is
+/// refused: reported as failed and not saved; what it keeps is saved as
+/// checked (a kubeconfig without its `current-context`). Returns
 /// the outcomes and the pulled secrets (those now equal to the remote copy).
 pub async fn pull(
     client: &VaultClient,
@@ -382,8 +384,8 @@ pub async fn pull(
     let mut secrets = Vec::with_capacity(fetched.len());
     let policy = local::policy(home)?;
     for (name, remote) in &fetched {
-        let secret = secret_of(name, remote);
-        if let Err(reason) = local::check_remote(home, &policy, &secret) {
+        let mut secret = secret_of(name, remote);
+        if let Err(reason) = local::check_remote(home, &policy, &mut secret) {
             outcomes.push(Outcome::new(
                 name,
                 Status::Failed,

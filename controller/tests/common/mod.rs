@@ -57,6 +57,27 @@ pub fn agent_bin() -> PathBuf {
         .clone()
 }
 
+/// `agent serve --pull BUNDLE` serving `home` on `127.0.0.1:port` with the
+/// config file `config`: environment cleared but `HOME` and `PATH`, output
+/// to `home/agent.log` (fleet mode tests).
+pub fn pull_agent_command(home: &Path, port: u16, config: &Path, bundle: &Path) -> Command {
+    let log = fs::File::create(home.join("agent.log")).unwrap();
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--home"])
+        .arg(home)
+        .arg("--config")
+        .arg(config)
+        .arg("--pull")
+        .arg(bundle)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    cmd
+}
+
 /// A running agent serving `home` on a loopback port.
 pub struct Agent {
     pub port: u16,

@@ -101,6 +101,45 @@ impl DevServer {
         false
     }
 
+    /// Start one with AppRole enabled (fleet mode), and the home of `user`
+    /// using it with the root token. `None` when bao is absent (skip).
+    pub fn with_approle(user: &str) -> Option<(Self, Home)> {
+        let server = Self::start()?;
+        let (status, body) = raw(
+            &server.url,
+            ROOT_TOKEN,
+            "POST",
+            "sys/auth/approle",
+            Some(serde_json::json!({ "type": "approle" })),
+        )
+        .unwrap();
+        assert!(
+            status == 204 || status == 200,
+            "enable approle: {status} {body}"
+        );
+        let mut home = Home::new(user);
+        home.set_env("VAULT_ADDR", &server.url);
+        home.set_env("VAULT_TOKEN", ROOT_TOKEN);
+        Some((server, home))
+    }
+
+    /// Freeze it (SIGSTOP): the kernel still accepts connections, nothing
+    /// answers them (a hung store); [`Self::resume`] continues it with its
+    /// state (a dev server keeps everything in memory).
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Continue a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the dev server");
+    }
+
     /// Stop it now (the "server down" case).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -224,4 +263,16 @@ impl Home {
     pub fn file(&self, rel: &str) -> PathBuf {
         self.path().join(rel)
     }
+}
+
+/// A kubeconfig (as JSON) for cluster, context and user `name`, the user's
+/// fields `user`, with `current-context` naming it.
+pub fn kubeconfig(name: &str, user: Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "clusters": [{"name": name, "cluster": {"server": format!("https://{name}.example:6443")}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "users": [{"name": name, "user": user}],
+        "current-context": name,
+    })
 }

@@ -103,9 +103,7 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), TransportError> {
 }
 
 /// Hold the node's lock file (`<ctl>.lock`) while checking or starting its master.
-pub(crate) async fn lock_node(
-    ctl: &Path,
-) -> Result<nix::fcntl::Flock<std::fs::File>, TransportError> {
+pub(crate) async fn lock_node(ctl: &Path) -> Result<crate::transport::FileLock, TransportError> {
     crate::transport::lock_file(ctl.with_extension("lock"))
         .await
         .map_err(|detail| TransportError::ControlDir {
