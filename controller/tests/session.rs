@@ -683,4 +683,36 @@ fn a_kube_exec_user_is_resolved_here_and_the_node_gets_only_the_token() {
         fs::read_to_string(w.home.join(".kube/config")).unwrap(),
         kubeconfig
     );
+
+    // A kubeconfig saved from elsewhere (not this machine's file): its
+    // plugin is never run here.
+    let marker = w.home.join("plugin-ran");
+    let values = serde_json::json!({"apiVersion": "v1", "clusters": [], "contexts": [],
+        "users": [{"name": "other", "user": {"exec": {
+        "command": "/bin/sh", "args": ["-c", format!("touch {}", marker.display())]}}}]});
+    let file = w.home.join("values.json");
+    fs::write(&file, values.to_string()).unwrap();
+    w.controller_with(
+        &[
+            "secret",
+            "create",
+            "foreign-kube",
+            "--provider",
+            "kubernetes",
+            "--path",
+            "~/foreign/config",
+            "--values-json",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .ok();
+    w.controller_with(
+        &["sync", "--cluster", "gpu", "--secret", "foreign-kube"],
+        &[],
+    );
+    assert!(
+        !marker.exists(),
+        "a foreign kubeconfig's exec plugin ran on this machine"
+    );
 }

@@ -87,7 +87,7 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
     let (kube, kube_failed) = if remote.cluster.is_local() {
         (vec![], vec![])
     } else {
-        mint::resolve_kube(&mut secrets).await
+        mint::resolve_kube(ctx, &mut secrets).await
     };
     let (mut items, skipped) = plan_items(&secrets, &args.env)?;
     // Session secrets: minted here, now (`crate::mint`).

@@ -386,7 +386,7 @@ pub async fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8
     let pool = SecretPool::load(ctx)?;
     let mut secrets = pool.select(&args.secrets)?;
     let sessions = pool.select_sessions(&args.secrets);
-    let (kube, kube_failed) = crate::mint::resolve_kube(&mut secrets).await;
+    let (kube, kube_failed) = crate::mint::resolve_kube(ctx, &mut secrets).await;
     let (items, skipped) = plan_items(&secrets, &args.env)?;
     // Published in the older item form: each node places it again under
     // its own policy.

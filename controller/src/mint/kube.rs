@@ -28,6 +28,24 @@ pub fn has_exec(secret: &Secret) -> bool {
             .is_some_and(|users| users.iter().any(|u| u.pointer("/user/exec").is_some()))
 }
 
+/// Whether kubeconfig `secret` is this machine's own: the file at its path
+/// (under `home`) holds the same `users` (so every plugin it names is one
+/// the user's kubectl runs already).
+pub fn from_own_file(home: &std::path::Path, secret: &Secret) -> bool {
+    let Some(path) = &secret.path else {
+        return false;
+    };
+    let Ok(file) = common::fsutil::explicit(home, path) else {
+        return false;
+    };
+    let Ok(Some(text)) = file.read() else {
+        return false;
+    };
+    let provider = common::providers::for_secret(Some("kubernetes"));
+    let parsed = provider.parse(&[common::providers::SourceFile { path, text: &text }]);
+    matches!(parsed, Ok(values) if values.get("users") == secret.values.get("users"))
+}
+
 /// Run one plugin: its token and expiry.
 async fn run_plugin(user: &str, exec: &Value) -> Result<(String, Option<i64>)> {
     let command = exec

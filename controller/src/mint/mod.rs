@@ -166,14 +166,19 @@ pub async fn plan(
 /// place (`kube`): those whose plugins gave an expiry, as they were
 /// before (for `--keep-fresh`) with `(minted_at, expires_at)`; a secret
 /// whose plugin failed is taken out of `secrets` and listed as failed.
+/// Only a kubeconfig read from this machine's own file (its `users` as the
+/// file at its path holds them) has its plugins run here: one saved from
+/// elsewhere (the store, `--values-json`) names programs nobody on this
+/// machine chose, so it goes as it is (and a pull node refuses its `exec`).
 pub async fn resolve_kube(
+    ctx: &Context,
     secrets: &mut Vec<common::Secret>,
 ) -> (Vec<(common::Secret, i64, i64)>, Vec<(String, String)>) {
     let mut fresh = vec![];
     let mut failed = vec![];
     let mut kept = Vec::with_capacity(secrets.len());
     for mut s in std::mem::take(secrets) {
-        if !kube::has_exec(&s) {
+        if !kube::has_exec(&s) || !kube::from_own_file(&ctx.home, &s) {
             kept.push(s);
             continue;
         }
