@@ -100,17 +100,45 @@ fn run_json(w: &World, env: &[(&str, &str)], argv: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {}", r.describe()))
 }
 
+/// A laptop ([`laptop`]) whose STS is moto, syncing to its `local`
+/// cluster (the agent stopped at the end).
+struct LocalLaptop {
+    py: PathBuf,
+    sts: String,
+    w: World,
+    _moto: Killed,
+    _stop: StopLocal,
+}
+
+impl LocalLaptop {
+    fn start() -> Option<Self> {
+        let py = python("boto3, moto")?;
+        let (moto, sts) = moto()?;
+        let w = World::bare();
+        let stop = StopLocal(w.home.clone());
+        laptop(&w);
+        Some(Self {
+            py,
+            sts,
+            w,
+            _moto: moto,
+            _stop: stop,
+        })
+    }
+}
+
 #[test]
 fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
-    let Some(py) = python("boto3, moto") else {
+    let Some(LocalLaptop {
+        py,
+        sts,
+        w,
+        _moto,
+        _stop,
+    }) = LocalLaptop::start()
+    else {
         return;
     };
-    let Some((_moto, sts)) = moto() else {
-        return;
-    };
-    let w = World::bare();
-    let _stop = StopLocal(w.home.clone());
-    laptop(&w);
     let env = env_of(&sts);
     let before_config = fs::read(w.home.join(".aws/config")).unwrap();
     let before_creds = fs::read(w.home.join(".aws/credentials")).unwrap();
@@ -407,15 +435,16 @@ fn sha1_hex(text: &str) -> String {
 
 #[test]
 fn keep_fresh_refreshes_before_expiry_and_a_stopped_controller_leaves_503() {
-    let Some(py) = python("boto3, moto") else {
+    let Some(LocalLaptop {
+        py,
+        sts,
+        w,
+        _moto,
+        _stop,
+    }) = LocalLaptop::start()
+    else {
         return;
     };
-    let Some((_moto, sts)) = moto() else {
-        return;
-    };
-    let w = World::bare();
-    let _stop = StopLocal(w.home.clone());
-    laptop(&w);
     let env = env_of(&sts);
     // moto takes lifetimes below STS's 900 s minimum: 12 s, refreshed at 6 s.
     w.controller_with(
