@@ -281,7 +281,10 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
         .controller_with(&["status", "--cluster", "local"], &env)
         .ok();
     assert!(
-        table.stdout.contains("EXPIRES AT") && table.stdout.contains("get_session_token"),
+        table.stdout.contains("EXPIRES AT")
+            && table.stdout.contains("get_session_token")
+            && table.stdout.contains("session secret (below)")
+            && !table.stdout.contains("not on this machine"),
         "{}",
         table.describe()
     );

@@ -378,7 +378,15 @@ fn print_table(
         "local",
         "flag",
     ]);
+    // A session secret's vars point at the agent (paths and its URL): its
+    // own table below says what matters (minted, expires, served).
+    let sessions_of: std::collections::BTreeSet<(&str, &str)> = nodes
+        .iter()
+        .filter_map(|n| Some((n.node.as_str(), n.status.as_ref()?)))
+        .flat_map(|(node, st)| st.sessions.iter().map(move |s| (node, s.name.as_str())))
+        .collect();
     for (node, name, provider, e) in rows {
+        let session = sessions_of.contains(&(node.as_str(), name.as_str()));
         let flag = match flagged.get(name.as_str()) {
             Some(d) if d.values_differ => "VALUES DIFFER ACROSS NODES",
             Some(d) if d.differs => "DIFFERS ACROSS NODES",
@@ -395,7 +403,11 @@ fn print_table(
             } else {
                 e.fingerprint.clone()
             },
-            e.drift.word().into(),
+            if session {
+                "session secret (below)".into()
+            } else {
+                e.drift.word().into()
+            },
             flag.into(),
         ]);
     }
