@@ -768,6 +768,12 @@ pub(crate) async fn revoke(
         // Its files are about to change: the next sync reads them again.
         state.inner.verified.forget(name);
     }
+    // A session secret (`crate::credentials`): the session and its profile
+    // line go; its env vars go with its record below.
+    let session_files = match only_env {
+        None => crate::credentials::install::forget(state, name, dry_run).await?,
+        Some(_) => None,
+    };
     let record = state
         .inner
         .installed
@@ -775,13 +781,30 @@ pub(crate) async fn revoke(
         .unwrap_or_else(|e| e.into_inner())
         .secrets
         .get(name)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::not_found(
+        .cloned();
+    let record = match (record, &session_files) {
+        (Some(record), _) => record,
+        (None, Some(files)) => {
+            return Ok(SecretResult {
+                name: name.to_owned(),
+                status: if dry_run {
+                    Status::WouldWrite
+                } else {
+                    Status::Removed
+                },
+                files: files.clone(),
+                env: None,
+                vars: vec![],
+                message: None,
+            })
+        }
+        (None, None) => {
+            return Err(ApiError::not_found(
                 "unknown_secret",
                 format!("secret {name} is not installed on this node"),
-            )
-        })?;
+            ))
+        }
+    };
     let provider = providers::for_secret(record.provider.as_deref());
     let home = state.inner.config.home.clone();
     let mut result = SecretResult {
@@ -883,6 +906,14 @@ pub(crate) async fn revoke(
                 .vars
                 .extend(names.into_iter().map(|n| format!("{env}/{n}")));
         }
+    }
+    if let Some(files) = session_files {
+        statuses.push(if dry_run {
+            Status::WouldWrite
+        } else {
+            Status::Removed
+        });
+        result.files.extend(files);
     }
     result.status = Status::combine(statuses.iter().copied());
     if !dry_run {

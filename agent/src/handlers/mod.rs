@@ -3,6 +3,7 @@
 //! one audit entry (names only) and answer wire types. No handler logs or
 //! echoes a value.
 
+pub(crate) mod credentials;
 pub(crate) mod envs;
 pub(crate) mod health;
 pub(crate) mod secrets;

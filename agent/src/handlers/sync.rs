@@ -45,8 +45,9 @@ async fn work(
         ..Default::default()
     };
     let result = async {
-        let mut planned = Vec::with_capacity(req.items.len());
-        for item in req.items {
+        let (sessions, items) = crate::credentials::install::split(req.items);
+        let mut planned = Vec::with_capacity(items.len());
+        for item in items {
             let p = install::plan_item(&state, item, Origin::Local)?;
             audit.paths.extend(p.paths());
             if let Some((env, vars)) = p.env_vars() {
@@ -66,9 +67,14 @@ async fn work(
         let names: Vec<String> = planned.iter().map(|p| p.secret.name.clone()).collect();
         let results =
             install::apply(&state, planned, req.overwrite, req.dry_run, Some(deadline)).await;
+        // Session secrets (`crate::credentials`) after the others.
+        let sessions =
+            crate::credentials::install::apply_items(&state, sessions, Origin::Local, req.dry_run)
+                .await;
         let results = names
             .into_iter()
             .zip(results)
+            .chain(sessions)
             .map(|(name, r)| {
                 r.unwrap_or_else(|e: ApiError| SecretResult {
                     name,

@@ -1081,6 +1081,17 @@ pub(crate) async fn apply_pulled(
     };
     let mut out = Vec::with_capacity(items.len());
     let (mut again, mut new) = (Vec::new(), Vec::new());
+    // Session secrets (`crate::credentials`): checked as the store's input.
+    let (sessions, items) = crate::credentials::install::split(items);
+    out.extend(
+        crate::credentials::install::apply_items(
+            state,
+            sessions,
+            common::policy::Origin::Remote,
+            false,
+        )
+        .await,
+    );
     for item in items {
         let name = item.secret.name.clone();
         // Placed by this node's policy, not by the store: provider
