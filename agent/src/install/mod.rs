@@ -96,24 +96,11 @@ pub(crate) async fn write_file(
 ) -> Result<SecretResult, InstallError> {
     let mut audit = Audit::new(route, vec![secret.name.clone()], how.dry_run);
     audit.0.paths = path.iter().cloned().collect();
-    let result = async {
-        let planned = plan::plan_file(state, secret, path.as_deref())?;
-        audit.0.paths = planned.paths();
-        let results = apply::apply(
-            state,
-            vec![planned],
-            how.overwrite,
-            how.dry_run,
-            how.deadline,
-        );
-        only(results.await)
+    let planned = plan::plan_file(state, secret, path.as_deref());
+    if let Ok(p) = &planned {
+        audit.0.paths = p.paths();
     }
-    .await;
-    audit.record(
-        state,
-        outcome(&result, |r| statuses(std::slice::from_ref(r))),
-    );
-    result
+    apply_one(state, audit, planned, how).await
 }
 
 /// Set vars in `env`, creating it when absent, recorded under `secret`
@@ -132,19 +119,18 @@ pub(crate) async fn set_vars(
     let mut audit = Audit::new(route, secret.iter().cloned().collect(), dry_run);
     audit.0.envs = vec![env.clone()];
     audit.0.vars = vars.keys().cloned().collect();
-    let result = async {
-        let planned = plan::plan_vars(state, &env, vars, secret)?;
+    let planned = plan::plan_vars(state, &env, vars, secret).and_then(|p| {
         if !dry_run {
             state.inner.envs.check_room([env.as_str()])?;
         }
-        only(apply::apply(state, vec![planned], false, dry_run, None).await)
-    }
-    .await;
-    audit.record(
-        state,
-        outcome(&result, |r| statuses(std::slice::from_ref(r))),
-    );
-    result
+        Ok(p)
+    });
+    let how = How {
+        overwrite: false,
+        dry_run,
+        deadline: None,
+    };
+    apply_one(state, audit, planned, how).await
 }
 
 /// Remove what secret `name` installed (only its vars in `only_env` when
@@ -165,10 +151,7 @@ pub(crate) async fn revoke(
         audit.0.paths.extend(r.files.iter().map(|f| f.path.clone()));
         audit.0.vars.extend(r.vars.iter().cloned());
     }
-    audit.record(
-        state,
-        outcome(&result, |r| statuses(std::slice::from_ref(r))),
-    );
+    audit.record_one(state, &result);
     result
 }
 
@@ -228,12 +211,24 @@ pub(crate) async fn apply_pulled(
     out
 }
 
-/// The one result of a one-item apply.
-fn only(results: Vec<Result<SecretResult, InstallError>>) -> Result<SecretResult, InstallError> {
-    results
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| Err(InstallError::internal("no result")))
+/// Apply one checked item (or pass on why it could not be checked) and
+/// record the call's audit entry.
+async fn apply_one(
+    state: &AppState,
+    audit: Audit,
+    planned: Result<Planned, InstallError>,
+    how: How,
+) -> Result<SecretResult, InstallError> {
+    let result = match planned {
+        Ok(p) => apply::apply(state, vec![p], how.overwrite, how.dry_run, how.deadline)
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(InstallError::internal("no result"))),
+        Err(e) => Err(e),
+    };
+    audit.record_one(state, &result);
+    result
 }
 
 /// The result of an item that failed alone.
@@ -277,6 +272,14 @@ impl Audit {
     fn record(mut self, state: &AppState, result: String) {
         self.0.result = result;
         state.inner.audit.record(&self.0);
+    }
+
+    /// [`Audit::record`] with the outcome of a one-secret call.
+    fn record_one(self, state: &AppState, result: &Result<SecretResult, InstallError>) {
+        self.record(
+            state,
+            outcome(result, |r| statuses(std::slice::from_ref(r))),
+        );
     }
 }
 
