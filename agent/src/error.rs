@@ -3,7 +3,7 @@
 //! `{"error": CODE, "message": TEXT}` with a 4xx/5xx status. Messages name
 //! paths, secrets, envs and variables, never a value: serde messages that may
 //! quote the input ("invalid type: string ...") are cut to the field path.
-//! The install service's errors ([`InstallError`]) are answered with the
+//! The install service's errors (`InstallError`) are answered with the
 //! status of their kind. Internal details of 5xx errors are logged once
 //! (here, or where the install service made them) and not echoed.
 
