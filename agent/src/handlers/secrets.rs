@@ -24,14 +24,14 @@ pub(crate) async fn write_to_file(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<WriteToFileRequest>,
 ) -> Result<(StatusCode, Json<SyncResponse>), ApiError> {
-    let how = install::How {
+    let opts = install::ApplyOpts {
         overwrite: req.overwrite,
         dry_run: req.dry_run,
         deadline: Some(deadline(&state)),
     };
     detached(async move {
         let route = "/v1/secrets/_write_to_file";
-        let result = install::write_file(&state, route, req.secret, req.path, how).await?;
+        let result = install::write_file(&state, route, req.secret, req.path, opts).await?;
         let status = if result.status == Status::Conflict {
             StatusCode::CONFLICT
         } else {

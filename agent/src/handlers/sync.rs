@@ -25,13 +25,13 @@ pub(crate) async fn post(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<SyncRequest>,
 ) -> Result<Json<SyncResponse>, ApiError> {
-    let how = install::How {
+    let opts = install::ApplyOpts {
         overwrite: req.overwrite,
         dry_run: req.dry_run,
         deadline: Some(deadline(&state)),
     };
     detached(async move {
-        let results = install::sync(&state, "/v1/sync", req.items, how).await?;
+        let results = install::sync(&state, "/v1/sync", req.items, opts).await?;
         Ok(Json(SyncResponse {
             results,
             dry_run: req.dry_run,

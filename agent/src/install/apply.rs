@@ -16,6 +16,7 @@ use common::SecretValue;
 use super::error::InstallError;
 use super::plan::Planned;
 use super::write::{write_all, FileJob, FileResult};
+use super::ApplyOpts;
 use crate::state::{AppState, FileInstall, Record, VarInstall};
 
 fn file_status(outcomes: &[FileOutcome]) -> Status {
@@ -34,13 +35,16 @@ fn file_status(outcomes: &[FileOutcome]) -> Status {
 /// undoes the change in memory and fails the items concerned). Callers run
 /// this in a task of its own (the handlers' `detached`) so a request
 /// timeout cannot cut it short between writing and recording.
-pub(crate) async fn apply(
+pub(super) async fn apply(
     state: &AppState,
     items: Vec<Planned>,
-    overwrite: bool,
-    dry_run: bool,
-    deadline: Option<Instant>,
+    opts: ApplyOpts,
 ) -> Vec<Result<SecretResult, InstallError>> {
+    let ApplyOpts {
+        overwrite,
+        dry_run,
+        deadline,
+    } = opts;
     let _guard = state.inner.write_lock.lock().await;
     // Files that changed since this second may change again unseen within
     // it: only those settled before are recorded as verified.

@@ -27,17 +27,16 @@ use common::{Secret, SecretValue};
 
 use crate::audit::AuditEntry;
 use crate::state::AppState;
-pub(crate) use plan::Planned;
 
 pub(crate) use error::{InstallError, Kind, INTERNAL};
 #[cfg(test)]
 pub(crate) use plan::plan_item;
-pub(crate) use plan::policy;
+pub(crate) use plan::{policy, Planned};
 pub(crate) use status::installed_status;
 
 /// How a call applies its items.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct How {
+pub(crate) struct ApplyOpts {
     /// Replace differing values of a secret's keys in its files (else the
     /// file is a conflict and left as it is).
     pub(crate) overwrite: bool,
@@ -58,10 +57,10 @@ pub(crate) async fn sync(
     state: &AppState,
     route: &'static str,
     items: Vec<SyncItem>,
-    how: How,
+    opts: ApplyOpts,
 ) -> Result<Vec<SecretResult>, InstallError> {
     let names = items.iter().map(|i| i.secret.name.clone()).collect();
-    let mut audit = Audit::new(route, names, how.dry_run);
+    let mut audit = Audit::new(route, names, opts.dry_run);
     let result = async {
         let mut planned = Vec::with_capacity(items.len());
         for item in items {
@@ -74,7 +73,7 @@ pub(crate) async fn sync(
         let envs = audit.0.envs.iter().map(String::as_str);
         state.inner.envs.check_room(envs)?;
         let names: Vec<String> = planned.iter().map(|p| p.secret.name.clone()).collect();
-        let results = apply::apply(state, planned, how.overwrite, how.dry_run, how.deadline).await;
+        let results = apply::apply(state, planned, opts).await;
         let results = names.into_iter().zip(results);
         Ok(results
             .map(|(name, r)| r.unwrap_or_else(|e| failed(name, &e)))
@@ -92,15 +91,15 @@ pub(crate) async fn write_file(
     route: &'static str,
     secret: Secret,
     path: Option<String>,
-    how: How,
+    opts: ApplyOpts,
 ) -> Result<SecretResult, InstallError> {
-    let mut audit = Audit::new(route, vec![secret.name.clone()], how.dry_run);
+    let mut audit = Audit::new(route, vec![secret.name.clone()], opts.dry_run);
     audit.0.paths = path.iter().cloned().collect();
     let planned = plan::plan_file(state, secret, path.as_deref());
     if let Ok(p) = &planned {
         audit.0.paths = p.paths();
     }
-    apply_one(state, audit, planned, how).await
+    apply_one(state, audit, planned, opts).await
 }
 
 /// Set vars in `env`, creating it when absent, recorded under `secret`
@@ -125,12 +124,12 @@ pub(crate) async fn set_vars(
         }
         Ok(p)
     });
-    let how = How {
+    let opts = ApplyOpts {
         overwrite: false,
         dry_run,
         deadline: None,
     };
-    apply_one(state, audit, planned, how).await
+    apply_one(state, audit, planned, opts).await
 }
 
 /// Remove what secret `name` installed (only its vars in `only_env` when
@@ -200,7 +199,12 @@ pub(crate) async fn apply_pulled(
             continue;
         }
         let names: Vec<String> = batch.iter().map(|p| p.secret.name.clone()).collect();
-        let results = apply::apply(state, batch, overwrite, false, None).await;
+        let opts = ApplyOpts {
+            overwrite,
+            dry_run: false,
+            deadline: None,
+        };
+        let results = apply::apply(state, batch, opts).await;
         out.extend(names.into_iter().zip(results));
     }
     let ok: Vec<SecretResult> = out
@@ -217,10 +221,10 @@ async fn apply_one(
     state: &AppState,
     audit: Audit,
     planned: Result<Planned, InstallError>,
-    how: How,
+    opts: ApplyOpts,
 ) -> Result<SecretResult, InstallError> {
     let result = match planned {
-        Ok(p) => apply::apply(state, vec![p], how.overwrite, how.dry_run, how.deadline)
+        Ok(p) => apply::apply(state, vec![p], opts)
             .await
             .into_iter()
             .next()
