@@ -81,7 +81,7 @@ pub async fn serve(
     if config.listen.port() == 0 {
         // Sessions a pull applied before the bind named port 0.
         let rebind = state.clone();
-        tokio::spawn(async move { credentials::install::rebind(&rebind).await });
+        tokio::spawn(async move { install::rebind(&rebind).await });
     }
     common::fsutil::atomic_write(
         &config.state_dir.join("agent.addr"),

@@ -64,10 +64,10 @@ fn secret_file(c: &str, rel: &str, problems: &mut Vec<String>) -> Option<NodeFil
     }
 }
 
-fn yaml(bytes: &[u8], what: &str, problems: &mut Vec<String>) -> serde_yaml::Value {
-    serde_yaml::from_slice(bytes).unwrap_or_else(|e| {
+fn yaml(bytes: &[u8], what: &str, problems: &mut Vec<String>) -> yaml_serde::Value {
+    yaml_serde::from_slice(bytes).unwrap_or_else(|e| {
         problems.push(format!("{what}: not YAML ({e})"));
-        serde_yaml::Value::Null
+        yaml_serde::Value::Null
     })
 }
 

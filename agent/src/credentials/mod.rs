@@ -16,15 +16,15 @@
 //! answered to the node user's own connections only (`peer`).
 //!
 //! Module layout: this file owns the store and its lookups (no HTTP types);
-//! `install` puts sessions in place (env vars, the `~/.aws/config`
-//! profile) through the same install path as `/v1/sync`; `aws_ecs` and
+//! the install service (`crate::install`, its `session` part) puts
+//! sessions in place (env vars, the `~/.aws/config` profile) as it installs
+//! every secret, for `/v1/sync` and the pull loop alike; `aws_ecs` and
 //! `gce_metadata` shape the answers; [`helper`] is the `agent credentials
 //! aws` client. Nothing here logs or echoes a credential.
 
 pub(crate) mod aws_ecs;
 pub(crate) mod gce_metadata;
 pub mod helper;
-pub(crate) mod install;
 pub(crate) mod peer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -263,7 +263,7 @@ impl Credentials {
     }
 
     /// The GCP session the metadata server answers for (at most one is
-    /// held; see [`install`]).
+    /// held; the install service refuses a second one).
     pub(crate) fn gcp(&self) -> Result<(String, Minted), CredError> {
         let sessions = read_lock(&self.sessions);
         let (name, held) = sessions

@@ -9,12 +9,12 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
-use common::apply::{overall, write_files, FileStatus, TargetFile};
+use common::apply::{overall, write_files, FileStatus};
 use common::extract::extract;
-use common::fsutil::{self, expand_home, tilde_path, PathError};
+use common::fsutil::{expand_home, tilde_path, PathError};
 use common::names::{validate_env_var_name, validate_secret_name};
 use common::placement::{place, Files, PlaceOpts, Vars};
-use common::policy::{Origin, Policy};
+use common::policy::{Origin, Policy, Reach, Refused};
 use common::providers::{self, Provider, ProviderError};
 use common::store;
 use common::wire::DEFAULT_ENV;
@@ -683,34 +683,40 @@ fn write(args: &WriteArgs, ctx: &Context) -> Result<u8> {
             vars: Vars::No,
         },
     )?;
-    let displays = placed.paths();
-    let files = displays
-        .into_iter()
-        .map(|display| {
-            let path = match &path {
-                Some(_) => fsutil::explicit(&ctx.home, &display),
-                None => fsutil::confine(&ctx.home, &display),
-            }
-            .map_err(|e| match e {
-                PathError::OutsideHome { .. } | PathError::SymlinkEscape { .. } => {
-                    anyhow::Error::new(e).context(format!(
-                        "write secret {}: give --path {display} to write there explicitly",
-                        secret.name
-                    ))
-                }
-                e => anyhow::Error::new(e).context(format!("write secret {}", secret.name)),
-            })?;
-            Ok(TargetFile { display, path })
-        })
-        .collect::<Result<Vec<_>>>()?;
     // The deny-list holds for paths the user gives too (and for where they lead).
     let policy = Policy::default();
     let canon_home = ctx.home.canonicalize().unwrap_or_else(|_| ctx.home.clone());
-    for f in &files {
-        let (provider, name) = (secret.provider.as_deref(), secret.name.as_str());
-        policy.check(&ctx.home, provider, name, &f.display, Origin::Local)?;
-        policy.check_resolved(&canon_home, name, &f.path.resolved())?;
-    }
+    let reach = if path.is_some() {
+        Reach::Named
+    } else {
+        Reach::Home
+    };
+    let files = placed
+        .paths()
+        .into_iter()
+        .map(|display| {
+            let file = policy.may_write(
+                &ctx.home,
+                &canon_home,
+                &secret,
+                &display,
+                Origin::Local,
+                reach,
+            );
+            file.map_err(|e| match e {
+                Refused::Policy(e) => anyhow::Error::new(e),
+                Refused::Path(
+                    e @ (PathError::OutsideHome { .. } | PathError::SymlinkEscape { .. }),
+                ) => anyhow::Error::new(e).context(format!(
+                    "write secret {}: give --path {display} to write there explicitly",
+                    secret.name
+                )),
+                Refused::Path(e) => {
+                    anyhow::Error::new(e).context(format!("write secret {}", secret.name))
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let outcomes = write_files(provider, &files, &secret.values, args.overwrite, false)
         .map_err(|e: ProviderError| anyhow::Error::new(e))
         .with_context(|| format!("write secret {}", secret.name))?;

@@ -1,9 +1,10 @@
-//! Putting session secrets in place: the `session` items of a `/v1/sync`
-//! (or of a pull), checked as untrusted input (`common::session::
-//! check_minted`), held by [`super::Credentials`], and exposed through the
-//! same install path as any secret:
+//! Putting session secrets in place, part of the install service: the
+//! `session` items of a sync or of a pull (split off by [`super::sync`] and
+//! [`super::apply_pulled`]), checked as untrusted input (`common::session::
+//! check_minted`), held by `crate::credentials::Credentials`, and exposed
+//! through the same install path as any secret:
 //!
-//! - env `E`: vars set by `crate::install` and recorded under the secret's
+//! - env `E`: vars set by [`super::apply`] and recorded under the secret's
 //!   name (so `status` lists them and revoke removes them). AWS:
 //!   `AWS_CONTAINER_CREDENTIALS_FULL_URI`, `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`
 //!   and, so the container provider is the one botocore finds,
@@ -13,45 +14,58 @@
 //!   found) and `GOOGLE_CLOUD_PROJECT` when known. These values are the
 //!   agent's own (paths and its URL), never the store's.
 //! - AWS profile `P`: `credential_process` in `~/.aws/config` (see
-//!   [`super::aws_ecs`]); static keys of `[default]` this agent installed
+//!   `crate::credentials::aws_ecs`); static keys of `[default]` this agent installed
 //!   for another secret are revoked, others are reported `shadowed`.
 //!
 //! Nothing here logs or answers a credential.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::http::StatusCode;
-
 use common::apply::{FileStatus, TargetFile};
 use common::names::{validate_env_name, validate_secret_name};
 use common::policy::Origin;
+use common::policy::Reach;
 use common::session::{
     check_minted, now_secs, validate_profile, SessionError, SessionItem, SessionKind,
 };
 use common::wire::{FileOutcome, SecretResult, Status, SyncItem};
-use common::{SecretValue, Values};
+use common::{Secret, SecretValue, Values};
 
-use super::aws_ecs::{process_command, PROFILE_PROCESS};
-use super::Held;
-use crate::error::ApiError;
-use crate::install;
+use super::error::InstallError;
+use super::ApplyOpts;
+use crate::credentials::aws_ecs::{process_command, PROFILE_PROCESS};
+use crate::credentials::Held;
 use crate::state::AppState;
 
-impl From<SessionError> for ApiError {
-    fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::Expired { .. } => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "session_expired",
-                e.to_string(),
-            ),
-            _ => Self::bad_request("invalid_session", e.to_string()),
-        }
-    }
+fn io(e: impl std::fmt::Display) -> InstallError {
+    InstallError::internal(e)
 }
 
-fn io(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal(e)
+/// A failed save of the held sessions.
+fn not_saved(e: &dyn std::fmt::Display) -> InstallError {
+    InstallError::not_saved(e, "")
+}
+
+/// Vars applied by the agent itself (its own paths and URL): local origin
+/// whatever the item's, replacing what the env held for this secret.
+async fn apply_vars(
+    state: &AppState,
+    env: &str,
+    name: &str,
+    vars: BTreeMap<String, SecretValue>,
+    dry_run: bool,
+) -> Result<SecretResult, InstallError> {
+    let planned = super::plan::plan_vars(state, env, vars, Some(name.to_owned()))?;
+    let opts = ApplyOpts {
+        overwrite: true,
+        dry_run,
+        deadline: None,
+    };
+    super::apply::apply(state, vec![planned], opts)
+        .await
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Err(InstallError::internal("no result")))
 }
 
 /// Split the session items off a request: `(sessions, others)`.
@@ -60,7 +74,7 @@ pub(crate) fn split(items: Vec<SyncItem>) -> (Vec<SyncItem>, Vec<SyncItem>) {
 }
 
 /// Check a session item before anything changes.
-fn check(state: &AppState, name: &str, s: &SessionItem) -> Result<(), ApiError> {
+fn check(state: &AppState, name: &str, s: &SessionItem) -> Result<(), InstallError> {
     validate_secret_name(name)?;
     check_minted(name, &s.minted, now_secs())?;
     if let Some(env) = &s.env {
@@ -69,10 +83,10 @@ fn check(state: &AppState, name: &str, s: &SessionItem) -> Result<(), ApiError> 
     match (s.minted.kind, &s.profile) {
         (SessionKind::Aws, Some(p)) => validate_profile(name, p)?,
         (SessionKind::Gcp, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_session",
-                format!("session secret {name}: a gcp session has no profile"),
-            ))
+            return Err(InstallError::Session(SessionError::Invalid {
+                name: name.to_owned(),
+                reason: "a gcp session has no profile".into(),
+            }))
         }
         _ => {}
     }
@@ -81,13 +95,7 @@ fn check(state: &AppState, name: &str, s: &SessionItem) -> Result<(), ApiError> 
         for other in creds.names() {
             let held = creds.get(&other);
             if other != name && held.is_some_and(|h| h.minted.kind == SessionKind::Gcp) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "gcp_session_held",
-                    format!(
-                        "this node's metadata server already serves gcp session secret {other}; revoke it first"
-                    ),
-                ));
+                return Err(InstallError::GcpSessionHeld(other));
             }
         }
     }
@@ -100,7 +108,7 @@ fn env_vars(
     name: &str,
     s: &SessionItem,
     env: &str,
-) -> Result<BTreeMap<String, SecretValue>, ApiError> {
+) -> Result<BTreeMap<String, SecretValue>, InstallError> {
     vars_for(state, name, &s.minted, env)
 }
 
@@ -110,7 +118,7 @@ fn vars_for(
     name: &str,
     minted: &common::session::Minted,
     env: &str,
-) -> Result<BTreeMap<String, SecretValue>, ApiError> {
+) -> Result<BTreeMap<String, SecretValue>, InstallError> {
     let creds = &state.inner.credentials;
     let dir = creds.dir().to_path_buf();
     let port = creds.port();
@@ -171,16 +179,20 @@ fn profile_values(state: &AppState, name: &str, profile: &str) -> Values {
     .into()
 }
 
-/// `~/.aws/config`, confined to home and allowed by the policy.
-fn aws_config(state: &AppState, name: &str, origin: Origin) -> Result<TargetFile, ApiError> {
+/// `~/.aws/config`, as the placement policy allows it to be written
+/// (`Policy::may_write`, as every file of the install service).
+fn aws_config(state: &AppState, name: &str, origin: Origin) -> Result<TargetFile, InstallError> {
     let inner = &state.inner;
-    let display = "~/.aws/config".to_owned();
-    inner
-        .policy
-        .check(&inner.config.home, Some("aws"), name, &display, origin)
-        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.code(), e.to_string()))?;
-    let path = common::fsutil::confine(&inner.config.home, &display)?;
-    Ok(TargetFile { display, path })
+    let mut secret = Secret::base(name, Values::new());
+    secret.provider = Some("aws".into());
+    Ok(inner.policy.may_write(
+        &inner.config.home,
+        &inner.canon_home,
+        &secret,
+        "~/.aws/config",
+        origin,
+        Reach::Home,
+    )?)
 }
 
 /// Static keys this agent installed into `[default]` of
@@ -211,7 +223,7 @@ pub(crate) async fn apply_items(
     items: Vec<SyncItem>,
     origin: Origin,
     dry_run: bool,
-) -> Vec<(String, Result<SecretResult, ApiError>)> {
+) -> Vec<(String, Result<SecretResult, InstallError>)> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let name = item.secret.name.clone();
@@ -230,7 +242,7 @@ async fn apply_one(
     s: SessionItem,
     origin: Origin,
     dry_run: bool,
-) -> Result<SecretResult, ApiError> {
+) -> Result<SecretResult, InstallError> {
     check(state, name, &s)?;
     let creds = &state.inner.credentials;
     let old = creds.get(name);
@@ -272,19 +284,13 @@ async fn apply_one(
                 .or_else(|| creds.get(name).and_then(|h| h.profile)),
             installed_at: now_secs(),
         };
-        creds.put(name, held).map_err(|e| ApiError::not_saved(&e))?;
+        creds.put(name, held).map_err(|e| not_saved(&e))?;
         tracing::info!(secret = %name, kind = s.minted.kind.as_str(), expires_at = s.minted.expires_at, "session secret installed");
     }
     if let Some((env, vars)) = vars {
         result.vars = vars.keys().cloned().collect();
         // The agent's own values: local origin whatever the item's.
-        let planned = install::plan_vars(state, &env, vars, Some(name.to_owned()))?;
-        let applied = install::apply(state, vec![planned], true, dry_run, None).await;
-        match applied.into_iter().next() {
-            Some(Ok(r)) => statuses.push(r.status),
-            Some(Err(e)) => return Err(e),
-            None => {}
-        }
+        statuses.push(apply_vars(state, &env, name, vars, dry_run).await?.status);
     }
     if let (SessionKind::Aws, Some(profile)) = (s.minted.kind, &s.profile) {
         let file = aws_config(state, name, origin)?;
@@ -298,14 +304,14 @@ async fn apply_one(
         result.files = outcomes;
         if profile == "default" && !dry_run {
             for other in own_static_keys(state, name) {
-                let r = install::revoke(state, &other, None, false).await?;
+                let r = super::revoke(state, "session", &other, None, false).await?;
                 result.files.extend(r.files);
                 result.message = Some(format!(
                     "removed the static keys secret {other} had installed in ~/.aws/credentials [default]"
                 ));
             }
         }
-        let shadowed = super::aws_ecs::shadowed(&state.inner.config.home, profile);
+        let shadowed = crate::credentials::aws_ecs::shadowed(&state.inner.config.home, profile);
         if !shadowed.is_empty() {
             result.message = Some(format!(
                 "shadowed: static keys in {} win over credential_process in botocore; remove them",
@@ -328,17 +334,11 @@ pub(crate) async fn rebind(state: &AppState) {
         };
         for env in &held.envs {
             let applied = match vars_for(state, &name, &held.minted, env) {
-                Ok(vars) => match install::plan_vars(state, env, vars, Some(name.clone())) {
-                    Ok(planned) => install::apply(state, vec![planned], true, false, None)
-                        .await
-                        .into_iter()
-                        .find_map(Result::err),
-                    Err(e) => Some(e),
-                },
+                Ok(vars) => apply_vars(state, env, &name, vars, false).await.err(),
                 Err(e) => Some(e),
             };
             if let Some(e) = applied {
-                tracing::warn!(secret = %name, %env, error = %e.message, "could not point the env at the agent's port");
+                tracing::warn!(secret = %name, %env, error = %e.message(), "could not point the env at the agent's port");
             }
         }
     }
@@ -351,7 +351,7 @@ pub(crate) async fn forget(
     state: &AppState,
     name: &str,
     dry_run: bool,
-) -> Result<Option<Vec<FileOutcome>>, ApiError> {
+) -> Result<Option<Vec<FileOutcome>>, InstallError> {
     let creds = &state.inner.credentials;
     let Some(held) = creds.get(name) else {
         return Ok(None);
@@ -367,7 +367,7 @@ pub(crate) async fn forget(
         .map_err(io)??;
     }
     if !dry_run {
-        creds.remove(name).map_err(|e| ApiError::not_saved(&e))?;
+        creds.remove(name).map_err(|e| not_saved(&e))?;
         let _ = std::fs::remove_file(creds.dir().join("aws").join(format!("{name}.config")));
     }
     Ok(Some(
