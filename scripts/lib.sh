@@ -36,7 +36,8 @@ ensure_test_tools() {
   fi
   # Workload identity (controller/tests/federation.rs, e2e fleet f04): PyJWT
   # verifies the store's tokens; moto's STS, boto3, the AWS CLI, google-auth
-  # and azure-identity exchange them.
+  # and azure-identity exchange them. Session secrets (controller/tests/
+  # session.rs, e2e t20, bench 42-e2e-session) use the same peers.
   if ! python3 -c 'import jwt, cryptography, boto3, moto.server, awscli, google.auth, azure.identity' >/dev/null 2>&1; then
     step "installing the identity test peers (pip install PyJWT cryptography moto[server] boto3 awscli google-auth azure-identity)"
     python3 -m pip install -q PyJWT cryptography 'moto[server]' boto3 awscli google-auth azure-identity

@@ -141,7 +141,7 @@ impl FileConfig {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+        yaml_serde::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.display().to_string(),
             message: e.to_string(),
         })
@@ -333,7 +333,7 @@ mod tests {
     #[test]
     fn flags_override_file_and_non_loopback_needs_tls() {
         let file: FileConfig =
-            serde_yaml::from_str("listen: 127.0.0.1:4000\nbody_limit_bytes: 10\n").unwrap();
+            yaml_serde::from_str("listen: 127.0.0.1:4000\nbody_limit_bytes: 10\n").unwrap();
         let c = Config::resolve(file.clone(), None, Some("/h".into()), None).unwrap();
         assert_eq!(c.listen.port(), 4000);
         assert_eq!(c.body_limit, 10);
@@ -355,7 +355,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ConfigError::NotLoopback { .. }), "{err}");
-        let tls: FileConfig = serde_yaml::from_str("tls: {cert: /c.pem, key: /k.pem}\n").unwrap();
+        let tls: FileConfig = yaml_serde::from_str("tls: {cert: /c.pem, key: /k.pem}\n").unwrap();
         assert!(Config::resolve(
             tls,
             Some("0.0.0.0:1".parse().unwrap()),
@@ -363,17 +363,17 @@ mod tests {
             None
         )
         .is_ok());
-        assert!(serde_yaml::from_str::<FileConfig>("bogus: 1").is_err());
-        let envs: FileConfig = serde_yaml::from_str("max_envs: 5\n").unwrap();
+        assert!(yaml_serde::from_str::<FileConfig>("bogus: 1").is_err());
+        let envs: FileConfig = yaml_serde::from_str("max_envs: 5\n").unwrap();
         let c = Config::resolve(envs, None, Some("/h".into()), None).unwrap();
         assert_eq!(c.max_envs, 5);
-        let zero: FileConfig = serde_yaml::from_str("max_envs: 0\n").unwrap();
+        let zero: FileConfig = yaml_serde::from_str("max_envs: 0\n").unwrap();
         assert!(Config::resolve(zero, None, Some("/h".into()), None).is_err());
         let vars: FileConfig =
-            serde_yaml::from_str("allow_vars: [MY_TOKEN, PULL_E2E_API_KEY]\n").unwrap();
+            yaml_serde::from_str("allow_vars: [MY_TOKEN, PULL_E2E_API_KEY]\n").unwrap();
         let c = Config::resolve(vars, None, Some("/h".into()), None).unwrap();
         assert_eq!(c.allow_vars, ["MY_TOKEN", "PULL_E2E_API_KEY"]);
-        let bad: FileConfig = serde_yaml::from_str("allow_vars: [\"A=B\"]\n").unwrap();
+        let bad: FileConfig = yaml_serde::from_str("allow_vars: [\"A=B\"]\n").unwrap();
         let err = Config::resolve(bad, None, Some("/h".into()), None).unwrap_err();
         assert!(matches!(err, ConfigError::AllowVar { .. }), "{err}");
     }

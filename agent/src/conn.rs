@@ -12,6 +12,9 @@
 //!   ...) instead of a busy loop, dropping the longest-idle connection to
 //!   free a descriptor.
 //!
+//! Each request carries its connection's two addresses ([`PeerInfo`]) for
+//! the routes that answer by the peer's uid.
+//!
 //! It never reads or logs request content; logs carry counts and errors.
 
 use std::collections::HashMap;
@@ -28,6 +31,8 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+
+use crate::credentials::peer::PeerInfo;
 
 /// The first pause after a failed `accept`; it doubles up to [`ACCEPT_BACKOFF_MAX`].
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -70,6 +75,8 @@ struct Conn {
     in_flight: AtomicUsize,
     /// When it was accepted or last finished a request.
     last_active: Mutex<Instant>,
+    /// Its two addresses, given to each request (see [`PeerInfo`]).
+    peer: Option<PeerInfo>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -153,10 +160,10 @@ pub(crate) async fn serve(
         tokio::select! {
             () = &mut stopped => break,
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _peer)) => {
+                let (stream, peer) = match accepted {
+                    Ok((stream, peer)) => {
                         backoff = ACCEPT_BACKOFF_MIN;
-                        stream
+                        (stream, peer)
                     }
                     Err(e) => {
                         let victim = lock(&registry).take_longest_idle();
@@ -197,6 +204,7 @@ pub(crate) async fn serve(
                 let conn = Arc::new(Conn {
                     in_flight: AtomicUsize::new(0),
                     last_active: Mutex::new(Instant::now()),
+                    peer: stream.local_addr().ok().map(|local| PeerInfo { peer, local }),
                 });
                 let registered = Registered { registry: Arc::clone(&registry), id };
                 let handle = connections.spawn(serve_connection(
@@ -252,8 +260,12 @@ async fn http<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let busy = Busy::enter(&conn);
+        // Who is on the other end (the metadata routes check its uid).
+        if let Some(peer) = conn.peer {
+            req.extensions_mut().insert(peer);
+        }
         let app = app.clone();
         async move {
             let response = app.oneshot(req).await;

@@ -3,7 +3,9 @@
 //! `{"error": CODE, "message": TEXT}` with a 4xx/5xx status. Messages name
 //! paths, secrets, envs and variables, never a value: serde messages that may
 //! quote the input ("invalid type: string ...") are cut to the field path.
-//! Internal details of 5xx errors are logged once here and not echoed.
+//! The install service's errors (`InstallError`) are answered with the
+//! status of their kind. Internal details of 5xx errors are logged once
+//! (here, or where the install service made them) and not echoed.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -12,13 +14,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use common::fsutil::PathError;
 use common::names::NameError;
-use common::placement::PlaceError;
-use common::providers::ProviderError;
 use common::wire::ErrorBody;
 
 use crate::envs::EnvError;
+use crate::install::{InstallError, Kind, INTERNAL};
 
 /// An error answered to the client.
 #[derive(Debug)]
@@ -49,31 +49,7 @@ impl ApiError {
     /// generic message is answered.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error (details are in the agent's log)",
-        )
-    }
-}
-
-impl ApiError {
-    /// The agent could not save a state file (`detail` names the file and
-    /// the I/O error, never content): logged, and answered as a 500
-    /// `state_not_saved`; callers add what was left unchanged.
-    pub fn not_saved(detail: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %detail, "cannot save agent state");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "state_not_saved",
-            format!("the agent could not save its state ({detail})"),
-        )
-    }
-
-    /// The same error with `more` appended to its message.
-    pub fn and(mut self, more: &str) -> Self {
-        self.message.push_str(more);
-        self
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", INTERNAL)
     }
 }
 
@@ -87,101 +63,38 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The install service's errors answered with the status of their kind;
+/// the code and message are the error's own (an internal failure's detail
+/// was logged when it was made, and is not echoed).
+impl From<InstallError> for ApiError {
+    fn from(e: InstallError) -> Self {
+        let status = match e.kind() {
+            Kind::Invalid => StatusCode::BAD_REQUEST,
+            Kind::Refused => StatusCode::FORBIDDEN,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Full => StatusCode::CONFLICT,
+            Kind::Unusable => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Crashed => StatusCode::BAD_GATEWAY,
+            Kind::Late => StatusCode::GATEWAY_TIMEOUT,
+            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.code(), e.message())
+    }
+}
+
+/// A bad env name (`run`), answered as the install service answers one.
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
-        let code = match e {
-            NameError::TooLong { .. } => "name_too_long",
-            _ => "invalid_name",
-        };
-        Self::bad_request(code, e.to_string())
+        InstallError::from(e).into()
     }
 }
 
-impl From<PlaceError> for ApiError {
-    fn from(e: PlaceError) -> Self {
-        match e {
-            PlaceError::Provider(e) => e.into(),
-            PlaceError::Name { ref source, .. } => {
-                let code = match source {
-                    NameError::TooLong { .. } => "name_too_long",
-                    _ => "invalid_name",
-                };
-                Self::bad_request(code, e.to_string())
-            }
-            PlaceError::NoVars { .. } => Self::bad_request("no_env_vars", e.to_string()),
-            PlaceError::NulValue { .. } => Self::bad_request("invalid_value", e.to_string()),
-            PlaceError::Invalid { .. } => Self::bad_request("invalid_placement", e.to_string()),
-        }
-    }
-}
-
+/// An env that cannot run a command, answered as the install service
+/// answers one.
 impl From<EnvError> for ApiError {
     fn from(e: EnvError) -> Self {
-        match e {
-            EnvError::NotFound(_) => Self::not_found("unknown_env", e.to_string()),
-            EnvError::Unavailable(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "env_unavailable",
-                e.to_string(),
-            ),
-            EnvError::Crashed(_) => {
-                Self::new(StatusCode::BAD_GATEWAY, "env_crashed", e.to_string())
-            }
-            EnvError::TooMany { .. } => {
-                Self::new(StatusCode::CONFLICT, "too_many_envs", e.to_string())
-            }
-            EnvError::Spawn { .. } | EnvError::State { .. } => Self::internal(e),
-        }
-    }
-}
-
-impl From<PathError> for ApiError {
-    fn from(e: PathError) -> Self {
-        let code = match &e {
-            PathError::ParentComponent { .. } => "path_traversal",
-            PathError::OutsideHome { .. } => "path_outside_home",
-            PathError::SymlinkEscape { .. } => "path_symlink_escape",
-            PathError::SymlinkLoop { .. } => "path_symlink_loop",
-            PathError::TooLong { .. } => "path_too_long",
-            PathError::Empty | PathError::ControlChar { .. } => "invalid_path",
-            PathError::NotRegular { .. } | PathError::NotDirectory { .. } => {
-                return Self::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "not_regular_file",
-                    e.to_string(),
-                )
-            }
-            PathError::TooLarge { .. } => {
-                return Self::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "file_too_large",
-                    e.to_string(),
-                )
-            }
-            PathError::Busy { .. } => {
-                return Self::new(StatusCode::SERVICE_UNAVAILABLE, "path_busy", e.to_string())
-            }
-            PathError::Io { .. } => return Self::internal(e),
-        };
-        Self::bad_request(code, e.to_string())
-    }
-}
-
-impl From<ProviderError> for ApiError {
-    fn from(e: ProviderError) -> Self {
-        match e {
-            ProviderError::Path(p) => p.into(),
-            ProviderError::Unknown { .. } => Self::bad_request("unknown_provider", e.to_string()),
-            ProviderError::Malformed { .. } => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "malformed_file",
-                e.to_string(),
-            ),
-            ProviderError::MissingKey { .. } | ProviderError::InvalidValue { .. } => {
-                Self::bad_request("invalid_value", e.to_string())
-            }
-            ProviderError::NoPath { .. } => Self::bad_request("no_path", e.to_string()),
-        }
+        InstallError::from(e).into()
     }
 }
 

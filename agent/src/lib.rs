@@ -8,6 +8,7 @@
 mod audit;
 pub mod config;
 mod conn;
+pub mod credentials;
 mod env_host;
 mod envs;
 pub mod error;
@@ -76,6 +77,12 @@ pub async fn serve(
         Some(tls) => Some(tls::acceptor(tls).map_err(ServeError::Tls)?),
         None => None,
     };
+    state.inner.credentials.set_port(addr.port());
+    if config.listen.port() == 0 {
+        // Sessions a pull applied before the bind named port 0.
+        let rebind = state.clone();
+        tokio::spawn(async move { install::rebind(&rebind).await });
+    }
     common::fsutil::atomic_write(
         &config.state_dir.join("agent.addr"),
         format!("{addr}\n").as_bytes(),

@@ -22,12 +22,33 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (loopback only unless TLS is configured).
     Serve(ServeArgs),
+    /// Credentials of session secrets, for tools that ask a program.
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
     /// Internal: the process behind one env (started by `agent serve`).
     #[command(hide = true)]
     EnvHost {
         /// The env's name.
         #[arg(long)]
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CredentialsCommand {
+    /// A `credential_process` helper: prints botocore's Version 1 JSON for
+    /// an AWS session secret, read from the running agent; exits non-zero
+    /// with a message on stderr when it cannot (expired, agent down, ...).
+    Aws {
+        /// The session secret [default: the only AWS session on this node].
+        #[arg(long, value_name = "NAME")]
+        secret: Option<String>,
+        /// The agent's state dir [default: $HOME/.rh/agent].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The node user's home, for the default state dir [default: $HOME].
+        #[arg(long)]
+        home: Option<PathBuf>,
     },
 }
 
@@ -61,6 +82,26 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Credentials(CredentialsCommand::Aws {
+            secret,
+            state_dir,
+            home,
+        }) => {
+            use agent::credentials::helper;
+            let out = state_dir
+                .map_or_else(|| helper::default_state_dir(home), Ok)
+                .and_then(|dir| helper::aws_process_json(&dir, secret.as_deref()));
+            match out {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("agent credentials aws: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::EnvHost { name } => {
             ExitCode::from(u8::try_from(agent::run_env_host(&name)).unwrap_or(1))
         }

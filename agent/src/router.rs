@@ -20,7 +20,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::error::ApiError;
-use crate::handlers::{envs, health, secrets, status, sync};
+use crate::handlers::{credentials, envs, health, secrets, status, sync};
 use crate::state::AppState;
 
 /// The agent's HTTP API.
@@ -49,12 +49,24 @@ pub fn router(state: AppState) -> Router {
                 .layer(HandleErrorLayer::new(handle_timeout))
                 .layer(TimeoutLayer::new(run_timeout)),
         );
+    // Their own rules (a credentials token, or the peer's uid), not the
+    // API token: see `handlers::credentials`.
+    let creds = Router::new()
+        .route("/v1/credentials/aws/{name}", get(credentials::aws))
+        .route("/", get(credentials::metadata_root))
+        .route("/computeMetadata/v1/{*path}", get(credentials::metadata))
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(handle_timeout))
+                .layer(TimeoutLayer::new(request_timeout)),
+        );
     let authed = api
         .merge(run)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
 
     Router::new()
         .route("/healthz", get(health::get))
+        .merge(creds)
         .merge(authed)
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .fallback(not_found)

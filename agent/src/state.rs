@@ -132,6 +132,8 @@ pub(crate) struct Inner {
     pub(crate) canon_home: PathBuf,
     /// Files found unchanged, by secret (`crate::verified`).
     pub(crate) verified: crate::verified::Verified,
+    /// Session secrets served on `/v1/credentials` (`crate::credentials`).
+    pub(crate) credentials: Arc<crate::credentials::Credentials>,
 }
 
 /// A state file that could not be used at start: moved aside (`moved_to`;
@@ -337,6 +339,12 @@ impl AppState {
             config.max_envs,
         );
         envs.start_all().await?;
+        let credentials = Arc::new(crate::credentials::Credentials::open(
+            &dir,
+            &config.home,
+            config.listen.port(),
+        )?);
+        crate::credentials::spawn_sweeper(Arc::clone(&credentials));
         let policy = crate::install::policy(&config);
         let canon_home = config
             .home
@@ -347,6 +355,7 @@ impl AppState {
                 policy,
                 canon_home,
                 verified: Default::default(),
+                credentials,
                 config,
                 token,
                 fingerprint_key,

@@ -10,6 +10,7 @@
 //! length), never file contents.
 
 mod file;
+mod home;
 mod resolve;
 
 use std::ffi::OsString;
@@ -23,6 +24,8 @@ use thiserror::Error;
 use crate::secret_value::SecretText;
 
 pub use file::{ConfinedFile, DirLock, FileSig, LOCK_WAIT, MAX_FILE_SIZE};
+pub(crate) use home::normalise;
+pub use home::HomePath;
 use resolve::Root;
 pub use resolve::MAX_HOPS;
 
@@ -115,15 +118,10 @@ pub fn cut(text: &str) -> String {
 pub const SHOWN_MAX: usize = 120;
 
 /// Expand `~` and `~/x` against `home`; a relative path is taken relative to
-/// `home`; an absolute path is returned as is. No confinement: see [`confine`].
+/// `home`; an absolute path is returned as is ([`HomePath::parse`]). No
+/// confinement: see [`confine`].
 pub fn expand_home(home: &Path, path: &str) -> PathBuf {
-    if path == "~" {
-        home.to_path_buf()
-    } else if let Some(rest) = path.strip_prefix("~/") {
-        home.join(rest)
-    } else {
-        home.join(path) // join keeps an absolute `path` as is
-    }
+    HomePath::parse(home, path).into_path()
 }
 
 /// The `~/...` form of `path` when it lies under `home`, else the path itself.
@@ -316,9 +314,19 @@ pub fn confine(home: &Path, path: &str) -> Result<FileRef, PathError> {
 /// [`confine`], also handing back what the check opened: the file's
 /// parent directory and name (`None` when a directory on the way is missing).
 pub fn confine_open(home: &Path, path: &str) -> Result<(FileRef, Option<ConfinedFile>), PathError> {
+    confine_parsed(home, &HomePath::parse(home, path))
+}
+
+/// [`confine_open`] of a path already read ([`HomePath::parse`] against
+/// `home`).
+pub fn confine_parsed(
+    home: &Path,
+    parsed: &HomePath,
+) -> Result<(FileRef, Option<ConfinedFile>), PathError> {
+    let path = parsed.text();
     check_text(path)?;
-    let joined = expand_home(home, path);
-    if joined.components().any(|c| c == Component::ParentDir) {
+    let joined = parsed.joined();
+    if parsed.climbs() {
         return Err(PathError::ParentComponent { path: cut(path) });
     }
     let outside = || PathError::OutsideHome {
@@ -550,6 +558,16 @@ mod tests {
             confine(h.path(), &canon).unwrap().display(),
             "~/.kube/config"
         );
+    }
+
+    /// `~//x` and `~/./x` are `~/x` for the writer as for the policy
+    /// (`HomePath`); `~user/x` is a directory `~user` in home.
+    #[test]
+    fn confine_reads_tilde_spellings_as_the_policy_does() {
+        let h = home();
+        for (text, shown) in [("~//x", "~/x"), ("~/./x", "~/x"), ("~user/x", "~/~user/x")] {
+            assert_eq!(confine(h.path(), text).unwrap().display(), shown, "{text}");
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub mod policy;
 pub mod proof;
 pub mod providers;
 pub mod secret_value;
+pub mod session;
+pub mod sockets;
 pub mod store;
 pub mod store_tls;
 pub mod store_url;

@@ -3,10 +3,11 @@
 //! elsewhere ([`verify`]). Owns the file-or-env rule, the provider's value
 //! validation and the env and variable name checks, so callers (the
 //! controller's `sync`/`send`/`env sync`, the agent's single-purpose routes
-//! and its fleet pull) never decide any of it again. It does not confine
-//! paths or apply a node's placement policy (the agent does, on the node),
-//! and it never logs; errors name secrets, providers, paths and variables,
-//! never a value.
+//! and its fleet pull) never decide any of it again; [`files_of`] is the one
+//! reading of a secret's files for those that only need the paths. It does
+//! not confine paths or apply a machine's placement policy (writers ask
+//! `crate::policy::Policy::may_write`), and it never logs; errors name
+//! secrets, providers, paths and variables, never a value.
 
 use std::collections::BTreeMap;
 
@@ -195,16 +196,12 @@ impl PlaceError {
 /// an error here; callers say what it means for them.
 pub fn place(secret: &Secret, opts: &PlaceOpts<'_>) -> Result<Placement, PlaceError> {
     let provider = providers::for_secret(secret.provider.as_deref());
-    let own_files = secret_paths(secret, opts.path);
     let want_files = opts.path.is_some() || opts.files != Files::No;
-    let files = match own_files {
-        Ok(paths) if want_files => paths,
-        Ok(_) => vec![],
-        Err(ProviderError::NoPath { .. }) if opts.path.is_none() && opts.files != Files::Yes => {
-            vec![]
-        }
-        Err(ProviderError::NoPath { .. }) => return Err(no_path(secret)),
-        Err(e) => return Err(e.into()),
+    let files = match files_of(secret, opts.path)? {
+        Some(paths) if want_files => paths,
+        Some(_) => vec![],
+        None if opts.path.is_none() && opts.files != Files::Yes => vec![],
+        None => return Err(no_path(secret)),
     };
     let has_file = !files.is_empty();
     if has_file {
@@ -243,6 +240,19 @@ pub fn place(secret: &Secret, opts: &PlaceOpts<'_>) -> Result<Placement, PlaceEr
     };
     check_env(secret, &placement)?;
     Ok(placement)
+}
+
+/// The files `secret` is written to: at `path` when given, else at its own
+/// path or its provider's default file, with the files its provider derives
+/// from that one (an ssh key's `.pub`); `None` when it has no file (an
+/// env-only secret). Where a secret's files are is read here (and by
+/// [`place`]), never by a caller on its own.
+pub fn files_of(secret: &Secret, path: Option<&str>) -> Result<Option<Vec<String>>, ProviderError> {
+    match secret_paths(secret, path) {
+        Ok(paths) => Ok(Some(paths)),
+        Err(ProviderError::NoPath { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Check a placement that came from elsewhere (the wire) against its secret:

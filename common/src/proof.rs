@@ -13,7 +13,7 @@
 //! helps authenticate. Nothing here logs or returns the token; errors never
 //! quote the nonce.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use thiserror::Error;
 

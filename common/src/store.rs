@@ -21,6 +21,7 @@ use crate::model::Secret;
 use crate::names::{validate_secret_name, NameError};
 use crate::providers::{self, ProviderError, SourceFile};
 use crate::secret_value::Values;
+use crate::session::SessionSpec;
 
 /// Something wrong with the local store.
 #[derive(Debug, Error)]
@@ -60,6 +61,9 @@ struct Record {
     env_vars: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     values: Option<Values>,
+    /// A session secret's spec (`crate::session`): how to mint it; no values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session: Option<SessionSpec>,
 }
 
 fn resource_type() -> String {
@@ -117,12 +121,75 @@ pub fn save(home: &Path, secret: &Secret) -> Result<(), StoreError> {
         path: secret.path.clone(),
         env_vars: secret.env_vars.clone(),
         values: Some(secret.values.clone()),
+        session: None,
     };
     let mut text = serde_json::to_string_pretty(&record).unwrap_or_default();
     text.push('\n');
     let text = crate::SecretText::new(text);
     fsutil::atomic_write(&path, text.expose_secret().as_bytes())?;
     Ok(())
+}
+
+/// Save a session secret (`crate::session`): its provider and how to mint
+/// it, no values. `~/.rh/secrets/NAME.json` like every secret (0600).
+pub fn save_session(
+    home: &Path,
+    name: &str,
+    provider: &str,
+    spec: &SessionSpec,
+) -> Result<(), StoreError> {
+    let path = file_of(home, name)?;
+    let dir = secrets_dir(home);
+    fsutil::create_private_dir_all(&dir)?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(fsutil::DIR_MODE))
+        .map_err(|e| PathError::io("chmod", &dir, e))?;
+    let record = Record {
+        name: Some(format!("~/{name}")),
+        resource_type: resource_type(),
+        resource_subtype: Some(resource_subtype(Some(provider)).to_owned()),
+        visibility: Some("private".to_owned()),
+        provider: Some(provider.to_owned()),
+        path: None,
+        env_vars: None,
+        values: None,
+        session: Some(spec.clone()),
+    };
+    let mut text = serde_json::to_string_pretty(&record).unwrap_or_default();
+    text.push('\n');
+    fsutil::atomic_write(&path, text.as_bytes())?;
+    Ok(())
+}
+
+/// The saved session secrets: name, provider and spec, sorted by name.
+/// Files that are not session secrets are skipped (a broken one too: the
+/// listing of secrets reports it).
+pub fn list_sessions(home: &Path) -> Vec<(String, String, SessionSpec)> {
+    let Ok(entries) = fs::read_dir(secrets_dir(home)) else {
+        return vec![];
+    };
+    let mut out = vec![];
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json")) else {
+            continue;
+        };
+        if validate_secret_name(name).is_err() {
+            continue;
+        }
+        let Ok(Some(text)) = fsutil::read_optional(&entry.path()) else {
+            continue;
+        };
+        if let Ok(Record {
+            provider: Some(provider),
+            session: Some(spec),
+            ..
+        }) = serde_json::from_str::<Record>(text.expose_secret())
+        {
+            out.push((name.to_owned(), provider, spec));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// Load a saved secret. [`StoreError::NotFound`] when there is none.

@@ -22,6 +22,7 @@ pub use crate::apply::{FileOutcome, FileStatus};
 use crate::model::Secret;
 use crate::placement::Placement;
 use crate::secret_value::SecretValue;
+use crate::session::{SessionItem, SessionStatus};
 
 /// The env that env-var secrets go to when none is named.
 pub const DEFAULT_ENV: &str = "base_env";
@@ -74,6 +75,11 @@ pub struct SyncItem {
     /// fingerprint, are as they were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// A session secret's minted credential and where the node exposes it
+    /// (`crate::session`); the item then has no values, path or placement.
+    /// Sent only to agents announcing [`FEATURE_SESSIONS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionItem>,
 }
 
 impl SyncItem {
@@ -84,6 +90,20 @@ impl SyncItem {
             path: None,
             env: None,
             placement: Some(placement),
+            session: None,
+        }
+    }
+
+    /// A session secret's item: its name and provider, no values.
+    pub fn session(name: &str, session: SessionItem) -> Self {
+        let mut secret = Secret::base(name, Default::default());
+        secret.provider = Some(session.minted.kind.as_str().to_owned());
+        Self {
+            secret,
+            path: None,
+            env: None,
+            placement: None,
+            session: Some(session),
         }
     }
 
@@ -100,6 +120,7 @@ impl SyncItem {
             path,
             env,
             placement: None,
+            session: self.session.clone(),
         }
     }
 }
@@ -249,6 +270,9 @@ pub struct Health {
 /// In [`Health::features`]: `/v1/sync` items may carry a `placement` (an
 /// agent without it refuses the field, so it gets the older item form).
 pub const FEATURE_PLACEMENT: &str = "placement";
+/// In [`Health::features`]: `/v1/sync` items may carry a `session`
+/// (`crate::session`), served on `/v1/credentials/...`.
+pub const FEATURE_SESSIONS: &str = "sessions";
 
 impl Health {
     /// Whether the agent announced `feature`.
@@ -317,6 +341,9 @@ pub struct StatusResponse {
     /// predate `?key=`: read as [`KeyedBy::Node`].
     #[serde(default)]
     pub fingerprints_keyed_by: KeyedBy,
+    /// Session secrets served by the agent (absent from older agents).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<SessionStatus>,
 }
 
 /// The key of the fingerprints in a [`StatusResponse`].
@@ -363,7 +390,7 @@ macro_rules! debug_without_values {
 }
 
 debug_without_values!(WriteToFileRequest { secret, path, overwrite, dry_run } hides "values");
-debug_without_values!(SyncItem { secret, path, env, placement } hides "values");
+debug_without_values!(SyncItem { secret, path, env, placement, session } hides "values");
 debug_without_values!(SyncRequest { items, overwrite, dry_run } hides "values");
 
 impl fmt::Debug for SetEnvVarsRequest {
@@ -391,6 +418,7 @@ mod tests {
                 path: None,
                 env: Some("base_env".into()),
                 placement: None,
+                session: None,
             }],
             overwrite: false,
             dry_run: false,

@@ -203,7 +203,7 @@ fn load(path: &Path, what: String, sums: Option<&Path>) -> Result<AgentBin, Agen
         }
         hasher.update(&buf[..n]);
     }
-    let sha256 = format!("{:x}", hasher.finalize());
+    let sha256 = hex::encode(hasher.finalize());
     if let Some(sums) = sums {
         let text = std::fs::read_to_string(sums).map_err(|e| {
             unusable(format!(
@@ -317,7 +317,7 @@ mod tests {
         let d = dir.join(target);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("agent"), bytes).unwrap();
-        let real = format!("{:x}", Sha256::digest(bytes));
+        let real = hex::encode(Sha256::digest(bytes));
         std::fs::write(
             d.join("agent.sha256"),
             format!("{}  agent\n", sum.unwrap_or(&real)),
@@ -347,7 +347,7 @@ mod tests {
             let bin = agents.for_arch(arch).unwrap();
             assert_eq!(bin.path, arm);
             assert_eq!(bin.what, "aarch64-unknown-linux-musl");
-            assert_eq!(bin.sha256, format!("{:x}", Sha256::digest(elf(183, 1))));
+            assert_eq!(bin.sha256, hex::encode(Sha256::digest(elf(183, 1))));
         }
         assert_eq!(agents.for_arch("x86_64").unwrap().path, x86);
         assert!(matches!(

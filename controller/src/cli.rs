@@ -83,7 +83,7 @@ pub enum SecretCommand {
     /// The provider secrets configured on this machine (files, env vars, ~/.ssh keys).
     Detect(DetectArgs),
     /// Create and save a secret to ~/.rh/secrets/NAME.json.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Show one saved (or detected) secret.
     Show(ShowArgs),
     /// List saved secrets (names, providers, paths; never values).
@@ -129,7 +129,43 @@ pub struct CreateArgs {
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
+    pub session: SessionArgs,
+    #[command(flatten)]
     pub output: OutputOpts,
+}
+
+/// `secret create --session`: a secret that is minted, not copied.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SessionArgs {
+    /// A session secret (aws, gcp): nodes get credentials minted here that
+    /// expire (an STS session, a 1 h access token), never the keys or
+    /// refresh tokens of this machine. Minted again by every `sync`, and
+    /// before half their life by `sync --keep-fresh`.
+    #[arg(long, conflicts_with_all = ["path", "env_vars", "values", "values_json"])]
+    pub session: bool,
+    /// aws: the profile of ~/.aws/config to resolve (SSO, role, process,
+    /// static keys) [default: $AWS_PROFILE, else default].
+    #[arg(long, requires = "session")]
+    pub profile: Option<String>,
+    /// aws: a role to assume with the profile's credentials.
+    #[arg(long = "role-arn", value_name = "ARN", requires = "session")]
+    pub role_arn: Option<String>,
+    /// aws: the session's lifetime (e.g. 1h, 90m, 900s; STS limits apply:
+    /// 15 min to 12 h for a role, 36 h for GetSessionToken) [default: 1h].
+    #[arg(long, value_name = "DUR", requires = "session")]
+    pub duration: Option<String>,
+    /// gcp: a service account to impersonate (IAM Credentials
+    /// generateAccessToken with your user credentials).
+    #[arg(long, value_name = "SA_EMAIL", requires = "session")]
+    pub impersonate: Option<String>,
+    /// gcp: scopes of the impersonated token, comma-separated [default: cloud-platform].
+    #[arg(
+        long,
+        value_name = "S,...",
+        value_delimiter = ',',
+        requires = "session"
+    )]
+    pub scopes: Vec<String>,
 }
 
 impl fmt::Debug for CreateArgs {
@@ -142,6 +178,7 @@ impl fmt::Debug for CreateArgs {
             .field("values", &format_args!("<{} redacted>", self.values.len()))
             .field("values_json", &self.values_json)
             .field("force", &self.force)
+            .field("session", &self.session)
             .field("output", &self.output)
             .finish()
     }
@@ -472,6 +509,11 @@ pub struct SyncArgs {
     /// 250 s): give a large fleet that long.
     #[arg(long, value_name = "SECS")]
     pub wait: Option<u64>,
+    /// Keep running: mint every session secret of the cluster again before
+    /// half its lifetime is gone and send (or publish) it, one log line per
+    /// refresh and per failure on stderr, until interrupted.
+    #[arg(long = "keep-fresh")]
+    pub keep_fresh: bool,
     /// Pull cluster: publish as a new epoch. Nodes refuse a manifest older
     /// than the one they applied (no rollback); a new epoch is taken even so:
     /// after restoring the store from a backup, or when the manifest's

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod context;
 pub mod exit;
 pub mod local_secrets;
+pub mod mint;
 pub mod outcome;
 pub mod output;
 mod remote;

@@ -15,7 +15,9 @@ use common::Secret;
 use thiserror::Error;
 
 use crate::exit::UsageError;
+use crate::mint::SessionSecret;
 use crate::Context;
+use common::session::SessionKind;
 
 /// A saved secret that cannot be read, or whose values cannot be found.
 #[derive(Debug, Error)]
@@ -30,11 +32,35 @@ pub enum LocalSecretsError {
     },
 }
 
-/// Every secret this machine knows: saved ones and detected ones.
+/// Every secret this machine knows: saved ones and detected ones, and the
+/// session secrets (`crate::mint`: saved with `--session`, or AWS profiles
+/// without static keys), which have no values here: they are minted.
 #[derive(Debug, Default)]
 pub struct LocalSecrets {
     saved: Vec<Secret>,
     detected: Vec<Secret>,
+    sessions: Vec<SessionSecret>,
+}
+
+/// The saved session secrets, then the detected ones whose name no saved
+/// or detected secret has (`taken`).
+pub fn sessions(ctx: &Context, taken: &dyn Fn(&str) -> bool) -> Vec<SessionSecret> {
+    let mut out: Vec<SessionSecret> = store::list_sessions(&ctx.home)
+        .into_iter()
+        .filter_map(|(name, provider, spec)| {
+            Some(SessionSecret {
+                name,
+                kind: SessionKind::of_provider(&provider)?,
+                spec,
+            })
+        })
+        .collect();
+    for d in crate::mint::detect(ctx) {
+        if !taken(&d.name) && !out.iter().any(|s| s.name == d.name) {
+            out.push(d);
+        }
+    }
+    out
 }
 
 /// Run `f` with the sources of `ctx`: its home and its environment.
@@ -66,6 +92,15 @@ fn fill(ctx: &Context, secret: &mut Secret) -> Result<(), LocalSecretsError> {
 /// Reads only that saved file, and detects only when it is not saved.
 pub fn one(ctx: &Context, name: &str) -> Result<Option<Secret>, LocalSecretsError> {
     match store::load(&ctx.home, name) {
+        // A session secret has no values to fill (its provider's env vars
+        // are not its values).
+        Ok(secret)
+            if store::list_sessions(&ctx.home)
+                .iter()
+                .any(|(n, _, _)| n == name) =>
+        {
+            Ok(Some(secret))
+        }
         Ok(mut secret) => {
             fill(ctx, &mut secret)?;
             Ok(Some(secret))
@@ -89,21 +124,48 @@ impl LocalSecrets {
     /// Read the saved secrets (values filled in) and detect the others;
     /// detection warnings go to stderr. No network.
     pub fn load(ctx: &Context) -> Result<Self, LocalSecretsError> {
+        let session_names: Vec<String> = store::list_sessions(&ctx.home)
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect();
         let mut saved = store::list(&ctx.home)?;
+        saved.retain(|s| !session_names.contains(&s.name));
         for s in &mut saved {
             fill(ctx, s)?;
         }
         let found = detect(ctx, &[]);
         warn(&found);
+        let taken = |name: &str| saved.iter().chain(&found.secrets).any(|s| s.name == name);
+        let sessions = sessions(ctx, &taken);
         Ok(Self {
             saved,
             detected: found.secrets,
+            sessions,
         })
     }
 
     /// From secrets already gathered (tests, or nothing when loading failed).
     pub fn new(saved: Vec<Secret>, detected: Vec<Secret>) -> Self {
-        Self { saved, detected }
+        Self {
+            saved,
+            detected,
+            sessions: vec![],
+        }
+    }
+
+    /// The session secrets of a `--secret` selection (every one when none
+    /// is named).
+    pub fn select_sessions(&self, wanted: &[String]) -> Vec<SessionSecret> {
+        self.sessions
+            .iter()
+            .filter(|s| wanted.is_empty() || wanted.contains(&s.name))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `name` is a session secret here.
+    pub fn is_session(&self, name: &str) -> bool {
+        self.sessions.iter().any(|s| s.name == name)
     }
 
     /// Whether `name` is saved in `~/.rh/secrets`.
@@ -157,11 +219,17 @@ impl LocalSecrets {
             match self.find(w) {
                 Some(s) if out.iter().any(|o| o.name == s.name) => {}
                 Some(s) => out.push(s),
+                None if self.is_session(w) => {}
                 None => unknown.push(w.clone()),
             }
         }
         if !unknown.is_empty() {
-            let known: Vec<String> = self.all().into_iter().map(|s| s.name).collect();
+            let known: Vec<String> = self
+                .all()
+                .into_iter()
+                .map(|s| s.name)
+                .chain(self.sessions.iter().map(|s| s.name.clone()))
+                .collect();
             return Err(UsageError(format!(
                 "unknown secret(s) {}: not saved (`controller secret list`) nor detected (`controller secret detect`); known: {}",
                 unknown.join(", "),

@@ -1509,3 +1509,127 @@ fn a_store_writer_cannot_make_a_node_run_a_program() {
     assert_eq!(mode(&agent.file(".kube/config")), 0o600);
     assert_eq!(agent.env_var("SSH_ASKPASS"), None);
 }
+
+#[test]
+fn a_pull_cluster_serves_published_sessions_refreshed_by_keep_fresh() {
+    let Some((_server, mut home)) = setup() else {
+        return;
+    };
+    let Some((moto, sts)) = test_support::python::moto() else {
+        return;
+    };
+    let long_secret = "fleet-long-lived-secret-key-xyz";
+    std::fs::create_dir_all(home.file(".aws")).unwrap();
+    std::fs::write(
+        home.file(".aws/credentials"),
+        format!("[default]\naws_access_key_id = AKIAFLEETLONGLIVED\naws_secret_access_key = {long_secret}\n"),
+    )
+    .unwrap();
+    home.set_env("AWS_ENDPOINT_URL_STS", &sts);
+    home.set_env("AWS_EC2_METADATA_DISABLED", "true");
+    home.forbidden.push(long_secret.into());
+    home.ok(&["cluster", "add", "pc", "--pull"]);
+    let bundles = enroll(&home, "pc", &home.file("bundles"), 1);
+    // 20 s sessions (moto takes less than STS's 900 s): refreshed at 10 s.
+    home.ok(&[
+        "secret",
+        "create",
+        "fleet-s3",
+        "--provider",
+        "aws",
+        "--session",
+        "--role-arn",
+        "arn:aws:iam::123456789012:role/fleet",
+        "--duration",
+        "20s",
+    ]);
+    let log = home.file("keep-fresh.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_controller"));
+    cmd.args([
+        "sync",
+        "--cluster",
+        "pc",
+        "--secret",
+        "fleet-s3",
+        "--keep-fresh",
+    ])
+    .env_clear()
+    .env("HOME", home.path())
+    .env("USER", &home.user)
+    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in &home.env {
+        cmd.env(k, v);
+    }
+    let mut keeper = cmd.spawn().unwrap();
+    let agent = start_agent(&bundles[0]);
+    // The node serves the published session to its env's token.
+    let ecs = |agent: &PullAgent| -> Option<String> {
+        let token =
+            std::fs::read_to_string(agent.state().join("credentials/tokens/base_env")).ok()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let resp = reqwest::Client::new()
+                .get(format!(
+                    "http://127.0.0.1:{}/v1/credentials/aws/fleet-s3",
+                    agent.port
+                ))
+                .header("authorization", token)
+                .send()
+                .await
+                .ok()?;
+            let doc: Value = resp.json().await.ok()?;
+            doc["AccessKeyId"].as_str().map(str::to_owned)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(key) = ecs(&agent) {
+            break key;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never served the session"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // keep-fresh publishes a new session before half its life is gone.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        match ecs(&agent) {
+            Some(key) if key != first => break,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no refreshed session reached the node:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = keeper.kill();
+    let _ = keeper.wait();
+    drop(moto);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("refreshed session secret fleet-s3 on cluster pc (published version"),
+        "{text}"
+    );
+    assert!(!text.contains(long_secret));
+    // What the node holds: the minted session, never the long-lived key.
+    let holds = |needle: &str| {
+        let out = Command::new("grep")
+            .args(["-r", "-l", needle])
+            .arg(agent.home.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(holds(long_secret), "");
+    assert_eq!(holds("AKIAFLEETLONGLIVED"), "");
+}

@@ -716,7 +716,7 @@ fn put_agent(dir: &std::path::Path, target: &str, bytes: &[u8]) {
     fs::create_dir_all(&d).unwrap();
     fs::write(d.join("agent"), bytes).unwrap();
     fs::set_permissions(d.join("agent"), fs::Permissions::from_mode(0o755)).unwrap();
-    let sum = format!("{:x}", sha2::Sha256::digest(bytes));
+    let sum = hex::encode(sha2::Sha256::digest(bytes));
     fs::write(d.join("agent.sha256"), format!("{sum}  agent\n")).unwrap();
 }
 

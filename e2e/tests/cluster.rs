@@ -64,10 +64,10 @@ fn secret_file(c: &str, rel: &str, problems: &mut Vec<String>) -> Option<NodeFil
     }
 }
 
-fn yaml(bytes: &[u8], what: &str, problems: &mut Vec<String>) -> serde_yaml::Value {
-    serde_yaml::from_slice(bytes).unwrap_or_else(|e| {
+fn yaml(bytes: &[u8], what: &str, problems: &mut Vec<String>) -> yaml_serde::Value {
+    yaml_serde::from_slice(bytes).unwrap_or_else(|e| {
         problems.push(format!("{what}: not YAML ({e})"));
-        serde_yaml::Value::Null
+        yaml_serde::Value::Null
     })
 }
 
@@ -1117,6 +1117,133 @@ fn t11_revoke_removes_files_and_vars_and_status_shows_nothing_left() {
         }
     }
     assert_no_problems("after revoking every secret", p);
+}
+
+#[test]
+#[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
+fn t20_a_session_secret_is_minted_here_served_on_the_node_and_the_long_lived_key_leaves() {
+    let s = suite();
+    boot_cluster(s);
+    let n = &s.agents[0];
+    let c = &n.container;
+    // The fixture's static keys were pushed the old way first.
+    s.sync(BOOT, &["--secret", "aws"]).assert_code(0);
+    let long_key = s.value("aws.access_key").to_owned();
+    let long_secret = s.value("aws.secret_key").to_owned();
+    // moto's STS on the host's loopback: the controller mints there; nodes
+    // never talk to it.
+    let (moto, sts) =
+        test_support::python::moto().expect("python3 with moto (pip install 'moto[server]')");
+    let ctl = |args: &[&str]| {
+        let mut cmd = s.controller_command(args);
+        cmd.env("AWS_ENDPOINT_URL_STS", &sts)
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        let out = run_with_deadline(cmd, Duration::from_secs(180), "controller", args);
+        s.log_to("controller.log", &out);
+        out
+    };
+    ctl(&[
+        "secret",
+        "create",
+        "e2e-sess",
+        "--provider",
+        "aws",
+        "--session",
+        "--force",
+        "--role-arn",
+        "arn:aws:iam::123456789012:role/e2e",
+        "--duration",
+        "15m",
+    ])
+    .assert_code(0);
+    let out = ctl(&[
+        "sync",
+        "--cluster",
+        BOOT,
+        "--secret",
+        "e2e-sess",
+        "--env",
+        NAMED_ENV,
+        "--json",
+    ]);
+    drop(moto);
+    out.assert_code(0);
+    // A plain shell of the node user: the profile's credential_process.
+    let shell = exec_ubuntu(
+        c,
+        "line=$(sed -n 's/^credential_process = //p' ~/.aws/config | head -n1); eval \"$line\"",
+    );
+    assert_eq!(
+        shell.code,
+        0,
+        "{c}: credential_process failed: {}",
+        shell.show()
+    );
+    let doc: Value = serde_json::from_str(shell.stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {}", shell.show()));
+    assert_eq!(doc["Version"], 1, "{c}: {doc}");
+    let minted_key = doc["AccessKeyId"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        !minted_key.is_empty() && minted_key != long_key,
+        "{c}: {doc}"
+    );
+    s.add_marker(
+        "e2e-sess.secret",
+        doc["SecretAccessKey"].as_str().unwrap_or_default(),
+    );
+    // An env process: the ECS protocol with its env's token (bash's /dev/tcp,
+    // no client on the image), 401 without it.
+    let probe = |with_token: bool| {
+        let auth = if with_token {
+            "printf 'Authorization: %s\\r\\n' \"$(cat \"$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE\")\" >&3;"
+        } else {
+            ""
+        };
+        let script = format!(
+            "u=${{AWS_CONTAINER_CREDENTIALS_FULL_URI#http://}}; hp=${{u%%/*}}; path=/${{u#*/}}; \
+             exec 3<>/dev/tcp/${{hp%:*}}/${{hp#*:}}; printf 'GET %s HTTP/1.0\\r\\n' \"$path\" >&3; {auth} \
+             printf '\\r\\n' >&3; head -c 200 <&3 | head -n1"
+        );
+        s.ctl_exposing(&[
+            "run",
+            "--cluster",
+            BOOT,
+            "--env",
+            NAMED_ENV,
+            "--node",
+            &n.host,
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ])
+    };
+    let ok = probe(true);
+    assert!(ok.stdout.contains(" 200 "), "{c}: {}", ok.show());
+    let refused = probe(false);
+    assert!(refused.stdout.contains(" 401 "), "{c}: {}", refused.show());
+    // The long-lived key the earlier sync pushed was removed by the session
+    // (the agent installed it): found nowhere in the home or the agent's state.
+    for needle in [&long_key, &long_secret] {
+        let grep = exec(c, &["grep", "-r", "-l", "-F", needle.as_str(), NODE_HOME]);
+        assert_ne!(
+            grep.code, 0,
+            "{c}: the long-lived key is still in {}",
+            grep.stdout
+        );
+    }
+    let status = s.ctl(&["status", "--cluster", BOOT, "--json"]);
+    status.assert_code(0);
+    let sessions = &status.json()["nodes"][0]["status"]["sessions"];
+    assert!(
+        sessions.as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["name"] == "e2e-sess" && x["expired"] == false)),
+        "{}",
+        status.show()
+    );
+    s.ctl(&["revoke", "e2e-sess", "--cluster", BOOT])
+        .assert_code(0);
 }
 
 #[test]

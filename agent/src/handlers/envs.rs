@@ -14,55 +14,26 @@ use common::wire::{RunRequest, RunResponse, SetEnvVarsRequest, SyncResponse};
 
 use crate::audit::AuditEntry;
 use crate::error::{ApiError, ApiJson, ApiPath};
-use crate::handlers::{detached, outcome, statuses};
+use crate::handlers::detached;
 use crate::install;
 use crate::state::AppState;
 
-/// Set vars in an env, creating it if absent.
+/// Set vars in an env, creating it if absent (`install::set_vars`).
 pub(crate) async fn set_env_vars(
     State(state): State<AppState>,
     ApiPath(env): ApiPath<String>,
     ApiJson(req): ApiJson<SetEnvVarsRequest>,
 ) -> Result<Json<SyncResponse>, ApiError> {
-    detached(set_env_vars_work(state, env, req)).await
-}
-
-/// A one-item sync (`install::plan_vars`, then `install::apply`): saved
-/// to `envs.json` before it goes live (a failed save of `envs.json` changes
-/// nothing), then recorded in `installed.json` under the secret when one is
-/// named; if that record cannot be saved the vars are live and the answer
-/// says "applied but not recorded" (500 `state_not_saved`), as for `/v1/sync`.
-async fn set_env_vars_work(
-    state: AppState,
-    env: String,
-    req: SetEnvVarsRequest,
-) -> Result<Json<SyncResponse>, ApiError> {
-    let mut audit = AuditEntry {
-        route: "/v1/envs/{env}/_set_env_vars",
-        secrets: req.secret.iter().cloned().collect(),
-        envs: vec![env.clone()],
-        vars: req.vars.keys().cloned().collect(),
-        dry_run: req.dry_run,
-        ..Default::default()
-    };
-    let result = async {
-        let planned = install::plan_vars(&state, &env, req.vars, req.secret)?;
-        if !req.dry_run {
-            state.inner.envs.check_room([env.as_str()])?;
-        }
-        let result = install::apply(&state, vec![planned], false, req.dry_run, None)
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(ApiError::internal("no result")))?;
+    detached(async move {
+        let route = "/v1/envs/{env}/_set_env_vars";
+        let (secret, dry_run) = (req.secret, req.dry_run);
+        let result = install::set_vars(&state, route, env, req.vars, secret, dry_run).await?;
         Ok(Json(SyncResponse {
             results: vec![result],
-            dry_run: req.dry_run,
+            dry_run,
         }))
-    }
-    .await;
-    audit.result = outcome(&result, |Json(r)| statuses(&r.results));
-    state.inner.audit.record(&audit);
-    result
+    })
+    .await
 }
 
 /// Run argv inside an env's process.
@@ -108,13 +79,14 @@ pub(crate) async fn run(
         Ok(Json(out))
     }
     .await;
-    audit.result = outcome(&result, |Json(r)| {
-        format!(
+    audit.result = match &result {
+        Ok(Json(r)) => format!(
             "exit={}{}",
             r.exit_code,
             if r.timed_out { ",timed_out" } else { "" }
-        )
-    });
+        ),
+        Err(e) => format!("error:{}", e.code),
+    };
     state.inner.audit.record(&audit);
     result
 }

@@ -27,7 +27,10 @@ pub(crate) async fn get(
         // Announced with the proof only: the plain body stays as it was,
         // and the controller (which always challenges) is who needs them.
         features: if proof.is_some() {
-            vec![common::wire::FEATURE_PLACEMENT.to_owned()]
+            vec![
+                common::wire::FEATURE_PLACEMENT.to_owned(),
+                common::wire::FEATURE_SESSIONS.to_owned(),
+            ]
         } else {
             vec![]
         },

@@ -1,20 +1,21 @@
 //! HTTP handlers, one module per resource; free functions named for their
-//! verb. They check input, call [`crate::install`] or [`crate::envs`], write
-//! one audit entry (names only) and answer wire types. No handler logs or
-//! echoes a value.
+//! verb. They take the request apart, call the install service
+//! ([`crate::install`], which checks, applies and records its audit entry)
+//! or [`crate::envs`], and answer wire types, mapping the service's errors
+//! to HTTP ([`crate::error`]). No handler logs or echoes a value.
 
+pub(crate) mod credentials;
 pub(crate) mod envs;
 pub(crate) mod health;
 pub(crate) mod secrets;
 pub(crate) mod status;
 pub(crate) mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::wire::SecretResult;
-
-use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Run a mutating request's work in a task of its own. The request timeout
@@ -38,21 +39,4 @@ pub(crate) fn deadline(state: &AppState) -> Instant {
     let timeout = state.config().request_timeout;
     let margin = (timeout / 4).min(Duration::from_secs(5));
     Instant::now() + timeout.saturating_sub(margin)
-}
-
-/// The audit word for a request's outcome.
-pub(crate) fn outcome<T>(result: &Result<T, ApiError>, ok: impl FnOnce(&T) -> String) -> String {
-    match result {
-        Ok(value) => ok(value),
-        Err(e) => format!("error:{}", e.code),
-    }
-}
-
-/// `written,unchanged,...` for a list of results.
-pub(crate) fn statuses(results: &[SecretResult]) -> String {
-    results
-        .iter()
-        .map(|r| format!("{}={}", r.name, r.status.as_str()))
-        .collect::<Vec<_>>()
-        .join(",")
 }

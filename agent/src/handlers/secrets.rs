@@ -7,105 +7,60 @@
 //! lists the conflicting keys). Revoke answers 200 with one result, 404 when
 //! the secret is not installed here. No value is logged or echoed.
 
-use std::time::Instant;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
-use common::wire::{RevokeQuery, SyncResponse, WriteToFileRequest};
+use common::wire::{RevokeQuery, Status, SyncResponse, WriteToFileRequest};
 
-use crate::audit::AuditEntry;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::handlers::{deadline, detached, outcome, statuses};
+use crate::handlers::{deadline, detached};
 use crate::install;
 use crate::state::AppState;
 
-/// Write one secret into its file(s), merging.
+/// Write one secret into its file(s), merging (`install::write_file`):
+/// 409 with the same body on conflict.
 pub(crate) async fn write_to_file(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<WriteToFileRequest>,
 ) -> Result<(StatusCode, Json<SyncResponse>), ApiError> {
-    let deadline = deadline(&state);
-    detached(write_to_file_work(state, req, deadline)).await
-}
-
-async fn write_to_file_work(
-    state: AppState,
-    req: WriteToFileRequest,
-    deadline: Instant,
-) -> Result<(StatusCode, Json<SyncResponse>), ApiError> {
-    let mut audit = AuditEntry {
-        route: "/v1/secrets/_write_to_file",
-        secrets: vec![req.secret.name.clone()],
-        paths: req.path.iter().cloned().collect(),
+    let opts = install::ApplyOpts {
+        overwrite: req.overwrite,
         dry_run: req.dry_run,
-        ..Default::default()
+        deadline: Some(deadline(&state)),
     };
-    let result = async {
-        let planned = install::plan_file(&state, req.secret, req.path.as_deref())?;
-        audit.paths = planned.paths();
-        let mut results = install::apply(
-            &state,
-            vec![planned],
-            req.overwrite,
-            req.dry_run,
-            Some(deadline),
-        )
-        .await;
-        let result = results
-            .pop()
-            .unwrap_or_else(|| Err(ApiError::internal("no result")))?;
+    detached(async move {
+        let route = "/v1/secrets/_write_to_file";
+        let result = install::write_file(&state, route, req.secret, req.path, opts).await?;
+        let status = if result.status == Status::Conflict {
+            StatusCode::CONFLICT
+        } else {
+            StatusCode::OK
+        };
         Ok((
-            install::write_status(&result),
+            status,
             Json(SyncResponse {
                 results: vec![result],
                 dry_run: req.dry_run,
             }),
         ))
-    }
-    .await;
-    audit.result = outcome(&result, |(_, r)| statuses(&r.results));
-    state.inner.audit.record(&audit);
-    result
+    })
+    .await
 }
 
-/// Revoke: remove what the secret installed.
+/// Revoke: remove what the secret installed (`install::revoke`).
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(query): ApiQuery<RevokeQuery>,
 ) -> Result<Json<SyncResponse>, ApiError> {
-    detached(revoke_work(state, name, query)).await
-}
-
-async fn revoke_work(
-    state: AppState,
-    name: String,
-    query: RevokeQuery,
-) -> Result<Json<SyncResponse>, ApiError> {
-    let result = install::revoke(&state, &name, query.env.as_deref(), query.dry_run)
-        .await
-        .map(|r| {
-            Json(SyncResponse {
-                results: vec![r],
-                dry_run: query.dry_run,
-            })
-        });
-    let mut audit = AuditEntry {
-        route: "/v1/secrets/{name}",
-        secrets: vec![name],
-        envs: query.env.iter().cloned().collect(),
-        dry_run: query.dry_run,
-        ..Default::default()
-    };
-    if let Ok(Json(resp)) = &result {
-        for r in &resp.results {
-            audit.paths.extend(r.files.iter().map(|f| f.path.clone()));
-            audit.vars.extend(r.vars.iter().cloned());
-        }
-    }
-    audit.result = outcome(&result, |Json(r)| statuses(&r.results));
-    state.inner.audit.record(&audit);
-    result
+    detached(async move {
+        let (env, dry_run) = (query.env.as_deref(), query.dry_run);
+        let result = install::revoke(&state, "/v1/secrets/{name}", &name, env, dry_run).await?;
+        Ok(Json(SyncResponse {
+            results: vec![result],
+            dry_run,
+        }))
+    })
+    .await
 }

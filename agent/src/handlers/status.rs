@@ -47,6 +47,7 @@ pub(crate) async fn get(
             } else {
                 KeyedBy::Node
             },
+            sessions: state.inner.credentials.status(),
         },
         damaged_state: state.inner.damaged.clone(),
     }))

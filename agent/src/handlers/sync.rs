@@ -10,83 +10,32 @@
 //! back by another file's conflict is `blocked`). The
 //! response is 200 whatever the per-secret results.
 
-use std::time::Instant;
-
 use axum::extract::State;
 use axum::Json;
 
-use common::policy::Origin;
-use common::wire::{SecretResult, Status, SyncRequest, SyncResponse};
+use common::wire::{SyncRequest, SyncResponse};
 
-use crate::audit::AuditEntry;
 use crate::error::{ApiError, ApiJson};
-use crate::handlers::{deadline, detached, outcome, statuses};
+use crate::handlers::{deadline, detached};
 use crate::install;
 use crate::state::AppState;
 
-/// Apply many secrets.
+/// Apply many secrets (`install::sync`).
 pub(crate) async fn post(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<SyncRequest>,
 ) -> Result<Json<SyncResponse>, ApiError> {
-    let deadline = deadline(&state);
-    detached(work(state, req, deadline)).await
-}
-
-async fn work(
-    state: AppState,
-    req: SyncRequest,
-    deadline: Instant,
-) -> Result<Json<SyncResponse>, ApiError> {
-    let mut audit = AuditEntry {
-        route: "/v1/sync",
-        secrets: req.items.iter().map(|i| i.secret.name.clone()).collect(),
+    let opts = install::ApplyOpts {
+        overwrite: req.overwrite,
         dry_run: req.dry_run,
-        ..Default::default()
+        deadline: Some(deadline(&state)),
     };
-    let result = async {
-        let mut planned = Vec::with_capacity(req.items.len());
-        for item in req.items {
-            let p = install::plan_item(&state, item, Origin::Local)?;
-            audit.paths.extend(p.paths());
-            if let Some((env, vars)) = p.env_vars() {
-                if !audit.envs.contains(&env) {
-                    audit.envs.push(env);
-                }
-                audit.vars.extend(vars);
-            }
-            planned.push(p);
-        }
-        // Envs the request would create must fit under the cap (checked
-        // again under the write lock when they are created).
-        state
-            .inner
-            .envs
-            .check_room(audit.envs.iter().map(String::as_str))?;
-        let names: Vec<String> = planned.iter().map(|p| p.secret.name.clone()).collect();
-        let results =
-            install::apply(&state, planned, req.overwrite, req.dry_run, Some(deadline)).await;
-        let results = names
-            .into_iter()
-            .zip(results)
-            .map(|(name, r)| {
-                r.unwrap_or_else(|e: ApiError| SecretResult {
-                    name,
-                    status: Status::Failed,
-                    files: vec![],
-                    env: None,
-                    vars: vec![],
-                    message: Some(e.message),
-                })
-            })
-            .collect();
+    detached(async move {
+        let results = install::sync(&state, "/v1/sync", req.items, opts).await?;
         Ok(Json(SyncResponse {
             results,
             dry_run: req.dry_run,
         }))
-    }
-    .await;
-    audit.result = outcome(&result, |Json(r)| statuses(&r.results));
-    state.inner.audit.record(&audit);
-    result
+    })
+    .await
 }

@@ -3,8 +3,8 @@
 //! (`creds`), polls its cluster's manifest every `poll_interval` (a random
 //! phase after the first poll, then the period ±2%; errors back off
 //! exponentially, jittered), fetches the secrets
-//! whose KV version changed, applies them through the same install path as
-//! `POST /v1/sync` (`apply_pulled`: merge, atomic 0600 files, env
+//! whose KV version changed, applies them through the same install service
+//! as `POST /v1/sync` (`install::apply_pulled`: merge, atomic 0600 files, env
 //! processes, installed state, audit), removes what was unpublished, and
 //! writes a node report (`common::fleet::NodeReport`, signed with the
 //! bundle's report key when it has one) only when what it applied (or its
@@ -42,10 +42,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
-use crate::audit::AuditEntry;
-use crate::error::ApiError;
-use crate::handlers::statuses;
-use crate::install;
+use crate::install::{self, InstallError};
 use crate::state::AppState;
 use common::openbao::{self, Kv};
 use creds::{CredFiles, Token};
@@ -843,26 +840,10 @@ impl Puller {
                 self.applied.secrets.remove(&name);
                 continue;
             };
-            let result = install::revoke(&node.state, &name, None, false).await;
-            let mut audit = AuditEntry {
-                route: "pull",
-                secrets: vec![name.clone()],
-                ..Default::default()
-            };
-            match &result {
-                Ok(r) => {
-                    audit.paths = r.files.iter().map(|f| f.path.clone()).collect();
-                    audit.vars.clone_from(&r.vars);
-                    audit.result = format!("{name}=removed");
-                }
-                Err(e) => audit.result = format!("error:{}", e.code),
-            }
-            node.state.inner.audit.record(&audit);
-            match result {
-                Ok(_) => {}
-                Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {}
+            match install::revoke(&node.state, "pull", &name, None, false).await {
+                Ok(_) | Err(InstallError::NotInstalled(_)) => {}
                 Err(e) => {
-                    errors.push(format!("{name}: cannot remove: {}", e.message));
+                    errors.push(format!("{name}: cannot remove: {}", e.message()));
                     continue;
                 }
             }
@@ -875,7 +856,10 @@ impl Puller {
             .collect();
         let items = items.into_iter().map(|(i, _)| i).collect();
         let results = match &self.node {
-            Some(node) => apply_pulled(&node.state, items, &self.applied.secrets).await,
+            Some(node) => {
+                let known = |name: &str| self.applied.secrets.contains_key(name);
+                install::apply_pulled(&node.state, "pull", items, known).await
+            }
             None => {
                 let home = self.sim_home.clone();
                 tokio::task::spawn_blocking(move || {
@@ -903,7 +887,7 @@ impl Puller {
                     let floor = self.applied.floors.entry(name).or_default();
                     *floor = (*floor).max(version);
                 }
-                Err(e) => errors.push(format!("{name}: {}", e.message)),
+                Err(e) => errors.push(format!("{name}: {}", e.message())),
             }
         }
         if errors.is_empty() {
@@ -1036,7 +1020,7 @@ fn published_item(name: &str, data: &SecretValue) -> Option<SyncItem> {
 /// `home` (confined to it, atomic, 0600; overwriting what the store put
 /// there before), or nothing without a home. No env process, no policy
 /// check, no installed state: the bench measures the store, not this.
-fn simulated_apply(home: Option<&Path>, item: SyncItem) -> Result<SecretResult, ApiError> {
+fn simulated_apply(home: Option<&Path>, item: SyncItem) -> Result<SecretResult, InstallError> {
     let result = SecretResult {
         name: item.secret.name.clone(),
         status: Status::Written,
@@ -1049,8 +1033,9 @@ fn simulated_apply(home: Option<&Path>, item: SyncItem) -> Result<SecretResult, 
         return Ok(result);
     };
     let provider = common::providers::for_secret(item.secret.provider.as_deref());
-    let paths = common::apply::secret_paths(&item.secret, item.path.as_deref())?;
-    let files = paths
+    let opts = common::placement::PlaceOpts::request(item.path.as_deref(), None, true);
+    let files = common::placement::place(&item.secret, &opts)?
+        .paths()
         .into_iter()
         .map(|display| {
             Ok(common::apply::TargetFile {
@@ -1061,72 +1046,6 @@ fn simulated_apply(home: Option<&Path>, item: SyncItem) -> Result<SecretResult, 
         .collect::<Result<Vec<_>, PathError>>()?;
     common::apply::write_files(provider, &files, &item.secret.values, true, false)?;
     Ok(result)
-}
-
-/// Apply secrets pulled from the store through the same path as
-/// `POST /v1/sync` (`install::plan_item` with `Origin::Remote`, then `install::apply`): one bad or
-/// conflicting secret does not hold back the others. A secret this node
-/// already installed from the store replaces its own earlier values
-/// (overwrite); a new one does not clobber differing values already in a
-/// file (conflict, reported). One audit entry, route `pull`.
-pub(crate) async fn apply_pulled(
-    state: &AppState,
-    items: Vec<SyncItem>,
-    known: &BTreeMap<String, u64>,
-) -> Vec<(String, Result<SecretResult, ApiError>)> {
-    let mut audit = AuditEntry {
-        route: "pull",
-        secrets: items.iter().map(|i| i.secret.name.clone()).collect(),
-        ..Default::default()
-    };
-    let mut out = Vec::with_capacity(items.len());
-    let (mut again, mut new) = (Vec::new(), Vec::new());
-    for item in items {
-        let name = item.secret.name.clone();
-        // Placed by this node's policy, not by the store: provider
-        // locations or `allow_paths` only, never the deny-list.
-        let planned =
-            install::plan_item(state, item, common::policy::Origin::Remote).and_then(|p| {
-                let env = p.env_vars().map(|(env, _)| env);
-                state
-                    .inner
-                    .envs
-                    .check_room(env.iter().map(String::as_str))?;
-                Ok(p)
-            });
-        match planned {
-            Err(e) => out.push((name, Err(e))),
-            Ok(p) => {
-                audit.paths.extend(p.paths());
-                if let Some((env, vars)) = p.env_vars() {
-                    if !audit.envs.contains(&env) {
-                        audit.envs.push(env);
-                    }
-                    audit.vars.extend(vars);
-                }
-                if known.contains_key(&name) {
-                    again.push(p);
-                } else {
-                    new.push(p);
-                }
-            }
-        }
-    }
-    for (batch, overwrite) in [(again, true), (new, false)] {
-        if batch.is_empty() {
-            continue;
-        }
-        let names: Vec<String> = batch.iter().map(|p| p.secret.name.clone()).collect();
-        let results = install::apply(state, batch, overwrite, false, None).await;
-        out.extend(names.into_iter().zip(results));
-    }
-    let ok: Vec<SecretResult> = out
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().ok().cloned())
-        .collect();
-    audit.result = statuses(&ok);
-    state.inner.audit.record(&audit);
-    out
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! YAML helpers for the GitHub CLI's hosts.yml and kubeconfig: parse to a
-//! mapping with errors that name the file and line (serde_yaml's own messages
+//! mapping with errors that name the file and line (the parser's own messages
 //! can quote the input, so they are never passed on), convert between YAML
-//! and the JSON values secrets are held in, and render. `serde_yaml` here is
-//! the workspace's name for `yaml_serde`, the YAML organization's maintained
-//! fork of the deprecated crate (same API and output; see `Cargo.toml`).
+//! and the JSON values secrets are held in, and render. The parser is
+//! `yaml_serde`, the YAML organization's maintained fork of the deprecated
+//! `serde_yaml` (same API and output; see `Cargo.toml`).
 
-use serde_yaml::{Mapping, Value as Yaml};
+use yaml_serde::{Mapping, Value as Yaml};
 
 use crate::providers::ProviderError;
 use crate::secret_value::SecretText;
@@ -15,7 +15,7 @@ pub fn parse_mapping(path: &str, text: &SecretText) -> Result<Mapping, ProviderE
     if text.expose_secret().trim().is_empty() {
         return Ok(Mapping::new());
     }
-    match serde_yaml::from_str::<Yaml>(text.expose_secret()) {
+    match yaml_serde::from_str::<Yaml>(text.expose_secret()) {
         Ok(Yaml::Mapping(map)) => Ok(map),
         Ok(Yaml::Null) => Ok(Mapping::new()),
         Ok(_) => Err(ProviderError::malformed(
@@ -72,7 +72,7 @@ pub fn from_json(value: &serde_json::Value) -> Yaml {
     match value {
         serde_json::Value::Null => Yaml::Null,
         serde_json::Value::Bool(b) => Yaml::Bool(*b),
-        serde_json::Value::Number(n) => serde_yaml::to_value(n).unwrap_or(Yaml::Null),
+        serde_json::Value::Number(n) => yaml_serde::to_value(n).unwrap_or(Yaml::Null),
         serde_json::Value::String(s) => Yaml::String(s.clone()),
         serde_json::Value::Array(items) => Yaml::Sequence(items.iter().map(from_json).collect()),
         serde_json::Value::Object(map) => Yaml::Mapping(
@@ -85,7 +85,7 @@ pub fn from_json(value: &serde_json::Value) -> Yaml {
 
 /// Render a mapping as a YAML document.
 pub fn render(map: &Mapping) -> SecretText {
-    SecretText::new(serde_yaml::to_string(map).unwrap_or_default())
+    SecretText::new(yaml_serde::to_string(map).unwrap_or_default())
 }
 
 /// Merge one key into `map`: an equal value changes nothing; a differing one

@@ -4,7 +4,7 @@
 //! comments are not kept when the file changes; an unchanged file is untouched).
 //! From the store, only the credential keys are taken ([`Provider::check_data`]).
 
-use serde_yaml::{Mapping, Value as Yaml};
+use yaml_serde::{Mapping, Value as Yaml};
 
 use super::{Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::yaml;
@@ -184,7 +184,7 @@ mod tests {
             Merge::Conflict(vec!["oauth_token".into()])
         );
         let out = expect_write(GITHUB.merge(0, "~/h", Some(&existing), &new, true));
-        let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        let doc: yaml_serde::Value = yaml_serde::from_str(&out).unwrap();
         assert_eq!(
             doc["ghe.corp.example"]["oauth_token"].as_str(),
             Some("ghe_other")
@@ -194,7 +194,7 @@ mod tests {
         let Removal::Write(left) = GITHUB.remove(0, "~/h", &existing, &v).unwrap() else {
             panic!("expected a write")
         };
-        let doc: serde_yaml::Value = serde_yaml::from_str(left.expose_secret()).unwrap();
+        let doc: yaml_serde::Value = yaml_serde::from_str(left.expose_secret()).unwrap();
         assert!(doc.get("github.com").is_none());
         assert_eq!(doc["ghe.corp.example"]["user"].as_str(), Some("me"));
         assert!(parse_one(&GITHUB, "other.host:\n  user: x\n").is_err());

@@ -13,7 +13,7 @@
 //! with `exec` or `auth-provider` (both run a program on every `kubectl`) is
 //! refused, and its `current-context` is dropped ([`Provider::remote_dropped`]).
 
-use serde_yaml::{Mapping, Value as Yaml};
+use yaml_serde::{Mapping, Value as Yaml};
 
 use super::{Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::yaml;
@@ -248,7 +248,7 @@ mod tests {
     const OURS: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://prod:6443\ncontexts:\n- name: prod\n  context:\n    cluster: prod\n    user: admin\nusers:\n- name: admin\n  user:\n    token: kube-token-fixture\ncurrent-context: prod\n";
     const THEIRS: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: dev\n  cluster:\n    server: https://dev:6443\ncontexts:\n- name: dev\n  context:\n    cluster: dev\n    user: dev\nusers:\n- name: dev\n  user:\n    token: dev-token\n";
 
-    fn names(doc: &serde_yaml::Value, list: &str) -> Vec<String> {
+    fn names(doc: &yaml_serde::Value, list: &str) -> Vec<String> {
         doc[list]
             .as_sequence()
             .unwrap()
@@ -263,7 +263,7 @@ mod tests {
         let existing = SecretText::new(THEIRS.into());
         let out =
             expect_write(KUBERNETES.merge(0, "~/.kube/config", Some(&existing), &ours, false));
-        let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        let doc: yaml_serde::Value = yaml_serde::from_str(&out).unwrap();
         assert_eq!(names(&doc, "clusters"), ["dev", "prod"]);
         assert_eq!(names(&doc, "contexts"), ["dev", "prod"]);
         assert_eq!(names(&doc, "users"), ["dev", "admin"]);
@@ -280,8 +280,8 @@ mod tests {
         let Removal::Write(left) = KUBERNETES.remove(0, "~/k", &merged, &ours).unwrap() else {
             panic!("expected a write")
         };
-        let left: serde_yaml::Value = serde_yaml::from_str(left.expose_secret()).unwrap();
-        let theirs: serde_yaml::Value = serde_yaml::from_str(THEIRS).unwrap();
+        let left: yaml_serde::Value = yaml_serde::from_str(left.expose_secret()).unwrap();
+        let theirs: yaml_serde::Value = yaml_serde::from_str(THEIRS).unwrap();
         assert_eq!(left, theirs);
     }
 
@@ -292,7 +292,7 @@ mod tests {
         for overwrite in [false, true] {
             let existing = SecretText::new(mine.clone());
             let out = expect_write(KUBERNETES.merge(0, "~/k", Some(&existing), &ours, overwrite));
-            let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+            let doc: yaml_serde::Value = yaml_serde::from_str(&out).unwrap();
             assert_eq!(doc["current-context"].as_str(), Some("dev"), "{overwrite}");
             assert_eq!(names(&doc, "clusters"), ["dev", "prod"]);
             // merging again changes nothing
@@ -307,7 +307,7 @@ mod tests {
         // an empty current-context is the file having none
         let existing = SecretText::new(format!("{THEIRS}current-context: \n"));
         let out = expect_write(KUBERNETES.merge(0, "~/k", Some(&existing), &ours, false));
-        let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        let doc: yaml_serde::Value = yaml_serde::from_str(&out).unwrap();
         assert_eq!(doc["current-context"].as_str(), Some("prod"));
     }
 

@@ -2,7 +2,8 @@
 //! ports, file modes, the built binaries of other workspace packages found
 //! without a nested `cargo build` ([`workspace_bin`]), one way to run a
 //! process with a deadline ([`run`]), one fake agent ([`FakeAgent`]), and
-//! self-signed store certificates served by a real TLS server ([`TlsServer`]).
+//! self-signed store certificates served by a real TLS server ([`TlsServer`]),
+//! and the Python protocol peers of the session tests ([`python`]).
 //! Holds no fixture values; whatever a test passes through it stays the
 //! test's.
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 mod bin;
 mod fake_agent;
 mod process;
+pub mod python;
 mod tls;
 
 pub use bin::workspace_bin;

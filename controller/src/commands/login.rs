@@ -19,7 +19,8 @@ use std::process::{Command as Process, Stdio};
 use anyhow::{Context as _, Result};
 use common::apply::{self, FileOutcome, FileStatus, TargetFile};
 use common::fsutil;
-use common::policy::Origin;
+use common::placement;
+use common::policy::{Origin, Reach, Refused};
 use common::{providers, SecretText};
 use serde::Serialize;
 
@@ -270,21 +271,22 @@ pub async fn run_login(args: LoginArgs, ctx: &Context) -> Result<u8> {
 /// they resolve to (a symlink in home cannot lead to a denied file); `None`
 /// for a secret without files.
 fn target_files(home: &Path, secret: &Secret, origin: Origin) -> Result<Option<Vec<TargetFile>>> {
-    let paths = match apply::secret_paths(secret, None) {
-        Ok(p) => p,
-        Err(providers::ProviderError::NoPath { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let Some(paths) = placement::files_of(secret, None)? else {
+        return Ok(None);
     };
     let policy = local::policy(home)?;
     let canon_home = home.canonicalize().unwrap_or_else(|_| home.to_path_buf());
     let mut files = Vec::with_capacity(paths.len());
     for display in paths {
-        let (provider, name) = (secret.provider.as_deref(), secret.name.as_str());
-        policy.check(home, provider, name, &display, origin)?;
-        let path = fsutil::confine(home, &display)
-            .with_context(|| format!("path of {} refused", secret.name))?;
-        policy.check_resolved(&canon_home, name, &path.resolved())?;
-        files.push(TargetFile { display, path });
+        match policy.may_write(home, &canon_home, secret, &display, origin, Reach::Home) {
+            Ok(file) => files.push(file),
+            Err(Refused::Policy(e)) => return Err(e.into()),
+            Err(Refused::Path(e)) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("path of {} refused", secret.name))
+                )
+            }
+        }
     }
     Ok(Some(files))
 }

@@ -9,12 +9,12 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
-use common::apply::{overall, write_files, FileStatus, TargetFile};
+use common::apply::{overall, write_files, FileStatus};
 use common::extract::extract;
-use common::fsutil::{self, expand_home, tilde_path, PathError};
+use common::fsutil::{expand_home, tilde_path, PathError};
 use common::names::{validate_env_var_name, validate_secret_name};
 use common::placement::{place, Files, PlaceOpts, Vars};
-use common::policy::{Origin, Policy};
+use common::policy::{Origin, Policy, Reach, Refused};
 use common::providers::{self, Provider, ProviderError};
 use common::store;
 use common::wire::DEFAULT_ENV;
@@ -26,9 +26,11 @@ use crate::cli::{
 };
 use crate::exit::{self, UsageError};
 use crate::local_secrets::{self, with_sources};
+use crate::mint::SessionSecret;
 use crate::outcome::file_status_cell;
 use crate::output::{print_json, Table};
 use crate::Context;
+use common::session::{SessionKind, SessionSpec};
 
 /// Run one `secret` subcommand.
 pub fn run(command: SecretCommand, ctx: &Context) -> Result<u8> {
@@ -129,16 +131,25 @@ fn detect(args: &DetectArgs, ctx: &Context) -> Result<u8> {
     for warning in &found.warnings {
         eprintln!("warning: {warning}");
     }
+    // AWS profiles without static keys: session secrets (minted at sync).
+    let wanted = |id: &str| args.providers.is_empty() || args.providers.iter().any(|p| p == id);
+    let sessions: Vec<SessionSecret> = crate::mint::detect(ctx)
+        .into_iter()
+        .filter(|s| wanted(s.kind.as_str()) && !found.secrets.iter().any(|f| f.name == s.name))
+        .collect();
     if args.output.json {
-        let map: serde_json::Map<String, Value> = found
+        let mut map: serde_json::Map<String, Value> = found
             .secrets
             .iter()
             .map(|s| (s.name.clone(), entry_json(s, args.reveal)))
             .collect();
+        for s in &sessions {
+            map.insert(s.name.clone(), session_json(s, ctx));
+        }
         print_json(&map)?;
         return Ok(exit::OK);
     }
-    if found.secrets.is_empty() {
+    if found.secrets.is_empty() && sessions.is_empty() {
         eprintln!("no provider secrets found");
         return Ok(exit::OK);
     }
@@ -161,6 +172,14 @@ fn detect(args: &DetectArgs, ctx: &Context) -> Result<u8> {
             s.provider.clone().unwrap_or_default(),
             source_of(s),
             s.keys().join(", "),
+        ]);
+    }
+    for s in &sessions {
+        table.row(vec![
+            s.name.clone(),
+            s.kind.as_str().to_owned(),
+            s.source_cell(ctx),
+            s.keys_cell(),
         ]);
     }
     table.print()?;
@@ -361,9 +380,94 @@ fn looked_at(
     parts.join("; ")
 }
 
+/// The JSON of a session secret in listings: the shape of a secret with
+/// no values, plus `"session"` (how it is minted).
+fn session_json(s: &SessionSecret, ctx: &Context) -> Value {
+    json!({
+        "name": s.name,
+        "provider": s.kind.as_str(),
+        "path": null,
+        "env_vars": null,
+        "values": {},
+        "session": {
+            "kind": s.spec.detected.clone().unwrap_or_else(|| "created".into()),
+            "source": s.source_cell(ctx),
+            "spec": s.spec,
+        },
+    })
+}
+
+/// `secret create NAME --provider aws|gcp --session ...`: saves how to mint.
+fn create_session(args: &CreateArgs, ctx: &Context) -> Result<u8> {
+    let name = args.name.as_str();
+    let usage = |m: &str| anyhow::Error::new(UsageError(m.to_owned()));
+    let provider = args
+        .provider
+        .as_deref()
+        .ok_or_else(|| usage("--session needs --provider aws or --provider gcp"))?;
+    let kind = SessionKind::of_provider(provider)
+        .ok_or_else(|| usage("--session is for --provider aws or --provider gcp"))?;
+    if store::exists(&ctx.home, name) && !args.force {
+        bail!("secret {name} already exists in ~/.rh/secrets; use --force to replace it");
+    }
+    let s = &args.session;
+    let duration_secs = s
+        .duration
+        .as_deref()
+        .map(|d| {
+            crate::fleet::parse_duration(d)
+                .filter(|secs| *secs <= common::session::MAX_LIFETIME_SECS as u64)
+                .ok_or_else(|| usage("--duration: a lifetime like 1h, 90m or 900s, at most 36h"))
+        })
+        .transpose()?;
+    match kind {
+        SessionKind::Aws if s.impersonate.is_some() || !s.scopes.is_empty() => {
+            return Err(usage("--impersonate and --scopes are for gcp sessions"));
+        }
+        SessionKind::Gcp if s.profile.is_some() || s.role_arn.is_some() || s.duration.is_some() => {
+            return Err(usage(
+                "--profile, --role-arn and --duration are for aws sessions (gcp mints 1 h tokens)",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(p) = &s.profile {
+        common::session::validate_profile(name, p).map_err(|e| usage(&e.to_string()))?;
+    }
+    let spec = SessionSpec {
+        profile: s.profile.clone(),
+        role_arn: s.role_arn.clone(),
+        duration_secs,
+        impersonate: s.impersonate.clone(),
+        scopes: s.scopes.clone(),
+        path: None,
+        detected: None,
+    };
+    store::save_session(&ctx.home, name, provider, &spec)
+        .with_context(|| format!("save secret {name}"))?;
+    let secret = SessionSecret {
+        name: name.to_owned(),
+        kind,
+        spec,
+    };
+    if args.output.json {
+        print_json(&session_json(&secret, ctx))?;
+    } else {
+        println!(
+            "saved session secret {name} ({provider}, {}; {}) to ~/.rh/secrets/{name}.json:              minted on this machine at each sync, never copied",
+            secret.source_cell(ctx),
+            secret.keys_cell()
+        );
+    }
+    Ok(exit::OK)
+}
+
 fn create(args: &CreateArgs, ctx: &Context) -> Result<u8> {
     let name = args.name.as_str();
     validate_secret_name(name).map_err(|e| UsageError(e.to_string()))?;
+    if args.session.session {
+        return create_session(args, ctx);
+    }
     let explicit = explicit_values(args, ctx)?;
     let env_map = env_var_map(args)?;
     let path = args
@@ -489,12 +593,16 @@ fn show(args: &ShowArgs, ctx: &Context) -> Result<u8> {
 
 fn list(args: &ListArgs, ctx: &Context) -> Result<u8> {
     let secrets = store::list(&ctx.home).context("list ~/.rh/secrets")?;
+    // Session secrets (no values: minted at each sync).
+    let sessions = crate::local_secrets::sessions(ctx, &|_| true);
+    let session = |name: &str| sessions.iter().find(|s| s.name == name);
     if args.output.json {
         let rows: Vec<Value> = secrets
             .iter()
-            .map(|s| {
-                json!({"name": s.name, "provider": s.provider, "path": s.path,
-                       "env_vars": s.env_vars, "keys": s.keys()})
+            .map(|s| match session(&s.name) {
+                Some(sess) => session_json(sess, ctx),
+                None => json!({"name": s.name, "provider": s.provider, "path": s.path,
+                       "env_vars": s.env_vars, "keys": s.keys()}),
             })
             .collect();
         print_json(&rows)?;
@@ -508,11 +616,15 @@ fn list(args: &ListArgs, ctx: &Context) -> Result<u8> {
     }
     let mut table = Table::new(&["name", "provider", "source", "keys"]);
     for s in &secrets {
+        let (source, keys) = match session(&s.name) {
+            Some(sess) => (sess.source_cell(ctx), sess.keys_cell()),
+            None => (source_of(s), s.keys().join(", ")),
+        };
         table.row(vec![
             s.name.clone(),
             s.provider.clone().unwrap_or_else(|| "-".into()),
-            source_of(s),
-            s.keys().join(", "),
+            source,
+            keys,
         ]);
     }
     table.print()?;
@@ -571,34 +683,40 @@ fn write(args: &WriteArgs, ctx: &Context) -> Result<u8> {
             vars: Vars::No,
         },
     )?;
-    let displays = placed.paths();
-    let files = displays
-        .into_iter()
-        .map(|display| {
-            let path = match &path {
-                Some(_) => fsutil::explicit(&ctx.home, &display),
-                None => fsutil::confine(&ctx.home, &display),
-            }
-            .map_err(|e| match e {
-                PathError::OutsideHome { .. } | PathError::SymlinkEscape { .. } => {
-                    anyhow::Error::new(e).context(format!(
-                        "write secret {}: give --path {display} to write there explicitly",
-                        secret.name
-                    ))
-                }
-                e => anyhow::Error::new(e).context(format!("write secret {}", secret.name)),
-            })?;
-            Ok(TargetFile { display, path })
-        })
-        .collect::<Result<Vec<_>>>()?;
     // The deny-list holds for paths the user gives too (and for where they lead).
     let policy = Policy::default();
     let canon_home = ctx.home.canonicalize().unwrap_or_else(|_| ctx.home.clone());
-    for f in &files {
-        let (provider, name) = (secret.provider.as_deref(), secret.name.as_str());
-        policy.check(&ctx.home, provider, name, &f.display, Origin::Local)?;
-        policy.check_resolved(&canon_home, name, &f.path.resolved())?;
-    }
+    let reach = if path.is_some() {
+        Reach::Named
+    } else {
+        Reach::Home
+    };
+    let files = placed
+        .paths()
+        .into_iter()
+        .map(|display| {
+            let file = policy.may_write(
+                &ctx.home,
+                &canon_home,
+                &secret,
+                &display,
+                Origin::Local,
+                reach,
+            );
+            file.map_err(|e| match e {
+                Refused::Policy(e) => anyhow::Error::new(e),
+                Refused::Path(
+                    e @ (PathError::OutsideHome { .. } | PathError::SymlinkEscape { .. }),
+                ) => anyhow::Error::new(e).context(format!(
+                    "write secret {}: give --path {display} to write there explicitly",
+                    secret.name
+                )),
+                Refused::Path(e) => {
+                    anyhow::Error::new(e).context(format!("write secret {}", secret.name))
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let outcomes = write_files(provider, &files, &secret.values, args.overwrite, false)
         .map_err(|e: ProviderError| anyhow::Error::new(e))
         .with_context(|| format!("write secret {}", secret.name))?;

@@ -378,7 +378,15 @@ fn print_table(
         "local",
         "flag",
     ]);
+    // A session secret's vars point at the agent (paths and its URL): its
+    // own table below says what matters (minted, expires, served).
+    let sessions_of: std::collections::BTreeSet<(&str, &str)> = nodes
+        .iter()
+        .filter_map(|n| Some((n.node.as_str(), n.status.as_ref()?)))
+        .flat_map(|(node, st)| st.sessions.iter().map(move |s| (node, s.name.as_str())))
+        .collect();
     for (node, name, provider, e) in rows {
+        let session = sessions_of.contains(&(node.as_str(), name.as_str()));
         let flag = match flagged.get(name.as_str()) {
             Some(d) if d.values_differ => "VALUES DIFFER ACROSS NODES",
             Some(d) if d.differs => "DIFFERS ACROSS NODES",
@@ -395,7 +403,11 @@ fn print_table(
             } else {
                 e.fingerprint.clone()
             },
-            e.drift.word().into(),
+            if session {
+                "session secret (below)".into()
+            } else {
+                e.drift.word().into()
+            },
             flag.into(),
         ]);
     }
@@ -419,6 +431,43 @@ fn print_table(
     if !envs.is_empty() {
         println!();
         envs.print()?;
+    }
+    // Session secrets (`crate::mint`): when minted, until when served.
+    let mut sessions = Table::new(&[
+        "node",
+        "session",
+        "kind",
+        "source",
+        "minted at",
+        "expires at",
+        "state",
+        "exposed in",
+    ]);
+    for n in nodes {
+        let Some(st) = &n.status else { continue };
+        for s in &st.sessions {
+            let mut exposed: Vec<String> = s.envs.iter().map(|e| format!("env {e}")).collect();
+            exposed.extend(s.profile.iter().map(|p| format!("profile {p}")));
+            let state = match (s.expired, s.shadowed.is_empty()) {
+                (true, _) => "EXPIRED (not served)".to_owned(),
+                (false, true) => "served".to_owned(),
+                (false, false) => format!("served, shadowed by {}", s.shadowed.join(", ")),
+            };
+            sessions.row(vec![
+                n.node.clone(),
+                s.name.clone(),
+                s.kind.as_str().into(),
+                s.source.clone(),
+                s.minted_at.clone(),
+                s.expires_at.clone(),
+                state,
+                exposed.join(", "),
+            ]);
+        }
+    }
+    if !sessions.is_empty() {
+        println!();
+        sessions.print()?;
     }
     for d in drift {
         if !d.differs_from_local.is_empty() {
@@ -502,6 +551,7 @@ mod tests {
                 secrets: secret.into_iter().collect(),
                 envs: vec![],
                 fingerprints_keyed_by: keyed_by,
+                sessions: vec![],
             }),
             drift: None,
         }

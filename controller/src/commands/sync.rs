@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::cli::SyncArgs;
 use crate::exit::UsageError;
+use crate::mint;
 use crate::remote::{finish, reports, Remote};
 use crate::Context;
 
@@ -67,13 +68,18 @@ pub(crate) fn plan_items(secrets: &[Secret], env: &str) -> Result<(Vec<SyncItem>
 /// The secrets a sync sends: every local one, or the `--secret` names plus
 /// the `--secret-json` ones (a given secret wins over a named one of the
 /// same name; the local secrets are not gathered when only JSON is given).
-fn selection(ctx: &Context, names: &[String], json: Option<&str>) -> Result<Vec<Secret>> {
+fn selection(
+    pool: &SecretPool,
+    ctx: &Context,
+    names: &[String],
+    json: Option<&str>,
+) -> Result<Vec<Secret>> {
     let Some(source) = json else {
-        return SecretPool::load(ctx)?.select(names);
+        return pool.select(names);
     };
     let mut secrets = super::secret::given_secrets(ctx, source)?;
     if !names.is_empty() {
-        let named = SecretPool::load(ctx)?.resolve(names)?;
+        let named = pool.resolve(names)?;
         let given: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
         secrets.extend(named.into_iter().filter(|s| !given.contains(&s.name)));
     }
@@ -102,9 +108,46 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
     }
     common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
     let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
-    let secrets = selection(ctx, &args.secrets, args.secret_json.as_deref())?;
-    let (items, skipped) = plan_items(&secrets, &args.env)?;
+    let pool = SecretPool::load(ctx)?;
+    let mut secrets = selection(&pool, ctx, &args.secrets, args.secret_json.as_deref())?;
+    // Secrets given as JSON alone name no saved session secret.
+    let sessions = if args.secret_json.is_some() && args.secrets.is_empty() {
+        vec![]
+    } else {
+        pool.select_sessions(&args.secrets)
+    };
+    // Kubeconfig users with exec plugins: the plugins run here (not for
+    // `local`: this machine has them, and the file is the user's own).
+    let (kube, kube_failed) = if remote.cluster.is_local() {
+        (vec![], vec![])
+    } else {
+        mint::resolve_kube(ctx, &mut secrets).await
+    };
+    let (mut items, skipped) = plan_items(&secrets, &args.env)?;
+    // Session secrets: minted here, now (`crate::mint`).
+    let target = mint::Target {
+        env: &args.env,
+        local: remote.cluster.is_local(),
+    };
+    let minting = std::time::Instant::now();
+    let (minted, mut mint_failed) = mint::plan(ctx, &sessions, target).await;
+    if !sessions.is_empty() {
+        tracing::info!(
+            sessions = sessions.len(),
+            mint_ms = minting.elapsed().as_millis() as u64,
+            "session secrets minted"
+        );
+    }
+    mint_failed.extend(kube_failed);
+    for (name, why) in &mint_failed {
+        eprintln!("error: session secret {name} could not be minted: {why}");
+    }
+    let first = mint::minted_of(&minted);
+    items.extend(minted);
     let names: Vec<String> = items.iter().map(|i| i.secret.name.clone()).collect();
+    if items.is_empty() && !mint_failed.is_empty() {
+        return Ok(crate::exit::FAILURE);
+    }
     if items.is_empty() {
         for s in &skipped {
             eprintln!("note: skipped {}: {}", s.secret, s.reason);
@@ -121,14 +164,71 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
     };
     let outcomes = remote.push(request, "sync").await;
     let nodes = reports(outcomes, args.dry_run);
-    finish(
+    let code = finish(
         &remote.cluster.name,
         args.dry_run,
         &names,
         &nodes,
         &skipped,
         args.output.json,
-    )
+    )?;
+    let code = if mint_failed.is_empty() || code != crate::exit::OK {
+        code
+    } else {
+        crate::exit::FAILURE
+    };
+    if args.keep_fresh && !args.dry_run {
+        // Refreshed items replace what they installed before (a kube
+        // token changes with every run of its plugin).
+        let push = Push {
+            remote: &remote,
+            overwrite: true,
+        };
+        mint::fresh::run(
+            ctx,
+            &remote.cluster.name,
+            sessions,
+            first,
+            kube,
+            target,
+            &push,
+        )
+        .await?;
+    }
+    Ok(code)
+}
+
+/// `--keep-fresh` on a push cluster: the refreshed items go to every node
+/// in one `/v1/sync` each, as the first sync's did.
+struct Push<'a> {
+    remote: &'a Remote,
+    overwrite: bool,
+}
+
+impl mint::fresh::Deliver for Push<'_> {
+    async fn deliver(&self, items: Vec<SyncItem>) -> std::result::Result<String, String> {
+        let request = SyncRequest {
+            items,
+            overwrite: self.overwrite,
+            dry_run: false,
+        };
+        let nodes = reports(self.remote.push(request, "keep-fresh").await, false);
+        let ok = nodes.iter().filter(|n| n.ok).count();
+        for n in nodes.iter().filter(|n| !n.ok) {
+            let why = n.error.clone().unwrap_or_else(|| {
+                n.results
+                    .iter()
+                    .filter_map(|r| r.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+            eprintln!("keep-fresh: node {}: {why}", n.node);
+        }
+        if ok == 0 && !nodes.is_empty() {
+            return Err(format!("no node took it ({} failed)", nodes.len()));
+        }
+        Ok(format!("{ok}/{} nodes", nodes.len()))
+    }
 }
 
 #[cfg(test)]

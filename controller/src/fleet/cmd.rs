@@ -383,13 +383,31 @@ pub async fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8
         .into());
     }
     common::names::validate_env_name(&args.env).map_err(|e| UsageError(e.to_string()))?;
-    let secrets = SecretPool::load(ctx)?.select(&args.secrets)?;
+    let pool = SecretPool::load(ctx)?;
+    let mut secrets = pool.select(&args.secrets)?;
+    let sessions = pool.select_sessions(&args.secrets);
+    let (kube, kube_failed) = crate::mint::resolve_kube(ctx, &mut secrets).await;
     let (items, skipped) = plan_items(&secrets, &args.env)?;
     // Published in the older item form: each node places it again under
     // its own policy.
-    let items: Vec<SyncItem> = items.iter().map(SyncItem::as_request).collect();
+    let mut items: Vec<SyncItem> = items.iter().map(SyncItem::as_request).collect();
     for s in &skipped {
         eprintln!("note: skipped {}: {}", s.secret, s.reason);
+    }
+    // Session secrets: minted here and published (nodes serve them).
+    let target = crate::mint::Target {
+        env: &args.env,
+        local: false,
+    };
+    let (minted, mut mint_failed) = crate::mint::plan(ctx, &sessions, target).await;
+    mint_failed.extend(kube_failed);
+    for (name, why) in &mint_failed {
+        eprintln!("error: session secret {name} could not be minted: {why}");
+    }
+    let first = crate::mint::minted_of(&minted);
+    items.extend(minted);
+    if items.is_empty() && !mint_failed.is_empty() {
+        return Ok(exit::FAILURE);
     }
     if items.is_empty() {
         anyhow::bail!("nothing to publish: no secret detected or saved");
@@ -466,7 +484,7 @@ pub async fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8
     if let Some(nodes) = &doc.nodes {
         warn_rows(&doc.cluster, nodes);
     }
-    if !doc.not_converged.is_empty() {
+    let code = if !doc.not_converged.is_empty() {
         // Report ids are chosen by whoever wrote the report.
         let ids: Vec<String> = doc.not_converged.iter().map(|id| foreign(id)).collect();
         eprintln!(
@@ -475,9 +493,41 @@ pub async fn sync(args: SyncArgs, ctx: &Context, cluster: &Cluster) -> Result<u8
             doc.published.version,
             ids.join(", ")
         );
-        return Ok(exit::PARTIAL);
+        exit::PARTIAL
+    } else if !mint_failed.is_empty() {
+        exit::FAILURE
+    } else {
+        exit::OK
+    };
+    if args.keep_fresh {
+        let publish = Publish {
+            store: &store,
+            cluster: &cluster.name,
+            key: key.expose_secret().as_bytes(),
+        };
+        crate::mint::fresh::run(ctx, &cluster.name, sessions, first, kube, target, &publish)
+            .await?;
     }
-    Ok(exit::OK)
+    Ok(code)
+}
+
+/// `--keep-fresh` on a pull cluster: refreshed sessions are published
+/// (the publish path of `sync`; the other secrets stay as published).
+struct Publish<'a> {
+    store: &'a Store,
+    cluster: &'a str,
+    key: &'a [u8],
+}
+
+impl crate::mint::fresh::Deliver for Publish<'_> {
+    async fn deliver(&self, items: Vec<SyncItem>) -> std::result::Result<String, String> {
+        let items: Vec<SyncItem> = items.iter().map(SyncItem::as_request).collect();
+        let opts = PublishOpts { new_epoch: false };
+        match publish::publish(self.store, self.cluster, self.key, &items, opts).await {
+            Ok(p) => Ok(format!("published version {}", p.version)),
+            Err(e) => Err(format!("publish: {e}")),
+        }
+    }
 }
 
 /// `controller revoke SECRET --cluster NAME` on a pull cluster: unpublish.

@@ -544,6 +544,7 @@ mod tests {
             path: Some(format!("~/.cfg/{name}")),
             env: None,
             placement: None,
+            session: None,
         }
     }
 

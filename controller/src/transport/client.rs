@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::wire::{
     Health, RevokeQuery, RunRequest, RunResponse, SecretResult, SetEnvVarsRequest, StatusResponse,
-    SyncRequest, SyncResponse, FEATURE_PLACEMENT,
+    SyncRequest, SyncResponse, FEATURE_PLACEMENT, FEATURE_SESSIONS,
 };
 use common::SecretText;
 use reqwest::Method;
@@ -31,6 +31,8 @@ pub struct AgentConn {
     proven: AtomicBool,
     /// The agent announced [`common::wire::FEATURE_PLACEMENT`] when proven.
     placements: AtomicBool,
+    /// The agent announced [`common::wire::FEATURE_SESSIONS`] when proven.
+    sessions: AtomicBool,
     ssh: Option<ssh::SshSession>,
 }
 
@@ -55,6 +57,7 @@ impl AgentConn {
             token,
             proven: AtomicBool::new(false),
             placements: AtomicBool::new(false),
+            sessions: AtomicBool::new(false),
             ssh,
         }
     }
@@ -83,6 +86,7 @@ impl AgentConn {
             token,
             proven: AtomicBool::new(true),
             placements: AtomicBool::new(health.has(FEATURE_PLACEMENT)),
+            sessions: AtomicBool::new(health.has(FEATURE_SESSIONS)),
             ssh,
         })
     }
@@ -93,6 +97,8 @@ impl AgentConn {
         let health = self.ep.challenge(None).await?.verify(&self.token)?;
         self.placements
             .store(health.has(FEATURE_PLACEMENT), Ordering::Release);
+        self.sessions
+            .store(health.has(FEATURE_SESSIONS), Ordering::Release);
         self.proven.store(true, Ordering::Release);
         Ok(health)
     }
@@ -103,6 +109,33 @@ impl AgentConn {
     pub async fn sync(&self, req: &SyncRequest) -> Result<SyncResponse, TransportError> {
         if !self.proven.load(Ordering::Acquire) {
             self.health().await?;
+        }
+        // Session items only to agents that know them: an older agent
+        // refuses the field (and with it the whole request).
+        if !self.sessions.load(Ordering::Acquire) && req.items.iter().any(|i| i.session.is_some()) {
+            let (sessions, items): (Vec<_>, Vec<_>) =
+                req.items.iter().cloned().partition(|i| i.session.is_some());
+            let rest = SyncRequest {
+                items,
+                overwrite: req.overwrite,
+                dry_run: req.dry_run,
+            };
+            let mut resp = if rest.items.is_empty() {
+                SyncResponse::default()
+            } else {
+                Box::pin(self.sync(&rest)).await?
+            };
+            resp.results.extend(sessions.into_iter().map(|i| SecretResult {
+                name: i.secret.name,
+                status: common::wire::Status::Failed,
+                files: vec![],
+                env: None,
+                vars: vec![],
+                message: Some(
+                    "this node's agent predates session secrets: upgrade it (controller cluster bootstrap)".into(),
+                ),
+            }));
+            return Ok(resp);
         }
         if self.placements.load(Ordering::Acquire) {
             self.call(Method::POST, "/v1/sync", Some(req), None, Resend::Once)

@@ -18,6 +18,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::fsutil;
+use common::sockets::listener_uid;
 use common::wire::DEFAULT_AGENT_PORT;
 use common::SecretText;
 
@@ -175,19 +176,15 @@ pub(crate) async fn connect(
 /// was not made.
 fn check_listener_owner(addr: SocketAddr) -> Result<(), TransportError> {
     let me = nix::unistd::geteuid().as_raw();
-    let tables = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .collect::<Vec<_>>();
-    if tables.is_empty() {
+    let Some(tables) = common::sockets::tables() else {
         tracing::debug!(
             %addr,
             "no /proc/net/tcp on this system: the port owner is not checked; \
              the agent's HMAC proof of the token guards it"
         );
         return Ok(());
-    }
-    match listener_uid(&tables.join("\n"), addr) {
+    };
+    match listener_uid(&tables, addr) {
         Some(uid) if uid != me => Err(TransportError::LocalAgent {
             detail: format!(
                 "{addr} is held by uid {uid}, not by you (uid {me}): not the agent; \
@@ -196,52 +193,6 @@ fn check_listener_owner(addr: SocketAddr) -> Result<(), TransportError> {
         }),
         _ => Ok(()),
     }
-}
-
-/// The uid of the socket listening on `addr` (or on the wildcard address at
-/// its port) in `/proc/net/tcp`-format `tables`.
-fn listener_uid(tables: &str, addr: SocketAddr) -> Option<u32> {
-    use std::net::IpAddr;
-    let mut wildcard = None;
-    for line in tables.lines() {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        // sl local_address rem_address st tx:rx tr:when retrnsmt uid ...
-        if cols.len() < 8 || cols[3] != "0A" {
-            continue;
-        }
-        let Some((ip_hex, port_hex)) = cols[1].split_once(':') else {
-            continue;
-        };
-        if u16::from_str_radix(port_hex, 16).ok() != Some(addr.port()) {
-            continue;
-        }
-        // The kernel prints each 32-bit word of the address in host order.
-        let mut bytes = vec![];
-        for i in (0..ip_hex.len()).step_by(8) {
-            let word = ip_hex
-                .get(i..i + 8)
-                .and_then(|w| u32::from_str_radix(w, 16).ok())?;
-            bytes.extend_from_slice(&word.to_ne_bytes());
-        }
-        let ip = match bytes.len() {
-            4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
-            16 => {
-                let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
-                v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-            }
-            _ => continue,
-        };
-        let Ok(uid) = cols[7].parse::<u32>() else {
-            continue;
-        };
-        if ip == addr.ip() {
-            return Some(uid);
-        }
-        if ip.is_unspecified() {
-            wildcard = Some(uid);
-        }
-    }
-    wildcard
 }
 
 /// Hold `~/.rh/agent/start.lock` (0600) while checking for and starting the agent.
@@ -389,21 +340,6 @@ async fn start_agent(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listener_owners_come_from_proc_net_tcp() {
-        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:7E5C 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 11 1 0 100 0 0 10 0
-   1: 0100007F:7E5D 0100007F:83DF 01 00000000:00000000 00:00000000 00000000     0        0 0 3 0
-   2: 00000000:7E5E 00000000:0000 0A 00000000:00000000 00:00000000 00000000    33        0 12 1 0 100 0 0 10 0";
-        let at = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        assert_eq!(listener_uid(tcp, at(32348)), Some(1000));
-        // An established connection is no listener.
-        assert_eq!(listener_uid(tcp, at(32349)), None);
-        // A wildcard listener covers loopback.
-        assert_eq!(listener_uid(tcp, at(32350)), Some(33));
-        assert_eq!(listener_uid(tcp, at(1)), None);
-    }
 
     #[test]
     fn our_own_listener_passes_and_is_found_with_our_uid() {

@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
-use common::apply::secret_paths;
 use common::names::{validate_env_var_name, validate_provider_id, validate_secret_name};
+use common::placement::files_of;
 use common::policy::{Origin, Policy};
-use common::providers::{self, ProviderError};
+use common::providers;
 use common::store::{self, StoreError};
 use common::Secret;
 
@@ -93,11 +93,9 @@ pub fn check_remote(home: &Path, policy: &Policy, secret: &mut Secret) -> Result
     if let Some(p) = secret.provider.as_deref().and_then(providers::lookup) {
         p.validate(&secret.values).map_err(|e| e.to_string())?;
     }
-    let paths = match secret_paths(secret, None) {
-        Ok(paths) => paths,
-        Err(ProviderError::NoPath { .. }) => vec![],
-        Err(e) => return Err(e.to_string()),
-    };
+    let paths = files_of(secret, None)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
     common::policy::data_only(
         secret.provider.as_deref(),
         &secret.name,

@@ -1,0 +1,44 @@
+"""A local stand-in for Google's OAuth token endpoint and IAM Credentials
+generateAccessToken, on 127.0.0.1:PORT. Exchanges the refresh token named
+in the ADC fixture for ACCESS_TOKEN; counts requests in COUNT_FILE.
+Usage: fake_google.py PORT REFRESH_TOKEN ACCESS_TOKEN COUNT_FILE"""
+import json
+import sys
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+PORT, REFRESH, ACCESS, COUNT = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def answer(self, code, doc):
+        body = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        with open(COUNT, "a") as f:
+            f.write(self.path + "\n")
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        if self.path == "/token":
+            form = urllib.parse.parse_qs(body)
+            if form.get("grant_type") == ["refresh_token"] and form.get("refresh_token") == [REFRESH]:
+                return self.answer(200, {"access_token": ACCESS, "expires_in": 3599,
+                                         "token_type": "Bearer", "scope": "openid https://www.googleapis.com/auth/cloud-platform"})
+            return self.answer(400, {"error": "invalid_grant"})
+        if self.path.endswith(":generateAccessToken"):
+            if self.headers.get("Authorization") != "Bearer " + ACCESS:
+                return self.answer(401, {"error": {"status": "UNAUTHENTICATED"}})
+            exp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+            return self.answer(200, {"accessToken": "impersonated-" + ACCESS, "expireTime": exp})
+        return self.answer(404, {"error": "not_found"})
+
+
+HTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
