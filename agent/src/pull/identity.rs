@@ -41,7 +41,10 @@ use common::SecretText;
 use serde::Deserialize;
 
 use super::metrics::Metrics;
-use super::{backoff, jitter, now_unix, PullError, Puller};
+use super::node::Node;
+use super::poller::Puller;
+use super::schedule::{backoff, jitter};
+use super::{now_unix, PullError};
 use crate::config::IdentityConfig;
 use crate::state::AppState;
 
@@ -330,7 +333,7 @@ async fn aws_profile(
     .map_err(|_| failed("writing ~/.aws/config panicked"))?
 }
 
-impl Puller {
+impl<N: Node> Puller<N> {
     /// On the poll: refresh the identity tokens when due (no store request
     /// otherwise). When the poll itself could not reach the store or log in
     /// (`poll`), no refresh is tried: it would meet the same failure and
@@ -361,7 +364,7 @@ impl Puller {
 
     async fn identity_cycle(&mut self) -> Result<(), PullError> {
         let (prefix, cluster) = (self.bundle.prefix.clone(), self.bundle.cluster.clone());
-        let state = self.node.as_ref().map(|n| n.state.clone());
+        let state = self.node.agent().cloned();
         let Some((_, data)) = self
             .read(&identity::federation_path(&prefix, &cluster), None)
             .await?
