@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use common::formats::ini::IniDoc;
 use common::fsutil::{atomic_write, create_private_dir_all};
 use common::identity::{self, Cloud, Federation, IdentityStatus};
-use common::openbao::{Call, Method, StatusCode};
+use common::openbao::{self, Call, Method};
 use common::SecretText;
 use serde::Deserialize;
 
@@ -407,14 +407,17 @@ impl<N: Node> Puller<N> {
             let call = Call::new(&op, Method::GET, &path).token(token.expose_secret());
             let answer = self.client.send(&call).await?;
             Metrics::inc(&self.metrics.identity_tokens);
-            if answer.status == StatusCode::FORBIDDEN && !relogged {
-                // The batch token may have expired early: once more, fresh.
-                relogged = true;
-                self.forget_token();
-                continue;
-            }
             if !answer.status.is_success() {
-                return Err(answer.fail(&op).into());
+                match answer.fail(&op) {
+                    openbao::Error::Forbidden { .. } if !relogged => {
+                        // The batch token may have expired early: once
+                        // more, fresh.
+                        relogged = true;
+                        self.forget_token();
+                        continue;
+                    }
+                    e => return Err(e.into()),
+                }
             }
             let mut json = answer.json(&op)?;
             let ttl = json["data"]["ttl"].as_u64().unwrap_or(0);
