@@ -433,6 +433,7 @@ pub async fn start(state: &AppState) -> Result<Option<PullHandle>, PullError> {
         poll: config.poll_interval,
         heartbeat: config.heartbeat,
         heartbeat_hint: 0,
+        federation_seen: 0,
         failures: 0,
         synced: false,
     };
@@ -491,6 +492,7 @@ pub async fn simulate(
         poll,
         heartbeat,
         heartbeat_hint: 0,
+        federation_seen: 0,
         failures: 0,
         synced: false,
     };
@@ -539,6 +541,8 @@ struct Puller {
     synced: bool,
     /// Workload identity: tokens fetched on the poll when due.
     identity: identity::Refresher,
+    /// The manifest's `federation` mark last seen (0: none).
+    federation_seen: u64,
 }
 
 impl Puller {
@@ -717,6 +721,14 @@ impl Puller {
             )));
         }
         self.heartbeat_hint = manifest.heartbeat_secs;
+        if manifest.federation != self.federation_seen {
+            // `cluster federate` wrote the federation document since this
+            // node last looked: tokens on this poll, not at the next
+            // recheck of a cluster thought unfederated (up to 15 minutes).
+            // From the store, so it can only make one read come sooner.
+            self.federation_seen = manifest.federation;
+            self.identity.refresh_now();
+        }
         if manifest.stamp() == self.applied.stamp() && self.synced {
             return Ok(());
         }
