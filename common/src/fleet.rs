@@ -237,6 +237,14 @@ pub struct Manifest {
     /// (three heartbeats) follows. Untrusted on the node, as above.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub heartbeat_secs: u64,
+    /// The KV version of the cluster's federation document as
+    /// `controller cluster federate` last wrote it (0: never). A node seeing
+    /// it change reads that document on the same poll, instead of at its
+    /// next recheck of a cluster it thought unfederated: a cluster
+    /// federated after its nodes booted gets tokens within a poll period.
+    /// Untrusted on the node: it can only make that one read come sooner.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub federation: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -552,18 +552,22 @@ fn tokens_refresh_across_several_ttls_and_a_store_outage_breaks_nothing() {
     let Some((server, home, out, py)) = setup(&["gpu"], 1) else {
         return;
     };
-    let fed = federate(
-        &home,
-        &["gpu", "--aws-role-arn", ROLE_ARN, "--token-ttl", "1m"],
-    );
-    assert_eq!(fed["key"]["algorithm"], "ES256", "{fed:#}");
     let work = tempfile::tempdir().unwrap();
     let (_moto, sts) = start_moto(&py, work.path());
     let env = [
         ("AWS_ENDPOINT_URL_STS", sts),
         ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
     ];
+    // The node boots before the cluster is federated (its first poll finds
+    // no federation); `federate` marks the manifest, so the node's tokens
+    // come on its next poll (1 s here), not at its next recheck of an
+    // unfederated cluster (10 minutes, ±50%), well past `wait_files`' 30 s.
     let node = Node::start(&out.path().join("gpu/node-1.json"), "", &env);
+    let fed = federate(
+        &home,
+        &["gpu", "--aws-role-arn", ROLE_ARN, "--token-ttl", "1m"],
+    );
+    assert_eq!(fed["key"]["algorithm"], "ES256", "{fed:#}");
     node.wait_files(&["aws.jwt"]);
 
     // A client in an env process, a fresh boto3 session every second for

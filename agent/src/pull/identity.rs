@@ -118,6 +118,11 @@ impl Refresher {
         }
     }
 
+    /// Refresh on the next poll (the cluster's federation changed).
+    pub(crate) fn refresh_now(&mut self) {
+        self.next_at = Instant::now();
+    }
+
     fn due(&self) -> bool {
         self.opts.enabled && Instant::now() >= self.next_at
     }

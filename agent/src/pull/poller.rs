@@ -69,6 +69,8 @@ pub(crate) struct Puller<N: Node> {
     pub(super) synced: bool,
     /// Workload identity: tokens fetched on the poll when due.
     pub(super) identity: identity::Refresher,
+    /// The manifest's `federation` mark last seen (0: none).
+    pub(super) federation_seen: u64,
 }
 
 impl<N: Node> Puller<N> {
@@ -112,6 +114,7 @@ impl<N: Node> Puller<N> {
             failures: 0,
             synced: false,
             identity,
+            federation_seen: 0,
         })
     }
 
@@ -277,6 +280,14 @@ impl<N: Node> Puller<N> {
             )));
         }
         self.heartbeat_hint = manifest.heartbeat_secs;
+        if manifest.federation != self.federation_seen {
+            // `cluster federate` wrote the federation document since this
+            // node last looked: tokens on this poll, not at the next
+            // recheck of a cluster thought unfederated (up to 15 minutes).
+            // From the store, so it can only make one read come sooner.
+            self.federation_seen = manifest.federation;
+            self.identity.refresh_now();
+        }
         if manifest.stamp() == self.applied.stamp() && self.synced {
             return Ok(());
         }

@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::admin::{self, AUTH_MOUNT};
+use super::publish;
 use super::{parse_duration, Store};
 use crate::cli::FederateArgs;
 use crate::clusters::{self, Cluster};
@@ -237,6 +238,10 @@ pub async fn run(args: FederateArgs, ctx: &Context) -> Result<u8> {
     )
     .await
     .with_context(|| format!("federate cluster {}", cluster.name))?;
+    // Nodes already running read the document on their next poll.
+    publish::mark_federation(&store, &cluster.name, applied.federation)
+        .await
+        .with_context(|| format!("tell the nodes of cluster {} it is federated", cluster.name))?;
     if !applied.issuer.starts_with("https://") {
         warnings.push(format!(
             "the issuer {} is not https: AWS, GCP and Azure fetch the issuer's discovery \
@@ -306,6 +311,8 @@ struct Applied {
     key: String,
     discovery: Value,
     jwks: Value,
+    /// The KV version the federation document was written at.
+    federation: u64,
 }
 
 fn decode_err(store: &Store, op: &str) -> VaultError {
@@ -416,7 +423,7 @@ async fn apply(
             )
             .await?;
     }
-    store
+    let federation = store
         .kv_write(&identity::federation_path(prefix, &cluster.name), fed, None)
         .await?;
     let op = "read the OIDC discovery document";
@@ -448,6 +455,7 @@ async fn apply(
         key: name,
         discovery,
         jwks,
+        federation,
     })
 }
 

@@ -360,19 +360,60 @@ pub async fn unpublish(
     cluster: &str,
     name: &str,
 ) -> Result<Option<u64>, PublishError> {
+    let version = rewrite(store, cluster, |doc| {
+        if !doc.secrets.iter().any(|e| e.name == name) {
+            return false;
+        }
+        doc.secrets.retain(|e| e.name != name);
+        true
+    })
+    .await?;
+    if version.is_some() {
+        // The data goes; the metadata (its version counter) stays.
+        let prefix = &store.config.prefix;
+        store
+            .kv_destroy_versions(&fleet::secret_path(prefix, cluster, name))
+            .await?;
+    }
+    Ok(version)
+}
+
+/// Mark the manifest with the KV version of the cluster's federation
+/// document (`Manifest::federation`), so nodes read that document on their
+/// next poll; the new manifest version, or `None` when it already said so.
+pub async fn mark_federation(
+    store: &Store,
+    cluster: &str,
+    federation: u64,
+) -> Result<Option<u64>, PublishError> {
+    rewrite(store, cluster, |doc| {
+        let changed = doc.federation != federation;
+        doc.federation = federation;
+        changed
+    })
+    .await
+}
+
+/// Write a new manifest version made by `edit` from the current one (its
+/// inline items dropped: they belong to the publish that changed them),
+/// with check-and-set, again from the new current one on a race; `None`
+/// (nothing written) when `edit` says nothing changed.
+async fn rewrite(
+    store: &Store,
+    cluster: &str,
+    mut edit: impl FnMut(&mut Manifest) -> bool,
+) -> Result<Option<u64>, PublishError> {
     let prefix = &store.config.prefix;
     let mut attempt = 0;
     loop {
         attempt += 1;
         let mut base = base(store, cluster).await?;
-        let doc = &mut base.doc;
-        if !doc.secrets.iter().any(|e| e.name == name) {
+        if !edit(&mut base.doc) {
             return Ok(None);
         }
-        for e in &mut doc.secrets {
+        for e in &mut base.doc.secrets {
             e.inline = None;
         }
-        doc.secrets.retain(|e| e.name != name);
         base.stamp(cluster, PublishOpts::default())?;
         let doc = &mut base.doc;
         size_to_fleet(store, cluster, doc).await;
@@ -380,13 +421,7 @@ pub async fn unpublish(
             .kv_write(&fleet::manifest_path(prefix, cluster), doc, Some(base.cas))
             .await
         {
-            Ok(_) => {
-                // The data goes; the metadata (its version counter) stays.
-                store
-                    .kv_destroy_versions(&fleet::secret_path(prefix, cluster, name))
-                    .await?;
-                return Ok(Some(doc.version));
-            }
+            Ok(_) => return Ok(Some(doc.version)),
             Err(VaultError::CasMismatch { .. }) if attempt < CAS_ATTEMPTS => continue,
             Err(VaultError::CasMismatch { .. }) => {
                 return Err(PublishError::Raced {
