@@ -26,6 +26,9 @@
 //!
 //!   fleet_sim BUNDLE K POLL_SECS -- PUBLISH_CMD [ARG]...
 //!
+//! Built with the agent's `sim` feature (`cargo build -p agent --features
+//! sim --example fleet_sim`): the simulated node is not in the agent.
+//!
 //! `FLEET_SECRET_IDS=FILE` (one secret_id per line) gives each node its own
 //! secret_id, as per-node bundles do once unwrapped; without it they all
 //! share the launch bundle's (whose limited uses make every login a write on

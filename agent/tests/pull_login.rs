@@ -178,7 +178,13 @@ async fn a_login_answered_500_is_retried_and_the_node_converges_on_its_first_pol
         busy_logins: 2,
         ..Fake::default()
     });
-    let metrics = run_node(fake.clone(), |m| m.applied_version() >= 1).await;
+    // Until the poll that applied also wrote its report (it follows the
+    // apply and an identity read: stopping at the apply raced it).
+    let seen = fake.clone();
+    let metrics = run_node(fake.clone(), move |m| {
+        m.applied_version() >= 1 && seen.reports.load(Ordering::SeqCst) >= 1
+    })
+    .await;
     assert_eq!(metrics.applied_version(), 1, "the node did not converge");
     assert_eq!(fake.logins.load(Ordering::SeqCst), 3, "two 500s, then 200");
     assert_eq!(counter(&metrics, "rh_agent_pull_logins_total"), 1);

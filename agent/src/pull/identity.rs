@@ -36,11 +36,15 @@ use std::time::{Duration, Instant};
 use common::formats::ini::IniDoc;
 use common::fsutil::{atomic_write, create_private_dir_all};
 use common::identity::{self, Cloud, Federation, IdentityStatus};
+use common::openbao::{self, Call, Method};
 use common::SecretText;
-use reqwest::{Method, StatusCode};
+use serde::Deserialize;
 
 use super::metrics::Metrics;
-use super::{backoff, jitter, now_unix, PullError, Puller};
+use super::node::Node;
+use super::poller::Puller;
+use super::schedule::{backoff, jitter};
+use super::{now_unix, PullError};
 use crate::config::IdentityConfig;
 use crate::state::AppState;
 
@@ -334,7 +338,7 @@ async fn aws_profile(
     .map_err(|_| failed("writing ~/.aws/config panicked"))?
 }
 
-impl Puller {
+impl<N: Node> Puller<N> {
     /// On the poll: refresh the identity tokens when due (no store request
     /// otherwise). When the poll itself could not reach the store or log in
     /// (`poll`), no refresh is tried: it would meet the same failure and
@@ -365,7 +369,7 @@ impl Puller {
 
     async fn identity_cycle(&mut self) -> Result<(), PullError> {
         let (prefix, cluster) = (self.bundle.prefix.clone(), self.bundle.cluster.clone());
-        let state = self.node.as_ref().map(|n| n.state.clone());
+        let state = self.node.agent().cloned();
         let Some((_, data)) = self
             .read(&identity::federation_path(&prefix, &cluster), None)
             .await?
@@ -373,7 +377,7 @@ impl Puller {
             self.identity.absent(state.as_ref()).await;
             return Ok(());
         };
-        let fed: Federation = serde_json::from_value(data).map_err(|_| {
+        let fed = Federation::deserialize(data.expose_secret()).map_err(|_| {
             failed(format!(
                 "the federation document of cluster {cluster} is malformed"
             ))
@@ -405,25 +409,24 @@ impl Puller {
         let mut relogged = false;
         loop {
             let token = self.token().await?;
-            let mut answer = self
-                .client
-                .send(&op, Method::GET, &path, Some(token.expose_secret()), None)
-                .await?;
+            let call = Call::new(&op, Method::GET, &path).token(token.expose_secret());
+            let answer = self.client.send(&call).await?;
             Metrics::inc(&self.metrics.identity_tokens);
-            if answer.status == StatusCode::FORBIDDEN && !relogged {
-                // The batch token may have expired early: once more, fresh.
-                relogged = true;
-                self.token = None;
-                if let Some(node) = &self.node {
-                    node.files.drop_token();
-                }
-                continue;
-            }
             if !answer.status.is_success() {
-                return Err(super::store::StoreClient::fail(&op, &answer).into());
+                match answer.fail(&op) {
+                    openbao::Error::Forbidden { .. } if !relogged => {
+                        // The batch token may have expired early: once
+                        // more, fresh.
+                        relogged = true;
+                        self.forget_token();
+                        continue;
+                    }
+                    e => return Err(e.into()),
+                }
             }
-            let ttl = answer.json["data"]["ttl"].as_u64().unwrap_or(0);
-            let text = match answer.json["data"]["token"].take() {
+            let mut json = answer.json(&op)?;
+            let ttl = json["data"]["ttl"].as_u64().unwrap_or(0);
+            let text = match json["data"]["token"].take() {
                 serde_json::Value::String(s) => SecretText::new(s),
                 _ => {
                     return Err(failed(format!(

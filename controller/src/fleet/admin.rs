@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use common::fleet::{cluster_base, Bundle};
 use common::fsutil::{atomic_write, create_private_dir_all, PathError};
+use common::openbao::{Method, StatusCode};
 use common::{SecretText, SecretValue};
-use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::Store;

@@ -21,7 +21,7 @@ use common::identity::{
     self, AwsFederation, AzureFederation, Cloud, Federation, GcpFederation, IdentityStatus,
     FEDERATION_FORMAT,
 };
-use reqwest::Method;
+use common::openbao::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -342,7 +342,7 @@ async fn apply(
             &[],
         )
         .await?;
-    if status == reqwest::StatusCode::NOT_FOUND {
+    if status == StatusCode::NOT_FOUND {
         return Err(VaultError::Http {
             op: "read the cluster's AppRole".into(),
             url: store.client.current_url().to_owned(),
