@@ -152,8 +152,8 @@ pub struct SessionArgs {
     pub role_arn: Option<String>,
     /// aws: the session's lifetime (e.g. 1h, 90m, 900s; STS limits apply:
     /// 15 min to 12 h for a role, 36 h for GetSessionToken) [default: 1h].
-    #[arg(long, value_name = "DUR", requires = "session")]
-    pub duration: Option<String>,
+    #[arg(long, value_name = "DUR", requires = "session", value_parser = session_lifetime)]
+    pub duration: Option<u64>,
     /// gcp: a service account to impersonate (IAM Credentials
     /// generateAccessToken with your user credentials).
     #[arg(long, value_name = "SA_EMAIL", requires = "session")]
@@ -312,8 +312,8 @@ pub struct FederateArgs {
     pub azure_tenant_id: Option<String>,
     /// Lifetime of the identity tokens (default 15m, or what the cluster has);
     /// nodes fetch a new one at half of it.
-    #[arg(long = "token-ttl", value_name = "DUR")]
-    pub token_ttl: Option<String>,
+    #[arg(long = "token-ttl", value_name = "DUR", value_parser = duration)]
+    pub token_ttl: Option<u64>,
     /// Write the OIDC discovery document and JWKS under DIR (at the issuer's
     /// path) for static hosting, when the store is not reachable from the
     /// clouds; pair it with --issuer. Re-run within each key rotation.
@@ -331,8 +331,8 @@ pub struct FederateArgs {
     pub key_algorithm: Option<String>,
     /// How often the store rotates the cluster's signing key (default 24h;
     /// the JWKS holds the current and the next key).
-    #[arg(long = "key-rotation", value_name = "DUR", default_value = "24h")]
-    pub key_rotation: String,
+    #[arg(long = "key-rotation", value_name = "DUR", default_value = "24h", value_parser = duration)]
+    pub key_rotation: u64,
     #[command(flatten)]
     pub output: OutputOpts,
 }
@@ -369,8 +369,8 @@ pub struct EnrollArgs {
     #[arg(long = "node", value_name = "NAME", conflicts_with_all = ["nodes", "reusable"])]
     pub node_names: Vec<String>,
     /// How long each wrapped secret_id can be unwrapped (e.g. 15m, 1h, 90s).
-    #[arg(long = "wrap-ttl", value_name = "DUR", default_value = "15m")]
-    pub wrap_ttl: String,
+    #[arg(long = "wrap-ttl", value_name = "DUR", default_value = "15m", value_parser = duration)]
+    pub wrap_ttl: u64,
     /// Write ONE launch bundle (DIR/launch.json) for an autoscaling group: its
     /// secret_id is not wrapped and logs in up to --uses times within --ttl
     /// (re-logins count), from the --cidr ranges only. WEAKER than per-node
@@ -384,14 +384,14 @@ pub struct EnrollArgs {
     #[arg(long, requires = "reusable")]
     pub uses: Option<u64>,
     /// Lifetime of the launch bundle's secret_id (with --reusable), e.g. 24h.
-    #[arg(long, value_name = "DUR", requires = "reusable")]
-    pub ttl: Option<String>,
+    #[arg(long, value_name = "DUR", requires = "reusable", value_parser = duration)]
+    pub ttl: Option<u64>,
     /// Source address range allowed to log in with the launch bundle (repeatable).
     #[arg(long = "cidr", value_name = "CIDR", requires = "reusable")]
     pub cidrs: Vec<String>,
     /// Lifetime of a node's (batch) token; nodes log in again before it ends.
-    #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m")]
-    pub token_ttl: String,
+    #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m", value_parser = duration)]
+    pub token_ttl: u64,
     #[command(flatten)]
     pub output: OutputOpts,
 }
@@ -452,8 +452,8 @@ pub struct BootstrapArgs {
     pub allow_vars: Vec<String>,
     /// Pull cluster only: lifetime of a node's (batch) token, as with
     /// `cluster enroll` (the role is updated with it).
-    #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m")]
-    pub token_ttl: String,
+    #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m", value_parser = duration)]
+    pub token_ttl: u64,
     #[command(flatten)]
     pub remote: RemoteOpts,
     #[command(flatten)]
@@ -696,6 +696,36 @@ pub struct VaultNamesArgs {
     pub output: OutputOpts,
 }
 
+/// Parse a duration: `90`, `90s`, `15m`, `2h`, `1d` -> seconds (> 0).
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|s| *s > 0)
+}
+
+/// A duration flag's value parser ([`parse_duration`]), in seconds.
+fn duration(text: &str) -> Result<u64, String> {
+    parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration (e.g. 90s, 15m, 2h)"))
+}
+
+/// `secret create --session --duration`: a session's lifetime, in seconds.
+fn session_lifetime(text: &str) -> Result<u64, String> {
+    parse_duration(text)
+        .filter(|secs| *secs <= common::session::MAX_LIFETIME_SECS as u64)
+        .ok_or_else(|| "a lifetime like 1h, 90m or 900s, at most 36h".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -778,5 +808,16 @@ mod tests {
             panic!("not cluster add");
         };
         assert_eq!(add.agent_port, DEFAULT_AGENT_PORT);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90"), Some(90));
+        assert_eq!(parse_duration("15m"), Some(900));
+        assert_eq!(parse_duration("2h"), Some(7200));
+        assert_eq!(parse_duration("1d"), Some(86_400));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration("m"), None);
     }
 }

@@ -13,11 +13,12 @@ use common::placement::PlaceOpts;
 use common::wire::{SecretResult, SetEnvVarsRequest, SyncItem, SyncRequest};
 use serde::Serialize;
 
-use super::sync::{sync_item, SecretPool, Skipped};
-use super::UsageError;
 use crate::cli::{EnvCommand, EnvCreateArgs, EnvNameArgs, EnvSyncArgs, ListArgs};
 use crate::envs::{self, vars_secret, EnvDef, EnvError};
+use crate::exit::UsageError;
+use crate::local_secrets::LocalSecrets;
 use crate::output::{print_json, Table};
+use crate::plan::{self, Form, Skipped};
 use crate::remote::{finish, reports, Remote};
 use crate::Context;
 
@@ -67,7 +68,7 @@ fn create(args: EnvCreateArgs, ctx: &Context) -> Result<u8> {
     env.validate().map_err(usage)?;
     if !env.secrets.is_empty() {
         // Refuse names that resolve to nothing now rather than at `env sync`.
-        SecretPool::load(ctx)?.resolve(&env.secrets)?;
+        LocalSecrets::load(ctx)?.resolve(&env.secrets)?;
     }
     envs::save(&ctx.home, &env).map_err(usage)?;
     let view = EnvView::from(&env);
@@ -132,12 +133,12 @@ async fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
     let secrets = if env.secrets.is_empty() {
         vec![]
     } else {
-        SecretPool::load(ctx)?.resolve(&env.secrets)?
+        LocalSecrets::load(ctx)?.resolve(&env.secrets)?
     };
     let mut items: Vec<SyncItem> = vec![];
     let mut skipped = vec![];
     for s in &secrets {
-        match sync_item(s, &PlaceOpts::both(&env.name))? {
+        match plan::item(s, &PlaceOpts::both(&env.name), Form::Placed)? {
             Some(i) => items.push(i),
             None => skipped.push(Skipped {
                 secret: s.name.clone(),
@@ -146,7 +147,11 @@ async fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
         }
     }
     if !env.vars.is_empty() {
-        items.extend(sync_item(&vars_secret(&env), &PlaceOpts::both(&env.name))?);
+        items.extend(plan::item(
+            &vars_secret(&env),
+            &PlaceOpts::both(&env.name),
+            Form::Placed,
+        )?);
     }
     // An env with nothing to set is still created (empty) on each node.
     let create_empty = !items

@@ -22,6 +22,15 @@ use thiserror::Error;
 pub use client::{RemoteRead, RemoteSecret, SecretMeta, VaultClient};
 pub use config::{ConfigError, Token, VaultConfig};
 
+/// The configuration and client of the remote store, from `~/.rh/config`
+/// and the environment.
+pub(crate) fn connect(ctx: &crate::Context) -> anyhow::Result<(VaultConfig, VaultClient)> {
+    let env = |k: &str| ctx.var(k).map(str::to_owned);
+    let config = VaultConfig::resolve(&ctx.home, &env, &[], None)?;
+    let client = VaultClient::new(&config)?;
+    Ok((config, client))
+}
+
 /// A remote store operation that failed. Messages name URLs, mounts, files
 /// and secret names, never a value or the token.
 #[derive(Debug, Error)]

@@ -1,6 +1,4 @@
-//! `controller cluster add|list|show|remove|bootstrap`. Definitions live in
-//! `~/.rh/clusters/NAME.json` ([`crate::clusters`]); `local` always exists.
-//! `bootstrap` asks each node `uname -m`, picks the static agent built for
+//! `controller cluster bootstrap NAME`: asks each node `uname -m`, picks the static agent built for
 //! it ([`crate::agents`]; `--agent-bin` overrides), copies it and the real
 //! boot files (`scripts/install-agent.sh`, `agent-boot.sh`,
 //! `rh-agent.service`, embedded in this binary) to the node over SSH as the
@@ -21,7 +19,7 @@
 //! its secret_id accessor; once a host runs its new bundle, the one it had
 //! before is revoked (a bundle that failed to install is revoked at once).
 //! Only the bundle's path is ever printed.
-//! `disconnect` closes the persisted SSH masters. No secret value is involved.
+//! No secret value is involved.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,10 +27,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::UsageError;
 use crate::agents::{AgentBin, Agents, AgentsError};
-use crate::cli::{BootstrapArgs, ClusterAddArgs, ClusterCommand, ClusterNameArgs, ListArgs};
-use crate::clusters::{self, Cluster, ClusterError, Node, Target};
+use crate::cli::BootstrapArgs;
+use crate::clusters::{Cluster, Node, Target};
+use crate::exit::UsageError;
 use crate::fleet::admin::{self, BundleIdentity, RoleOptions, SecretIdKind};
 use crate::fleet::nodes::{BundleEntry, BundleKind, Registry};
 use crate::fleet::Store;
@@ -42,135 +40,12 @@ use crate::transport::ssh::{self, Input, SshSession};
 use crate::transport::{self, TransportError, TransportOptions};
 use crate::Context;
 
-/// `controller cluster ...`.
-pub async fn run(cmd: ClusterCommand, ctx: &Context) -> Result<u8> {
-    match cmd {
-        ClusterCommand::Add(a) => add(a, ctx),
-        ClusterCommand::List(a) => list(a, ctx),
-        ClusterCommand::Show(a) => show(a, ctx),
-        ClusterCommand::Remove(a) => remove(a, ctx).await,
-        ClusterCommand::Bootstrap(a) => bootstrap(a, ctx).await,
-        ClusterCommand::Disconnect(a) => disconnect(a, ctx).await,
-        ClusterCommand::Enroll(a) => crate::fleet::cmd::enroll(a, ctx).await,
-        ClusterCommand::Federate(a) => crate::fleet::federate::run(a, ctx).await,
-        ClusterCommand::RevokeNode(a) => crate::fleet::cmd::revoke_node(a, ctx).await,
-    }
-}
-
-fn usage(e: ClusterError) -> anyhow::Error {
-    match e {
-        ClusterError::Path(_) | ClusterError::Malformed { .. } => e.into(),
-        other => UsageError(other.to_string()).into(),
-    }
-}
-
-fn add(args: ClusterAddArgs, ctx: &Context) -> Result<u8> {
-    let identity_file = match args.identity_file {
-        Some(p) if p.is_relative() => Some(
-            std::env::current_dir()
-                .context("current directory")?
-                .join(p),
-        ),
-        other => other,
-    };
-    let cluster = Cluster {
-        name: args.name,
-        hosts: args.hosts,
-        user: args.user,
-        port: args.port,
-        identity_file,
-        agent_port: args.agent_port,
-        pull: args.pull,
-    };
-    clusters::save(&ctx.home, &cluster).map_err(usage)?;
-    if args.output.json {
-        print_json(&cluster)?;
-    } else {
-        println!(
-            "cluster {} saved: {} node(s); next: `controller cluster bootstrap {}`",
-            cluster.name,
-            cluster.hosts.len(),
-            cluster.name
-        );
-    }
-    Ok(0)
-}
-
-fn table(clusters: &[Cluster]) -> Table {
-    let mut t = Table::new(&[
-        "cluster",
-        "nodes",
-        "user",
-        "port",
-        "agent port",
-        "identity file",
-    ]);
-    for c in clusters {
-        if c.is_local() {
-            t.row(vec![
-                c.name.clone(),
-                "this machine (no ssh)".into(),
-                "-".into(),
-                "-".into(),
-                "agent.addr".into(),
-                "-".into(),
-            ]);
-            continue;
-        }
-        t.row(vec![
-            c.name.clone(),
-            c.hosts.join(" "),
-            c.user.clone().unwrap_or_else(|| "-".into()),
-            c.port.to_string(),
-            c.agent_port.to_string(),
-            c.identity_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "-".into()),
-        ]);
-    }
-    t
-}
-
-fn list(args: ListArgs, ctx: &Context) -> Result<u8> {
-    let all = clusters::list(&ctx.home).map_err(usage)?;
-    if args.output.json {
-        print_json(&all)?;
-    } else {
-        table(&all).print()?;
-    }
-    Ok(0)
-}
-
-fn show(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
-    let c = clusters::load(&ctx.home, &args.name).map_err(usage)?;
-    if args.output.json {
-        print_json(&c)?;
-    } else {
-        table(std::slice::from_ref(&c)).print()?;
-    }
-    Ok(0)
-}
-
-async fn remove(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
-    if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.name) {
-        crate::fleet::cmd::remove_role(ctx, &cluster).await?;
-    }
-    clusters::remove(&ctx.home, &args.name).map_err(usage)?;
-    if args.output.json {
-        print_json(&serde_json::json!({"removed": args.name}))?;
-    } else {
-        println!("cluster {} removed (the nodes are left alone)", args.name);
-    }
-    Ok(0)
-}
-
 /// The install script, boot script and unit, shipped inside the controller:
 /// the same files as `scripts/`, so a node gets exactly what the docs describe.
 mod scripts {
-    pub(super) const INSTALL: &str = include_str!("../../../scripts/install-agent.sh");
-    pub(super) const BOOT: &str = include_str!("../../../scripts/agent-boot.sh");
-    pub(super) const UNIT: &str = include_str!("../../../scripts/rh-agent.service");
+    pub(super) const INSTALL: &str = include_str!("../../../../scripts/install-agent.sh");
+    pub(super) const BOOT: &str = include_str!("../../../../scripts/agent-boot.sh");
+    pub(super) const UNIT: &str = include_str!("../../../../scripts/rh-agent.service");
 }
 
 /// Where the files are staged on the node before the install script runs.
@@ -302,14 +177,8 @@ impl PullPlan {
             common::names::validate_env_var_name(var)
                 .map_err(|e| UsageError(format!("--allow-var: {e}")))?;
         }
-        let token_ttl = crate::fleet::parse_duration(&args.token_ttl).ok_or_else(|| {
-            UsageError(format!(
-                "--token-ttl {:?} is not a duration (e.g. 90s, 15m, 2h)",
-                args.token_ttl
-            ))
-        })?;
-        let (config, client) = crate::commands::vault::connect(ctx)?;
-        let store = Store::new(client, config);
+        let token_ttl = args.token_ttl;
+        let store = Store::connect(ctx)?;
         let role_id = admin::ensure_role(&store, &cluster.name, RoleOptions { token_ttl })
             .await
             .with_context(|| format!("configure the AppRole of cluster {}", cluster.name))?;
@@ -473,7 +342,8 @@ struct Chosen {
     agent: Option<AgentBin>,
 }
 
-async fn bootstrap(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
+/// `controller cluster bootstrap NAME`.
+pub(super) async fn run(args: BootstrapArgs, ctx: &Context) -> Result<u8> {
     let remote = Remote::resolve(ctx, &args.name, &args.remote, args.output.json)?;
     let cluster = &remote.cluster;
     if let Some(bin) = &args.agent_bin {
@@ -864,53 +734,4 @@ async fn install(
         tracing::warn!(node = %node.name, "install-agent.sh did not say how the agent starts at boot");
     }
     Ok(boot)
-}
-
-/// `controller cluster disconnect NAME`: close the persisted SSH masters.
-async fn disconnect(args: ClusterNameArgs, ctx: &Context) -> Result<u8> {
-    let flags = crate::cli::RemoteOpts {
-        parallel: 32,
-        timeout: 15,
-        accept_new_host_keys: false,
-        ssh_persist: Some(0),
-    };
-    let remote = Remote::resolve(ctx, &args.name, &flags, args.output.json)?;
-    let cluster = &remote.cluster;
-    let mut results: Vec<(String, Result<bool, TransportError>)> = vec![];
-    for node in &remote.nodes {
-        let r = match &node.target {
-            Target::Ssh(t) => ssh::disconnect(t, &remote.opts).await,
-            Target::Local => Ok(false),
-        };
-        results.push((node.name.clone(), r));
-    }
-    if args.output.json {
-        let nodes: Vec<_> = results
-            .iter()
-            .map(|(n, r)| match r {
-                Ok(closed) => serde_json::json!({"node": n, "ok": true, "closed": closed}),
-                Err(e) => serde_json::json!({"node": n, "ok": false, "error": e.to_string()}),
-            })
-            .collect();
-        print_json(&serde_json::json!({"cluster": cluster.name, "nodes": nodes}))?;
-    } else {
-        let mut t = Table::new(&["node", "ssh master"]);
-        for (n, r) in &results {
-            t.row(vec![
-                n.clone(),
-                match r {
-                    Ok(true) => "closed".into(),
-                    Ok(false) => "none open".into(),
-                    Err(_) => "failed".into(),
-                },
-            ]);
-        }
-        t.print()?;
-    }
-    for (_, r) in &results {
-        if let Err(e) = r {
-            eprintln!("error: {e}");
-        }
-    }
-    Ok(exit_code(results.iter().map(|(_, r)| r.is_ok())))
 }
