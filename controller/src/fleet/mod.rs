@@ -2,13 +2,13 @@
 //! secrets from the remote store themselves. This module owns the store
 //! layout (`common::fleet`), the admin calls (ACL policy, AppRole, wrapped
 //! secret_ids: [`admin`]), the bundles made here and what a node report is
-//! worth ([`nodes`]), publishing and reading node reports ([`publish`]) and
+//! worth ([`nodes`]), publishing and reading node reports ([`publish`]),
 //! delivery to a pull cluster for `sync`, `revoke`, `status` and `cluster
-//! remove` ([`pull`], with its report rows in [`rows`]), and the store side
-//! of workload identity ([`federate`]); the command entry points live under
-//! `crate::commands`, which this module never calls. It talks to the store through the
-//! controller's [`VaultClient`] (the one `common::openbao` client) with the
-//! user's token.
+//! remove` ([`pull`], its report rows in [`rows`]), and the store side of
+//! workload identity ([`federate`]). The command entry points live under
+//! `crate::commands`, which nothing here calls. It talks to the store
+//! through the controller's [`VaultClient`] (the one `common::openbao`
+//! client) with the user's token.
 //! It never prints or logs a value, the user's token or a secret_id: bundles
 //! carrying secret_ids are written 0600 and only their paths are printed.
 
