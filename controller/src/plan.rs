@@ -159,6 +159,29 @@ impl SyncPlan {
             local: ask.local,
         }
     }
+
+    /// `--keep-fresh`: keep this plan's sessions (and resolved kubeconfigs)
+    /// fresh on `cluster` through `deliver`, the road the first delivery
+    /// took, until interrupted.
+    pub(crate) async fn keep_fresh<D: mint::fresh::Deliver + Sync>(
+        self,
+        ctx: &Context,
+        cluster: &str,
+        ask: &SyncAsk<'_>,
+        deliver: &D,
+    ) -> Result<()> {
+        let target = Self::target(ask);
+        mint::fresh::run(
+            ctx,
+            cluster,
+            self.sessions,
+            self.first,
+            self.kube,
+            target,
+            deliver,
+        )
+        .await
+    }
 }
 
 /// Plan a `controller sync`: select the secrets, run kubeconfig exec

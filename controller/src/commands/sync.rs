@@ -14,7 +14,6 @@ use common::wire::{SyncItem, SyncRequest};
 use crate::cli::SyncArgs;
 use crate::exit::{self, UsageError};
 use crate::fleet::publish::PublishOpts;
-use crate::fleet::pull::PullCluster;
 use crate::mint;
 use crate::mode::Mode;
 use crate::plan::{self, Form, SyncAsk, SyncPlan};
@@ -56,44 +55,70 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
             Mode::Pull(_) => Form::Asked,
         },
     };
-    let plan = plan::sync(ctx, &ask).await?;
-    match &mode {
-        Mode::Push(remote) => push(&args, ctx, remote, plan, &ask).await,
-        Mode::Pull(cluster) => publish(&args, ctx, cluster, plan, &ask).await,
+    let mut plan = plan::sync(ctx, &ask).await?;
+    if let Mode::Pull(_) = &mode {
+        notes(&plan);
     }
-}
-
-/// Print why sessions could not be minted.
-fn mint_errors(plan: &SyncPlan) {
     for (name, why) in &plan.mint_failed {
         eprintln!("error: session secret {name} could not be minted: {why}");
     }
-}
-
-/// Deliver to a push cluster: one `/v1/sync` per node, then the table.
-async fn push(
-    args: &SyncArgs,
-    ctx: &Context,
-    remote: &Remote,
-    plan: SyncPlan,
-    ask: &SyncAsk<'_>,
-) -> Result<u8> {
-    mint_errors(&plan);
-    let names = plan.names();
     if plan.items.is_empty() && !plan.mint_failed.is_empty() {
         return Ok(exit::FAILURE);
     }
     if plan.items.is_empty() {
-        for s in &plan.skipped {
-            eprintln!("note: skipped {}: {}", s.secret, s.reason);
+        if let Mode::Pull(_) = &mode {
+            anyhow::bail!("nothing to publish: no secret detected or saved");
         }
+        notes(&plan);
         anyhow::bail!(
             "nothing to sync: no secret detected or saved (see `controller secret detect` and `controller secret create`)"
         );
     }
+    match &mode {
+        Mode::Push(remote) => {
+            let code = push(&args, remote, &mut plan).await?;
+            if args.keep_fresh && !args.dry_run {
+                // Refreshed items replace what they installed before (a
+                // kube token changes with every run of its plugin).
+                let push = Push {
+                    remote,
+                    overwrite: true,
+                };
+                plan.keep_fresh(ctx, &remote.cluster.name, &ask, &push)
+                    .await?;
+            }
+            Ok(code)
+        }
+        Mode::Pull(cluster) => {
+            let opts = PublishOpts {
+                new_epoch: args.new_epoch,
+            };
+            let published = cluster.publish(ctx, &plan.items, opts, args.wait).await?;
+            let code = published.report(args.output.json, !plan.mint_failed.is_empty())?;
+            if args.keep_fresh {
+                plan.keep_fresh(ctx, &cluster.cluster.name, &ask, &published)
+                    .await?;
+            }
+            Ok(code)
+        }
+    }
+}
+
+/// The notes of the secrets the plan left out.
+fn notes(plan: &SyncPlan) {
+    for s in &plan.skipped {
+        eprintln!("note: skipped {}: {}", s.secret, s.reason);
+    }
+}
+
+/// Deliver the plan's items to a push cluster (one `/v1/sync` per node)
+/// and print the per-node x per-secret table; a session that could not be
+/// minted fails a sync that otherwise succeeded.
+async fn push(args: &SyncArgs, remote: &Remote, plan: &mut SyncPlan) -> Result<u8> {
+    let names = plan.names();
     tracing::info!(cluster = %remote.cluster.name, nodes = remote.nodes.len(), secrets = plan.items.len(), dry_run = args.dry_run, "sync plan");
     let request = SyncRequest {
-        items: plan.items,
+        items: std::mem::take(&mut plan.items),
         overwrite: args.overwrite,
         dry_run: args.dry_run,
     };
@@ -107,72 +132,11 @@ async fn push(
         &plan.skipped,
         args.output.json,
     )?;
-    let code = if plan.mint_failed.is_empty() || code != exit::OK {
+    Ok(if plan.mint_failed.is_empty() || code != exit::OK {
         code
     } else {
         exit::FAILURE
-    };
-    if args.keep_fresh && !args.dry_run {
-        // Refreshed items replace what they installed before (a kube
-        // token changes with every run of its plugin).
-        let push = Push {
-            remote,
-            overwrite: true,
-        };
-        let target = SyncPlan::target(ask);
-        let name = &remote.cluster.name;
-        mint::fresh::run(
-            ctx,
-            name,
-            plan.sessions,
-            plan.first,
-            plan.kube,
-            target,
-            &push,
-        )
-        .await?;
-    }
-    Ok(code)
-}
-
-/// Deliver to a pull cluster: publish to the store, then `--wait`.
-async fn publish(
-    args: &SyncArgs,
-    ctx: &Context,
-    cluster: &PullCluster,
-    plan: SyncPlan,
-    ask: &SyncAsk<'_>,
-) -> Result<u8> {
-    for s in &plan.skipped {
-        eprintln!("note: skipped {}: {}", s.secret, s.reason);
-    }
-    mint_errors(&plan);
-    if plan.items.is_empty() && !plan.mint_failed.is_empty() {
-        return Ok(exit::FAILURE);
-    }
-    if plan.items.is_empty() {
-        anyhow::bail!("nothing to publish: no secret detected or saved");
-    }
-    let opts = PublishOpts {
-        new_epoch: args.new_epoch,
-    };
-    let published = cluster.publish(ctx, &plan.items, opts, args.wait).await?;
-    let code = published.report(args.output.json, !plan.mint_failed.is_empty())?;
-    if args.keep_fresh {
-        let target = SyncPlan::target(ask);
-        let name = &cluster.cluster.name;
-        mint::fresh::run(
-            ctx,
-            name,
-            plan.sessions,
-            plan.first,
-            plan.kube,
-            target,
-            &published,
-        )
-        .await?;
-    }
-    Ok(code)
+    })
 }
 
 /// `--keep-fresh` on a push cluster: the refreshed items go to every node

@@ -10,7 +10,6 @@ use common::fleet;
 use serde::Serialize;
 
 use crate::cli::EnrollArgs;
-use crate::clusters;
 use crate::exit::{self, UsageError};
 use crate::fleet::admin::{self, BundleIdentity, RoleOptions, SecretIdKind};
 use crate::fleet::nodes::{BundleEntry, BundleKind, Registry};
@@ -58,14 +57,12 @@ fn bundle_names(args: &EnrollArgs, registry: &Registry) -> Result<Vec<String>> {
 
 /// `controller cluster enroll NAME --out DIR ...`.
 pub(super) async fn run(args: EnrollArgs, ctx: &Context) -> Result<u8> {
-    let cluster = clusters::load(&ctx.home, &args.name).map_err(|e| UsageError(e.to_string()))?;
-    if !cluster.pull {
-        return Err(UsageError(format!(
+    let cluster = super::load_pull(ctx, &args.name, |c| {
+        format!(
             "cluster {} is not a pull cluster: add it with `controller cluster add {} --pull`",
-            cluster.name, cluster.name
-        ))
-        .into());
-    }
+            c.name, c.name
+        )
+    })?;
     let wrap_ttl = args.wrap_ttl;
     let token_ttl = args.token_ttl;
     let kind = if args.reusable {

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::cli::FederateArgs;
-use crate::clusters::{self, Cluster};
+use crate::clusters::Cluster;
 use crate::exit::{self, UsageError};
 use crate::fleet::federate::{apply, Applied};
 use crate::fleet::{publish, Store};
@@ -118,14 +118,13 @@ struct AzureSetup {
 
 /// `controller cluster federate NAME ...`.
 pub(super) async fn run(args: FederateArgs, ctx: &Context) -> Result<u8> {
-    let cluster = clusters::load(&ctx.home, &args.name).map_err(|e| usage(e.to_string()))?;
-    if !cluster.pull {
-        return Err(usage(format!(
+    let cluster = super::load_pull(ctx, &args.name, |c| {
+        format!(
             "cluster {} is not a pull cluster: workload identity needs nodes that log in to the \
              store (`controller cluster add {} --pull`, then `cluster enroll`)",
-            cluster.name, cluster.name
-        )));
-    }
+            c.name, c.name
+        )
+    })?;
     let rotation = args.key_rotation;
     if rotation < 60 {
         return Err(usage("--key-rotation must be at least 1m"));

@@ -11,7 +11,6 @@ use common::fleet::{self, Bundle};
 use serde::Serialize;
 
 use crate::cli::RevokeNodeArgs;
-use crate::clusters;
 use crate::exit::{self, UsageError};
 use crate::fleet::admin;
 use crate::fleet::nodes::{BundleEntry, BundleKind, Registry, Trust};
@@ -32,10 +31,9 @@ struct RevokeNodeDoc {
 /// `controller cluster revoke-node NAME NODE | --bundle FILE`: destroy one
 /// bundle's secret_id through the accessor recorded when it was made.
 pub(super) async fn run(args: RevokeNodeArgs, ctx: &Context) -> Result<u8> {
-    let cluster = clusters::load(&ctx.home, &args.name).map_err(|e| UsageError(e.to_string()))?;
-    if !cluster.pull {
-        return Err(UsageError(format!("cluster {} is not a pull cluster", args.name)).into());
-    }
+    let cluster = super::load_pull(ctx, &args.name, |c| {
+        format!("cluster {} is not a pull cluster", c.name)
+    })?;
     let mut registry = Registry::load(&ctx.home, &cluster.name)?;
     let store = Store::connect(ctx)?;
     let entry = match (&args.node, &args.bundle) {

@@ -37,6 +37,20 @@ pub async fn run(cmd: ClusterCommand, ctx: &Context) -> Result<u8> {
     }
 }
 
+/// Cluster `name`, which must be a pull cluster: its loading error, or
+/// `not_pull`'s message when it is pushed to, is a usage error.
+fn load_pull(
+    ctx: &Context,
+    name: &str,
+    not_pull: impl FnOnce(&Cluster) -> String,
+) -> Result<Cluster> {
+    let cluster = clusters::load(&ctx.home, name).map_err(|e| UsageError(e.to_string()))?;
+    if !cluster.pull {
+        return Err(UsageError(not_pull(&cluster)).into());
+    }
+    Ok(cluster)
+}
+
 fn usage(e: ClusterError) -> anyhow::Error {
     match e {
         ClusterError::Path(_) | ClusterError::Malformed { .. } => e.into(),
