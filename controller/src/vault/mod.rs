@@ -96,10 +96,11 @@ pub enum VaultError {
     Path(#[from] PathError),
 }
 
-/// What happened to one secret.
+/// What a `vault push`/`vault pull` (or `login --download`) did to one
+/// secret (`common::wire::Status` is what an agent did to one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum TransferStatus {
     Pushed,
     Pulled,
     Unchanged,
@@ -107,7 +108,7 @@ pub enum Status {
     Failed,
 }
 
-impl Status {
+impl TransferStatus {
     /// As shown in tables.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -129,7 +130,7 @@ impl Status {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     pub name: String,
-    pub status: Status,
+    pub status: TransferStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,7 +138,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn new(name: &str, status: Status, version: Option<u64>, detail: Option<String>) -> Self {
+    fn new(name: &str, status: TransferStatus, version: Option<u64>, detail: Option<String>) -> Self {
         Self {
             name: name.to_owned(),
             status,
@@ -275,7 +276,7 @@ pub async fn push(
                 }
                 outcomes.push(Outcome::new(
                     name,
-                    Status::Failed,
+                    TransferStatus::Failed,
                     None,
                     Some(e.to_string()),
                 ));
@@ -289,7 +290,7 @@ pub async fn push(
                     if let Err(e) = client.write_metadata(name, &meta).await {
                         outcomes.push(Outcome::new(
                             name,
-                            Status::Failed,
+                            TransferStatus::Failed,
                             Some(r.version),
                             Some(e.to_string()),
                         ));
@@ -297,7 +298,7 @@ pub async fn push(
                     }
                 }
                 state.remember(&key, name, r.version, "pushed");
-                outcomes.push(Outcome::new(name, Status::Unchanged, Some(r.version), None));
+                outcomes.push(Outcome::new(name, TransferStatus::Unchanged, Some(r.version), None));
                 continue;
             }
             RemoteRead::Present(r) => match &known {
@@ -306,7 +307,7 @@ pub async fn push(
                 Some(k) => {
                     outcomes.push(Outcome::new(
                         name,
-                        Status::Conflict,
+                        TransferStatus::Conflict,
                         Some(r.version),
                         Some(format!(
                             "changed remotely since {}; it is now version {}: pull it first, or push with --overwrite",
@@ -319,7 +320,7 @@ pub async fn push(
                 None => {
                     outcomes.push(Outcome::new(
                         name,
-                        Status::Conflict,
+                        TransferStatus::Conflict,
                         Some(r.version),
                         Some(format!(
                             "differs from remote version {} that was never pulled here: pull it first, or push with --overwrite",
@@ -334,7 +335,7 @@ pub async fn push(
         match client.write(name, &secret.values, &meta, cas).await {
             Ok(version) => {
                 state.remember(&key, name, version, "pushed");
-                outcomes.push(Outcome::new(name, Status::Pushed, Some(version), None));
+                outcomes.push(Outcome::new(name, TransferStatus::Pushed, Some(version), None));
             }
             Err(VaultError::CasMismatch { current, .. }) => {
                 let since = known
@@ -343,7 +344,7 @@ pub async fn push(
                     .unwrap_or_else(|| format!("version {cas}"));
                 outcomes.push(Outcome::new(
                     name,
-                    Status::Conflict,
+                    TransferStatus::Conflict,
                     Some(current),
                     Some(format!(
                         "changed remotely since {since}; it is now version {current}: pull it first, or push with --overwrite"
@@ -353,7 +354,7 @@ pub async fn push(
             Err(e) => {
                 outcomes.push(Outcome::new(
                     name,
-                    Status::Failed,
+                    TransferStatus::Failed,
                     None,
                     Some(e.to_string()),
                 ));
@@ -397,7 +398,7 @@ pub async fn pull(
         if let Err(reason) = local::check_remote(home, &policy, &mut secret) {
             outcomes.push(Outcome::new(
                 name,
-                Status::Failed,
+                TransferStatus::Failed,
                 Some(remote.version),
                 Some(format!("refused, not saved: {reason}")),
             ));
@@ -408,7 +409,7 @@ pub async fn pull(
             Err(e) => {
                 outcomes.push(Outcome::new(
                     name,
-                    Status::Failed,
+                    TransferStatus::Failed,
                     Some(remote.version),
                     Some(e.to_string()),
                 ));
@@ -420,7 +421,7 @@ pub async fn pull(
                 state.remember(&key, name, remote.version, "pulled");
                 outcomes.push(Outcome::new(
                     name,
-                    Status::Unchanged,
+                    TransferStatus::Unchanged,
                     Some(remote.version),
                     None,
                 ));
@@ -429,7 +430,7 @@ pub async fn pull(
             Some(_) if !overwrite => {
                 outcomes.push(Outcome::new(
                     name,
-                    Status::Conflict,
+                    TransferStatus::Conflict,
                     Some(remote.version),
                     Some(format!(
                         "the local copy differs from remote version {}: push it, or pull with --overwrite",
@@ -442,7 +443,7 @@ pub async fn pull(
                     state.remember(&key, name, remote.version, "pulled");
                     outcomes.push(Outcome::new(
                         name,
-                        Status::Pulled,
+                        TransferStatus::Pulled,
                         Some(remote.version),
                         None,
                     ));
@@ -450,7 +451,7 @@ pub async fn pull(
                 }
                 Err(e) => outcomes.push(Outcome::new(
                     name,
-                    Status::Failed,
+                    TransferStatus::Failed,
                     Some(remote.version),
                     Some(e.to_string()),
                 )),
