@@ -21,7 +21,7 @@ pub mod mint;
 mod mode;
 pub mod outcome;
 pub mod output;
-pub mod plan;
+mod plan;
 mod remote;
 pub mod vault;
 

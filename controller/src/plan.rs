@@ -29,7 +29,7 @@ pub(crate) struct Skipped {
 
 /// The form of the items a plan makes, as the cluster's mode takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Form {
+pub(crate) enum Form {
     /// The placement decided here travels with the item (push: the agent
     /// writes what was decided).
     Placed,

@@ -9,7 +9,9 @@
 //! Never prints a value: rows carry names, paths, var names and statuses.
 
 use anyhow::Result;
+use common::placement::PlaceOpts;
 use common::wire::{SyncItem, SyncRequest};
+use common::Secret;
 
 use crate::cli::SyncArgs;
 use crate::exit::{self, UsageError};
@@ -147,7 +149,9 @@ struct Push<'a> {
 }
 
 impl mint::fresh::Deliver for Push<'_> {
-    const FORM: Form = Form::Placed;
+    fn place(&self, secret: &Secret, env: &str) -> Result<Option<SyncItem>> {
+        plan::item(secret, &PlaceOpts::sync(env), Form::Placed)
+    }
 
     async fn deliver(&self, items: Vec<SyncItem>) -> std::result::Result<String, String> {
         let request = SyncRequest {

@@ -7,7 +7,7 @@
 //! cloud's audience, claims `cluster` and `rh_prefix`, no per-node data: all
 //! nodes share the AppRole's entity, see /work/notes/i22-findings.md and
 //! scripts/bench.d/63-federation-store-cost.sh), the cluster's policy
-//! (which already grants exactly these token paths, see [`policy_lines`]),
+//! (which already grants exactly these token paths, see `admin::policy_lines`),
 //! and the federation document the nodes wire their SDKs from
 //! (`common::identity::Federation`); its removal with the cluster; and the
 //! `identity` cell of `status`.
@@ -22,23 +22,6 @@ use super::Store;
 use crate::clusters::Cluster;
 use crate::output::{escape_text, FOREIGN_TEXT_MAX};
 use crate::vault::VaultError;
-
-/// The lines of the cluster's ACL policy for its workload identity: read on
-/// its federation document and on exactly its own OIDC roles' token paths
-/// (never a wildcard: another cluster's role name may start with this one's).
-pub fn policy_lines(mount: &str, prefix: &str, cluster: &str) -> String {
-    let mut text = format!(
-        "path \"{mount}/data/{}\" {{ capabilities = [\"read\"] }}\n",
-        identity::federation_path(prefix, cluster)
-    );
-    for cloud in Cloud::ALL {
-        text.push_str(&format!(
-            "path \"{}\" {{ capabilities = [\"read\"] }}\n",
-            identity::token_api_path(prefix, cluster, cloud)
-        ));
-    }
-    text
-}
 
 /// What the store holds after [`apply`].
 pub(crate) struct Applied {
@@ -416,22 +399,4 @@ pub(crate) fn identity_cell(status: Option<&IdentityStatus>, now: u64) -> String
         ));
     }
     cell
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_policy_names_exactly_this_cluster_s_token_paths() {
-        let p = policy_lines("secret", "rh/alice", "gpu");
-        assert!(p.contains("path \"secret/data/rh/alice/clusters/gpu/federation\""));
-        for cloud in ["aws", "gcp", "azure"] {
-            assert!(p.contains(&format!(
-                "path \"identity/oidc/token/rh-fleet-rh-alice-gpu-{cloud}\" {{ capabilities = [\"read\"] }}"
-            )));
-        }
-        assert!(!p.contains('*'), "{p}");
-        assert!(!p.contains("update") && !p.contains("create"));
-    }
 }

@@ -12,7 +12,9 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use common::placement::PlaceOpts;
 use common::wire::SyncItem;
+use common::Secret;
 use serde::Serialize;
 
 use super::nodes::Registry;
@@ -289,7 +291,9 @@ impl Publication {
 /// `--keep-fresh` on a pull cluster: refreshed sessions are published
 /// (the publish road of `sync`; the other secrets stay as published).
 impl crate::mint::fresh::Deliver for Publication {
-    const FORM: crate::plan::Form = crate::plan::Form::Asked;
+    fn place(&self, secret: &Secret, env: &str) -> Result<Option<SyncItem>> {
+        crate::plan::item(secret, &PlaceOpts::sync(env), crate::plan::Form::Asked)
+    }
 
     async fn deliver(&self, items: Vec<SyncItem>) -> std::result::Result<String, String> {
         let opts = PublishOpts { new_epoch: false };

@@ -33,8 +33,9 @@ fn retry_in(lifetime: i64) -> i64 {
 /// Delivery of the refreshed items: `Ok(summary)` (e.g. `3/3 nodes`) or
 /// the reason it failed everywhere.
 pub trait Deliver {
-    /// The form of the items it takes (`crate::plan::Form`).
-    const FORM: crate::plan::Form;
+    /// The item of a refreshed kubeconfig, placed by the sync rule in
+    /// `env`, in the form this deliverer takes (`crate::plan::item`).
+    fn place(&self, secret: &Secret, env: &str) -> anyhow::Result<Option<SyncItem>>;
 
     fn deliver(&self, items: Vec<SyncItem>) -> impl Future<Output = Result<String, String>> + Send;
 }
@@ -129,12 +130,9 @@ pub async fn run<D: Deliver + Sync>(
                     let (minted_at, expires_at) = super::kube::resolve(&mut resolved)
                         .await?
                         .ok_or_else(|| anyhow::anyhow!("its exec plugins gave no expiry"))?;
-                    let item = crate::plan::item(
-                        &resolved,
-                        &common::placement::PlaceOpts::sync(target.env),
-                        D::FORM,
-                    )?
-                    .ok_or_else(|| anyhow::anyhow!("it has no file"))?;
+                    let item = deliver
+                        .place(&resolved, target.env)?
+                        .ok_or_else(|| anyhow::anyhow!("it has no file"))?;
                     Ok((item, half(minted_at, expires_at), expires_at))
                 }
             }

@@ -138,7 +138,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn new(name: &str, status: TransferStatus, version: Option<u64>, detail: Option<String>) -> Self {
+    fn new(
+        name: &str,
+        status: TransferStatus,
+        version: Option<u64>,
+        detail: Option<String>,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             status,
@@ -298,7 +303,12 @@ pub async fn push(
                     }
                 }
                 state.remember(&key, name, r.version, "pushed");
-                outcomes.push(Outcome::new(name, TransferStatus::Unchanged, Some(r.version), None));
+                outcomes.push(Outcome::new(
+                    name,
+                    TransferStatus::Unchanged,
+                    Some(r.version),
+                    None,
+                ));
                 continue;
             }
             RemoteRead::Present(r) => match &known {
@@ -335,7 +345,12 @@ pub async fn push(
         match client.write(name, &secret.values, &meta, cas).await {
             Ok(version) => {
                 state.remember(&key, name, version, "pushed");
-                outcomes.push(Outcome::new(name, TransferStatus::Pushed, Some(version), None));
+                outcomes.push(Outcome::new(
+                    name,
+                    TransferStatus::Pushed,
+                    Some(version),
+                    None,
+                ));
             }
             Err(VaultError::CasMismatch { current, .. }) => {
                 let since = known
