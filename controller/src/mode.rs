@@ -11,6 +11,7 @@ use anyhow::Result;
 use crate::cli::RemoteOpts;
 use crate::clusters;
 use crate::fleet::pull::PullCluster;
+use crate::plan::Form;
 use crate::remote::Remote;
 use crate::Context;
 
@@ -35,5 +36,19 @@ impl Mode {
                 Remote::of(ctx, loaded, remote, json).map(Self::Push)
             }
         }
+    }
+
+    /// The form of the items this mode delivers: placed here for a push,
+    /// asked for a pull (each node places them under its own policy).
+    pub(crate) fn form(&self) -> Form {
+        match self {
+            Self::Push(_) => Form::Placed,
+            Self::Pull(_) => Form::Asked,
+        }
+    }
+
+    /// Whether the cluster is this machine (`local`, always pushed to).
+    pub(crate) fn is_local(&self) -> bool {
+        matches!(self, Self::Push(r) if r.cluster.is_local())
     }
 }

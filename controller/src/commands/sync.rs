@@ -51,11 +51,8 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
         names: &args.secrets,
         json: args.secret_json.as_deref(),
         env: &args.env,
-        local: matches!(&mode, Mode::Push(r) if r.cluster.is_local()),
-        form: match mode {
-            Mode::Push(_) => Form::Placed,
-            Mode::Pull(_) => Form::Asked,
-        },
+        local: mode.is_local(),
+        form: mode.form(),
     };
     let mut plan = plan::sync(ctx, &ask).await?;
     if let Mode::Pull(_) = &mode {
