@@ -2,20 +2,22 @@
 //! ones, the `--secret` names, the `--secret-json` ones, the session
 //! secrets minted now), where each one goes (`common::placement::place`,
 //! the one decision of its files and vars) and which are left out, with
-//! the note saying why. `sync`, `send`, `env sync` and `--keep-fresh` build
-//! their items here; a push cluster is sent the placed items, a pull
+//! the note saying why. `sync` ([`sync`]), `send` ([`send`]), `env sync`
+//! ([`env`]) and `--keep-fresh` ([`item`]) build their items here; a push cluster is sent the placed items, a pull
 //! cluster is published the asked form each node places again under its
 //! own policy ([`Form`]). Nothing here talks to a node or the store, and
 //! nothing prints: the commands report.
 //! Never logs a value: notes carry secret names and reasons.
 
 use anyhow::Result;
-use common::placement::{place, PlaceOpts};
+use common::placement::{place, PlaceError, PlaceOpts};
 use common::session::Minted;
 use common::wire::SyncItem;
 use common::Secret;
 use serde::Serialize;
 
+use crate::envs::{vars_secret, EnvDef};
+use crate::exit::UsageError;
 use crate::local_secrets::LocalSecrets;
 use crate::mint::{self, SessionSecret};
 use crate::Context;
@@ -89,6 +91,53 @@ pub(crate) fn items(
         }
     }
     Ok((items, skipped))
+}
+
+/// Items for `env sync`: the env's secrets, each with its file when it has
+/// one and its vars in the env when it maps any (noted when it goes
+/// nowhere), then the env's plain vars ([`vars_secret`]).
+pub(crate) fn env(def: &EnvDef, secrets: &[Secret]) -> Result<(Vec<SyncItem>, Vec<Skipped>)> {
+    let opts = PlaceOpts::both(&def.name);
+    let mut items: Vec<SyncItem> = vec![];
+    let mut skipped = vec![];
+    for s in secrets {
+        match item(s, &opts, Form::Placed)? {
+            Some(i) => items.push(i),
+            None => skipped.push(Skipped {
+                secret: s.name.clone(),
+                reason: "no file and no env vars".into(),
+            }),
+        }
+    }
+    if !def.vars.is_empty() {
+        items.extend(item(&vars_secret(def), &opts, Form::Placed)?);
+    }
+    Ok((items, skipped))
+}
+
+/// The item of `send`: its file (at `path` when given), its vars (in `env`
+/// when given, else in `base_env` when it has no file); a usage error when
+/// it cannot go where asked, or anywhere.
+pub(crate) fn send(secret: &Secret, path: Option<&str>, env: Option<&str>) -> Result<SyncItem> {
+    let opts = PlaceOpts::send(path, env);
+    let placed = match item(secret, &opts, Form::Placed) {
+        Err(e) if matches!(e.downcast_ref(), Some(PlaceError::NoVars { .. })) => {
+            return Err(UsageError(format!(
+                "secret {:?} has no env vars to set in env {:?}",
+                secret.name,
+                env.unwrap_or_default()
+            ))
+            .into());
+        }
+        other => other?,
+    };
+    placed.ok_or_else(|| {
+        UsageError(format!(
+            "secret {:?} has no file and no env vars: give --path (or create it with --env-var)",
+            secret.name
+        ))
+        .into()
+    })
 }
 
 /// The secrets a sync sends: every local one, or the `--secret` names plus

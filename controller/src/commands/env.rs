@@ -9,16 +9,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
-use common::placement::PlaceOpts;
-use common::wire::{SecretResult, SetEnvVarsRequest, SyncItem, SyncRequest};
+use common::wire::{SecretResult, SetEnvVarsRequest, SyncRequest};
 use serde::Serialize;
 
 use crate::cli::{EnvCommand, EnvCreateArgs, EnvNameArgs, EnvSyncArgs, ListArgs};
-use crate::envs::{self, vars_secret, EnvDef, EnvError};
+use crate::envs::{self, EnvDef, EnvError};
 use crate::exit::UsageError;
 use crate::local_secrets::LocalSecrets;
 use crate::output::{print_json, Table};
-use crate::plan::{self, Form, Skipped};
+use crate::plan;
 use crate::remote::{finish, reports, Remote};
 use crate::Context;
 
@@ -135,24 +134,7 @@ async fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
     } else {
         LocalSecrets::load(ctx)?.resolve(&env.secrets)?
     };
-    let mut items: Vec<SyncItem> = vec![];
-    let mut skipped = vec![];
-    for s in &secrets {
-        match plan::item(s, &PlaceOpts::both(&env.name), Form::Placed)? {
-            Some(i) => items.push(i),
-            None => skipped.push(Skipped {
-                secret: s.name.clone(),
-                reason: "no file and no env vars".into(),
-            }),
-        }
-    }
-    if !env.vars.is_empty() {
-        items.extend(plan::item(
-            &vars_secret(&env),
-            &PlaceOpts::both(&env.name),
-            Form::Placed,
-        )?);
-    }
+    let (items, skipped) = plan::env(&env, &secrets)?;
     // An env with nothing to set is still created (empty) on each node.
     let create_empty = !items
         .iter()

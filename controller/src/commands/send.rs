@@ -8,13 +8,12 @@
 
 use anyhow::Result;
 use common::names::validate_env_name;
-use common::placement::{PlaceError, PlaceOpts};
 use common::wire::SyncRequest;
 
 use crate::cli::SendArgs;
 use crate::exit::UsageError;
 use crate::local_secrets::LocalSecrets;
-use crate::plan::{self, Form};
+use crate::plan;
 use crate::remote::{finish, reports, Remote};
 use crate::Context;
 
@@ -31,25 +30,7 @@ pub async fn run(args: SendArgs, ctx: &Context) -> Result<u8> {
             .remove(0),
         (None, None) => return Err(UsageError("give NAME or --secret-json".into()).into()),
     };
-    let opts = PlaceOpts::send(args.path.as_deref(), args.env.as_deref());
-    let item = match plan::item(&secret, &opts, Form::Placed) {
-        Err(e) if matches!(e.downcast_ref(), Some(PlaceError::NoVars { .. })) => {
-            return Err(UsageError(format!(
-                "secret {:?} has no env vars to set in env {:?}",
-                secret.name,
-                args.env.as_deref().unwrap_or_default()
-            ))
-            .into());
-        }
-        other => other?,
-    };
-    let Some(item) = item else {
-        return Err(UsageError(format!(
-            "secret {:?} has no file and no env vars: give --path (or create it with --env-var)",
-            secret.name
-        ))
-        .into());
-    };
+    let item = plan::send(&secret, args.path.as_deref(), args.env.as_deref())?;
     let names = vec![secret.name.clone()];
     let request = SyncRequest {
         items: vec![item],
