@@ -1,6 +1,6 @@
 //! The store side of workload identity for a pull cluster, as `cluster
-//! federate` asks it (`crate::commands::cluster::federate` prints the
-//! setup): with the user's token, the cluster's entity (created ahead of
+//! federate` asks it (the command prints the setup): with the user's
+//! token, the cluster's entity (created ahead of
 //! the first login and tied to its AppRole, so its id, the tokens' `sub`,
 //! is known now and stays the same for every node), a signing key named
 //! like the cluster's role, one OIDC role per cloud configured (`aud` the

@@ -6,7 +6,7 @@
 //! delivery to a pull cluster for `sync`, `revoke`, `status` and `cluster
 //! remove` ([`pull`], its report rows in [`rows`]), and the store side of
 //! workload identity ([`federate`]). The command entry points live under
-//! `crate::commands`, which nothing here calls. It talks to the store
+//! `commands/`, which nothing here calls. It talks to the store
 //! through the controller's [`VaultClient`] (the one `common::openbao`
 //! client) with the user's token.
 //! It never prints or logs a value, the user's token or a secret_id: bundles
