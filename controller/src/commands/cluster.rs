@@ -1,6 +1,6 @@
 //! `controller cluster add|list|show|remove|disconnect`, and the entry
-//! points of `bootstrap` ([`bootstrap`]), `enroll` ([`enroll`]),
-//! `revoke-node` ([`revoke_node`]) and `federate` ([`federate`]).
+//! points of `bootstrap`, `enroll`, `revoke-node` and `federate` (the
+//! modules `cluster/{bootstrap,enroll,revoke_node,federate}.rs`).
 //! Definitions live in `~/.rh/clusters/NAME.json` ([`crate::clusters`]);
 //! `local` always exists. Removing a pull cluster deletes its AppRole first
 //! (`crate::fleet::pull`). `disconnect` closes the persisted SSH masters.

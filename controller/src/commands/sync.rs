@@ -1,6 +1,6 @@
 //! `controller sync --cluster NAME`: plan, deliver by the cluster's mode,
 //! report. The plan (cluster secrets, placement, skipped notes, sessions
-//! minted now) is [`crate::plan`]'s, resolved and validated before any SSH
+//! minted now) is `crate::plan`'s, resolved and validated before any SSH
 //! or HTTP work. A push cluster gets every item in ONE `POST /v1/sync` per
 //! node (path secrets become files, env-var secrets become vars in env E,
 //! both when a secret has both; a base secret with neither is skipped with

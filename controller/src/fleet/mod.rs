@@ -51,7 +51,7 @@ impl Store {
     }
 
     /// The user's store, from `~/.rh/config` and the environment
-    /// ([`crate::vault::connect`]).
+    /// (`crate::vault::connect`).
     pub fn connect(ctx: &crate::Context) -> anyhow::Result<Self> {
         let (config, client) = crate::vault::connect(ctx)?;
         Ok(Self::new(client, config))

@@ -4,7 +4,7 @@
 //! sessions), `revoke` unpublishes, `status` reads the reports (no SSH;
 //! each report checked against its bundle's signature), and `cluster
 //! remove` deletes the cluster's AppRole. The command decides nothing
-//! here: it plans ([`crate::plan`]) and this module delivers and reports.
+//! here: it plans (`crate::plan`) and this module delivers and reports.
 //! Results on stdout (a table or `--json`), diagnostics on stderr; never a
 //! value, token or secret_id. Text the store or a node chose is escaped
 //! before it reaches a terminal ([`super::rows`]).
@@ -83,7 +83,7 @@ impl PullCluster {
         Ok(())
     }
 
-    /// Publish `items` (in the form nodes read, [`crate::plan::Form::Asked`]),
+    /// Publish `items` (in the form nodes read, `crate::plan::Form::Asked`),
     /// then, with `wait`, wait that long for every node to report it applied.
     pub async fn publish(
         &self,
