@@ -104,7 +104,7 @@ fn local_cluster_starts_the_agent_and_syncs_without_ssh() {
         .controller_with(&["status", "--cluster", "local"], &envs)
         .ok();
     r.no_values(&Fixtures::all());
-    assert!(r.stdout.contains("OPENAI_API_KEY"), "{}", r.describe());
+    assert!(r.stdout.contains("OPENAI_API_KEY"), "{}", r.show());
     // Same agent (not restarted).
     assert_eq!(fs::read_to_string(state.join("agent.pid")).unwrap(), pid);
 }
@@ -133,9 +133,9 @@ fn local_run_honours_the_command_timeout() {
         ],
         &envs,
     );
-    assert_ne!(r.code, 0, "{}", r.describe());
-    assert!(r.stderr.contains("timed out"), "{}", r.describe());
-    assert!(r.stdout.contains("started"), "{}", r.describe());
+    assert_ne!(r.code, 0, "{}", r.show());
+    assert!(r.stderr.contains("timed out"), "{}", r.show());
+    assert!(r.stdout.contains("started"), "{}", r.show());
     let r = w.controller_with(
         &[
             "run",
@@ -148,7 +148,7 @@ fn local_run_honours_the_command_timeout() {
         ],
         &envs,
     );
-    assert_eq!(r.code, 2, "{}", r.describe());
+    assert_eq!(r.code, 2, "{}", r.show());
 }
 
 #[test]
@@ -238,8 +238,8 @@ http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
         &["status", "--cluster", "local"],
         &[("RH_SSH_CONFIG", "/nonexistent")],
     );
-    assert_eq!(r.code, 1, "{}", r.describe());
-    assert!(r.stderr.contains("not by you"), "{}", r.describe());
+    assert_eq!(r.code, 1, "{}", r.show());
+    assert!(r.stderr.contains("not by you"), "{}", r.show());
     let seen = fs::read_to_string(&seen).unwrap();
     assert!(!seen.contains("the-agent-token"), "{seen}");
     assert!(
@@ -270,8 +270,8 @@ fn the_local_agent_does_not_inherit_the_controllers_environment() {
         ],
         &envs,
     );
-    assert!(!r.stdout.contains("sk-never-synced"), "{}", r.describe());
-    assert_eq!(r.code, 1, "{}", r.describe());
+    assert!(!r.stdout.contains("sk-never-synced"), "{}", r.show());
+    assert_eq!(r.code, 1, "{}", r.show());
     let r = w
         .controller_with(
             &["run", "--cluster", "local", "--", "printenv", "HOME"],
@@ -303,7 +303,7 @@ fn the_local_token_is_never_sent_to_a_listener_that_cannot_prove_it_holds_it() {
         let r = w.controller_with(&["sync", "--cluster", "local"], &envs);
         // First what matters most: the impostor got no token.
         fake.assert_challenged_only(token);
-        assert_eq!(r.code, 1, "{}", r.describe());
+        assert_eq!(r.code, 1, "{}", r.show());
         r.no_values(&Fixtures::all());
         r.no_values(&[token]);
         assert!(
@@ -312,7 +312,7 @@ fn the_local_token_is_never_sent_to_a_listener_that_cannot_prove_it_holds_it() {
                  the agent token"
             ) && r.stderr.contains("refusing to send the token"),
             "{}",
-            r.describe()
+            r.show()
         );
         for req in fake.requests() {
             for v in Fixtures::all() {
@@ -351,7 +351,7 @@ fn an_agent_of_another_home_on_the_default_port_is_left_alone() {
         .controller_with(&["sync", "--cluster", "local", "--json"], &envs)
         .ok();
     r.no_values(&Fixtures::all());
-    assert_eq!(r.json()["nodes"][0]["ok"], true, "{}", r.describe());
+    assert_eq!(r.json()["nodes"][0]["ok"], true, "{}", r.show());
     assert_eq!(agents_serving(&w.home).len(), 1, "this home's own agent");
     let addr = fs::read_to_string(w.home.join(".rh/agent/agent.addr")).unwrap();
     assert!(!addr.contains(":32300"), "{addr}");

@@ -31,7 +31,7 @@ fn synced(w: &World, args: &[&str], env: &[(&str, &str)]) -> common::Run {
         r.json()["nodes"][0]["results"][0]["status"],
         "written",
         "{}",
-        r.describe()
+        r.show()
     );
     r
 }
@@ -97,7 +97,7 @@ fn run_json(w: &World, env: &[(&str, &str)], argv: &[&str]) -> Value {
     args.extend_from_slice(&argv[1..]);
     let r = w.controller_with(&args, env).ok();
     serde_json::from_str(r.stdout.trim().lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {}", r.describe()))
+        .unwrap_or_else(|e| panic!("{e}: {}", r.show()))
 }
 
 /// A laptop ([`laptop`]) whose STS is moto, syncing to its `local`
@@ -149,7 +149,7 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
         .stdout
         .lines()
         .find(|l| l.starts_with("aws-ops"))
-        .unwrap_or_else(|| panic!("{}", r.describe()));
+        .unwrap_or_else(|| panic!("{}", r.show()));
     assert!(
         row.contains("session (role)") && row.contains("~/.aws/config [ops]"),
         "{row}"
@@ -286,7 +286,7 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
             && table.stdout.contains("session secret (below)")
             && !table.stdout.contains("not on this machine"),
         "{}",
-        table.describe()
+        table.show()
     );
 
     // The local cluster: the user's own files are untouched, byte for byte,

@@ -110,9 +110,9 @@ fn status_tells_in_sync_differs_and_no_local_copy_without_values() {
             .lines()
             .any(|l| l.contains("openai") && l.contains("in sync")),
         "{}",
-        r.describe()
+        r.show()
     );
-    assert!(!r.stdout.contains("differs from local"), "{}", r.describe());
+    assert!(!r.stdout.contains("differs from local"), "{}", r.show());
 
     // The local copy changes: a rotated credential file, a replaced saved secret.
     fs::write(w.home.join(".cache/huggingface/token"), ROTATED_HF).unwrap();
@@ -151,19 +151,15 @@ fn status_tells_in_sync_differs_and_no_local_copy_without_values() {
             .lines()
             .any(|l| l.split_whitespace().nth(1) == Some(secret) && l.contains(word))
     };
-    assert!(line("openai", "differs from local"), "{}", r.describe());
-    assert!(
-        line("huggingface", "differs from local"),
-        "{}",
-        r.describe()
-    );
-    assert!(line("aws", "in sync"), "{}", r.describe());
-    assert!(line("plain", "not on this machine"), "{}", r.describe());
+    assert!(line("openai", "differs from local"), "{}", r.show());
+    assert!(line("huggingface", "differs from local"), "{}", r.show());
+    assert!(line("aws", "in sync"), "{}", r.show());
+    assert!(line("plain", "not on this machine"), "{}", r.show());
     assert!(
         r.stderr
             .contains("secret openai differs from the local copy on local"),
         "{}",
-        r.describe()
+        r.show()
     );
 
     // A resync with --overwrite brings the node back in sync.

@@ -259,39 +259,10 @@ impl Drop for AgentProcess {
 }
 
 /// A self-signed P-256 certificate for 127.0.0.1 and its key (0600) in
-/// `dir`, valid for a day, made with `openssl`; `None` when openssl is not
+/// `dir`, valid for a day (test-support's leaf); `None` when openssl is not
 /// installed.
 pub fn make_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let mut cmd = Command::new("openssl");
-    cmd.args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-        "-keyout",
-    ])
-    .arg(&key)
-    .arg("-out")
-    .arg(&cert);
-    let out = cmd.output().ok()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    Some((cert, key))
+    test_support::has_openssl().then(|| {
+        test_support::self_signed_leaf(dir, "agent", "127.0.0.1", test_support::Validity::Days(1))
+    })
 }

@@ -1,8 +1,9 @@
 //! Helpers shared by the workspace's tests (a dev-dependency only): loopback
 //! ports, file modes, the built binaries of other workspace packages found
 //! without a nested `cargo build` ([`workspace_bin`]), one way to run a
-//! process with a deadline ([`run`]), one fake agent ([`FakeAgent`]), and
-//! self-signed store certificates served by a real TLS server ([`TlsServer`]),
+//! process with a deadline ([`run`], its result [`Run`]), one fake agent ([`FakeAgent`]), and
+//! the one certificate maker (self-signed CA or leaf, [`self_signed_cert`])
+//! and a real TLS server ([`TlsServer`]),
 //! and the Python protocol peers of the session tests ([`python`]).
 //! Holds no fixture values; whatever a test passes through it stays the
 //! test's.
@@ -20,8 +21,10 @@ mod tls;
 
 pub use bin::workspace_bin;
 pub use fake_agent::FakeAgent;
-pub use process::{run, Ran};
-pub use tls::{refused_pins, self_signed_cert, RefusedPin, TlsServer, Validity};
+pub use process::{run, Run};
+pub use tls::{
+    has_openssl, refused_pins, self_signed_cert, self_signed_leaf, RefusedPin, TlsServer, Validity,
+};
 
 /// A free loopback port for a server a test starts later: picked at random
 /// in 20000-32767, below the kernel's ephemeral range (Linux 32768-60999,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 #[allow(unused_imports)] // not every test file uses every helper
-pub use test_support::{free_port, mode, wait_for_port, FakeAgent, Ran};
+pub use test_support::{free_port, mode, wait_for_port, FakeAgent, Run};
 
 /// Longer than any command of these tests takes: a hang becomes a failure.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(600);
@@ -351,7 +351,7 @@ impl World {
         }
         let what = format!("controller {}", args.join(" "));
         let input = input.map(|i| i.as_bytes().to_vec());
-        Run::from(test_support::run(cmd, COMMAND_DEADLINE, &what, input), args)
+        test_support::run(cmd, COMMAND_DEADLINE, &what, input).finished()
     }
 
     pub fn controller(&self, args: &[&str]) -> Run {
@@ -379,75 +379,6 @@ impl World {
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.controller(&refs).ok();
-    }
-}
-
-/// The outcome of one controller run.
-#[derive(Debug)]
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-    args: String,
-}
-
-impl Run {
-    fn from(ran: Ran, args: &[&str]) -> Run {
-        assert!(!ran.timed_out, "{}", ran.show());
-        Run {
-            code: ran.code,
-            stdout: ran.stdout,
-            stderr: ran.stderr,
-            args: args.join(" "),
-        }
-    }
-
-    /// Assert exit 0 and return self.
-    #[track_caller]
-    pub fn ok(self) -> Run {
-        assert_eq!(
-            self.code,
-            0,
-            "controller {}\n{}",
-            self.args,
-            self.describe()
-        );
-        self
-    }
-
-    #[track_caller]
-    pub fn code(self, code: i32) -> Run {
-        assert_eq!(
-            self.code,
-            code,
-            "controller {}\n{}",
-            self.args,
-            self.describe()
-        );
-        self
-    }
-
-    pub fn describe(&self) -> String {
-        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.describe()))
-    }
-
-    /// Assert none of `values` appears in stdout or stderr.
-    #[track_caller]
-    pub fn no_values(&self, values: &[&str]) -> &Run {
-        for v in values {
-            assert!(
-                !self.stdout.contains(v) && !self.stderr.contains(v),
-                "a fixture value leaked in `controller {}`:\n{}",
-                self.args,
-                self.describe()
-            );
-        }
-        self
     }
 }
 

@@ -10,9 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use common::secret_value::values_from;
+use common::Secret;
+use controller::vault::local;
 use serde_json::Value;
 #[allow(unused_imports)] // not every test file uses every helper
-pub use test_support::{free_port, mode, Ran as Run};
+pub use test_support::{free_port, mode, Run};
 
 /// Longer than any command of these tests takes: a hang becomes a failure.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(600);
@@ -241,8 +246,7 @@ impl Home {
             cmd.env(k, v);
         }
         let what = format!("controller {}", args.join(" "));
-        let run = test_support::run(cmd, COMMAND_DEADLINE, &what, None);
-        assert!(!run.timed_out, "{}", run.show());
+        let run = test_support::run(cmd, COMMAND_DEADLINE, &what, None).finished();
         for bad in &self.forbidden {
             assert!(
                 !run.stdout.contains(bad.as_str()) && !run.stderr.contains(bad.as_str()),
@@ -275,4 +279,70 @@ pub fn kubeconfig(name: &str, user: Value) -> Value {
         "users": [{"name": name, "user": user}],
         "current-context": name,
     })
+}
+
+/// The values of the `vault*.rs` tests' secrets.
+pub const V_AWS: &str = "sv-aws-secret-7d1f0a";
+pub const V_API: &str = "sv-api-secret-93be2c";
+pub const V_OTHER: &str = "sv-raw-write-55aa01";
+pub const V_LOCAL2: &str = "sv-local-two-c0ffee";
+
+/// A saved generic secret with a JSON file at `path`.
+pub fn file_secret(name: &str, path: &str, value: &str) -> Secret {
+    let mut s = Secret::base(name, values_from([("token", value)]));
+    s.provider = Some("mytool".into());
+    s.path = Some(path.into());
+    s
+}
+
+/// A saved env-only secret (provider without a file, one env var).
+pub fn env_secret(name: &str, value: &str) -> Secret {
+    let mut s = Secret::base(name, values_from([("api_key", value)]));
+    s.provider = Some("myapi".into());
+    s.env_vars = Some(BTreeMap::from([(
+        "api_key".to_string(),
+        "MYAPI_KEY".to_string(),
+    )]));
+    s
+}
+
+/// A home logged in to `server` through VAULT_ADDR/VAULT_TOKEN.
+pub fn home_for(server: &DevServer, user: &str) -> Home {
+    let mut home = Home::new(user);
+    home.set_env("VAULT_ADDR", &server.url);
+    home.set_env("VAULT_TOKEN", ROOT_TOKEN);
+    for v in [V_AWS, V_API, V_OTHER, V_LOCAL2] {
+        home.forbidden.push(v.into());
+    }
+    home
+}
+
+pub fn saved(home: &Home, name: &str) -> Option<Secret> {
+    local::load(home.path(), name).unwrap()
+}
+
+pub fn secret_file(home: &Home, name: &str) -> std::path::PathBuf {
+    home.file(&format!(".rh/secrets/{name}.json"))
+}
+
+/// Set the top-level `key` of `~/.rh/config` to `items` (other keys kept).
+pub fn set_config_list(home: &Home, key: &str, items: &[&str]) {
+    std::fs::create_dir_all(home.file(".rh")).unwrap();
+    let mut doc: Value = std::fs::read_to_string(home.file(".rh/config"))
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or_else(|_| serde_json::json!({}));
+    doc[key] = serde_json::json!(items);
+    std::fs::write(home.file(".rh/config"), doc.to_string()).unwrap();
+}
+
+/// Set `allow_paths` in `~/.rh/config` (other keys kept).
+pub fn allow_paths(home: &Home, paths: &[&str]) {
+    set_config_list(home, "allow_paths", paths);
+}
+
+/// Set `allow_vars` in `~/.rh/config`: the vars secrets pulled from the
+/// store may set besides their provider's own (`env_secret`'s `MYAPI_KEY`
+/// is no provider's).
+pub fn allow_vars(home: &Home, vars: &[&str]) {
+    set_config_list(home, "allow_vars", vars);
 }

@@ -92,7 +92,7 @@ pub(crate) struct Suite {
 
 /// A finished process (fixture values are fake; real ones never reach
 /// its messages).
-pub(crate) use test_support::Ran as Out;
+pub(crate) use test_support::Run as Out;
 
 static SUITE: OnceLock<Suite> = OnceLock::new();
 
