@@ -77,15 +77,9 @@ fn pull_cluster_converges_changes_revokes_and_survives_an_outage() {
 
     // Change one value: converged with the new value, the old one gone.
     local::save(home.path(), &file_secret(V2)).unwrap();
-    home.ok(&[
-        "sync",
-        "--cluster",
-        "gpu",
-        "--secret",
-        "mytool",
-        "--wait",
-        "30",
-    ]);
+    home.ok(&test_support::argv(
+        "sync --cluster gpu --secret mytool --wait 30",
+    ));
     for a in &agents {
         assert_eq!(a.token_value().as_deref(), Some(V2));
         let text = std::fs::read_to_string(a.file(TOKEN_FILE)).unwrap();
@@ -441,18 +435,7 @@ fn a_pull_cluster_serves_published_sessions_refreshed_by_keep_fresh() {
     home.ok(&["cluster", "add", "pc", "--pull"]);
     let bundles = enroll(&home, "pc", &home.file("bundles"), 1);
     // 20 s sessions (moto takes less than STS's 900 s): refreshed at 10 s.
-    home.ok(&[
-        "secret",
-        "create",
-        "fleet-s3",
-        "--provider",
-        "aws",
-        "--session",
-        "--role-arn",
-        "arn:aws:iam::123456789012:role/fleet",
-        "--duration",
-        "20s",
-    ]);
+    home.ok(&test_support::argv("secret create fleet-s3 --provider aws --session --role-arn arn:aws:iam::123456789012:role/fleet --duration 20s"));
     let log = home.file("keep-fresh.log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_controller"));
     cmd.args([
@@ -479,11 +462,7 @@ fn a_pull_cluster_serves_published_sessions_refreshed_by_keep_fresh() {
     let ecs = |agent: &PullAgent| -> Option<String> {
         let token =
             std::fs::read_to_string(agent.state().join("credentials/tokens/base_env")).ok()?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        test_support::block_on(async {
             let resp = reqwest::Client::new()
                 .get(format!(
                     "http://127.0.0.1:{}/v1/credentials/aws/fleet-s3",

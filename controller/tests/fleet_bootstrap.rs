@@ -7,33 +7,12 @@ mod fleet_common;
 mod nodes;
 mod vault_common;
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
 use fleet_common::*;
 use vault_common::{mode, ROOT_TOKEN};
-
-/// Stops what `cluster bootstrap` started on a node home (the agent-boot.sh
-/// supervisor, which stops its agent; then the agent), even when an assert fails.
-struct StopBootstrapped(PathBuf);
-
-impl Drop for StopBootstrapped {
-    fn drop(&mut self) {
-        let state = self.0.join(".rh/agent");
-        for file in ["agent-boot.pid", "agent.pid"] {
-            if let Ok(pid) = std::fs::read_to_string(state.join(file)) {
-                let _ = Command::new("kill").arg(pid.trim()).status();
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while state.join(file).exists() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-    }
-}
 
 #[test]
 fn bootstrap_of_a_pull_cluster_installs_an_agent_that_pulls_with_a_fresh_bundle() {
@@ -46,7 +25,7 @@ fn bootstrap_of_a_pull_cluster_installs_an_agent_that_pulls_with_a_fresh_bundle(
     nodes::Fixtures::write(&w.home);
     w.add_node(false, true);
     let node_home = w.nodes[0].home.clone();
-    let _stop = StopBootstrapped(node_home.clone());
+    let _stop = nodes::StopAgents(vec![node_home.clone()]);
     let agent_port = vault_common::free_port().to_string();
     let dead_host = format!("127.0.0.1:{}", vault_common::free_port());
     let key = w.client_key.display().to_string();
@@ -147,16 +126,9 @@ fn bootstrap_of_a_pull_cluster_installs_an_agent_that_pulls_with_a_fresh_bundle(
 
     // Publishing reaches the bootstrapped node through the store alone; the
     // node applies it and reports, a var lands in a real env process.
-    let run = ctl(&[
-        "sync",
-        "--cluster",
-        "fleet",
-        "--secret",
-        "openai",
-        "--wait",
-        "30",
-        "--json",
-    ])
+    let run = ctl(&test_support::argv(
+        "sync --cluster fleet --secret openai --wait 30 --json",
+    ))
     .ok();
     let doc = run.json();
     assert_eq!(doc["nodes"].as_array().map(Vec::len), Some(1), "{doc:#}");
@@ -164,11 +136,7 @@ fn bootstrap_of_a_pull_cluster_installs_an_agent_that_pulls_with_a_fresh_bundle(
     let port: u16 = agent_port.parse().unwrap();
     let via_node = |var: &str| {
         let token = std::fs::read_to_string(node_home.join(".rh/agent/token")).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        test_support::block_on(async {
             let resp = reqwest::Client::new()
                 .post(format!("http://127.0.0.1:{port}/v1/envs/base_env/run"))
                 .bearer_auth(token.trim())
@@ -194,15 +162,9 @@ fn bootstrap_of_a_pull_cluster_installs_an_agent_that_pulls_with_a_fresh_bundle(
         &format!("k={V_ENV}"),
     ])
     .ok();
-    ctl(&[
-        "sync",
-        "--cluster",
-        "fleet",
-        "--secret",
-        "mine",
-        "--wait",
-        "30",
-    ])
+    ctl(&test_support::argv(
+        "sync --cluster fleet --secret mine --wait 30",
+    ))
     .ok();
     assert_eq!(via_node("FLEET_MINE"), V_ENV);
 

@@ -358,15 +358,9 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
     let table = home.ok(&["status", "--cluster", "gpu"]).stdout;
     assert!(table.contains("refused: older than applied"), "{table}");
     // The owner's new epoch is taken.
-    let run = home.ok(&[
-        "sync",
-        "--cluster",
-        "gpu",
-        "--new-epoch",
-        "--wait",
-        "20",
-        "--json",
-    ]);
+    let run = home.ok(&test_support::argv(
+        "sync --cluster gpu --new-epoch --wait 20 --json",
+    ));
     let doc: Value = serde_json::from_str(&run.stdout).unwrap();
     assert!(doc["not_converged"].is_null(), "{doc:#}");
     assert_eq!(agent.token_value().as_deref(), Some(V2));
@@ -417,15 +411,9 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
         assert!(Instant::now() < deadline, "not removed");
         std::thread::sleep(Duration::from_millis(100));
     }
-    home.ok(&[
-        "sync",
-        "--cluster",
-        "gpu",
-        "--secret",
-        "mytool",
-        "--wait",
-        "20",
-    ]);
+    home.ok(&test_support::argv(
+        "sync --cluster gpu --secret mytool --wait 20",
+    ));
     assert_eq!(agent.token_value().as_deref(), Some(V3));
 
     // An item no node could read is not published: nothing is written.

@@ -137,15 +137,7 @@ fn local_run_honours_the_command_timeout() {
     assert!(r.stderr.contains("timed out"), "{}", r.show());
     assert!(r.stdout.contains("started"), "{}", r.show());
     let r = w.controller_with(
-        &[
-            "run",
-            "--cluster",
-            "local",
-            "--command-timeout",
-            "0",
-            "--",
-            "true",
-        ],
+        &test_support::argv("run --cluster local --command-timeout 0 -- true"),
         &envs,
     );
     assert_eq!(r.code, 2, "{}", r.show());
@@ -203,7 +195,7 @@ http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
 "#,
         seen = seen.display().to_string()
     );
-    let mut imp = std::process::Command::new("/usr/bin/setpriv")
+    let imp = std::process::Command::new("/usr/bin/setpriv")
         .args([
             "--reuid=65534",
             "--regid=65534",
@@ -214,14 +206,7 @@ http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
         .arg(&server)
         .spawn()
         .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _kill = Kill(&mut imp);
+    let _kill = test_support::KillOnDrop(imp);
     let state = w.home.join(".rh/agent");
     fs::create_dir_all(&state).unwrap();
     fs::write(state.join("token"), "the-agent-token-0123456789").unwrap();
@@ -260,14 +245,7 @@ fn the_local_agent_does_not_inherit_the_controllers_environment() {
     // The first command starts the agent; nothing was synced, so the key
     // in the controller's environment must not be in the env process.
     let r = w.controller_with(
-        &[
-            "run",
-            "--cluster",
-            "local",
-            "--",
-            "printenv",
-            "OPENAI_API_KEY",
-        ],
+        &test_support::argv("run --cluster local -- printenv OPENAI_API_KEY"),
         &envs,
     );
     assert!(!r.stdout.contains("sk-never-synced"), "{}", r.show());
@@ -433,19 +411,7 @@ fn secrets_given_as_json_on_stdin_are_sent_and_synced_unsaved() {
     );
     let r = w
         .controller_input(
-            &[
-                "--stdin-env",
-                "sync",
-                "--cluster",
-                "local",
-                "--secret",
-                "openai",
-                "--secret-json",
-                "-",
-                "--env",
-                "train",
-                "--json",
-            ],
+            &test_support::argv("--stdin-env sync --cluster local --secret openai --secret-json - --env train --json"),
             &envs,
             Some(&input),
         )
@@ -461,16 +427,7 @@ fn secrets_given_as_json_on_stdin_are_sent_and_synced_unsaved() {
     assert_eq!(names, ["tok", "openai"]);
     let r = w
         .controller_with(
-            &[
-                "run",
-                "--cluster",
-                "local",
-                "--env",
-                "train",
-                "--",
-                "printenv",
-                "MY_TOKEN",
-            ],
+            &test_support::argv("run --cluster local --env train -- printenv MY_TOKEN"),
             &envs,
         )
         .ok();

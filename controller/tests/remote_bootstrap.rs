@@ -7,35 +7,10 @@ mod common;
 
 use std::fs;
 
-use common::{mode, Fixtures, World};
+use common::{mode, Fixtures, StopAgents, World};
 
 fn env() -> Vec<(&'static str, &'static str)> {
     Fixtures::env()
-}
-
-/// Stops what `cluster bootstrap` started on a node (the agent-boot.sh
-/// supervisor, which stops its agent; then the agent itself), even when an
-/// assert fails.
-struct StopNodeAgent(Vec<std::path::PathBuf>);
-
-impl Drop for StopNodeAgent {
-    fn drop(&mut self) {
-        for home in &self.0 {
-            let state = home.join(".rh/agent");
-            if let Ok(pid) = fs::read_to_string(state.join("agent-boot.pid")) {
-                let _ = std::process::Command::new("kill").arg(pid.trim()).status();
-                for _ in 0..50 {
-                    if !state.join("agent-boot.pid").exists() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-            }
-            if let Ok(pid) = fs::read_to_string(state.join("agent.pid")) {
-                let _ = std::process::Command::new("kill").arg(pid.trim()).status();
-            }
-        }
-    }
 }
 
 /// A fake `crontab` (only `-l` and `-`) keeping its table in `dir/crontab.txt`.
@@ -70,7 +45,7 @@ fn bootstrap_installs_the_boot_scripts_starts_the_agent_and_upgrades_in_place() 
     w.add_node_with(false, true, &[("PATH", &path)]);
     w.add_node(false, true);
     let homes: Vec<_> = w.nodes.iter().map(|n| n.home.clone()).collect();
-    let _stop = StopNodeAgent(homes.clone());
+    let _stop = StopAgents(homes.clone());
     // Both "nodes" are this machine: one cluster each, with its own agent port.
     let ports = [common::free_port(), common::free_port()];
     for (i, name) in ["a", "b"].into_iter().enumerate() {
@@ -220,7 +195,7 @@ fn bootstrap_picks_each_nodes_agent_by_uname_verifies_it_on_the_node_and_reports
     );
     w.add_node_with(false, true, &[("PATH", &p3)]);
     let homes: Vec<_> = w.nodes.iter().map(|n| n.home.clone()).collect();
-    let _stop = StopNodeAgent(homes.clone());
+    let _stop = StopAgents(homes.clone());
     // The static agents: this machine's build stands in for the x86_64 one;
     // the aarch64 one is an aarch64 ELF header that no x86_64 node can run.
     let agents = w.root.path().join("agents");

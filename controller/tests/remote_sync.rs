@@ -63,14 +63,9 @@ fn sync_writes_files_and_vars_then_unchanged_dry_run_status_revoke() {
     assert_eq!(r.stdout, format!("{}\n", Fixtures::OPENAI_KEY));
     // aws came from a file: it is installed as that file, not copied into the
     // env's variables (printenv exits 1 for an unset var).
-    let r = w.controller(&[
-        "run",
-        "--cluster",
-        "c",
-        "--",
-        "printenv",
-        "AWS_ACCESS_KEY_ID",
-    ]);
+    let r = w.controller(&test_support::argv(
+        "run --cluster c -- printenv AWS_ACCESS_KEY_ID",
+    ));
     r.no_values(&values);
     let r = r.code(1);
     assert_eq!(r.stdout, "");
@@ -101,15 +96,7 @@ fn sync_writes_files_and_vars_then_unchanged_dry_run_status_revoke() {
     let before = fs::read(&token).unwrap();
     let r = w
         .controller_with(
-            &[
-                "sync",
-                "--cluster",
-                "c",
-                "--secret",
-                "huggingface",
-                "--dry-run",
-                "--json",
-            ],
+            &test_support::argv("sync --cluster c --secret huggingface --dry-run --json"),
             &env(),
         )
         .ok();
@@ -117,16 +104,9 @@ fn sync_writes_files_and_vars_then_unchanged_dry_run_status_revoke() {
     assert_eq!(status_of(&r.json(), 0, "huggingface"), "conflict");
     let r = w
         .controller_with(
-            &[
-                "sync",
-                "--cluster",
-                "c",
-                "--secret",
-                "huggingface",
-                "--dry-run",
-                "--overwrite",
-                "--json",
-            ],
+            &test_support::argv(
+                "sync --cluster c --secret huggingface --dry-run --overwrite --json",
+            ),
             &env(),
         )
         .ok();
@@ -212,17 +192,9 @@ fn send_and_env_sync_create_env_processes_with_vars_and_files() {
         Fixtures::HF_TOKEN
     );
     let r = w
-        .controller(&[
-            "run",
-            "--cluster",
-            "c",
-            "--env",
-            "train",
-            "--",
-            "printenv",
-            "MODE",
-            "OPENAI_API_KEY",
-        ])
+        .controller(&test_support::argv(
+            "run --cluster c --env train -- printenv MODE OPENAI_API_KEY",
+        ))
         .ok();
     assert_eq!(
         r.stdout,
@@ -240,28 +212,14 @@ fn send_and_env_sync_create_env_processes_with_vars_and_files() {
     .ok()
     .no_values(&Fixtures::all());
     let r = w
-        .controller(&[
-            "run",
-            "--cluster",
-            "c",
-            "--env",
-            "other",
-            "--",
-            "printenv",
-            "OPENAI_API_KEY",
-        ])
+        .controller(&test_support::argv(
+            "run --cluster c --env other -- printenv OPENAI_API_KEY",
+        ))
         .ok();
     assert_eq!(r.stdout.trim(), Fixtures::OPENAI_KEY);
     // send a path secret to another path.
     w.controller_with(
-        &[
-            "send",
-            "huggingface",
-            "--cluster",
-            "c",
-            "--path",
-            "~/alt/hf-token",
-        ],
+        &test_support::argv("send huggingface --cluster c --path ~/alt/hf-token"),
         &env(),
     )
     .ok();
@@ -487,19 +445,9 @@ fn actionable_errors_unknown_cluster_agent_missing_or_down() {
 #[test]
 fn cluster_add_list_show_remove() {
     let w = World::bare();
-    w.controller(&[
-        "cluster",
-        "add",
-        "gpu",
-        "--host",
-        "10.0.0.1",
-        "--host",
-        "ubuntu@10.0.0.2:2222",
-        "--user",
-        "me",
-        "--agent-port",
-        "32301",
-    ])
+    w.controller(&test_support::argv(
+        "cluster add gpu --host 10.0.0.1 --host ubuntu@10.0.0.2:2222 --user me --agent-port 32301",
+    ))
     .ok();
     let file = w.home.join(".rh/clusters/gpu.json");
     assert_eq!(mode(&file), 0o600);

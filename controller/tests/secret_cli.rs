@@ -115,16 +115,9 @@ fn detect_finds_everything_redacted_unless_revealed() {
     assert_no_fixture_value(&stdout(&text));
     assert!(stdout(&text).contains("ssh-id_ed25519"));
 
-    let revealed = json(&home.run(&[
-        "secret",
-        "detect",
-        "--json",
-        "--reveal",
-        "--provider",
-        "aws",
-        "--provider",
-        "ssh",
-    ]));
+    let revealed = json(&home.run(&test_support::argv(
+        "secret detect --json --reveal --provider aws --provider ssh",
+    )));
     let names: Vec<_> = revealed.as_object().unwrap().keys().cloned().collect();
     assert_eq!(names, ["aws", "ssh-id_ed25519"]);
     assert_eq!(
@@ -164,15 +157,9 @@ fn unknown_provider_is_a_usage_error_listing_valid_ids() {
         assert!(stderr(&out).contains("aws, azure, gcp"), "{}", stderr(&out));
     }
     assert!(!home.path(".rh/secrets/x.json").exists());
-    let out = home.run(&[
-        "secret",
-        "create",
-        "x",
-        "--provider",
-        "acme",
-        "--value",
-        "token=fixture-acme",
-    ]);
+    let out = home.run(&test_support::argv(
+        "secret create x --provider acme --value token=fixture-acme",
+    ));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("not a builtin provider"));
     let saved: Value = serde_json::from_str(&home.read(".rh/secrets/x.json")).unwrap();
@@ -248,14 +235,9 @@ fn create_base_secret_from_stdin_and_refuse_overwrite_without_force() {
     assert!(home
         .read(".rh/secrets/my_secret.json")
         .contains("fixture-base-value"));
-    let forced = home.run(&[
-        "secret",
-        "create",
-        "my_secret",
-        "--value",
-        "key=other",
-        "--force",
-    ]);
+    let forced = home.run(&test_support::argv(
+        "secret create my_secret --value key=other --force",
+    ));
     assert_eq!(code(&forced), 0);
     assert!(home
         .read(".rh/secrets/my_secret.json")
@@ -284,29 +266,17 @@ fn create_provider_secret_from_default_file_path_and_env() {
         "elsewhere/creds",
         &fixture("aws", "source").replace("FIXTUREAWS", "CUSTOMPATH"),
     );
-    let out = home.run(&[
-        "secret",
-        "create",
-        "aws-custom",
-        "--provider",
-        "aws",
-        "--path",
-        "~/elsewhere/creds",
-    ]);
+    let out = home.run(&test_support::argv(
+        "secret create aws-custom --provider aws --path ~/elsewhere/creds",
+    ));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let shown = json(&home.run(&["secret", "show", "aws-custom", "--json", "--reveal"]));
     assert_eq!(shown["path"], "~/elsewhere/creds");
     assert_eq!(shown["values"]["access_key"], "AKIACUSTOMPATH0001");
 
-    let out = home.run(&[
-        "secret",
-        "create",
-        "oa",
-        "--provider",
-        "openai",
-        "--env-var",
-        "api_key=WANDB_API_KEY",
-    ]);
+    let out = home.run(&test_support::argv(
+        "secret create oa --provider openai --env-var api_key=WANDB_API_KEY",
+    ));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let shown = json(&home.run(&["secret", "show", "oa", "--json", "--reveal"]));
     assert_eq!(shown["values"]["api_key"], "fixture-wandb-api-key-0001");
@@ -320,15 +290,9 @@ fn create_provider_secret_from_default_file_path_and_env() {
         err.contains("~/.aws/credentials") && err.contains("AWS_ACCESS_KEY_ID"),
         "{err}"
     );
-    let out = empty.run(&[
-        "secret",
-        "create",
-        "aws",
-        "--provider",
-        "aws",
-        "--value",
-        "access_key=A",
-    ]);
+    let out = empty.run(&test_support::argv(
+        "secret create aws --provider aws --value access_key=A",
+    ));
     assert_eq!(code(&out), 2, "missing required key");
     assert!(stderr(&out).contains("secret_key"));
     let out = empty.run(&[
@@ -408,15 +372,9 @@ fn errors_say_each_cause_once_and_hint_only_allowed_characters() {
     assert_eq!(err.lines().count(), 1, "{err}");
     // A bad variable name: the hint lists what a variable name may hold.
     let home = Home::empty();
-    let out = home.run(&[
-        "secret",
-        "create",
-        "y",
-        "--value",
-        "k=v",
-        "--env-var",
-        "k=MY-VAR",
-    ]);
+    let out = home.run(&test_support::argv(
+        "secret create y --value k=v --env-var k=MY-VAR",
+    ));
     assert_eq!(code(&out), 2, "{out:?}");
     let err = stderr(&out);
     assert!(err.contains("\"MY-VAR\""), "{err}");

@@ -73,17 +73,7 @@ fn detect_with_a_fifo_at_a_credential_path_ends_with_an_error_naming_it() {
 fn create_aws(home: &Path) {
     let out = run(
         home,
-        &[
-            "secret",
-            "create",
-            "aws",
-            "--provider",
-            "aws",
-            "--value",
-            "access_key=AKIAFIXTURENEW",
-            "--value",
-            "secret_key=fixture-new-secret",
-        ],
+        &test_support::argv("secret create aws --provider aws --value access_key=AKIAFIXTURENEW --value secret_key=fixture-new-secret"),
     );
     assert_eq!(out.code, 0, "{}", stderr(&out));
 }

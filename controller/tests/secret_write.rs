@@ -42,17 +42,7 @@ fn write_aws_conflict_then_overwrite_keeps_other_profiles() {
     let home = Home::empty();
     let original = "# mine\n[default]\naws_access_key_id = AKIAOLD\naws_secret_access_key = oldSecretValue\naws_session_token = sessionTokenKeep\nregion = eu-north-1\n\n[prod]\naws_access_key_id = AKIAPROD\naws_secret_access_key = prodSecret\n";
     home.put(".aws/credentials", original);
-    let create = home.run(&[
-        "secret",
-        "create",
-        "aws-new",
-        "--provider",
-        "aws",
-        "--value",
-        "access_key=AKIANEWFIXTURE",
-        "--value",
-        "secret_key=newSecretFixture",
-    ]);
+    let create = home.run(&test_support::argv("secret create aws-new --provider aws --value access_key=AKIANEWFIXTURE --value secret_key=newSecretFixture"));
     assert_eq!(code(&create), 0, "{}", stderr(&create));
     let out = home.run(&["secret", "write", "aws-new"]);
     assert_eq!(code(&out), 1);
@@ -202,15 +192,9 @@ fn write_new_files_private_in_private_dirs() {
 fn write_env_only_provider_needs_a_path() {
     let home = Home::empty();
     assert_eq!(
-        code(&home.run(&[
-            "secret",
-            "create",
-            "oa",
-            "--provider",
-            "openai",
-            "--value",
-            "api_key=fixture-sk"
-        ])),
+        code(&home.run(&test_support::argv(
+            "secret create oa --provider openai --value api_key=fixture-sk"
+        ))),
         0
     );
     let out = home.run(&["secret", "write", "oa"]);

@@ -10,27 +10,15 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
 
 use ::common::fingerprint::{value_fingerprint, FingerprintKey};
 use ::common::SecretValue;
 use serde_json::Value;
 
-use common::{mode, Fixtures, Run, World};
+use common::{mode, Fixtures, Run, StopAgents, World};
 
 const ROTATED_HF: &str = "hf_rotatedfixturetoken000000002";
 const ROTATED_OPENAI: &str = "sk-fixture-openai-rotated-0000000002";
-
-/// Kills the agent the controller started, even when an assert fails.
-struct StopAgent(PathBuf);
-
-impl Drop for StopAgent {
-    fn drop(&mut self) {
-        if let Ok(pid) = fs::read_to_string(self.0.join(".rh/agent/agent.pid")) {
-            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
-        }
-    }
-}
 
 fn all_values() -> Vec<&'static str> {
     let mut v = Fixtures::all();
@@ -68,7 +56,7 @@ fn var_fingerprint(json: &Value, secret: &str, var: &str) -> String {
 fn status_tells_in_sync_differs_and_no_local_copy_without_values() {
     let w = World::bare();
     Fixtures::write(&w.home);
-    let _stop = StopAgent(w.home.clone());
+    let _stop = StopAgents(vec![w.home.clone()]);
     let mut envs = Fixtures::env();
     envs.push(("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"));
     envs.push(("RH_SSH_CONFIG", "/nonexistent"));

@@ -318,7 +318,7 @@ fn tls_with_the_ca_works_and_without_it_fails_naming_url_and_ca() {
     };
     let dir = tempfile::tempdir().unwrap();
     let port = vault_common::free_port();
-    let mut child = std::process::Command::new(bao)
+    let child = std::process::Command::new(bao)
         .args([
             "server",
             "-dev",
@@ -333,14 +333,7 @@ fn tls_with_the_ca_works_and_without_it_fails_naming_url_and_ca() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(&mut child);
+    let _guard = test_support::KillOnDrop(child);
     let ca = dir.path().join("vault-ca.pem");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !ca.exists() && std::time::Instant::now() < deadline {

@@ -70,6 +70,34 @@ pub fn wait_for_port(port: u16, what: &str) {
     panic!("{what} did not listen on port {port}");
 }
 
+/// Run `fut` to its end on a fresh current-thread runtime (I/O and timers
+/// enabled), for the synchronous tests that make one async call.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime")
+        .block_on(fut)
+}
+
+/// A child process killed (and reaped) when this is dropped, even when an
+/// assertion fails first.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Split a command line of plain words (no quoting) into its arguments:
+/// `argv("sync --cluster gpu")` is `["sync", "--cluster", "gpu"]`.
+pub fn argv(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 /// The permission bits of `path` (e.g. `0o600`); panics naming the path
 /// when it cannot be read.
 pub fn mode(path: &Path) -> u32 {

@@ -382,6 +382,29 @@ impl World {
     }
 }
 
+/// Stops the agents the controller started on these node homes, by their
+/// pid files, even when an assert fails: the agent-boot.sh supervisor
+/// first (it stops its agent), then the agent, each waited for (up to 5 s)
+/// until its pid file is gone.
+pub struct StopAgents(pub Vec<PathBuf>);
+
+impl Drop for StopAgents {
+    fn drop(&mut self) {
+        for home in &self.0 {
+            let state = home.join(".rh/agent");
+            for file in ["agent-boot.pid", "agent.pid"] {
+                if let Ok(pid) = fs::read_to_string(state.join(file)) {
+                    let _ = Command::new("kill").arg(pid.trim()).status();
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while state.join(file).exists() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Pids of the ssh master processes whose control socket is under `dir`
 /// (read from /proc; nothing is signalled).
 pub fn ssh_masters(dir: &Path) -> Vec<u32> {

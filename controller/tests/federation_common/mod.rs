@@ -10,7 +10,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -57,14 +57,7 @@ pub fn python() -> Option<PathBuf> {
 }
 
 /// A helper process, killed on drop.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use test_support::KillOnDrop as Proc;
 
 /// Start a peer server and wait for its "ready" line.
 pub fn start_peer(py: &Path, args: &[&str], log: &Path) -> Proc {
@@ -150,11 +143,7 @@ impl Node {
 
     pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
         let token = std::fs::read_to_string(self.path(".rh/agent/token")).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        test_support::block_on(async {
             let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
             let mut req = reqwest::Client::new()
                 .request(method, format!("http://127.0.0.1:{}{path}", self.port))

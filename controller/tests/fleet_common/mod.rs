@@ -147,11 +147,7 @@ impl PullAgent {
     /// A call to the agent's API with its token: status and body text.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>, auth: bool) -> (u16, String) {
         let token = std::fs::read_to_string(self.state().join("token")).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        test_support::block_on(async {
             let client = reqwest::Client::new();
             let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
             let mut req = client.request(method, format!("http://127.0.0.1:{}{path}", self.port));

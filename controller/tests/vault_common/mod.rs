@@ -166,11 +166,7 @@ pub fn raw(
     path: &str,
     body: Option<Value>,
 ) -> Result<(u16, Value), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    test_support::block_on(async {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
