@@ -136,12 +136,9 @@ mod tests {
             eprintln!("SKIPPED: openssl is not installed");
             return;
         }
-        let (cert, key) = test_support::self_signed_leaf(
-            dir.path(),
-            "c",
-            "localhost",
-            test_support::Validity::Days(3),
-        );
+        use test_support::{Role, Validity};
+        let (cert, key) =
+            test_support::self_signed(dir.path(), "c", "localhost", Validity::Days(3), Role::Leaf);
         let der = CertificateDer::from_pem_file(&cert).unwrap();
         let (not_before, not_after) = common::x509::validity(der.as_ref()).unwrap();
         assert_eq!(not_after - not_before, 3 * 86_400);

@@ -279,12 +279,7 @@ async fn envs_come_back_after_a_restart() {
     let (_, out) = c.run("base_env", &["printenv", "RH_BASE"]).await;
     assert_eq!(out["stdout"], "b\n");
     let (_, status) = c.get("/v1/status").await;
-    let names: Vec<&str> = status["envs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = test_support::names(&status["envs"]);
     assert_eq!(names, vec!["base_env", "persist"]);
     agent.stop().await;
 }

@@ -226,12 +226,7 @@ async fn sync_applies_items_on_one_file_in_order_and_others_in_parallel() {
     let resp = f.post("/v1/sync", &body).await;
     assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
     let v: Value = serde_json::from_str(&resp.1).unwrap();
-    let names: Vec<&str> = v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = test_support::names(&v["results"]);
     assert_eq!(
         names,
         ["d0", "d1", "d2", "d3", "d4", "d5", "first", "second"]
@@ -288,12 +283,7 @@ async fn envs_are_capped_and_the_cap_is_a_409_that_changes_nothing() {
     assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
     let (_, status) = f.get("/v1/status").await;
     let status: Value = serde_json::from_str(&status).unwrap();
-    let names: Vec<&str> = status["envs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = test_support::names(&status["envs"]);
     assert_eq!(names, ["base_env", "e1", "e2"]);
     f.state.shutdown().await;
 }

@@ -146,12 +146,7 @@ async fn a_request_past_its_deadline_applies_a_prefix_and_records_exactly_it() {
     );
     // What the answer says == the files on disk == installed state.
     let (_, status) = agent.client().get("/v1/status").await;
-    let installed: Vec<&str> = status["secrets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let installed: Vec<&str> = test_support::names(&status["secrets"]);
     for (i, applied) in applied.iter().enumerate() {
         let on_disk = home.path().join(format!(".d/s{i}.json")).exists();
         assert_eq!(on_disk, *applied, "s{i}: file vs answer");

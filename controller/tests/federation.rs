@@ -164,24 +164,19 @@ fn nodes_exchange_their_identity_tokens_with_unmodified_sdks() {
         "{config}"
     );
     assert_eq!(mode(&node.path(".aws/config")), 0o600);
-    let shell = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "'{}' -m awscli sts get-caller-identity --output json",
-            py.display()
-        ))
-        .env_clear()
-        .env("HOME", node.home.path())
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL_STS", &sts)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_PROFILE", "gpu")
-        .output()
-        .unwrap();
-    assert!(
-        shell.status.success(),
-        "aws sts get-caller-identity: {}",
-        String::from_utf8_lossy(&shell.stderr)
+    let shell = test_support::output_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "'{}' -m awscli sts get-caller-identity --output json",
+                py.display()
+            ))
+            .env_clear()
+            .env("HOME", node.home.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_ENDPOINT_URL_STS", &sts)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_PROFILE", "gpu"),
     );
     let caller: Value = serde_json::from_slice(&shell.stdout).unwrap();
     assert_eq!(caller["Arn"].as_str(), Some(arn), "{caller}");

@@ -75,10 +75,7 @@ fn local_cluster_starts_the_agent_and_syncs_without_ssh() {
     let json = r.json();
     let results = json["nodes"][0]["results"].as_array().unwrap();
     let status = |name: &str| {
-        results
-            .iter()
-            .find(|r| r["name"] == name)
-            .unwrap_or_else(|| panic!("{name}: {json:#}"))["status"]
+        test_support::entry(&json["nodes"][0]["results"], "name", name)["status"]
             .as_str()
             .unwrap()
             .to_owned()

@@ -16,15 +16,8 @@ fn env() -> Vec<(&'static str, &'static str)> {
     Fixtures::env()
 }
 
-fn results_of(json: &serde_json::Value, node: usize) -> &Vec<serde_json::Value> {
-    json["nodes"][node]["results"].as_array().unwrap()
-}
-
 fn status_of(json: &serde_json::Value, node: usize, secret: &str) -> String {
-    results_of(json, node)
-        .iter()
-        .find(|r| r["name"] == secret)
-        .unwrap_or_else(|| panic!("no result for {secret} in {json:#}"))["status"]
+    test_support::entry(&json["nodes"][node]["results"], "name", secret)["status"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -454,12 +447,7 @@ fn cluster_add_list_show_remove() {
     assert_eq!(mode(&w.home.join(".rh/clusters")), 0o700);
     let r = w.controller(&["cluster", "list", "--json"]).ok();
     let json = r.json();
-    let names: Vec<&str> = json
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = test_support::names(&json);
     assert_eq!(names, vec!["local", "gpu"]);
     let r = w.controller(&["cluster", "show", "gpu", "--json"]).ok();
     assert_eq!(r.json()["agent_port"], 32301);

@@ -25,24 +25,7 @@ fn providers_lists_the_16_in_reference_order() {
         .collect();
     assert_eq!(
         ids,
-        [
-            "aws",
-            "azure",
-            "gcp",
-            "github",
-            "huggingface",
-            "kubernetes",
-            "lambda",
-            "docker",
-            "ssh",
-            "sky",
-            "anthropic",
-            "cohere",
-            "langchain",
-            "openai",
-            "pinecone",
-            "wandb"
-        ]
+        test_support::argv("aws azure gcp github huggingface kubernetes lambda docker ssh sky anthropic cohere langchain openai pinecone wandb")
     );
     assert_eq!(doc[0]["default_path"], "~/.aws/credentials");
     assert_eq!(doc[0]["env_vars"]["access_key"], "AWS_ACCESS_KEY_ID");
@@ -325,12 +308,7 @@ fn show_list_delete() {
     assert_eq!(code(&list), 0);
     assert_no_fixture_value(&stdout(&list));
     let rows = json(&list);
-    let names: Vec<_> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<_> = test_support::names(&rows);
     assert_eq!(names, ["a-base", "gh"]);
     assert_eq!(
         rows[1]["keys"],

@@ -284,30 +284,25 @@ fn a_pushed_node_gets_the_helper_profile_and_the_aws_cli_uses_it() {
     );
     assert_eq!(test_support::mode(&node.join(".aws/config")), 0o600);
     // A plain shell of the node user: the AWS CLI, through credential_process.
-    let out = Command::new(&py)
-        .args([
-            "-m",
-            "awscli",
-            "sts",
-            "get-caller-identity",
-            "--profile",
-            "ops",
-            "--output",
-            "json",
-            "--endpoint-url",
-            &sts,
-            "--region",
-            "us-east-1",
-        ])
-        .env_clear()
-        .env("HOME", &node)
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = test_support::output_ok(
+        Command::new(&py)
+            .args([
+                "-m",
+                "awscli",
+                "sts",
+                "get-caller-identity",
+                "--profile",
+                "ops",
+                "--output",
+                "json",
+                "--endpoint-url",
+                &sts,
+                "--region",
+                "us-east-1",
+            ])
+            .env_clear()
+            .env("HOME", &node)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default()),
     );
     let id: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(

@@ -36,17 +36,8 @@ fn drift_of(r: &Run) -> Value {
 
 /// The fingerprint `status --json` shows for `var` of `secret`.
 fn var_fingerprint(json: &Value, secret: &str, var: &str) -> String {
-    json["nodes"][0]["status"]["secrets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == secret)
-        .unwrap_or_else(|| panic!("{secret}: {json:#}"))["vars"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["var"] == var)
-        .unwrap_or_else(|| panic!("{var}: {json:#}"))["fingerprint"]
+    let secret = test_support::entry(&json["nodes"][0]["status"]["secrets"], "name", secret);
+    test_support::entry(&secret["vars"], "var", var)["fingerprint"]
         .as_str()
         .unwrap()
         .to_owned()

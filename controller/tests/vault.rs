@@ -54,12 +54,7 @@ fn push_list_pull_round_trip_with_modes_and_metadata() {
 
     let run = a.ok(&["vault", "list", "--json"]);
     let doc: Value = serde_json::from_str(&run.stdout).unwrap();
-    let names: Vec<&str> = doc["secrets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = test_support::names(&doc["secrets"]);
     assert_eq!(names, vec!["api", "tool"]);
     assert_eq!(doc["secrets"][0]["known_version"], 1);
 

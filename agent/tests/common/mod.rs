@@ -123,44 +123,27 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        self.send(self.http.post(self.at(path)).json(body)).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
+        self.send(self.http.get(self.at(path))).await
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .delete(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
+        self.send(self.http.delete(self.at(path))).await
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Send with the token: the status and the JSON body (`null` when the
+    /// body is not JSON).
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.bearer_auth(&self.token).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     /// Run argv in env; (status, response).
@@ -263,6 +246,7 @@ impl Drop for AgentProcess {
 /// installed.
 pub fn make_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     test_support::has_openssl().then(|| {
-        test_support::self_signed_leaf(dir, "agent", "127.0.0.1", test_support::Validity::Days(1))
+        use test_support::{Role, Validity};
+        test_support::self_signed(dir, "agent", "127.0.0.1", Validity::Days(1), Role::Leaf)
     })
 }

@@ -23,7 +23,7 @@ pub use bin::workspace_bin;
 pub use fake_agent::FakeAgent;
 pub use process::{run, Run};
 pub use tls::{
-    has_openssl, refused_pins, self_signed_cert, self_signed_leaf, RefusedPin, TlsServer, Validity,
+    has_openssl, refused_pins, self_signed, self_signed_cert, RefusedPin, Role, TlsServer, Validity,
 };
 
 /// A free loopback port for a server a test starts later: picked at random
@@ -96,6 +96,43 @@ impl Drop for KillOnDrop {
 /// `argv("sync --cluster gpu")` is `["sync", "--cluster", "gpu"]`.
 pub fn argv(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
+}
+
+/// The `name` of each entry of a JSON array (panics when `list` is not an
+/// array of named entries).
+pub fn names(list: &serde_json::Value) -> Vec<&str> {
+    let entries = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or_else(|| panic!("no name: {e}")))
+        .collect()
+}
+
+/// The entry of JSON array `list` whose `key` is `value` (panics naming it
+/// and showing the list when there is none).
+pub fn entry<'a>(list: &'a serde_json::Value, key: &str, value: &str) -> &'a serde_json::Value {
+    let entries = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    entries
+        .iter()
+        .find(|e| e[key] == value)
+        .unwrap_or_else(|| panic!("no entry with {key} {value:?} in {list:#}"))
+}
+
+/// Run `cmd` to its end and assert it succeeded (its stderr in the
+/// message); its output.
+#[track_caller]
+pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// The permission bits of `path` (e.g. `0o600`); panics naming the path

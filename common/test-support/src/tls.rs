@@ -2,8 +2,8 @@
 //! store clients' tests: [`self_signed_cert`] makes a self-signed
 //! certificate with the openssl CLI the way a user makes one for a store
 //! (openssl's CA:TRUE, a subjectAltName), current, valid for some days or
-//! long expired; [`self_signed_leaf`] the same as an end-entity
-//! certificate (CA:FALSE), the agent's own TLS listener's;
+//! long expired; [`self_signed`] with [`Role::Leaf`] the same as an
+//! end-entity certificate (CA:FALSE), the agent's own TLS listener's;
 //! [`has_openssl`] says whether they can run. [`TlsServer`] is `openssl
 //! s_server` with it, answering `GET /v1/sys/health` with a 200 JSON body
 //! (the request a store client makes first) and the GETs the test names
@@ -45,48 +45,35 @@ pub fn has_openssl() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// A self-signed CA:TRUE certificate for `host` (an IP address or a DNS
-/// name, in the subjectAltName and the CN) and its key (mode 0600), as
+/// What a made certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// CA:TRUE, as openssl makes a self-signed one (a store's).
+    Ca,
+    /// CA:FALSE: a server's own certificate that a client trusts as its
+    /// root (the agent's TLS listener's).
+    Leaf,
+}
+
+/// A self-signed CA:TRUE certificate: [`self_signed`] with [`Role::Ca`].
+pub fn self_signed_cert(dir: &Path, name: &str, host: &str, v: Validity) -> (PathBuf, PathBuf) {
+    self_signed(dir, name, host, v, Role::Ca)
+}
+
+/// A self-signed certificate for `host` (an IP address or a DNS name, in
+/// the subjectAltName and the CN) and its key (mode 0600), as
 /// `dir/<name>.pem` and `dir/<name>.key`.
-pub fn self_signed_cert(
+pub fn self_signed(
     dir: &Path,
     name: &str,
     host: &str,
     validity: Validity,
+    role: Role,
 ) -> (PathBuf, PathBuf) {
-    make_cert(
-        dir,
-        name,
-        host,
-        validity,
-        "basicConstraints=critical,CA:TRUE",
-    )
-}
-
-/// [`self_signed_cert`] as an end-entity certificate (CA:FALSE): a server's
-/// own certificate that a client trusts as its root.
-pub fn self_signed_leaf(
-    dir: &Path,
-    name: &str,
-    host: &str,
-    validity: Validity,
-) -> (PathBuf, PathBuf) {
-    make_cert(
-        dir,
-        name,
-        host,
-        validity,
-        "basicConstraints=critical,CA:FALSE",
-    )
-}
-
-fn make_cert(
-    dir: &Path,
-    name: &str,
-    host: &str,
-    validity: Validity,
-    constraints: &str,
-) -> (PathBuf, PathBuf) {
+    let constraints = match role {
+        Role::Ca => "basicConstraints=critical,CA:TRUE",
+        Role::Leaf => "basicConstraints=critical,CA:FALSE",
+    };
     let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
     let san = if host.parse::<std::net::IpAddr>().is_ok() {
         format!("subjectAltName=IP:{host}")

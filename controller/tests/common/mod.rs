@@ -14,24 +14,19 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 #[allow(unused_imports)] // not every test file uses every helper
-pub use test_support::{free_port, mode, wait_for_port, FakeAgent, Run};
+pub use test_support::{free_port, mode, wait_for_port, FakeAgent, KillOnDrop, Run};
 
 /// Longer than any command of these tests takes: a hang becomes a failure.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(600);
 
 fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    test_support::output_ok(cmd);
 }
 
 /// A new ed25519 key pair at `path` (and `path.pub`).
@@ -82,7 +77,7 @@ pub fn pull_agent_command(home: &Path, port: u16, config: &Path, bundle: &Path) 
 pub struct Agent {
     pub port: u16,
     pub home: PathBuf,
-    child: Child,
+    child: KillOnDrop,
 }
 
 impl Agent {
@@ -113,15 +108,8 @@ impl Agent {
         Agent {
             port,
             home: home.to_path_buf(),
-            child,
+            child: KillOnDrop(child),
         }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -129,7 +117,7 @@ impl Drop for Agent {
 pub struct Sshd {
     pub port: u16,
     pub host_key: PathBuf,
-    child: Child,
+    child: KillOnDrop,
 }
 
 impl Sshd {
@@ -184,7 +172,7 @@ impl Sshd {
         Sshd {
             port,
             host_key,
-            child,
+            child: KillOnDrop(child),
         }
     }
 
@@ -205,15 +193,8 @@ impl Sshd {
     /// Stop the listener: new connections are refused from now on, while the
     /// sessions already open (their own sshd processes) go on.
     pub fn stop_listener(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
     }
 }
 

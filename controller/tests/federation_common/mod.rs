@@ -229,20 +229,14 @@ pub fn federate(home: &Home, args: &[&str]) -> Value {
 
 /// PyJWT's verdict on the token in `file`: its claims.
 pub fn verify(py: &Path, file: &Path, jwks: &str, fed: &Value, aud: &str, cluster: &str) -> Value {
-    let out = Command::new(py)
-        .arg(PEERS)
-        .arg("verify")
-        .arg(file)
-        .args(["--jwks", jwks, "--aud", aud, "--cluster", cluster])
-        .args(["--issuer", fed["issuer"].as_str().unwrap()])
-        .args(["--sub", fed["subject"].as_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "PyJWT refused {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
+    let out = test_support::output_ok(
+        Command::new(py)
+            .arg(PEERS)
+            .arg("verify")
+            .arg(file)
+            .args(["--jwks", jwks, "--aud", aud, "--cluster", cluster])
+            .args(["--issuer", fed["issuer"].as_str().unwrap()])
+            .args(["--sub", fed["subject"].as_str().unwrap()]),
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
