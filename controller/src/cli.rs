@@ -26,7 +26,9 @@ pub struct OutputOpts {
 #[derive(Debug, Parser)]
 #[command(name = "controller", version, about, propagate_version = true)]
 pub struct Cli {
-    /// More diagnostics on stderr (-v debug, -vv trace). Never prints values.
+    /// More diagnostics on stderr (-v debug, -vv trace) from this program;
+    /// the libraries it uses stay at warnings (RH_LOG=FILTER for any other
+    /// level). Never prints values.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Read the environment that secrets are looked up in (provider env

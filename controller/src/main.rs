@@ -13,10 +13,14 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // -v and -vv raise this project's own crates only: the crates below
+    // them (the AWS SDK, hyper, rustls...) stay at warn, as their debug
+    // output prints what they handle (the SDK's `Credentials` debug print
+    // names the access key id). RH_LOG sets any filter on purpose.
     let default = match cli.verbose {
         0 => "warn",
-        1 => "info,controller=debug",
-        _ => "debug,controller=trace",
+        1 => "warn,controller=debug,common=debug",
+        _ => "warn,controller=trace,common=trace",
     };
     tracing_subscriber::fmt()
         .with_env_filter(

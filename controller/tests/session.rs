@@ -254,6 +254,62 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
     assert!(files_holding(&state, LONG_SECRET).is_empty());
 }
 
+/// `-vv` traces the controller, not the SDK it mints with: the AWS SDK's
+/// own debug output prints the laptop's access key id (e2e t99 found it
+/// in a `-vv sync` log).
+#[test]
+fn minting_with_trace_output_prints_no_key_of_the_laptop() {
+    let Some(LocalLaptop {
+        sts,
+        w,
+        _moto,
+        _stop,
+        ..
+    }) = LocalLaptop::start()
+    else {
+        return;
+    };
+    let env = env_of(&sts);
+    w.controller_with(
+        &[
+            "secret",
+            "create",
+            "traced",
+            "--provider",
+            "aws",
+            "--session",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/traced",
+        ],
+        &env,
+    )
+    .ok();
+    let r = synced(
+        &w,
+        &[
+            "-vv",
+            "sync",
+            "--cluster",
+            "local",
+            "--secret",
+            "traced",
+            "--json",
+        ],
+        &env,
+    );
+    assert!(
+        r.stderr.contains("session secrets minted"),
+        "no trace output: {}",
+        r.describe()
+    );
+    for needle in [LONG_KEY_ID, LONG_SECRET] {
+        assert!(
+            !r.stderr.contains(needle) && !r.stdout.contains(needle),
+            "the laptop's key is in the output"
+        );
+    }
+}
+
 #[test]
 fn a_pushed_node_gets_the_helper_profile_and_the_aws_cli_uses_it() {
     let Some(py) = python("boto3, moto, awscli") else {

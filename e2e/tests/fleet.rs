@@ -856,6 +856,39 @@ impl Checked<'_> {
     }
 }
 
+/// Each answering store node's JWKS (its keys sorted by `kid`), polled
+/// until every node publishes the same keys; panics naming each node's
+/// key ids when they still differ after 30 s.
+fn agreed_jwks(urls: &[String], token: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut seen: Vec<(String, String, Vec<String>)> = Vec::new();
+        for url in urls {
+            let (code, body) = store_get(url, token, "identity/oidc/.well-known/keys");
+            if code == "200" {
+                let doc: Value = serde_json::from_str(&body).expect("JWKS");
+                let mut keys = doc["keys"].as_array().cloned().unwrap_or_default();
+                keys.sort_by_key(|k| k["kid"].as_str().unwrap_or_default().to_owned());
+                let kids = keys
+                    .iter()
+                    .map(|k| k["kid"].as_str().unwrap_or_default().to_owned())
+                    .collect();
+                seen.push((url.clone(), Value::Array(keys).to_string(), kids));
+            }
+        }
+        assert!(!seen.is_empty(), "no store node serves the JWKS");
+        if seen.windows(2).all(|w| w[0].1 == w[1].1) {
+            return seen.into_iter().map(|(_, keys, _)| keys).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store nodes publish different keys: {:?}",
+            seen.iter().map(|(u, _, k)| (u, k)).collect::<Vec<_>>()
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 #[ignore = "needs the docker-compose cluster and the HA store: scripts/e2e.sh"]
 fn f04_federated_pull_nodes_keep_a_token_the_ha_store_signed() {
@@ -887,20 +920,10 @@ fn f04_federated_pull_nodes_keep_a_token_the_ha_store_signed() {
     let dir = s.work.join("identity");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    // The JWKS from every store node that answers: the same keys.
-    let mut jwks: Vec<String> = Vec::new();
-    for url in &b.node_urls {
-        let (code, body) = store_get(url, &b.root_token, "identity/oidc/.well-known/keys");
-        if code == "200" {
-            let keys: Value = serde_json::from_str(&body).expect("JWKS");
-            jwks.push(keys["keys"].to_string());
-        }
-    }
-    assert!(!jwks.is_empty(), "no store node serves the JWKS");
-    assert!(
-        jwks.windows(2).all(|w| w[0] == w[1]),
-        "the store nodes publish different keys"
-    );
+    // The JWKS from every store node that answers: the same keys, once the
+    // standbys have applied the key federate just wrote (OpenBao's standbys
+    // answer reads from their own Raft copy, eventually consistent).
+    let jwks = agreed_jwks(&b.node_urls, &b.root_token);
     let jwks_file = dir.join("keys.json");
     std::fs::write(&jwks_file, format!("{{\"keys\": {}}}", jwks[0])).unwrap();
 
