@@ -300,7 +300,7 @@ fn minting_with_trace_output_prints_no_key_of_the_laptop() {
     assert!(
         r.stderr.contains("session secrets minted"),
         "no trace output: {}",
-        r.describe()
+        r.show()
     );
     for needle in [LONG_KEY_ID, LONG_SECRET] {
         assert!(
