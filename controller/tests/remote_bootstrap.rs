@@ -49,20 +49,7 @@ fn bootstrap_installs_the_boot_scripts_starts_the_agent_and_upgrades_in_place() 
     // Both "nodes" are this machine: one cluster each, with its own agent port.
     let ports = [common::free_port(), common::free_port()];
     for (i, name) in ["a", "b"].into_iter().enumerate() {
-        w.controller(&[
-            "cluster",
-            "add",
-            name,
-            "--host",
-            &w.nodes[i].host(),
-            "--user",
-            "root",
-            "--agent-port",
-            &ports[i].to_string(),
-            "--identity-file",
-            &w.client_key.display().to_string(),
-        ])
-        .ok();
+        w.add_cluster_with(name, &[i], &["--agent-port", &ports[i].to_string()]);
     }
     // Before: actionable error.
     let r = w
@@ -208,21 +195,9 @@ fn bootstrap_picks_each_nodes_agent_by_uname_verifies_it_on_the_node_and_reports
     arm[54] = 56;
     put_agent(&agents, "aarch64-unknown-linux-musl", &arm);
     let port = common::free_port().to_string();
-    let mut add = vec!["cluster", "add", "mixed"];
     let hosts: Vec<String> = w.nodes.iter().map(|n| n.host()).collect();
-    for h in &hosts {
-        add.extend(["--host", h.as_str()]);
-    }
-    let key = w.client_key.display().to_string();
-    add.extend([
-        "--user",
-        "root",
-        "--agent-port",
-        &port,
-        "--identity-file",
-        &key,
-    ]);
-    w.controller(&add).ok();
+    let all: Vec<usize> = (0..w.nodes.len()).collect();
+    w.add_cluster_with("mixed", &all, &["--agent-port", &port]);
 
     let agents_env = [("RH_AGENTS_DIR", agents.to_str().unwrap())];
     let r = w

@@ -150,20 +150,7 @@ fn the_token_is_never_sent_over_ssh_to_a_listener_that_cannot_prove_it_holds_it(
             w.add_cluster("c", &[0, node], &[]);
             3
         } else {
-            w.controller(&[
-                "cluster",
-                "add",
-                "c",
-                "--host",
-                &w.nodes[node].host(),
-                "--user",
-                "root",
-                "--agent-port",
-                &fake.port.to_string(),
-                "--identity-file",
-                &w.client_key.display().to_string(),
-            ])
-            .ok();
+            w.add_cluster_with("c", &[node], &["--agent-port", &fake.port.to_string()]);
             1
         };
         let r = w.controller_with(&["sync", "--cluster", "c"], &env());
@@ -205,20 +192,7 @@ fn every_ssh_process_gets_the_same_options_and_a_warm_push_starts_none() {
     // The cluster names a port nothing listens on: the agent's `agent.addr`
     // tells the real one, which needs one more forward.
     let wrong_port = common::free_port().to_string();
-    w.controller(&[
-        "cluster",
-        "add",
-        "c",
-        "--host",
-        &w.nodes[0].host(),
-        "--user",
-        "root",
-        "--agent-port",
-        &wrong_port,
-        "--identity-file",
-        &w.client_key.display().to_string(),
-    ])
-    .ok();
+    w.add_cluster_with("c", &[0], &["--agent-port", &wrong_port]);
     let control = w.home.join(".rh/ssh");
     let _close = Disconnect(control.clone());
     let bin = w.root.path().join("bin");

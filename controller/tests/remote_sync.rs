@@ -261,18 +261,7 @@ fn unreachable_node_is_reported_and_exit_is_3_with_a_healthy_one() {
     let r = w.controller(&["status", "--cluster", "c"]).code(3);
     assert!(!r.stderr.contains("differently"), "{}", r.show());
     let one = "c1";
-    w.controller(&[
-        "cluster",
-        "add",
-        one,
-        "--host",
-        &w.nodes[0].host(),
-        "--user",
-        "root",
-        "--identity-file",
-        &w.client_key.display().to_string(),
-    ])
-    .ok();
+    w.add_cluster_with(one, &[0], &[]);
     w.controller(&["revoke", "openai", "--cluster", one]).ok();
     let r = w
         .controller(&["status", "--cluster", "c", "--json"])
@@ -361,22 +350,7 @@ fn actionable_errors_unknown_cluster_agent_missing_or_down() {
     fs::create_dir_all(&state).unwrap();
     fs::write(state.join("token"), "deadbeef").unwrap();
     let port = common::free_port().to_string();
-    w.controller(&[
-        "cluster",
-        "add",
-        "c",
-        "--host",
-        &w.nodes[0].host(),
-        "--host",
-        &w.nodes[1].host(),
-        "--user",
-        "root",
-        "--agent-port",
-        &port,
-        "--identity-file",
-        &w.client_key.display().to_string(),
-    ])
-    .ok();
+    w.add_cluster_with("c", &[0, 1], &["--agent-port", &port]);
     let r = w
         .controller_with(&["sync", "--cluster", "c"], &env())
         .code(1);

@@ -361,6 +361,27 @@ impl World {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.controller(&refs).ok();
     }
+
+    /// `cluster add NAME` (exit 0) for these node indexes as root with the
+    /// client key, and `extra` arguments (`--agent-port P`...).
+    pub fn add_cluster_with(&self, name: &str, nodes: &[usize], extra: &[&str]) {
+        let hosts: Vec<String> = nodes.iter().map(|&i| self.nodes[i].host()).collect();
+        let key = self.client_key.display().to_string();
+        let mut args = vec![
+            "cluster",
+            "add",
+            name,
+            "--user",
+            "root",
+            "--identity-file",
+            &key,
+        ];
+        for h in &hosts {
+            args.extend(["--host", h.as_str()]);
+        }
+        args.extend(extra);
+        self.controller(&args).ok();
+    }
 }
 
 /// Stops the agents the controller started on these node homes, by their

@@ -111,8 +111,7 @@ fn t01b_static_agents_are_static_elves_and_each_arch_gets_its_own() {
 #[test]
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t02_sync_puts_all_16_providers_on_every_node() {
-    let s = suite();
-    boot_cluster(s);
+    let s = booted();
     let detect = s.ctl(&["secret", "detect", "--json"]);
     detect.assert_code(0);
     let found: BTreeSet<String> = detect
@@ -137,8 +136,7 @@ fn t02_sync_puts_all_16_providers_on_every_node() {
 #[test]
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t03_env_var_secrets_go_to_a_named_env() {
-    let s = suite();
-    boot_cluster(s);
+    let s = booted();
     let out = s.sync(BOOT, &["--env", NAMED_ENV]);
     out.assert_code(0);
     assert_no_problems(
@@ -159,8 +157,7 @@ fn t03_env_var_secrets_go_to_a_named_env() {
 #[test]
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t04_second_sync_reports_everything_unchanged() {
-    let s = suite();
-    boot_cluster(s);
+    let s = booted();
     s.sync(BOOT, &[]).assert_code(0);
     let c = &s.agents[0].container;
     let inode = |p: &str| exec(c, &["stat", "-c", "%i %Y", &abs(p)]).stdout;
@@ -178,8 +175,7 @@ fn t04_second_sync_reports_everything_unchanged() {
 #[test]
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t05_a_nodes_own_aws_profile_survives_sync() {
-    let s = suite();
-    boot_cluster(s);
+    let s = booted();
     let n = &s.agents[s.agents.len().min(2) - 1];
     write_own_profile(&n.container);
     let out = s.sync(BOOT, &["--secret", "aws"]);

@@ -8,8 +8,7 @@ use super::*;
 #[test]
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t06_stopped_node_partial_failure_then_recovery_by_boot_script() {
-    let s = suite();
-    boot_cluster(s);
+    let s = booted();
     s.sync(BOOT, &[]).assert_code(0);
     s.sync(BOOT, &["--env", NAMED_ENV]).assert_code(0);
     let down = s.agents.last().expect("a node");
@@ -35,20 +34,10 @@ fn t06_stopped_node_partial_failure_then_recovery_by_boot_script() {
         );
     }
     started.assert_code(0);
-    assert!(
-        wait_sshd(&down.host, Duration::from_secs(30)),
-        "{}: sshd not back",
-        down.host
-    );
-    assert!(
-        wait_agent(&down.container, Duration::from_secs(30)),
-        "{}: the agent did not come back after a restart (boot script)",
-        down.container
-    );
+    assert_back_after_restart(down, Duration::from_secs(30), "the boot script");
     // Env state survived the restart: every var is there before any re-sync,
     // in base_env and in the named env.
-    let mut p = check_env_vars(s, BOOT, "base_env", &s.agents);
-    p.extend(check_env_vars(s, BOOT, NAMED_ENV, &s.agents));
+    let p = check_both_envs(s, BOOT, &s.agents);
     assert_no_problems("envs after the node restarted (no re-sync yet)", p);
     let again = s.sync(BOOT, &[]);
     again.assert_code(0);
@@ -95,8 +84,7 @@ fn assert_cut_off_node_reported(s: &Suite, cut: &Node, how: &str) {
 #[test]
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t07_disconnected_node_reported_within_timeout() {
-    let s = suite();
-    boot_cluster(s);
+    let s = booted();
     // A sync first: the controller's connection to the node exists (and may be
     // kept) when the node drops off the network, as in real life.
     s.sync(BOOT, &[]).assert_code(0);
@@ -126,8 +114,7 @@ fn t07_disconnected_node_reported_within_timeout() {
 fn t08_frozen_node_reported_within_timeout() {
     // `docker pause` freezes sshd and the agent: TCP still connects, nothing
     // answers. The controller must not hang on it.
-    let s = suite();
-    boot_cluster(s);
+    let s = booted();
     s.sync(BOOT, &[]).assert_code(0);
     let cut = &s.agents[0];
     docker(&["pause", &cut.container]).assert_code(0);
@@ -153,8 +140,7 @@ fn blob_values(run: &str, version: usize) -> Value {
 #[test]
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t09_kill9_of_the_agent_during_a_sync_loop_leaves_no_torn_file() {
-    let s = suite();
-    boot_cluster(s);
+    let s = booted();
     let node = &s.agents[0];
     let c = node.container.as_str();
     s.add_cluster("kill1", std::slice::from_ref(node));

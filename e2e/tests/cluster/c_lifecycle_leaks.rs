@@ -58,20 +58,10 @@ fn t12_systemd_node_gets_a_system_unit_and_its_envs_are_back_after_a_restart() {
         docker(&["restart", "-t", "10", &n.container]).assert_code(0);
     }
     for n in &s.systemd {
-        assert!(
-            wait_sshd(&n.host, Duration::from_secs(60)),
-            "{}: sshd not back",
-            n.host
-        );
-        assert!(
-            wait_agent(&n.container, Duration::from_secs(60)),
-            "{}: systemd did not start the agent after the restart",
-            n.container
-        );
+        assert_back_after_restart(n, Duration::from_secs(60), "systemd");
     }
     // Back with its envs and vars, and files, before any sync.
-    let mut p = check_env_vars(s, SYSTEMD, "base_env", &s.systemd);
-    p.extend(check_env_vars(s, SYSTEMD, NAMED_ENV, &s.systemd));
+    let mut p = check_both_envs(s, SYSTEMD, &s.systemd);
     for n in &s.systemd {
         p.extend(check_provider_files(s, n));
     }
@@ -291,8 +281,7 @@ fn fixture_files() -> Vec<&'static str> {
 #[test]
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t11_revoke_removes_files_and_vars_and_status_shows_nothing_left() {
-    let s = suite();
-    boot_cluster(s);
+    let s = booted();
     let own = &s.agents[s.agents.len().min(2) - 1];
     write_own_profile(&own.container);
     s.sync(BOOT, &[]).assert_code(0);
@@ -371,8 +360,7 @@ fn t11_revoke_removes_files_and_vars_and_status_shows_nothing_left() {
 #[test]
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t20_a_session_secret_is_minted_here_served_on_the_node_and_the_long_lived_key_leaves() {
-    let s = suite();
-    boot_cluster(s);
+    let s = booted();
     let n = &s.agents[0];
     let c = &n.container;
     // The fixture's static keys were pushed the old way first.
@@ -498,8 +486,7 @@ fn t20_a_session_secret_is_minted_here_served_on_the_node_and_the_long_lived_key
 #[test]
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t99_no_secret_value_in_any_controller_output_agent_log_or_audit_log() {
-    let s = suite();
-    boot_cluster(s);
+    let s = booted();
     // Debug and trace output too.
     s.ctl(&["-vv", "sync", "--cluster", BOOT]);
     s.ctl(&["-vv", "status", "--cluster", BOOT]);

@@ -52,6 +52,14 @@ fn boot_cluster(s: &Suite) {
     }
 }
 
+/// The suite with the agent nodes added as cluster `boot` and their agents
+/// answering (the start of most tests).
+fn booted() -> &'static Suite {
+    let s = suite();
+    boot_cluster(s);
+    s
+}
+
 /// A node file with mode 0600 owned by ubuntu; problems are collected.
 fn secret_file(c: &str, rel: &str, problems: &mut Vec<String>) -> Option<NodeFile> {
     match node_file(c, rel) {
@@ -215,6 +223,24 @@ fn check_env_vars(s: &Suite, cluster: &str, env: &str, nodes: &[Node]) -> Vec<St
         }
     }
     p
+}
+
+/// [`check_env_vars`] in `base_env` and in the named env.
+fn check_both_envs(s: &Suite, cluster: &str, nodes: &[Node]) -> Vec<String> {
+    let mut p = check_env_vars(s, cluster, "base_env", nodes);
+    p.extend(check_env_vars(s, cluster, NAMED_ENV, nodes));
+    p
+}
+
+/// Assert `n`'s sshd and agent answer again (within `within`) after its
+/// container restarted; `starter` is what starts its agent.
+fn assert_back_after_restart(n: &Node, within: Duration, starter: &str) {
+    assert!(wait_sshd(&n.host, within), "{}: sshd not back", n.host);
+    assert!(
+        wait_agent(&n.container, within),
+        "{}: {starter} did not start the agent after the restart",
+        n.container
+    );
 }
 
 fn assert_no_problems(what: &str, problems: Vec<String>) {

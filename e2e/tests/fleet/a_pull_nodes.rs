@@ -184,19 +184,7 @@ fn f03_systemd_node_pulls_at_boot_and_after_a_restart_gets_what_was_published_wh
     // cluster's hosts, so the cluster now lists that node only (the others
     // keep pulling; the store is what they follow).
     f.ctl.add_cluster(&[&n.host]);
-    let out = f.ctl.ok(
-        &[
-            "cluster",
-            "bootstrap",
-            PULL,
-            "--poll-interval",
-            POLL,
-            "--allow-var",
-            VAR,
-            "--json",
-        ],
-        0,
-    );
+    let out = f.ctl.bootstrap_pull();
     let r = &out.json()["nodes"][0];
     assert_eq!(r["ok"], true, "{}", out.show());
     assert_eq!(r["boot"], "systemd-system", "{}", out.show());

@@ -195,6 +195,14 @@ impl PullCtl {
         out
     }
 
+    /// `cluster bootstrap` of the pull cluster (poll interval, allowed var,
+    /// JSON), expecting exit 0.
+    fn bootstrap_pull(&self) -> Run {
+        let line =
+            format!("cluster bootstrap {PULL} --poll-interval {POLL} --allow-var {VAR} --json");
+        self.ok(&test_support::argv(&line), 0)
+    }
+
     /// `secret create pullapi`: `VAR` set to `value` (`--force` replaces it).
     fn create_api(&self, value: &str, force: bool) {
         let (var, value) = (format!("api_key={VAR}"), format!("api_key={value}"));
@@ -352,19 +360,7 @@ impl Fleet {
         ctl.add_cluster(&hosts);
 
         // Bootstrap: the static agent and a fresh bundle per node; pull mode at boot.
-        let out = ctl.ok(
-            &[
-                "cluster",
-                "bootstrap",
-                PULL,
-                "--poll-interval",
-                POLL,
-                "--allow-var",
-                VAR,
-                "--json",
-            ],
-            0,
-        );
+        let out = ctl.bootstrap_pull();
         let doc = out.json();
         for (i, n) in s.bare.iter().enumerate() {
             let r = &doc["nodes"][i];
