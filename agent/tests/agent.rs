@@ -17,8 +17,7 @@ const VALUE: &str = "sk-live-INTEGRATION-secret-0001";
 
 #[tokio::test]
 async fn write_to_file_bytes_and_modes() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     let (status, body) = c
         .post(
@@ -140,8 +139,7 @@ async fn revoke_generic_keeps_other_content() {
 
 #[tokio::test]
 async fn env_vars_are_seen_by_commands_even_when_set_later() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     // base_env exists from the start
     let (status, out) = c.run("base_env", &["sh", "-c", "echo $HOME"]).await;
@@ -199,8 +197,7 @@ async fn env_vars_are_seen_by_commands_even_when_set_later() {
 /// get the name as a value, not parse it as a flag and exit.
 #[tokio::test]
 async fn env_names_that_look_like_flags_work() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (_home, agent) = common::temp_agent().await;
     let c = agent.client();
     for env in ["-h", "--version", "--name"] {
         let (status, body) = c.set_vars(env, json!({"RH_FLAGGY": VALUE})).await;
@@ -217,8 +214,7 @@ async fn env_names_that_look_like_flags_work() {
 
 #[tokio::test]
 async fn concurrent_runs_in_one_env() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     c.set_vars("base_env", json!({"RH_N": "n"})).await;
     let dir = home.path().join("barrier");
@@ -262,8 +258,7 @@ where
 
 #[tokio::test]
 async fn envs_come_back_after_a_restart() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     c.set_vars("persist", json!({"RH_KEEP": VALUE})).await;
     c.set_vars("base_env", json!({"RH_BASE": "b"})).await;
@@ -297,8 +292,7 @@ async fn env_pid(c: &common::Client, env: &str) -> Option<i32> {
 
 #[tokio::test]
 async fn a_killed_env_host_is_restarted_with_its_vars() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (_home, agent) = common::temp_agent().await;
     let c = agent.client();
     c.set_vars("crashy", json!({"RH_SURVIVES": VALUE})).await;
     let pid = env_pid(&c, "crashy").await.expect("crashy has a pid");
@@ -328,8 +322,7 @@ async fn a_killed_env_host_is_restarted_with_its_vars() {
 
 #[tokio::test]
 async fn concurrent_writers_to_one_file_lose_nothing() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     let writes = (0..24).map(|i| {
         let c = c.clone();

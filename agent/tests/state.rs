@@ -166,8 +166,7 @@ async fn a_request_past_its_deadline_applies_a_prefix_and_records_exactly_it() {
 
 #[tokio::test]
 async fn a_failed_state_save_changes_nothing_now_or_after_a_restart() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     let (code, _) = c.set_vars("base_env", json!({"KEPT": "1"})).await;
     assert_eq!(code, 200);
@@ -221,8 +220,7 @@ async fn a_failed_state_save_changes_nothing_now_or_after_a_restart() {
 
 #[tokio::test]
 async fn run_refuses_a_zero_timeout() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (_home, agent) = common::temp_agent().await;
     let (code, body) = agent
         .client()
         .post(
@@ -241,8 +239,7 @@ async fn run_refuses_a_zero_timeout() {
 #[tokio::test]
 async fn an_unchanged_sync_rewrites_no_state_file() {
     use std::os::unix::fs::MetadataExt;
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (_home, agent) = common::temp_agent().await;
     let c = agent.client();
     let sync = |value: &str| {
         json!({"items": [
@@ -282,8 +279,7 @@ async fn an_unchanged_sync_rewrites_no_state_file() {
 async fn files_edited_after_a_verified_sync_are_put_back() {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     let req =
         json!({"items": [common::generic_write("cfg", "~/cfg/c.json", json!({"k": "v-one"}))]});

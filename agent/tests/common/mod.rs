@@ -35,6 +35,14 @@ pub struct TestAgent {
     task: Option<JoinHandle<Result<(), agent::ServeError>>>,
 }
 
+/// An agent served in this runtime on a new temp home (kept alive by the
+/// returned `TempDir`).
+pub async fn temp_agent() -> (tempfile::TempDir, TestAgent) {
+    let home = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(config(home.path())).await;
+    (home, agent)
+}
+
 impl TestAgent {
     pub async fn start(config: agent::Config) -> Self {
         let state_dir = config.state_dir.clone();
