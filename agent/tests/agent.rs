@@ -53,11 +53,9 @@ async fn write_to_file_bytes_and_modes() {
 
 #[tokio::test]
 async fn aws_credentials_merge_and_exact_revoke() {
-    let home = tempfile::tempdir().unwrap();
-    let aws = home.path().join(".aws");
-    std::fs::create_dir(&aws).unwrap();
     let original = "[work]\naws_access_key_id = AKIAWORK\naws_secret_access_key = worksecret\nregion = eu-west-1\n";
-    std::fs::write(aws.join("credentials"), original).unwrap();
+    let home = common::home_with(".aws/credentials", original);
+    let aws = home.path().join(".aws");
     let agent = TestAgent::start(common::config(home.path())).await;
     let c = agent.client();
     let secret = json!({"name": "aws", "provider": "aws",

@@ -90,14 +90,10 @@ async fn damaged_state_files_are_moved_aside_and_the_agent_serves() {
 
 #[tokio::test]
 async fn envs_json_with_unknown_fields_and_valid_names_loads() {
-    let home = tempfile::tempdir().unwrap();
-    let state = home.path().join(".rh/agent");
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::write(
-        state.join("envs.json"),
+    let home = common::home_with(
+        ".rh/agent/envs.json",
         r#"{"envs": {"train": {"vars": {"X": "v"}, "since": 3}}, "version": 2}"#,
-    )
-    .unwrap();
+    );
     let agent = TestAgent::start(common::config(home.path())).await;
     let (_, status) = agent.client().get("/v1/status").await;
     assert!(status.get("damaged_state").is_none(), "{status}");

@@ -25,24 +25,18 @@ impl Drop for StopAgent {
 
 /// Pids of the `agent serve` processes whose state dir is under `home`.
 fn agents_serving(home: &Path) -> Vec<u32> {
-    let state = home.join(".rh/agent");
-    let mut pids = vec![];
-    for entry in fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let serves = args
+    let state = home.join(".rh/agent").display().to_string();
+    let serves = |args: &[String]| {
+        let dir = args
             .windows(2)
-            .any(|w| w[0] == b"--state-dir" && w[1] == state.as_os_str().as_encoded_bytes());
-        if serves && args.contains(&&b"serve"[..]) {
-            pids.push(pid);
-        }
-    }
-    pids
+            .any(|w| w[0] == "--state-dir" && w[1] == state);
+        dir && args.iter().any(|a| a == "serve")
+    };
+    common::processes()
+        .into_iter()
+        .filter(|(_, args)| serves(args))
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// `controller run --cluster local -- printenv VAR`: its stdout (the run must succeed).

@@ -35,6 +35,15 @@ pub struct TestAgent {
     task: Option<JoinHandle<Result<(), agent::ServeError>>>,
 }
 
+/// A new temp home holding `text` at `rel` (its directories made).
+pub fn home_with(rel: &str, text: &str) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join(rel);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, text).unwrap();
+    home
+}
+
 /// An agent served in this runtime on a new temp home (kept alive by the
 /// returned `TempDir`).
 pub async fn temp_agent() -> (tempfile::TempDir, TestAgent) {

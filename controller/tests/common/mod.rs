@@ -407,10 +407,9 @@ impl Drop for StopAgents {
     }
 }
 
-/// Pids of the ssh master processes whose control socket is under `dir`
-/// (read from /proc; nothing is signalled).
-pub fn ssh_masters(dir: &Path) -> Vec<u32> {
-    let needle = dir.display().to_string();
+/// Every process's pid and arguments (read from /proc, lossily decoded;
+/// nothing is signalled).
+pub fn processes() -> Vec<(u32, Vec<String>)> {
     let mut out = vec![];
     for entry in fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -419,10 +418,21 @@ pub fn ssh_masters(dir: &Path) -> Vec<u32> {
         let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        let args: Vec<String> = cmdline
+        let args = cmdline
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
+        out.push((pid, args));
+    }
+    out
+}
+
+/// Pids of the ssh master processes whose control socket is under `dir`
+/// (read from /proc; nothing is signalled).
+pub fn ssh_masters(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    let mut out = vec![];
+    for (pid, args) in processes() {
         let is_ssh = args
             .first()
             .is_some_and(|a| a == "ssh" || a.ends_with("/ssh"));

@@ -7,7 +7,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
@@ -17,7 +17,7 @@ use common::Secret;
 use controller::vault::local;
 use serde_json::Value;
 #[allow(unused_imports)] // not every test file uses every helper
-pub use test_support::{free_port, mode, Run};
+pub use test_support::{free_port, mode, KillOnDrop, Run};
 
 /// Longer than any command of these tests takes: a hang becomes a failure.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(600);
@@ -50,7 +50,7 @@ pub fn dead_url() -> String {
 
 /// A `bao server -dev` on a free loopback port; killed and reaped on drop.
 pub struct DevServer {
-    child: Child,
+    child: KillOnDrop,
     pub url: String,
     pub dir: tempfile::TempDir,
 }
@@ -78,7 +78,7 @@ impl DevServer {
                 .spawn()
                 .expect("spawn bao server -dev");
             let mut server = Self {
-                child,
+                child: KillOnDrop(child),
                 url: format!("http://127.0.0.1:{port}"),
                 dir,
             };
@@ -95,7 +95,7 @@ impl DevServer {
     fn wait_active(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = self.child.0.try_wait() {
                 return false;
             }
             if let Ok((200, _)) = raw(&self.url, ROOT_TOKEN, "GET", "sys/health", None) {
@@ -141,20 +141,14 @@ impl DevServer {
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.child.0.id() as i32);
         nix::sys::signal::kill(pid, signal).expect("signal the dev server");
     }
 
-    /// Stop it now (the "server down" case).
+    /// Stop it now (the "server down" case; dropping it does too).
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        self.stop();
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
     }
 }
 

@@ -176,8 +176,7 @@ fn t04_second_sync_reports_everything_unchanged() {
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t05_a_nodes_own_aws_profile_survives_sync() {
     let s = booted();
-    let n = &s.agents[s.agents.len().min(2) - 1];
-    write_own_profile(&n.container);
+    let n = node_with_own_profile(s);
     let out = s.sync(BOOT, &["--secret", "aws"]);
     out.assert_code(0);
     let mut p = Vec::new();

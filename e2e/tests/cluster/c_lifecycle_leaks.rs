@@ -282,8 +282,7 @@ fn fixture_files() -> Vec<&'static str> {
 #[ignore = "needs the docker-compose cluster: scripts/e2e.sh"]
 fn t11_revoke_removes_files_and_vars_and_status_shows_nothing_left() {
     let s = booted();
-    let own = &s.agents[s.agents.len().min(2) - 1];
-    write_own_profile(&own.container);
+    let own = node_with_own_profile(s);
     s.sync(BOOT, &[]).assert_code(0);
     s.sync(BOOT, &["--env", NAMED_ENV]).assert_code(0);
     for name in SECRETS {

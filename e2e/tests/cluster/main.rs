@@ -281,12 +281,16 @@ fn assert_sync_rows(out: &Run, nodes: &[Node], allowed: &[&str]) {
 const OWN_PROFILE: &str =
     "[e2e-own]\naws_access_key_id = NODEOWNKEYID\naws_secret_access_key = nodeOwnSecret\nregion = eu-west-3\n";
 
-fn write_own_profile(c: &str) {
+/// The second agent node (the first when there is one), its own AWS
+/// profile written to its `~/.aws/credentials`.
+fn node_with_own_profile(s: &Suite) -> &Node {
+    let n = &s.agents[s.agents.len().min(2) - 1];
     exec_ubuntu(
-        c,
+        &n.container,
         &format!(
             "mkdir -p ~/.aws && chmod 700 ~/.aws && umask 077 && printf '%s' '{OWN_PROFILE}' > ~/.aws/credentials"
         ),
     )
     .assert_code(0);
+    n
 }
