@@ -11,20 +11,24 @@ use serde_json::{json, Value};
 
 use vault_common::*;
 
+/// Alice's machine A: `VAULT_TOKEN` without `VAULT_ADDR`, a `tool` file
+/// secret and an `api` env secret saved.
+fn uploader(server: &DevServer) -> Home {
+    let mut a = home_for(server, "alice");
+    a.env.retain(|(k, _)| k != "VAULT_ADDR");
+    let tool = file_secret("tool", "~/.config/tool/creds.json", V_AWS);
+    local::save(a.path(), &tool).unwrap();
+    local::save(a.path(), &env_secret("api", V_API)).unwrap();
+    a
+}
+
 #[test]
 fn login_upload_then_download_writes_files_merged_and_private() {
     let Some(server) = DevServer::start() else {
         return;
     };
     // Machine A: saved secrets, login --upload with VAULT_TOKEN.
-    let mut a = home_for(&server, "alice");
-    a.env.retain(|(k, _)| k != "VAULT_ADDR");
-    local::save(
-        a.path(),
-        &file_secret("tool", "~/.config/tool/creds.json", V_AWS),
-    )
-    .unwrap();
-    local::save(a.path(), &env_secret("api", V_API)).unwrap();
+    let mut a = uploader(&server);
     let run = a.ok(&["login", "--url", &server.url, "--upload"]);
     assert_eq!(run.stdout.matches("pushed").count(), 2, "{run:?}");
     assert_eq!(mode(&a.file(".rh/vault-token")), 0o600);
@@ -296,14 +300,7 @@ fn logout_yes_deletes_and_non_terminal_without_yes_deletes_nothing() {
     let Some(server) = DevServer::start() else {
         return;
     };
-    let mut a = home_for(&server, "alice");
-    a.env.retain(|(k, _)| k != "VAULT_ADDR");
-    local::save(
-        a.path(),
-        &file_secret("tool", "~/.config/tool/creds.json", V_AWS),
-    )
-    .unwrap();
-    local::save(a.path(), &env_secret("api", V_API)).unwrap();
+    let mut a = uploader(&server);
     a.ok(&["login", "--url", &server.url, "--upload"]);
     let creds = a.file(".config/tool/creds.json");
     std::fs::create_dir_all(creds.parent().unwrap()).unwrap();
