@@ -452,13 +452,13 @@ fn kill_9_during_writes_leaves_old_or_new_files_and_no_value_in_logs() {
 #[tokio::test]
 async fn non_loopback_without_tls_is_refused() {
     let home = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(common::AGENT_BIN)
+    let mut serve = std::process::Command::new(common::AGENT_BIN);
+    serve
         .args(["serve", "--listen", "0.0.0.0:0", "--home"])
-        .arg(home.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .arg(home.path());
+    let out = test_support::run(serve, Duration::from_secs(60), "agent serve", None).finished();
+    out.assert_code(1);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("not a loopback address") && stderr.contains("TLS"),
         "{stderr}"

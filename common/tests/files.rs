@@ -187,7 +187,7 @@ fn botocore_reads_no_stale_session_token_after_a_merge() {
     let files = targets(home.path(), &secret);
     let p = common::providers::builtin("aws").unwrap();
     write_files(p, &files, &secret.values, true, false).unwrap();
-    let out = test_support::output_ok(
+    let out = test_support::run_ok(
         std::process::Command::new("python3")
             .args([
                 "-c",
@@ -201,7 +201,7 @@ fn botocore_reads_no_stale_session_token_after_a_merge() {
             .env("AWS_SHARED_CREDENTIALS_FILE", &path)
             .env("AWS_CONFIG_FILE", home.path().join("no-config")),
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "AKIALONGTERM None\n");
+    assert_eq!(out.stdout, "AKIALONGTERM None\n");
 }
 
 /// `~/.netrc` with other machines: the wandb entry is added next to them

@@ -164,7 +164,7 @@ fn nodes_exchange_their_identity_tokens_with_unmodified_sdks() {
         "{config}"
     );
     assert_eq!(mode(&node.path(".aws/config")), 0o600);
-    let shell = test_support::output_ok(
+    let shell = test_support::run_ok(
         Command::new("sh")
             .arg("-c")
             .arg(format!(
@@ -178,7 +178,7 @@ fn nodes_exchange_their_identity_tokens_with_unmodified_sdks() {
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_PROFILE", "gpu"),
     );
-    let caller: Value = serde_json::from_slice(&shell.stdout).unwrap();
+    let caller: Value = shell.json();
     assert_eq!(caller["Arn"].as_str(), Some(arn), "{caller}");
 
     // GCP: google-auth's ADC is the external_account file; it exchanged the

@@ -340,7 +340,7 @@ fn a_pushed_node_gets_the_helper_profile_and_the_aws_cli_uses_it() {
     );
     assert_eq!(test_support::mode(&node.join(".aws/config")), 0o600);
     // A plain shell of the node user: the AWS CLI, through credential_process.
-    let out = test_support::output_ok(
+    let out = test_support::run_ok(
         Command::new(&py)
             .args([
                 "-m",
@@ -360,7 +360,7 @@ fn a_pushed_node_gets_the_helper_profile_and_the_aws_cli_uses_it() {
             .env("HOME", &node)
             .env("PATH", std::env::var_os("PATH").unwrap_or_default()),
     );
-    let id: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id: Value = out.json();
     assert!(
         id["Arn"].as_str().unwrap().contains("assumed-role/ops/"),
         "{id}"

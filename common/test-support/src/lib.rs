@@ -1,12 +1,13 @@
 //! Helpers shared by the workspace's tests (a dev-dependency only): loopback
 //! ports, file modes, the built binaries of other workspace packages found
 //! without a nested `cargo build` ([`workspace_bin`]), one way to run a
-//! process with a deadline ([`run`], its result [`Run`]), one fake agent ([`FakeAgent`]), and
-//! the one certificate maker (self-signed CA or leaf, [`self_signed_cert`])
-//! and a real TLS server ([`TlsServer`]),
-//! and the Python protocol peers of the session tests ([`python`]).
-//! Holds no fixture values; whatever a test passes through it stays the
-//! test's.
+//! process with a deadline ([`run`], [`run_ok`]) and its one result type
+//! ([`Run`]), one fake agent ([`FakeAgent`]), the one certificate maker
+//! (self-signed CA or leaf, [`self_signed`]) and a real TLS server
+//! ([`TlsServer`]), the Python protocol peers of the session tests
+//! ([`python`]), and small shared pieces: [`KillOnDrop`], [`block_on`],
+//! [`argv`], [`names`], [`entry`]. Holds no fixture values; whatever a test
+//! passes through it stays the test's.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -21,7 +22,7 @@ mod tls;
 
 pub use bin::workspace_bin;
 pub use fake_agent::FakeAgent;
-pub use process::{run, Run};
+pub use process::{run, run_ok, Run};
 pub use tls::{
     has_openssl, refused_pins, self_signed, self_signed_cert, RefusedPin, Role, TlsServer, Validity,
 };
@@ -120,19 +121,6 @@ pub fn entry<'a>(list: &'a serde_json::Value, key: &str, value: &str) -> &'a ser
         .iter()
         .find(|e| e[key] == value)
         .unwrap_or_else(|| panic!("no entry with {key} {value:?} in {list:#}"))
-}
-
-/// Run `cmd` to its end and assert it succeeded (its stderr in the
-/// message); its output.
-#[track_caller]
-pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// The permission bits of `path` (e.g. `0o600`); panics naming the path

@@ -5,6 +5,7 @@
 //! code, output, assertions on them). Prints nothing itself; [`Run::show`]
 //! is for assertion messages.
 
+use std::borrow::BorrowMut;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -121,7 +122,13 @@ impl Run {
 /// Run `cmd` (its program, arguments and environment as the caller set
 /// them) with stdin from `input` (or `/dev/null`), killing it after
 /// `deadline`. `what` names it in messages.
-pub fn run(mut cmd: Command, deadline: Duration, what: &str, input: Option<Vec<u8>>) -> Run {
+pub fn run(
+    mut cmd: impl BorrowMut<Command>,
+    deadline: Duration,
+    what: &str,
+    input: Option<Vec<u8>>,
+) -> Run {
+    let cmd = cmd.borrow_mut();
     let mut what = what.to_owned();
     if what.len() > 300 {
         let mut end = 300;
@@ -187,6 +194,17 @@ pub fn run(mut cmd: Command, deadline: Duration, what: &str, input: Option<Vec<u
         timed_out,
         what,
     }
+}
+
+/// [`run`] with no stdin and a deadline no test command reaches (10 min),
+/// named by its program and arguments, asserting it ended by itself with
+/// exit 0 (its output in the message otherwise).
+#[track_caller]
+pub fn run_ok(mut cmd: impl BorrowMut<Command>) -> Run {
+    let what = format!("{:?}", cmd.borrow_mut());
+    run(cmd, Duration::from_secs(600), &what, None)
+        .finished()
+        .ok()
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub use test_support::{free_port, mode, wait_for_port, FakeAgent, KillOnDrop, Ru
 const COMMAND_DEADLINE: Duration = Duration::from_secs(600);
 
 fn run_ok(cmd: &mut Command) {
-    test_support::output_ok(cmd);
+    test_support::run_ok(cmd);
 }
 
 /// A new ed25519 key pair at `path` (and `path.pub`).

@@ -229,7 +229,7 @@ pub fn federate(home: &Home, args: &[&str]) -> Value {
 
 /// PyJWT's verdict on the token in `file`: its claims.
 pub fn verify(py: &Path, file: &Path, jwks: &str, fed: &Value, aud: &str, cluster: &str) -> Value {
-    let out = test_support::output_ok(
+    let out = test_support::run_ok(
         Command::new(py)
             .arg(PEERS)
             .arg("verify")
@@ -238,7 +238,7 @@ pub fn verify(py: &Path, file: &Path, jwks: &str, fed: &Value, aud: &str, cluste
             .args(["--issuer", fed["issuer"].as_str().unwrap()])
             .args(["--sub", fed["subject"].as_str().unwrap()]),
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.json()
 }
 
 pub fn jwks_url(server: &DevServer) -> String {
