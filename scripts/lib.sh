@@ -83,7 +83,7 @@ for f in sys.argv[1:]:
 }
 
 # The static node agents: one Rust target per node architecture. The
-# controller's table (controller/src/commands/cluster.rs, NODE_TARGETS) maps
+# controller's table (controller/src/agents.rs, NODE_TARGETS) maps
 # `uname -m` to these.
 # shellcheck disable=SC2034  # used by the scripts that source this file
 AGENT_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)

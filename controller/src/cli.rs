@@ -3,11 +3,14 @@
 //! `Debug` over a field that can hold a value (`--value`, `--var`): those
 //! implement it by hand.
 
+mod duration;
+
 use std::fmt;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use common::wire::{DEFAULT_AGENT_PORT, DEFAULT_ENV, DEFAULT_RUN_TIMEOUT_SECS};
+use duration::{duration, session_lifetime};
 
 /// Nodes reached at once unless `--parallel` says otherwise.
 pub const DEFAULT_PARALLEL: usize = 32;
@@ -154,8 +157,8 @@ pub struct SessionArgs {
     pub role_arn: Option<String>,
     /// aws: the session's lifetime (e.g. 1h, 90m, 900s; STS limits apply:
     /// 15 min to 12 h for a role, 36 h for GetSessionToken) [default: 1h].
-    #[arg(long, value_name = "DUR", requires = "session")]
-    pub duration: Option<String>,
+    #[arg(long, value_name = "DUR", requires = "session", value_parser = session_lifetime)]
+    pub duration: Option<u64>,
     /// gcp: a service account to impersonate (IAM Credentials
     /// generateAccessToken with your user credentials).
     #[arg(long, value_name = "SA_EMAIL", requires = "session")]
@@ -314,8 +317,8 @@ pub struct FederateArgs {
     pub azure_tenant_id: Option<String>,
     /// Lifetime of the identity tokens (default 15m, or what the cluster has);
     /// nodes fetch a new one at half of it.
-    #[arg(long = "token-ttl", value_name = "DUR")]
-    pub token_ttl: Option<String>,
+    #[arg(long = "token-ttl", value_name = "DUR", value_parser = duration)]
+    pub token_ttl: Option<u64>,
     /// Write the OIDC discovery document and JWKS under DIR (at the issuer's
     /// path) for static hosting, when the store is not reachable from the
     /// clouds; pair it with --issuer. Re-run within each key rotation.
@@ -333,8 +336,8 @@ pub struct FederateArgs {
     pub key_algorithm: Option<String>,
     /// How often the store rotates the cluster's signing key (default 24h;
     /// the JWKS holds the current and the next key).
-    #[arg(long = "key-rotation", value_name = "DUR", default_value = "24h")]
-    pub key_rotation: String,
+    #[arg(long = "key-rotation", value_name = "DUR", default_value = "24h", value_parser = duration)]
+    pub key_rotation: u64,
     #[command(flatten)]
     pub output: OutputOpts,
 }
@@ -371,8 +374,8 @@ pub struct EnrollArgs {
     #[arg(long = "node", value_name = "NAME", conflicts_with_all = ["nodes", "reusable"])]
     pub node_names: Vec<String>,
     /// How long each wrapped secret_id can be unwrapped (e.g. 15m, 1h, 90s).
-    #[arg(long = "wrap-ttl", value_name = "DUR", default_value = "15m")]
-    pub wrap_ttl: String,
+    #[arg(long = "wrap-ttl", value_name = "DUR", default_value = "15m", value_parser = duration)]
+    pub wrap_ttl: u64,
     /// Write ONE launch bundle (DIR/launch.json) for an autoscaling group: its
     /// secret_id is not wrapped and logs in up to --uses times within --ttl
     /// (re-logins count), from the --cidr ranges only. WEAKER than per-node
@@ -386,14 +389,14 @@ pub struct EnrollArgs {
     #[arg(long, requires = "reusable")]
     pub uses: Option<u64>,
     /// Lifetime of the launch bundle's secret_id (with --reusable), e.g. 24h.
-    #[arg(long, value_name = "DUR", requires = "reusable")]
-    pub ttl: Option<String>,
+    #[arg(long, value_name = "DUR", requires = "reusable", value_parser = duration)]
+    pub ttl: Option<u64>,
     /// Source address range allowed to log in with the launch bundle (repeatable).
     #[arg(long = "cidr", value_name = "CIDR", requires = "reusable")]
     pub cidrs: Vec<String>,
     /// Lifetime of a node's (batch) token; nodes log in again before it ends.
-    #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m")]
-    pub token_ttl: String,
+    #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m", value_parser = duration)]
+    pub token_ttl: u64,
     #[command(flatten)]
     pub output: OutputOpts,
 }
@@ -454,8 +457,8 @@ pub struct BootstrapArgs {
     pub allow_vars: Vec<String>,
     /// Pull cluster only: lifetime of a node's (batch) token, as with
     /// `cluster enroll` (the role is updated with it).
-    #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m")]
-    pub token_ttl: String,
+    #[arg(long = "token-ttl", value_name = "DUR", default_value = "10m", value_parser = duration)]
+    pub token_ttl: u64,
     #[command(flatten)]
     pub remote: RemoteOpts,
     #[command(flatten)]

@@ -64,6 +64,23 @@ fn file_where(secret: Status, f: &FileOutcome) -> String {
     }
 }
 
+/// The outcome rows of a store push or pull (`vault push|pull`,
+/// `login --download`) as a table.
+pub(crate) fn outcome_table(outcomes: &[crate::vault::Outcome]) -> crate::output::Table {
+    let mut table = crate::output::Table::new(&["name", "status", "version", "detail"]);
+    for o in outcomes {
+        table.row(vec![
+            o.name.clone(),
+            o.status.as_str().into(),
+            o.version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            o.detail.clone().unwrap_or_default(),
+        ]);
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

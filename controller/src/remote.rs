@@ -17,12 +17,11 @@ use serde::Serialize;
 
 use crate::cli::RemoteOpts;
 use crate::clusters::{self, Cluster, Node};
-// The cells of one result row and the note of a secret left out belong to
-// the sync plan (`commands/sync.rs`), which the table only prints.
-use crate::commands::sync::Skipped;
+// The note of a secret left out belongs to the plan, which the table only prints.
 use crate::exit::{self, UsageError};
 use crate::outcome::{status_cell, where_cell};
 use crate::output::{print_json, Table};
+use crate::plan::Skipped;
 use crate::transport::{self, AgentConn, NodeOutcome, TransportError, TransportOptions};
 use crate::Context;
 
@@ -46,7 +45,18 @@ impl Remote {
         json: bool,
     ) -> Result<Self> {
         check_remote(remote)?;
-        let cluster = clusters::load(&ctx.home, name).map_err(|e| match e {
+        Self::of(ctx, clusters::load(&ctx.home, name), remote, json)
+    }
+
+    /// The cluster as loaded (its error, an unknown or invalid name, is a
+    /// usage error), its nodes, and the transport options of the flags.
+    pub(crate) fn of(
+        ctx: &Context,
+        loaded: Result<Cluster, clusters::ClusterError>,
+        remote: &RemoteOpts,
+        json: bool,
+    ) -> Result<Self> {
+        let cluster = loaded.map_err(|e| match e {
             clusters::ClusterError::NotFound { .. } | clusters::ClusterError::Name(_) => {
                 anyhow::Error::from(UsageError(e.to_string()))
             }
@@ -127,9 +137,10 @@ pub(crate) fn check_remote(remote: &RemoteOpts) -> Result<()> {
     Ok(())
 }
 
-/// What one node reported.
+/// What one node of a fan-out answered: its per-secret results, or why
+/// it could not be reached.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct NodeReport {
+pub(crate) struct NodeResults {
     pub(crate) node: String,
     pub(crate) ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,7 +156,7 @@ pub(crate) struct NodeReport {
 pub(crate) struct Report<'a> {
     pub(crate) cluster: &'a str,
     pub(crate) dry_run: bool,
-    pub(crate) nodes: &'a [NodeReport],
+    pub(crate) nodes: &'a [NodeResults],
     #[serde(skip_serializing_if = "<[Skipped]>::is_empty")]
     pub(crate) skipped: &'a [Skipped],
 }
@@ -155,11 +166,11 @@ pub(crate) struct Report<'a> {
 pub(crate) fn reports(
     outcomes: Vec<NodeOutcome<Vec<SecretResult>>>,
     conflicts_ok: bool,
-) -> Vec<NodeReport> {
+) -> Vec<NodeResults> {
     outcomes
         .into_iter()
         .map(|o| match o.result {
-            Ok(results) => NodeReport {
+            Ok(results) => NodeResults {
                 node: o.node.name,
                 ok: results.iter().all(|r| match r.status {
                     Status::Failed => false,
@@ -170,7 +181,7 @@ pub(crate) fn reports(
                 reason: None,
                 results,
             },
-            Err(e) => NodeReport {
+            Err(e) => NodeResults {
                 node: o.node.name,
                 ok: false,
                 error: Some(e.to_string()),
@@ -188,7 +199,7 @@ pub(crate) fn finish(
     cluster: &str,
     dry_run: bool,
     names: &[String],
-    nodes: &[NodeReport],
+    nodes: &[NodeResults],
     skipped: &[Skipped],
     json: bool,
 ) -> Result<u8> {

@@ -9,15 +9,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
-use common::placement::PlaceOpts;
-use common::wire::{SecretResult, SetEnvVarsRequest, SyncItem, SyncRequest};
+use common::wire::{SecretResult, SetEnvVarsRequest, SyncRequest};
 use serde::Serialize;
 
-use super::sync::{sync_item, SecretPool, Skipped};
-use super::UsageError;
 use crate::cli::{EnvCommand, EnvCreateArgs, EnvNameArgs, EnvSyncArgs, ListArgs};
-use crate::envs::{self, vars_secret, EnvDef, EnvError};
+use crate::envs::{self, EnvDef, EnvError};
+use crate::exit::UsageError;
+use crate::local_secrets::LocalSecrets;
 use crate::output::{print_json, Table};
+use crate::plan;
 use crate::remote::{finish, reports, Remote};
 use crate::Context;
 
@@ -67,7 +67,7 @@ fn create(args: EnvCreateArgs, ctx: &Context) -> Result<u8> {
     env.validate().map_err(usage)?;
     if !env.secrets.is_empty() {
         // Refuse names that resolve to nothing now rather than at `env sync`.
-        SecretPool::load(ctx)?.resolve(&env.secrets)?;
+        LocalSecrets::load(ctx)?.resolve(&env.secrets)?;
     }
     envs::save(&ctx.home, &env).map_err(usage)?;
     let view = EnvView::from(&env);
@@ -132,22 +132,9 @@ async fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
     let secrets = if env.secrets.is_empty() {
         vec![]
     } else {
-        SecretPool::load(ctx)?.resolve(&env.secrets)?
+        LocalSecrets::load(ctx)?.resolve(&env.secrets)?
     };
-    let mut items: Vec<SyncItem> = vec![];
-    let mut skipped = vec![];
-    for s in &secrets {
-        match sync_item(s, &PlaceOpts::both(&env.name))? {
-            Some(i) => items.push(i),
-            None => skipped.push(Skipped {
-                secret: s.name.clone(),
-                reason: "no file and no env vars".into(),
-            }),
-        }
-    }
-    if !env.vars.is_empty() {
-        items.extend(sync_item(&vars_secret(&env), &PlaceOpts::both(&env.name))?);
-    }
+    let (items, skipped) = plan::env(&env, &secrets)?;
     // An env with nothing to set is still created (empty) on each node.
     let create_empty = !items
         .iter()

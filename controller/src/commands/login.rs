@@ -25,10 +25,10 @@ use common::{providers, SecretText};
 use serde::Serialize;
 
 use crate::cli::{LoginArgs, LogoutArgs};
-use crate::commands::vault::outcome_table;
 use crate::exit;
 use crate::local_secrets::LocalSecrets;
 use crate::outcome::file_status_cell;
+use crate::outcome::outcome_table;
 use crate::output::{print_json, Table};
 use crate::vault::client::{Health, TokenInfo};
 use crate::vault::config::{self, ConfigError, Token, TokenSource};

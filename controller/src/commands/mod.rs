@@ -1,5 +1,7 @@
 //! One module per subcommand, each with a `run` function (`async` where it
-//! talks to nodes or the store). [`dispatch`] maps the parsed command line to
+//! talks to nodes or the store). A command plans, delivers by the cluster's
+//! mode and reports (`crate::plan`, `crate::mode`); no command module
+//! imports another. [`dispatch`] maps the parsed command line to
 //! them and returns the process exit code: 0 success, 1 failure, 2 bad
 //! usage, 3 some nodes failed and others succeeded. It runs on the one
 //! runtime `main` starts (or a test's); no command starts its own.
@@ -22,8 +24,7 @@ pub mod providers;
 pub mod secret;
 pub mod vault;
 
-// The exit codes and `UsageError` live in `crate::exit`; re-exported so the
-// commands keep writing `super::{exit, UsageError}`.
+// The exit codes and `UsageError` live in `crate::exit`.
 pub use crate::exit::{self, UsageError};
 
 /// Run a parsed command on the current tokio runtime (multi-threaded: the

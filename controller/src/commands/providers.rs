@@ -6,7 +6,7 @@ use common::providers::{Provider, PROVIDERS};
 use serde::Serialize;
 
 use crate::cli::ProvidersArgs;
-use crate::commands::exit;
+use crate::exit;
 use crate::output::{print_json, Table};
 use crate::Context;
 

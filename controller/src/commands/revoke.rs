@@ -2,6 +2,7 @@
 //! /v1/secrets/{name}` on every node, which removes the files and env vars
 //! that secret installed (only its vars in env E with `--env`). The secret
 //! need not exist on this machine any more: the nodes know what they hold.
+//! On a pull cluster the secret is unpublished instead (`crate::fleet::pull`).
 
 use std::sync::Arc;
 
@@ -9,23 +10,28 @@ use anyhow::Result;
 use common::names::{validate_env_name, validate_secret_name};
 use common::wire::{RevokeQuery, SecretResult, Status};
 
-use super::UsageError;
 use crate::cli::RevokeArgs;
-use crate::remote::{finish, reports, Remote};
+use crate::exit::UsageError;
+use crate::mode::Mode;
+use crate::remote::{finish, reports};
 use crate::transport::TransportError;
 use crate::Context;
 
 /// `controller revoke`.
 pub async fn run(args: RevokeArgs, ctx: &Context) -> Result<u8> {
-    if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.cluster) {
-        let env = args.env.as_deref();
-        return crate::fleet::cmd::revoke(&args.secret, env, args.output.json, ctx, &cluster).await;
-    }
+    let remote = match Mode::load(ctx, &args.cluster, &args.remote, args.output.json)? {
+        Mode::Pull(cluster) => {
+            let env = args.env.as_deref();
+            return cluster
+                .unpublish(ctx, &args.secret, env, args.output.json)
+                .await;
+        }
+        Mode::Push(remote) => remote,
+    };
     validate_secret_name(&args.secret).map_err(|e| UsageError(e.to_string()))?;
     if let Some(env) = &args.env {
         validate_env_name(env).map_err(|e| UsageError(e.to_string()))?;
     }
-    let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
     let query = Arc::new(RevokeQuery {
         env: args.env.clone(),
         dry_run: false,

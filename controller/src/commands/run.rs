@@ -14,8 +14,8 @@ use common::names::validate_env_name;
 use common::wire::RunRequest;
 use serde::Serialize;
 
-use super::{exit, UsageError};
 use crate::cli::RunArgs;
+use crate::exit::{self, UsageError};
 use crate::output::print_json;
 use crate::remote::Remote;
 use crate::Context;

@@ -5,17 +5,14 @@
 //! conflicts name files and keys, never values.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use common::apply::{overall, write_files, FileStatus};
-use common::extract::extract;
-use common::fsutil::{expand_home, tilde_path, PathError};
+use common::fsutil::PathError;
 use common::names::{validate_env_var_name, validate_secret_name};
 use common::placement::{place, Files, PlaceOpts, Vars};
 use common::policy::{Origin, Policy, Reach, Refused};
-use common::providers::{self, Provider, ProviderError};
+use common::providers::{self, ProviderError};
 use common::store;
 use common::wire::DEFAULT_ENV;
 use common::{Secret, SecretValue, Values};
@@ -25,7 +22,8 @@ use crate::cli::{
     CreateArgs, DeleteArgs, DetectArgs, ListArgs, SecretCommand, SecretRef, ShowArgs, WriteArgs,
 };
 use crate::exit::{self, UsageError};
-use crate::local_secrets::{self, with_sources};
+use crate::given::{extract_or_explain, given_one, read_json_input, user_path, REDACTED};
+use crate::local_secrets;
 use crate::mint::SessionSecret;
 use crate::outcome::file_status_cell;
 use crate::output::{print_json, Table};
@@ -43,8 +41,6 @@ pub fn run(command: SecretCommand, ctx: &Context) -> Result<u8> {
         SecretCommand::Write(args) => write(&args, ctx),
     }
 }
-
-const REDACTED: &str = "<redacted>";
 
 /// One secret as printed: `{"name","provider","path","env_vars","values"}`.
 fn entry_json(secret: &Secret, reveal: bool) -> Value {
@@ -98,24 +94,6 @@ fn print_values(secret: &Secret, reveal: bool) {
             println!("  {key}: {REDACTED}");
         }
     }
-}
-
-/// Resolve a user-given path: `~/x` and absolute paths as they are, relative
-/// paths against the current directory; returned in `~/...` form when under home.
-fn user_path(ctx: &Context, path: &str) -> Result<String> {
-    if path.is_empty() {
-        return Err(UsageError("--path is empty".into()).into());
-    }
-    let full = if path == "~" || path.starts_with("~/") {
-        expand_home(&ctx.home, path)
-    } else if Path::new(path).is_absolute() {
-        Path::new(path).to_path_buf()
-    } else {
-        std::env::current_dir()
-            .context("current directory")?
-            .join(path)
-    };
-    Ok(tilde_path(&ctx.home, &full))
 }
 
 fn check_provider_filter(ids: &[String]) -> Result<()> {
@@ -186,32 +164,6 @@ fn detect(args: &DetectArgs, ctx: &Context) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// A JSON document given as FILE or `-` (stdin) to `flag`. It carries
-/// values: the text is held as a [`common::SecretText`] and errors name the
-/// flag and the position, never the content.
-fn read_json_input(ctx: &Context, source: &str, flag: &str) -> Result<Value> {
-    let mut text = String::new();
-    if source == "-" {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .with_context(|| format!("read {flag} from stdin"))?;
-    } else {
-        let path = expand_home(&ctx.home, &user_path(ctx, source)?);
-        text = std::fs::read_to_string(&path)
-            .with_context(|| format!("read {flag} {}", path.display()))?;
-    }
-    let text = common::SecretText::new(text);
-    serde_json::from_str(text.expose_secret()).map_err(|e| {
-        UsageError(format!(
-            "{flag}: invalid JSON ({:?} error at line {} column {})",
-            e.classify(),
-            e.line(),
-            e.column()
-        ))
-        .into()
-    })
-}
-
 /// Values given on the command line (`--value`, `--values-json`), if any.
 fn explicit_values(args: &CreateArgs, ctx: &Context) -> Result<Option<Values>> {
     if args.values.is_empty() && args.values_json.is_none() {
@@ -235,105 +187,6 @@ fn explicit_values(args: &CreateArgs, ctx: &Context) -> Result<Option<Values>> {
     Ok(Some(values))
 }
 
-/// The secrets given with `--secret-json` (one object or an array, in the
-/// shape `secret show --json` prints), checked as `secret create` checks
-/// its arguments; an entry without values gets them extracted from its
-/// path, env vars or the provider's defaults. Never echoes a value.
-pub(crate) fn given_secrets(ctx: &Context, source: &str) -> Result<Vec<Secret>> {
-    let entries = match read_json_input(ctx, source, "--secret-json")? {
-        Value::Array(items) if !items.is_empty() => items,
-        one @ Value::Object(_) => vec![one],
-        _ => {
-            return Err(UsageError(
-                "--secret-json: expected a JSON object or a non-empty array of objects".into(),
-            )
-            .into())
-        }
-    };
-    entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, entry)| given_secret(ctx, entry, i))
-        .collect()
-}
-
-/// One `--secret-json` entry, checked and filled in.
-fn given_secret(ctx: &Context, entry: Value, index: usize) -> Result<Secret> {
-    // serde's own message can quote a value ("invalid type: string ..."): not shown.
-    let mut secret: Secret = serde_json::from_value(entry).map_err(|_| {
-        UsageError(format!(
-            "--secret-json: entry {index} is not a secret: expected {{\"name\": string, \
-             \"provider\", \"path\": string or null, \"env_vars\": {{KEY: VAR}} or null, \
-             \"values\": {{KEY: value}}}}"
-        ))
-    })?;
-    let usage = |e: &dyn std::fmt::Display| UsageError(format!("--secret-json: {e}"));
-    validate_secret_name(&secret.name).map_err(|e| usage(&e))?;
-    if let Some(id) = &secret.provider {
-        common::names::validate_provider_id(id).map_err(|e| usage(&e))?;
-    }
-    for var in secret.env_vars.iter().flat_map(|m| m.values()) {
-        validate_env_var_name(var).map_err(|e| usage(&e))?;
-    }
-    if let Some(path) = &secret.path {
-        secret.path = Some(user_path(ctx, path)?);
-    }
-    if secret
-        .values
-        .values()
-        .any(|v| v.expose_str() == Some(REDACTED))
-    {
-        return Err(usage(&format_args!(
-            "the values of secret {} are {REDACTED}: give `secret show --json --reveal` output, \
-             or leave \"values\" out to extract them",
-            secret.name
-        ))
-        .into());
-    }
-    if secret.values.is_empty() {
-        let Some(id) = secret.provider.clone() else {
-            return Err(usage(&format_args!(
-                "base secret {} has no values (give \"values\", or a \"provider\" to extract them)",
-                secret.name
-            ))
-            .into());
-        };
-        let name = secret.name.clone();
-        return extract_or_explain(
-            ctx,
-            &id,
-            &name,
-            secret.path.as_deref(),
-            secret.env_vars.as_ref(),
-        );
-    }
-    if let Some(p) = secret.provider.as_deref().and_then(providers::lookup) {
-        p.validate(&secret.values).map_err(|e| usage(&e))?;
-    }
-    Ok(secret)
-}
-
-/// Extract provider `id`'s secret `name` (from `path`, `env`, or the
-/// provider's defaults), or say where it looked.
-fn extract_or_explain(
-    ctx: &Context,
-    id: &str,
-    name: &str,
-    path: Option<&str>,
-    env: Option<&BTreeMap<String, String>>,
-) -> Result<Secret> {
-    match with_sources(ctx, |src| extract(src, id, Some(name), path, env))? {
-        Some(secret) => Ok(secret),
-        None => {
-            let p = providers::for_secret(Some(id));
-            bail!(
-                "no {id} credentials found ({}); give --path, --env-var KEY=VAR or --value KEY=VALUE",
-                looked_at(p, name, path, env)
-            );
-        }
-    }
-}
-
 /// `--env-var KEY=VAR` pairs, if any.
 fn env_var_map(args: &CreateArgs) -> Result<Option<BTreeMap<String, String>>> {
     if args.env_vars.is_empty() {
@@ -348,36 +201,6 @@ fn env_var_map(args: &CreateArgs) -> Result<Option<BTreeMap<String, String>>> {
         map.insert(key.to_owned(), var.to_owned());
     }
     Ok(Some(map))
-}
-
-/// Where extraction looked, for the "nothing found" message.
-fn looked_at(
-    p: &dyn Provider,
-    name: &str,
-    path: Option<&str>,
-    env: Option<&BTreeMap<String, String>>,
-) -> String {
-    if let Some(path) = path {
-        return format!("nothing at {}", p.files(path).join(" and "));
-    }
-    if let Some(env) = env {
-        return format!(
-            "not every variable is set: {}",
-            env.values().cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
-    let mut parts = Vec::new();
-    let file = p.default_path().map(str::to_owned).or_else(|| {
-        (p.id() == "ssh").then(|| format!("~/.ssh/{}", name.strip_prefix("ssh-").unwrap_or(name)))
-    });
-    if let Some(file) = file {
-        parts.push(format!("no file at {}", p.files(&file).join(" and ")));
-    }
-    if !p.env_vars().is_empty() {
-        let vars: Vec<_> = p.env_vars().iter().map(|(_, v)| *v).collect();
-        parts.push(format!("not every variable is set: {}", vars.join(", ")));
-    }
-    parts.join("; ")
 }
 
 /// The JSON of a session secret in listings: the shape of a secret with
@@ -411,15 +234,7 @@ fn create_session(args: &CreateArgs, ctx: &Context) -> Result<u8> {
         bail!("secret {name} already exists in ~/.rh/secrets; use --force to replace it");
     }
     let s = &args.session;
-    let duration_secs = s
-        .duration
-        .as_deref()
-        .map(|d| {
-            crate::fleet::parse_duration(d)
-                .filter(|secs| *secs <= common::session::MAX_LIFETIME_SECS as u64)
-                .ok_or_else(|| usage("--duration: a lifetime like 1h, 90m or 900s, at most 36h"))
-        })
-        .transpose()?;
+    let duration_secs = s.duration;
     match kind {
         SessionKind::Aws if s.impersonate.is_some() || !s.scopes.is_empty() => {
             return Err(usage("--impersonate and --scopes are for gcp sessions"));
@@ -550,15 +365,6 @@ fn load_or_detect(ctx: &Context, name: &str) -> Result<Secret> {
     validate_secret_name(name).map_err(|e| UsageError(e.to_string()))?;
     local_secrets::one(ctx, name)?
         .with_context(|| format!("no saved or detected secret named {name}"))
-}
-
-/// The one secret given with `--secret-json` (a usage error for several).
-pub(crate) fn given_one(ctx: &Context, source: &str) -> Result<Secret> {
-    let mut given = given_secrets(ctx, source)?;
-    if given.len() != 1 {
-        return Err(UsageError("--secret-json: give one secret here".into()).into());
-    }
-    Ok(given.remove(0))
 }
 
 /// The secret a `show`/`write` is about: given as JSON, else saved or detected.

@@ -8,12 +8,12 @@
 
 use anyhow::Result;
 use common::names::validate_env_name;
-use common::placement::{PlaceError, PlaceOpts};
 use common::wire::SyncRequest;
 
-use super::sync::{sync_item, SecretPool};
-use super::UsageError;
 use crate::cli::SendArgs;
+use crate::exit::UsageError;
+use crate::local_secrets::LocalSecrets;
+use crate::plan;
 use crate::remote::{finish, reports, Remote};
 use crate::Context;
 
@@ -24,31 +24,13 @@ pub async fn run(args: SendArgs, ctx: &Context) -> Result<u8> {
     }
     let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
     let secret = match (&args.secret.secret_json, &args.secret.name) {
-        (Some(source), _) => super::secret::given_one(ctx, source)?,
-        (None, Some(name)) => SecretPool::load(ctx)?
+        (Some(source), _) => crate::given::given_one(ctx, source)?,
+        (None, Some(name)) => LocalSecrets::load(ctx)?
             .resolve(std::slice::from_ref(name))?
             .remove(0),
         (None, None) => return Err(UsageError("give NAME or --secret-json".into()).into()),
     };
-    let opts = PlaceOpts::send(args.path.as_deref(), args.env.as_deref());
-    let item = match sync_item(&secret, &opts) {
-        Err(e) if matches!(e.downcast_ref(), Some(PlaceError::NoVars { .. })) => {
-            return Err(UsageError(format!(
-                "secret {:?} has no env vars to set in env {:?}",
-                secret.name,
-                args.env.as_deref().unwrap_or_default()
-            ))
-            .into());
-        }
-        other => other?,
-    };
-    let Some(item) = item else {
-        return Err(UsageError(format!(
-            "secret {:?} has no file and no env vars: give --path (or create it with --env-var)",
-            secret.name
-        ))
-        .into());
-    };
+    let item = plan::send(&secret, args.path.as_deref(), args.env.as_deref())?;
     let names = vec![secret.name.clone()];
     let request = SyncRequest {
         items: vec![item],

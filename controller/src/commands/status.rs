@@ -26,8 +26,9 @@ use serde::Serialize;
 use crate::cli::StatusArgs;
 use crate::clusters;
 use crate::local_secrets::LocalSecrets;
+use crate::mode::Mode;
 use crate::output::{print_json, Table};
-use crate::remote::{exit_code, Remote};
+use crate::remote::exit_code;
 use crate::Context;
 
 #[derive(Debug, Serialize)]
@@ -276,10 +277,10 @@ fn drift(nodes: &[NodeStatus]) -> Vec<Drift> {
 
 /// `controller status`.
 pub async fn run(args: StatusArgs, ctx: &Context) -> Result<u8> {
-    if let Some(cluster) = crate::fleet::cmd::pull_cluster(ctx, &args.cluster) {
-        return crate::fleet::cmd::status(&args, ctx, &cluster).await;
-    }
-    let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
+    let remote = match Mode::load(ctx, &args.cluster, &args.remote, args.output.json)? {
+        Mode::Pull(cluster) => return cluster.status(ctx, args.output.json).await,
+        Mode::Push(remote) => remote,
+    };
     let cluster = &remote.cluster;
     let key_hex = clusters::fingerprint_key(&ctx.home, &cluster.name)?;
     let key = FingerprintKey::from_hex(key_hex.expose_secret())?;

@@ -10,17 +10,8 @@ use crate::cli::{ListArgs, VaultCommand, VaultNamesArgs};
 use crate::exit::{self, UsageError};
 use crate::local_secrets::LocalSecrets;
 use crate::output::{print_json, Table};
-use crate::vault::{self, local, Outcome, State, VaultClient, VaultConfig};
+use crate::vault::{self, local, Outcome, State};
 use crate::Context;
-
-/// The configuration and client of the remote store, from `~/.rh/config`
-/// and the environment.
-pub(crate) fn connect(ctx: &Context) -> Result<(VaultConfig, VaultClient)> {
-    let env = |k: &str| ctx.var(k).map(str::to_owned);
-    let config = VaultConfig::resolve(&ctx.home, &env, &[], None)?;
-    let client = VaultClient::new(&config)?;
-    Ok((config, client))
-}
 
 /// Run `controller vault ...`.
 pub async fn run(command: VaultCommand, ctx: &Context) -> Result<u8> {
@@ -47,7 +38,7 @@ struct ListDoc<'a> {
 }
 
 async fn list(args: &ListArgs, ctx: &Context) -> Result<u8> {
-    let (config, client) = connect(ctx)?;
+    let (config, client) = vault::connect(ctx)?;
     let names = client.list().await?;
     let state = State::load(&ctx.home)?;
     let key = config.store_key();
@@ -108,14 +99,14 @@ async fn push(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
             ),
         }
     }
-    let (config, client) = connect(ctx)?;
+    let (config, client) = vault::connect(ctx)?;
     let outcomes = vault::push(&client, &config, &ctx.home, &secrets, args.overwrite).await?;
     report(&outcomes, args.output.json)
 }
 
 async fn pull(args: &VaultNamesArgs, ctx: &Context) -> Result<u8> {
     check_names(&args.names)?;
-    let (config, client) = connect(ctx)?;
+    let (config, client) = vault::connect(ctx)?;
     let (outcomes, _) =
         vault::pull(&client, &config, &ctx.home, &args.names, args.overwrite).await?;
     report(&outcomes, args.output.json)
@@ -126,7 +117,7 @@ pub(crate) fn report(outcomes: &[Outcome], json: bool) -> Result<u8> {
     if json {
         print_json(&serde_json::json!({ "results": outcomes }))?;
     } else {
-        outcome_table(outcomes).print()?;
+        crate::outcome::outcome_table(outcomes).print()?;
     }
     let bad = outcomes.iter().filter(|o| o.status.is_failure()).count();
     if bad > 0 {
@@ -135,20 +126,4 @@ pub(crate) fn report(outcomes: &[Outcome], json: bool) -> Result<u8> {
     } else {
         Ok(exit::OK)
     }
-}
-
-/// The outcome rows as a table.
-pub(crate) fn outcome_table(outcomes: &[Outcome]) -> Table {
-    let mut table = Table::new(&["name", "status", "version", "detail"]);
-    for o in outcomes {
-        table.row(vec![
-            o.name.clone(),
-            o.status.as_str().into(),
-            o.version
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "-".into()),
-            o.detail.clone().unwrap_or_default(),
-        ]);
-    }
-    table
 }

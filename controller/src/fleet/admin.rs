@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use common::fleet::{cluster_base, Bundle};
 use common::fsutil::{atomic_write, create_private_dir_all, PathError};
+use common::identity::{self, Cloud};
 use common::openbao::{Method, StatusCode};
 use common::{SecretText, SecretValue};
 use serde_json::{json, Value};
@@ -38,7 +39,24 @@ pub fn policy_text(mount: &str, prefix: &str, cluster: &str) -> String {
          path \"{base}/secrets/*\" {{ capabilities = [\"read\"] }}\n\
          path \"{base}/nodes/*\" {{ capabilities = [\"create\", \"update\"] }}\n"
     );
-    text.push_str(&super::federate::policy_lines(mount, prefix, cluster));
+    text.push_str(&policy_lines(mount, prefix, cluster));
+    text
+}
+
+/// The lines of the cluster's ACL policy for its workload identity: read on
+/// its federation document and on exactly its own OIDC roles' token paths
+/// (never a wildcard: another cluster's role name may start with this one's).
+pub fn policy_lines(mount: &str, prefix: &str, cluster: &str) -> String {
+    let mut text = format!(
+        "path \"{mount}/data/{}\" {{ capabilities = [\"read\"] }}\n",
+        identity::federation_path(prefix, cluster)
+    );
+    for cloud in Cloud::ALL {
+        text.push_str(&format!(
+            "path \"{}\" {{ capabilities = [\"read\"] }}\n",
+            identity::token_api_path(prefix, cluster, cloud)
+        ));
+    }
     text
 }
 
@@ -341,5 +359,18 @@ mod tests {
         assert!(!p.contains("rh/alice/*"));
         assert!(!p.contains("\"delete\"") && !p.contains("list"));
         assert_eq!(role_name("rh/alice", "gpu"), "rh-fleet-rh-alice-gpu");
+    }
+
+    #[test]
+    fn the_policy_names_exactly_this_cluster_s_token_paths() {
+        let p = policy_lines("secret", "rh/alice", "gpu");
+        assert!(p.contains("path \"secret/data/rh/alice/clusters/gpu/federation\""));
+        for cloud in ["aws", "gcp", "azure"] {
+            assert!(p.contains(&format!(
+                "path \"identity/oidc/token/rh-fleet-rh-alice-gpu-{cloud}\" {{ capabilities = [\"read\"] }}"
+            )));
+        }
+        assert!(!p.contains('*'), "{p}");
+        assert!(!p.contains("update") && !p.contains("create"));
     }
 }

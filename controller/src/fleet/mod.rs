@@ -2,19 +2,22 @@
 //! secrets from the remote store themselves. This module owns the store
 //! layout (`common::fleet`), the admin calls (ACL policy, AppRole, wrapped
 //! secret_ids: [`admin`]), the bundles made here and what a node report is
-//! worth ([`nodes`]), publishing and reading node reports ([`publish`]) and
-//! the command entry points the existing commands branch to for a pull
-//! cluster ([`cmd`]). It talks to the store through the
-//! controller's [`VaultClient`] (the one `common::openbao` client) with the
-//! user's token.
+//! worth ([`nodes`]), publishing and reading node reports ([`publish`]),
+//! delivery to a pull cluster for `sync`, `revoke`, `status` and `cluster
+//! remove` ([`pull`], its report rows in [`rows`]), and the store side of
+//! workload identity ([`federate`]). The command entry points live under
+//! `commands/`, which nothing here calls. It talks to the store
+//! through the controller's [`VaultClient`] (the one `common::openbao`
+//! client) with the user's token.
 //! It never prints or logs a value, the user's token or a secret_id: bundles
 //! carrying secret_ids are written 0600 and only their paths are printed.
 
 pub mod admin;
-pub mod cmd;
 pub mod federate;
 pub mod nodes;
 pub mod publish;
+pub mod pull;
+pub mod rows;
 
 use common::openbao::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -45,6 +48,13 @@ impl Store {
     /// Bind a client and its configuration.
     pub fn new(client: VaultClient, config: VaultConfig) -> Self {
         Self { client, config }
+    }
+
+    /// The user's store, from `~/.rh/config` and the environment
+    /// ([`crate::vault::connect`]).
+    pub fn connect(ctx: &crate::Context) -> anyhow::Result<Self> {
+        let (config, client) = crate::vault::connect(ctx)?;
+        Ok(Self::new(client, config))
     }
 
     /// One raw API call (path under `/v1/`): the status and the JSON body
@@ -167,44 +177,10 @@ impl Store {
     }
 }
 
-/// Parse a duration: `90`, `90s`, `15m`, `2h`, `1d` -> seconds (> 0).
-pub fn parse_duration(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u64 = digits.parse().ok()?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(mult).filter(|s| *s > 0)
-}
-
 /// Seconds since the epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("90"), Some(90));
-        assert_eq!(parse_duration("15m"), Some(900));
-        assert_eq!(parse_duration("2h"), Some(7200));
-        assert_eq!(parse_duration("1d"), Some(86_400));
-        assert_eq!(parse_duration("0s"), None);
-        assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_duration("m"), None);
-    }
 }

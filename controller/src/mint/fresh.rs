@@ -33,6 +33,10 @@ fn retry_in(lifetime: i64) -> i64 {
 /// Delivery of the refreshed items: `Ok(summary)` (e.g. `3/3 nodes`) or
 /// the reason it failed everywhere.
 pub trait Deliver {
+    /// The item of a refreshed kubeconfig, placed by the sync rule in
+    /// `env`, in the form this deliverer takes (`crate::plan::item`).
+    fn place(&self, secret: &Secret, env: &str) -> anyhow::Result<Option<SyncItem>>;
+
     fn deliver(&self, items: Vec<SyncItem>) -> impl Future<Output = Result<String, String>> + Send;
 }
 
@@ -47,14 +51,14 @@ enum What {
 /// `kube`: kubeconfig secrets with exec users as saved (unresolved), with
 /// the `(minted_at, expires_at)` of their first resolution.
 #[allow(clippy::too_many_arguments)]
-pub async fn run(
+pub async fn run<D: Deliver + Sync>(
     ctx: &Context,
     cluster: &str,
     sessions: Vec<SessionSecret>,
     first: Vec<(String, Minted)>,
     kube: Vec<(Secret, i64, i64)>,
     target: Target<'_>,
-    deliver: &impl Deliver,
+    deliver: &D,
 ) -> anyhow::Result<()> {
     let owners = env_owners(&sessions);
     let half = |minted_at: i64, expires_at: i64| Due {
@@ -126,11 +130,9 @@ pub async fn run(
                     let (minted_at, expires_at) = super::kube::resolve(&mut resolved)
                         .await?
                         .ok_or_else(|| anyhow::anyhow!("its exec plugins gave no expiry"))?;
-                    let item = crate::commands::sync::sync_item(
-                        &resolved,
-                        &common::placement::PlaceOpts::sync(target.env),
-                    )?
-                    .ok_or_else(|| anyhow::anyhow!("it has no file"))?;
+                    let item = deliver
+                        .place(&resolved, target.env)?
+                        .ok_or_else(|| anyhow::anyhow!("it has no file"))?;
                     Ok((item, half(minted_at, expires_at), expires_at))
                 }
             }

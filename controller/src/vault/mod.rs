@@ -22,6 +22,15 @@ use thiserror::Error;
 pub use client::{RemoteRead, RemoteSecret, SecretMeta, VaultClient};
 pub use config::{ConfigError, Token, VaultConfig};
 
+/// The configuration and client of the remote store, from `~/.rh/config`
+/// and the environment.
+pub(crate) fn connect(ctx: &crate::Context) -> anyhow::Result<(VaultConfig, VaultClient)> {
+    let env = |k: &str| ctx.var(k).map(str::to_owned);
+    let config = VaultConfig::resolve(&ctx.home, &env, &[], None)?;
+    let client = VaultClient::new(&config)?;
+    Ok((config, client))
+}
+
 /// A remote store operation that failed. Messages name URLs, mounts, files
 /// and secret names, never a value or the token.
 #[derive(Debug, Error)]
@@ -87,10 +96,11 @@ pub enum VaultError {
     Path(#[from] PathError),
 }
 
-/// What happened to one secret.
+/// What a `vault push`/`vault pull` (or `login --download`) did to one
+/// secret (`common::wire::Status` is what an agent did to one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum TransferStatus {
     Pushed,
     Pulled,
     Unchanged,
@@ -98,7 +108,7 @@ pub enum Status {
     Failed,
 }
 
-impl Status {
+impl TransferStatus {
     /// As shown in tables.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -120,7 +130,7 @@ impl Status {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     pub name: String,
-    pub status: Status,
+    pub status: TransferStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,7 +138,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn new(name: &str, status: Status, version: Option<u64>, detail: Option<String>) -> Self {
+    fn new(
+        name: &str,
+        status: TransferStatus,
+        version: Option<u64>,
+        detail: Option<String>,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             status,
@@ -266,7 +281,7 @@ pub async fn push(
                 }
                 outcomes.push(Outcome::new(
                     name,
-                    Status::Failed,
+                    TransferStatus::Failed,
                     None,
                     Some(e.to_string()),
                 ));
@@ -280,7 +295,7 @@ pub async fn push(
                     if let Err(e) = client.write_metadata(name, &meta).await {
                         outcomes.push(Outcome::new(
                             name,
-                            Status::Failed,
+                            TransferStatus::Failed,
                             Some(r.version),
                             Some(e.to_string()),
                         ));
@@ -288,7 +303,12 @@ pub async fn push(
                     }
                 }
                 state.remember(&key, name, r.version, "pushed");
-                outcomes.push(Outcome::new(name, Status::Unchanged, Some(r.version), None));
+                outcomes.push(Outcome::new(
+                    name,
+                    TransferStatus::Unchanged,
+                    Some(r.version),
+                    None,
+                ));
                 continue;
             }
             RemoteRead::Present(r) => match &known {
@@ -297,7 +317,7 @@ pub async fn push(
                 Some(k) => {
                     outcomes.push(Outcome::new(
                         name,
-                        Status::Conflict,
+                        TransferStatus::Conflict,
                         Some(r.version),
                         Some(format!(
                             "changed remotely since {}; it is now version {}: pull it first, or push with --overwrite",
@@ -310,7 +330,7 @@ pub async fn push(
                 None => {
                     outcomes.push(Outcome::new(
                         name,
-                        Status::Conflict,
+                        TransferStatus::Conflict,
                         Some(r.version),
                         Some(format!(
                             "differs from remote version {} that was never pulled here: pull it first, or push with --overwrite",
@@ -325,7 +345,12 @@ pub async fn push(
         match client.write(name, &secret.values, &meta, cas).await {
             Ok(version) => {
                 state.remember(&key, name, version, "pushed");
-                outcomes.push(Outcome::new(name, Status::Pushed, Some(version), None));
+                outcomes.push(Outcome::new(
+                    name,
+                    TransferStatus::Pushed,
+                    Some(version),
+                    None,
+                ));
             }
             Err(VaultError::CasMismatch { current, .. }) => {
                 let since = known
@@ -334,7 +359,7 @@ pub async fn push(
                     .unwrap_or_else(|| format!("version {cas}"));
                 outcomes.push(Outcome::new(
                     name,
-                    Status::Conflict,
+                    TransferStatus::Conflict,
                     Some(current),
                     Some(format!(
                         "changed remotely since {since}; it is now version {current}: pull it first, or push with --overwrite"
@@ -344,7 +369,7 @@ pub async fn push(
             Err(e) => {
                 outcomes.push(Outcome::new(
                     name,
-                    Status::Failed,
+                    TransferStatus::Failed,
                     None,
                     Some(e.to_string()),
                 ));
@@ -388,7 +413,7 @@ pub async fn pull(
         if let Err(reason) = local::check_remote(home, &policy, &mut secret) {
             outcomes.push(Outcome::new(
                 name,
-                Status::Failed,
+                TransferStatus::Failed,
                 Some(remote.version),
                 Some(format!("refused, not saved: {reason}")),
             ));
@@ -399,7 +424,7 @@ pub async fn pull(
             Err(e) => {
                 outcomes.push(Outcome::new(
                     name,
-                    Status::Failed,
+                    TransferStatus::Failed,
                     Some(remote.version),
                     Some(e.to_string()),
                 ));
@@ -411,7 +436,7 @@ pub async fn pull(
                 state.remember(&key, name, remote.version, "pulled");
                 outcomes.push(Outcome::new(
                     name,
-                    Status::Unchanged,
+                    TransferStatus::Unchanged,
                     Some(remote.version),
                     None,
                 ));
@@ -420,7 +445,7 @@ pub async fn pull(
             Some(_) if !overwrite => {
                 outcomes.push(Outcome::new(
                     name,
-                    Status::Conflict,
+                    TransferStatus::Conflict,
                     Some(remote.version),
                     Some(format!(
                         "the local copy differs from remote version {}: push it, or pull with --overwrite",
@@ -433,7 +458,7 @@ pub async fn pull(
                     state.remember(&key, name, remote.version, "pulled");
                     outcomes.push(Outcome::new(
                         name,
-                        Status::Pulled,
+                        TransferStatus::Pulled,
                         Some(remote.version),
                         None,
                     ));
@@ -441,7 +466,7 @@ pub async fn pull(
                 }
                 Err(e) => outcomes.push(Outcome::new(
                     name,
-                    Status::Failed,
+                    TransferStatus::Failed,
                     Some(remote.version),
                     Some(e.to_string()),
                 )),
