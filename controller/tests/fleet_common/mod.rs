@@ -45,8 +45,11 @@ pub fn relay_copy(mut from: TcpStream, mut to: TcpStream, seen: Option<Arc<Mutex
     };
     let mut buf = [0u8; 16 * 1024];
     let mut line = Vec::new();
+    // Each request line is kept before it is passed on: once the store has
+    // answered, the test finds it in `seen` (kept after the write, a line
+    // was sometimes not there yet when the controller had already exited).
     while let Ok(n) = from.read(&mut buf) {
-        if n == 0 || to.write_all(&buf[..n]).is_err() {
+        if n == 0 {
             break;
         }
         for &b in &buf[..n] {
@@ -62,6 +65,9 @@ pub fn relay_copy(mut from: TcpStream, mut to: TcpStream, seen: Option<Arc<Mutex
             } else if line.len() < 4096 {
                 line.push(b);
             }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
         }
     }
     let _ = to.shutdown(Shutdown::Both);
