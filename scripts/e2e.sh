@@ -5,7 +5,7 @@
 # debootstrap bases, reused when present), starts a cluster of containers
 # (3 agent nodes started by the boot script, 3 bare nodes for `cluster
 # bootstrap`, 1 node with systemd as PID 1), runs the e2e tests against it with the real
-# controller over real SSH, then the pull-mode tests (e2e/tests/fleet.rs: a three-node
+# controller over real SSH, then the pull-mode tests (e2e/tests/fleet/: a three-node
 # OpenBao HA cluster on the node network, the bare nodes bootstrapped as a pull
 # cluster and pull nodes started by docker-compose from enrolled bundles, the
 # store leader killed mid-convergence; a spent bundle refused; the systemd node

@@ -17,8 +17,7 @@ const VALUE: &str = "sk-live-INTEGRATION-secret-0001";
 
 #[tokio::test]
 async fn write_to_file_bytes_and_modes() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     let (status, body) = c
         .post(
@@ -54,11 +53,9 @@ async fn write_to_file_bytes_and_modes() {
 
 #[tokio::test]
 async fn aws_credentials_merge_and_exact_revoke() {
-    let home = tempfile::tempdir().unwrap();
-    let aws = home.path().join(".aws");
-    std::fs::create_dir(&aws).unwrap();
     let original = "[work]\naws_access_key_id = AKIAWORK\naws_secret_access_key = worksecret\nregion = eu-west-1\n";
-    std::fs::write(aws.join("credentials"), original).unwrap();
+    let home = common::home_with(".aws/credentials", original);
+    let aws = home.path().join(".aws");
     let agent = TestAgent::start(common::config(home.path())).await;
     let c = agent.client();
     let secret = json!({"name": "aws", "provider": "aws",
@@ -140,8 +137,7 @@ async fn revoke_generic_keeps_other_content() {
 
 #[tokio::test]
 async fn env_vars_are_seen_by_commands_even_when_set_later() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     // base_env exists from the start
     let (status, out) = c.run("base_env", &["sh", "-c", "echo $HOME"]).await;
@@ -199,8 +195,7 @@ async fn env_vars_are_seen_by_commands_even_when_set_later() {
 /// get the name as a value, not parse it as a flag and exit.
 #[tokio::test]
 async fn env_names_that_look_like_flags_work() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (_home, agent) = common::temp_agent().await;
     let c = agent.client();
     for env in ["-h", "--version", "--name"] {
         let (status, body) = c.set_vars(env, json!({"RH_FLAGGY": VALUE})).await;
@@ -217,8 +212,7 @@ async fn env_names_that_look_like_flags_work() {
 
 #[tokio::test]
 async fn concurrent_runs_in_one_env() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     c.set_vars("base_env", json!({"RH_N": "n"})).await;
     let dir = home.path().join("barrier");
@@ -262,8 +256,7 @@ where
 
 #[tokio::test]
 async fn envs_come_back_after_a_restart() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     c.set_vars("persist", json!({"RH_KEEP": VALUE})).await;
     c.set_vars("base_env", json!({"RH_BASE": "b"})).await;
@@ -279,12 +272,7 @@ async fn envs_come_back_after_a_restart() {
     let (_, out) = c.run("base_env", &["printenv", "RH_BASE"]).await;
     assert_eq!(out["stdout"], "b\n");
     let (_, status) = c.get("/v1/status").await;
-    let names: Vec<&str> = status["envs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = test_support::names(&status["envs"]);
     assert_eq!(names, vec!["base_env", "persist"]);
     agent.stop().await;
 }
@@ -302,8 +290,7 @@ async fn env_pid(c: &common::Client, env: &str) -> Option<i32> {
 
 #[tokio::test]
 async fn a_killed_env_host_is_restarted_with_its_vars() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (_home, agent) = common::temp_agent().await;
     let c = agent.client();
     c.set_vars("crashy", json!({"RH_SURVIVES": VALUE})).await;
     let pid = env_pid(&c, "crashy").await.expect("crashy has a pid");
@@ -333,8 +320,7 @@ async fn a_killed_env_host_is_restarted_with_its_vars() {
 
 #[tokio::test]
 async fn concurrent_writers_to_one_file_lose_nothing() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     let writes = (0..24).map(|i| {
         let c = c.clone();
@@ -466,13 +452,13 @@ fn kill_9_during_writes_leaves_old_or_new_files_and_no_value_in_logs() {
 #[tokio::test]
 async fn non_loopback_without_tls_is_refused() {
     let home = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(common::AGENT_BIN)
+    let mut serve = std::process::Command::new(common::AGENT_BIN);
+    serve
         .args(["serve", "--listen", "0.0.0.0:0", "--home"])
-        .arg(home.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .arg(home.path());
+    let out = test_support::run(serve, Duration::from_secs(60), "agent serve", None).finished();
+    out.assert_code(1);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("not a loopback address") && stderr.contains("TLS"),
         "{stderr}"

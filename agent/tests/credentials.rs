@@ -306,14 +306,11 @@ async fn bad_or_expired_credentials_are_refused_naming_no_value() {
 
 #[tokio::test]
 async fn the_profile_gets_the_helper_and_loses_the_static_keys_the_agent_installed() {
-    let home = tempfile::tempdir().unwrap();
-    let aws = home.path().join(".aws");
-    std::fs::create_dir_all(&aws).unwrap();
-    std::fs::write(
-        aws.join("config"),
+    let home = common::home_with(
+        ".aws/config",
         "# mine\n[default]\nregion = us-west-2\n\n[profile dev]\nregion = eu-west-1\n",
-    )
-    .unwrap();
+    );
+    let aws = home.path().join(".aws");
     let agent = TestAgent::start(config(home.path())).await;
     let c = agent.client();
     // Static keys pushed earlier (the old way), and someone else's in [dev].

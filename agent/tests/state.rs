@@ -90,14 +90,10 @@ async fn damaged_state_files_are_moved_aside_and_the_agent_serves() {
 
 #[tokio::test]
 async fn envs_json_with_unknown_fields_and_valid_names_loads() {
-    let home = tempfile::tempdir().unwrap();
-    let state = home.path().join(".rh/agent");
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::write(
-        state.join("envs.json"),
+    let home = common::home_with(
+        ".rh/agent/envs.json",
         r#"{"envs": {"train": {"vars": {"X": "v"}, "since": 3}}, "version": 2}"#,
-    )
-    .unwrap();
+    );
     let agent = TestAgent::start(common::config(home.path())).await;
     let (_, status) = agent.client().get("/v1/status").await;
     assert!(status.get("damaged_state").is_none(), "{status}");
@@ -146,12 +142,7 @@ async fn a_request_past_its_deadline_applies_a_prefix_and_records_exactly_it() {
     );
     // What the answer says == the files on disk == installed state.
     let (_, status) = agent.client().get("/v1/status").await;
-    let installed: Vec<&str> = status["secrets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let installed: Vec<&str> = test_support::names(&status["secrets"]);
     for (i, applied) in applied.iter().enumerate() {
         let on_disk = home.path().join(format!(".d/s{i}.json")).exists();
         assert_eq!(on_disk, *applied, "s{i}: file vs answer");
@@ -171,8 +162,7 @@ async fn a_request_past_its_deadline_applies_a_prefix_and_records_exactly_it() {
 
 #[tokio::test]
 async fn a_failed_state_save_changes_nothing_now_or_after_a_restart() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     let (code, _) = c.set_vars("base_env", json!({"KEPT": "1"})).await;
     assert_eq!(code, 200);
@@ -226,8 +216,7 @@ async fn a_failed_state_save_changes_nothing_now_or_after_a_restart() {
 
 #[tokio::test]
 async fn run_refuses_a_zero_timeout() {
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (_home, agent) = common::temp_agent().await;
     let (code, body) = agent
         .client()
         .post(
@@ -246,8 +235,7 @@ async fn run_refuses_a_zero_timeout() {
 #[tokio::test]
 async fn an_unchanged_sync_rewrites_no_state_file() {
     use std::os::unix::fs::MetadataExt;
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (_home, agent) = common::temp_agent().await;
     let c = agent.client();
     let sync = |value: &str| {
         json!({"items": [
@@ -287,8 +275,7 @@ async fn an_unchanged_sync_rewrites_no_state_file() {
 async fn files_edited_after_a_verified_sync_are_put_back() {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-    let home = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(common::config(home.path())).await;
+    let (home, agent) = common::temp_agent().await;
     let c = agent.client();
     let req =
         json!({"items": [common::generic_write("cfg", "~/cfg/c.json", json!({"k": "v-one"}))]});

@@ -65,33 +65,23 @@ fn every_provider_writes_private_files_whatever_the_umask() {
             );
         }
         // identical values: untouched (same mtime and bytes)
-        let before: Vec<_> = files
-            .iter()
-            .map(|f| {
-                (
-                    std::fs::read(f.path.path()).unwrap(),
-                    std::fs::metadata(f.path.path())
-                        .unwrap()
-                        .modified()
-                        .unwrap(),
-                )
-            })
-            .collect();
+        let snapshot = || -> Vec<_> {
+            files
+                .iter()
+                .map(|f| {
+                    let meta = std::fs::metadata(f.path.path()).unwrap();
+                    (
+                        std::fs::read(f.path.path()).unwrap(),
+                        meta.modified().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let before = snapshot();
         std::thread::sleep(std::time::Duration::from_millis(10));
         let out = write_files(*p, &files, &secret.values, false, false).unwrap();
         assert_eq!(overall(&out), FileStatus::Unchanged, "{}", p.id());
-        let after: Vec<_> = files
-            .iter()
-            .map(|f| {
-                (
-                    std::fs::read(f.path.path()).unwrap(),
-                    std::fs::metadata(f.path.path())
-                        .unwrap()
-                        .modified()
-                        .unwrap(),
-                )
-            })
-            .collect();
+        let after = snapshot();
         assert_eq!(before, after, "{}", p.id());
         // differing values without overwrite: conflict naming keys, nothing written
         let mut other = secret.values.clone();
@@ -197,26 +187,21 @@ fn botocore_reads_no_stale_session_token_after_a_merge() {
     let files = targets(home.path(), &secret);
     let p = common::providers::builtin("aws").unwrap();
     write_files(p, &files, &secret.values, true, false).unwrap();
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import botocore.session\n\
+    let out = test_support::run_ok(
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import botocore.session\n\
              c = botocore.session.Session(profile='default').get_credentials()\n\
              print(c.access_key, c.token)",
-        ])
-        .env_clear()
-        .env("HOME", home.path())
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_SHARED_CREDENTIALS_FILE", &path)
-        .env("AWS_CONFIG_FILE", home.path().join("no-config"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            ])
+            .env_clear()
+            .env("HOME", home.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_SHARED_CREDENTIALS_FILE", &path)
+            .env("AWS_CONFIG_FILE", home.path().join("no-config")),
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "AKIALONGTERM None\n");
+    assert_eq!(out.stdout, "AKIALONGTERM None\n");
 }
 
 /// `~/.netrc` with other machines: the wandb entry is added next to them

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use test_support::{mode, run, Ran};
+use test_support::{mode, run, Run};
 
 const TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -89,11 +89,11 @@ fn setup() -> Setup {
     }
 }
 
-fn build(s: &Setup, env: &[(&str, &str)]) -> Ran {
+fn build(s: &Setup, env: &[(&str, &str)]) -> Run {
     build_into(s, &s.out, env)
 }
 
-fn build_into(s: &Setup, out: &Path, env: &[(&str, &str)]) -> Ran {
+fn build_into(s: &Setup, out: &Path, env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new("bash");
     cmd.arg(script())
         .args(["--out", out.to_str().unwrap(), "--target", TARGET])

@@ -25,24 +25,18 @@ impl Drop for StopAgent {
 
 /// Pids of the `agent serve` processes whose state dir is under `home`.
 fn agents_serving(home: &Path) -> Vec<u32> {
-    let state = home.join(".rh/agent");
-    let mut pids = vec![];
-    for entry in fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let serves = args
+    let state = home.join(".rh/agent").display().to_string();
+    let serves = |args: &[String]| {
+        let dir = args
             .windows(2)
-            .any(|w| w[0] == b"--state-dir" && w[1] == state.as_os_str().as_encoded_bytes());
-        if serves && args.contains(&&b"serve"[..]) {
-            pids.push(pid);
-        }
-    }
-    pids
+            .any(|w| w[0] == "--state-dir" && w[1] == state);
+        dir && args.iter().any(|a| a == "serve")
+    };
+    common::processes()
+        .into_iter()
+        .filter(|(_, args)| serves(args))
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// `controller run --cluster local -- printenv VAR`: its stdout (the run must succeed).
@@ -75,10 +69,7 @@ fn local_cluster_starts_the_agent_and_syncs_without_ssh() {
     let json = r.json();
     let results = json["nodes"][0]["results"].as_array().unwrap();
     let status = |name: &str| {
-        results
-            .iter()
-            .find(|r| r["name"] == name)
-            .unwrap_or_else(|| panic!("{name}: {json:#}"))["status"]
+        test_support::entry(&json["nodes"][0]["results"], "name", name)["status"]
             .as_str()
             .unwrap()
             .to_owned()
@@ -104,7 +95,7 @@ fn local_cluster_starts_the_agent_and_syncs_without_ssh() {
         .controller_with(&["status", "--cluster", "local"], &envs)
         .ok();
     r.no_values(&Fixtures::all());
-    assert!(r.stdout.contains("OPENAI_API_KEY"), "{}", r.describe());
+    assert!(r.stdout.contains("OPENAI_API_KEY"), "{}", r.show());
     // Same agent (not restarted).
     assert_eq!(fs::read_to_string(state.join("agent.pid")).unwrap(), pid);
 }
@@ -133,22 +124,14 @@ fn local_run_honours_the_command_timeout() {
         ],
         &envs,
     );
-    assert_ne!(r.code, 0, "{}", r.describe());
-    assert!(r.stderr.contains("timed out"), "{}", r.describe());
-    assert!(r.stdout.contains("started"), "{}", r.describe());
+    assert_ne!(r.code, 0, "{}", r.show());
+    assert!(r.stderr.contains("timed out"), "{}", r.show());
+    assert!(r.stdout.contains("started"), "{}", r.show());
     let r = w.controller_with(
-        &[
-            "run",
-            "--cluster",
-            "local",
-            "--command-timeout",
-            "0",
-            "--",
-            "true",
-        ],
+        &test_support::argv("run --cluster local --command-timeout 0 -- true"),
         &envs,
     );
-    assert_eq!(r.code, 2, "{}", r.describe());
+    assert_eq!(r.code, 2, "{}", r.show());
 }
 
 #[test]
@@ -203,7 +186,7 @@ http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
 "#,
         seen = seen.display().to_string()
     );
-    let mut imp = std::process::Command::new("/usr/bin/setpriv")
+    let imp = std::process::Command::new("/usr/bin/setpriv")
         .args([
             "--reuid=65534",
             "--regid=65534",
@@ -214,14 +197,7 @@ http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
         .arg(&server)
         .spawn()
         .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _kill = Kill(&mut imp);
+    let _kill = test_support::KillOnDrop(imp);
     let state = w.home.join(".rh/agent");
     fs::create_dir_all(&state).unwrap();
     fs::write(state.join("token"), "the-agent-token-0123456789").unwrap();
@@ -238,8 +214,8 @@ http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
         &["status", "--cluster", "local"],
         &[("RH_SSH_CONFIG", "/nonexistent")],
     );
-    assert_eq!(r.code, 1, "{}", r.describe());
-    assert!(r.stderr.contains("not by you"), "{}", r.describe());
+    assert_eq!(r.code, 1, "{}", r.show());
+    assert!(r.stderr.contains("not by you"), "{}", r.show());
     let seen = fs::read_to_string(&seen).unwrap();
     assert!(!seen.contains("the-agent-token"), "{seen}");
     assert!(
@@ -260,18 +236,11 @@ fn the_local_agent_does_not_inherit_the_controllers_environment() {
     // The first command starts the agent; nothing was synced, so the key
     // in the controller's environment must not be in the env process.
     let r = w.controller_with(
-        &[
-            "run",
-            "--cluster",
-            "local",
-            "--",
-            "printenv",
-            "OPENAI_API_KEY",
-        ],
+        &test_support::argv("run --cluster local -- printenv OPENAI_API_KEY"),
         &envs,
     );
-    assert!(!r.stdout.contains("sk-never-synced"), "{}", r.describe());
-    assert_eq!(r.code, 1, "{}", r.describe());
+    assert!(!r.stdout.contains("sk-never-synced"), "{}", r.show());
+    assert_eq!(r.code, 1, "{}", r.show());
     let r = w
         .controller_with(
             &["run", "--cluster", "local", "--", "printenv", "HOME"],
@@ -303,7 +272,7 @@ fn the_local_token_is_never_sent_to_a_listener_that_cannot_prove_it_holds_it() {
         let r = w.controller_with(&["sync", "--cluster", "local"], &envs);
         // First what matters most: the impostor got no token.
         fake.assert_challenged_only(token);
-        assert_eq!(r.code, 1, "{}", r.describe());
+        assert_eq!(r.code, 1, "{}", r.show());
         r.no_values(&Fixtures::all());
         r.no_values(&[token]);
         assert!(
@@ -312,7 +281,7 @@ fn the_local_token_is_never_sent_to_a_listener_that_cannot_prove_it_holds_it() {
                  the agent token"
             ) && r.stderr.contains("refusing to send the token"),
             "{}",
-            r.describe()
+            r.show()
         );
         for req in fake.requests() {
             for v in Fixtures::all() {
@@ -351,7 +320,7 @@ fn an_agent_of_another_home_on_the_default_port_is_left_alone() {
         .controller_with(&["sync", "--cluster", "local", "--json"], &envs)
         .ok();
     r.no_values(&Fixtures::all());
-    assert_eq!(r.json()["nodes"][0]["ok"], true, "{}", r.describe());
+    assert_eq!(r.json()["nodes"][0]["ok"], true, "{}", r.show());
     assert_eq!(agents_serving(&w.home).len(), 1, "this home's own agent");
     let addr = fs::read_to_string(w.home.join(".rh/agent/agent.addr")).unwrap();
     assert!(!addr.contains(":32300"), "{addr}");
@@ -433,19 +402,7 @@ fn secrets_given_as_json_on_stdin_are_sent_and_synced_unsaved() {
     );
     let r = w
         .controller_input(
-            &[
-                "--stdin-env",
-                "sync",
-                "--cluster",
-                "local",
-                "--secret",
-                "openai",
-                "--secret-json",
-                "-",
-                "--env",
-                "train",
-                "--json",
-            ],
+            &test_support::argv("--stdin-env sync --cluster local --secret openai --secret-json - --env train --json"),
             &envs,
             Some(&input),
         )
@@ -461,16 +418,7 @@ fn secrets_given_as_json_on_stdin_are_sent_and_synced_unsaved() {
     assert_eq!(names, ["tok", "openai"]);
     let r = w
         .controller_with(
-            &[
-                "run",
-                "--cluster",
-                "local",
-                "--env",
-                "train",
-                "--",
-                "printenv",
-                "MY_TOKEN",
-            ],
+            &test_support::argv("run --cluster local --env train -- printenv MY_TOKEN"),
             &envs,
         )
         .ok();

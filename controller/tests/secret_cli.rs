@@ -1,189 +1,15 @@
 //! The real `controller` binary on a temp HOME, with a cleared environment:
-//! `providers` and `secret detect|create|show|list|delete|write`. Asserts on
-//! exit codes, JSON shapes, file bytes and modes, and that no fixture value
+//! `providers` and `secret detect|create|show|list|delete`. Asserts on exit
+//! codes, JSON shapes, file bytes and modes, and that no fixture value
 //! reaches stdout/stderr without `--reveal`. Fixtures are common's
-//! `tests/data/providers/<id>/`.
+//! `tests/data/providers/<id>/`; `secret write` is in `secret_write.rs`.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod secret_common;
 
 use serde_json::Value;
 use test_support::mode;
 
-const BIN: &str = env!("CARGO_BIN_EXE_controller");
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../common/tests/data/providers")
-}
-
-fn fixture(id: &str, file: &str) -> String {
-    std::fs::read_to_string(fixtures().join(id).join(file)).unwrap()
-}
-
-/// Every line of every fixture value that says "fixture" (what must never show unredacted).
-fn fixture_secrets() -> Vec<String> {
-    fn leaves(v: &Value, out: &mut Vec<String>) {
-        match v {
-            Value::String(s) if s.contains("fixture") => out.extend(
-                s.lines()
-                    .filter(|l| l.contains("fixture"))
-                    .map(str::to_owned),
-            ),
-            Value::Array(a) => a.iter().for_each(|i| leaves(i, out)),
-            Value::Object(m) => m.values().for_each(|i| leaves(i, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(fixtures()).unwrap() {
-        let dir = entry.unwrap().path();
-        for f in ["values.json", "env.json"] {
-            if let Ok(t) = std::fs::read_to_string(dir.join(f)) {
-                leaves(&serde_json::from_str(&t).unwrap(), &mut out);
-            }
-        }
-    }
-    assert!(out.len() > 20);
-    out
-}
-
-/// A temp home (and a separate temp working directory).
-struct Home {
-    dir: tempfile::TempDir,
-    cwd: tempfile::TempDir,
-    env: Vec<(String, String)>,
-}
-
-impl Home {
-    fn empty() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-            cwd: tempfile::tempdir().unwrap(),
-            env: vec![],
-        }
-    }
-
-    /// Every provider configured from the fixtures: files and env vars.
-    fn full() -> Self {
-        let mut home = Self::empty();
-        for (id, path) in [
-            ("aws", ".aws/credentials"),
-            ("azure", ".azure/clouds.config"),
-            ("gcp", ".config/gcloud/application_default_credentials.json"),
-            ("github", ".config/gh/hosts.yml"),
-            ("huggingface", ".cache/huggingface/token"),
-            ("kubernetes", ".kube/config"),
-            ("lambda", ".lambda_cloud/lambda_keys"),
-            ("sky", ".ssh/sky-key"),
-            ("ssh", ".ssh/id_ed25519"),
-        ] {
-            home.put(path, &fixture(id, "source"));
-            if matches!(id, "ssh" | "sky") {
-                home.put(&format!("{path}.pub"), &fixture(id, "source.pub"));
-            }
-        }
-        for id in [
-            "docker",
-            "openai",
-            "anthropic",
-            "cohere",
-            "langchain",
-            "pinecone",
-            "wandb",
-        ] {
-            let env: serde_json::Map<String, Value> =
-                serde_json::from_str(&fixture(id, "env.json")).unwrap();
-            for (k, v) in env {
-                home.env.push((k, v.as_str().unwrap().to_owned()));
-            }
-        }
-        home
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn put(&self, rel: &str, text: &str) {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path(rel)).unwrap()
-    }
-
-    /// Run the binary under umask 000 (so modes prove the code sets them).
-    fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg("umask 000; exec \"$0\" \"$@\"")
-            .arg(BIN)
-            .args(args)
-            .env_clear()
-            .env("HOME", self.dir.path())
-            .env("PATH", "/usr/bin:/bin")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(self.cwd.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            input.write_all(s.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_with(args, None)
-    }
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
-}
-
-fn assert_no_fixture_value(text: &str) {
-    for s in fixture_secrets() {
-        assert!(!text.contains(&s), "leaked {s:?} in:\n{text}");
-    }
-}
-
-/// Names of the entries of a kubeconfig list.
-fn kube_names(text: &str, list: &str) -> Vec<String> {
-    let doc = common::formats::yaml::parse_mapping(
-        "~/.kube/config",
-        &common::SecretText::new(text.to_owned()),
-    )
-    .unwrap();
-    doc.get(list)
-        .and_then(|l| l.as_sequence())
-        .map(|l| {
-            l.iter()
-                .map(|e| e.get("name").and_then(|n| n.as_str()).unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use secret_common::*;
 
 #[test]
 fn providers_lists_the_16_in_reference_order() {
@@ -199,24 +25,7 @@ fn providers_lists_the_16_in_reference_order() {
         .collect();
     assert_eq!(
         ids,
-        [
-            "aws",
-            "azure",
-            "gcp",
-            "github",
-            "huggingface",
-            "kubernetes",
-            "lambda",
-            "docker",
-            "ssh",
-            "sky",
-            "anthropic",
-            "cohere",
-            "langchain",
-            "openai",
-            "pinecone",
-            "wandb"
-        ]
+        test_support::argv("aws azure gcp github huggingface kubernetes lambda docker ssh sky anthropic cohere langchain openai pinecone wandb")
     );
     assert_eq!(doc[0]["default_path"], "~/.aws/credentials");
     assert_eq!(doc[0]["env_vars"]["access_key"], "AWS_ACCESS_KEY_ID");
@@ -289,16 +98,9 @@ fn detect_finds_everything_redacted_unless_revealed() {
     assert_no_fixture_value(&stdout(&text));
     assert!(stdout(&text).contains("ssh-id_ed25519"));
 
-    let revealed = json(&home.run(&[
-        "secret",
-        "detect",
-        "--json",
-        "--reveal",
-        "--provider",
-        "aws",
-        "--provider",
-        "ssh",
-    ]));
+    let revealed = json(&home.run(&test_support::argv(
+        "secret detect --json --reveal --provider aws --provider ssh",
+    )));
     let names: Vec<_> = revealed.as_object().unwrap().keys().cloned().collect();
     assert_eq!(names, ["aws", "ssh-id_ed25519"]);
     assert_eq!(
@@ -338,15 +140,9 @@ fn unknown_provider_is_a_usage_error_listing_valid_ids() {
         assert!(stderr(&out).contains("aws, azure, gcp"), "{}", stderr(&out));
     }
     assert!(!home.path(".rh/secrets/x.json").exists());
-    let out = home.run(&[
-        "secret",
-        "create",
-        "x",
-        "--provider",
-        "acme",
-        "--value",
-        "token=fixture-acme",
-    ]);
+    let out = home.run(&test_support::argv(
+        "secret create x --provider acme --value token=fixture-acme",
+    ));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("not a builtin provider"));
     let saved: Value = serde_json::from_str(&home.read(".rh/secrets/x.json")).unwrap();
@@ -395,32 +191,6 @@ fn create_refuses_ini_values_with_outer_whitespace_naming_the_key() {
 }
 
 #[test]
-fn write_never_touches_denied_files_even_through_a_link() {
-    let home = Home::empty();
-    home.put(".bashrc", "# mine\n");
-    std::os::unix::fs::symlink(home.path(".bashrc"), home.path("creds.json")).unwrap();
-    let out = home.run(&["secret", "create", "t", "--value", "k=fixture-deny-1"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    for path in [
-        "~/.bashrc",
-        "~/.ssh/authorized_keys",
-        "~/.rh/agent/token",
-        "~/creds.json",
-    ] {
-        let out = home.run(&["secret", "write", "t", "--path", path]);
-        assert_eq!(code(&out), 1, "{path}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains("never written by a secret"),
-            "{}",
-            stderr(&out)
-        );
-        assert!(!stderr(&out).contains("fixture-deny-1"));
-    }
-    assert_eq!(home.read(".bashrc"), "# mine\n");
-    assert!(!home.path(".ssh").exists() && !home.path(".rh/agent").exists());
-}
-
-#[test]
 fn create_base_secret_from_stdin_and_refuse_overwrite_without_force() {
     let home = Home::empty();
     let out = home.run(&["secret", "create", "my_secret"]);
@@ -448,14 +218,9 @@ fn create_base_secret_from_stdin_and_refuse_overwrite_without_force() {
     assert!(home
         .read(".rh/secrets/my_secret.json")
         .contains("fixture-base-value"));
-    let forced = home.run(&[
-        "secret",
-        "create",
-        "my_secret",
-        "--value",
-        "key=other",
-        "--force",
-    ]);
+    let forced = home.run(&test_support::argv(
+        "secret create my_secret --value key=other --force",
+    ));
     assert_eq!(code(&forced), 0);
     assert!(home
         .read(".rh/secrets/my_secret.json")
@@ -484,29 +249,17 @@ fn create_provider_secret_from_default_file_path_and_env() {
         "elsewhere/creds",
         &fixture("aws", "source").replace("FIXTUREAWS", "CUSTOMPATH"),
     );
-    let out = home.run(&[
-        "secret",
-        "create",
-        "aws-custom",
-        "--provider",
-        "aws",
-        "--path",
-        "~/elsewhere/creds",
-    ]);
+    let out = home.run(&test_support::argv(
+        "secret create aws-custom --provider aws --path ~/elsewhere/creds",
+    ));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let shown = json(&home.run(&["secret", "show", "aws-custom", "--json", "--reveal"]));
     assert_eq!(shown["path"], "~/elsewhere/creds");
     assert_eq!(shown["values"]["access_key"], "AKIACUSTOMPATH0001");
 
-    let out = home.run(&[
-        "secret",
-        "create",
-        "oa",
-        "--provider",
-        "openai",
-        "--env-var",
-        "api_key=WANDB_API_KEY",
-    ]);
+    let out = home.run(&test_support::argv(
+        "secret create oa --provider openai --env-var api_key=WANDB_API_KEY",
+    ));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let shown = json(&home.run(&["secret", "show", "oa", "--json", "--reveal"]));
     assert_eq!(shown["values"]["api_key"], "fixture-wandb-api-key-0001");
@@ -520,15 +273,9 @@ fn create_provider_secret_from_default_file_path_and_env() {
         err.contains("~/.aws/credentials") && err.contains("AWS_ACCESS_KEY_ID"),
         "{err}"
     );
-    let out = empty.run(&[
-        "secret",
-        "create",
-        "aws",
-        "--provider",
-        "aws",
-        "--value",
-        "access_key=A",
-    ]);
+    let out = empty.run(&test_support::argv(
+        "secret create aws --provider aws --value access_key=A",
+    ));
     assert_eq!(code(&out), 2, "missing required key");
     assert!(stderr(&out).contains("secret_key"));
     let out = empty.run(&[
@@ -561,12 +308,7 @@ fn show_list_delete() {
     assert_eq!(code(&list), 0);
     assert_no_fixture_value(&stdout(&list));
     let rows = json(&list);
-    let names: Vec<_> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<_> = test_support::names(&rows);
     assert_eq!(names, ["a-base", "gh"]);
     assert_eq!(
         rows[1]["keys"],
@@ -596,239 +338,6 @@ fn show_list_delete() {
 }
 
 #[test]
-fn write_aws_conflict_then_overwrite_keeps_other_profiles() {
-    let home = Home::empty();
-    let original = "# mine\n[default]\naws_access_key_id = AKIAOLD\naws_secret_access_key = oldSecretValue\naws_session_token = sessionTokenKeep\nregion = eu-north-1\n\n[prod]\naws_access_key_id = AKIAPROD\naws_secret_access_key = prodSecret\n";
-    home.put(".aws/credentials", original);
-    let create = home.run(&[
-        "secret",
-        "create",
-        "aws-new",
-        "--provider",
-        "aws",
-        "--value",
-        "access_key=AKIANEWFIXTURE",
-        "--value",
-        "secret_key=newSecretFixture",
-    ]);
-    assert_eq!(code(&create), 0, "{}", stderr(&create));
-    let out = home.run(&["secret", "write", "aws-new"]);
-    assert_eq!(code(&out), 1);
-    let err = stderr(&out);
-    assert!(
-        err.contains("~/.aws/credentials")
-            && err.contains("access_key, aws_session_token, secret_key"),
-        "{err}"
-    );
-    for v in [
-        "AKIANEWFIXTURE",
-        "newSecretFixture",
-        "AKIAOLD",
-        "oldSecretValue",
-    ] {
-        assert!(!err.contains(v) && !stdout(&out).contains(v));
-    }
-    assert!(stdout(&out).contains("conflict (access_key, aws_session_token, secret_key)"));
-    assert_eq!(home.read(".aws/credentials"), original);
-
-    let out = home.run(&["secret", "write", "aws-new", "--overwrite", "--json"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(json(&out)["status"], "written");
-    assert_eq!(json(&out)["files"][0]["path"], "~/.aws/credentials");
-    assert_eq!(
-        home.read(".aws/credentials"),
-        original
-            .replace("AKIAOLD", "AKIANEWFIXTURE")
-            .replace("oldSecretValue", "newSecretFixture")
-            .replace("aws_session_token = sessionTokenKeep\n", "")
-    );
-    let creds = home.path(".aws/credentials");
-    assert_eq!(mode(&creds), 0o600);
-    let mtime = std::fs::metadata(&creds).unwrap().modified().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    let out = home.run(&["secret", "write", "aws-new"]);
-    assert_eq!(code(&out), 0);
-    assert!(stdout(&out).contains("unchanged"));
-    assert_eq!(
-        std::fs::metadata(&creds).unwrap().modified().unwrap(),
-        mtime
-    );
-}
-
-#[test]
-fn write_new_files_private_in_private_dirs() {
-    let home = Home::empty();
-    for (name, args) in [
-        (
-            "hf",
-            vec![
-                "--provider",
-                "huggingface",
-                "--value",
-                "token=hf_fixtureNew",
-            ],
-        ),
-        (
-            "lam",
-            vec![
-                "--provider",
-                "lambda",
-                "--value",
-                "api_key=fixture-lambda-new",
-            ],
-        ),
-        (
-            "gcp",
-            vec![
-                "--provider",
-                "gcp",
-                "--value",
-                "client_id=fixture-cid",
-                "--value",
-                "client_secret=fixture-cs",
-            ],
-        ),
-        (
-            "ssh-deploy",
-            vec![
-                "--provider",
-                "ssh",
-                "--value",
-                "private_key=fixture-priv\n",
-                "--value",
-                "public_key=fixture-pub\n",
-            ],
-        ),
-    ] {
-        let mut full = vec!["secret", "create", name];
-        full.extend(args);
-        assert_eq!(code(&home.run(&full)), 0, "{name}");
-        let out = home.run(&["secret", "write", name]);
-        assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
-        assert!(!stdout(&out).contains("fixture"), "{name}");
-        assert!(stdout(&out).contains("written"), "{name}");
-    }
-    assert_eq!(home.read(".cache/huggingface/token"), "hf_fixtureNew");
-    assert_eq!(
-        home.read(".lambda_cloud/lambda_keys"),
-        "api_key = fixture-lambda-new\n"
-    );
-    let gcp: Value =
-        serde_json::from_str(&home.read(".config/gcloud/application_default_credentials.json"))
-            .unwrap();
-    assert_eq!(
-        gcp,
-        serde_json::json!({"client_id": "fixture-cid", "client_secret": "fixture-cs"})
-    );
-    assert_eq!(home.read(".ssh/deploy"), "fixture-priv\n");
-    assert_eq!(home.read(".ssh/deploy.pub"), "fixture-pub\n");
-    for f in [
-        ".cache/huggingface/token",
-        ".lambda_cloud/lambda_keys",
-        ".config/gcloud/application_default_credentials.json",
-        ".ssh/deploy",
-        ".ssh/deploy.pub",
-    ] {
-        assert_eq!(mode(&home.path(f)), 0o600, "{f}");
-    }
-    for d in [
-        ".cache",
-        ".cache/huggingface",
-        ".lambda_cloud",
-        ".config",
-        ".config/gcloud",
-        ".ssh",
-        ".rh",
-        ".rh/secrets",
-    ] {
-        assert_eq!(mode(&home.path(d)), 0o700, "{d}");
-    }
-    // never a literal ./~ in the working directory, never a file named ~/.ssh
-    assert!(!home.cwd.path().join("~").exists());
-    assert!(home.path(".ssh").is_dir());
-    // huggingface overwrite replaces the token, never appends
-    home.put(".cache/huggingface/token", "hf_someoneElse\n");
-    assert_eq!(code(&home.run(&["secret", "write", "hf"])), 1);
-    assert_eq!(
-        code(&home.run(&["secret", "write", "hf", "--overwrite"])),
-        0
-    );
-    assert_eq!(home.read(".cache/huggingface/token"), "hf_fixtureNew");
-}
-
-#[test]
-fn write_env_only_provider_needs_a_path() {
-    let home = Home::empty();
-    assert_eq!(
-        code(&home.run(&[
-            "secret",
-            "create",
-            "oa",
-            "--provider",
-            "openai",
-            "--value",
-            "api_key=fixture-sk"
-        ])),
-        0
-    );
-    let out = home.run(&["secret", "write", "oa"]);
-    assert_eq!(code(&out), 1);
-    let err = stderr(&out);
-    assert!(err.contains("no file") && err.contains("--path"), "{err}");
-    assert!(!err.contains("fixture-sk"));
-    let out = home.run(&["secret", "write", "oa", "--path", "oa.json"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let written = home.cwd.path().join("oa.json");
-    assert_eq!(mode(&written), 0o600);
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(written).unwrap()).unwrap();
-    assert_eq!(v, serde_json::json!({"api_key": "fixture-sk"}));
-}
-
-#[test]
-fn write_github_and_kubeconfig_keep_other_entries() {
-    let home = Home::full();
-    for (name, p) in [("gh", "github"), ("kube", "kubernetes")] {
-        assert_eq!(
-            code(&home.run(&["secret", "create", name, "--provider", p])),
-            0
-        );
-    }
-    home.put(
-        ".config/gh/hosts.yml",
-        "gitlab.example:\n  user: other\n  oauth_token: keep-me\n",
-    );
-    home.put(".kube/config", "apiVersion: v1\nkind: Config\nclusters:\n- name: dev\n  cluster:\n    server: https://dev\nusers:\n- name: dev\n  user:\n    token: dev-token\ncontexts: []\n");
-    for name in ["gh", "kube"] {
-        let out = home.run(&["secret", "write", name]);
-        assert_eq!(code(&out), 0, "{name}: {} {}", stdout(&out), stderr(&out));
-    }
-    let hosts = home.read(".config/gh/hosts.yml");
-    assert!(
-        hosts.contains("gitlab.example:") && hosts.contains("keep-me"),
-        "{hosts}"
-    );
-    assert!(hosts.contains("gho_fixtureGithubToken0001"), "{hosts}");
-    let kube = home.read(".kube/config");
-    assert_eq!(kube_names(&kube, "clusters"), ["dev", "fixture-cluster"]);
-    assert_eq!(kube_names(&kube, "users"), ["dev", "fixture-user"]);
-    assert_eq!(kube_names(&kube, "contexts"), ["fixture-context"]);
-    assert_eq!(mode(&home.path(".kube/config")), 0o600);
-    // the same cluster name with other content: conflict, file untouched
-    let before = home.read(".kube/config");
-    home.put(
-        ".kube/config",
-        &before.replace("fixture-kube-token-0001", "rotated"),
-    );
-    let out = home.run(&["secret", "write", "kube"]);
-    assert_eq!(code(&out), 1);
-    assert!(
-        stderr(&out).contains("users/fixture-user"),
-        "{}",
-        stderr(&out)
-    );
-}
-
-#[test]
 fn errors_say_each_cause_once_and_hint_only_allowed_characters() {
     // ~/.rh is a file: the OS error must be printed once, not twice.
     let home = Home::empty();
@@ -841,15 +350,9 @@ fn errors_say_each_cause_once_and_hint_only_allowed_characters() {
     assert_eq!(err.lines().count(), 1, "{err}");
     // A bad variable name: the hint lists what a variable name may hold.
     let home = Home::empty();
-    let out = home.run(&[
-        "secret",
-        "create",
-        "y",
-        "--value",
-        "k=v",
-        "--env-var",
-        "k=MY-VAR",
-    ]);
+    let out = home.run(&test_support::argv(
+        "secret create y --value k=v --env-var k=MY-VAR",
+    ));
     assert_eq!(code(&out), 2, "{out:?}");
     let err = stderr(&out);
     assert!(err.contains("\"MY-VAR\""), "{err}");

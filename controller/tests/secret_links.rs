@@ -10,34 +10,29 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use test_support::Ran;
+use test_support::Run;
 
 const BIN: &str = env!("CARGO_BIN_EXE_controller");
 
 /// Run the binary with `home` as HOME and a cleared environment; fail if it
 /// has not exited within 30 s (it is killed then).
-fn run(home: &Path, args: &[&str]) -> Ran {
+fn run(home: &Path, args: &[&str]) -> Run {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_clear()
         .env("HOME", home)
         .env("PATH", "/usr/bin:/bin")
         .current_dir(home);
-    let out = test_support::run(
+    test_support::run(
         cmd,
         Duration::from_secs(30),
         &format!("controller {}", args.join(" ")),
         None,
-    );
-    assert!(
-        !out.timed_out,
-        "controller {args:?} hung; stderr: {}",
-        out.stderr
-    );
-    out
+    )
+    .finished()
 }
 
-fn stderr(out: &Ran) -> String {
+fn stderr(out: &Run) -> String {
     out.stderr.clone()
 }
 
@@ -78,17 +73,7 @@ fn detect_with_a_fifo_at_a_credential_path_ends_with_an_error_naming_it() {
 fn create_aws(home: &Path) {
     let out = run(
         home,
-        &[
-            "secret",
-            "create",
-            "aws",
-            "--provider",
-            "aws",
-            "--value",
-            "access_key=AKIAFIXTURENEW",
-            "--value",
-            "secret_key=fixture-new-secret",
-        ],
+        &test_support::argv("secret create aws --provider aws --value access_key=AKIAFIXTURENEW --value secret_key=fixture-new-secret"),
     );
     assert_eq!(out.code, 0, "{}", stderr(&out));
 }

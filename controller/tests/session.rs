@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::World;
+use common::{StopAgents, World};
 use serde_json::Value;
 
 const LONG_KEY_ID: &str = "AKIAFIXTURELONGLIVED1";
@@ -31,7 +31,7 @@ fn synced(w: &World, args: &[&str], env: &[(&str, &str)]) -> common::Run {
         r.json()["nodes"][0]["results"][0]["status"],
         "written",
         "{}",
-        r.describe()
+        r.show()
     );
     r
 }
@@ -81,23 +81,12 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Stops the local agent the controller started.
-struct StopLocal(PathBuf);
-
-impl Drop for StopLocal {
-    fn drop(&mut self) {
-        if let Ok(pid) = fs::read_to_string(self.0.join(".rh/agent/agent.pid")) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
-    }
-}
-
 fn run_json(w: &World, env: &[(&str, &str)], argv: &[&str]) -> Value {
     let mut args = vec!["run", "--cluster", "local", "--env", argv[0], "--"];
     args.extend_from_slice(&argv[1..]);
     let r = w.controller_with(&args, env).ok();
     serde_json::from_str(r.stdout.trim().lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {}", r.describe()))
+        .unwrap_or_else(|e| panic!("{e}: {}", r.show()))
 }
 
 /// A laptop ([`laptop`]) whose STS is moto, syncing to its `local`
@@ -107,7 +96,7 @@ struct LocalLaptop {
     sts: String,
     w: World,
     _moto: Killed,
-    _stop: StopLocal,
+    _stop: StopAgents,
 }
 
 impl LocalLaptop {
@@ -115,7 +104,7 @@ impl LocalLaptop {
         let py = python("boto3, moto")?;
         let (moto, sts) = moto()?;
         let w = World::bare();
-        let stop = StopLocal(w.home.clone());
+        let stop = StopAgents(vec![w.home.clone()]);
         laptop(&w);
         Some(Self {
             py,
@@ -149,7 +138,7 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
         .stdout
         .lines()
         .find(|l| l.starts_with("aws-ops"))
-        .unwrap_or_else(|| panic!("{}", r.describe()));
+        .unwrap_or_else(|| panic!("{}", r.show()));
     assert!(
         row.contains("session (role)") && row.contains("~/.aws/config [ops]"),
         "{row}"
@@ -167,18 +156,7 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
     )
     .ok();
     w.controller_with(
-        &[
-            "secret",
-            "create",
-            "direct",
-            "--provider",
-            "aws",
-            "--session",
-            "--role-arn",
-            "arn:aws:iam::123456789012:role/direct",
-            "--duration",
-            "30m",
-        ],
+        &test_support::argv("secret create direct --provider aws --session --role-arn arn:aws:iam::123456789012:role/direct --duration 30m"),
         &env,
     )
     .ok();
@@ -186,16 +164,7 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
     // The role profile, resolved by aws-config (AssumeRole at moto).
     let r = synced(
         &w,
-        &[
-            "sync",
-            "--cluster",
-            "local",
-            "--secret",
-            "aws-ops",
-            "--env",
-            "ops",
-            "--json",
-        ],
+        &test_support::argv("sync --cluster local --secret aws-ops --env ops --json"),
         &env,
     );
     r.no_values(&[LONG_KEY_ID, LONG_SECRET]);
@@ -213,15 +182,7 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
 
     // Static keys become a GetSessionToken session; --role-arn an AssumeRole.
     w.controller_with(
-        &[
-            "sync",
-            "--cluster",
-            "local",
-            "--secret",
-            "keys",
-            "--env",
-            "keys",
-        ],
+        &test_support::argv("sync --cluster local --secret keys --env keys"),
         &env,
     )
     .ok();
@@ -238,15 +199,7 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
     assert_eq!(id["method"], "container-role", "{id}");
     assert_ne!(id["key_id"], LONG_KEY_ID, "{id}");
     w.controller_with(
-        &[
-            "sync",
-            "--cluster",
-            "local",
-            "--secret",
-            "direct",
-            "--env",
-            "direct",
-        ],
+        &test_support::argv("sync --cluster local --secret direct --env direct"),
         &env,
     )
     .ok();
@@ -286,7 +239,7 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
             && table.stdout.contains("session secret (below)")
             && !table.stdout.contains("not on this machine"),
         "{}",
-        table.describe()
+        table.show()
     );
 
     // The local cluster: the user's own files are untouched, byte for byte,
@@ -347,7 +300,7 @@ fn minting_with_trace_output_prints_no_key_of_the_laptop() {
     assert!(
         r.stderr.contains("session secrets minted"),
         "no trace output: {}",
-        r.describe()
+        r.show()
     );
     for needle in [LONG_KEY_ID, LONG_SECRET] {
         assert!(
@@ -387,32 +340,27 @@ fn a_pushed_node_gets_the_helper_profile_and_the_aws_cli_uses_it() {
     );
     assert_eq!(test_support::mode(&node.join(".aws/config")), 0o600);
     // A plain shell of the node user: the AWS CLI, through credential_process.
-    let out = Command::new(&py)
-        .args([
-            "-m",
-            "awscli",
-            "sts",
-            "get-caller-identity",
-            "--profile",
-            "ops",
-            "--output",
-            "json",
-            "--endpoint-url",
-            &sts,
-            "--region",
-            "us-east-1",
-        ])
-        .env_clear()
-        .env("HOME", &node)
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = test_support::run_ok(
+        Command::new(&py)
+            .args([
+                "-m",
+                "awscli",
+                "sts",
+                "get-caller-identity",
+                "--profile",
+                "ops",
+                "--output",
+                "json",
+                "--endpoint-url",
+                &sts,
+                "--region",
+                "us-east-1",
+            ])
+            .env_clear()
+            .env("HOME", &node)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default()),
     );
-    let id: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id: Value = out.json();
     assert!(
         id["Arn"].as_str().unwrap().contains("assumed-role/ops/"),
         "{id}"
@@ -443,7 +391,7 @@ fn an_sso_profile_is_minted_from_the_portal_never_sending_the_sso_token() {
         port,
     );
     let w = World::bare();
-    let _stop = StopLocal(w.home.clone());
+    let _stop = StopAgents(vec![w.home.clone()]);
     let aws = w.home.join(".aws");
     fs::create_dir_all(aws.join("sso/cache")).unwrap();
     fs::write(
@@ -463,14 +411,7 @@ fn an_sso_profile_is_minted_from_the_portal_never_sending_the_sso_token() {
     env.push(("AWS_ENDPOINT_URL_SSO", &sso_url));
     synced(
         &w,
-        &[
-            "sync",
-            "--cluster",
-            "local",
-            "--secret",
-            "aws-dev",
-            "--json",
-        ],
+        &test_support::argv("sync --cluster local --secret aws-dev --json"),
         &env,
     );
     let id = run_json(&w, &env, &["base_env", py.to_str().unwrap(), "-c",
@@ -507,18 +448,7 @@ fn keep_fresh_refreshes_before_expiry_and_a_stopped_controller_leaves_503() {
     let env = env_of(&sts);
     // moto takes lifetimes below STS's 900 s minimum: 12 s, refreshed at 6 s.
     w.controller_with(
-        &[
-            "secret",
-            "create",
-            "short",
-            "--provider",
-            "aws",
-            "--session",
-            "--role-arn",
-            "arn:aws:iam::123456789012:role/short",
-            "--duration",
-            "12s",
-        ],
+        &test_support::argv("secret create short --provider aws --session --role-arn arn:aws:iam::123456789012:role/short --duration 12s"),
         &env,
     )
     .ok();
@@ -633,7 +563,7 @@ fn gcp_env_processes_get_compute_engine_credentials_with_the_minted_token() {
         port,
     );
     let w = World::bare();
-    let _stop = StopLocal(w.home.clone());
+    let _stop = StopAgents(vec![w.home.clone()]);
     let adc = w
         .home
         .join(".config/gcloud/application_default_credentials.json");
@@ -651,27 +581,13 @@ fn gcp_env_processes_get_compute_engine_credentials_with_the_minted_token() {
         ),
     ];
     w.controller_with(
-        &[
-            "secret",
-            "create",
-            "gcp-user",
-            "--provider",
-            "gcp",
-            "--session",
-        ],
+        &test_support::argv("secret create gcp-user --provider gcp --session"),
         &env,
     )
     .ok();
     let r = synced(
         &w,
-        &[
-            "sync",
-            "--cluster",
-            "local",
-            "--secret",
-            "gcp-user",
-            "--json",
-        ],
+        &test_support::argv("sync --cluster local --secret gcp-user --json"),
         &env,
     );
     r.no_values(&[refresh, access]);
@@ -696,16 +612,7 @@ fn gcp_env_processes_get_compute_engine_credentials_with_the_minted_token() {
     w.controller_with(&["revoke", "gcp-user", "--cluster", "local"], &env)
         .ok();
     w.controller_with(
-        &[
-            "secret",
-            "create",
-            "gcp-sa",
-            "--provider",
-            "gcp",
-            "--session",
-            "--impersonate",
-            "runner@proj-sa.iam.gserviceaccount.com",
-        ],
+        &test_support::argv("secret create gcp-sa --provider gcp --session --impersonate runner@proj-sa.iam.gserviceaccount.com"),
         &env,
     )
     .ok();
@@ -750,14 +657,7 @@ fn a_kube_exec_user_is_resolved_here_and_the_node_gets_only_the_token() {
     fs::write(w.home.join(".kube/config"), &kubeconfig).unwrap();
     synced(
         &w,
-        &[
-            "sync",
-            "--cluster",
-            "gpu",
-            "--secret",
-            "kubernetes",
-            "--json",
-        ],
+        &test_support::argv("sync --cluster gpu --secret kubernetes --json"),
         &[],
     );
     let node = fs::read_to_string(w.nodes[0].home.join(".kube/config")).unwrap();

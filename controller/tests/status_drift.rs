@@ -10,27 +10,15 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
 
 use ::common::fingerprint::{value_fingerprint, FingerprintKey};
 use ::common::SecretValue;
 use serde_json::Value;
 
-use common::{mode, Fixtures, Run, World};
+use common::{mode, Fixtures, Run, StopAgents, World};
 
 const ROTATED_HF: &str = "hf_rotatedfixturetoken000000002";
 const ROTATED_OPENAI: &str = "sk-fixture-openai-rotated-0000000002";
-
-/// Kills the agent the controller started, even when an assert fails.
-struct StopAgent(PathBuf);
-
-impl Drop for StopAgent {
-    fn drop(&mut self) {
-        if let Ok(pid) = fs::read_to_string(self.0.join(".rh/agent/agent.pid")) {
-            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
-        }
-    }
-}
 
 fn all_values() -> Vec<&'static str> {
     let mut v = Fixtures::all();
@@ -48,17 +36,8 @@ fn drift_of(r: &Run) -> Value {
 
 /// The fingerprint `status --json` shows for `var` of `secret`.
 fn var_fingerprint(json: &Value, secret: &str, var: &str) -> String {
-    json["nodes"][0]["status"]["secrets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == secret)
-        .unwrap_or_else(|| panic!("{secret}: {json:#}"))["vars"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["var"] == var)
-        .unwrap_or_else(|| panic!("{var}: {json:#}"))["fingerprint"]
+    let secret = test_support::entry(&json["nodes"][0]["status"]["secrets"], "name", secret);
+    test_support::entry(&secret["vars"], "var", var)["fingerprint"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -68,7 +47,7 @@ fn var_fingerprint(json: &Value, secret: &str, var: &str) -> String {
 fn status_tells_in_sync_differs_and_no_local_copy_without_values() {
     let w = World::bare();
     Fixtures::write(&w.home);
-    let _stop = StopAgent(w.home.clone());
+    let _stop = StopAgents(vec![w.home.clone()]);
     let mut envs = Fixtures::env();
     envs.push(("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"));
     envs.push(("RH_SSH_CONFIG", "/nonexistent"));
@@ -110,9 +89,9 @@ fn status_tells_in_sync_differs_and_no_local_copy_without_values() {
             .lines()
             .any(|l| l.contains("openai") && l.contains("in sync")),
         "{}",
-        r.describe()
+        r.show()
     );
-    assert!(!r.stdout.contains("differs from local"), "{}", r.describe());
+    assert!(!r.stdout.contains("differs from local"), "{}", r.show());
 
     // The local copy changes: a rotated credential file, a replaced saved secret.
     fs::write(w.home.join(".cache/huggingface/token"), ROTATED_HF).unwrap();
@@ -151,19 +130,15 @@ fn status_tells_in_sync_differs_and_no_local_copy_without_values() {
             .lines()
             .any(|l| l.split_whitespace().nth(1) == Some(secret) && l.contains(word))
     };
-    assert!(line("openai", "differs from local"), "{}", r.describe());
-    assert!(
-        line("huggingface", "differs from local"),
-        "{}",
-        r.describe()
-    );
-    assert!(line("aws", "in sync"), "{}", r.describe());
-    assert!(line("plain", "not on this machine"), "{}", r.describe());
+    assert!(line("openai", "differs from local"), "{}", r.show());
+    assert!(line("huggingface", "differs from local"), "{}", r.show());
+    assert!(line("aws", "in sync"), "{}", r.show());
+    assert!(line("plain", "not on this machine"), "{}", r.show());
     assert!(
         r.stderr
             .contains("secret openai differs from the local copy on local"),
         "{}",
-        r.describe()
+        r.show()
     );
 
     // A resync with --overwrite brings the node back in sync.

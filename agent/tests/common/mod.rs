@@ -35,6 +35,23 @@ pub struct TestAgent {
     task: Option<JoinHandle<Result<(), agent::ServeError>>>,
 }
 
+/// A new temp home holding `text` at `rel` (its directories made).
+pub fn home_with(rel: &str, text: &str) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join(rel);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, text).unwrap();
+    home
+}
+
+/// An agent served in this runtime on a new temp home (kept alive by the
+/// returned `TempDir`).
+pub async fn temp_agent() -> (tempfile::TempDir, TestAgent) {
+    let home = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(config(home.path())).await;
+    (home, agent)
+}
+
 impl TestAgent {
     pub async fn start(config: agent::Config) -> Self {
         let state_dir = config.state_dir.clone();
@@ -123,44 +140,27 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        self.send(self.http.post(self.at(path)).json(body)).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
+        self.send(self.http.get(self.at(path))).await
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .delete(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
+        self.send(self.http.delete(self.at(path))).await
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Send with the token: the status and the JSON body (`null` when the
+    /// body is not JSON).
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.bearer_auth(&self.token).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     /// Run argv in env; (status, response).
@@ -259,39 +259,11 @@ impl Drop for AgentProcess {
 }
 
 /// A self-signed P-256 certificate for 127.0.0.1 and its key (0600) in
-/// `dir`, valid for a day, made with `openssl`; `None` when openssl is not
+/// `dir`, valid for a day (test-support's leaf); `None` when openssl is not
 /// installed.
 pub fn make_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let mut cmd = Command::new("openssl");
-    cmd.args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-        "-keyout",
-    ])
-    .arg(&key)
-    .arg("-out")
-    .arg(&cert);
-    let out = cmd.output().ok()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    Some((cert, key))
+    test_support::has_openssl().then(|| {
+        use test_support::{Role, Validity};
+        test_support::self_signed(dir, "agent", "127.0.0.1", Validity::Days(1), Role::Leaf)
+    })
 }

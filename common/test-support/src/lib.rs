@@ -1,11 +1,13 @@
 //! Helpers shared by the workspace's tests (a dev-dependency only): loopback
 //! ports, file modes, the built binaries of other workspace packages found
 //! without a nested `cargo build` ([`workspace_bin`]), one way to run a
-//! process with a deadline ([`run`]), one fake agent ([`FakeAgent`]), and
-//! self-signed store certificates served by a real TLS server ([`TlsServer`]),
-//! and the Python protocol peers of the session tests ([`python`]).
-//! Holds no fixture values; whatever a test passes through it stays the
-//! test's.
+//! process with a deadline ([`run`], [`run_ok`]) and its one result type
+//! ([`Run`]), one fake agent ([`FakeAgent`]), the one certificate maker
+//! (self-signed CA or leaf, [`self_signed`]) and a real TLS server
+//! ([`TlsServer`]), the Python protocol peers of the session tests
+//! ([`python`]), and small shared pieces: [`KillOnDrop`], [`block_on`],
+//! [`argv`], [`names`], [`entry`]. Holds no fixture values; whatever a test
+//! passes through it stays the test's.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -20,8 +22,10 @@ mod tls;
 
 pub use bin::workspace_bin;
 pub use fake_agent::FakeAgent;
-pub use process::{run, Ran};
-pub use tls::{refused_pins, self_signed_cert, RefusedPin, TlsServer, Validity};
+pub use process::{run, run_ok, Run};
+pub use tls::{
+    has_openssl, refused_pins, self_signed, self_signed_cert, RefusedPin, Role, TlsServer, Validity,
+};
 
 /// A free loopback port for a server a test starts later: picked at random
 /// in 20000-32767, below the kernel's ephemeral range (Linux 32768-60999,
@@ -65,6 +69,58 @@ pub fn wait_for_port(port: u16, what: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{what} did not listen on port {port}");
+}
+
+/// Run `fut` to its end on a fresh current-thread runtime (I/O and timers
+/// enabled), for the synchronous tests that make one async call.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime")
+        .block_on(fut)
+}
+
+/// A child process killed (and reaped) when this is dropped, even when an
+/// assertion fails first.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Split a command line of plain words (no quoting) into its arguments:
+/// `argv("sync --cluster gpu")` is `["sync", "--cluster", "gpu"]`.
+pub fn argv(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// The `name` of each entry of a JSON array (panics when `list` is not an
+/// array of named entries).
+pub fn names(list: &serde_json::Value) -> Vec<&str> {
+    let entries = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or_else(|| panic!("no name: {e}")))
+        .collect()
+}
+
+/// The entry of JSON array `list` whose `key` is `value` (panics naming it
+/// and showing the list when there is none).
+pub fn entry<'a>(list: &'a serde_json::Value, key: &str, value: &str) -> &'a serde_json::Value {
+    let entries = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    entries
+        .iter()
+        .find(|e| e[key] == value)
+        .unwrap_or_else(|| panic!("no entry with {key} {value:?} in {list:#}"))
 }
 
 /// The permission bits of `path` (e.g. `0o600`); panics naming the path

@@ -1,8 +1,11 @@
 //! Running a process from a test: [`run`] feeds optional stdin, reads
 //! stdout and stderr on their own threads (a full pipe never blocks the
 //! child), kills the child at a deadline (by its own handle) and returns a
-//! [`Ran`]. Prints nothing itself; [`Ran::show`] is for assertion messages.
+//! [`Run`], the one result type of every test crate's process runs (exit
+//! code, output, assertions on them). Prints nothing itself; [`Run::show`]
+//! is for assertion messages.
 
+use std::borrow::BorrowMut;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -13,10 +16,11 @@ use serde_json::Value;
 
 /// A finished process.
 #[derive(Debug)]
-pub struct Ran {
+pub struct Run {
     /// Its exit code; -1 when a signal ended it.
     pub code: i32,
     pub raw_stdout: Vec<u8>,
+    pub raw_stderr: Vec<u8>,
     /// Stdout, lossily decoded.
     pub stdout: String,
     /// Stderr, lossily decoded.
@@ -28,10 +32,10 @@ pub struct Ran {
     pub what: String,
 }
 
-impl Ran {
+impl Run {
     /// Stdout as one JSON document; panics showing the output otherwise.
     pub fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+        serde_json::from_slice(&self.raw_stdout).unwrap_or_else(|e| {
             panic!(
                 "{}: stdout is not one JSON document ({e}); stderr: {}",
                 self.what,
@@ -68,12 +72,63 @@ impl Ran {
         assert_eq!(self.code, code, "unexpected exit code: {}", self.show());
         self
     }
+
+    /// [`Run::assert_code`] taking and giving back the run, for chains.
+    #[track_caller]
+    pub fn code(self, code: i32) -> Self {
+        self.assert_code(code);
+        self
+    }
+
+    /// Assert exit 0, for chains.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        self.code(0)
+    }
+
+    /// Assert it ended by itself, not killed at the deadline.
+    #[track_caller]
+    pub fn finished(self) -> Self {
+        assert!(!self.timed_out, "{}", self.show());
+        self
+    }
+
+    /// Stdout, asserting it is UTF-8.
+    #[track_caller]
+    pub fn utf8_stdout(&self) -> String {
+        String::from_utf8(self.raw_stdout.clone()).expect("stdout is UTF-8")
+    }
+
+    /// Stderr, asserting it is UTF-8.
+    #[track_caller]
+    pub fn utf8_stderr(&self) -> String {
+        String::from_utf8(self.raw_stderr.clone()).expect("stderr is UTF-8")
+    }
+
+    /// Assert none of `values` appears in stdout or stderr.
+    #[track_caller]
+    pub fn no_values(&self, values: &[&str]) -> &Self {
+        for v in values {
+            assert!(
+                !self.stdout.contains(v) && !self.stderr.contains(v),
+                "a fixture value leaked:\n{}",
+                self.show()
+            );
+        }
+        self
+    }
 }
 
 /// Run `cmd` (its program, arguments and environment as the caller set
 /// them) with stdin from `input` (or `/dev/null`), killing it after
 /// `deadline`. `what` names it in messages.
-pub fn run(mut cmd: Command, deadline: Duration, what: &str, input: Option<Vec<u8>>) -> Ran {
+pub fn run(
+    mut cmd: impl BorrowMut<Command>,
+    deadline: Duration,
+    what: &str,
+    input: Option<Vec<u8>>,
+) -> Run {
+    let cmd = cmd.borrow_mut();
     let mut what = what.to_owned();
     if what.len() > 300 {
         let mut end = 300;
@@ -129,15 +184,27 @@ pub fn run(mut cmd: Command, deadline: Duration, what: &str, input: Option<Vec<u
     let raw_stderr = err_rx
         .recv_timeout(Duration::from_secs(5))
         .unwrap_or_default();
-    Ran {
+    Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&raw_stdout).into_owned(),
         stderr: String::from_utf8_lossy(&raw_stderr).into_owned(),
         raw_stdout,
+        raw_stderr,
         elapsed,
         timed_out,
         what,
     }
+}
+
+/// [`run`] with no stdin and a deadline no test command reaches (10 min),
+/// named by its program and arguments, asserting it ended by itself with
+/// exit 0 (its output in the message otherwise).
+#[track_caller]
+pub fn run_ok(mut cmd: impl BorrowMut<Command>) -> Run {
+    let what = format!("{:?}", cmd.borrow_mut());
+    run(cmd, Duration::from_secs(600), &what, None)
+        .finished()
+        .ok()
 }
 
 #[cfg(test)]

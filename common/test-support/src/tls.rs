@@ -1,7 +1,10 @@
-//! Store certificates and a real TLS server for the store clients' tests:
-//! [`self_signed_cert`] makes a self-signed certificate with the openssl
-//! CLI the way a user makes one for a store (openssl's CA:TRUE, a
-//! subjectAltName), current or long expired; [`TlsServer`] is `openssl
+//! The one way the tests make certificates, and a real TLS server for the
+//! store clients' tests: [`self_signed_cert`] makes a self-signed
+//! certificate with the openssl CLI the way a user makes one for a store
+//! (openssl's CA:TRUE, a subjectAltName), current, valid for some days or
+//! long expired; [`self_signed`] with [`Role::Leaf`] the same as an
+//! end-entity certificate (CA:FALSE), the agent's own TLS listener's;
+//! [`has_openssl`] says whether they can run. [`TlsServer`] is `openssl
 //! s_server` with it, answering `GET /v1/sys/health` with a 200 JSON body
 //! (the request a store client makes first) and the GETs the test names
 //! with theirs (s_server answers GET only). Stopped when dropped.
@@ -14,6 +17,8 @@ use std::process::{Child, Command, Stdio};
 pub enum Validity {
     /// From now for two days.
     Current,
+    /// From now for this many days.
+    Days(u32),
     /// 2020-01-01 to 2020-01-02.
     Expired,
 }
@@ -32,15 +37,43 @@ fn openssl(args: &[&str], dir: &Path) {
     );
 }
 
-/// A self-signed CA:TRUE certificate for `host` (an IP address or a DNS
-/// name, in the subjectAltName and the CN) and its key, as
+/// Whether the openssl CLI runs here (the tests that need it skip without).
+pub fn has_openssl() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// What a made certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// CA:TRUE, as openssl makes a self-signed one (a store's).
+    Ca,
+    /// CA:FALSE: a server's own certificate that a client trusts as its
+    /// root (the agent's TLS listener's).
+    Leaf,
+}
+
+/// A self-signed CA:TRUE certificate: [`self_signed`] with [`Role::Ca`].
+pub fn self_signed_cert(dir: &Path, name: &str, host: &str, v: Validity) -> (PathBuf, PathBuf) {
+    self_signed(dir, name, host, v, Role::Ca)
+}
+
+/// A self-signed certificate for `host` (an IP address or a DNS name, in
+/// the subjectAltName and the CN) and its key (mode 0600), as
 /// `dir/<name>.pem` and `dir/<name>.key`.
-pub fn self_signed_cert(
+pub fn self_signed(
     dir: &Path,
     name: &str,
     host: &str,
     validity: Validity,
+    role: Role,
 ) -> (PathBuf, PathBuf) {
+    let constraints = match role {
+        Role::Ca => "basicConstraints=critical,CA:TRUE",
+        Role::Leaf => "basicConstraints=critical,CA:FALSE",
+    };
     let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
     let san = if host.parse::<std::net::IpAddr>().is_ok() {
         format!("subjectAltName=IP:{host}")
@@ -59,13 +92,17 @@ pub fn self_signed_cert(
         "-addext",
         &san,
         "-addext",
-        "basicConstraints=critical,CA:TRUE",
+        constraints,
         "-keyout",
         &key,
     ];
     match validity {
-        Validity::Current => {
-            let mut args = vec!["req", "-x509", "-days", "2"];
+        Validity::Current | Validity::Days(_) => {
+            let days = match validity {
+                Validity::Days(n) => n.to_string(),
+                _ => "2".to_owned(),
+            };
+            let mut args = vec!["req", "-x509", "-days", &days];
             args.extend(key_args);
             args.extend(["-out", &cert]);
             openssl(&args, dir);
@@ -115,7 +152,10 @@ pub fn self_signed_cert(
             );
         }
     }
-    (dir.join(cert), dir.join(key))
+    let key = dir.join(&key);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (dir.join(cert), key)
 }
 
 /// `openssl s_server` on a loopback port with a certificate and key,

@@ -14,24 +14,19 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 #[allow(unused_imports)] // not every test file uses every helper
-pub use test_support::{free_port, mode, wait_for_port, FakeAgent, Ran};
+pub use test_support::{free_port, mode, wait_for_port, FakeAgent, KillOnDrop, Run};
 
 /// Longer than any command of these tests takes: a hang becomes a failure.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(600);
 
 fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    test_support::run_ok(cmd);
 }
 
 /// A new ed25519 key pair at `path` (and `path.pub`).
@@ -82,7 +77,7 @@ pub fn pull_agent_command(home: &Path, port: u16, config: &Path, bundle: &Path) 
 pub struct Agent {
     pub port: u16,
     pub home: PathBuf,
-    child: Child,
+    child: KillOnDrop,
 }
 
 impl Agent {
@@ -113,15 +108,8 @@ impl Agent {
         Agent {
             port,
             home: home.to_path_buf(),
-            child,
+            child: KillOnDrop(child),
         }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -129,7 +117,7 @@ impl Drop for Agent {
 pub struct Sshd {
     pub port: u16,
     pub host_key: PathBuf,
-    child: Child,
+    child: KillOnDrop,
 }
 
 impl Sshd {
@@ -184,7 +172,7 @@ impl Sshd {
         Sshd {
             port,
             host_key,
-            child,
+            child: KillOnDrop(child),
         }
     }
 
@@ -205,15 +193,8 @@ impl Sshd {
     /// Stop the listener: new connections are refused from now on, while the
     /// sessions already open (their own sshd processes) go on.
     pub fn stop_listener(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
     }
 }
 
@@ -351,7 +332,7 @@ impl World {
         }
         let what = format!("controller {}", args.join(" "));
         let input = input.map(|i| i.as_bytes().to_vec());
-        Run::from(test_support::run(cmd, COMMAND_DEADLINE, &what, input), args)
+        test_support::run(cmd, COMMAND_DEADLINE, &what, input).finished()
     }
 
     pub fn controller(&self, args: &[&str]) -> Run {
@@ -380,81 +361,55 @@ impl World {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.controller(&refs).ok();
     }
+
+    /// `cluster add NAME` (exit 0) for these node indexes as root with the
+    /// client key, and `extra` arguments (`--agent-port P`...).
+    pub fn add_cluster_with(&self, name: &str, nodes: &[usize], extra: &[&str]) {
+        let hosts: Vec<String> = nodes.iter().map(|&i| self.nodes[i].host()).collect();
+        let key = self.client_key.display().to_string();
+        let mut args = vec![
+            "cluster",
+            "add",
+            name,
+            "--user",
+            "root",
+            "--identity-file",
+            &key,
+        ];
+        for h in &hosts {
+            args.extend(["--host", h.as_str()]);
+        }
+        args.extend(extra);
+        self.controller(&args).ok();
+    }
 }
 
-/// The outcome of one controller run.
-#[derive(Debug)]
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-    args: String,
-}
+/// Stops the agents the controller started on these node homes, by their
+/// pid files, even when an assert fails: the agent-boot.sh supervisor
+/// first (it stops its agent), then the agent, each waited for (up to 5 s)
+/// until its pid file is gone.
+pub struct StopAgents(pub Vec<PathBuf>);
 
-impl Run {
-    fn from(ran: Ran, args: &[&str]) -> Run {
-        assert!(!ran.timed_out, "{}", ran.show());
-        Run {
-            code: ran.code,
-            stdout: ran.stdout,
-            stderr: ran.stderr,
-            args: args.join(" "),
+impl Drop for StopAgents {
+    fn drop(&mut self) {
+        for home in &self.0 {
+            let state = home.join(".rh/agent");
+            for file in ["agent-boot.pid", "agent.pid"] {
+                if let Ok(pid) = fs::read_to_string(state.join(file)) {
+                    let _ = Command::new("kill").arg(pid.trim()).status();
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while state.join(file).exists() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
         }
     }
-
-    /// Assert exit 0 and return self.
-    #[track_caller]
-    pub fn ok(self) -> Run {
-        assert_eq!(
-            self.code,
-            0,
-            "controller {}\n{}",
-            self.args,
-            self.describe()
-        );
-        self
-    }
-
-    #[track_caller]
-    pub fn code(self, code: i32) -> Run {
-        assert_eq!(
-            self.code,
-            code,
-            "controller {}\n{}",
-            self.args,
-            self.describe()
-        );
-        self
-    }
-
-    pub fn describe(&self) -> String {
-        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.describe()))
-    }
-
-    /// Assert none of `values` appears in stdout or stderr.
-    #[track_caller]
-    pub fn no_values(&self, values: &[&str]) -> &Run {
-        for v in values {
-            assert!(
-                !self.stdout.contains(v) && !self.stderr.contains(v),
-                "a fixture value leaked in `controller {}`:\n{}",
-                self.args,
-                self.describe()
-            );
-        }
-        self
-    }
 }
 
-/// Pids of the ssh master processes whose control socket is under `dir`
-/// (read from /proc; nothing is signalled).
-pub fn ssh_masters(dir: &Path) -> Vec<u32> {
-    let needle = dir.display().to_string();
+/// Every process's pid and arguments (read from /proc, lossily decoded;
+/// nothing is signalled).
+pub fn processes() -> Vec<(u32, Vec<String>)> {
     let mut out = vec![];
     for entry in fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -463,10 +418,21 @@ pub fn ssh_masters(dir: &Path) -> Vec<u32> {
         let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        let args: Vec<String> = cmdline
+        let args = cmdline
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
+        out.push((pid, args));
+    }
+    out
+}
+
+/// Pids of the ssh master processes whose control socket is under `dir`
+/// (read from /proc; nothing is signalled).
+pub fn ssh_masters(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    let mut out = vec![];
+    for (pid, args) in processes() {
         let is_ssh = args
             .first()
             .is_some_and(|a| a == "ssh" || a.ends_with("/ssh"));

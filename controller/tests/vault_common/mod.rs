@@ -7,12 +7,17 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use common::secret_value::values_from;
+use common::Secret;
+use controller::vault::local;
 use serde_json::Value;
 #[allow(unused_imports)] // not every test file uses every helper
-pub use test_support::{free_port, mode, Ran as Run};
+pub use test_support::{free_port, mode, KillOnDrop, Run};
 
 /// Longer than any command of these tests takes: a hang becomes a failure.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(600);
@@ -45,7 +50,7 @@ pub fn dead_url() -> String {
 
 /// A `bao server -dev` on a free loopback port; killed and reaped on drop.
 pub struct DevServer {
-    child: Child,
+    child: KillOnDrop,
     pub url: String,
     pub dir: tempfile::TempDir,
 }
@@ -73,7 +78,7 @@ impl DevServer {
                 .spawn()
                 .expect("spawn bao server -dev");
             let mut server = Self {
-                child,
+                child: KillOnDrop(child),
                 url: format!("http://127.0.0.1:{port}"),
                 dir,
             };
@@ -90,7 +95,7 @@ impl DevServer {
     fn wait_active(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = self.child.0.try_wait() {
                 return false;
             }
             if let Ok((200, _)) = raw(&self.url, ROOT_TOKEN, "GET", "sys/health", None) {
@@ -136,20 +141,14 @@ impl DevServer {
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.child.0.id() as i32);
         nix::sys::signal::kill(pid, signal).expect("signal the dev server");
     }
 
-    /// Stop it now (the "server down" case).
+    /// Stop it now (the "server down" case; dropping it does too).
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        self.stop();
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
     }
 }
 
@@ -161,11 +160,7 @@ pub fn raw(
     path: &str,
     body: Option<Value>,
 ) -> Result<(u16, Value), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    test_support::block_on(async {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -241,8 +236,7 @@ impl Home {
             cmd.env(k, v);
         }
         let what = format!("controller {}", args.join(" "));
-        let run = test_support::run(cmd, COMMAND_DEADLINE, &what, None);
-        assert!(!run.timed_out, "{}", run.show());
+        let run = test_support::run(cmd, COMMAND_DEADLINE, &what, None).finished();
         for bad in &self.forbidden {
             assert!(
                 !run.stdout.contains(bad.as_str()) && !run.stderr.contains(bad.as_str()),
@@ -275,4 +269,70 @@ pub fn kubeconfig(name: &str, user: Value) -> Value {
         "users": [{"name": name, "user": user}],
         "current-context": name,
     })
+}
+
+/// The values of the `vault*.rs` tests' secrets.
+pub const V_AWS: &str = "sv-aws-secret-7d1f0a";
+pub const V_API: &str = "sv-api-secret-93be2c";
+pub const V_OTHER: &str = "sv-raw-write-55aa01";
+pub const V_LOCAL2: &str = "sv-local-two-c0ffee";
+
+/// A saved generic secret with a JSON file at `path`.
+pub fn file_secret(name: &str, path: &str, value: &str) -> Secret {
+    let mut s = Secret::base(name, values_from([("token", value)]));
+    s.provider = Some("mytool".into());
+    s.path = Some(path.into());
+    s
+}
+
+/// A saved env-only secret (provider without a file, one env var).
+pub fn env_secret(name: &str, value: &str) -> Secret {
+    let mut s = Secret::base(name, values_from([("api_key", value)]));
+    s.provider = Some("myapi".into());
+    s.env_vars = Some(BTreeMap::from([(
+        "api_key".to_string(),
+        "MYAPI_KEY".to_string(),
+    )]));
+    s
+}
+
+/// A home logged in to `server` through VAULT_ADDR/VAULT_TOKEN.
+pub fn home_for(server: &DevServer, user: &str) -> Home {
+    let mut home = Home::new(user);
+    home.set_env("VAULT_ADDR", &server.url);
+    home.set_env("VAULT_TOKEN", ROOT_TOKEN);
+    for v in [V_AWS, V_API, V_OTHER, V_LOCAL2] {
+        home.forbidden.push(v.into());
+    }
+    home
+}
+
+pub fn saved(home: &Home, name: &str) -> Option<Secret> {
+    local::load(home.path(), name).unwrap()
+}
+
+pub fn secret_file(home: &Home, name: &str) -> std::path::PathBuf {
+    home.file(&format!(".rh/secrets/{name}.json"))
+}
+
+/// Set the top-level `key` of `~/.rh/config` to `items` (other keys kept).
+pub fn set_config_list(home: &Home, key: &str, items: &[&str]) {
+    std::fs::create_dir_all(home.file(".rh")).unwrap();
+    let mut doc: Value = std::fs::read_to_string(home.file(".rh/config"))
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or_else(|_| serde_json::json!({}));
+    doc[key] = serde_json::json!(items);
+    std::fs::write(home.file(".rh/config"), doc.to_string()).unwrap();
+}
+
+/// Set `allow_paths` in `~/.rh/config` (other keys kept).
+pub fn allow_paths(home: &Home, paths: &[&str]) {
+    set_config_list(home, "allow_paths", paths);
+}
+
+/// Set `allow_vars` in `~/.rh/config`: the vars secrets pulled from the
+/// store may set besides their provider's own (`env_secret`'s `MYAPI_KEY`
+/// is no provider's).
+pub fn allow_vars(home: &Home, vars: &[&str]) {
+    set_config_list(home, "allow_vars", vars);
 }

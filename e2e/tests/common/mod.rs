@@ -92,7 +92,7 @@ pub(crate) struct Suite {
 
 /// A finished process (fixture values are fake; real ones never reach
 /// its messages).
-pub(crate) use test_support::Ran as Out;
+pub(crate) use test_support::Run;
 
 static SUITE: OnceLock<Suite> = OnceLock::new();
 
@@ -265,11 +265,11 @@ impl Suite {
     }
 
     /// Run the controller; its output must never hold a value (leak-checked).
-    pub(crate) fn ctl(&self, args: &[&str]) -> Out {
+    pub(crate) fn ctl(&self, args: &[&str]) -> Run {
         self.ctl_deadline(args, Duration::from_secs(180))
     }
 
-    pub(crate) fn ctl_deadline(&self, args: &[&str], deadline: Duration) -> Out {
+    pub(crate) fn ctl_deadline(&self, args: &[&str], deadline: Duration) -> Run {
         let out = run_with_deadline(self.controller_command(args), deadline, "controller", args);
         self.log_to("controller.log", &out);
         out
@@ -277,7 +277,7 @@ impl Suite {
 
     /// Run the controller when its output is meant to carry values
     /// (`controller run -- printenv`): logged apart, not leak-checked.
-    pub(crate) fn ctl_exposing(&self, args: &[&str]) -> Out {
+    pub(crate) fn ctl_exposing(&self, args: &[&str]) -> Run {
         let out = run_with_deadline(
             self.controller_command(args),
             Duration::from_secs(120),
@@ -288,7 +288,7 @@ impl Suite {
         out
     }
 
-    pub(crate) fn log_to(&self, file: &str, out: &Out) {
+    pub(crate) fn log_to(&self, file: &str, out: &Run) {
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -332,14 +332,14 @@ impl Suite {
     }
 
     /// `controller sync --cluster C --json` plus extra args.
-    pub(crate) fn sync(&self, cluster: &str, extra: &[&str]) -> Out {
+    pub(crate) fn sync(&self, cluster: &str, extra: &[&str]) -> Run {
         let mut args = vec!["sync", "--cluster", cluster, "--json"];
         args.extend_from_slice(extra);
         self.ctl(&args)
     }
 
     /// `printenv` inside env `env` on every node of `cluster`; one stdout per node.
-    pub(crate) fn printenv(&self, cluster: &str, env: &str) -> (Out, Vec<String>) {
+    pub(crate) fn printenv(&self, cluster: &str, env: &str) -> (Run, Vec<String>) {
         let out = self.ctl_exposing(&[
             "run",
             "--cluster",
@@ -401,7 +401,7 @@ pub(crate) fn run_with_deadline(
     deadline: Duration,
     name: &str,
     args: &[&str],
-) -> Out {
+) -> Run {
     run_with_input(cmd, deadline, name, args, None)
 }
 
@@ -412,26 +412,26 @@ pub(crate) fn run_with_input(
     name: &str,
     args: &[&str],
     input: Option<Vec<u8>>,
-) -> Out {
+) -> Run {
     test_support::run(cmd, deadline, &format!("{name} {}", args.join(" ")), input)
 }
 
 /// `docker ARGS`.
-pub(crate) fn docker(args: &[&str]) -> Out {
+pub(crate) fn docker(args: &[&str]) -> Run {
     let mut cmd = Command::new("docker");
     cmd.args(args);
     run_with_deadline(cmd, Duration::from_secs(90), "docker", args)
 }
 
 /// `docker exec CONTAINER ARGS` (as root).
-pub(crate) fn exec(container: &str, args: &[&str]) -> Out {
+pub(crate) fn exec(container: &str, args: &[&str]) -> Run {
     let mut a = vec!["exec", container];
     a.extend_from_slice(args);
     docker(&a)
 }
 
 /// A bash command on the node as `ubuntu`, in its home.
-pub(crate) fn exec_ubuntu(container: &str, script: &str) -> Out {
+pub(crate) fn exec_ubuntu(container: &str, script: &str) -> Run {
     docker(&[
         "exec",
         "-u",

@@ -23,9 +23,14 @@
 //!   shows each node's identity; no token in any output.
 //!
 //! Run after `--test cluster` (the bare and systemd nodes' push agents are
-//! replaced by pulling ones), one test at a time in this order.
+//! replaced by pulling ones), one test at a time in this order. One test
+//! binary (one fleet), its tests in modules named so that libtest's name
+//! order is the run order: `a_pull_nodes` (f01-f03), `b_federation` (f04).
 
+mod a_pull_nodes;
+mod b_federation;
 #[allow(dead_code)]
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -36,14 +41,16 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
 const PULL: &str = "pull";
 const KEY_NAME: &str = "pull_e2e";
+
 /// A key made while the systemd node's unit is down (f03).
 const LATE_KEY: &str = "pull_late";
 const VAR: &str = "PULL_E2E_API_KEY";
+
 /// Pull nodes started from enroll's bundles by docker-compose.
 const COMPOSE_NODES: usize = 3;
+
 /// Seconds between polls of every pulling node.
 const POLL: &str = "3";
 const MANIFEST: &str = "secret/data/rh/e2e/clusters/pull/manifest";
@@ -166,7 +173,7 @@ impl PullCtl {
 
     /// Run it; its output is kept for the leak check, and the command line
     /// is logged with every `--value NAME=VALUE` shown as `NAME=<value>`.
-    fn run(&self, args: &[&str], deadline: Duration) -> Out {
+    fn run(&self, args: &[&str], deadline: Duration) -> Run {
         let shown: Vec<String> = args
             .iter()
             .enumerate()
@@ -182,10 +189,18 @@ impl PullCtl {
     }
 
     /// Run it and expect `code`.
-    fn ok(&self, args: &[&str], code: i32) -> Out {
+    fn ok(&self, args: &[&str], code: i32) -> Run {
         let out = self.run(args, Duration::from_secs(180));
         out.assert_code(code);
         out
+    }
+
+    /// `cluster bootstrap` of the pull cluster (poll interval, allowed var,
+    /// JSON), expecting exit 0.
+    fn bootstrap_pull(&self) -> Run {
+        let line =
+            format!("cluster bootstrap {PULL} --poll-interval {POLL} --allow-var {VAR} --json");
+        self.ok(&test_support::argv(&line), 0)
     }
 
     /// `secret create pullapi`: `VAR` set to `value` (`--force` replaces it).
@@ -219,7 +234,7 @@ impl PullCtl {
         self.ok(&args, 0);
     }
 
-    fn record(&self, out: &Out) {
+    fn record(&self, out: &Run) {
         self.s.log_to("controller-fleet.log", out);
         self.outputs
             .lock()
@@ -228,7 +243,7 @@ impl PullCtl {
     }
 
     /// `controller run --cluster pull -- printenv VAR` (its output carries the value).
-    fn printenv(&self) -> Out {
+    fn printenv(&self) -> Run {
         let args = ["run", "--cluster", PULL, "--json", "--", "printenv", VAR];
         let out = run_with_deadline(
             self.command(&args),
@@ -242,7 +257,7 @@ impl PullCtl {
     }
 
     /// `sync` (publish) of `secrets`, with extra args; the published version.
-    fn publish(&self, secrets: &[&str], extra: &[&str], code: i32) -> (Out, u64) {
+    fn publish(&self, secrets: &[&str], extra: &[&str], code: i32) -> (Run, u64) {
         let mut args = vec!["sync", "--cluster", PULL, "--json"];
         for s in secrets {
             args.extend(["--secret", s]);
@@ -305,7 +320,7 @@ fn pull_container(s: &Suite, i: usize) -> String {
 }
 
 /// `e2e/cluster.sh pull --bundles DIR --nodes N` for this suite's project.
-fn compose_pull(s: &Suite, bundles: &Path, nodes: usize) -> Out {
+fn compose_pull(s: &Suite, bundles: &Path, nodes: usize) -> Run {
     let mut c = Command::new(s.root.join("e2e/cluster.sh"));
     c.arg("pull")
         .arg("--bundles")
@@ -345,19 +360,7 @@ impl Fleet {
         ctl.add_cluster(&hosts);
 
         // Bootstrap: the static agent and a fresh bundle per node; pull mode at boot.
-        let out = ctl.ok(
-            &[
-                "cluster",
-                "bootstrap",
-                PULL,
-                "--poll-interval",
-                POLL,
-                "--allow-var",
-                VAR,
-                "--json",
-            ],
-            0,
-        );
+        let out = ctl.bootstrap_pull();
         let doc = out.json();
         for (i, n) in s.bare.iter().enumerate() {
             let r = &doc["nodes"][i];
@@ -531,436 +534,4 @@ fn printenv_on_node(c: &str) -> String {
     let v: Value = serde_json::from_str(out.stdout.trim()).expect("run answer");
     assert_eq!(v["exit_code"], 0, "{c}: printenv {VAR} failed");
     v["stdout"].as_str().unwrap_or_default().trim().to_string()
-}
-
-#[test]
-#[ignore = "needs the docker-compose cluster and the HA store: scripts/e2e.sh"]
-fn f01_bootstrapped_and_compose_pull_nodes_converge_while_the_store_leader_is_killed() {
-    let f = fleet();
-    let (s, b) = (f.s, &f.b);
-    let minute = Duration::from_secs(60);
-
-    // Publish with --wait in the background; kill the leader as soon as the
-    // manifest is in the store, while the nodes (3 s polls) converge.
-    let sync_cmd = f.ctl.command(&[
-        "sync",
-        "--cluster",
-        PULL,
-        "--secret",
-        &format!("ssh-{KEY_NAME}"),
-        "--secret",
-        "pullapi",
-        "--wait",
-        "90",
-        "--json",
-    ]);
-    let sync = thread::spawn(move || {
-        run_with_deadline(
-            sync_cmd,
-            Duration::from_secs(150),
-            "controller",
-            &["sync --wait"],
-        )
-    });
-    let leader_c = leader(b);
-    let start = Instant::now();
-    while store_get(&b.node_urls[0], &b.root_token, MANIFEST).0 != "200"
-        && store_get(&b.node_urls[1], &b.root_token, MANIFEST).0 != "200"
-    {
-        assert!(
-            start.elapsed() < minute,
-            "the publish never reached the store"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-    docker(&["kill", &leader_c]).assert_code(0);
-    eprintln!(
-        "killed the store leader {leader_c} {:.1?} after the publish started",
-        start.elapsed()
-    );
-    let out = sync.join().expect("sync thread");
-    f.ctl.record(&out);
-    out.assert_code(0);
-    let doc = out.json();
-    let rows = doc["nodes"].as_array().expect("--wait rows");
-    assert_eq!(rows.len(), s.bare.len() + COMPOSE_NODES, "{}", out.show());
-    assert!(
-        rows.iter().all(|r| r["converged"] == true),
-        "{}",
-        out.show()
-    );
-    let running = docker(&["inspect", "-f", "{{.State.Running}}", &leader_c]);
-    assert_eq!(running.stdout.trim(), "false", "the leader is still up");
-
-    // Every node, bootstrapped or started from its bundle: the key pair,
-    // byte for byte, 0600 in a 0700 ~/.ssh.
-    for c in s.bare.iter().map(|n| &n.container).chain(&f.pulled) {
-        f.check_key(c, KEY_NAME, &f.private, &f.public);
-    }
-    // The var inside base_env's process: through `controller run` on the
-    // bootstrapped nodes, through the agent's run route on the compose ones.
-    let run = f.ctl.printenv();
-    let v: Value = serde_json::from_str(run.stdout.trim()).expect("run JSON");
-    let mut seen = Vec::new();
-    all_strings(&v, &mut seen);
-    let hits = seen.iter().filter(|t| t.trim() == f.api_value).count();
-    assert_eq!(hits, s.bare.len(), "{}", run.show());
-    for c in &f.pulled {
-        assert!(
-            printenv_on_node(c) == f.api_value,
-            "{c}: not the var's value"
-        );
-    }
-
-    // status: every node's report at the published version, from the store.
-    let (published, nodes) = f.status();
-    assert_eq!(nodes.len(), s.bare.len() + COMPOSE_NODES, "{nodes:?}");
-    for r in &nodes {
-        assert_eq!(r["applied_version"], published, "{r}");
-        assert_eq!(r["converged"], true, "{r}");
-    }
-    let mut hostnames: Vec<String> = nodes
-        .iter()
-        .map(|r| r["hostname"].as_str().unwrap_or_default().to_string())
-        .collect();
-    hostnames.sort();
-    let mut want: Vec<String> = (1..=s.bare.len())
-        .map(|i| format!("bare-{i}"))
-        .chain((1..=COMPOSE_NODES).map(|i| format!("pull-{i}")))
-        .collect();
-    want.sort();
-    assert_eq!(hostnames, want);
-    f.assert_no_leaks();
-}
-
-#[test]
-#[ignore = "needs the docker-compose cluster and the HA store: scripts/e2e.sh"]
-fn f02_a_node_started_with_a_bundle_already_unwrapped_applies_nothing() {
-    let f = fleet();
-    let s = f.s;
-    f.ensure_published();
-    // pull-1 unwrapped node-1.json at its first start (it answers /healthz
-    // only after its first poll): a copy of it is spent.
-    let reused = COMPOSE_NODES + 1;
-    let copy = f.bundles.join(format!("node-{reused}.json"));
-    std::fs::copy(f.bundles.join("node-1.json"), &copy).unwrap();
-    compose_pull(s, &f.bundles, reused).assert_code(0);
-    let c = pull_container(s, reused);
-    // Its agent refuses to start: the container exits, non-zero.
-    let wait = docker(&["wait", &c]);
-    wait.assert_code(0);
-    assert_ne!(wait.stdout.trim(), "0", "{c}: the agent started");
-    let logs = docker(&["logs", &c]);
-    assert!(
-        logs.text().contains("already unwrapped"),
-        "{c}: no clear error: {}",
-        logs.show()
-    );
-    let bundle: Value = serde_json::from_slice(&std::fs::read(&copy).unwrap()).unwrap();
-    let wrapped = bundle["wrapped_secret_id"]
-        .as_str()
-        .expect("a wrapped bundle");
-    assert!(
-        !logs.text().contains(wrapped),
-        "{c}: the wrapping token was logged"
-    );
-
-    // Nothing applied: its home, copied out of the stopped container, has
-    // the bundle and no key, no secret_id, no token, no applied state, no env.
-    let out = s.work.join("reused-home");
-    let _ = std::fs::remove_dir_all(&out);
-    docker(&["cp", &format!("{c}:{NODE_HOME}"), &out.to_string_lossy()]).assert_code(0);
-    let state = out.join(".rh/agent");
-    assert!(
-        state.join("bundle.json").is_file(),
-        "{c}: no bundle installed"
-    );
-    for rel in [
-        format!(".ssh/{KEY_NAME}"),
-        ".rh/agent/pull/secret_id".into(),
-        ".rh/agent/pull/token.json".into(),
-        ".rh/agent/pull/applied.json".into(),
-        ".rh/agent/envs.json".into(),
-    ] {
-        assert!(!out.join(&rel).exists(), "{c}: {rel} exists");
-    }
-    std::fs::remove_dir_all(&out).unwrap();
-    // No report from it; the others are still there, converged.
-    let (published, nodes) = f.status();
-    assert!(
-        nodes
-            .iter()
-            .all(|r| r["hostname"] != format!("pull-{reused}").as_str()),
-        "{nodes:?}"
-    );
-    for hostname in (1..=COMPOSE_NODES).map(|i| format!("pull-{i}")) {
-        let r = report_of(&nodes, &hostname);
-        assert_eq!(r["applied_version"], published, "{r}");
-    }
-    f.assert_no_leaks();
-}
-
-#[test]
-#[ignore = "needs the docker-compose cluster and the HA store: scripts/e2e.sh"]
-fn f03_systemd_node_pulls_at_boot_and_after_a_restart_gets_what_was_published_while_down() {
-    let f = fleet();
-    let s = f.s;
-    let n = s.systemd.first().expect("no systemd node in the cluster");
-    let c = &n.container;
-    f.ensure_published();
-    // The systemd node joins the pull cluster: bootstrap goes to the
-    // cluster's hosts, so the cluster now lists that node only (the others
-    // keep pulling; the store is what they follow).
-    f.ctl.add_cluster(&[&n.host]);
-    let out = f.ctl.ok(
-        &[
-            "cluster",
-            "bootstrap",
-            PULL,
-            "--poll-interval",
-            POLL,
-            "--allow-var",
-            VAR,
-            "--json",
-        ],
-        0,
-    );
-    let r = &out.json()["nodes"][0];
-    assert_eq!(r["ok"], true, "{}", out.show());
-    assert_eq!(r["boot"], "systemd-system", "{}", out.show());
-    check_bundle(c, &f.b);
-    let systemctl = |args: &[&str]| {
-        let mut a = vec!["systemctl"];
-        a.extend_from_slice(args);
-        exec(c, &a)
-    };
-    let show = |prop: &str| {
-        systemctl(&["show", "-p", prop, "--value", "rh-agent.service"])
-            .stdout
-            .trim()
-            .to_string()
-    };
-    assert_eq!(show("Type"), "notify", "{c}");
-    assert_eq!(show("User"), "ubuntu", "{c}");
-    let active = systemctl(&["is-active", "rh-agent"]);
-    assert_eq!(active.stdout.trim(), "active", "{}", active.show());
-    f.check_key(c, KEY_NAME, &f.private, &f.public);
-
-    // The node goes down; meanwhile a key is added and the var rotated.
-    systemctl(&["stop", "rh-agent"]).assert_code(0);
-    assert_ne!(
-        systemctl(&["is-active", "rh-agent"]).stdout.trim(),
-        "active"
-    );
-    let (late_private, late_public) = key_pair(&f.ctl.home, LATE_KEY);
-    f.add_key_lines(&late_private);
-    let rotated = format!("pull-e2e-rotated-{}", std::process::id());
-    f.secrets.lock().unwrap().push(rotated.clone());
-    f.ctl.create_api(&rotated, true);
-    let late = format!("ssh-{LATE_KEY}");
-    let (_, version) = f
-        .ctl
-        .publish(&[&format!("ssh-{KEY_NAME}"), "pullapi", &late], &[], 0);
-    wait_manifest_everywhere(&f.b, version);
-    assert!(
-        !node_exists(c, &format!(".ssh/{LATE_KEY}")),
-        "{c}: applied while down"
-    );
-
-    // Restart: systemctl returns once the unit is started, i.e. (Type=notify)
-    // once the agent applied its first poll: what was published is there now.
-    systemctl(&["restart", "rh-agent"]).assert_code(0);
-    assert_eq!(
-        systemctl(&["is-active", "rh-agent"]).stdout.trim(),
-        "active"
-    );
-    f.check_key(c, LATE_KEY, &late_private, &late_public);
-    let run = f.ctl.printenv();
-    let v: Value = serde_json::from_str(run.stdout.trim()).expect("run JSON");
-    let mut seen = Vec::new();
-    all_strings(&v, &mut seen);
-    assert_eq!(
-        seen.iter().filter(|t| t.trim() == rotated).count(),
-        1,
-        "{}",
-        run.show()
-    );
-    let (published, nodes) = f.status();
-    let r = report_of(&nodes, "systemd-1");
-    assert_eq!(r["applied_version"], published, "{r}");
-    assert_eq!(published.as_u64(), Some(version));
-    f.assert_no_leaks();
-}
-
-/// The AWS token file of a node, copied to `dir/<container>.jwt` (0600 on
-/// the node, ubuntu's). `None` while it is not there.
-fn copy_token(c: &str, dir: &Path) -> Option<(PathBuf, Vec<u8>)> {
-    let f = node_file(c, ".rh/agent/identity/aws.jwt")?;
-    assert_eq!(f.mode, "600", "{c}");
-    assert_eq!(f.owner, "ubuntu:ubuntu", "{c}");
-    let path = dir.join(format!("{c}.jwt"));
-    std::fs::write(&path, &f.bytes).unwrap();
-    Some((path, f.bytes))
-}
-
-/// PyJWT on this host: the token in `file` verified against `jwks` (a file)
-/// with the issuer and subject `federate` printed; its claims.
-fn pyjwt_verify(s: &Suite, file: &Path, jwks: &Path, issuer: &str, subject: &str) -> Value {
-    let mut c = Command::new("python3");
-    c.arg(s.root.join("controller/tests/data/federation/peers.py"))
-        .arg("verify")
-        .arg(file)
-        .arg("--jwks")
-        .arg(jwks)
-        .args(["--issuer", issuer, "--sub", subject, "--cluster", PULL])
-        .args(["--aud", "sts.amazonaws.com"]);
-    let out = run_with_deadline(c, Duration::from_secs(60), "python3", &["peers.py verify"]);
-    assert_eq!(
-        out.code,
-        0,
-        "PyJWT refused {}: {}",
-        file.display(),
-        out.show()
-    );
-    serde_json::from_str(out.stdout.trim()).expect("claims")
-}
-
-/// What a node's identity token must verify against.
-struct Checked<'a> {
-    dir: &'a Path,
-    jwks: &'a Path,
-    issuer: &'a str,
-    subject: &'a str,
-}
-
-impl Checked<'_> {
-    /// Wait (90 s at most) for node `c`'s token, other than `not` when
-    /// given; verify it with PyJWT, keep its signature for the leak check,
-    /// return its bytes.
-    fn token(&self, f: &Fleet, c: &str, not: Option<&Vec<u8>>) -> Vec<u8> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let (file, bytes) = loop {
-            match copy_token(c, self.dir) {
-                Some(t) if Some(&t.1) != not => break t,
-                _ => {}
-            }
-            assert!(Instant::now() < deadline, "{c}: no (new) identity token");
-            thread::sleep(Duration::from_millis(500));
-        };
-        let claims = pyjwt_verify(f.s, &file, self.jwks, self.issuer, self.subject);
-        assert_eq!(claims["iss"], self.issuer, "{c}");
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let sig = text.rsplit('.').next().unwrap_or_default().to_owned();
-        f.secrets.lock().unwrap().push(sig);
-        bytes
-    }
-}
-
-/// Each answering store node's JWKS (its keys sorted by `kid`), polled
-/// until every node publishes the same keys; panics naming each node's
-/// key ids when they still differ after 30 s.
-fn agreed_jwks(urls: &[String], token: &str) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut seen: Vec<(String, String, Vec<String>)> = Vec::new();
-        for url in urls {
-            let (code, body) = store_get(url, token, "identity/oidc/.well-known/keys");
-            if code == "200" {
-                let doc: Value = serde_json::from_str(&body).expect("JWKS");
-                let mut keys = doc["keys"].as_array().cloned().unwrap_or_default();
-                keys.sort_by_key(|k| k["kid"].as_str().unwrap_or_default().to_owned());
-                let kids = keys
-                    .iter()
-                    .map(|k| k["kid"].as_str().unwrap_or_default().to_owned())
-                    .collect();
-                seen.push((url.clone(), Value::Array(keys).to_string(), kids));
-            }
-        }
-        assert!(!seen.is_empty(), "no store node serves the JWKS");
-        if seen.windows(2).all(|w| w[0].1 == w[1].1) {
-            return seen.into_iter().map(|(_, keys, _)| keys).collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the store nodes publish different keys: {:?}",
-            seen.iter().map(|(u, _, k)| (u, k)).collect::<Vec<_>>()
-        );
-        thread::sleep(Duration::from_millis(500));
-    }
-}
-
-#[test]
-#[ignore = "needs the docker-compose cluster and the HA store: scripts/e2e.sh"]
-fn f04_federated_pull_nodes_keep_a_token_the_ha_store_signed() {
-    let f = fleet();
-    let (s, b) = (f.s, &f.b);
-    f.ensure_published();
-    // One issuer for the whole store (each node would otherwise sign with
-    // its own address): the first node's URL here; a load balancer's https
-    // address in production.
-    let out = f.ctl.ok(
-        &[
-            "cluster",
-            "federate",
-            PULL,
-            "--aws-role-arn",
-            "arn:aws:iam::123456789012:role/e2e-nodes",
-            "--token-ttl",
-            "1m",
-            "--issuer",
-            &b.node_urls[0],
-            "--json",
-        ],
-        0,
-    );
-    let doc = out.json();
-    let issuer = doc["issuer"].as_str().expect("issuer").to_owned();
-    let subject = doc["subject"].as_str().expect("subject").to_owned();
-    assert_eq!(issuer, format!("{}/v1/identity/oidc", b.node_urls[0]));
-    let dir = s.work.join("identity");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    // The JWKS from every store node that answers: the same keys, once the
-    // standbys have applied the key federate just wrote (OpenBao's standbys
-    // answer reads from their own Raft copy, eventually consistent).
-    let jwks = agreed_jwks(&b.node_urls, &b.root_token);
-    let jwks_file = dir.join("keys.json");
-    std::fs::write(&jwks_file, format!("{{\"keys\": {}}}", jwks[0])).unwrap();
-
-    let nodes: Vec<String> = s
-        .bare
-        .iter()
-        .map(|n| n.container.clone())
-        .chain(f.pulled.iter().cloned())
-        .collect();
-    let check = Checked {
-        dir: &dir,
-        jwks: &jwks_file,
-        issuer: &issuer,
-        subject: &subject,
-    };
-    let first: Vec<Vec<u8>> = nodes.iter().map(|c| check.token(f, c, None)).collect();
-    // Refreshed within the 60 s TTL (at 15-30 s), and still verifying.
-    for (c, before) in nodes.iter().zip(&first) {
-        check.token(f, c, Some(before));
-    }
-    // status: every node's identity, from its reports.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (_, rows) = f.status();
-        let federated = rows
-            .iter()
-            .filter(|r| r["identity"]["clouds"] == serde_json::json!(["aws"]))
-            .count();
-        if federated == nodes.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status does not show every node's identity: {rows:?}"
-        );
-        thread::sleep(Duration::from_secs(1));
-    }
-    f.ctl.ok(&["status", "--cluster", PULL], 0);
-    f.assert_no_leaks();
 }
