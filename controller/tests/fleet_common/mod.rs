@@ -55,11 +55,8 @@ pub fn relay_copy(mut from: TcpStream, mut to: TcpStream, seen: Option<Arc<Mutex
         for &b in &buf[..n] {
             if b == b'\n' {
                 let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-                if ["GET ", "POST ", "PUT ", "LIST ", "DELETE "]
-                    .iter()
-                    .any(|m| text.starts_with(m))
-                {
-                    seen.lock().unwrap().push(text);
+                if let Some(request) = request_line(&text) {
+                    seen.lock().unwrap().push(request.to_owned());
                 }
                 line.clear();
             } else if line.len() < 4096 {
@@ -71,6 +68,21 @@ pub fn relay_copy(mut from: TcpStream, mut to: TcpStream, seen: Option<Arc<Mutex
         }
     }
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// The HTTP request line in `text`: on a kept-alive connection a request
+/// line follows the previous request's body with no newline between them
+/// (`{"data":...}GET /v1/... HTTP/1.1`), so it is found where its method
+/// starts, not only at the start of the line.
+fn request_line(text: &str) -> Option<&str> {
+    if !text.ends_with(" HTTP/1.1") && !text.ends_with(" HTTP/1.0") {
+        return None;
+    }
+    ["GET /", "POST /", "PUT /", "LIST /", "DELETE /"]
+        .iter()
+        .filter_map(|m| text.find(m))
+        .min()
+        .map(|at| &text[at..])
 }
 
 impl Relay {
