@@ -82,6 +82,34 @@ for f in sys.argv[1:]:
   [ "${#fixture_vars[@]}" -ge 7 ] || { echo "bench: could not read env fixtures from $data" >&2; return 1; }
 }
 
+# The docker suites: exit 0 with "$1: SKIPPED: ..." when no Docker engine answers.
+require_docker() {
+  docker info >/dev/null 2>&1 && return 0
+  echo "$1: SKIPPED: no Docker engine answers"
+  exit 0
+}
+
+# The controller leaves one persistent ssh master per node (ControlPersist):
+# close the ones a run made, by their control sockets below directory $1.
+close_ssh_masters() {
+  local sock
+  while IFS= read -r sock; do
+    ssh -S "$sock" -O exit rh-e2e-node >/dev/null 2>&1 || true
+  done < <(find "$1" -type s 2>/dev/null)
+}
+
+# The docker benchmarks' cluster: the release controller, the x86_64 static
+# agent, the node images, then `e2e/cluster.sh up "$@"`, its cluster.env
+# (RH_E2E_*) sourced. Run from the checkout's top.
+bench_cluster_up() {
+  cargo build --release --quiet -p controller
+  scripts/build-agents.sh --target x86_64-unknown-linux-musl
+  e2e/build-images.sh
+  e2e/cluster.sh up "$@"
+  # shellcheck source=/dev/null  # written by e2e/cluster.sh up
+  . "$RH_E2E_STATE/cluster.env"
+}
+
 # The static node agents: one Rust target per node architecture. The
 # controller's table (controller/src/agents.rs, NODE_TARGETS) maps
 # `uname -m` to these.
