@@ -125,6 +125,26 @@ APPLE_TARGETS=(aarch64-apple-darwin x86_64-apple-darwin)
 WHEEL_TARGETS=(x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
   x86_64-unknown-linux-musl aarch64-unknown-linux-musl "${APPLE_TARGETS[@]}")
 
+# The options of the build scripts (build-agents.sh, build-wheels.sh):
+# `--out DIR` sets `out`, `--target TRIPLE` (repeatable) adds to `targets`,
+# `-h`/`--help` prints the script's header (its lines 2 to $1).
+# Usage: build_options LAST_HELP_LINE "$@"
+# shellcheck disable=SC2034  # out and targets: read by the calling script
+build_options() {
+  local help=$1
+  shift
+  targets=()
+  while [ "$#" -gt 0 ]; do
+    case "$1" in
+      --out) out="$2"; shift ;;
+      --target) targets+=("$2"); shift ;;
+      -h|--help) sed -n "2,${help}p" "$0"; exit 0 ;;
+      *) echo "$(basename "$0"): unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+  done
+}
+
 # Install maturin (it builds the Python package's wheels; PyPI's wheel carries
 # its binary) when missing.
 ensure_maturin() {
