@@ -183,6 +183,14 @@ pinned_store_bench() {
   start_pinned_store "$W"
 }
 
+# The load of a store-cost benchmark: its python script (stdin) run on CPU 1
+# against the pinned store, with FLEET_COST_N (default $1) requests per kind
+# and scripts/bench.d on its path (store_cost.Store.from_argv()).
+store_cost_load() {
+  N=${FLEET_COST_N:-$1} PYTHONPATH="$(dirname "$0")${PYTHONPATH:+:$PYTHONPATH}" \
+    taskset -c 1 python3 - 127.0.0.1 "$P" "$ROOT" "$BAO"
+}
+
 # One OpenBao Raft node for the store-cost benchmarks, in directory $1, pinned
 # to CPU 0 (the load goes on CPU 1): initialized, unsealed, KV v2 at secret/
 # and AppRole enabled. Sets P (its port), U (its URL), ROOT (the root token)

@@ -14,12 +14,11 @@ set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 pinned_store_bench 62-fleet-store-cost
 echo "62-fleet-store-cost: store pinned to CPU 0, load on CPU 1; before: $(uptime)"
-N=${FLEET_COST_N:-3000} BENCH_D=$(dirname "$0") taskset -c 1 python3 - 127.0.0.1 "$P" "$ROOT" "$BAO" <<'PY'
+store_cost_load 3000 <<'PY'
 import http.client, json, sys, threading, time, os
-sys.path.insert(0, os.environ["BENCH_D"])
 from store_cost import Store
-url_host, port, root, pids = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-st = Store(url_host, port, root, pids, int(os.environ["N"]))
+st = Store.from_argv()
+root = st.root
 cpu, call, run = st.cpu, st.call, st.run
 def ok(m,p,b=None,tok=root):
     return st.ok(m,p,b,tok)

@@ -20,12 +20,10 @@ set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 pinned_store_bench 63-federation-store-cost
 echo "63-federation-store-cost: $(bao version | head -1); store pinned to CPU 0, load on CPU 1; before: $(uptime)"
-N=${FLEET_COST_N:-2000} BENCH_D=$(dirname "$0") taskset -c 1 python3 - 127.0.0.1 "$P" "$ROOT" "$BAO" <<'PY'
+store_cost_load 2000 <<'PY'
 import base64, json, os, sys
-sys.path.insert(0, os.environ["BENCH_D"])
 from store_cost import Store
-host, port, root, pids = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-store = Store(host, port, root, pids, int(os.environ["N"]))
+store = Store.from_argv()
 c, call, ok = store.conn, store.call, store.ok
 def claims(jwt):
     part = jwt.split(".")[1]; part += "=" * (-len(part) % 4)
