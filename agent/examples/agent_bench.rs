@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 mod common;
-use common::{cpu_ms, percentile, start_agent};
+use common::{cpu_ms, percentile, start_agent, sync};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -105,26 +105,11 @@ async fn main() {
     for round in 0..100 {
         let body = sync_body(round);
         let t0 = Instant::now();
-        let r = client
-            .post(format!("{url}/v1/sync"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        let v: Value = r.json().await.unwrap();
+        let v = sync(&client, &url, &token, &body).await;
         writing.push(t0.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(v["results"].as_array().unwrap().len(), 16);
         let t0 = Instant::now();
-        let r = client
-            .post(format!("{url}/v1/sync"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let _: Value = r.json().await.unwrap();
+        sync(&client, &url, &token, &body).await;
         unchanged.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     for (label, v) in [

@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 mod common;
-use common::{cpu_ms, percentile, start_agent};
+use common::{cpu_ms, percentile, start_agent, sync};
 
 const CLIENTS: usize = 64;
 const PER_CLIENT: usize = 300;
@@ -42,14 +42,7 @@ async fn main() {
             "expires_at": now + 3600, "minted_at": now, "source": "bench"},
             "env": "base_env"}}]});
     let client = reqwest::Client::new();
-    let resp = client
-        .post(format!("{base}/v1/sync"))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    sync(&client, &base, &token, &body).await;
     let env_token = std::fs::read_to_string(state.join("credentials/tokens/base_env")).unwrap();
     let url = format!("{base}/v1/credentials/aws/bench");
 

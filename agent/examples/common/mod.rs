@@ -81,3 +81,22 @@ pub(crate) fn start_agent(bin: &str, home: &Path, config: Option<&str>) -> (Chil
         .to_owned();
     (child, format!("http://{addr}"), token)
 }
+
+/// `POST /v1/sync` of `body` to the agent at `base` with its API token:
+/// the answer's JSON, asserting a success.
+pub(crate) async fn sync(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let r = client
+        .post(format!("{base}/v1/sync"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "/v1/sync answered {}", r.status());
+    r.json().await.unwrap()
+}
