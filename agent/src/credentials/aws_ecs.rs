@@ -122,10 +122,7 @@ impl Provider for ProfileProcess {
     ) -> Result<Merge, ProviderError> {
         let section = config_section(value(values, "profile")?);
         let line = value(values, "credential_process")?;
-        let mut doc = match existing {
-            Some(text) => IniDoc::parse(path, text.expose_secret(), false)?,
-            None => IniDoc::empty(false),
-        };
+        let mut doc = IniDoc::existing(path, existing, false)?;
         if doc.get(&section, "credential_process") == Some(line) {
             return Ok(Merge::Unchanged);
         }

@@ -105,10 +105,7 @@ impl Provider for GitHub {
         values: &Values,
         overwrite: bool,
     ) -> Result<Merge, ProviderError> {
-        let mut doc = match existing {
-            Some(t) => yaml::parse_mapping(path, t)?,
-            None => Mapping::new(),
-        };
+        let mut doc = yaml::existing_mapping(path, existing)?;
         let entry = host_entry(path, &mut doc)?;
         let mut changed = existing.is_none();
         let mut conflicts = Vec::new();

@@ -137,10 +137,7 @@ impl Provider for Kubernetes {
         values: &Values,
         overwrite: bool,
     ) -> Result<Merge, ProviderError> {
-        let mut doc = match existing {
-            Some(t) => yaml::parse_mapping(path, t)?,
-            None => Mapping::new(),
-        };
+        let mut doc = yaml::existing_mapping(path, existing)?;
         let mut changed = existing.is_none();
         let mut conflicts = Vec::new();
         for (key, value) in values {
