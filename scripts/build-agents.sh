@@ -21,16 +21,7 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 . "$repo/scripts/lib.sh"
 
 out="$repo/target/agents"
-targets=()
-while [ "$#" -gt 0 ]; do
-  case "$1" in
-    --out) out="$2"; shift ;;
-    --target) targets+=("$2"); shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
-    *) echo "build-agents.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
+build_options 18 "$@"
 [ "${#targets[@]}" -gt 0 ] || targets=("${AGENT_TARGETS[@]}")
 
 die() { echo "build-agents.sh: $*" >&2; exit 1; }

@@ -23,16 +23,7 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 . "$repo/scripts/lib.sh"
 
 out="$repo/target/wheels"
-targets=()
-while [ "$#" -gt 0 ]; do
-  case "$1" in
-    --out) out="$2"; shift ;;
-    --target) targets+=("$2"); shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
-    *) echo "build-wheels.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
+build_options 21 "$@"
 [ "${#targets[@]}" -gt 0 ] || targets=("${WHEEL_TARGETS[@]}")
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 

@@ -27,16 +27,6 @@ WORK=$(mktemp -d /tmp/rhe2e.XXXXXX)
 BAO_PROJECT=${RH_E2E_PROJECT}-bao
 start=$(date +%s)
 
-# The controller leaves one persistent ssh master per node (ControlPersist):
-# close the ones this run made, by their control sockets.
-# shellcheck disable=SC2317  # called from the EXIT trap
-close_ssh_masters() {
-  local sock
-  while IFS= read -r sock; do
-    ssh -S "$sock" -O exit rh-e2e-node >/dev/null 2>&1 || true
-  done < <(find "$1" -type s 2>/dev/null)
-}
-
 # shellcheck disable=SC2317  # the EXIT trap
 finish() {
   local rc=$?

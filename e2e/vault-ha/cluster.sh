@@ -68,6 +68,47 @@ cp "$BAO" "$WORK/image/bao"
 printf 'FROM %s\nCOPY bao /usr/local/bin/bao\nRUN mkdir -p /bao/data /etc/bao\n' "$BASE" >"$WORK/image/Dockerfile"
 docker build -q -t "$IMAGE" "$WORK/image" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
 
+# One config per node, from one template: Raft storage joined to all three
+# nodes, plain HTTP. Written under e2e/.build (docker-compose.yml mounts them
+# from there); rewritten by every `up`, always the same text.
+CONFIG_DIR="$ROOT/e2e/.build/vault-ha"
+node_config() { # node_config NODE
+  cat <<HCL
+# OpenBao node $1 of the three-node Raft cluster used by run.sh (test only:
+# plain HTTP inside a private docker network, ports published on 127.0.0.1).
+storage "raft" {
+  path                   = "/bao/data"
+  node_id                = "$1"
+  performance_multiplier = 1
+  retry_join {
+    leader_api_addr = "http://bao1:8200"
+  }
+  retry_join {
+    leader_api_addr = "http://bao2:8200"
+  }
+  retry_join {
+    leader_api_addr = "http://bao3:8200"
+  }
+}
+
+listener "tcp" {
+  address         = "0.0.0.0:8200"
+  cluster_address = "0.0.0.0:8201"
+  tls_disable     = true
+}
+
+api_addr      = "http://$1:8200"
+cluster_addr  = "http://$1:8201"
+disable_mlock = true
+ui            = false
+HCL
+}
+mkdir -p "$CONFIG_DIR"
+for s in bao1 bao2 bao3; do
+  node_config "$s" >"$CONFIG_DIR/$s.hcl.$$"
+  mv "$CONFIG_DIR/$s.hcl.$$" "$CONFIG_DIR/$s.hcl"
+done
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export BAO_IMAGE=$IMAGE BAO_PORT1 BAO_PORT2 BAO_PORT3
 BAO_PORT1=$(free_port); BAO_PORT2=$(free_port); BAO_PORT3=$(free_port)

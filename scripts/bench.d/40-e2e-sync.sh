@@ -9,31 +9,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
-if ! docker info >/dev/null 2>&1; then
-  echo "40-e2e-sync: SKIPPED: no Docker engine answers"
-  exit 0
-fi
+require_docker 40-e2e-sync
 export RH_E2E_SUFFIX=-bench
 . e2e/env.sh
 RUNS=${RH_BENCH_RUNS:-10}
 # Short path: the controller keeps ssh control sockets under its HOME.
 OUT=$(mktemp -d /tmp/rhe2e-bench.XXXXXX)
-close_ssh_masters() {  # the controller's persistent masters, by control socket
-  local sock
-  while IFS= read -r sock; do
-    ssh -S "$sock" -O exit rh-e2e-node >/dev/null 2>&1 || true
-  done < <(find "$OUT" -type s 2>/dev/null)
-}
-trap 'close_ssh_masters; e2e/cluster.sh down || true; rm -rf "$OUT"' EXIT
+trap 'close_ssh_masters "$OUT"; e2e/cluster.sh down || true; rm -rf "$OUT"' EXIT
 trap 'exit 130' INT TERM
 
 step "40-e2e-sync: build (release), images, 32-node cluster"
-cargo build --release --quiet -p controller
-scripts/build-agents.sh --target x86_64-unknown-linux-musl
-e2e/build-images.sh
-e2e/cluster.sh up --agents 32 --bare 0 --systemd 0
-# shellcheck source=/dev/null  # written by e2e/cluster.sh up
-. "$RH_E2E_STATE/cluster.env"
+bench_cluster_up --agents 32 --bare 0 --systemd 0
 read -r -a HOSTS <<<"$RH_E2E_AGENT_HOSTS"
 
 e2e/fixtures.sh "$OUT/fixtures" >/dev/null

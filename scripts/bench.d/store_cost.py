@@ -1,5 +1,6 @@
 """Helpers of the store-cost benchmarks (62-fleet-store-cost.sh and
-63-federation-store-cost.sh, which put this folder on sys.path): one OpenBao
+63-federation-store-cost.sh, run by lib.sh's store_cost_load with this
+folder on the path): one OpenBao
 node's CPU time from /proc, one API call over a kept connection, and a
 measured run of N requests over T keep-alive connections (store CPU-ms per
 request; it does not depend on the generator's speed). Prints names and
@@ -7,6 +8,8 @@ numbers only."""
 
 import http.client
 import json
+import os
+import sys
 import threading
 import time
 
@@ -16,6 +19,13 @@ class Store:
         self.host, self.port, self.root, self.pids = host, port, root, pids
         self.n, self.threads = n, threads
         self.conn = http.client.HTTPConnection(host, port)
+
+    @classmethod
+    def from_argv(cls):
+        """The pinned store as store_cost_load names it: host, port, root
+        token and pids in argv, the requests per kind in $N."""
+        host, port, root, pids = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+        return cls(host, port, root, pids, int(os.environ["N"]))
 
     def cpu(self):
         """User + system CPU seconds of the store's processes."""

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use common::formats::ini::IniDoc;
-use common::providers::{Merge, Provider, ProviderError, Removal, SourceFile};
+use common::providers::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
 use common::session::Minted;
 use common::time::rfc3339;
 use common::{SecretText, Values};
@@ -97,18 +97,17 @@ fn value<'a>(values: &'a Values, key: &str) -> Result<&'a str, ProviderError> {
         })
 }
 
+/// What the provider declares: aws' config file, the profile and its line.
+static FACTS: Facts = Facts::new(
+    "aws",
+    Some("~/.aws/config"),
+    &[],
+    &["profile", "credential_process"],
+);
+
 impl Provider for ProfileProcess {
-    fn id(&self) -> &'static str {
-        "aws"
-    }
-    fn default_path(&self) -> Option<&'static str> {
-        Some("~/.aws/config")
-    }
-    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
-    }
-    fn value_keys(&self) -> &'static [&'static str] {
-        &["profile", "credential_process"]
+    fn facts(&self) -> &Facts {
+        &FACTS
     }
     fn parse(&self, _files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
         Ok(Values::new())
@@ -123,10 +122,7 @@ impl Provider for ProfileProcess {
     ) -> Result<Merge, ProviderError> {
         let section = config_section(value(values, "profile")?);
         let line = value(values, "credential_process")?;
-        let mut doc = match existing {
-            Some(text) => IniDoc::parse(path, text.expose_secret(), false)?,
-            None => IniDoc::empty(false),
-        };
+        let mut doc = IniDoc::existing(path, existing, false)?;
         if doc.get(&section, "credential_process") == Some(line) {
             return Ok(Merge::Unchanged);
         }

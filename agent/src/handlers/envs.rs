@@ -28,10 +28,7 @@ pub(crate) async fn set_env_vars(
         let route = "/v1/envs/{env}/_set_env_vars";
         let (secret, dry_run) = (req.secret, req.dry_run);
         let result = install::set_vars(&state, route, env, req.vars, secret, dry_run).await?;
-        Ok(Json(SyncResponse {
-            results: vec![result],
-            dry_run,
-        }))
+        Ok(Json(SyncResponse::one(result, dry_run)))
     })
     .await
 }

@@ -37,13 +37,7 @@ pub(crate) async fn write_to_file(
         } else {
             StatusCode::OK
         };
-        Ok((
-            status,
-            Json(SyncResponse {
-                results: vec![result],
-                dry_run: req.dry_run,
-            }),
-        ))
+        Ok((status, Json(SyncResponse::one(result, req.dry_run))))
     })
     .await
 }
@@ -57,10 +51,7 @@ pub(crate) async fn revoke(
     detached(async move {
         let (env, dry_run) = (query.env.as_deref(), query.dry_run);
         let result = install::revoke(&state, "/v1/secrets/{name}", &name, env, dry_run).await?;
-        Ok(Json(SyncResponse {
-            results: vec![result],
-            dry_run,
-        }))
+        Ok(Json(SyncResponse::one(result, dry_run)))
     })
     .await
 }

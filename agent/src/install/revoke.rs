@@ -42,14 +42,7 @@ pub(super) async fn revoke(
     } else {
         Status::Removed
     };
-    let record = state
-        .inner
-        .installed
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .secrets
-        .get(name)
-        .cloned();
+    let record = state.installed().secrets.get(name).cloned();
     let record = match (record, &session_files) {
         (Some(record), _) => record,
         (None, Some(files)) => {

@@ -198,11 +198,7 @@ fn aws_config(state: &AppState, name: &str, origin: Origin) -> Result<TargetFile
 /// Static keys this agent installed into `[default]` of
 /// `~/.aws/credentials` for other secrets: their names.
 fn own_static_keys(state: &AppState, except: &str) -> Vec<String> {
-    let installed = state
-        .inner
-        .installed
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let installed = state.installed();
     installed
         .secrets
         .iter()

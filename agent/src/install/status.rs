@@ -20,11 +20,7 @@ pub(crate) fn installed_status(
     key: Option<&FingerprintKey>,
 ) -> Vec<InstalledSecret> {
     let file_key = key.map_or_else(|| state.fingerprint_key(), FingerprintKey::as_bytes);
-    let installed = state
-        .inner
-        .installed
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let installed = state.installed();
     installed
         .secrets
         .iter()

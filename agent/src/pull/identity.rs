@@ -311,11 +311,8 @@ async fn aws_profile(
             .ok_or_else(|| failed("cannot create ~/.aws"))?;
         let _lock = opened.lock_dir()?;
         let text = opened.read()?;
-        let mut doc = match &text {
-            Some(t) => IniDoc::parse(display, t.expose_secret(), false)
-                .map_err(|e| failed(e.to_string()))?,
-            None => IniDoc::empty(false),
-        };
+        let mut doc =
+            IniDoc::existing(display, text.as_ref(), false).map_err(|e| failed(e.to_string()))?;
         let section = if profile == "default" {
             profile.clone()
         } else {

@@ -87,6 +87,19 @@ impl IniDoc {
         Ok(doc)
     }
 
+    /// The document of a file about to be merged into: its `text` parsed,
+    /// or an empty document when the file does not exist yet.
+    pub fn existing(
+        path: &str,
+        text: Option<&SecretText>,
+        allow_global: bool,
+    ) -> Result<Self, ProviderError> {
+        match text {
+            Some(t) => Self::parse(path, t.expose_secret(), allow_global),
+            None => Ok(Self::empty(allow_global)),
+        }
+    }
+
     /// An empty document.
     pub fn empty(allow_global: bool) -> Self {
         Self {
@@ -336,11 +349,7 @@ pub struct IniLayout {
 
 impl IniLayout {
     fn doc(&self, path: &str, text: Option<&SecretText>) -> Result<IniDoc, ProviderError> {
-        let global = self.section == GLOBAL;
-        match text {
-            Some(t) => IniDoc::parse(path, t.expose_secret(), global),
-            None => Ok(IniDoc::empty(global)),
-        }
+        IniDoc::existing(path, text, self.section == GLOBAL)
     }
 
     fn where_(&self) -> String {

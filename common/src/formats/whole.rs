@@ -89,37 +89,23 @@ mod tests {
     #[test]
     fn replaces_never_appends() {
         let old = SecretText::new("hf_old\n".into());
-        assert_eq!(
+        let token = |new: &str, overwrite| {
             merge(
                 Compare::Trimmed,
                 "token",
                 Some(&old),
-                "hf_old",
-                "hf_old".into(),
-                false
-            ),
-            Merge::Unchanged
-        );
+                new,
+                new.into(),
+                overwrite,
+            )
+        };
+        assert_eq!(token("hf_old", false), Merge::Unchanged);
         assert_eq!(
-            merge(
-                Compare::Trimmed,
-                "token",
-                Some(&old),
-                "hf_new",
-                "hf_new".into(),
-                false
-            ),
+            token("hf_new", false),
             Merge::Conflict(vec!["token".into()])
         );
         assert_eq!(
-            merge(
-                Compare::Trimmed,
-                "token",
-                Some(&old),
-                "hf_new",
-                "hf_new".into(),
-                true
-            ),
+            token("hf_new", true),
             Merge::Write(SecretText::new("hf_new".into()))
         );
         let err = parse_single_line("~/t", &SecretText::new("hf_a\nhf_b\n".into()))

@@ -10,6 +10,12 @@ use yaml_serde::{Mapping, Value as Yaml};
 use crate::providers::ProviderError;
 use crate::secret_value::SecretText;
 
+/// The mapping of a file about to be merged into: its `text` parsed
+/// ([`parse_mapping`]), or an empty mapping when the file does not exist yet.
+pub fn existing_mapping(path: &str, text: Option<&SecretText>) -> Result<Mapping, ProviderError> {
+    text.map_or_else(|| Ok(Mapping::new()), |t| parse_mapping(path, t))
+}
+
 /// Parse a YAML document whose top level is a mapping (empty text = empty mapping).
 pub fn parse_mapping(path: &str, text: &SecretText) -> Result<Mapping, ProviderError> {
     if text.expose_secret().trim().is_empty() {

@@ -9,18 +9,21 @@
 //! file format trims them, so they would conflict with themselves forever).
 
 use super::ini_file::IniFile;
+use super::Facts;
 use crate::formats::ini::IniLayout;
 
 /// The AWS provider.
 pub static AWS: IniFile = IniFile {
-    id: "aws",
-    path: "~/.aws/credentials",
-    vars: &[
-        ("access_key", "AWS_ACCESS_KEY_ID"),
-        ("secret_key", "AWS_SECRET_ACCESS_KEY"),
-    ],
-    keys: &["access_key", "secret_key", "session_token"],
-    required: &["access_key", "secret_key"],
+    facts: Facts::new(
+        "aws",
+        Some("~/.aws/credentials"),
+        &[
+            ("access_key", "AWS_ACCESS_KEY_ID"),
+            ("secret_key", "AWS_SECRET_ACCESS_KEY"),
+        ],
+        &["access_key", "secret_key", "session_token"],
+    )
+    .requiring(&["access_key", "secret_key"]),
     layout: IniLayout {
         section: "default",
         keys: &[

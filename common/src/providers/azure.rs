@@ -2,15 +2,17 @@
 //! `subscription`. Merges that one key; everything else in the file stays.
 
 use super::ini_file::IniFile;
+use super::Facts;
 use crate::formats::ini::IniLayout;
 
 /// The Azure provider.
 pub static AZURE: IniFile = IniFile {
-    id: "azure",
-    path: "~/.azure/clouds.config",
-    vars: &[("subscription_id", "AZURE_SUBSCRIPTION_ID")],
-    keys: &["subscription_id"],
-    required: &["subscription_id"],
+    facts: Facts::new(
+        "azure",
+        Some("~/.azure/clouds.config"),
+        &[("subscription_id", "AZURE_SUBSCRIPTION_ID")],
+        &["subscription_id"],
+    ),
     layout: IniLayout {
         section: "AzureCloud",
         keys: &[("subscription_id", "subscription")],

@@ -5,35 +5,35 @@
 //! like a generic secret. Never reads or writes a file unless a path is given.
 
 use super::generic::{parse_json_object, values_from_object};
-use super::{Provider, ProviderError, SourceFile};
+use super::{Facts, Provider, ProviderError, SourceFile};
 use crate::secret_value::Values;
 
 /// An env-only provider.
 #[derive(Debug)]
 pub struct EnvOnly {
-    pub id: &'static str,
-    pub vars: &'static [(&'static str, &'static str)],
-    pub keys: &'static [&'static str],
+    /// Its id, vars and keys; never a default file.
+    pub facts: Facts,
 }
 
 /// One provider whose only value is `api_key` in the variable `var`.
 const fn api_key(id: &'static str, vars: &'static [(&'static str, &'static str)]) -> EnvOnly {
     EnvOnly {
-        id,
-        vars,
-        keys: &["api_key"],
+        facts: Facts::new(id, None, vars, &["api_key"]),
     }
 }
 
 /// Docker registry credentials for SkyPilot.
 pub static DOCKER: EnvOnly = EnvOnly {
-    id: "docker",
-    vars: &[
-        ("username", "SKYPILOT_DOCKER_USERNAME"),
-        ("password", "SKYPILOT_DOCKER_PASSWORD"),
-        ("server", "SKYPILOT_DOCKER_SERVER"),
-    ],
-    keys: &["username", "password", "server"],
+    facts: Facts::new(
+        "docker",
+        None,
+        &[
+            ("username", "SKYPILOT_DOCKER_USERNAME"),
+            ("password", "SKYPILOT_DOCKER_PASSWORD"),
+            ("server", "SKYPILOT_DOCKER_SERVER"),
+        ],
+        &["username", "password", "server"],
+    ),
 };
 pub static ANTHROPIC: EnvOnly = api_key("anthropic", &[("api_key", "ANTHROPIC_API_KEY")]);
 pub static COHERE: EnvOnly = api_key("cohere", &[("api_key", "COHERE_API_KEY")]);
@@ -42,17 +42,8 @@ pub static OPENAI: EnvOnly = api_key("openai", &[("api_key", "OPENAI_API_KEY")])
 pub static PINECONE: EnvOnly = api_key("pinecone", &[("api_key", "PINECONE_API_KEY")]);
 
 impl Provider for EnvOnly {
-    fn id(&self) -> &'static str {
-        self.id
-    }
-    fn default_path(&self) -> Option<&'static str> {
-        None
-    }
-    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
-        self.vars
-    }
-    fn value_keys(&self) -> &'static [&'static str] {
-        self.keys
+    fn facts(&self) -> &Facts {
+        &self.facts
     }
     fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
         let f = super::first_file(self, files)?;

@@ -15,7 +15,7 @@
 use serde_json::{Map, Value};
 
 use super::generic::{parse_json_object, values_from_object};
-use super::{only_fields, Provider, ProviderError, SourceFile};
+use super::{only_fields, Facts, Provider, ProviderError, SourceFile};
 use crate::secret_value::Values;
 
 /// The credential types google-auth loads from a file that run nothing.
@@ -117,21 +117,20 @@ pub struct Gcp;
 /// The one instance.
 pub static GCP: Gcp = Gcp;
 
+/// What the provider declares.
+static FACTS: Facts = Facts::new(
+    "gcp",
+    Some("~/.config/gcloud/application_default_credentials.json"),
+    &[
+        ("client_id", "CLIENT_ID"),
+        ("client_secret", "CLIENT_SECRET"),
+    ],
+    &[],
+);
+
 impl Provider for Gcp {
-    fn id(&self) -> &'static str {
-        "gcp"
-    }
-    fn default_path(&self) -> Option<&'static str> {
-        Some("~/.config/gcloud/application_default_credentials.json")
-    }
-    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            ("client_id", "CLIENT_ID"),
-            ("client_secret", "CLIENT_SECRET"),
-        ]
-    }
-    fn value_keys(&self) -> &'static [&'static str] {
-        &[]
+    fn facts(&self) -> &Facts {
+        &FACTS
     }
     /// Files directly in `~/.config/gcloud/` (the ADC file, a named key
     /// file), not its subdirectories: `virtenv/` is a Python virtualenv the

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::secret_value::{SecretText, SecretValue, Values};
 
 /// The generic provider.
@@ -106,18 +106,12 @@ pub fn values_from_object(map: Map<String, Value>) -> Values {
         .collect()
 }
 
+/// What the provider declares.
+static FACTS: Facts = Facts::new("generic", None, &[], &[]);
+
 impl Provider for Generic {
-    fn id(&self) -> &'static str {
-        "generic"
-    }
-    fn default_path(&self) -> Option<&'static str> {
-        None
-    }
-    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
-    }
-    fn value_keys(&self) -> &'static [&'static str] {
-        &[]
+    fn facts(&self) -> &Facts {
+        &FACTS
     }
     /// Any JSON object: a generic secret declares no fields. From the
     /// store it is only written under the owner's `allow_paths` (it has no

@@ -6,7 +6,7 @@
 
 use yaml_serde::{Mapping, Value as Yaml};
 
-use super::{Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::yaml;
 use crate::secret_value::{SecretText, SecretValue, Values};
 
@@ -33,21 +33,18 @@ fn host_entry<'a>(path: &str, doc: &'a mut Mapping) -> Result<&'a mut Mapping, P
         .ok_or_else(|| ProviderError::malformed(path, None, "github.com is not a mapping"))
 }
 
+/// What the provider declares.
+static FACTS: Facts = Facts::new(
+    "github",
+    Some("~/.config/gh/hosts.yml"),
+    &[],
+    &["user", "oauth_token", "git_protocol"],
+)
+.requiring(&["oauth_token"]);
+
 impl Provider for GitHub {
-    fn id(&self) -> &'static str {
-        "github"
-    }
-    fn default_path(&self) -> Option<&'static str> {
-        Some("~/.config/gh/hosts.yml")
-    }
-    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
-    }
-    fn value_keys(&self) -> &'static [&'static str] {
-        &["user", "oauth_token", "git_protocol"]
-    }
-    fn required_keys(&self) -> &'static [&'static str] {
-        &["oauth_token"]
+    fn facts(&self) -> &Facts {
+        &FACTS
     }
     /// The value keys, and gh's multi-account `users` map (user name ->
     /// `oauth_token`); not the per-host settings gh also reads from
@@ -108,10 +105,7 @@ impl Provider for GitHub {
         values: &Values,
         overwrite: bool,
     ) -> Result<Merge, ProviderError> {
-        let mut doc = match existing {
-            Some(t) => yaml::parse_mapping(path, t)?,
-            None => Mapping::new(),
-        };
+        let mut doc = yaml::existing_mapping(path, existing)?;
         let entry = host_entry(path, &mut doc)?;
         let mut changed = existing.is_none();
         let mut conflicts = Vec::new();

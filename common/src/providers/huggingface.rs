@@ -2,7 +2,7 @@
 //! replaces the file's token (never appends a second one); a file with more
 //! than one token line is reported as malformed, naming the line.
 
-use super::{reject_newlines, Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{reject_newlines, Facts, Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::whole::{self, Compare};
 use crate::secret_value::{SecretText, Values};
 
@@ -13,18 +13,17 @@ pub struct HuggingFace;
 /// The one instance.
 pub static HUGGINGFACE: HuggingFace = HuggingFace;
 
+/// What the provider declares.
+static FACTS: Facts = Facts::new(
+    "huggingface",
+    Some("~/.cache/huggingface/token"),
+    &[("token", "HF_TOKEN")],
+    &["token"],
+);
+
 impl Provider for HuggingFace {
-    fn id(&self) -> &'static str {
-        "huggingface"
-    }
-    fn default_path(&self) -> Option<&'static str> {
-        Some("~/.cache/huggingface/token")
-    }
-    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
-        &[("token", "HF_TOKEN")]
-    }
-    fn value_keys(&self) -> &'static [&'static str] {
-        &["token"]
+    fn facts(&self) -> &Facts {
+        &FACTS
     }
     /// The token file only, not its directory: `~/.cache/huggingface/` also
     /// holds Python that runs (`modules/transformers_modules/`, model code in

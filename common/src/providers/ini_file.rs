@@ -4,37 +4,21 @@
 //! removal are the layout's; every other line of the file stays byte for
 //! byte. Errors name files, lines and keys, never values.
 
-use super::{Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::ini::IniLayout;
 use crate::secret_value::{SecretText, Values};
 
 /// A provider kept in an INI-like file.
 #[derive(Debug)]
 pub struct IniFile {
-    pub id: &'static str,
-    pub path: &'static str,
-    pub vars: &'static [(&'static str, &'static str)],
-    pub keys: &'static [&'static str],
-    /// Keys that must be present (a subset of `keys`).
-    pub required: &'static [&'static str],
+    /// Its id, file, vars and keys (the required ones a subset of the keys).
+    pub facts: Facts,
     pub layout: IniLayout,
 }
 
 impl Provider for IniFile {
-    fn id(&self) -> &'static str {
-        self.id
-    }
-    fn default_path(&self) -> Option<&'static str> {
-        Some(self.path)
-    }
-    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
-        self.vars
-    }
-    fn value_keys(&self) -> &'static [&'static str] {
-        self.keys
-    }
-    fn required_keys(&self) -> &'static [&'static str] {
-        self.required
+    fn facts(&self) -> &Facts {
+        &self.facts
     }
     fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
         let f = super::first_file(self, files)?;
@@ -49,7 +33,7 @@ impl Provider for IniFile {
         overwrite: bool,
     ) -> Result<Merge, ProviderError> {
         self.layout
-            .merge(self.id, path, existing, values, overwrite)
+            .merge(self.id(), path, existing, values, overwrite)
     }
     fn remove(
         &self,
@@ -62,6 +46,6 @@ impl Provider for IniFile {
     }
     fn validate(&self, values: &Values) -> Result<(), ProviderError> {
         super::check_required(self, values)?;
-        self.layout.validate(self.id, values)
+        self.layout.validate(self.id(), values)
     }
 }

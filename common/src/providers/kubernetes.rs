@@ -15,7 +15,7 @@
 
 use yaml_serde::{Mapping, Value as Yaml};
 
-use super::{Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::yaml;
 use crate::secret_value::{SecretText, SecretValue, Values};
 
@@ -82,21 +82,13 @@ fn list_mut<'a>(
         .ok_or_else(|| ProviderError::malformed(path, None, format!("{key} is not a list")))
 }
 
+/// What the provider declares.
+static FACTS: Facts =
+    Facts::new("kubernetes", Some("~/.kube/config"), &[], &[]).requiring(&["clusters"]);
+
 impl Provider for Kubernetes {
-    fn id(&self) -> &'static str {
-        "kubernetes"
-    }
-    fn default_path(&self) -> Option<&'static str> {
-        Some("~/.kube/config")
-    }
-    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
-    }
-    fn value_keys(&self) -> &'static [&'static str] {
-        &[]
-    }
-    fn required_keys(&self) -> &'static [&'static str] {
-        &["clusters"]
+    fn facts(&self) -> &Facts {
+        &FACTS
     }
     fn check_data(&self, values: &Values) -> Result<(), String> {
         super::only_fields(DATA_KEYS, values.keys(), "")?;
@@ -145,10 +137,7 @@ impl Provider for Kubernetes {
         values: &Values,
         overwrite: bool,
     ) -> Result<Merge, ProviderError> {
-        let mut doc = match existing {
-            Some(t) => yaml::parse_mapping(path, t)?,
-            None => Mapping::new(),
-        };
+        let mut doc = yaml::existing_mapping(path, existing)?;
         let mut changed = existing.is_none();
         let mut conflicts = Vec::new();
         for (key, value) in values {

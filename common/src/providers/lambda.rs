@@ -2,15 +2,17 @@
 //! `api_key = <key>`. Only that line is changed or removed; other lines stay.
 
 use super::ini_file::IniFile;
+use super::Facts;
 use crate::formats::ini::{IniLayout, GLOBAL};
 
 /// The Lambda provider.
 pub static LAMBDA: IniFile = IniFile {
-    id: "lambda",
-    path: "~/.lambda_cloud/lambda_keys",
-    vars: &[],
-    keys: &["api_key"],
-    required: &["api_key"],
+    facts: Facts::new(
+        "lambda",
+        Some("~/.lambda_cloud/lambda_keys"),
+        &[],
+        &["api_key"],
+    ),
     layout: IniLayout {
         section: GLOBAL,
         keys: &[("api_key", "api_key")],

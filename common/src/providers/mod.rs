@@ -112,19 +112,71 @@ pub enum Removal {
     Delete,
 }
 
+/// What a provider declares as plain data: its id, default file, env vars
+/// and value keys. Each provider has one, read through [`Provider::facts`].
+#[derive(Debug)]
+pub struct Facts {
+    /// Provider id (`aws`).
+    pub id: &'static str,
+    /// Default file, `~/...` form; `None` for env-only providers and ssh.
+    pub default_path: Option<&'static str>,
+    /// Value key -> environment variable name.
+    pub env_vars: &'static [(&'static str, &'static str)],
+    /// The value keys; empty when the values are a whole document (gcp, kubernetes).
+    pub value_keys: &'static [&'static str],
+    /// Keys that must be present ([`Facts::new`]: all of the value keys).
+    pub required_keys: &'static [&'static str],
+}
+
+impl Facts {
+    /// The facts of a provider that requires all of its value keys.
+    pub const fn new(
+        id: &'static str,
+        default_path: Option<&'static str>,
+        env_vars: &'static [(&'static str, &'static str)],
+        value_keys: &'static [&'static str],
+    ) -> Self {
+        Self {
+            id,
+            default_path,
+            env_vars,
+            value_keys,
+            required_keys: value_keys,
+        }
+    }
+
+    /// The same facts, requiring only `keys`.
+    pub const fn requiring(self, keys: &'static [&'static str]) -> Self {
+        Self {
+            required_keys: keys,
+            ..self
+        }
+    }
+}
+
 /// One builtin provider. Implementations are unit structs in their own module.
 pub trait Provider: Sync + Send {
+    /// What this provider declares: id, default file, env vars, value keys.
+    fn facts(&self) -> &Facts;
     /// Provider id (`aws`).
-    fn id(&self) -> &'static str;
+    fn id(&self) -> &'static str {
+        self.facts().id
+    }
     /// Default file, `~/...` form; `None` for env-only providers and ssh.
-    fn default_path(&self) -> Option<&'static str>;
+    fn default_path(&self) -> Option<&'static str> {
+        self.facts().default_path
+    }
     /// Value key -> environment variable name.
-    fn env_vars(&self) -> &'static [(&'static str, &'static str)];
+    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
+        self.facts().env_vars
+    }
     /// The value keys; empty when the values are a whole document (gcp, kubernetes).
-    fn value_keys(&self) -> &'static [&'static str];
+    fn value_keys(&self) -> &'static [&'static str] {
+        self.facts().value_keys
+    }
     /// Keys that must be present; default: all of [`Provider::value_keys`].
     fn required_keys(&self) -> &'static [&'static str] {
-        self.value_keys()
+        self.facts().required_keys
     }
     /// The files this provider keeps for a secret at `path` (ssh: the key and its `.pub`).
     fn files(&self, path: &str) -> Vec<String> {

@@ -4,10 +4,7 @@
 use super::ssh::KeyPair;
 
 /// The sky provider.
-pub static SKY: KeyPair = KeyPair {
-    id: "sky",
-    default_path: Some("~/.ssh/sky-key"),
-};
+pub static SKY: KeyPair = KeyPair::new("sky", Some("~/.ssh/sky-key"));
 
 #[cfg(test)]
 mod tests {

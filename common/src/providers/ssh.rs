@@ -5,38 +5,35 @@
 //! itself (see [`crate::apply::secret_paths`]).
 
 use super::generic::{merge_json_object, parse_json_object, values_from_object};
-use super::{Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::whole::{self, Compare};
 use crate::secret_value::{SecretText, Values};
 
 /// A provider whose secret is a private key file and its `.pub`.
 #[derive(Debug)]
 pub struct KeyPair {
-    pub id: &'static str,
-    pub default_path: Option<&'static str>,
+    /// Its id and default file; the keys are always [`KEYS`], no vars.
+    facts: Facts,
+}
+
+impl KeyPair {
+    /// The key pair provider `id`, its pair at `default_path` when given.
+    pub const fn new(id: &'static str, default_path: Option<&'static str>) -> Self {
+        Self {
+            facts: Facts::new(id, default_path, &[], &KEYS),
+        }
+    }
 }
 
 /// The ssh provider.
-pub static SSH: KeyPair = KeyPair {
-    id: "ssh",
-    default_path: None,
-};
+pub static SSH: KeyPair = KeyPair::new("ssh", None);
 
 /// Value key of file number `index`.
 const KEYS: [&str; 2] = ["private_key", "public_key"];
 
 impl Provider for KeyPair {
-    fn id(&self) -> &'static str {
-        self.id
-    }
-    fn default_path(&self) -> Option<&'static str> {
-        self.default_path
-    }
-    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
-    }
-    fn value_keys(&self) -> &'static [&'static str] {
-        &KEYS
+    fn facts(&self) -> &Facts {
+        &self.facts
     }
     fn files(&self, path: &str) -> Vec<String> {
         vec![path.to_owned(), format!("{path}.pub")]
@@ -62,7 +59,7 @@ impl Provider for KeyPair {
             // a single JSON file given explicitly
             [one] => parse_json_object(one.path, one.text).map(values_from_object),
             _ => Err(ProviderError::NoPath {
-                provider: self.id.into(),
+                provider: self.id().into(),
             }),
         }
     }
@@ -80,7 +77,7 @@ impl Provider for KeyPair {
         let Some(value) = values.get(*key) else {
             return Ok(Merge::Unchanged);
         };
-        let text = whole::text_of(self.id, key, value)?;
+        let text = whole::text_of(self.id(), key, value)?;
         Ok(whole::merge(
             Compare::Exact,
             key,

@@ -6,7 +6,7 @@
 //! Merging changes or appends only that entry (other machines' lines stay
 //! byte for byte); removal takes out only that entry.
 
-use super::{Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::netrc::{self, Set};
 use crate::secret_value::{SecretText, Values};
 
@@ -20,18 +20,17 @@ pub static WANDB: Wandb = Wandb;
 /// The host `wandb login` writes to `~/.netrc`.
 const MACHINE: &str = "api.wandb.ai";
 
+/// What the provider declares.
+static FACTS: Facts = Facts::new(
+    "wandb",
+    Some("~/.netrc"),
+    &[("api_key", "WANDB_API_KEY")],
+    &["api_key"],
+);
+
 impl Provider for Wandb {
-    fn id(&self) -> &'static str {
-        "wandb"
-    }
-    fn default_path(&self) -> Option<&'static str> {
-        Some("~/.netrc")
-    }
-    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
-        &[("api_key", "WANDB_API_KEY")]
-    }
-    fn value_keys(&self) -> &'static [&'static str] {
-        &["api_key"]
+    fn facts(&self) -> &Facts {
+        &FACTS
     }
     /// The key lives in both places: `wandb` in a plain shell reads
     /// `~/.netrc`, the SDK in a job reads `WANDB_API_KEY` first.

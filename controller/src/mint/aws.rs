@@ -18,6 +18,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_sts::error::DisplayErrorContext;
 use common::session::{aws_credential, now_secs, Minted, SessionKind, SessionSpec};
+use common::SecretValue;
 
 use crate::Context;
 
@@ -47,6 +48,21 @@ fn unix(t: std::time::SystemTime) -> i64 {
 }
 
 /// Mint an AWS session for `spec`.
+/// The session an STS call `op` answered with `credentials`: the
+/// credential, its expiry (unix seconds) and `source`, the minting's name.
+fn sts_session(
+    op: &str,
+    credentials: Option<&aws_sdk_sts::types::Credentials>,
+    source: &str,
+) -> Result<(SecretValue, i64, String)> {
+    let c = credentials.with_context(|| format!("{op} answered no credentials"))?;
+    Ok((
+        aws_credential(c.access_key_id(), c.secret_access_key(), c.session_token()),
+        c.expiration().secs(),
+        source.to_owned(),
+    ))
+}
+
 pub async fn mint(ctx: &Context, spec: &SessionSpec) -> Result<Minted> {
     let profile = profile_of(ctx, spec);
     let duration = spec.duration_secs.unwrap_or(DEFAULT_DURATION_SECS);
@@ -88,14 +104,7 @@ pub async fn mint(ctx: &Context, spec: &SessionSpec) -> Result<Minted> {
                     DisplayErrorContext(&e)
                 )
             })?;
-        let c = out
-            .credentials()
-            .context("AssumeRole answered no credentials")?;
-        (
-            aws_credential(c.access_key_id(), c.secret_access_key(), c.session_token()),
-            c.expiration().secs(),
-            "assume_role".to_owned(),
-        )
+        sts_session("AssumeRole", out.credentials(), "assume_role")?
     } else if creds.session_token().is_none() {
         let out = sts
             .get_session_token()
@@ -108,14 +117,7 @@ pub async fn mint(ctx: &Context, spec: &SessionSpec) -> Result<Minted> {
                     DisplayErrorContext(&e)
                 )
             })?;
-        let c = out
-            .credentials()
-            .context("GetSessionToken answered no credentials")?;
-        (
-            aws_credential(c.access_key_id(), c.secret_access_key(), c.session_token()),
-            c.expiration().secs(),
-            "get_session_token".to_owned(),
-        )
+        sts_session("GetSessionToken", out.credentials(), "get_session_token")?
     } else {
         let Some(expiry) = creds.expiry() else {
             bail!(

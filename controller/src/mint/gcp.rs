@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use common::session::{gcp_credential, now_secs, Minted, SessionKind, SessionSpec};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -97,6 +98,25 @@ async fn refused(resp: reqwest::Response) -> String {
     format!("{status} {}", common::fsutil::cut(&code))
 }
 
+/// The token an endpoint answered to `request`, read as `T`. Each failure
+/// (not sent, refused, not a token) is an error naming `what` (`token
+/// exchange at URL`), never the answer's text beyond its error code.
+async fn token_answer<T: DeserializeOwned>(
+    what: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<T> {
+    let resp = request
+        .send()
+        .await
+        .map_err(|e| anyhow!("{what}: {}", e.without_url()))?;
+    if !resp.status().is_success() {
+        bail!("{what} refused: {}", refused(resp).await);
+    }
+    resp.json()
+        .await
+        .map_err(|_| anyhow!("{what}: the answer is not a token"))
+}
+
 /// Mint a GCP access token for `spec`.
 pub async fn mint(ctx: &Context, spec: &SessionSpec) -> Result<Minted> {
     let path = adc_path(ctx, spec);
@@ -123,27 +143,16 @@ pub async fn mint(ctx: &Context, spec: &SessionSpec) -> Result<Minted> {
     let token_uri = check_url(field("token_uri").unwrap_or(DEFAULT_TOKEN_URI))?;
     let http = client()?;
     let minted_at = now_secs();
-    let resp = http
-        .post(token_uri.clone())
-        .form(&[
+    let user: TokenAnswer = token_answer(
+        &format!("token exchange at {token_uri}"),
+        http.post(token_uri).form(&[
             ("grant_type", "refresh_token"),
             ("client_id", client_id),
             ("client_secret", client_secret),
             ("refresh_token", refresh),
-        ])
-        .send()
-        .await
-        .map_err(|e| anyhow!("token exchange at {token_uri}: {}", e.without_url()))?;
-    if !resp.status().is_success() {
-        bail!(
-            "token exchange at {token_uri} refused: {}",
-            refused(resp).await
-        );
-    }
-    let user: TokenAnswer = resp
-        .json()
-        .await
-        .map_err(|_| anyhow!("token exchange at {token_uri}: the answer is not a token"))?;
+        ]),
+    )
+    .await?;
     let project = field("quota_project_id")
         .map(str::to_owned)
         .or_else(|| ctx.var("GOOGLE_CLOUD_PROJECT").map(str::to_owned))
@@ -177,29 +186,19 @@ pub async fn mint(ctx: &Context, spec: &SessionSpec) -> Result<Minted> {
         "{}/v1/projects/-/serviceAccounts/{sa}:generateAccessToken",
         base.trim_end_matches('/')
     ))?;
-    let resp = http
-        .post(url.clone())
-        .bearer_auth(&user.access_token)
-        .json(&json!({"scope": scopes, "lifetime": "3600s"}))
-        .send()
-        .await
-        .map_err(|e| anyhow!("generateAccessToken for {sa}: {}", e.without_url()))?;
-    if !resp.status().is_success() {
-        bail!(
-            "generateAccessToken for {sa} refused: {}",
-            refused(resp).await
-        );
-    }
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Generated {
         access_token: String,
         expire_time: String,
     }
-    let got: Generated = resp
-        .json()
-        .await
-        .map_err(|_| anyhow!("generateAccessToken for {sa}: the answer is not a token"))?;
+    let got: Generated = token_answer(
+        &format!("generateAccessToken for {sa}"),
+        http.post(url)
+            .bearer_auth(&user.access_token)
+            .json(&json!({"scope": scopes, "lifetime": "3600s"})),
+    )
+    .await?;
     let expires_at = common::session::parse_rfc3339(&got.expire_time)
         .ok_or_else(|| anyhow!("generateAccessToken for {sa}: unreadable expireTime"))?;
     let project = project.or_else(|| {

@@ -151,6 +151,16 @@ impl Outcome {
             detail,
         }
     }
+
+    /// A secret that failed, with why (never a value).
+    fn failed(name: &str, version: Option<u64>, detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            name,
+            TransferStatus::Failed,
+            version,
+            Some(detail.to_string()),
+        )
+    }
 }
 
 /// The version of a secret last pulled or pushed here.
@@ -279,12 +289,7 @@ pub async fn push(
                     state.save(home)?;
                     return Err(e);
                 }
-                outcomes.push(Outcome::new(
-                    name,
-                    TransferStatus::Failed,
-                    None,
-                    Some(e.to_string()),
-                ));
+                outcomes.push(Outcome::failed(name, None, &e));
                 continue;
             }
         };
@@ -293,12 +298,7 @@ pub async fn push(
             RemoteRead::Present(r) if r.values == secret.values => {
                 if r.meta != meta {
                     if let Err(e) = client.write_metadata(name, &meta).await {
-                        outcomes.push(Outcome::new(
-                            name,
-                            TransferStatus::Failed,
-                            Some(r.version),
-                            Some(e.to_string()),
-                        ));
+                        outcomes.push(Outcome::failed(name, Some(r.version), &e));
                         continue;
                     }
                 }
@@ -367,12 +367,7 @@ pub async fn push(
                 ));
             }
             Err(e) => {
-                outcomes.push(Outcome::new(
-                    name,
-                    TransferStatus::Failed,
-                    None,
-                    Some(e.to_string()),
-                ));
+                outcomes.push(Outcome::failed(name, None, &e));
             }
         }
     }
@@ -411,23 +406,17 @@ pub async fn pull(
     for (name, remote) in &fetched {
         let mut secret = secret_of(name, remote);
         if let Err(reason) = local::check_remote(home, &policy, &mut secret) {
-            outcomes.push(Outcome::new(
+            outcomes.push(Outcome::failed(
                 name,
-                TransferStatus::Failed,
                 Some(remote.version),
-                Some(format!("refused, not saved: {reason}")),
+                format!("refused, not saved: {reason}"),
             ));
             continue;
         }
         let local = match local::load(home, name) {
             Ok(l) => l,
             Err(e) => {
-                outcomes.push(Outcome::new(
-                    name,
-                    TransferStatus::Failed,
-                    Some(remote.version),
-                    Some(e.to_string()),
-                ));
+                outcomes.push(Outcome::failed(name, Some(remote.version), &e));
                 continue;
             }
         };
@@ -464,12 +453,7 @@ pub async fn pull(
                     ));
                     secrets.push(secret);
                 }
-                Err(e) => outcomes.push(Outcome::new(
-                    name,
-                    TransferStatus::Failed,
-                    Some(remote.version),
-                    Some(e.to_string()),
-                )),
+                Err(e) => outcomes.push(Outcome::failed(name, Some(remote.version), &e)),
             },
         }
     }
