@@ -353,11 +353,13 @@ impl SshSession {
     /// End this command's use of the master: with persistence, stop this
     /// process's bridges and leave the master (and its forwards and token
     /// cache) for the next command; without, ask the master to exit, remove
-    /// its files and wait (at most 2 s) until its control socket is gone. A
+    /// its files and wait (at most 5 s) until its control socket is gone. A
     /// master told to exit but not waited for was still there for the next
     /// command at the same control path: found alive, reused, and its
     /// forward socket (already removed) read as "the agent is not running";
-    /// or, exiting later, it removed the new master's socket.
+    /// or, exiting later, it removed the new master's socket. The master is
+    /// a local process told to exit, so the wait is its exit; 5 s covers a
+    /// machine busy enough that 2 s did not (seen once under a load of 11).
     pub async fn close(self) {
         for bridge in self.bridges.lock().expect("never poisoned").drain(..) {
             bridge.abort();
@@ -371,7 +373,7 @@ impl SshSession {
         control::remove_master_files(&self.ctl, false);
         let started = Instant::now();
         while std::fs::symlink_metadata(&self.ctl).is_ok()
-            && started.elapsed() < Duration::from_secs(2)
+            && started.elapsed() < Duration::from_secs(5)
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
