@@ -355,12 +355,16 @@ fn main() {
         measure_window(&nodes, poll * 3, "idle").await;
         // Publish.
         let (p0, pc0, before_publish) = (totals(&nodes), cpu_now(), report_counts(&nodes));
+        // The version this publish makes: one past the newest applied (with
+        // FLEET_FEDERATE, `cluster federate` already rewrote the manifest
+        // once, so it is not always 2).
+        let target = nodes.iter().map(|m| m.applied_version()).max().unwrap_or(1) + 1;
         let sync_start = Instant::now();
         let status = Command::new(&publish[0]).args(&publish[1..]).status().expect("run the publish command");
         assert!(status.success(), "the publish command failed");
         let returned = Instant::now();
         let sync_secs = (returned - sync_start).as_secs_f64();
-        let conv = wait_applied(&nodes, 2, returned, poll * 5 + Duration::from_secs(60)).await;
+        let conv = wait_applied(&nodes, target, returned, poll * 5 + Duration::from_secs(60)).await;
         let (p1, pc1) = (totals(&nodes), cpu_now());
         let span = (pc1.at - pc0.at).as_secs_f64();
         println!(
