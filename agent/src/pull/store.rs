@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use common::fleet::Bundle;
-use common::openbao::{BuildError, Client, Options, Retry, Start};
+use common::openbao::{BuildError, Client, Options, Retry, Start, ToActive};
 
 /// Largest answer read from the store (a manifest or one secret is far smaller).
 pub(crate) const BODY_CAP: usize = 4 * 1024 * 1024;
@@ -54,7 +54,7 @@ pub(crate) fn client_for(bundle: &Bundle, poll: Duration) -> Result<Client, Buil
             idle_timeout: Some(idle_timeout(poll)),
             body_cap: BODY_CAP,
             start: Start::Random,
-            writes_to_active: true,
+            to_active: ToActive::Writes,
             resend_timed_out_writes: false,
             retry: Retry::NONE,
         },

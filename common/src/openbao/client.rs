@@ -186,6 +186,27 @@ pub enum Start {
     Random,
 }
 
+/// Which calls a client sends to the active node rather than the
+/// preferred one.
+///
+/// OpenBao's standbys answer a call themselves from their own Raft copy
+/// and forward it only when it must write storage: a read there can miss
+/// a write the active node made a moment ago, and a write whose handler
+/// first reads (an OIDC role naming the key just written) can fail there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToActive {
+    /// None: every call starts at the preferred node.
+    Never,
+    /// Logins and writes (a standby would forward them over its cluster
+    /// connection, costing the store more); reads spread over the nodes,
+    /// where a moment's staleness is fine (a fleet's polls).
+    Writes,
+    /// Every call: a CLI that reads what it has just written (a key, then
+    /// a role naming it; a manifest version, then a check-and-set) sees
+    /// its own writes.
+    All,
+}
+
 /// What each side needs of the one client.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -201,11 +222,9 @@ pub struct Options {
     /// The largest answer read; a larger one is [`Error::TooLarge`].
     pub body_cap: usize,
     pub start: Start,
-    /// Send logins and writes to the active node (found with `sys/health`,
-    /// forgotten on any failure) instead of the preferred one; reads stay
-    /// where they are. A standby would forward them over its cluster
-    /// connection, costing the store more.
-    pub writes_to_active: bool,
+    /// Which calls go to the active node (found with `sys/health`,
+    /// forgotten on any failure) instead of the preferred one.
+    pub to_active: ToActive,
     /// Send a login or write that timed out to the next node. Off for a
     /// fleet: that node forwards it to the same overloaded active node,
     /// which still works on the first.
@@ -493,8 +512,18 @@ impl Client {
     /// `GET /v1/<path>` on node `index` alone (no failover, no token):
     /// `sys/health`.
     pub async fn probe(&self, index: usize, path: &str, timeout: Option<Duration>) -> Probe {
+        self.probe_with(&self.http, index, path, timeout).await
+    }
+
+    async fn probe_with(
+        &self,
+        http: &reqwest::Client,
+        index: usize,
+        path: &str,
+        timeout: Option<Duration>,
+    ) -> Probe {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut request = self.http.get(format!("{}/v1/{path}", self.urls[index]));
+        let mut request = http.get(format!("{}/v1/{path}", self.urls[index]));
         if let Some(t) = timeout {
             request = request.timeout(t);
         }
@@ -528,8 +557,15 @@ impl Client {
         }
         for i in 0..n {
             let index = (preferred + i) % n;
+            // A node that is down costs the failover connect timeout, as
+            // in a round.
+            let http = if i + 1 < n {
+                &self.http_failover
+            } else {
+                &self.http
+            };
             let probe = self
-                .probe(index, "sys/health", Some(ACTIVE_PROBE_TIMEOUT))
+                .probe_with(http, index, "sys/health", Some(ACTIVE_PROBE_TIMEOUT))
                 .await;
             if matches!(probe, Probe::Answered { status, .. } if status == StatusCode::OK) {
                 self.active.store(index, Ordering::Relaxed);
@@ -540,7 +576,11 @@ impl Client {
     }
 
     fn routes_to_active(&self, call: &Call<'_>) -> bool {
-        self.options.writes_to_active && !call.is_read()
+        match self.options.to_active {
+            ToActive::Never => false,
+            ToActive::Writes => !call.is_read(),
+            ToActive::All => true,
+        }
     }
 
     /// One round: from where the call starts, each node once.

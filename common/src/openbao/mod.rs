@@ -34,7 +34,7 @@ pub mod kv;
 pub use auth::{Login, TokenInfo};
 pub use client::{
     errors_of, health_state, read_capped, try_another, Answer, BuildError, Call, Client, Method,
-    Options, Probe, Retry, Start, StatusCode, TlsRefusal,
+    Options, Probe, Retry, Start, StatusCode, TlsRefusal, ToActive,
 };
 pub use kv::{Kv, KvMetadata, KvVersion};
 

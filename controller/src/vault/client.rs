@@ -18,7 +18,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::openbao::{self, Answer, Call, Kv, Method, Options, Probe, Retry, Start};
+use common::openbao::{self, Answer, Call, Kv, Method, Options, Probe, Retry, Start, ToActive};
 use common::Values;
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +44,9 @@ const OPTIONS: Options = Options {
     idle_timeout: None,
     body_cap: MAX_ANSWER_BYTES,
     start: Start::First,
-    writes_to_active: false,
+    // The active node for every call: this CLI reads what it has just
+    // written, and a standby answers from its own, maybe older, copy.
+    to_active: ToActive::All,
     resend_timed_out_writes: true,
     // An election: some node says the active one is gone or not known yet.
     retry: Retry {

@@ -22,6 +22,10 @@
 //!   key set across the HA cluster), refreshed within its TTL, and `status`
 //!   shows each node's identity; no token in any output.
 //!
+//! The controller is given the store's URLs with a standby first and the
+//! leader last, so every command starts where a standby answers reads from
+//! its own Raft copy.
+//!
 //! Run after `--test cluster` (the bare and systemd nodes' push agents are
 //! replaced by pulling ones), one test at a time in this order. One test
 //! binary (one fleet), its tests in modules named so that libtest's name
@@ -344,11 +348,21 @@ impl Fleet {
         std::fs::create_dir_all(home.join(".ssh")).unwrap();
         let (private, public) = key_pair(&home, KEY_NAME);
         let api_value = format!("pull-e2e-api-{}", std::process::id());
+        // The controller is given a standby first and the leader last: every
+        // command starts where a standby answers reads from its own Raft
+        // copy, and must still see its own writes (a key, then the role
+        // naming it) by going to the active node.
+        let leader_c = leader(b);
+        let mut urls: Vec<&String> = b.node_urls.iter().collect();
+        let at = b.containers.iter().position(|c| *c == leader_c).unwrap();
+        let leader_url = urls.remove(at);
+        urls.push(leader_url);
+        let vault_addr: Vec<&str> = urls.iter().map(|u| u.as_str()).collect();
         let ctl = PullCtl {
             s,
             home,
             env: vec![
-                ("VAULT_ADDR".into(), b.node_urls.join(",")),
+                ("VAULT_ADDR".into(), vault_addr.join(",")),
                 ("VAULT_TOKEN".into(), b.root_token.clone()),
                 // The test store speaks plain http on the private node network.
                 ("RH_VAULT_ALLOW_HTTP".into(), "1".into()),
