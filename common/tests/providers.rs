@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use common::providers::{Merge, Provider, SourceFile, PROVIDERS};
+use common::providers::{FileMerge, Merge, Provider, SourceFile, PROVIDERS};
 use common::{Secret, SecretText, SecretValue, Values};
 
 fn dir(id: &str) -> PathBuf {
@@ -105,7 +105,14 @@ fn fixture_files_parse_to_the_expected_values_and_merge_unchanged() {
         p.validate(&values).unwrap();
         for (i, (name, text)) in names.iter().zip(&texts).enumerate() {
             assert_eq!(
-                p.merge(i, name, Some(text), &values, false).unwrap(),
+                p.merge(&FileMerge {
+                    index: i,
+                    path: name,
+                    existing: Some(text),
+                    values: &values,
+                    overwrite: false
+                })
+                .unwrap(),
                 Merge::Unchanged,
                 "{}",
                 p.id()

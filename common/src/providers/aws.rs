@@ -38,7 +38,7 @@ pub static AWS: IniFile = IniFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{expect_write, parse_one};
+    use crate::providers::testing::{expect_write, merge, parse_one, parses_to};
     use crate::providers::{Merge, Provider, ProviderError};
     use crate::secret_value::values_from;
     use crate::secret_value::SecretText;
@@ -50,16 +50,13 @@ mod tests {
 
     #[test]
     fn parses_fixture() {
-        let v = parse_one(&AWS, FIXTURE).unwrap();
-        assert_eq!(
-            v,
-            values_from([
-                ("access_key", "AKIAFIXTURE"),
-                ("secret_key", "fixture/secret+key")
-            ])
-        );
         let v = parse_one(&AWS, RICH).unwrap();
         assert_eq!(v["session_token"].expose_str(), Some("TOKEN//keep=="));
+        let want = [
+            ("access_key", "AKIAFIXTURE"),
+            ("secret_key", "fixture/secret+key"),
+        ];
+        parses_to(&AWS, FIXTURE, &want);
     }
 
     #[test]
@@ -67,15 +64,20 @@ mod tests {
         let existing = SecretText::new(RICH.into());
         let new = values_from([("access_key", "AKIANEW"), ("secret_key", "newsecret")]);
         assert_eq!(
-            AWS.merge(0, "~/.aws/credentials", Some(&existing), &new, false)
-                .unwrap(),
+            merge(&AWS, "~/.aws/credentials", Some(&existing), &new, false).unwrap(),
             Merge::Conflict(vec![
                 "access_key".into(),
                 "aws_session_token".into(),
                 "secret_key".into()
             ])
         );
-        let text = expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &new, true));
+        let text = expect_write(merge(
+            &AWS,
+            "~/.aws/credentials",
+            Some(&existing),
+            &new,
+            true,
+        ));
         assert_eq!(
             text,
             RICH.replace("AKIAOLD", "AKIANEW")
@@ -88,7 +90,7 @@ mod tests {
             ("secret_key", "S"),
             ("session_token", "T"),
         ]);
-        let text = expect_write(AWS.merge(0, "~/.aws/credentials", None, &with_token, false));
+        let text = expect_write(merge(&AWS, "~/.aws/credentials", None, &with_token, false));
         assert_eq!(
             text,
             "[default]\naws_access_key_id = A\naws_secret_access_key = S\naws_session_token = T\n"
@@ -104,8 +106,14 @@ mod tests {
         let long_term = values_from([("access_key", "AKIANEW"), ("secret_key", "newsecret")]);
         // Without overwrite the conflict names the tokens that would go.
         assert_eq!(
-            AWS.merge(0, "~/.aws/credentials", Some(&existing), &long_term, false)
-                .unwrap(),
+            merge(
+                &AWS,
+                "~/.aws/credentials",
+                Some(&existing),
+                &long_term,
+                false
+            )
+            .unwrap(),
             Merge::Conflict(vec![
                 "access_key".into(),
                 "aws_session_token".into(),
@@ -113,8 +121,13 @@ mod tests {
                 "secret_key".into(),
             ])
         );
-        let text =
-            expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &long_term, true));
+        let text = expect_write(merge(
+            &AWS,
+            "~/.aws/credentials",
+            Some(&existing),
+            &long_term,
+            true,
+        ));
         assert_eq!(
             text,
             "[default]\naws_access_key_id = AKIANEW\naws_secret_access_key = newsecret\nregion = eu-west-3\n\n[other]\naws_session_token = KEEP\n"
@@ -125,13 +138,24 @@ mod tests {
             ("secret_key", "s2"),
             ("session_token", "NEWTOKEN"),
         ]);
-        let text = expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &sts, true));
+        let text = expect_write(merge(
+            &AWS,
+            "~/.aws/credentials",
+            Some(&existing),
+            &sts,
+            true,
+        ));
         assert!(text.contains("aws_session_token = NEWTOKEN\n"), "{text}");
         assert!(!text.contains("OLDTOKEN"), "{text}");
         // The same access key (only the secret changes) leaves the token alone.
         let same_key = values_from([("access_key", "ASIAOLD"), ("secret_key", "rotated")]);
-        let text =
-            expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &same_key, true));
+        let text = expect_write(merge(
+            &AWS,
+            "~/.aws/credentials",
+            Some(&existing),
+            &same_key,
+            true,
+        ));
         assert!(text.contains("aws_session_token = OLDTOKEN\n"), "{text}");
     }
 
@@ -147,7 +171,7 @@ mod tests {
             let err = AWS.validate(&v).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains("whitespace"), "{err}");
             assert!(!err.contains(value.trim()), "{err}");
-            assert!(AWS.merge(0, "~/c", None, &v, true).is_err());
+            assert!(merge(&AWS, "~/c", None, &v, true).is_err());
         }
     }
 
