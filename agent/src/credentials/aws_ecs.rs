@@ -14,7 +14,7 @@ use common::providers::{Facts, FileMerge, FileRemove, Merge, Provider, ProviderE
 use common::providers::{Removal, SourceFile};
 use common::session::Minted;
 use common::time::rfc3339;
-use common::{SecretText, Values};
+use common::Values;
 use serde_json::{json, Value};
 
 /// The ECS container-credentials answer.
@@ -163,6 +163,7 @@ pub(crate) fn shadowed(home: &Path, profile: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use common::secret_value::values_from;
+    use common::SecretText;
 
     fn merge(existing: Option<&SecretText>, values: &Values) -> Result<Merge, ProviderError> {
         let (path, overwrite) = ("~/.aws/config", false);
