@@ -166,21 +166,19 @@ mod tests {
     use common::SecretText;
 
     fn merge(existing: Option<&SecretText>, values: &Values) -> Result<Merge, ProviderError> {
-        let (path, overwrite) = ("~/.aws/config", false);
         PROFILE_PROCESS.merge(&FileMerge {
             index: 0,
-            path,
+            path: "~/.aws/config",
             existing,
             values,
-            overwrite,
+            overwrite: false,
         })
     }
 
     fn remove(existing: &SecretText, values: &Values) -> Result<Removal, ProviderError> {
-        let path = "~/.aws/config";
         PROFILE_PROCESS.remove(&FileRemove {
             index: 0,
-            path,
+            path: "~/.aws/config",
             existing,
             values,
         })

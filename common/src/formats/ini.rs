@@ -625,12 +625,11 @@ mod tests {
         };
         let text = SecretText::new(AWS.into());
         let merge = |existing: Option<&SecretText>, values: &Values, overwrite: bool| {
-            let path = "~/c";
             L.merge(
                 "aws",
                 &FileMerge {
                     index: 0,
-                    path,
+                    path: "~/c",
                     existing,
                     values,
                     overwrite,
@@ -638,11 +637,10 @@ mod tests {
             )
         };
         let remove = |values: &Values| {
-            let (path, existing) = ("~/c", &text);
             L.remove(&FileRemove {
                 index: 0,
-                path,
-                existing,
+                path: "~/c",
+                existing: &text,
                 values,
             })
         };

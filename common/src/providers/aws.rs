@@ -43,6 +43,8 @@ mod tests {
     use crate::secret_value::values_from;
     use crate::secret_value::SecretText;
 
+    const CREDENTIALS: &str = "~/.aws/credentials";
+
     pub(crate) const FIXTURE: &str =
         "[default]\naws_access_key_id = AKIAFIXTURE\naws_secret_access_key = fixture/secret+key\n";
 
@@ -64,20 +66,14 @@ mod tests {
         let existing = SecretText::new(RICH.into());
         let new = values_from([("access_key", "AKIANEW"), ("secret_key", "newsecret")]);
         assert_eq!(
-            merge(&AWS, "~/.aws/credentials", Some(&existing), &new, false).unwrap(),
+            merge(&AWS, CREDENTIALS, Some(&existing), &new, false).unwrap(),
             Merge::Conflict(vec![
                 "access_key".into(),
                 "aws_session_token".into(),
                 "secret_key".into()
             ])
         );
-        let text = expect_write(merge(
-            &AWS,
-            "~/.aws/credentials",
-            Some(&existing),
-            &new,
-            true,
-        ));
+        let text = expect_write(merge(&AWS, CREDENTIALS, Some(&existing), &new, true));
         assert_eq!(
             text,
             RICH.replace("AKIAOLD", "AKIANEW")
@@ -90,7 +86,7 @@ mod tests {
             ("secret_key", "S"),
             ("session_token", "T"),
         ]);
-        let text = expect_write(merge(&AWS, "~/.aws/credentials", None, &with_token, false));
+        let text = expect_write(merge(&AWS, CREDENTIALS, None, &with_token, false));
         assert_eq!(
             text,
             "[default]\naws_access_key_id = A\naws_secret_access_key = S\naws_session_token = T\n"
@@ -106,14 +102,7 @@ mod tests {
         let long_term = values_from([("access_key", "AKIANEW"), ("secret_key", "newsecret")]);
         // Without overwrite the conflict names the tokens that would go.
         assert_eq!(
-            merge(
-                &AWS,
-                "~/.aws/credentials",
-                Some(&existing),
-                &long_term,
-                false
-            )
-            .unwrap(),
+            merge(&AWS, CREDENTIALS, Some(&existing), &long_term, false).unwrap(),
             Merge::Conflict(vec![
                 "access_key".into(),
                 "aws_session_token".into(),
@@ -121,13 +110,7 @@ mod tests {
                 "secret_key".into(),
             ])
         );
-        let text = expect_write(merge(
-            &AWS,
-            "~/.aws/credentials",
-            Some(&existing),
-            &long_term,
-            true,
-        ));
+        let text = expect_write(merge(&AWS, CREDENTIALS, Some(&existing), &long_term, true));
         assert_eq!(
             text,
             "[default]\naws_access_key_id = AKIANEW\naws_secret_access_key = newsecret\nregion = eu-west-3\n\n[other]\naws_session_token = KEEP\n"
@@ -138,24 +121,12 @@ mod tests {
             ("secret_key", "s2"),
             ("session_token", "NEWTOKEN"),
         ]);
-        let text = expect_write(merge(
-            &AWS,
-            "~/.aws/credentials",
-            Some(&existing),
-            &sts,
-            true,
-        ));
+        let text = expect_write(merge(&AWS, CREDENTIALS, Some(&existing), &sts, true));
         assert!(text.contains("aws_session_token = NEWTOKEN\n"), "{text}");
         assert!(!text.contains("OLDTOKEN"), "{text}");
         // The same access key (only the secret changes) leaves the token alone.
         let same_key = values_from([("access_key", "ASIAOLD"), ("secret_key", "rotated")]);
-        let text = expect_write(merge(
-            &AWS,
-            "~/.aws/credentials",
-            Some(&existing),
-            &same_key,
-            true,
-        ));
+        let text = expect_write(merge(&AWS, CREDENTIALS, Some(&existing), &same_key, true));
         assert!(text.contains("aws_session_token = OLDTOKEN\n"), "{text}");
     }
 
