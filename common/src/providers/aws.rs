@@ -38,8 +38,10 @@ pub static AWS: IniFile = IniFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{expect_write, merge, parse_one, parses_to};
-    use crate::providers::{Merge, Provider, ProviderError};
+    use crate::providers::testing::{
+        conflict_then_overwrite, expect_write, merge, parse_one, parses_to,
+    };
+    use crate::providers::{Provider, ProviderError};
     use crate::secret_value::values_from;
     use crate::secret_value::SecretText;
 
@@ -65,15 +67,8 @@ mod tests {
     fn overwrite_merges_at_key_level_keeping_everything_else() {
         let existing = SecretText::new(RICH.into());
         let new = values_from([("access_key", "AKIANEW"), ("secret_key", "newsecret")]);
-        assert_eq!(
-            merge(&AWS, CREDENTIALS, Some(&existing), &new, false).unwrap(),
-            Merge::Conflict(vec![
-                "access_key".into(),
-                "aws_session_token".into(),
-                "secret_key".into()
-            ])
-        );
-        let text = expect_write(merge(&AWS, CREDENTIALS, Some(&existing), &new, true));
+        let keys = ["access_key", "aws_session_token", "secret_key"];
+        let text = conflict_then_overwrite(&AWS, (CREDENTIALS, &existing), &new, &keys);
         assert_eq!(
             text,
             RICH.replace("AKIAOLD", "AKIANEW")
@@ -101,16 +96,13 @@ mod tests {
         let existing = SecretText::new(STS.into());
         let long_term = values_from([("access_key", "AKIANEW"), ("secret_key", "newsecret")]);
         // Without overwrite the conflict names the tokens that would go.
-        assert_eq!(
-            merge(&AWS, CREDENTIALS, Some(&existing), &long_term, false).unwrap(),
-            Merge::Conflict(vec![
-                "access_key".into(),
-                "aws_session_token".into(),
-                "aws_security_token".into(),
-                "secret_key".into(),
-            ])
-        );
-        let text = expect_write(merge(&AWS, CREDENTIALS, Some(&existing), &long_term, true));
+        let keys = [
+            "access_key",
+            "aws_session_token",
+            "aws_security_token",
+            "secret_key",
+        ];
+        let text = conflict_then_overwrite(&AWS, (CREDENTIALS, &existing), &long_term, &keys);
         assert_eq!(
             text,
             "[default]\naws_access_key_id = AKIANEW\naws_secret_access_key = newsecret\nregion = eu-west-3\n\n[other]\naws_session_token = KEEP\n"

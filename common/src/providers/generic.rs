@@ -122,24 +122,18 @@ impl Provider for Generic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{merge, remove};
+    use crate::providers::testing::{conflict_then_overwrite, merge, remove};
     use crate::secret_value::values_from;
 
     #[test]
     fn merge_keeps_other_keys_and_reports_conflicts() {
         let existing = SecretText::new("{\"other\": 1, \"key\": \"old\"}".into());
         let vals = values_from([("key", "new")]);
-        assert_eq!(
-            merge(&GENERIC, "~/x.json", Some(&existing), &vals, false).unwrap(),
-            Merge::Conflict(vec!["key".into()])
-        );
-        let Merge::Write(text) = merge(&GENERIC, "~/x.json", Some(&existing), &vals, true).unwrap()
-        else {
-            panic!("expected a write")
-        };
-        let v: Value = serde_json::from_str(text.expose_secret()).unwrap();
+        let file = ("~/x.json", &existing);
+        let text = conflict_then_overwrite(&GENERIC, file, &vals, &["key"]);
+        let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v, serde_json::json!({"other": 1, "key": "new"}));
-        let same = SecretText::new(text.expose_secret().to_owned());
+        let same = SecretText::new(text);
         assert_eq!(
             merge(&GENERIC, "~/x.json", Some(&same), &vals, false).unwrap(),
             Merge::Unchanged

@@ -221,7 +221,9 @@ impl Provider for Kubernetes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{expect_write, merge, parse_one, remove};
+    use crate::providers::testing::{
+        conflict_then_overwrite, expect_write, merge, parse_one, remove,
+    };
     use crate::secret_value::SecretText;
 
     const OURS: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://prod:6443\ncontexts:\n- name: prod\n  context:\n    cluster: prod\n    user: admin\nusers:\n- name: admin\n  user:\n    token: kube-token-fixture\ncurrent-context: prod\n";
@@ -296,11 +298,8 @@ mod tests {
         let ours = parse_one(&KUBERNETES, OURS).unwrap();
         let changed = OURS.replace("kube-token-fixture", "other-token");
         let existing = SecretText::new(changed);
-        assert_eq!(
-            merge(&KUBERNETES, "~/k", Some(&existing), &ours, false).unwrap(),
-            Merge::Conflict(vec!["users/admin".into()])
-        );
-        let out = expect_write(merge(&KUBERNETES, "~/k", Some(&existing), &ours, true));
+        let file = ("~/k", &existing);
+        let out = conflict_then_overwrite(&KUBERNETES, file, &ours, &["users/admin"]);
         assert!(out.contains("kube-token-fixture") && !out.contains("other-token"));
     }
 }

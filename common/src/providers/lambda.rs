@@ -23,8 +23,10 @@ pub static LAMBDA: IniFile = IniFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{expect_write, merge, parse_one, parses_to, remove};
-    use crate::providers::{Merge, Removal};
+    use crate::providers::testing::{
+        conflict_then_overwrite, expect_write, merge, parse_one, parses_to, remove,
+    };
+    use crate::providers::Removal;
     use crate::secret_value::values_from;
     use crate::secret_value::SecretText;
 
@@ -34,11 +36,7 @@ mod tests {
         parses_to(&LAMBDA, text, &[("api_key", "secret_old")]);
         let existing = SecretText::new(text.into());
         let v = values_from([("api_key", "secret_new")]);
-        assert_eq!(
-            merge(&LAMBDA, "~/l", Some(&existing), &v, false).unwrap(),
-            Merge::Conflict(vec!["api_key".into()])
-        );
-        let out = expect_write(merge(&LAMBDA, "~/l", Some(&existing), &v, true));
+        let out = conflict_then_overwrite(&LAMBDA, ("~/l", &existing), &v, &["api_key"]);
         assert_eq!(out, "# lambda\napi_key = secret_new\nregion = us-tx-1\n");
         assert_eq!(
             expect_write(merge(&LAMBDA, "~/l", None, &v, false)),

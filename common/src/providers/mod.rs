@@ -475,11 +475,31 @@ pub(crate) mod testing {
             merge(provider, path, existing, same, false).unwrap(),
             Merge::Unchanged
         );
-        let conflict = Merge::Conflict(keys.iter().map(|k| (*k).to_owned()).collect());
         assert_eq!(
             merge(provider, path, existing, other, false).unwrap(),
-            conflict
+            conflict(keys)
         );
+    }
+
+    /// Merging `values` into `existing` (the first file, at `path`) without
+    /// overwrite is a conflict on `keys`; with overwrite it writes: the text.
+    pub(crate) fn conflict_then_overwrite(
+        provider: &dyn Provider,
+        (path, existing): (&str, &SecretText),
+        values: &Values,
+        keys: &[&str],
+    ) -> String {
+        let existing = Some(existing);
+        assert_eq!(
+            merge(provider, path, existing, values, false).unwrap(),
+            conflict(keys)
+        );
+        expect_write(merge(provider, path, existing, values, true))
+    }
+
+    /// A conflict on `keys`, in this order.
+    fn conflict(keys: &[&str]) -> Merge {
+        Merge::Conflict(keys.iter().map(|k| (*k).to_owned()).collect())
     }
 
     /// `provider.merge` of its first file, at `path`.
