@@ -599,21 +599,17 @@ mod tests {
         assert_eq!(doc.get("p49999", "aws_secret_access_key"), Some("S49999"));
         // The same key name in every section is not a duplicate; a repeated
         // section or key at the very end is, with its line number.
-        let lines = text.lines().count();
-        let dup_section = format!("{text}[p123]\n");
-        let err = IniDoc::parse("~/c", &dup_section, false).unwrap_err();
-        assert!(
+        let line = text.lines().count() + 1;
+        let error_with = |tail: &str| {
+            let err = IniDoc::parse("~/c", &format!("{text}{tail}"), false).unwrap_err();
             err.to_string()
-                .starts_with(&format!("~/c line {}: duplicate section [p123]", lines + 1)),
-            "{err}"
-        );
-        let dup_key = format!("{text}AWS_Secret_Access_Key = x\n");
-        let err = IniDoc::parse("~/c", &dup_key, false).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with(&format!("~/c line {}: duplicate key", lines + 1)),
-            "{err}"
-        );
+        };
+        let err = error_with("[p123]\n");
+        let want = format!("~/c line {line}: duplicate section [p123]");
+        assert!(err.starts_with(&want), "{err}");
+        let err = error_with("AWS_Secret_Access_Key = x\n");
+        let want = format!("~/c line {line}: duplicate key");
+        assert!(err.starts_with(&want), "{err}");
     }
 
     #[test]
