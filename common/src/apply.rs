@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::fsutil::{self, ConfinedFile, FileRef, PathError};
 use crate::model::Secret;
-use crate::providers::{self, Merge, Provider, ProviderError, Removal};
+use crate::providers::{self, FileMerge, FileRemove, Merge, Provider, ProviderError, Removal};
 use crate::secret_value::{SecretValue, Values};
 
 /// The display paths (`~/...`) of a secret's files: at `path` when given, else
@@ -170,7 +170,13 @@ fn plan_opened(
             Some(h) => h.read_with_sig()?.unzip(),
             None => (None, None),
         };
-        let merge = provider.merge(index, &file.display, existing.as_ref(), values, overwrite)?;
+        let merge = provider.merge(&FileMerge {
+            index,
+            path: &file.display,
+            existing: existing.as_ref(),
+            values,
+            overwrite,
+        })?;
         planned.push(PlannedFile {
             display: file.display.clone(),
             handle,
@@ -278,7 +284,13 @@ pub fn remove_files(
     for (index, (file, handle)) in files.iter().zip(&opened).enumerate() {
         let status = match (read(handle.as_ref())?, handle) {
             (Some(text), Some(handle)) => {
-                match provider.remove(index, &file.display, &text, values)? {
+                let removal = provider.remove(&FileRemove {
+                    index,
+                    path: &file.display,
+                    existing: &text,
+                    values,
+                })?;
+                match removal {
                     Removal::Unchanged => FileStatus::Unchanged,
                     _ if dry_run => FileStatus::WouldWrite,
                     Removal::Write(new) => {

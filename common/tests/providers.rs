@@ -3,9 +3,9 @@
 //! providers with files, `env.json` (variable -> value) for providers with env
 //! vars. No provider ships without one: the registry loop fails first.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use common::providers::{Merge, Provider, SourceFile, PROVIDERS};
+use common::providers::{FileMerge, Merge, Provider, SourceFile, PROVIDERS};
 use common::{Secret, SecretText, SecretValue, Values};
 
 fn dir(id: &str) -> PathBuf {
@@ -105,7 +105,14 @@ fn fixture_files_parse_to_the_expected_values_and_merge_unchanged() {
         p.validate(&values).unwrap();
         for (i, (name, text)) in names.iter().zip(&texts).enumerate() {
             assert_eq!(
-                p.merge(i, name, Some(text), &values, false).unwrap(),
+                p.merge(&FileMerge {
+                    index: i,
+                    path: name,
+                    existing: Some(text),
+                    values: &values,
+                    overwrite: false
+                })
+                .unwrap(),
                 Merge::Unchanged,
                 "{}",
                 p.id()
@@ -188,7 +195,7 @@ fn missing_required_key_is_refused() {
 }
 
 /// Put a provider's fixture files at `path` (`~/...`) under `home`.
-fn place(home: &std::path::Path, p: &dyn Provider, path: &str, texts: &[SecretText]) {
+fn place(home: &Path, p: &dyn Provider, path: &str, texts: &[SecretText]) {
     for (name, text) in p.files(path).iter().zip(texts) {
         let full = common::fsutil::expand_home(home, name);
         std::fs::create_dir_all(full.parent().unwrap()).unwrap();
@@ -202,6 +209,15 @@ fn fixture_env(id: &str) -> std::collections::BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// What `extract` finds of provider `id` by its defaults (name, file, vars)
+/// in `home` with `env`; panics naming `what` when it finds nothing.
+fn found(home: &Path, env: &dyn Fn(&str) -> Option<String>, id: &str, what: &str) -> Secret {
+    let src = common::extract::Sources { home, env };
+    common::extract::extract(&src, id, None, None, None)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{id}: {what}"))
+}
+
 #[test]
 fn extract_from_default_file_custom_path_and_env_vars() {
     use common::extract::{extract, Sources};
@@ -213,13 +229,7 @@ fn extract_from_default_file_custom_path_and_env_vars() {
             let home = tempfile::tempdir().unwrap();
             let default = p.default_path().unwrap_or("~/.ssh/id_rsa");
             place(home.path(), *p, default, &sources(*p).unwrap());
-            let src = Sources {
-                home: home.path(),
-                env: &no_env,
-            };
-            let s = extract(&src, id, None, None, None)
-                .unwrap()
-                .unwrap_or_else(|| panic!("{id}: default"));
+            let s = found(home.path(), &no_env, id, "default");
             assert_eq!(
                 (s.name.as_str(), s.path.as_deref()),
                 (id, Some(default)),
@@ -260,13 +270,7 @@ fn extract_from_default_file_custom_path_and_env_vars() {
         if !env.is_empty() {
             let home = tempfile::tempdir().unwrap();
             let lookup = |k: &str| env.get(k).cloned();
-            let src = Sources {
-                home: home.path(),
-                env: &lookup,
-            };
-            let s = extract(&src, id, None, None, None)
-                .unwrap()
-                .unwrap_or_else(|| panic!("{id}: env"));
+            let s = found(home.path(), &lookup, id, "env");
             assert_eq!(s.path, None);
             for (key, var) in p.env_vars() {
                 assert_eq!(

@@ -10,10 +10,11 @@
 use std::path::Path;
 
 use common::formats::ini::IniDoc;
-use common::providers::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
+use common::providers::{Facts, FileMerge, FileRemove, Merge, Provider, ProviderError};
+use common::providers::{Removal, SourceFile};
 use common::session::Minted;
 use common::time::rfc3339;
-use common::{SecretText, Values};
+use common::Values;
 use serde_json::{json, Value};
 
 /// The ECS container-credentials answer.
@@ -112,33 +113,20 @@ impl Provider for ProfileProcess {
     fn parse(&self, _files: &[SourceFile<'_>]) -> Result<Values, ProviderError> {
         Ok(Values::new())
     }
-    fn merge(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        _overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
-        let section = config_section(value(values, "profile")?);
-        let line = value(values, "credential_process")?;
-        let mut doc = IniDoc::existing(path, existing, false)?;
+    fn merge(&self, file: &FileMerge<'_>) -> Result<Merge, ProviderError> {
+        let section = config_section(value(file.values, "profile")?);
+        let line = value(file.values, "credential_process")?;
+        let mut doc = IniDoc::existing(file.path, file.existing, false)?;
         if doc.get(&section, "credential_process") == Some(line) {
             return Ok(Merge::Unchanged);
         }
         doc.set(&section, "credential_process", line);
         Ok(Merge::Write(doc.render()))
     }
-    fn remove(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
-        let section = config_section(value(values, "profile")?);
-        let line = value(values, "credential_process")?;
-        let mut doc = IniDoc::parse(path, existing.expose_secret(), false)?;
+    fn remove(&self, file: &FileRemove<'_>) -> Result<Removal, ProviderError> {
+        let section = config_section(value(file.values, "profile")?);
+        let line = value(file.values, "credential_process")?;
+        let mut doc = IniDoc::parse(file.path, file.existing.expose_secret(), false)?;
         if doc.get(&section, "credential_process") != Some(line) {
             return Ok(Removal::Unchanged);
         }
@@ -175,6 +163,26 @@ pub(crate) fn shadowed(home: &Path, profile: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use common::secret_value::values_from;
+    use common::SecretText;
+
+    fn merge(existing: Option<&SecretText>, values: &Values) -> Result<Merge, ProviderError> {
+        PROFILE_PROCESS.merge(&FileMerge {
+            index: 0,
+            path: "~/.aws/config",
+            existing,
+            values,
+            overwrite: false,
+        })
+    }
+
+    fn remove(existing: &SecretText, values: &Values) -> Result<Removal, ProviderError> {
+        PROFILE_PROCESS.remove(&FileRemove {
+            index: 0,
+            path: "~/.aws/config",
+            existing,
+            values,
+        })
+    }
 
     #[test]
     fn the_profile_line_is_merged_and_removed_keeping_the_rest() {
@@ -188,37 +196,21 @@ mod tests {
                 "/bin/agent credentials aws --secret s",
             ),
         ]);
-        let Merge::Write(text) = PROFILE_PROCESS
-            .merge(0, "~/.aws/config", Some(&existing), &values, false)
-            .unwrap()
-        else {
+        let Merge::Write(text) = merge(Some(&existing), &values).unwrap() else {
             panic!("no write");
         };
         assert_eq!(
             text.expose_secret(),
             "# mine\n[default]\nregion = eu-west-3\ncredential_process = /bin/agent credentials aws --secret s\n\n[profile dev]\nsso_session = x\n"
         );
-        assert_eq!(
-            PROFILE_PROCESS
-                .merge(0, "~/.aws/config", Some(&text), &values, false)
-                .unwrap(),
-            Merge::Unchanged
-        );
-        let Removal::Write(back) = PROFILE_PROCESS
-            .remove(0, "~/.aws/config", &text, &values)
-            .unwrap()
-        else {
+        assert_eq!(merge(Some(&text), &values).unwrap(), Merge::Unchanged);
+        let Removal::Write(back) = remove(&text, &values).unwrap() else {
             panic!("not removed");
         };
         assert_eq!(back.expose_secret(), existing.expose_secret());
         // Another process line is not ours to remove.
         let other = values_from([("profile", "default"), ("credential_process", "x")]);
-        assert_eq!(
-            PROFILE_PROCESS
-                .remove(0, "~/.aws/config", &text, &other)
-                .unwrap(),
-            Removal::Unchanged
-        );
+        assert_eq!(remove(&text, &other).unwrap(), Removal::Unchanged);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 
 use zeroize::Zeroize;
 
-use crate::providers::{Merge, ProviderError, Removal};
+use crate::providers::{FileMerge, FileRemove, Merge, ProviderError, Removal};
 use crate::secret_value::{SecretText, Values};
 
 /// What one line is.
@@ -394,15 +394,16 @@ impl IniLayout {
         Ok(values)
     }
 
-    /// Merge `values` key by key; other keys, sections and comments stay.
-    pub fn merge(
-        &self,
-        provider: &str,
-        path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
+    /// Merge the values of `provider` key by key; other keys, sections and
+    /// comments stay.
+    pub fn merge(&self, provider: &str, file: &FileMerge<'_>) -> Result<Merge, ProviderError> {
+        let FileMerge {
+            path,
+            existing,
+            values,
+            overwrite,
+            ..
+        } = *file;
         let mut doc = self.doc(path, existing)?;
         let mut changed = existing.is_none();
         let mut conflicts = Vec::new();
@@ -461,16 +462,11 @@ impl IniLayout {
     }
 
     /// Remove the keys whose value in the file is the secret's.
-    pub fn remove(
-        &self,
-        path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
-        let mut doc = self.doc(path, Some(existing))?;
+    pub fn remove(&self, file: &FileRemove<'_>) -> Result<Removal, ProviderError> {
+        let mut doc = self.doc(file.path, Some(file.existing))?;
         let mut removed = false;
         for (value_key, file_key) in self.keys {
-            let Some(new) = values.get(*value_key).and_then(|v| v.expose_str()) else {
+            let Some(new) = file.values.get(*value_key).and_then(|v| v.expose_str()) else {
                 continue;
             };
             if doc.get(self.section, file_key) == Some(new) {
@@ -603,21 +599,17 @@ mod tests {
         assert_eq!(doc.get("p49999", "aws_secret_access_key"), Some("S49999"));
         // The same key name in every section is not a duplicate; a repeated
         // section or key at the very end is, with its line number.
-        let lines = text.lines().count();
-        let dup_section = format!("{text}[p123]\n");
-        let err = IniDoc::parse("~/c", &dup_section, false).unwrap_err();
-        assert!(
+        let line = text.lines().count() + 1;
+        let error_with = |tail: &str| {
+            let err = IniDoc::parse("~/c", &format!("{text}{tail}"), false).unwrap_err();
             err.to_string()
-                .starts_with(&format!("~/c line {}: duplicate section [p123]", lines + 1)),
-            "{err}"
-        );
-        let dup_key = format!("{text}AWS_Secret_Access_Key = x\n");
-        let err = IniDoc::parse("~/c", &dup_key, false).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with(&format!("~/c line {}: duplicate key", lines + 1)),
-            "{err}"
-        );
+        };
+        let err = error_with("[p123]\n");
+        let want = format!("~/c line {line}: duplicate section [p123]");
+        assert!(err.starts_with(&want), "{err}");
+        let err = error_with("AWS_Secret_Access_Key = x\n");
+        let want = format!("~/c line {line}: duplicate key");
+        assert!(err.starts_with(&want), "{err}");
     }
 
     #[test]
@@ -628,28 +620,45 @@ mod tests {
             companions: &[],
         };
         let text = SecretText::new(AWS.into());
+        let merge = |existing: Option<&SecretText>, values: &Values, overwrite: bool| {
+            L.merge(
+                "aws",
+                &FileMerge {
+                    index: 0,
+                    path: "~/c",
+                    existing,
+                    values,
+                    overwrite,
+                },
+            )
+        };
+        let remove = |values: &Values| {
+            L.remove(&FileRemove {
+                index: 0,
+                path: "~/c",
+                existing: &text,
+                values,
+            })
+        };
         let same = values_from([("access_key", "OLD")]);
-        assert_eq!(
-            L.merge("aws", "~/c", Some(&text), &same, false).unwrap(),
-            Merge::Unchanged
-        );
+        assert_eq!(merge(Some(&text), &same, false).unwrap(), Merge::Unchanged);
         let other = values_from([("access_key", "NEW")]);
         assert_eq!(
-            L.merge("aws", "~/c", Some(&text), &other, false).unwrap(),
+            merge(Some(&text), &other, false).unwrap(),
             Merge::Conflict(vec!["access_key".into()])
         );
         let bad = values_from([("access_key", "a\nb")]);
         assert!(matches!(
-            L.merge("aws", "~/c", None, &bad, true),
+            merge(None, &bad, true),
             Err(ProviderError::InvalidValue { .. })
         ));
-        let Removal::Write(left) = L.remove("~/c", &text, &same).unwrap() else {
+        let Removal::Write(left) = remove(&same).unwrap() else {
             panic!("expected a write")
         };
         assert!(!left.expose_secret().contains("= OLD\n"));
         assert!(left
             .expose_secret()
             .contains("[prod]\naws_access_key_id = P\n"));
-        assert_eq!(L.remove("~/c", &text, &other).unwrap(), Removal::Unchanged);
+        assert_eq!(remove(&other).unwrap(), Removal::Unchanged);
     }
 }

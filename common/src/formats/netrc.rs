@@ -239,21 +239,21 @@ mod tests {
 
     #[test]
     fn appends_a_new_entry_after_other_machines() {
-        let t = text("machine github.com login me password p");
-        let Set::Text(new) = set_password(Some(&t), "api.wandb.ai", "user", "K", false) else {
-            panic!("expected text")
+        // The text after setting the password of api.wandb.ai to K.
+        let set_k = |t: &str| {
+            let set = set_password(Some(&text(t)), "api.wandb.ai", "user", "K", false);
+            let Set::Text(new) = set else {
+                panic!("expected text")
+            };
+            new.expose_secret().to_owned()
         };
         assert_eq!(
-            new.expose_secret(),
+            set_k("machine github.com login me password p"),
             "machine github.com login me password p\nmachine api.wandb.ai\n  login user\n  password K\n"
         );
         // an entry without a password gets one, not a second entry
-        let t = text("machine api.wandb.ai\n  login user\n");
-        let Set::Text(new) = set_password(Some(&t), "api.wandb.ai", "user", "K", false) else {
-            panic!("expected text")
-        };
         assert_eq!(
-            new.expose_secret(),
+            set_k("machine api.wandb.ai\n  login user\n"),
             "machine api.wandb.ai password K\n  login user\n"
         );
         // a macdef body mentioning the machine is not an entry

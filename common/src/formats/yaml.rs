@@ -7,7 +7,7 @@
 
 use yaml_serde::{Mapping, Value as Yaml};
 
-use crate::providers::ProviderError;
+use crate::providers::{FileMerge, Merge, ProviderError};
 use crate::secret_value::SecretText;
 
 /// The mapping of a file about to be merged into: its `text` parsed
@@ -94,22 +94,51 @@ pub fn render(map: &Mapping) -> SecretText {
     SecretText::new(yaml_serde::to_string(map).unwrap_or_default())
 }
 
-/// Merge one key into `map`: an equal value changes nothing; a differing one
-/// is a conflict unless `overwrite`; otherwise the value is set.
-pub fn merge_key(
-    map: &mut Mapping,
-    key: &str,
-    new: Yaml,
-    overwrite: bool,
-    changed: &mut bool,
-    conflicts: &mut Vec<String>,
-) {
-    match map.get(key) {
-        Some(old) if *old == new => {}
-        Some(_) if !overwrite => conflicts.push(key.to_owned()),
-        _ => {
-            map.insert(self::key(key), new);
-            *changed = true;
+/// Merge a secret's values into `doc`, the mapping of the file (from
+/// [`existing_mapping`]), key by key: `merge_one` puts one value, as YAML,
+/// into the document and notes in the [`Tally`] what it changed or found in
+/// conflict. A new file is always written; an existing one only when
+/// something changed and nothing conflicted ([`Merge::decide`]).
+pub fn merge_values(
+    file: &FileMerge<'_>,
+    mut doc: Mapping,
+    mut merge_one: impl FnMut(&mut Mapping, &str, Yaml, &mut Tally) -> Result<(), ProviderError>,
+) -> Result<Merge, ProviderError> {
+    let mut tally = Tally {
+        overwrite: file.overwrite,
+        changed: file.existing.is_none(),
+        conflicts: Vec::new(),
+    };
+    for (key, value) in file.values {
+        merge_one(&mut doc, key, from_json(value.expose_secret()), &mut tally)?;
+    }
+    Ok(Merge::decide(tally.conflicts, tally.changed, || {
+        render(&doc)
+    }))
+}
+
+/// Where a key-by-key merge ([`merge_values`]) stands.
+#[derive(Debug)]
+pub struct Tally {
+    /// Whether a differing value may be replaced (else it is a conflict).
+    pub overwrite: bool,
+    /// Whether the document changed.
+    pub changed: bool,
+    /// The keys (or `list/name` entries) in conflict.
+    pub conflicts: Vec<String>,
+}
+
+impl Tally {
+    /// Merge one key into `map`: an equal value changes nothing; a differing
+    /// one is a conflict unless overwriting; otherwise the value is set.
+    pub fn merge_key(&mut self, map: &mut Mapping, key: &str, new: Yaml) {
+        match map.get(key) {
+            Some(old) if *old == new => {}
+            Some(_) if !self.overwrite => self.conflicts.push(key.to_owned()),
+            _ => {
+                map.insert(self::key(key), new);
+                self.changed = true;
+            }
         }
     }
 }

@@ -38,10 +38,14 @@ pub static AWS: IniFile = IniFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{expect_write, parse_one};
-    use crate::providers::{Merge, Provider, ProviderError};
+    use crate::providers::testing::{
+        conflict_then_overwrite, expect_write, merge, parse_one, parses_to,
+    };
+    use crate::providers::{Provider, ProviderError};
     use crate::secret_value::values_from;
     use crate::secret_value::SecretText;
+
+    const CREDENTIALS: &str = "~/.aws/credentials";
 
     pub(crate) const FIXTURE: &str =
         "[default]\naws_access_key_id = AKIAFIXTURE\naws_secret_access_key = fixture/secret+key\n";
@@ -50,32 +54,21 @@ mod tests {
 
     #[test]
     fn parses_fixture() {
-        let v = parse_one(&AWS, FIXTURE).unwrap();
-        assert_eq!(
-            v,
-            values_from([
-                ("access_key", "AKIAFIXTURE"),
-                ("secret_key", "fixture/secret+key")
-            ])
-        );
         let v = parse_one(&AWS, RICH).unwrap();
         assert_eq!(v["session_token"].expose_str(), Some("TOKEN//keep=="));
+        let want = [
+            ("access_key", "AKIAFIXTURE"),
+            ("secret_key", "fixture/secret+key"),
+        ];
+        parses_to(&AWS, FIXTURE, &want);
     }
 
     #[test]
     fn overwrite_merges_at_key_level_keeping_everything_else() {
         let existing = SecretText::new(RICH.into());
         let new = values_from([("access_key", "AKIANEW"), ("secret_key", "newsecret")]);
-        assert_eq!(
-            AWS.merge(0, "~/.aws/credentials", Some(&existing), &new, false)
-                .unwrap(),
-            Merge::Conflict(vec![
-                "access_key".into(),
-                "aws_session_token".into(),
-                "secret_key".into()
-            ])
-        );
-        let text = expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &new, true));
+        let keys = ["access_key", "aws_session_token", "secret_key"];
+        let text = conflict_then_overwrite(&AWS, (CREDENTIALS, &existing), &new, &keys);
         assert_eq!(
             text,
             RICH.replace("AKIAOLD", "AKIANEW")
@@ -88,7 +81,7 @@ mod tests {
             ("secret_key", "S"),
             ("session_token", "T"),
         ]);
-        let text = expect_write(AWS.merge(0, "~/.aws/credentials", None, &with_token, false));
+        let text = expect_write(merge(&AWS, CREDENTIALS, None, &with_token, false));
         assert_eq!(
             text,
             "[default]\naws_access_key_id = A\naws_secret_access_key = S\naws_session_token = T\n"
@@ -103,18 +96,13 @@ mod tests {
         let existing = SecretText::new(STS.into());
         let long_term = values_from([("access_key", "AKIANEW"), ("secret_key", "newsecret")]);
         // Without overwrite the conflict names the tokens that would go.
-        assert_eq!(
-            AWS.merge(0, "~/.aws/credentials", Some(&existing), &long_term, false)
-                .unwrap(),
-            Merge::Conflict(vec![
-                "access_key".into(),
-                "aws_session_token".into(),
-                "aws_security_token".into(),
-                "secret_key".into(),
-            ])
-        );
-        let text =
-            expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &long_term, true));
+        let keys = [
+            "access_key",
+            "aws_session_token",
+            "aws_security_token",
+            "secret_key",
+        ];
+        let text = conflict_then_overwrite(&AWS, (CREDENTIALS, &existing), &long_term, &keys);
         assert_eq!(
             text,
             "[default]\naws_access_key_id = AKIANEW\naws_secret_access_key = newsecret\nregion = eu-west-3\n\n[other]\naws_session_token = KEEP\n"
@@ -125,13 +113,12 @@ mod tests {
             ("secret_key", "s2"),
             ("session_token", "NEWTOKEN"),
         ]);
-        let text = expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &sts, true));
+        let text = expect_write(merge(&AWS, CREDENTIALS, Some(&existing), &sts, true));
         assert!(text.contains("aws_session_token = NEWTOKEN\n"), "{text}");
         assert!(!text.contains("OLDTOKEN"), "{text}");
         // The same access key (only the secret changes) leaves the token alone.
         let same_key = values_from([("access_key", "ASIAOLD"), ("secret_key", "rotated")]);
-        let text =
-            expect_write(AWS.merge(0, "~/.aws/credentials", Some(&existing), &same_key, true));
+        let text = expect_write(merge(&AWS, CREDENTIALS, Some(&existing), &same_key, true));
         assert!(text.contains("aws_session_token = OLDTOKEN\n"), "{text}");
     }
 
@@ -147,7 +134,7 @@ mod tests {
             let err = AWS.validate(&v).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains("whitespace"), "{err}");
             assert!(!err.contains(value.trim()), "{err}");
-            assert!(AWS.merge(0, "~/c", None, &v, true).is_err());
+            assert!(merge(&AWS, "~/c", None, &v, true).is_err());
         }
     }
 

@@ -23,8 +23,7 @@ pub static AZURE: IniFile = IniFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{expect_write, parse_one};
-    use crate::providers::Provider;
+    use crate::providers::testing::{expect_write, merge, parse_one, parses_to};
     use crate::secret_value::values_from;
     use crate::secret_value::SecretText;
 
@@ -32,13 +31,16 @@ mod tests {
     fn parses_and_merges_keeping_other_sections() {
         let text =
             "[AzureCloud]\nsubscription = sub-1234\n\n[AzureChinaCloud]\nsubscription = other\n";
-        assert_eq!(
-            parse_one(&AZURE, text).unwrap(),
-            values_from([("subscription_id", "sub-1234")])
-        );
+        parses_to(&AZURE, text, &[("subscription_id", "sub-1234")]);
         let existing = SecretText::new(text.into());
         let v = values_from([("subscription_id", "sub-9")]);
-        let out = expect_write(AZURE.merge(0, "~/.azure/clouds.config", Some(&existing), &v, true));
+        let out = expect_write(merge(
+            &AZURE,
+            "~/.azure/clouds.config",
+            Some(&existing),
+            &v,
+            true,
+        ));
         assert_eq!(out, text.replace("sub-1234", "sub-9"));
         assert!(parse_one(&AZURE, "[Other]\nsubscription = x\n").is_err());
     }

@@ -167,7 +167,7 @@ impl Provider for Gcp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{expect_write, parse_one};
+    use crate::providers::testing::{expect_write, merge, parse_one};
     use crate::secret_value::{values_from, SecretText};
 
     #[test]
@@ -177,8 +177,8 @@ mod tests {
         assert_eq!(v.len(), 4);
         assert_eq!(v["client_secret"].expose_str(), Some("csecret"));
         let existing = SecretText::new(r#"{"quota_project_id": "p", "client_id": "cid"}"#.into());
-        let out = expect_write(GCP.merge(
-            0,
+        let out = expect_write(merge(
+            &GCP,
             "~/g.json",
             Some(&existing),
             &values_from([("client_id", "cid"), ("client_secret", "s")]),

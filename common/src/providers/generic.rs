@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{Facts, FileMerge, FileRemove, Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::secret_value::{SecretText, SecretValue, Values};
 
 /// The generic provider.
@@ -49,23 +49,18 @@ pub fn render_json_object(map: &Map<String, Value>) -> SecretText {
     SecretText::new(text)
 }
 
-/// Merge `values` into the JSON object in `existing`, top-level key by key.
-pub fn merge_json_object(
-    path: &str,
-    existing: Option<&SecretText>,
-    values: &Values,
-    overwrite: bool,
-) -> Result<Merge, ProviderError> {
-    let mut map = match existing {
-        Some(text) => parse_json_object(path, text)?,
+/// Merge the values into the JSON object in the file, top-level key by key.
+pub fn merge_json_object(file: &FileMerge<'_>) -> Result<Merge, ProviderError> {
+    let mut map = match file.existing {
+        Some(text) => parse_json_object(file.path, text)?,
         None => Map::new(),
     };
-    let mut changed = existing.is_none();
+    let mut changed = file.existing.is_none();
     let mut conflicts = Vec::new();
-    for (key, value) in values {
+    for (key, value) in file.values {
         match map.get(key) {
             Some(old) if old == value.expose_secret() => {}
-            Some(_) if !overwrite => conflicts.push(key.clone()),
+            Some(_) if !file.overwrite => conflicts.push(key.clone()),
             _ => {
                 map.insert(key.clone(), value.expose_secret().clone());
                 changed = true;
@@ -78,14 +73,10 @@ pub fn merge_json_object(
 }
 
 /// Remove the keys of `values` whose value in the file is the same.
-pub fn remove_json_object(
-    path: &str,
-    existing: &SecretText,
-    values: &Values,
-) -> Result<Removal, ProviderError> {
-    let mut map = parse_json_object(path, existing)?;
+pub fn remove_json_object(file: &FileRemove<'_>) -> Result<Removal, ProviderError> {
+    let mut map = parse_json_object(file.path, file.existing)?;
     let before = map.len();
-    for (key, value) in values {
+    for (key, value) in file.values {
         if map.get(key) == Some(value.expose_secret()) {
             map.remove(key);
         }
@@ -131,35 +122,24 @@ impl Provider for Generic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::testing::{conflict_then_overwrite, merge, remove};
     use crate::secret_value::values_from;
 
     #[test]
     fn merge_keeps_other_keys_and_reports_conflicts() {
         let existing = SecretText::new("{\"other\": 1, \"key\": \"old\"}".into());
         let vals = values_from([("key", "new")]);
-        assert_eq!(
-            GENERIC
-                .merge(0, "~/x.json", Some(&existing), &vals, false)
-                .unwrap(),
-            Merge::Conflict(vec!["key".into()])
-        );
-        let Merge::Write(text) = GENERIC
-            .merge(0, "~/x.json", Some(&existing), &vals, true)
-            .unwrap()
-        else {
-            panic!("expected a write")
-        };
-        let v: Value = serde_json::from_str(text.expose_secret()).unwrap();
+        let file = ("~/x.json", &existing);
+        let text = conflict_then_overwrite(&GENERIC, file, &vals, &["key"]);
+        let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v, serde_json::json!({"other": 1, "key": "new"}));
-        let same = SecretText::new(text.expose_secret().to_owned());
+        let same = SecretText::new(text);
         assert_eq!(
-            GENERIC
-                .merge(0, "~/x.json", Some(&same), &vals, false)
-                .unwrap(),
+            merge(&GENERIC, "~/x.json", Some(&same), &vals, false).unwrap(),
             Merge::Unchanged
         );
         assert_eq!(
-            GENERIC.remove(0, "~/x.json", &same, &vals).unwrap(),
+            remove(&GENERIC, "~/x.json", &same, &vals).unwrap(),
             Removal::Write(SecretText::new("{\n  \"other\": 1\n}\n".into()))
         );
     }

@@ -6,9 +6,9 @@
 
 use yaml_serde::{Mapping, Value as Yaml};
 
-use super::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{Facts, FileMerge, FileRemove, Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::yaml;
-use crate::secret_value::{SecretText, SecretValue, Values};
+use crate::secret_value::{SecretValue, Values};
 
 /// The GitHub provider.
 #[derive(Debug)]
@@ -97,37 +97,21 @@ impl Provider for GitHub {
             .map_err(|_| ProviderError::malformed(f.path, None, "github.com has no oauth_token"))?;
         Ok(values)
     }
-    fn merge(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
-        let mut doc = yaml::existing_mapping(path, existing)?;
-        let entry = host_entry(path, &mut doc)?;
-        let mut changed = existing.is_none();
-        let mut conflicts = Vec::new();
-        for (key, value) in values {
-            let new = yaml::from_json(value.expose_secret());
-            yaml::merge_key(entry, key, new, overwrite, &mut changed, &mut conflicts);
-        }
-        Ok(Merge::decide(conflicts, changed, || yaml::render(&doc)))
+    fn merge(&self, file: &FileMerge<'_>) -> Result<Merge, ProviderError> {
+        let mut doc = yaml::existing_mapping(file.path, file.existing)?;
+        host_entry(file.path, &mut doc)?;
+        yaml::merge_values(file, doc, |doc, key, new, tally| {
+            tally.merge_key(host_entry(file.path, doc)?, key, new);
+            Ok(())
+        })
     }
-    fn remove(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
-        let mut doc = yaml::parse_mapping(path, existing)?;
+    fn remove(&self, file: &FileRemove<'_>) -> Result<Removal, ProviderError> {
+        let mut doc = yaml::parse_mapping(file.path, file.existing)?;
         let Some(entry) = doc.get_mut(HOST).and_then(Yaml::as_mapping_mut) else {
             return Ok(Removal::Unchanged);
         };
         let before = entry.len();
-        for (key, value) in values {
+        for (key, value) in file.values {
             if entry.get(key.as_str()) == Some(&yaml::from_json(value.expose_secret())) {
                 entry.remove(key.as_str());
             }
@@ -149,35 +133,26 @@ impl Provider for GitHub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{expect_write, parse_one};
-    use crate::secret_value::values_from;
+    use crate::providers::testing::{
+        assert_same_kept_other_conflicts, expect_write, merge, parse_one, parses_to, remove,
+    };
+    use crate::secret_value::{values_from, SecretText};
 
     const HOSTS: &str = "github.com:\n    user: octo\n    oauth_token: gho_fixture\n    git_protocol: https\nghe.corp.example:\n    user: me\n    oauth_token: ghe_other\n";
 
     #[test]
     fn parse_merge_keeps_other_hosts_and_remove() {
-        let v = parse_one(&GITHUB, HOSTS).unwrap();
-        assert_eq!(
-            v,
-            values_from([
-                ("user", "octo"),
-                ("oauth_token", "gho_fixture"),
-                ("git_protocol", "https")
-            ])
-        );
+        let want = [
+            ("user", "octo"),
+            ("oauth_token", "gho_fixture"),
+            ("git_protocol", "https"),
+        ];
+        let v = parses_to(&GITHUB, HOSTS, &want);
         let existing = SecretText::new(HOSTS.into());
-        assert_eq!(
-            GITHUB.merge(0, "~/h", Some(&existing), &v, false).unwrap(),
-            Merge::Unchanged
-        );
         let new = values_from([("oauth_token", "gho_new")]);
-        assert_eq!(
-            GITHUB
-                .merge(0, "~/h", Some(&existing), &new, false)
-                .unwrap(),
-            Merge::Conflict(vec!["oauth_token".into()])
-        );
-        let out = expect_write(GITHUB.merge(0, "~/h", Some(&existing), &new, true));
+        let file = ("~/h", &existing);
+        assert_same_kept_other_conflicts(&GITHUB, file, &v, &new, &["oauth_token"]);
+        let out = expect_write(merge(&GITHUB, "~/h", Some(&existing), &new, true));
         let doc: yaml_serde::Value = yaml_serde::from_str(&out).unwrap();
         assert_eq!(
             doc["ghe.corp.example"]["oauth_token"].as_str(),
@@ -185,7 +160,7 @@ mod tests {
         );
         assert_eq!(doc["github.com"]["oauth_token"].as_str(), Some("gho_new"));
         assert_eq!(doc["github.com"]["user"].as_str(), Some("octo"));
-        let Removal::Write(left) = GITHUB.remove(0, "~/h", &existing, &v).unwrap() else {
+        let Removal::Write(left) = remove(&GITHUB, "~/h", &existing, &v).unwrap() else {
             panic!("expected a write")
         };
         let doc: yaml_serde::Value = yaml_serde::from_str(left.expose_secret()).unwrap();

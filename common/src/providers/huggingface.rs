@@ -2,9 +2,10 @@
 //! replaces the file's token (never appends a second one); a file with more
 //! than one token line is reported as malformed, naming the line.
 
-use super::{reject_newlines, Facts, Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{reject_newlines, Facts, FileMerge, FileRemove, Merge, Provider, ProviderError};
+use super::{Removal, SourceFile};
 use crate::formats::whole::{self, Compare};
-use crate::secret_value::{SecretText, Values};
+use crate::secret_value::Values;
 
 /// The Hugging Face provider.
 #[derive(Debug)]
@@ -36,15 +37,8 @@ impl Provider for HuggingFace {
         let token = whole::parse_single_line(f.path, f.text)?;
         Ok([("token".to_owned(), token.into())].into())
     }
-    fn merge(
-        &self,
-        _index: usize,
-        _path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
-        let Some(value) = values.get("token") else {
+    fn merge(&self, file: &FileMerge<'_>) -> Result<Merge, ProviderError> {
+        let Some(value) = file.values.get("token") else {
             return Ok(Merge::Unchanged);
         };
         let token = whole::text_of(self.id(), "token", value)?.trim();
@@ -52,23 +46,19 @@ impl Provider for HuggingFace {
         Ok(whole::merge(
             Compare::Trimmed,
             "token",
-            existing,
+            file.existing,
             token,
             token.to_owned(),
-            overwrite,
+            file.overwrite,
         ))
     }
-    fn remove(
-        &self,
-        _index: usize,
-        _path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
-        Ok(match values.get("token").and_then(|v| v.expose_str()) {
-            Some(token) => whole::remove(Compare::Trimmed, existing, token),
-            None => Removal::Unchanged,
-        })
+    fn remove(&self, file: &FileRemove<'_>) -> Result<Removal, ProviderError> {
+        Ok(
+            match file.values.get("token").and_then(|v| v.expose_str()) {
+                Some(token) => whole::remove(Compare::Trimmed, file.existing, token),
+                None => Removal::Unchanged,
+            },
+        )
     }
     fn validate(&self, values: &Values) -> Result<(), ProviderError> {
         super::check_required(self, values)?;
@@ -79,33 +69,28 @@ impl Provider for HuggingFace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{expect_write, parse_one};
-    use crate::secret_value::values_from;
+    use crate::providers::testing::{expect_write, merge, parses_to, remove};
+    use crate::secret_value::{values_from, SecretText};
 
     #[test]
     fn overwrite_replaces_the_token() {
-        assert_eq!(
-            parse_one(&HUGGINGFACE, "hf_abc\n").unwrap(),
-            values_from([("token", "hf_abc")])
-        );
+        parses_to(&HUGGINGFACE, "hf_abc\n", &[("token", "hf_abc")]);
         let existing = SecretText::new("hf_abc\n".into());
         let same = values_from([("token", "hf_abc")]);
         assert_eq!(
-            HUGGINGFACE
-                .merge(0, "~/t", Some(&existing), &same, false)
-                .unwrap(),
+            merge(&HUGGINGFACE, "~/t", Some(&existing), &same, false).unwrap(),
             Merge::Unchanged
         );
         let new = values_from([("token", "hf_new")]);
         assert_eq!(
-            expect_write(HUGGINGFACE.merge(0, "~/t", Some(&existing), &new, true)),
+            expect_write(merge(&HUGGINGFACE, "~/t", Some(&existing), &new, true)),
             "hf_new"
         );
         assert!(HUGGINGFACE
             .validate(&values_from([("token", "a\nb")]))
             .is_err());
         assert_eq!(
-            HUGGINGFACE.remove(0, "~/t", &existing, &same).unwrap(),
+            remove(&HUGGINGFACE, "~/t", &existing, &same).unwrap(),
             Removal::Delete
         );
     }

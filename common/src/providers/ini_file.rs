@@ -4,9 +4,9 @@
 //! removal are the layout's; every other line of the file stays byte for
 //! byte. Errors name files, lines and keys, never values.
 
-use super::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{Facts, FileMerge, FileRemove, Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::ini::IniLayout;
-use crate::secret_value::{SecretText, Values};
+use crate::secret_value::Values;
 
 /// A provider kept in an INI-like file.
 #[derive(Debug)]
@@ -24,25 +24,11 @@ impl Provider for IniFile {
         let f = super::first_file(self, files)?;
         self.layout.parse(f.path, f.text, self.required_keys())
     }
-    fn merge(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
-        self.layout
-            .merge(self.id(), path, existing, values, overwrite)
+    fn merge(&self, file: &FileMerge<'_>) -> Result<Merge, ProviderError> {
+        self.layout.merge(self.id(), file)
     }
-    fn remove(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
-        self.layout.remove(path, existing, values)
+    fn remove(&self, file: &FileRemove<'_>) -> Result<Removal, ProviderError> {
+        self.layout.remove(file)
     }
     fn validate(&self, values: &Values) -> Result<(), ProviderError> {
         super::check_required(self, values)?;

@@ -15,9 +15,9 @@
 
 use yaml_serde::{Mapping, Value as Yaml};
 
-use super::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
-use crate::formats::yaml;
-use crate::secret_value::{SecretText, SecretValue, Values};
+use super::{Facts, FileMerge, FileRemove, Merge, Provider, ProviderError, Removal, SourceFile};
+use crate::formats::yaml::{self, Tally};
+use crate::secret_value::{SecretValue, Values};
 
 /// The Kubernetes provider.
 #[derive(Debug)]
@@ -82,6 +82,32 @@ fn list_mut<'a>(
         .ok_or_else(|| ProviderError::malformed(path, None, format!("{key} is not a list")))
 }
 
+/// Merge `entries` into the named list `key` entry by entry, by `name`: the
+/// same name with other content is a conflict (`key/name`) unless overwriting.
+fn merge_named(list: &mut Vec<Yaml>, key: &str, entries: Vec<Yaml>, tally: &mut Tally) {
+    for entry in entries {
+        let name = entry_name(&entry).map(str::to_owned);
+        let at = name
+            .as_deref()
+            .and_then(|n| list.iter().position(|e| entry_name(e) == Some(n)))
+            .or_else(|| list.iter().position(|e| *e == entry));
+        match at {
+            Some(i) if list[i] == entry => {}
+            Some(_) if !tally.overwrite => tally
+                .conflicts
+                .push(format!("{key}/{}", name.unwrap_or_default())),
+            Some(i) => {
+                list[i] = entry;
+                tally.changed = true;
+            }
+            None => {
+                list.push(entry);
+                tally.changed = true;
+            }
+        }
+    }
+}
+
 /// What the provider declares.
 static FACTS: Facts =
     Facts::new("kubernetes", Some("~/.kube/config"), &[], &[]).requiring(&["clusters"]);
@@ -129,49 +155,18 @@ impl Provider for Kubernetes {
             .map(|(k, v)| (k, SecretValue::new(v)))
             .collect())
     }
-    fn merge(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
-        let mut doc = yaml::existing_mapping(path, existing)?;
-        let mut changed = existing.is_none();
-        let mut conflicts = Vec::new();
-        for (key, value) in values {
-            let new = yaml::from_json(value.expose_secret());
-            if NAMED_LISTS.contains(&key.as_str()) {
+    fn merge(&self, file: &FileMerge<'_>) -> Result<Merge, ProviderError> {
+        let doc = yaml::existing_mapping(file.path, file.existing)?;
+        yaml::merge_values(file, doc, |doc, key, new, tally| {
+            if NAMED_LISTS.contains(&key) {
                 let Yaml::Sequence(entries) = new else {
                     return Err(ProviderError::InvalidValue {
                         provider: self.id().into(),
-                        key: key.clone(),
+                        key: key.to_owned(),
                         reason: "must be a list".into(),
                     });
                 };
-                let list = list_mut(path, &mut doc, key)?;
-                for entry in entries {
-                    let name = entry_name(&entry).map(str::to_owned);
-                    let at = name
-                        .as_deref()
-                        .and_then(|n| list.iter().position(|e| entry_name(e) == Some(n)))
-                        .or_else(|| list.iter().position(|e| *e == entry));
-                    match at {
-                        Some(i) if list[i] == entry => {}
-                        Some(_) if !overwrite => {
-                            conflicts.push(format!("{key}/{}", name.unwrap_or_default()))
-                        }
-                        Some(i) => {
-                            list[i] = entry;
-                            changed = true;
-                        }
-                        None => {
-                            list.push(entry);
-                            changed = true;
-                        }
-                    }
-                }
+                merge_named(list_mut(file.path, doc, key)?, key, entries, tally);
             } else if key == CURRENT_CONTEXT {
                 // Set only when the file has none: never switch the user's context.
                 let unset = match doc.get(CURRENT_CONTEXT) {
@@ -180,24 +175,18 @@ impl Provider for Kubernetes {
                 };
                 if unset {
                     doc.insert(yaml::key(CURRENT_CONTEXT), new);
-                    changed = true;
+                    tally.changed = true;
                 }
             } else {
-                yaml::merge_key(&mut doc, key, new, overwrite, &mut changed, &mut conflicts);
+                tally.merge_key(doc, key, new);
             }
-        }
-        Ok(Merge::decide(conflicts, changed, || yaml::render(&doc)))
+            Ok(())
+        })
     }
-    fn remove(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
-        let mut doc = yaml::parse_mapping(path, existing)?;
+    fn remove(&self, file: &FileRemove<'_>) -> Result<Removal, ProviderError> {
+        let mut doc = yaml::parse_mapping(file.path, file.existing)?;
         let mut removed = false;
-        for (key, value) in values {
+        for (key, value) in file.values {
             let ours = yaml::from_json(value.expose_secret());
             if NAMED_LISTS.contains(&key.as_str()) {
                 let (Some(Yaml::Sequence(list)), Yaml::Sequence(entries)) =
@@ -232,7 +221,10 @@ impl Provider for Kubernetes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{expect_write, parse_one};
+    use crate::providers::testing::{
+        conflict_then_overwrite, expect_write, merge, parse_one, remove,
+    };
+    use crate::secret_value::SecretText;
 
     const OURS: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://prod:6443\ncontexts:\n- name: prod\n  context:\n    cluster: prod\n    user: admin\nusers:\n- name: admin\n  user:\n    token: kube-token-fixture\ncurrent-context: prod\n";
     const THEIRS: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: dev\n  cluster:\n    server: https://dev:6443\ncontexts:\n- name: dev\n  context:\n    cluster: dev\n    user: dev\nusers:\n- name: dev\n  user:\n    token: dev-token\n";
@@ -250,8 +242,13 @@ mod tests {
     fn merge_keeps_other_clusters_contexts_users() {
         let ours = parse_one(&KUBERNETES, OURS).unwrap();
         let existing = SecretText::new(THEIRS.into());
-        let out =
-            expect_write(KUBERNETES.merge(0, "~/.kube/config", Some(&existing), &ours, false));
+        let out = expect_write(merge(
+            &KUBERNETES,
+            "~/.kube/config",
+            Some(&existing),
+            &ours,
+            false,
+        ));
         let doc: yaml_serde::Value = yaml_serde::from_str(&out).unwrap();
         assert_eq!(names(&doc, "clusters"), ["dev", "prod"]);
         assert_eq!(names(&doc, "contexts"), ["dev", "prod"]);
@@ -260,13 +257,11 @@ mod tests {
         // merging again: unchanged
         let merged = SecretText::new(out.clone());
         assert_eq!(
-            KUBERNETES
-                .merge(0, "~/k", Some(&merged), &ours, false)
-                .unwrap(),
+            merge(&KUBERNETES, "~/k", Some(&merged), &ours, false).unwrap(),
             Merge::Unchanged
         );
         // remove takes exactly ours back out
-        let Removal::Write(left) = KUBERNETES.remove(0, "~/k", &merged, &ours).unwrap() else {
+        let Removal::Write(left) = remove(&KUBERNETES, "~/k", &merged, &ours).unwrap() else {
             panic!("expected a write")
         };
         let left: yaml_serde::Value = yaml_serde::from_str(left.expose_secret()).unwrap();
@@ -280,22 +275,20 @@ mod tests {
         let mine = format!("{THEIRS}current-context: dev\n");
         for overwrite in [false, true] {
             let existing = SecretText::new(mine.clone());
-            let out = expect_write(KUBERNETES.merge(0, "~/k", Some(&existing), &ours, overwrite));
+            let out = expect_write(merge(&KUBERNETES, "~/k", Some(&existing), &ours, overwrite));
             let doc: yaml_serde::Value = yaml_serde::from_str(&out).unwrap();
             assert_eq!(doc["current-context"].as_str(), Some("dev"), "{overwrite}");
             assert_eq!(names(&doc, "clusters"), ["dev", "prod"]);
             // merging again changes nothing
             let merged = SecretText::new(out);
             assert_eq!(
-                KUBERNETES
-                    .merge(0, "~/k", Some(&merged), &ours, overwrite)
-                    .unwrap(),
+                merge(&KUBERNETES, "~/k", Some(&merged), &ours, overwrite).unwrap(),
                 Merge::Unchanged
             );
         }
         // an empty current-context is the file having none
         let existing = SecretText::new(format!("{THEIRS}current-context: \n"));
-        let out = expect_write(KUBERNETES.merge(0, "~/k", Some(&existing), &ours, false));
+        let out = expect_write(merge(&KUBERNETES, "~/k", Some(&existing), &ours, false));
         let doc: yaml_serde::Value = yaml_serde::from_str(&out).unwrap();
         assert_eq!(doc["current-context"].as_str(), Some("prod"));
     }
@@ -305,13 +298,8 @@ mod tests {
         let ours = parse_one(&KUBERNETES, OURS).unwrap();
         let changed = OURS.replace("kube-token-fixture", "other-token");
         let existing = SecretText::new(changed);
-        assert_eq!(
-            KUBERNETES
-                .merge(0, "~/k", Some(&existing), &ours, false)
-                .unwrap(),
-            Merge::Conflict(vec!["users/admin".into()])
-        );
-        let out = expect_write(KUBERNETES.merge(0, "~/k", Some(&existing), &ours, true));
+        let file = ("~/k", &existing);
+        let out = conflict_then_overwrite(&KUBERNETES, file, &ours, &["users/admin"]);
         assert!(out.contains("kube-token-fixture") && !out.contains("other-token"));
     }
 }

@@ -23,38 +23,32 @@ pub static LAMBDA: IniFile = IniFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{expect_write, parse_one};
-    use crate::providers::{Merge, Provider, Removal};
+    use crate::providers::testing::{
+        conflict_then_overwrite, expect_write, merge, parse_one, parses_to, remove,
+    };
+    use crate::providers::Removal;
     use crate::secret_value::values_from;
     use crate::secret_value::SecretText;
 
     #[test]
     fn api_key_line_replaced_other_lines_kept() {
         let text = "# lambda\napi_key = secret_old\nregion = us-tx-1\n";
-        assert_eq!(
-            parse_one(&LAMBDA, text).unwrap(),
-            values_from([("api_key", "secret_old")])
-        );
+        parses_to(&LAMBDA, text, &[("api_key", "secret_old")]);
         let existing = SecretText::new(text.into());
         let v = values_from([("api_key", "secret_new")]);
-        assert_eq!(
-            LAMBDA.merge(0, "~/l", Some(&existing), &v, false).unwrap(),
-            Merge::Conflict(vec!["api_key".into()])
-        );
-        let out = expect_write(LAMBDA.merge(0, "~/l", Some(&existing), &v, true));
+        let out = conflict_then_overwrite(&LAMBDA, ("~/l", &existing), &v, &["api_key"]);
         assert_eq!(out, "# lambda\napi_key = secret_new\nregion = us-tx-1\n");
         assert_eq!(
-            expect_write(LAMBDA.merge(0, "~/l", None, &v, false)),
+            expect_write(merge(&LAMBDA, "~/l", None, &v, false)),
             "api_key = secret_new\n"
         );
-        let removed = LAMBDA
-            .remove(
-                0,
-                "~/l",
-                &existing,
-                &values_from([("api_key", "secret_old")]),
-            )
-            .unwrap();
+        let removed = remove(
+            &LAMBDA,
+            "~/l",
+            &existing,
+            &values_from([("api_key", "secret_old")]),
+        )
+        .unwrap();
         assert_eq!(
             removed,
             Removal::Write(SecretText::new("# lambda\nregion = us-tx-1\n".into()))

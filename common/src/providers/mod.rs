@@ -72,6 +72,36 @@ pub struct SourceFile<'a> {
     pub text: &'a SecretText,
 }
 
+/// One file a secret's values are merged into: the argument of
+/// [`Provider::merge`].
+#[derive(Debug, Clone, Copy)]
+pub struct FileMerge<'a> {
+    /// Which of the provider's files (the order of [`Provider::files`]).
+    pub index: usize,
+    /// Its display path (`~/...`), for errors.
+    pub path: &'a str,
+    /// Its text, when it exists.
+    pub existing: Option<&'a SecretText>,
+    /// The secret's values.
+    pub values: &'a Values,
+    /// Replace keys that hold other values (else they are a [`Merge::Conflict`]).
+    pub overwrite: bool,
+}
+
+/// One existing file a secret's values are taken out of: the argument of
+/// [`Provider::remove`].
+#[derive(Debug, Clone, Copy)]
+pub struct FileRemove<'a> {
+    /// Which of the provider's files (the order of [`Provider::files`]).
+    pub index: usize,
+    /// Its display path (`~/...`), for errors.
+    pub path: &'a str,
+    /// Its text.
+    pub existing: &'a SecretText,
+    /// The values the secret put there.
+    pub values: &'a Values,
+}
+
 /// What merging values into one file comes to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Merge {
@@ -233,30 +263,18 @@ pub trait Provider: Sync + Send {
     }
     /// Extract values from the files, given in the order of [`Provider::files`].
     fn parse(&self, files: &[SourceFile<'_>]) -> Result<Values, ProviderError>;
-    /// Merge `values` into file number `index` (`existing` is its text if it exists).
-    /// Without `overwrite`, keys holding other values are a [`Merge::Conflict`].
+    /// Merge the values into one of its files ([`FileMerge`]). Without
+    /// `overwrite`, keys holding other values are a [`Merge::Conflict`].
     /// The default is the JSON-object file format (per top-level key), used by
     /// generic secrets, env-only providers given a path, and gcp.
-    fn merge(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
-        generic::merge_json_object(path, existing, values, overwrite)
+    fn merge(&self, file: &FileMerge<'_>) -> Result<Merge, ProviderError> {
+        generic::merge_json_object(file)
     }
-    /// Remove what `values` put into file number `index`, keeping everything else.
-    /// The default is the JSON-object file format, like [`Provider::merge`].
-    fn remove(
-        &self,
-        _index: usize,
-        path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
-        generic::remove_json_object(path, existing, values)
+    /// Remove what the values put into one of its files ([`FileRemove`]),
+    /// keeping everything else. The default is the JSON-object file format,
+    /// like [`Provider::merge`].
+    fn remove(&self, file: &FileRemove<'_>) -> Result<Removal, ProviderError> {
+        generic::remove_json_object(file)
     }
     /// Check values before anything is written: required keys present, and
     /// no value the file format cannot hold (a newline in an INI value...).
@@ -270,12 +288,19 @@ pub trait Provider: Sync + Send {
         self.files(path)
             .iter()
             .enumerate()
-            .map(
-                |(index, file)| match self.merge(index, file, None, values, true)? {
+            .map(|(index, path)| {
+                let file = FileMerge {
+                    index,
+                    path,
+                    existing: None,
+                    values,
+                    overwrite: true,
+                };
+                match self.merge(&file)? {
                     Merge::Write(text) => Ok(text),
                     _ => Ok(SecretText::default()),
-                },
-            )
+                }
+            })
             .collect()
     }
 }
@@ -423,6 +448,90 @@ pub(crate) mod testing {
             path: "~/f",
             text: &text,
         }])
+    }
+
+    /// Parse `text` as [`parse_one`] does, assert the values are `want`,
+    /// and return them.
+    pub(crate) fn parses_to(provider: &dyn Provider, text: &str, want: &[(&str, &str)]) -> Values {
+        let values = parse_one(provider, text).unwrap();
+        assert_eq!(
+            values,
+            crate::secret_value::values_from(want.iter().copied())
+        );
+        values
+    }
+
+    /// Merging `same` into `existing` (the first file, at `path`) leaves it
+    /// unchanged; merging `other` without overwrite is a conflict on `keys`.
+    pub(crate) fn assert_same_kept_other_conflicts(
+        provider: &dyn Provider,
+        (path, existing): (&str, &SecretText),
+        same: &Values,
+        other: &Values,
+        keys: &[&str],
+    ) {
+        let existing = Some(existing);
+        assert_eq!(
+            merge(provider, path, existing, same, false).unwrap(),
+            Merge::Unchanged
+        );
+        assert_eq!(
+            merge(provider, path, existing, other, false).unwrap(),
+            conflict(keys)
+        );
+    }
+
+    /// Merging `values` into `existing` (the first file, at `path`) without
+    /// overwrite is a conflict on `keys`; with overwrite it writes: the text.
+    pub(crate) fn conflict_then_overwrite(
+        provider: &dyn Provider,
+        (path, existing): (&str, &SecretText),
+        values: &Values,
+        keys: &[&str],
+    ) -> String {
+        let existing = Some(existing);
+        assert_eq!(
+            merge(provider, path, existing, values, false).unwrap(),
+            conflict(keys)
+        );
+        expect_write(merge(provider, path, existing, values, true))
+    }
+
+    /// A conflict on `keys`, in this order.
+    fn conflict(keys: &[&str]) -> Merge {
+        Merge::Conflict(keys.iter().map(|k| (*k).to_owned()).collect())
+    }
+
+    /// `provider.merge` of its first file, at `path`.
+    pub(crate) fn merge(
+        provider: &dyn Provider,
+        path: &str,
+        existing: Option<&SecretText>,
+        values: &Values,
+        overwrite: bool,
+    ) -> Result<Merge, ProviderError> {
+        provider.merge(&FileMerge {
+            index: 0,
+            path,
+            existing,
+            values,
+            overwrite,
+        })
+    }
+
+    /// `provider.remove` from its first file, at `path`.
+    pub(crate) fn remove(
+        provider: &dyn Provider,
+        path: &str,
+        existing: &SecretText,
+        values: &Values,
+    ) -> Result<Removal, ProviderError> {
+        provider.remove(&FileRemove {
+            index: 0,
+            path,
+            existing,
+            values,
+        })
     }
 
     /// The text of a `Merge::Write`, panicking on anything else.

@@ -5,9 +5,9 @@
 //! itself (see [`crate::apply::secret_paths`]).
 
 use super::generic::{merge_json_object, parse_json_object, values_from_object};
-use super::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{Facts, FileMerge, FileRemove, Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::whole::{self, Compare};
-use crate::secret_value::{SecretText, Values};
+use crate::secret_value::Values;
 
 /// A provider whose secret is a private key file and its `.pub`.
 #[derive(Debug)]
@@ -63,44 +63,31 @@ impl Provider for KeyPair {
             }),
         }
     }
-    fn merge(
-        &self,
-        index: usize,
-        path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
-        let Some(key) = KEYS.get(index) else {
-            return merge_json_object(path, existing, values, overwrite);
+    fn merge(&self, file: &FileMerge<'_>) -> Result<Merge, ProviderError> {
+        let Some(key) = KEYS.get(file.index) else {
+            return merge_json_object(file);
         };
-        let Some(value) = values.get(*key) else {
+        let Some(value) = file.values.get(*key) else {
             return Ok(Merge::Unchanged);
         };
         let text = whole::text_of(self.id(), key, value)?;
         Ok(whole::merge(
             Compare::Exact,
             key,
-            existing,
+            file.existing,
             text,
             text.to_owned(),
-            overwrite,
+            file.overwrite,
         ))
     }
-    fn remove(
-        &self,
-        index: usize,
-        _path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
+    fn remove(&self, file: &FileRemove<'_>) -> Result<Removal, ProviderError> {
         Ok(
             match KEYS
-                .get(index)
-                .and_then(|k| values.get(*k))
+                .get(file.index)
+                .and_then(|k| file.values.get(*k))
                 .and_then(|v| v.expose_str())
             {
-                Some(text) => whole::remove(Compare::Exact, existing, text),
+                Some(text) => whole::remove(Compare::Exact, file.existing, text),
                 None => Removal::Unchanged,
             },
         )
@@ -110,7 +97,8 @@ impl Provider for KeyPair {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret_value::values_from;
+    use crate::providers::testing::merge;
+    use crate::secret_value::{values_from, SecretText};
 
     const PRIVATE: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAfixture\n-----END OPENSSH PRIVATE KEY-----\n";
     const PUBLIC: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIfixture me@host\n";
@@ -142,20 +130,33 @@ mod tests {
             values_from([("private_key", PRIVATE), ("public_key", PUBLIC)])
         );
         assert_eq!(
-            SSH.merge(0, "~/.ssh/k", Some(&a), &v, false).unwrap(),
+            merge(&SSH, "~/.ssh/k", Some(&a), &v, false).unwrap(),
             Merge::Unchanged
         );
         assert_eq!(
-            SSH.merge(1, "~/.ssh/k.pub", Some(&b), &v, false).unwrap(),
+            SSH.merge(&FileMerge {
+                index: 1,
+                path: "~/.ssh/k.pub",
+                existing: Some(&b),
+                values: &v,
+                overwrite: false
+            })
+            .unwrap(),
             Merge::Unchanged
         );
         let other = SecretText::new(PRIVATE.replace("fixture", "other"));
         assert_eq!(
-            SSH.merge(0, "~/.ssh/k", Some(&other), &v, false).unwrap(),
+            merge(&SSH, "~/.ssh/k", Some(&other), &v, false).unwrap(),
             Merge::Conflict(vec!["private_key".into()])
         );
         assert_eq!(
-            SSH.remove(1, "~/.ssh/k.pub", &b, &v).unwrap(),
+            SSH.remove(&FileRemove {
+                index: 1,
+                path: "~/.ssh/k.pub",
+                existing: &b,
+                values: &v
+            })
+            .unwrap(),
             Removal::Delete
         );
         assert!(matches!(

@@ -6,9 +6,9 @@
 //! Merging changes or appends only that entry (other machines' lines stay
 //! byte for byte); removal takes out only that entry.
 
-use super::{Facts, Merge, Provider, ProviderError, Removal, SourceFile};
+use super::{Facts, FileMerge, FileRemove, Merge, Provider, ProviderError, Removal, SourceFile};
 use crate::formats::netrc::{self, Set};
-use crate::secret_value::{SecretText, Values};
+use crate::secret_value::Values;
 
 /// The wandb provider.
 #[derive(Debug)]
@@ -58,35 +58,22 @@ impl Provider for Wandb {
         let key = crate::formats::ini::string_value(self.id(), "api_key", &values["api_key"])?;
         netrc::check_token(self.id(), "api_key", key)
     }
-    fn merge(
-        &self,
-        _index: usize,
-        _path: &str,
-        existing: Option<&SecretText>,
-        values: &Values,
-        overwrite: bool,
-    ) -> Result<Merge, ProviderError> {
-        self.validate(values)?;
-        let key = values["api_key"].expose_str().unwrap_or_default();
+    fn merge(&self, file: &FileMerge<'_>) -> Result<Merge, ProviderError> {
+        self.validate(file.values)?;
+        let key = file.values["api_key"].expose_str().unwrap_or_default();
         Ok(
-            match netrc::set_password(existing, MACHINE, "user", key, overwrite) {
+            match netrc::set_password(file.existing, MACHINE, "user", key, file.overwrite) {
                 Set::Same => Merge::Unchanged,
                 Set::Differs => Merge::Conflict(vec!["api_key".into()]),
                 Set::Text(text) => Merge::Write(text),
             },
         )
     }
-    fn remove(
-        &self,
-        _index: usize,
-        _path: &str,
-        existing: &SecretText,
-        values: &Values,
-    ) -> Result<Removal, ProviderError> {
-        let Some(key) = values.get("api_key").and_then(|v| v.expose_str()) else {
+    fn remove(&self, file: &FileRemove<'_>) -> Result<Removal, ProviderError> {
+        let Some(key) = file.values.get("api_key").and_then(|v| v.expose_str()) else {
             return Ok(Removal::Unchanged);
         };
-        Ok(match netrc::remove_entry(existing, MACHINE, key) {
+        Ok(match netrc::remove_entry(file.existing, MACHINE, key) {
             None => Removal::Unchanged,
             Some(left) if left.expose_secret().trim().is_empty() => Removal::Delete,
             Some(left) => Removal::Write(left),
@@ -97,8 +84,10 @@ impl Provider for Wandb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testing::{expect_write, parse_one};
-    use crate::secret_value::values_from;
+    use crate::providers::testing::{
+        assert_same_kept_other_conflicts, expect_write, merge, parse_one, remove,
+    };
+    use crate::secret_value::{values_from, SecretText};
 
     const OTHERS: &str = "machine github.com\n  login me\n  password ghp_keep\n";
 
@@ -106,35 +95,23 @@ mod tests {
     fn netrc_entry_merged_next_to_other_machines_and_removed_alone() {
         let existing = SecretText::new(OTHERS.into());
         let ours = values_from([("api_key", "fixture-wandb-api-key-0001")]);
-        let out = expect_write(WANDB.merge(0, "~/.netrc", Some(&existing), &ours, false));
+        let out = expect_write(merge(&WANDB, "~/.netrc", Some(&existing), &ours, false));
         assert_eq!(
             out,
             format!("{OTHERS}machine api.wandb.ai\n  login user\n  password fixture-wandb-api-key-0001\n")
         );
         assert_eq!(parse_one(&WANDB, &out).unwrap(), ours);
         let merged = SecretText::new(out);
-        assert_eq!(
-            WANDB
-                .merge(0, "~/.netrc", Some(&merged), &ours, false)
-                .unwrap(),
-            Merge::Unchanged
-        );
         let other = values_from([("api_key", "another-key")]);
+        let file = ("~/.netrc", &merged);
+        assert_same_kept_other_conflicts(&WANDB, file, &ours, &other, &["api_key"]);
         assert_eq!(
-            WANDB
-                .merge(0, "~/.netrc", Some(&merged), &other, false)
-                .unwrap(),
-            Merge::Conflict(vec!["api_key".into()])
-        );
-        assert_eq!(
-            WANDB.remove(0, "~/.netrc", &merged, &ours).unwrap(),
+            remove(&WANDB, "~/.netrc", &merged, &ours).unwrap(),
             Removal::Write(SecretText::new(OTHERS.into()))
         );
-        let alone = expect_write(WANDB.merge(0, "~/.netrc", None, &ours, false));
+        let alone = expect_write(merge(&WANDB, "~/.netrc", None, &ours, false));
         assert_eq!(
-            WANDB
-                .remove(0, "~/.netrc", &SecretText::new(alone), &ours)
-                .unwrap(),
+            remove(&WANDB, "~/.netrc", &SecretText::new(alone), &ours).unwrap(),
             Removal::Delete
         );
     }
