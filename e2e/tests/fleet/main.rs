@@ -352,7 +352,7 @@ impl Fleet {
         // command starts where a standby answers reads from its own Raft
         // copy, and must still see its own writes (a key, then the role
         // naming it) by going to the active node.
-        let leader_c = leader(b);
+        let leader_c = leader(&b);
         let mut urls: Vec<&String> = b.node_urls.iter().collect();
         let at = b.containers.iter().position(|c| *c == leader_c).unwrap();
         let leader_url = urls.remove(at);
