@@ -275,7 +275,7 @@ fn node_tokens_are_least_privilege_bundles_single_use_and_remove_stops_updates()
         "--cidr",
         "127.0.0.0/8",
     ]);
-    assert!(run.stderr.contains("weaker"), "{run:?}");
+    run.stderr_has("weaker");
     let launch = launch_dir.join("launch.json");
     assert_eq!(mode(&launch), 0o600);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&launch).unwrap()).unwrap();

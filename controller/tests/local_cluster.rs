@@ -125,7 +125,7 @@ fn local_run_honours_the_command_timeout() {
         &envs,
     );
     assert_ne!(r.code, 0, "{}", r.show());
-    assert!(r.stderr.contains("timed out"), "{}", r.show());
+    r.stderr_has("timed out");
     assert!(r.stdout.contains("started"), "{}", r.show());
     let r = w.controller_with(
         &test_support::argv("run --cluster local --command-timeout 0 -- true"),
@@ -215,7 +215,7 @@ http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
         &[("RH_SSH_CONFIG", "/nonexistent")],
     );
     assert_eq!(r.code, 1, "{}", r.show());
-    assert!(r.stderr.contains("not by you"), "{}", r.show());
+    r.stderr_has("not by you");
     let seen = fs::read_to_string(&seen).unwrap();
     assert!(!seen.contains("the-agent-token"), "{seen}");
     assert!(
@@ -275,14 +275,11 @@ fn the_local_token_is_never_sent_to_a_listener_that_cannot_prove_it_holds_it() {
         assert_eq!(r.code, 1, "{}", r.show());
         r.no_values(&Fixtures::all());
         r.no_values(&[token]);
-        assert!(
-            r.stderr.contains(
-                "the process listening on the agent port of local could not prove it holds \
-                 the agent token"
-            ) && r.stderr.contains("refusing to send the token"),
-            "{}",
-            r.show()
-        );
+        r.stderr_has(
+            "the process listening on the agent port of local could not prove it holds \
+                 the agent token",
+        )
+        .stderr_has("refusing to send the token");
         for req in fake.requests() {
             for v in Fixtures::all() {
                 assert!(!req.contains(v), "a value reached the fake agent: {req}");

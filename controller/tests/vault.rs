@@ -194,10 +194,7 @@ fn pull_reports_a_differing_local_copy_and_a_failed_pull_writes_nothing() {
     let c = home_for(&server, "alice");
     let run = c.run(&["vault", "pull", "tool", "missing"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr.contains("missing is not in the remote store"),
-        "{run:?}"
-    );
+    run.stderr_has("missing is not in the remote store");
     assert!(!c.file(".rh/secrets").exists() || saved(&c, "tool").is_none());
 
     // --overwrite takes the remote copy.
@@ -223,16 +220,12 @@ fn wrong_token_unknown_mount_and_server_down_are_clear_errors() {
     ] {
         let run = a.run(args);
         assert_eq!(run.code, 1, "{run:?}");
-        assert!(
-            run.stderr
-                .contains(&format!("token rejected by {}", server.url)),
-            "{run:?}"
-        );
+        run.stderr_has(&format!("token rejected by {}", server.url));
     }
     // login with a wrong token saves nothing.
     let run = a.run(&["login", "--url", &server.url]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("token rejected"), "{run:?}");
+    run.stderr_has("token rejected");
     assert!(!a.file(".rh/config").exists());
     assert!(!a.file(".rh/vault-token").exists());
 
@@ -246,11 +239,7 @@ fn wrong_token_unknown_mount_and_server_down_are_clear_errors() {
     .unwrap();
     let run = a.run(&["vault", "push", "api"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr
-            .contains("no KV v2 secrets engine is mounted at nosuchmount/"),
-        "{run:?}"
-    );
+    run.stderr_has("no KV v2 secrets engine is mounted at nosuchmount/");
     std::fs::remove_file(a.file(".rh/config")).unwrap();
 
     // Server down: a quick, clear error naming the URL.
@@ -259,18 +248,15 @@ fn wrong_token_unknown_mount_and_server_down_are_clear_errors() {
     let started = std::time::Instant::now();
     let run = a.run(&["vault", "list"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr.contains("no server of the remote store"),
-        "{run:?}"
-    );
-    assert!(run.stderr.contains(&url), "{run:?}");
-    assert!(run.stderr.contains("cannot connect"), "{run:?}");
+    run.stderr_has("no server of the remote store");
+    run.stderr_has(&url);
+    run.stderr_has("cannot connect");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     // Nothing configured at all.
     let b = Home::new("bob");
     let run = b.run(&["vault", "list"]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("no remote store configured"), "{run:?}");
+    run.stderr_has("no remote store configured");
 }
 
 #[test]
@@ -358,23 +344,15 @@ fn tls_with_the_ca_works_and_without_it_fails_naming_url_and_ca() {
     a.env.retain(|(k, _)| k != "VAULT_CACERT");
     let run = a.run(&["vault", "list"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr
-            .contains(&format!("TLS handshake with {url} failed")),
-        "{run:?}"
-    );
-    assert!(run.stderr.contains("no CA file"), "{run:?}");
+    run.stderr_has(&format!("TLS handshake with {url} failed"));
+    run.stderr_has("no CA file");
     // A CA file that is not a certificate is named.
     let bogus = a.file("bogus.pem");
     std::fs::write(&bogus, "not a certificate").unwrap();
     a.set_env("VAULT_CACERT", &bogus.display().to_string());
     let run = a.run(&["vault", "list"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr
-            .contains(&format!("cannot use CA certificate {}", bogus.display())),
-        "{run:?}"
-    );
+    run.stderr_has(&format!("cannot use CA certificate {}", bogus.display()));
 }
 
 #[test]

@@ -190,7 +190,7 @@ fn store_metadata_cannot_place_files_outside_the_providers_locations() {
     std::os::unix::fs::symlink(linked.file(".bashrc"), linked.file(".aws/credentials")).unwrap();
     let run = linked.run(&["login", "--url", &server.url, "--download"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("~/.bashrc"), "{run:?}");
+    run.stderr_has("~/.bashrc");
     assert_eq!(
         std::fs::read_to_string(linked.file(".bashrc")).unwrap(),
         "# mine\n"
@@ -313,17 +313,13 @@ fn logout_yes_deletes_and_non_terminal_without_yes_deletes_nothing() {
 
     // stdin is /dev/null and no --yes: nothing deleted.
     let run = a.ok(&["logout"]);
-    assert!(run.stderr.contains("nothing deleted"), "{run:?}");
+    run.stderr_has("nothing deleted");
     assert!(creds.exists());
     assert!(saved(&a, "tool").is_some() && saved(&a, "api").is_some());
     assert!(a.file(".rh/config").exists() && a.file(".rh/vault-token").exists());
 
     let run = a.ok(&["logout", "--yes"]);
-    assert!(
-        run.stderr
-            .contains("Delete credentials in [~/.config/tool/creds.json] for tool?"),
-        "{run:?}"
-    );
+    run.stderr_has("Delete credentials in [~/.config/tool/creds.json] for tool?");
     assert!(run.stdout.contains("MYAPI_KEY"), "{run:?}");
     // Only the secret's key left the shared file.
     let file: Value = serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap();
@@ -402,11 +398,7 @@ fn detected_provider_secrets_upload_download_and_logout() {
 
     // Logout on A: the aws file goes, openai is named as a shell variable to unset.
     let run = a.ok(&["logout", "--yes"]);
-    assert!(
-        run.stderr
-            .contains("Delete credentials in [~/.aws/credentials] for aws? [y/N]"),
-        "{run:?}"
-    );
+    run.stderr_has("Delete credentials in [~/.aws/credentials] for aws? [y/N]");
     assert!(run.stdout.contains("OPENAI_API_KEY"), "{run:?}");
     assert!(!a.file(".aws/credentials").exists());
     assert!(!a.file(".rh/config").exists());
