@@ -21,7 +21,7 @@ use controller::vault::local;
 use serde_json::{json, Value};
 
 use fleet_common::*;
-use vault_common::{kubeconfig, mode, raw, DevServer, Home};
+use vault_common::{kubeconfig, mode, raw, root, root_doc, root_put, DevServer, Home};
 
 /// A pull cluster `gpu` with `n` bundles enrolled into `<out>/b` and
 /// `mytool` (V1) published.
