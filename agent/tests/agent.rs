@@ -376,7 +376,7 @@ fn kill_9_during_writes_leaves_old_or_new_files_and_no_value_in_logs() {
             let c = c.clone();
             let values = values.clone();
             rt.spawn(async move {
-                for n in 0.. {
+                'send: for n in 0.. {
                     let v = &values[n % values.len()];
                     let body = json!({
                         "secret": {"name": "big", "provider": "custom",
@@ -384,23 +384,17 @@ fn kill_9_during_writes_leaves_old_or_new_files_and_no_value_in_logs() {
                         "path": "~/k9/big.json", "overwrite": true});
                     let sync = json!({"items": [{"secret": {"name": "big2", "provider": "openai",
                         "values": {"api_key": v}}, "env": "base_env"}], "overwrite": true});
-                    let send = c
-                        .http
-                        .post(format!("{}/v1/secrets/_write_to_file", c.url))
-                        .bearer_auth(&c.token)
-                        .json(&body)
-                        .send();
-                    if send.await.is_err() {
-                        break;
-                    }
-                    let send = c
-                        .http
-                        .post(format!("{}/v1/sync", c.url))
-                        .bearer_auth(&c.token)
-                        .json(&sync)
-                        .send();
-                    if send.await.is_err() {
-                        break;
+                    for (path, body) in [("/v1/secrets/_write_to_file", &body), ("/v1/sync", &sync)]
+                    {
+                        let send = c
+                            .http
+                            .post(format!("{}{path}", c.url))
+                            .bearer_auth(&c.token)
+                            .json(body)
+                            .send();
+                        if send.await.is_err() {
+                            break 'send;
+                        }
                     }
                 }
             })
@@ -494,27 +488,20 @@ async fn tls_listener_serves_https() {
         .add_root_certificate(root)
         .build()
         .unwrap();
-    let health: Value = client
-        .get(format!("{https}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // GET `path` over https, with `token` when given.
+    let get = |path: &str, token: Option<&str>| {
+        let req = client.get(format!("{https}{path}"));
+        let req = match token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        };
+        async move { req.send().await.unwrap() }
+    };
+    let health: Value = get("/healthz", None).await.json().await.unwrap();
     assert_eq!(health["status"], "ok");
-    let resp = client
-        .get(format!("{https}/v1/status"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get("/v1/status", None).await;
     assert_eq!(resp.status().as_u16(), 401);
-    let resp = client
-        .get(format!("{https}/v1/status"))
-        .bearer_auth(&agent.token)
-        .send()
-        .await
-        .unwrap();
+    let resp = get("/v1/status", Some(agent.token.as_str())).await;
     assert_eq!(resp.status().as_u16(), 200);
     // plain HTTP is not answered on a TLS listener
     assert!(reqwest::get(format!("{}/healthz", agent.url))

@@ -68,13 +68,14 @@ fn gcp_sync(name: &str, token: &str, env: &str) -> Value {
     }]})
 }
 
-/// `POST /v1/sync` of session items, every one `written`.
-async fn installed(c: &Client, body: &Value) {
+/// `POST /v1/sync` of session items, every one `written`: the answer.
+async fn installed(c: &Client, body: &Value) -> Value {
     let (status, answer) = c.post("/v1/sync", body).await;
     assert_eq!(status, 200, "{answer}");
     for r in answer["results"].as_array().unwrap() {
         assert_eq!(r["status"], "written", "{answer}");
     }
+    answer
 }
 
 /// `GET /v1/credentials/aws/NAME` with a raw `Authorization`.
@@ -108,6 +109,22 @@ fn assert_nowhere_but_sessions(dir: &Path, needle: &str) {
     }
 }
 
+/// The session `name` in `GET /v1/status`.
+async fn session_status(c: &Client, name: &str) -> Value {
+    let (_, status) = c.get("/v1/status").await;
+    let sessions = status["sessions"].as_array().unwrap();
+    let found = sessions.iter().find(|s| s["name"] == name);
+    found
+        .unwrap_or_else(|| panic!("no session {name}: {status}"))
+        .clone()
+}
+
+/// Assert the file `rel` of the agent's state dir is mode 0600.
+#[track_caller]
+fn assert_private(agent: &TestAgent, rel: &str) {
+    assert_eq!(common::mode(&agent.state_dir.join(rel)), 0o600, "{rel}");
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![];
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -126,14 +143,8 @@ async fn an_aws_session_is_served_to_its_env_token_only_and_never_past_expiry() 
     let home = tempfile::tempdir().unwrap();
     let agent = TestAgent::start(config(home.path())).await;
     let c = agent.client();
-    let (status, body) = c
-        .post(
-            "/v1/sync",
-            &aws_sync("s3", "ASIAFIRST", 3600, Some("train"), None),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["results"][0]["status"], "written", "{body}");
+    let body = installed(&c, &aws_sync("s3", "ASIAFIRST", 3600, Some("train"), None)).await;
+    assert_eq!(body["results"].as_array().unwrap().len(), 1, "{body}");
     assert!(!body.to_string().contains(SECRET));
     installed(
         &c,
@@ -142,10 +153,7 @@ async fn an_aws_session_is_served_to_its_env_token_only_and_never_past_expiry() 
     .await;
 
     let train = env_token(&agent.state_dir, "train");
-    assert_eq!(
-        common::mode(&agent.state_dir.join("credentials/tokens/train")),
-        0o600
-    );
+    assert_private(&agent, "credentials/tokens/train");
     let (status, doc) = ecs(&c, "s3", Some(&train)).await;
     assert_eq!(status, 200, "{doc}");
     assert_eq!(doc["AccessKeyId"], "ASIAFIRST");
@@ -205,14 +213,7 @@ async fn an_aws_session_is_served_to_its_env_token_only_and_never_past_expiry() 
     );
     let (_, again) = c.post("/v1/sync", &second).await;
     assert_eq!(again["results"][0]["status"], "unchanged", "{again}");
-    let (_, status) = c.get("/v1/status").await;
-    let s3 = status["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "s3")
-        .unwrap()
-        .clone();
+    let s3 = session_status(&c, "s3").await;
     assert_eq!(s3["kind"], "aws");
     assert_eq!(s3["expired"], false);
     assert_eq!(s3["envs"], json!(["train"]));
@@ -230,12 +231,7 @@ async fn an_aws_session_is_served_to_its_env_token_only_and_never_past_expiry() 
         message.contains("brief") && message.contains("expired at 20"),
         "{message}"
     );
-    let (_, status) = c.get("/v1/status").await;
-    assert!(status["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|s| s["name"] == "brief" && s["expired"] == true));
+    assert_eq!(session_status(&c, "brief").await["expired"], true);
 
     // Revoke: the session, its vars and its token access go.
     let (status, body) = c.delete("/v1/secrets/s3").await;
@@ -368,14 +364,7 @@ async fn the_profile_gets_the_helper_and_loses_the_static_keys_the_agent_install
             .contains("shadowed"),
         "{body}"
     );
-    let (_, status) = c.get("/v1/status").await;
-    let devs = status["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "devs")
-        .unwrap()
-        .clone();
+    let devs = session_status(&c, "devs").await;
     assert_eq!(devs["shadowed"], json!(["~/.aws/credentials [dev]"]));
 
     // The helper prints botocore's Version 1 JSON.
@@ -423,10 +412,7 @@ async fn a_restarted_agent_keeps_serving_until_expiry() {
     )
     .await;
     let token = env_token(&agent.state_dir, "e");
-    assert_eq!(
-        common::mode(&agent.state_dir.join("credentials/sessions.json")),
-        0o600
-    );
+    assert_private(&agent, "credentials/sessions.json");
     agent.stop().await;
     let agent = TestAgent::start(config(home.path())).await;
     let (status, doc) = ecs(&agent.client(), "kept", Some(&token)).await;

@@ -104,14 +104,7 @@ async fn an_authorized_sync_is_answered_under_2000_slow_connections() {
         .build()
         .unwrap();
     let t0 = Instant::now();
-    let resp = client
-        .post(format!("{}/v1/sync", f.agent.url))
-        .bearer_auth(&f.agent.token)
-        .json(&sync_body("~/.flood/plain.json"))
-        .send()
-        .await
-        .expect("the sync is answered while the slow connections are held");
-    assert_eq!(resp.status().as_u16(), 200);
+    let resp = sync_while_held(&f, &client, &f.agent.url, "~/.flood/plain.json", "the sync").await;
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["results"][0]["status"], "written", "{body}");
     eprintln!("answered in {:?}", t0.elapsed());
@@ -123,26 +116,48 @@ async fn an_authorized_sync_is_answered_under_2000_slow_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_is_closed_after_the_header_read_timeout() {
     let f = start("header_read_timeout_secs: 1\n");
-    let mut s = TcpStream::connect(&f.addr).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
-    // Bounded: the agent closes it long before this read times out.
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut buf = Vec::new();
-    let read = s.read_to_end(&mut buf);
+    let (read, _) = until_closed(&f.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
     assert!(
         read.is_ok(),
         "the stalled connection was not closed: {read:?}"
     );
     // An idle keep-alive connection is closed too.
-    let mut s = TcpStream::connect(&f.addr).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let (read, buf) = until_closed(&f.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(read.is_ok(), "the idle connection was not closed: {read:?}");
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+}
+
+/// Send `request` (nothing when empty) on a new connection to `addr` and
+/// read until the agent closes it (bounded: the agent closes it long before
+/// this read times out): the read's result and what it read.
+fn until_closed(addr: &str, request: &[u8]) -> (std::io::Result<usize>, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(request).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut buf = Vec::new();
     let read = s.read_to_end(&mut buf);
-    assert!(read.is_ok(), "the idle connection was not closed: {read:?}");
-    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    (read, buf)
+}
+
+/// A sync writing `path`, sent to `base` with `client` while a flood is
+/// held: its answer, once its status is checked (200); `what` names the
+/// request in a failure to answer.
+async fn sync_while_held(
+    f: &Fixture,
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    what: &str,
+) -> reqwest::Response {
+    let resp = client
+        .post(format!("{base}/v1/sync"))
+        .bearer_auth(&f.agent.token)
+        .json(&sync_body(path))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{what} is not answered while the flood is held: {e}"));
+    assert_eq!(resp.status().as_u16(), 200);
+    resp
 }
 
 /// The TLS agent, or `None` when openssl is not installed.
@@ -176,14 +191,8 @@ async fn the_tls_listener_answers_under_2000_connections_that_never_handshake() 
         .timeout(ANSWER_WITHIN)
         .build()
         .unwrap();
-    let resp = client
-        .post(format!("https://{}/v1/sync", f.addr))
-        .bearer_auth(&f.agent.token)
-        .json(&sync_body("~/.flood/tls.json"))
-        .send()
-        .await
-        .expect("the TLS sync is answered while the idle connections are held");
-    assert_eq!(resp.status().as_u16(), 200);
+    let base = format!("https://{}", f.addr);
+    sync_while_held(&f, &client, &base, "~/.flood/tls.json", "the TLS sync").await;
     assert!(f.home.join(".flood/tls.json").is_file());
     drop(held);
 }
@@ -194,10 +203,7 @@ async fn a_connection_that_never_handshakes_is_closed_after_the_timeout() {
         eprintln!("SKIPPED: openssl is not installed");
         return;
     };
-    let mut s = TcpStream::connect(&f.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut buf = Vec::new();
-    let read = s.read_to_end(&mut buf);
+    let (read, _) = until_closed(&f.addr, b"");
     assert!(
         read.is_ok(),
         "the idle TLS connection was not closed: {read:?}"

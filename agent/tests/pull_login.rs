@@ -41,6 +41,14 @@ struct Fake {
     manifest_reads: AtomicU32,
 }
 
+impl Fake {
+    /// The `heartbeat_secs` of the last report written (taking it).
+    fn last_heartbeat(&self) -> Value {
+        let report = self.last_report.lock().unwrap().take().expect("a report");
+        report["data"]["heartbeat_secs"].clone()
+    }
+}
+
 async fn health(State(f): State<Arc<Fake>>) -> StatusCode {
     StatusCode::from_u16(if f.health == 0 { 200 } else { f.health }).unwrap()
 }
@@ -142,6 +150,11 @@ async fn run_node(fake: Arc<Fake>, done: impl Fn(&Metrics) -> bool) -> Arc<Metri
 }
 
 /// Wait until `cond` holds, checking every 20 ms, for at most `limit`.
+/// [`run_node`] until its counter `name` reaches `n`.
+async fn run_until_counted(fake: &Arc<Fake>, name: &'static str, n: u64) -> Arc<Metrics> {
+    run_node(fake.clone(), move |m| counter(m, name) >= n).await
+}
+
 async fn until(limit: Duration, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() && Instant::now() < deadline {
@@ -199,10 +212,7 @@ async fn a_refused_login_is_not_retried_within_the_poll() {
         refuse: true,
         ..Fake::default()
     });
-    let metrics = run_node(fake.clone(), |m| {
-        counter(m, "rh_agent_pull_poll_errors_total") >= 1
-    })
-    .await;
+    let metrics = run_until_counted(&fake, "rh_agent_pull_poll_errors_total", 1).await;
     assert_eq!(counter(&metrics, "rh_agent_pull_poll_errors_total"), 1);
     assert_eq!(fake.logins.load(Ordering::SeqCst), 1, "a 400 is final");
     assert_eq!(metrics.applied_version(), 0);
@@ -216,10 +226,7 @@ async fn a_failed_report_write_backs_off_instead_of_retrying_every_poll() {
         refuse_reports: true,
         ..Fake::default()
     });
-    let metrics = run_node(fake.clone(), |m| {
-        counter(m, "rh_agent_pull_polls_total") >= 7
-    })
-    .await;
+    let metrics = run_until_counted(&fake, "rh_agent_pull_polls_total", 7).await;
     let polls = counter(&metrics, "rh_agent_pull_polls_total");
     assert!(polls >= 7, "only {polls} polls");
     assert_eq!(
@@ -352,15 +359,8 @@ async fn the_manifest_lengthens_the_heartbeat_within_bounds() {
             heartbeat: asked,
             ..Fake::default()
         });
-        run_node(fake.clone(), |m| {
-            counter(m, "rh_agent_pull_report_writes_total") >= 1
-        })
-        .await;
-        let report = fake.last_report.lock().unwrap().take().expect("a report");
-        assert_eq!(
-            report["data"]["heartbeat_secs"], used,
-            "manifest asked {asked}"
-        );
+        run_until_counted(&fake, "rh_agent_pull_report_writes_total", 1).await;
+        assert_eq!(fake.last_heartbeat(), used, "manifest asked {asked}");
     }
 }
 
@@ -388,9 +388,9 @@ async fn the_bundle_lengthens_the_heartbeat_until_the_manifest_asks_more() {
         for (_, task) in nodes {
             task.abort();
         }
-        let report = fake.last_report.lock().unwrap().take().expect("a report");
         assert_eq!(
-            report["data"]["heartbeat_secs"], used,
+            fake.last_heartbeat(),
+            used,
             "bundle {bundle_asks}, manifest {manifest_asks}"
         );
     }

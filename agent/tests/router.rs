@@ -76,33 +76,32 @@ async fn token_file_is_private_and_stable() {
 async fn malformed_json_wrong_types_unknown_fields() {
     let f = fixture().await;
     let uri = "/v1/secrets/_write_to_file";
-    assert_error(
-        &f.post(uri, "{not json").await,
-        StatusCode::BAD_REQUEST,
-        "malformed_json",
-    );
-    assert_error(
-        &f.post(uri, "").await,
-        StatusCode::BAD_REQUEST,
-        "malformed_json",
-    );
+    f.all_refused(&[
+        (uri, "{not json", StatusCode::BAD_REQUEST, "malformed_json"),
+        (uri, "", StatusCode::BAD_REQUEST, "malformed_json"),
+    ])
+    .await;
     // wrong type: values is a string holding the secret; it must not be echoed
     let wrong = json!({"secret": {"name": "s1", "values": SECRET}}).to_string();
-    assert_error(
-        &f.post(uri, &wrong).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_body",
-    );
-    let wrong = json!({"secret": {"name": "s1", "values": {}}, "overwrite": SECRET}).to_string();
-    assert_error(
-        &f.post(uri, &wrong).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_body",
-    );
+    let wrong_flag =
+        json!({"secret": {"name": "s1", "values": {}}, "overwrite": SECRET}).to_string();
+    let bad_vars = json!({"vars": {"X": SECRET}, "dry_run": "yes"}).to_string();
+    let invalid = StatusCode::UNPROCESSABLE_ENTITY;
+    f.all_refused(&[
+        (uri, &wrong, invalid, "invalid_body"),
+        (uri, &wrong_flag, invalid, "invalid_body"),
+        (
+            "/v1/envs/base_env/_set_env_vars",
+            &bad_vars,
+            invalid,
+            "invalid_body",
+        ),
+    ])
+    .await;
     let unknown =
         json!({"secret": {"name": "s1", "values": {}}, "path": "~/x", "bogus": 1}).to_string();
     let resp = f.post(uri, &unknown).await;
-    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+    assert_error(&resp, invalid, "invalid_body");
     assert!(resp.1.contains("bogus"), "{}", resp.1);
     // missing content type
     let resp = f
@@ -119,36 +118,15 @@ async fn malformed_json_wrong_types_unknown_fields() {
         "/v1/envs/base_env/_set_env_vars",
         "/v1/envs/base_env/run",
     ] {
-        assert_error(
-            &f.post(uri, "{").await,
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-        );
-        assert_error(
-            &f.post(uri, "[1,").await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-        );
-        assert_error(
-            &f.post(uri, r#"{"nope": true}"#).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-        );
+        f.all_refused(&[
+            (uri, "{", StatusCode::BAD_REQUEST, "malformed_json"),
+            (uri, "[1,", invalid, "invalid_body"),
+            (uri, r#"{"nope": true}"#, invalid, "invalid_body"),
+        ])
+        .await;
     }
-    let bad_vars = json!({"vars": {"X": SECRET}, "dry_run": "yes"}).to_string();
     assert_error(
-        &f.post("/v1/envs/base_env/_set_env_vars", &bad_vars).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_body",
-    );
-    assert_error(
-        &f.send(
-            Method::DELETE,
-            "/v1/secrets/s1?dry_run=perhaps",
-            Some(&f.token.clone()),
-            None,
-        )
-        .await,
+        &f.delete("/v1/secrets/s1?dry_run=perhaps").await,
         StatusCode::BAD_REQUEST,
         "invalid_query",
     );
@@ -165,11 +143,13 @@ async fn malformed_json_wrong_types_unknown_fields() {
 async fn oversize_body_is_413_in_the_error_shape() {
     let f = fixture_with(|c| c.body_limit = 4096).await;
     let big = json!({"secret": {"name": "s1", "provider": "custom", "values": {"k": "x".repeat(8192)}}, "path": "~/big.json"}).to_string();
-    assert_error(
-        &f.post("/v1/secrets/_write_to_file", &big).await,
+    f.post_refused(
+        "/v1/secrets/_write_to_file",
+        &big,
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
-    );
+    )
+    .await;
     assert!(!f.home().join("big.json").exists());
     // under the limit works
     let (status, _) = f
@@ -183,11 +163,13 @@ async fn oversize_body_is_413_in_the_error_shape() {
 async fn default_body_limit_is_one_mib() {
     let f = fixture().await;
     let big = json!({"items": [], "pad": "x".repeat(1024 * 1024 + 10)}).to_string();
-    assert_error(
-        &f.post("/v1/sync", &big).await,
+    f.post_refused(
+        "/v1/sync",
+        &big,
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
-    );
+    )
+    .await;
     f.state.shutdown().await;
 }
 
@@ -208,70 +190,60 @@ async fn ini_values_with_outer_whitespace_are_400_naming_the_key() {
 #[tokio::test]
 async fn bad_names_providers_and_values() {
     let f = fixture().await;
-    // unknown provider where a builtin is required (no path to fall back on)
-    let body =
-        json!({"secret": {"name": "x", "provider": "nosuchprovider", "values": {"k": SECRET}}})
-            .to_string();
-    assert_error(
-        &f.post("/v1/secrets/_write_to_file", &body).await,
-        StatusCode::BAD_REQUEST,
-        "unknown_provider",
-    );
-    // builtin provider missing a required key
-    let body =
-        json!({"secret": {"name": "aws", "provider": "aws", "values": {"access_key": SECRET}}})
-            .to_string();
-    assert_error(
-        &f.post("/v1/secrets/_write_to_file", &body).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_value",
-    );
-    // bad secret name
-    let body = json!({"secret": {"name": "../evil", "provider": "custom", "values": {"k": SECRET}}, "path": "~/e.json"}).to_string();
-    assert_error(
-        &f.post("/v1/secrets/_write_to_file", &body).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_name",
-    );
-    // bad env name and var names
-    let vars = json!({"vars": {"OK": SECRET}}).to_string();
-    assert_error(
-        &f.post("/v1/envs/bad..env/_set_env_vars", &vars).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_name",
-    );
-    for bad in ["1ABC", "A-B", "A=B", ""] {
-        let vars = json!({"vars": {bad: SECRET}}).to_string();
-        assert_error(
-            &f.post("/v1/envs/base_env/_set_env_vars", &vars).await,
-            StatusCode::BAD_REQUEST,
+    const WRITE: &str = "/v1/secrets/_write_to_file";
+    const SET_VARS: &str = "/v1/envs/base_env/_set_env_vars";
+    let bad_var = |name: &str| json!({"vars": {name: SECRET}});
+    let cases = [
+        // unknown provider where a builtin is required (no path to fall back on)
+        (
+            WRITE,
+            json!({"secret": {"name": "x", "provider": "nosuchprovider", "values": {"k": SECRET}}}),
+            "unknown_provider",
+        ),
+        // builtin provider missing a required key
+        (
+            WRITE,
+            json!({"secret": {"name": "aws", "provider": "aws", "values": {"access_key": SECRET}}}),
+            "invalid_value",
+        ),
+        // bad secret name
+        (
+            WRITE,
+            json!({"secret": {"name": "../evil", "provider": "custom", "values": {"k": SECRET}}, "path": "~/e.json"}),
             "invalid_name",
-        );
+        ),
+        // bad env name and var names
+        (
+            "/v1/envs/bad..env/_set_env_vars",
+            bad_var("OK"),
+            "invalid_name",
+        ),
+        (SET_VARS, bad_var("1ABC"), "invalid_name"),
+        (SET_VARS, bad_var("A-B"), "invalid_name"),
+        (SET_VARS, bad_var("A=B"), "invalid_name"),
+        (SET_VARS, bad_var(""), "invalid_name"),
+        (
+            SET_VARS,
+            json!({"vars": {"NUL": "a\u{0}b"}}),
+            "invalid_value",
+        ),
+        // a sync item with env but no variables mapped
+        (
+            "/v1/sync",
+            json!({"items": [{"secret": {"name": "x", "values": {"k": SECRET}}, "env": "base_env"}]}),
+            "no_env_vars",
+        ),
+        // env-only builtin written to a file without a path
+        (
+            WRITE,
+            json!({"secret": {"name": "openai", "provider": "openai", "values": {"api_key": SECRET}}}),
+            "no_path",
+        ),
+    ];
+    for (uri, body, code) in cases {
+        f.post_refused(uri, &body.to_string(), StatusCode::BAD_REQUEST, code)
+            .await;
     }
-    let vars = json!({"vars": {"NUL": "a\u{0}b"}}).to_string();
-    assert_error(
-        &f.post("/v1/envs/base_env/_set_env_vars", &vars).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_value",
-    );
-    // a sync item with env but no variables mapped
-    let body =
-        json!({"items": [{"secret": {"name": "x", "values": {"k": SECRET}}, "env": "base_env"}]})
-            .to_string();
-    assert_error(
-        &f.post("/v1/sync", &body).await,
-        StatusCode::BAD_REQUEST,
-        "no_env_vars",
-    );
-    // env-only builtin written to a file without a path
-    let body =
-        json!({"secret": {"name": "openai", "provider": "openai", "values": {"api_key": SECRET}}})
-            .to_string();
-    assert_error(
-        &f.post("/v1/secrets/_write_to_file", &body).await,
-        StatusCode::BAD_REQUEST,
-        "no_path",
-    );
     assert!(f.user_files().is_empty(), "{:?}", f.user_files());
     let (_, status) = f.get("/v1/status").await;
     let v: Value = serde_json::from_str(&status).unwrap();
@@ -284,37 +256,23 @@ async fn bad_names_providers_and_values() {
 #[tokio::test]
 async fn unknown_env_route_and_method() {
     let f = fixture().await;
-    assert_error(
-        &f.post("/v1/envs/nope/run", r#"{"argv": ["true"]}"#).await,
-        StatusCode::NOT_FOUND,
-        "unknown_env",
-    );
-    assert_error(
-        &f.post("/v1/envs/base_env/run", r#"{"argv": []}"#).await,
-        StatusCode::BAD_REQUEST,
-        "empty_command",
-    );
-    assert_error(
-        &f.get("/v1/nothing").await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
-    assert_error(
-        &f.get("/v1/sync").await,
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-    );
-    assert_error(
-        &f.send(
-            Method::DELETE,
-            "/v1/secrets/never-installed",
-            Some(&f.token.clone()),
-            None,
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "unknown_secret",
-    );
+    let (not_found, bad) = (StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST);
+    let run_true = r#"{"argv": ["true"]}"#;
+    f.all_refused(&[
+        ("/v1/envs/nope/run", run_true, not_found, "unknown_env"),
+        (
+            "/v1/envs/base_env/run",
+            r#"{"argv": []}"#,
+            bad,
+            "empty_command",
+        ),
+    ])
+    .await;
+    assert_error(&f.get("/v1/nothing").await, not_found, "not_found");
+    let wrong_method = StatusCode::METHOD_NOT_ALLOWED;
+    assert_error(&f.get("/v1/sync").await, wrong_method, "method_not_allowed");
+    let never = f.delete("/v1/secrets/never-installed").await;
+    assert_error(&never, not_found, "unknown_secret");
     f.state.shutdown().await;
 }
 
@@ -410,6 +368,12 @@ async fn status_key_fingerprints_under_the_callers_key_and_bad_keys_are_400() {
 
 #[tokio::test]
 async fn healthz_proves_the_token_only_when_challenged() {
+    /// `GET /healthz?challenge=NONCE` without a token.
+    async fn challenged(f: &Fixture, nonce: &str) -> (StatusCode, String) {
+        let uri = format!("/healthz?challenge={nonce}");
+        f.send(Method::GET, &uri, None, None).await
+    }
+
     let f = fixture().await;
     // No challenge: exactly today's body, no proof field.
     let (status, body) = f.send(Method::GET, "/healthz", None, None).await;
@@ -422,14 +386,7 @@ async fn healthz_proves_the_token_only_when_challenged() {
     // the state's token and the nonce bytes.
     let nonce_hex = ::common::fingerprint::random_hex(32);
     let nonce = hex::decode(&nonce_hex).unwrap();
-    let (status, body) = f
-        .send(
-            Method::GET,
-            &format!("/healthz?challenge={nonce_hex}"),
-            None,
-            None,
-        )
-        .await;
+    let (status, body) = challenged(&f, &nonce_hex).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "ok");
@@ -451,27 +408,13 @@ async fn healthz_proves_the_token_only_when_challenged() {
     ));
     assert!(!body.contains(&f.token), "token echoed: {body}");
     // Upper-case hex is the same nonce; another nonce gives another proof.
-    let (_, upper) = f
-        .send(
-            Method::GET,
-            &format!("/healthz?challenge={}", nonce_hex.to_uppercase()),
-            None,
-            None,
-        )
-        .await;
+    let (_, upper) = challenged(&f, &nonce_hex.to_uppercase()).await;
     assert_eq!(
         serde_json::from_str::<Value>(&upper).unwrap()["proof"],
         proof
     );
     let other = ::common::fingerprint::random_hex(16);
-    let (_, body2) = f
-        .send(
-            Method::GET,
-            &format!("/healthz?challenge={other}"),
-            None,
-            None,
-        )
-        .await;
+    let (_, body2) = challenged(&f, &other).await;
     assert_ne!(
         serde_json::from_str::<Value>(&body2).unwrap()["proof"],
         proof
@@ -486,14 +429,7 @@ async fn healthz_proves_the_token_only_when_challenged() {
         format!("{}%20", "ab".repeat(16)),
         format!("{nonce_hex}&challenge={nonce_hex}"),
     ] {
-        let resp = f
-            .send(
-                Method::GET,
-                &format!("/healthz?challenge={bad}"),
-                None,
-                None,
-            )
-            .await;
+        let resp = challenged(&f, &bad).await;
         assert_error(&resp, StatusCode::BAD_REQUEST, "bad_challenge");
         assert!(bad.is_empty() || !resp.1.contains(&bad), "{}", resp.1);
         assert!(!resp.1.contains(&f.token), "{}", resp.1);

@@ -79,11 +79,13 @@ async fn placement_policy_refuses_reserved_files_with_403() {
             .post("/v1/secrets/_write_to_file", &write_body(path))
             .await;
         assert_error(&resp, StatusCode::FORBIDDEN, "path_reserved");
-        assert_error(
-            &f.post("/v1/sync", &sync_with_bad_item(path)).await,
+        f.post_refused(
+            "/v1/sync",
+            &sync_with_bad_item(path),
             StatusCode::FORBIDDEN,
             "path_reserved",
-        );
+        )
+        .await;
     }
     assert_eq!(
         std::fs::read_to_string(f.home().join(".bashrc")).unwrap(),

@@ -33,34 +33,29 @@ fn reads_the_reference_shapes() {
         .collect();
     assert_eq!(names, ["aws", "example", "lambda", "my_secret", "openai"]);
 
-    let aws = store::load(home.path(), "aws").unwrap();
-    assert_eq!(aws.provider.as_deref(), Some("aws"));
-    assert_eq!(
-        aws.values["secret_key"].expose_str(),
-        Some("referenceSecretKey0001")
-    );
-
-    let base = store::load(home.path(), "my_secret").unwrap();
+    let load = |name: &str| store::load(home.path(), name).unwrap();
+    // One value of each: stored (aws, example), a base secret's, read from
+    // the file the path names (lambda).
+    for (name, key, want) in [
+        ("aws", "secret_key", "referenceSecretKey0001"),
+        ("my_secret", "key", "secret_val"),
+        ("lambda", "api_key", "lambda-from-file"),
+        ("example", "private_key", "**private key values**\n"),
+    ] {
+        assert_eq!(load(name).values[key].expose_str(), Some(want), "{name}");
+    }
+    assert_eq!(load("aws").provider.as_deref(), Some("aws"));
+    let base = load("my_secret");
     assert_eq!(
         (base.name.as_str(), base.provider.as_deref()),
         ("my_secret", None)
     );
-    assert_eq!(base.values["key"].expose_str(), Some("secret_val"));
-
-    let lambda = store::load(home.path(), "lambda").unwrap();
-    assert_eq!(lambda.path.as_deref(), Some("~/.lambda_cloud/lambda_keys"));
     assert_eq!(
-        lambda.values["api_key"].expose_str(),
-        Some("lambda-from-file")
+        load("lambda").path.as_deref(),
+        Some("~/.lambda_cloud/lambda_keys")
     );
 
-    let ssh = store::load(home.path(), "example").unwrap();
-    assert_eq!(
-        ssh.values["private_key"].expose_str(),
-        Some("**private key values**\n")
-    );
-
-    let mut openai = store::load(home.path(), "openai").unwrap();
+    let mut openai = load("openai");
     assert!(openai.values.is_empty());
     let env = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-from-env".to_string());
     fill_values(

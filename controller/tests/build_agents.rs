@@ -134,14 +134,10 @@ fn every_failed_step_stops_the_script_with_its_own_message() {
     let r = build(&s, &[("FAKE_BUILDS_NOTHING", "1")]);
     r.assert_code(1);
     let missing = s.target_dir.join(TARGET).join("release/agent");
-    assert!(
-        r.stderr.contains(&format!(
-            "build-agents.sh: cargo zigbuild reported success but left no agent at {}",
-            missing.display()
-        )),
-        "{}",
-        r.show()
-    );
+    r.stderr_has(&format!(
+        "build-agents.sh: cargo zigbuild reported success but left no agent at {}",
+        missing.display()
+    ));
     assert_eq!(
         fs::read_to_string(dir.join("agent")).unwrap(),
         "stale agent\n"
@@ -153,12 +149,7 @@ fn every_failed_step_stops_the_script_with_its_own_message() {
 
     let r = build(&s, &[("FAKE_METADATA_FAILS", "1")]);
     r.assert_code(1);
-    assert!(
-        r.stderr
-            .contains("build-agents.sh: `cargo metadata` failed"),
-        "{}",
-        r.show()
-    );
+    r.stderr_has("build-agents.sh: `cargo metadata` failed");
     assert_eq!(
         fs::read_to_string(dir.join("agent.sha256")).unwrap(),
         "stale sum\n"
@@ -169,14 +160,10 @@ fn every_failed_step_stops_the_script_with_its_own_message() {
     fs::write(&blocked, "").unwrap();
     let r = build_into(&s, &blocked, &[]);
     r.assert_code(1);
-    assert!(
-        r.stderr.contains(&format!(
-            "build-agents.sh: cannot create {}/{TARGET}",
-            blocked.display()
-        )),
-        "{}",
-        r.show()
-    );
+    r.stderr_has(&format!(
+        "build-agents.sh: cannot create {}/{TARGET}",
+        blocked.display()
+    ));
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -67,46 +67,33 @@ fn nodes_exchange_their_identity_tokens_with_unmodified_sdks() {
     let (gcp_port, az_port) = (free_port(), free_port());
     let jwks = jwks_url(&server);
     let issuer = fed["issuer"].as_str().unwrap().to_owned();
-    let gcp_log = work.path().join("gcp.log");
-    let _gcp = start_peer(
-        &py,
-        &[
-            "gcp-sts",
-            "--port",
-            &gcp_port.to_string(),
-            "--jwks",
-            &jwks,
-            "--issuer",
-            &issuer,
-            "--log",
-            gcp_log.to_str().unwrap(),
-        ],
-        &work.path().join("gcp.err"),
-    );
-    let az_log = work.path().join("azure.log");
+    // The peers.py stand-in `kind` on `port`, checking tokens against the
+    // store's JWKS and issuer, its log in `<name>.log` (stderr `<name>.err`).
+    let stand_in = |name: &str, kind: &str, port: u16, extra: &[&str]| {
+        let log = work.path().join(format!("{name}.log"));
+        let (port, log_arg) = (port.to_string(), log.to_str().unwrap().to_owned());
+        let mut args = vec![kind, "--port", &port, "--jwks", &jwks, "--issuer", &issuer];
+        args.extend(extra);
+        args.extend(["--log", &log_arg]);
+        let err = work.path().join(format!("{name}.err"));
+        (start_peer(&py, &args, &err), log)
+    };
+    let (_gcp, gcp_log) = stand_in("gcp", "gcp-sts", gcp_port, &[]);
     let cert = work.path().join("azure.pem");
-    let _azure = start_peer(
-        &py,
+    let (_azure, az_log) = stand_in(
+        "azure",
+        "azure-authority",
+        az_port,
         &[
-            "azure-authority",
-            "--port",
-            &az_port.to_string(),
             "--cert",
             cert.to_str().unwrap(),
-            "--jwks",
-            &jwks,
-            "--issuer",
-            &issuer,
             "--tenant",
             AZ_TENANT,
             "--client",
             AZ_CLIENT,
             "--sub",
             &subject,
-            "--log",
-            az_log.to_str().unwrap(),
         ],
-        &work.path().join("azure.err"),
     );
     let gcp_url = format!("http://127.0.0.1:{gcp_port}");
     // The SDKs' endpoints: moto for AWS STS, the stand-ins for Google and

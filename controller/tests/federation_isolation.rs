@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use federation_common::*;
-use vault_common::{raw, ROOT_TOKEN};
+use vault_common::{raw, root, root_put};
 
 #[test]
 fn a_node_gets_only_its_cluster_s_tokens_and_a_store_writer_cannot_redirect_them() {
@@ -36,22 +36,10 @@ fn a_node_gets_only_its_cluster_s_tokens_and_a_store_writer_cannot_redirect_them
     // Two nodes, one subject: the claims are the cluster's (OpenBao gives
     // all logins of one AppRole one entity; there is no per-node claim a
     // node could borrow from another).
-    let c1 = verify(
-        &py,
-        &nodes[0].identity("aws.jwt"),
-        &jwks,
-        &gpu,
-        "sts.amazonaws.com",
-        "gpu",
-    );
-    let c2 = verify(
-        &py,
-        &nodes[1].identity("aws.jwt"),
-        &jwks,
-        &gpu,
-        "sts.amazonaws.com",
-        "gpu",
-    );
+    let [c1, c2] = [0, 1].map(|i| {
+        let token = nodes[i].identity("aws.jwt");
+        verify(&py, &token, &jwks, &gpu, "sts.amazonaws.com", "gpu")
+    });
     let keys = |c: &Value| c.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&c1), keys(&c2));
     assert_eq!(
@@ -126,15 +114,11 @@ fn a_node_gets_only_its_cluster_s_tokens_and_a_store_writer_cannot_redirect_them
             "credential_source": { "executable": { "command": format!("touch {}", pwned.display()) } },
         },
     });
-    let (status, body) = raw(
-        &server.url,
-        ROOT_TOKEN,
-        "POST",
+    root_put(
+        &server,
         "secret/data/rh/alice/clusters/gpu/federation",
-        Some(json!({ "data": hostile })),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
+        hostile,
+    );
     wait_for(
         "the hostile document refused",
         Duration::from_secs(90),
@@ -169,14 +153,13 @@ fn a_node_gets_only_its_cluster_s_tokens_and_a_store_writer_cannot_redirect_them
     );
 
     // No token in a log, a report, status or metrics.
-    let (_, reports) = raw(
-        &server.url,
-        ROOT_TOKEN,
+    let reports = root(
+        &server,
         "LIST",
         "secret/metadata/rh/alice/clusters/gpu/nodes",
         None,
-    )
-    .unwrap();
+        200,
+    );
     let mut texts = vec![
         ("status", home.ok(&["status", "--cluster", "gpu"]).stdout),
         ("status --json", status.to_string()),
@@ -188,10 +171,7 @@ fn a_node_gets_only_its_cluster_s_tokens_and_a_store_writer_cannot_redirect_them
         );
         texts.push((
             "a report",
-            raw(&server.url, ROOT_TOKEN, "GET", &path, None)
-                .unwrap()
-                .1
-                .to_string(),
+            root(&server, "GET", &path, None, 200).to_string(),
         ));
     }
     for n in &nodes {
@@ -227,13 +207,11 @@ fn a_node_gets_only_its_cluster_s_tokens_and_a_store_writer_cannot_redirect_them
         (nodes[1].metric("rh_agent_identity_errors_total") > errors).then_some(())
     });
     // cpu is untouched.
-    let (status, body) = raw(
-        &server.url,
-        ROOT_TOKEN,
+    root(
+        &server,
         "GET",
         "identity/oidc/role/rh-fleet-rh-alice-cpu-aws",
         None,
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
+        200,
+    );
 }

@@ -24,15 +24,14 @@ use controller::vault::local;
 use serde_json::{json, Value};
 
 use fleet_common::*;
-use vault_common::{mode, raw, ROOT_TOKEN};
+use vault_common::{mode, raw, root, root_doc, root_put};
 
 #[test]
 fn pull_cluster_converges_changes_revokes_and_survives_an_outage() {
     let Some((server, mut home)) = setup() else {
         return;
     };
-    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
-    let relay = Relay::start(port);
+    let relay = Relay::to(&server);
     home.ok(&["cluster", "add", "gpu", "--pull"]);
     // The bundles name a dead store node first, then the relay: failover.
     home.set_env(
@@ -232,14 +231,13 @@ fn node_tokens_are_least_privilege_bundles_single_use_and_remove_stops_updates()
     // batch token.
     let (st, _) = raw(&server.url, token, "GET", "auth/token/lookup-self", None).unwrap();
     assert_eq!(st, 403);
-    let (_, info) = raw(
-        &server.url,
-        ROOT_TOKEN,
+    let info = root(
+        &server,
         "POST",
         "auth/token/lookup",
         Some(json!({ "token": token })),
-    )
-    .unwrap();
+        200,
+    );
     let policies = info["data"]["policies"].to_string();
     assert!(policies.contains("rh-fleet-rh-alice-gpu"), "{policies}");
     assert!(!policies.contains("\"default\""), "{policies}");
@@ -275,7 +273,7 @@ fn node_tokens_are_least_privilege_bundles_single_use_and_remove_stops_updates()
         "--cidr",
         "127.0.0.0/8",
     ]);
-    assert!(run.stderr.contains("weaker"), "{run:?}");
+    run.stderr_has("weaker");
     let launch = launch_dir.join("launch.json");
     assert_eq!(mode(&launch), 0o600);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&launch).unwrap()).unwrap();
@@ -351,8 +349,7 @@ fn sync_wait_rereads_only_nodes_not_yet_converged() {
     };
     // The controller talks to the store through a relay that keeps the
     // request lines: the reads the store served.
-    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
-    let relay = Relay::start(port);
+    let relay = Relay::to(&server);
     home.set_env("VAULT_ADDR", &relay.url());
     home.ok(&["cluster", "add", "big", "--pull"]);
     local::save(home.path(), &file_secret(V1)).unwrap();
@@ -361,19 +358,15 @@ fn sync_wait_rereads_only_nodes_not_yet_converged() {
         .unwrap()
         .as_secs();
     let report = |id: &str, applied: u64| {
-        let (code, body) = raw(
-            &server.url,
-            ROOT_TOKEN,
-            "POST",
+        root_put(
+            &server,
             &format!("secret/data/rh/alice/clusters/big/nodes/{id}"),
-            Some(json!({ "data": {
+            json!({
                 "node_id": id, "hostname": id, "applied_version": applied,
                 "reported_at": now, "last_poll": now, "secrets": [],
                 "poll_interval_secs": 10, "heartbeat_secs": 300,
-            } })),
-        )
-        .unwrap();
-        assert_eq!(code, 200, "{body}");
+            }),
+        );
     };
     let ahead: Vec<String> = (0..30).map(|i| format!("node-{i:02}")).collect();
     for id in &ahead {

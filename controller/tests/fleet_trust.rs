@@ -21,7 +21,7 @@ use controller::vault::local;
 use serde_json::{json, Value};
 
 use fleet_common::*;
-use vault_common::{kubeconfig, mode, raw, DevServer, Home};
+use vault_common::{kubeconfig, mode, raw, root, root_doc, root_put, DevServer, Home};
 
 /// A pull cluster `gpu` with `n` bundles enrolled into `<out>/b` and
 /// `mytool` (V1) published.
@@ -118,7 +118,7 @@ fn a_stolen_bundle_is_revoked_by_name_node_id_or_file_and_re_enrolling_revokes_i
     assert!(run.stdout.contains("already revoked"), "{run:?}");
     let run = home.run(&["cluster", "revoke-node", "gpu", "no-such-node"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("node-1"), "{run:?}");
+    run.stderr_has("node-1");
 
     // A spent bundle names the command that revokes it.
     let (spent_home, _port, mut child) = spawn_agent(&bundles[1]);
@@ -271,10 +271,7 @@ fn unreadable_and_forged_reports_are_their_own_rows_and_foreign_text_is_escaped(
             "{run:?}"
         );
     }
-    assert!(
-        run.stderr.contains("junk") && run.stderr.contains("evil-node"),
-        "{run:?}"
-    );
+    run.stderr_has("junk").stderr_has("evil-node");
 
     // A new publish: the node's next report replaces the lie; the junk and
     // the forged id are named as not converged (they cannot be taken at
@@ -332,7 +329,7 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
     }
     assert_eq!(agent.token_value().as_deref(), Some(V1));
     let run = home.ok(&["status", "--cluster", "gpu"]);
-    assert!(run.stderr.contains("missing from the store"), "{run:?}");
+    run.stderr_has("missing from the store");
     local::save(home.path(), &file_secret(V2)).unwrap();
     home.ok(&["sync", "--cluster", "gpu", "--wait", "20"]);
     assert_eq!(agent.token_value().as_deref(), Some(V2));
@@ -369,7 +366,7 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
     // status still answers, and the owner publishes over it.
     root_put(&server, manifest, json!({}));
     let run = home.ok(&["status", "--cluster", "gpu"]);
-    assert!(run.stderr.contains("not a manifest"), "{run:?}");
+    run.stderr_has("not a manifest");
     let run = home.ok(&["sync", "--cluster", "gpu", "--wait", "20", "--json"]);
     let doc: Value = serde_json::from_str(&run.stdout).unwrap();
     assert!(doc["not_converged"].is_null(), "{doc:#}");
@@ -400,7 +397,7 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
     local::save(home.path(), &file_secret(V3)).unwrap();
     let run = home.run(&["sync", "--cluster", "gpu"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("--new-epoch"), "{run:?}");
+    run.stderr_has("--new-epoch");
     home.ok(&["sync", "--cluster", "gpu", "--new-epoch", "--wait", "20"]);
     assert_eq!(agent.token_value().as_deref(), Some(V3));
 
@@ -424,10 +421,7 @@ fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
     local::save(home.path(), &big).unwrap();
     let run = home.run(&["sync", "--cluster", "gpu", "--secret", "bigtool"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr.contains("bigtool") && run.stderr.contains("nothing was written"),
-        "{run:?}"
-    );
+    run.stderr_has("bigtool").stderr_has("nothing was written");
     root(
         &server,
         "GET",

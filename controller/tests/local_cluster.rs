@@ -46,16 +46,27 @@ fn printenv(w: &World, envs: &[(&str, &str)], var: &str) -> String {
         .stdout
 }
 
-/// A home with the fixtures, the guard stopping its agents, and the env of
-/// a `local` run: the agent started on a free port, no ssh config at all
-/// (local never uses SSH).
-fn local_home() -> (World, StopAgent, Vec<(&'static str, &'static str)>) {
+/// The env of a `local` run: the agent started on a free port, no ssh
+/// config at all (local never uses SSH).
+const LOCAL_ENV: [(&str, &str); 2] = [
+    ("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"),
+    ("RH_SSH_CONFIG", "/nonexistent"),
+];
+
+/// An empty home and the guard stopping its agents.
+fn bare_home() -> (World, StopAgent) {
     let w = World::bare();
-    Fixtures::write(&w.home);
     let stop = StopAgent(w.home.clone());
+    (w, stop)
+}
+
+/// A home with the fixtures, the guard stopping its agents, and the
+/// fixtures' env with [`LOCAL_ENV`].
+fn local_home() -> (World, StopAgent, Vec<(&'static str, &'static str)>) {
+    let (w, stop) = bare_home();
+    Fixtures::write(&w.home);
     let mut envs = Fixtures::env();
-    envs.push(("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"));
-    envs.push(("RH_SSH_CONFIG", "/nonexistent"));
+    envs.extend(LOCAL_ENV);
     (w, stop, envs)
 }
 
@@ -102,12 +113,8 @@ fn local_cluster_starts_the_agent_and_syncs_without_ssh() {
 
 #[test]
 fn local_run_honours_the_command_timeout() {
-    let w = World::bare();
-    let _stop = StopAgent(w.home.clone());
-    let envs = [
-        ("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"),
-        ("RH_SSH_CONFIG", "/nonexistent"),
-    ];
+    let (w, _stop) = bare_home();
+    let envs = LOCAL_ENV;
     // The agent kills a command over its limit and says so; the exit
     // status is the kill's (not 0), and the output so far is kept.
     let r = w.controller_with(
@@ -125,7 +132,7 @@ fn local_run_honours_the_command_timeout() {
         &envs,
     );
     assert_ne!(r.code, 0, "{}", r.show());
-    assert!(r.stderr.contains("timed out"), "{}", r.show());
+    r.stderr_has("timed out");
     assert!(r.stdout.contains("started"), "{}", r.show());
     let r = w.controller_with(
         &test_support::argv("run --cluster local --command-timeout 0 -- true"),
@@ -136,12 +143,8 @@ fn local_run_honours_the_command_timeout() {
 
 #[test]
 fn two_controllers_at_once_start_one_local_agent_with_a_private_log() {
-    let w = World::bare();
-    let _stop = StopAgent(w.home.clone());
-    let envs = [
-        ("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"),
-        ("RH_SSH_CONFIG", "/nonexistent"),
-    ];
+    let (w, _stop) = bare_home();
+    let envs = LOCAL_ENV;
     let runs: Vec<_> = std::thread::scope(|s| {
         let tasks: Vec<_> = (0..3)
             .map(|_| s.spawn(|| w.controller_with(&["status", "--cluster", "local"], &envs)))
@@ -215,7 +218,7 @@ http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
         &[("RH_SSH_CONFIG", "/nonexistent")],
     );
     assert_eq!(r.code, 1, "{}", r.show());
-    assert!(r.stderr.contains("not by you"), "{}", r.show());
+    r.stderr_has("not by you");
     let seen = fs::read_to_string(&seen).unwrap();
     assert!(!seen.contains("the-agent-token"), "{seen}");
     assert!(
@@ -226,11 +229,10 @@ http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
 
 #[test]
 fn the_local_agent_does_not_inherit_the_controllers_environment() {
-    let w = World::bare();
-    let _stop = StopAgent(w.home.clone());
+    let (w, _stop) = bare_home();
     let envs = [
-        ("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"),
-        ("RH_SSH_CONFIG", "/nonexistent"),
+        LOCAL_ENV[0],
+        LOCAL_ENV[1],
         ("OPENAI_API_KEY", "sk-never-synced-0123"),
     ];
     // The first command starts the agent; nothing was synced, so the key
@@ -257,32 +259,24 @@ fn the_local_agent_does_not_inherit_the_controllers_environment() {
 #[test]
 fn the_local_token_is_never_sent_to_a_listener_that_cannot_prove_it_holds_it() {
     for body in common::UNPROVEN_HEALTH {
-        let w = World::bare();
-        Fixtures::write(&w.home);
-        let _stop = StopAgent(w.home.clone());
+        let (w, _stop, envs) = local_home();
         let fake = common::FakeAgent::start(body);
         let token = "the-agent-token-0123456789abcdef";
         let state = w.home.join(".rh/agent");
         fs::create_dir_all(&state).unwrap();
         fs::write(state.join("token"), token).unwrap();
         fs::write(state.join("agent.addr"), format!("127.0.0.1:{}", fake.port)).unwrap();
-        let mut envs = Fixtures::env();
-        envs.push(("RH_LOCAL_AGENT_LISTEN", "127.0.0.1:0"));
-        envs.push(("RH_SSH_CONFIG", "/nonexistent"));
         let r = w.controller_with(&["sync", "--cluster", "local"], &envs);
         // First what matters most: the impostor got no token.
         fake.assert_challenged_only(token);
         assert_eq!(r.code, 1, "{}", r.show());
         r.no_values(&Fixtures::all());
         r.no_values(&[token]);
-        assert!(
-            r.stderr.contains(
-                "the process listening on the agent port of local could not prove it holds \
-                 the agent token"
-            ) && r.stderr.contains("refusing to send the token"),
-            "{}",
-            r.show()
-        );
+        r.stderr_has(
+            "the process listening on the agent port of local could not prove it holds \
+                 the agent token",
+        )
+        .stderr_has("refusing to send the token");
         for req in fake.requests() {
             for v in Fixtures::all() {
                 assert!(!req.contains(v), "a value reached the fake agent: {req}");

@@ -55,11 +55,7 @@ fn bootstrap_installs_the_boot_scripts_starts_the_agent_and_upgrades_in_place() 
     let r = w
         .controller_with(&["sync", "--cluster", "a"], &env())
         .code(1);
-    assert!(
-        r.stderr.contains("controller cluster bootstrap a"),
-        "{}",
-        r.show()
-    );
+    r.stderr_has("controller cluster bootstrap a");
     let agent = common::agent_bin();
     let bootstrap = |name: &str, json: bool| {
         let mut args = vec![
@@ -117,11 +113,7 @@ fn bootstrap_installs_the_boot_scripts_starts_the_agent_and_upgrades_in_place() 
     assert!(!r.stderr.contains("warning"), "{}", r.show());
     let r = bootstrap("b", false);
     assert!(r.stdout.contains("no crontab"), "{}", r.show());
-    assert!(
-        r.stderr.contains("will not start after a reboot"),
-        "{}",
-        r.show()
-    );
+    r.stderr_has("will not start after a reboot");
     // Re-running upgraded in place: a new agent process, one crontab entry.
     for (home, old) in homes.iter().zip(&pids) {
         assert_ne!(&pid_of(home), old, "the agent was restarted");
@@ -247,7 +239,7 @@ fn bootstrap_picks_each_nodes_agent_by_uname_verifies_it_on_the_node_and_reports
         row0.contains("x86_64-unknown-linux-musl") && row0.contains("running"),
         "{row0}"
     );
-    assert!(r.stderr.contains("has no agent"), "{}", r.show());
+    r.stderr_has("has no agent");
 
     // --agent-bin still overrides the lookup for every node of its machine.
     let r = w
@@ -278,5 +270,5 @@ fn bootstrap_picks_each_nodes_agent_by_uname_verifies_it_on_the_node_and_reports
             &[("RH_AGENTS_DIR", "/nonexistent")],
         )
         .code(1);
-    assert!(r.stderr.contains("build-agents.sh"), "{}", r.show());
+    r.stderr_has("build-agents.sh");
 }

@@ -97,7 +97,7 @@ fn persistent_master_is_reused_while_sshd_accepts_nothing_new() {
     let r = w
         .controller_with(&["status", "--cluster", "c"], &persist)
         .code(1);
-    assert!(r.stderr.contains("cannot reach"), "{}", r.show());
+    r.stderr_has("cannot reach");
     assert!(common::ssh_masters(&control).is_empty());
 }
 
@@ -160,14 +160,11 @@ fn the_token_is_never_sent_over_ssh_to_a_listener_that_cannot_prove_it_holds_it(
         r.no_values(&Fixtures::all());
         r.no_values(&[token]);
         let name = w.nodes[node].host();
-        assert!(
-            r.stderr.contains(&format!(
-                "the process listening on the agent port of {name} could not prove it holds \
+        r.stderr_has(&format!(
+            "the process listening on the agent port of {name} could not prove it holds \
                  the agent token"
-            )) && r.stderr.contains("refusing to send the token"),
-            "{}",
-            r.show()
-        );
+        ))
+        .stderr_has("refusing to send the token");
         for req in fake.requests() {
             for v in Fixtures::all() {
                 assert!(!req.contains(v), "a value reached the fake agent: {req}");

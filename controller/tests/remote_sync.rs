@@ -78,7 +78,7 @@ fn sync_writes_files_and_vars_then_unchanged_dry_run_status_revoke() {
         .controller_with(&["-vv", "sync", "--cluster", "c"], &env())
         .ok();
     r.no_values(&values);
-    assert!(r.stderr.contains("/v1/sync"), "{}", r.show());
+    r.stderr_has("/v1/sync");
 
     // A changed local token: --dry-run reports, changes nothing.
     fs::write(
@@ -113,7 +113,7 @@ fn sync_writes_files_and_vars_then_unchanged_dry_run_status_revoke() {
         )
         .code(1);
     assert!(r.stdout.contains("conflict"), "{}", r.show());
-    assert!(r.stderr.contains("--overwrite"), "{}", r.show());
+    r.stderr_has("--overwrite");
     assert_eq!(fs::read(&token).unwrap(), before);
 
     // Status: names, paths, var names, fingerprints; no values.
@@ -240,7 +240,7 @@ fn unreachable_node_is_reported_and_exit_is_3_with_a_healthy_one() {
         "{}",
         r.show()
     );
-    assert!(r.stderr.contains(&dead), "{}", r.show());
+    r.stderr_has(&dead);
     for n in &w.nodes {
         assert_eq!(
             fs::read_to_string(n.home.join(".cache/huggingface/token")).unwrap(),
@@ -285,8 +285,8 @@ fn host_keys_unknown_refused_accepted_on_request_changed_always_refused() {
     let r = w
         .controller_with(&["sync", "--cluster", "c"], &env())
         .code(1);
-    assert!(r.stderr.contains("not in known_hosts"), "{}", r.show());
-    assert!(r.stderr.contains("--accept-new-host-keys"), "{}", r.show());
+    r.stderr_has("not in known_hosts");
+    r.stderr_has("--accept-new-host-keys");
     assert!(!token.exists());
     assert!(fs::read_to_string(&w.known_hosts).unwrap().is_empty());
 
@@ -324,7 +324,7 @@ fn host_keys_unknown_refused_accepted_on_request_changed_always_refused() {
         let mut args = vec!["sync", "--cluster", "c"];
         args.extend(extra);
         let r = w.controller_with(&args, &env()).code(1);
-        assert!(r.stderr.contains("HOST KEY MISMATCH"), "{}", r.show());
+        r.stderr_has("HOST KEY MISMATCH");
         assert!(!token.exists());
     }
 }
@@ -337,12 +337,8 @@ fn actionable_errors_unknown_cluster_agent_missing_or_down() {
     let r = w
         .controller_with(&["sync", "--cluster", "nope"], &env())
         .code(2);
-    assert!(
-        r.stderr.contains("unknown cluster \"nope\""),
-        "{}",
-        r.show()
-    );
-    assert!(r.stderr.contains("local"), "{}", r.show());
+    r.stderr_has("unknown cluster \"nope\"");
+    r.stderr_has("local");
     // A node without an agent (no token) and one with a token but nothing listening.
     w.add_node(false, true);
     w.add_node(false, true);
@@ -356,22 +352,14 @@ fn actionable_errors_unknown_cluster_agent_missing_or_down() {
         .code(1);
     r.no_values(&Fixtures::all());
     r.no_values(&["deadbeef"]);
-    assert!(r.stderr.contains("agent is not installed"), "{}", r.show());
+    r.stderr_has("agent is not installed");
     // Said from what was seen: the node refused the agent port (ssh
     // logged the channel it could not open), not guessed from a closed
     // connection.
-    assert!(
-        r.stderr.contains(&format!(
-            "agent is not running on port {port} (connection refused on the node)"
-        )),
-        "{}",
-        r.show()
-    );
-    assert!(
-        r.stderr.contains("controller cluster bootstrap c"),
-        "{}",
-        r.show()
-    );
+    r.stderr_has(&format!(
+        "agent is not running on port {port} (connection refused on the node)"
+    ));
+    r.stderr_has("controller cluster bootstrap c");
     // Bad key: auth failure names user and host.
     let bad = w.root.path().join("bad_key");
     common::keygen(&bad);
@@ -402,11 +390,7 @@ fn actionable_errors_unknown_cluster_agent_missing_or_down() {
             &[("RH_SSH_CONFIG", config.to_str().unwrap())],
         )
         .code(1);
-    assert!(
-        r.stderr.contains("authentication failed for root@"),
-        "{}",
-        r.show()
-    );
+    r.stderr_has("authentication failed for root@");
 }
 
 #[test]

@@ -24,9 +24,10 @@ const CONFIG: &str = "# the user's own\n[default]\nregion = eu-west-3\n\n[profil
 
 use test_support::python::{moto, python, serve, Killed};
 
-/// `controller ARGS` (a `sync --json`): exit 0, the first result written.
-fn synced(w: &World, args: &[&str], env: &[(&str, &str)]) -> common::Run {
-    let r = w.controller_with(args, env).ok();
+/// `controller LINE` (a `sync --json`, plain words): exit 0, the first
+/// result written.
+fn synced(w: &World, line: &str, env: &[(&str, &str)]) -> common::Run {
+    let r = ok(w, env, line);
     assert_eq!(
         r.json()["nodes"][0]["results"][0]["status"],
         "written",
@@ -81,6 +82,33 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
     out
 }
 
+/// `controller LINE` (plain words) with `env`: exit 0.
+fn ok(w: &World, env: &[(&str, &str)], line: &str) -> common::Run {
+    w.controller_with(&test_support::argv(line), env).ok()
+}
+
+/// [`run_json`] of `py SCRIPT ARGS` (SCRIPT from tests/data/session) in the
+/// env `node_env` of the local node.
+fn run_script(
+    w: &World,
+    env: &[(&str, &str)],
+    node_env: &str,
+    py: &Path,
+    script: &str,
+    args: &[&str],
+) -> Value {
+    let script = data(script);
+    let mut argv = vec![node_env, py.to_str().unwrap(), script.to_str().unwrap()];
+    argv.extend(args);
+    run_json(w, env, &argv)
+}
+
+/// The sessions in `status --cluster local --json`.
+fn local_sessions(w: &World, env: &[(&str, &str)]) -> Value {
+    let st = ok(w, env, "status --cluster local --json").json();
+    st["nodes"][0]["status"]["sessions"].clone()
+}
+
 fn run_json(w: &World, env: &[(&str, &str)], argv: &[&str]) -> Value {
     let mut args = vec!["run", "--cluster", "local", "--env", argv[0], "--"];
     args.extend_from_slice(&argv[1..]);
@@ -90,7 +118,8 @@ fn run_json(w: &World, env: &[(&str, &str)], argv: &[&str]) -> Value {
 }
 
 /// A laptop ([`laptop`]) whose STS is moto, syncing to its `local`
-/// cluster (the agent stopped at the end).
+/// cluster (the agent stopped at the end). Tests move `py`, `sts` and `w`
+/// out of it; the guards stay in it until the test ends.
 struct LocalLaptop {
     py: PathBuf,
     sts: String,
@@ -118,22 +147,16 @@ impl LocalLaptop {
 
 #[test]
 fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
-    let Some(LocalLaptop {
-        py,
-        sts,
-        w,
-        _moto,
-        _stop,
-    }) = LocalLaptop::start()
-    else {
+    let Some(laptop) = LocalLaptop::start() else {
         return;
     };
+    let LocalLaptop { py, sts, w, .. } = laptop;
     let env = env_of(&sts);
     let before_config = fs::read(w.home.join(".aws/config")).unwrap();
     let before_creds = fs::read(w.home.join(".aws/credentials")).unwrap();
 
     // Detected: the role profile is a session secret; default has keys.
-    let r = w.controller_with(&["secret", "detect"], &env).ok();
+    let r = ok(&w, &env, "secret detect");
     let row = r
         .stdout
         .lines()
@@ -143,37 +166,22 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
         row.contains("session (role)") && row.contains("~/.aws/config [ops]"),
         "{row}"
     );
-    let json = w
-        .controller_with(&["secret", "detect", "--json"], &env)
-        .ok()
-        .json();
+    let json = ok(&w, &env, "secret detect --json").json();
     assert_eq!(json["aws-ops"]["session"]["kind"], "role");
     assert_eq!(json["aws-ops"]["values"], serde_json::json!({}));
 
-    w.controller_with(
-        &["secret", "create", "keys", "--provider", "aws", "--session"],
-        &env,
-    )
-    .ok();
-    w.controller_with(
-        &test_support::argv("secret create direct --provider aws --session --role-arn arn:aws:iam::123456789012:role/direct --duration 30m"),
-        &env,
-    )
-    .ok();
+    ok(&w, &env, "secret create keys --provider aws --session");
+    ok(&w, &env, "secret create direct --provider aws --session --role-arn arn:aws:iam::123456789012:role/direct --duration 30m");
 
     // The role profile, resolved by aws-config (AssumeRole at moto).
     let r = synced(
         &w,
-        &test_support::argv("sync --cluster local --secret aws-ops --env ops --json"),
+        "sync --cluster local --secret aws-ops --env ops --json",
         &env,
     );
     r.no_values(&[LONG_KEY_ID, LONG_SECRET]);
-    let py_s = py.to_str().unwrap();
-    let id = run_json(
-        &w,
-        &env,
-        &["ops", py_s, data("aws_identity.py").to_str().unwrap(), &sts],
-    );
+    let identity = |node_env: &str| run_script(&w, &env, node_env, &py, "aws_identity.py", &[&sts]);
+    let id = identity("ops");
     assert_eq!(id["method"], "container-role", "{id}");
     assert!(
         id["arn"].as_str().unwrap().contains("assumed-role/ops/"),
@@ -181,58 +189,28 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
     );
 
     // Static keys become a GetSessionToken session; --role-arn an AssumeRole.
-    w.controller_with(
-        &test_support::argv("sync --cluster local --secret keys --env keys"),
-        &env,
-    )
-    .ok();
-    let id = run_json(
-        &w,
-        &env,
-        &[
-            "keys",
-            py_s,
-            data("aws_identity.py").to_str().unwrap(),
-            &sts,
-        ],
-    );
+    ok(&w, &env, "sync --cluster local --secret keys --env keys");
+    let id = identity("keys");
     assert_eq!(id["method"], "container-role", "{id}");
     assert_ne!(id["key_id"], LONG_KEY_ID, "{id}");
-    w.controller_with(
-        &test_support::argv("sync --cluster local --secret direct --env direct"),
-        &env,
-    )
-    .ok();
-    let id = run_json(
+    ok(
         &w,
         &env,
-        &[
-            "direct",
-            py_s,
-            data("aws_identity.py").to_str().unwrap(),
-            &sts,
-        ],
+        "sync --cluster local --secret direct --env direct",
     );
+    let id = identity("direct");
     assert!(
         id["arn"].as_str().unwrap().contains("assumed-role/direct/"),
         "{id}"
     );
 
-    let st = w
-        .controller_with(&["status", "--cluster", "local", "--json"], &env)
-        .ok()
-        .json();
-    let sessions = st["nodes"][0]["status"]["sessions"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let sessions = local_sessions(&w, &env);
+    let sessions = sessions.as_array().unwrap();
     let source = |n: &str| sessions.iter().find(|s| s["name"] == n).unwrap()["source"].clone();
     assert_eq!(source("aws-ops"), "role");
     assert_eq!(source("keys"), "get_session_token");
     assert_eq!(source("direct"), "assume_role");
-    let table = w
-        .controller_with(&["status", "--cluster", "local"], &env)
-        .ok();
+    let table = ok(&w, &env, "status --cluster local");
     assert!(
         table.stdout.contains("EXPIRES AT")
             && table.stdout.contains("get_session_token")
@@ -259,16 +237,10 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
 /// in a `-vv sync` log).
 #[test]
 fn minting_with_trace_output_prints_no_key_of_the_laptop() {
-    let Some(LocalLaptop {
-        sts,
-        w,
-        _moto,
-        _stop,
-        ..
-    }) = LocalLaptop::start()
-    else {
+    let Some(laptop) = LocalLaptop::start() else {
         return;
     };
+    let LocalLaptop { sts, w, .. } = laptop;
     let env = env_of(&sts);
     w.controller_with(
         &[
@@ -284,19 +256,7 @@ fn minting_with_trace_output_prints_no_key_of_the_laptop() {
         &env,
     )
     .ok();
-    let r = synced(
-        &w,
-        &[
-            "-vv",
-            "sync",
-            "--cluster",
-            "local",
-            "--secret",
-            "traced",
-            "--json",
-        ],
-        &env,
-    );
+    let r = synced(&w, "-vv sync --cluster local --secret traced --json", &env);
     assert!(
         r.stderr.contains("session secrets minted"),
         "no trace output: {}",
@@ -323,11 +283,7 @@ fn a_pushed_node_gets_the_helper_profile_and_the_aws_cli_uses_it() {
     w.add_cluster("gpu", &[0], &[]);
     laptop(&w);
     let env = env_of(&sts);
-    synced(
-        &w,
-        &["sync", "--cluster", "gpu", "--secret", "aws-ops", "--json"],
-        &env,
-    );
+    synced(&w, "sync --cluster gpu --secret aws-ops --json", &env);
     let node = w.nodes[0].home.clone();
     let config = fs::read_to_string(node.join(".aws/config")).unwrap();
     assert!(
@@ -409,11 +365,7 @@ fn an_sso_profile_is_minted_from_the_portal_never_sending_the_sso_token() {
     let sso_url = format!("http://127.0.0.1:{port}");
     let mut env = env_of("http://127.0.0.1:1");
     env.push(("AWS_ENDPOINT_URL_SSO", &sso_url));
-    synced(
-        &w,
-        &test_support::argv("sync --cluster local --secret aws-dev --json"),
-        &env,
-    );
+    synced(&w, "sync --cluster local --secret aws-dev --json", &env);
     let id = run_json(&w, &env, &["base_env", py.to_str().unwrap(), "-c",
         "import boto3,json; c=boto3.Session().get_credentials(); print(json.dumps({'method': c.method, 'key_id': c.access_key}))"]);
     assert_eq!(id["method"], "container-role");
@@ -435,23 +387,13 @@ fn sha1_hex(text: &str) -> String {
 
 #[test]
 fn keep_fresh_refreshes_before_expiry_and_a_stopped_controller_leaves_503() {
-    let Some(LocalLaptop {
-        py,
-        sts,
-        w,
-        _moto,
-        _stop,
-    }) = LocalLaptop::start()
-    else {
+    let Some(laptop) = LocalLaptop::start() else {
         return;
     };
+    let LocalLaptop { py, sts, w, .. } = laptop;
     let env = env_of(&sts);
     // moto takes lifetimes below STS's 900 s minimum: 12 s, refreshed at 6 s.
-    w.controller_with(
-        &test_support::argv("secret create short --provider aws --session --role-arn arn:aws:iam::123456789012:role/short --duration 12s"),
-        &env,
-    )
-    .ok();
+    ok(&w, &env, "secret create short --provider aws --session --role-arn arn:aws:iam::123456789012:role/short --duration 12s");
     let log = w.home.join("keep-fresh.log");
     let mut cmd = Command::new(common::controller_bin());
     cmd.args([
@@ -488,18 +430,7 @@ fn keep_fresh_refreshes_before_expiry_and_a_stopped_controller_leaves_503() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // A client loops across two refreshes: not one failure.
-    let py_s = py.to_str().unwrap();
-    let looped = run_json(
-        &w,
-        &env,
-        &[
-            "fresh",
-            py_s,
-            data("aws_loop.py").to_str().unwrap(),
-            &sts,
-            "16",
-        ],
-    );
+    let looped = run_script(&w, &env, "fresh", &py, "aws_loop.py", &[&sts, "16"]);
     assert_eq!(looped["failures"], 0, "{looped}");
     assert!(
         looped["keys"].as_u64().unwrap() >= 2,
@@ -515,18 +446,15 @@ fn keep_fresh_refreshes_before_expiry_and_a_stopped_controller_leaves_503() {
     term(&keeper);
     drop(keeper);
     std::thread::sleep(Duration::from_secs(13));
-    let st = w
-        .controller_with(&["status", "--cluster", "local", "--json"], &env)
-        .ok()
-        .json();
-    let s = st["nodes"][0]["status"]["sessions"][0].clone();
+    let sessions = local_sessions(&w, &env);
+    let s = &sessions[0];
     assert_eq!(
         (s["name"].as_str(), s["expired"].as_bool()),
         (Some("short"), Some(true)),
-        "{st}"
+        "{sessions}"
     );
     let probe = "import os,urllib.request,urllib.error\nr=urllib.request.Request(os.environ['AWS_CONTAINER_CREDENTIALS_FULL_URI'],headers={'Authorization':open(os.environ['AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE']).read()})\ntry:\n  urllib.request.urlopen(r); print('{\"code\": 200}')\nexcept urllib.error.HTTPError as e:\n  import json; print(json.dumps({'code': e.code, 'body': json.loads(e.read())}))\n";
-    let got = run_json(&w, &env, &["fresh", py_s, "-c", probe]);
+    let got = run_json(&w, &env, &["fresh", py.to_str().unwrap(), "-c", probe]);
     assert_eq!(got["code"], 503, "{got}");
     assert!(
         got["body"]["message"]
@@ -580,28 +508,11 @@ fn gcp_env_processes_get_compute_engine_credentials_with_the_minted_token() {
             iam.as_str(),
         ),
     ];
-    w.controller_with(
-        &test_support::argv("secret create gcp-user --provider gcp --session"),
-        &env,
-    )
-    .ok();
-    let r = synced(
-        &w,
-        &test_support::argv("sync --cluster local --secret gcp-user --json"),
-        &env,
-    );
+    ok(&w, &env, "secret create gcp-user --provider gcp --session");
+    let r = synced(&w, "sync --cluster local --secret gcp-user --json", &env);
     r.no_values(&[refresh, access]);
-    let py_s = py.to_str().unwrap();
-    let got = run_json(
-        &w,
-        &env,
-        &[
-            "base_env",
-            py_s,
-            data("gcp_default.py").to_str().unwrap(),
-            access,
-        ],
-    );
+    let adc_client = |want: &str| run_script(&w, &env, "base_env", &py, "gcp_default.py", &[want]);
+    let got = adc_client(access);
     assert_eq!(
         got["class"], "google.auth.compute_engine.credentials.Credentials",
         "{got}"
@@ -611,23 +522,10 @@ fn gcp_env_processes_get_compute_engine_credentials_with_the_minted_token() {
     // Impersonation: another session, after the first is revoked.
     w.controller_with(&["revoke", "gcp-user", "--cluster", "local"], &env)
         .ok();
-    w.controller_with(
-        &test_support::argv("secret create gcp-sa --provider gcp --session --impersonate runner@proj-sa.iam.gserviceaccount.com"),
-        &env,
-    )
-    .ok();
+    ok(&w, &env, "secret create gcp-sa --provider gcp --session --impersonate runner@proj-sa.iam.gserviceaccount.com");
     w.controller_with(&["sync", "--cluster", "local", "--secret", "gcp-sa"], &env)
         .ok();
-    let got = run_json(
-        &w,
-        &env,
-        &[
-            "base_env",
-            py_s,
-            data("gcp_default.py").to_str().unwrap(),
-            &format!("impersonated-{access}"),
-        ],
-    );
+    let got = adc_client(&format!("impersonated-{access}"));
     assert_eq!(got["token_matches"], true, "{got}");
     // The ADC file stays byte for byte; its refresh token is nowhere in the agent's state.
     assert_eq!(fs::read_to_string(&adc).unwrap(), adc_text);
@@ -655,11 +553,7 @@ fn a_kube_exec_user_is_resolved_here_and_the_node_gets_only_the_token() {
         plugin.display()
     );
     fs::write(w.home.join(".kube/config"), &kubeconfig).unwrap();
-    synced(
-        &w,
-        &test_support::argv("sync --cluster gpu --secret kubernetes --json"),
-        &[],
-    );
+    synced(&w, "sync --cluster gpu --secret kubernetes --json", &[]);
     let node = fs::read_to_string(w.nodes[0].home.join(".kube/config")).unwrap();
     assert!(node.contains("token: k8s-aws-v1.minted-prod"), "{node}");
     assert!(

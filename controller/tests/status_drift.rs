@@ -134,12 +134,7 @@ fn status_tells_in_sync_differs_and_no_local_copy_without_values() {
     assert!(line("huggingface", "differs from local"), "{}", r.show());
     assert!(line("aws", "in sync"), "{}", r.show());
     assert!(line("plain", "not on this machine"), "{}", r.show());
-    assert!(
-        r.stderr
-            .contains("secret openai differs from the local copy on local"),
-        "{}",
-        r.show()
-    );
+    r.stderr_has("secret openai differs from the local copy on local");
 
     // A resync with --overwrite brings the node back in sync.
     ctl(&["sync", "--cluster", "local", "--overwrite"])

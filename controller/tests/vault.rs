@@ -10,10 +10,20 @@ mod vault_common;
 use std::collections::BTreeMap;
 
 use common::secret_value::values_from;
+use common::Secret;
 use controller::vault::local;
 use serde_json::{json, Value};
 
 use vault_common::*;
+
+/// Alice's machine on `server`, holding `secrets` locally.
+fn alice_with(server: &DevServer, secrets: &[Secret]) -> Home {
+    let home = home_for(server, "alice");
+    for secret in secrets {
+        local::save(home.path(), secret).unwrap();
+    }
+    home
+}
 
 #[test]
 fn push_list_pull_round_trip_with_modes_and_metadata() {
@@ -30,20 +40,9 @@ fn push_list_pull_round_trip_with_modes_and_metadata() {
 
     let run = a.ok(&["vault", "push", "tool", "api"]);
     assert!(run.stdout.contains("pushed"), "{run:?}");
-    assert_eq!(
-        remote_values(&server.url, "alice", "tool"),
-        Some(json!({"token": V_AWS}))
-    );
+    assert_remote(&server.url, "alice", "tool", json!({"token": V_AWS}));
     // Metadata holds provider, path and env var names, never values.
-    let (status, meta) = raw(
-        &server.url,
-        ROOT_TOKEN,
-        "GET",
-        "secret/metadata/rh/alice/api",
-        None,
-    )
-    .unwrap();
-    assert_eq!(status, 200);
+    let meta = root(&server, "GET", "secret/metadata/rh/alice/api", None, 200);
     let custom = &meta["data"]["custom_metadata"];
     assert_eq!(custom["provider"], "myapi");
     assert!(custom["env_vars"].as_str().unwrap().contains("MYAPI_KEY"));
@@ -81,20 +80,15 @@ fn push_reports_a_concurrent_change_and_does_not_overwrite_it() {
     let Some(server) = DevServer::start() else {
         return;
     };
-    let a = home_for(&server, "alice");
-    local::save(a.path(), &env_secret("api", V_API)).unwrap();
+    let a = alice_with(&server, &[env_secret("api", V_API)]);
     a.ok(&["vault", "push", "api"]);
 
     // Someone else writes version 2 behind our back.
-    let (status, _) = raw(
-        &server.url,
-        ROOT_TOKEN,
-        "POST",
+    root_put(
+        &server,
         "secret/data/rh/alice/api",
-        Some(json!({"data": {"api_key": V_OTHER}})),
-    )
-    .unwrap();
-    assert_eq!(status, 200);
+        json!({"api_key": V_OTHER}),
+    );
     local::save(a.path(), &env_secret("api", V_LOCAL2)).unwrap();
 
     let run = a.run(&["vault", "push", "api"]);
@@ -103,10 +97,7 @@ fn push_reports_a_concurrent_change_and_does_not_overwrite_it() {
         run.stdout.contains("changed remotely since version 1"),
         "{run:?}"
     );
-    assert_eq!(
-        remote_values(&server.url, "alice", "api"),
-        Some(json!({"api_key": V_OTHER}))
-    );
+    assert_remote(&server.url, "alice", "api", json!({"api_key": V_OTHER}));
     // A push from a machine that never pulled it is refused too.
     let b = home_for(&server, "alice");
     local::save(b.path(), &env_secret("api", V_LOCAL2)).unwrap();
@@ -117,10 +108,7 @@ fn push_reports_a_concurrent_change_and_does_not_overwrite_it() {
     // --overwrite replaces it.
     let run = a.ok(&["vault", "push", "api", "--overwrite"]);
     assert!(run.stdout.contains("pushed"), "{run:?}");
-    assert_eq!(
-        remote_values(&server.url, "alice", "api"),
-        Some(json!({"api_key": V_LOCAL2}))
-    );
+    assert_remote(&server.url, "alice", "api", json!({"api_key": V_LOCAL2}));
 }
 
 #[test]
@@ -160,10 +148,7 @@ fn server_side_check_and_set_rejects_a_stale_version() {
         assert!(text.contains("now version 1"), "{text}");
         assert!(!text.contains(V_OTHER));
     }
-    assert_eq!(
-        remote_values(&server.url, "alice", "api"),
-        Some(json!({"api_key": V_API}))
-    );
+    assert_remote(&server.url, "alice", "api", json!({"api_key": V_API}));
     assert!(!format!("{client:?} {config:?}").contains(ROOT_TOKEN));
 }
 
@@ -172,9 +157,13 @@ fn pull_reports_a_differing_local_copy_and_a_failed_pull_writes_nothing() {
     let Some(server) = DevServer::start() else {
         return;
     };
-    let a = home_for(&server, "alice");
-    local::save(a.path(), &env_secret("api", V_API)).unwrap();
-    local::save(a.path(), &file_secret("tool", "~/t.json", V_AWS)).unwrap();
+    let a = alice_with(
+        &server,
+        &[
+            env_secret("api", V_API),
+            file_secret("tool", "~/t.json", V_AWS),
+        ],
+    );
     a.ok(&["vault", "push", "api", "tool"]);
 
     let b = home_for(&server, "alice");
@@ -194,10 +183,7 @@ fn pull_reports_a_differing_local_copy_and_a_failed_pull_writes_nothing() {
     let c = home_for(&server, "alice");
     let run = c.run(&["vault", "pull", "tool", "missing"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr.contains("missing is not in the remote store"),
-        "{run:?}"
-    );
+    run.stderr_has("missing is not in the remote store");
     assert!(!c.file(".rh/secrets").exists() || saved(&c, "tool").is_none());
 
     // --overwrite takes the remote copy.
@@ -211,8 +197,7 @@ fn wrong_token_unknown_mount_and_server_down_are_clear_errors() {
     let Some(mut server) = DevServer::start() else {
         return;
     };
-    let mut a = home_for(&server, "alice");
-    local::save(a.path(), &env_secret("api", V_API)).unwrap();
+    let mut a = alice_with(&server, &[env_secret("api", V_API)]);
 
     a.set_env("VAULT_TOKEN", "wrong-token-abc123");
     a.forbidden.push("wrong-token-abc123".into());
@@ -223,16 +208,12 @@ fn wrong_token_unknown_mount_and_server_down_are_clear_errors() {
     ] {
         let run = a.run(args);
         assert_eq!(run.code, 1, "{run:?}");
-        assert!(
-            run.stderr
-                .contains(&format!("token rejected by {}", server.url)),
-            "{run:?}"
-        );
+        run.stderr_has(&format!("token rejected by {}", server.url));
     }
     // login with a wrong token saves nothing.
     let run = a.run(&["login", "--url", &server.url]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("token rejected"), "{run:?}");
+    run.stderr_has("token rejected");
     assert!(!a.file(".rh/config").exists());
     assert!(!a.file(".rh/vault-token").exists());
 
@@ -246,11 +227,7 @@ fn wrong_token_unknown_mount_and_server_down_are_clear_errors() {
     .unwrap();
     let run = a.run(&["vault", "push", "api"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr
-            .contains("no KV v2 secrets engine is mounted at nosuchmount/"),
-        "{run:?}"
-    );
+    run.stderr_has("no KV v2 secrets engine is mounted at nosuchmount/");
     std::fs::remove_file(a.file(".rh/config")).unwrap();
 
     // Server down: a quick, clear error naming the URL.
@@ -259,18 +236,15 @@ fn wrong_token_unknown_mount_and_server_down_are_clear_errors() {
     let started = std::time::Instant::now();
     let run = a.run(&["vault", "list"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr.contains("no server of the remote store"),
-        "{run:?}"
-    );
-    assert!(run.stderr.contains(&url), "{run:?}");
-    assert!(run.stderr.contains("cannot connect"), "{run:?}");
+    run.stderr_has("no server of the remote store");
+    run.stderr_has(&url);
+    run.stderr_has("cannot connect");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     // Nothing configured at all.
     let b = Home::new("bob");
     let run = b.run(&["vault", "list"]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("no remote store configured"), "{run:?}");
+    run.stderr_has("no remote store configured");
 }
 
 #[test]
@@ -282,10 +256,7 @@ fn the_next_url_is_used_when_the_first_is_dead() {
     a.set_env("VAULT_ADDR", &format!("{},{}", dead_url(), server.url));
     local::save(a.path(), &env_secret("api", V_API)).unwrap();
     a.ok(&["vault", "push", "api"]);
-    assert_eq!(
-        remote_values(&server.url, "alice", "api"),
-        Some(json!({"api_key": V_API}))
-    );
+    assert_remote(&server.url, "alice", "api", json!({"api_key": V_API}));
     let b = {
         let mut b = home_for(&server, "alice");
         b.set_env("VAULT_ADDR", &format!("{},{}", dead_url(), server.url));
@@ -358,23 +329,15 @@ fn tls_with_the_ca_works_and_without_it_fails_naming_url_and_ca() {
     a.env.retain(|(k, _)| k != "VAULT_CACERT");
     let run = a.run(&["vault", "list"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr
-            .contains(&format!("TLS handshake with {url} failed")),
-        "{run:?}"
-    );
-    assert!(run.stderr.contains("no CA file"), "{run:?}");
+    run.stderr_has(&format!("TLS handshake with {url} failed"));
+    run.stderr_has("no CA file");
     // A CA file that is not a certificate is named.
     let bogus = a.file("bogus.pem");
     std::fs::write(&bogus, "not a certificate").unwrap();
     a.set_env("VAULT_CACERT", &bogus.display().to_string());
     let run = a.run(&["vault", "list"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr
-            .contains(&format!("cannot use CA certificate {}", bogus.display())),
-        "{run:?}"
-    );
+    run.stderr_has(&format!("cannot use CA certificate {}", bogus.display()));
 }
 
 #[test]
@@ -395,13 +358,7 @@ fn a_saved_reference_is_pushed_and_uploaded_with_its_values() {
     a.set_env("MYAPI_KEY2", V_LOCAL2);
     let run = a.ok(&["vault", "push", "ref"]);
     assert!(run.stdout.contains("pushed"), "{run:?}");
-    assert_eq!(
-        remote_values(&server.url, "alice", "ref"),
-        Some(json!({"api_key": V_API}))
-    );
+    assert_remote(&server.url, "alice", "ref", json!({"api_key": V_API}));
     a.ok(&["login", "--upload"]);
-    assert_eq!(
-        remote_values(&server.url, "alice", "ref2"),
-        Some(json!({"api_key": V_LOCAL2}))
-    );
+    assert_remote(&server.url, "alice", "ref2", json!({"api_key": V_LOCAL2}));
 }

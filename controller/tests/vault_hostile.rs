@@ -154,12 +154,8 @@ fn login_against_an_endless_health_answer_ends_with_no_server_ready() {
     let home = home_at(&url);
     let run = run_limited(&home, &["login"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr
-            .contains("no server of the remote store is ready"),
-        "{run:?}"
-    );
-    assert!(run.stderr.contains("exceeds 65536 bytes"), "{run:?}");
+    run.stderr_has("no server of the remote store is ready");
+    run.stderr_has("exceeds 65536 bytes");
     assert!(!home.file(".rh/config").exists());
 }
 
@@ -169,16 +165,12 @@ fn store_error_text_is_escaped_before_the_terminal() {
     let home = home_at(&url);
     let run = home.run(&["vault", "list"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("HTTP 500"), "{run:?}");
+    run.stderr_has("HTTP 500");
     assert!(!run.stderr.contains('\u{1b}'), "{run:?}");
     assert!(!run.stderr.contains('\u{7}'), "{run:?}");
     assert!(!run.stderr.contains('\r'), "{run:?}");
     assert!(!run.stderr.contains("\nerror: fake line"), "{run:?}");
-    assert!(
-        run.stderr
-            .contains("denied\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{d}\\u{a}error: fake line"),
-        "{run:?}"
-    );
+    run.stderr_has("denied\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{d}\\u{a}error: fake line");
 }
 
 #[test]
@@ -189,13 +181,10 @@ fn plain_http_off_this_machine_needs_an_opt_in() {
     let mut home = home_at(url);
     let run = home.run(&["vault", "list"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr.contains(&format!(
-            "refusing to send the store token in cleartext to {url}"
-        )),
-        "{run:?}"
-    );
-    assert!(run.stderr.contains("RH_VAULT_ALLOW_HTTP=1"), "{run:?}");
+    run.stderr_has(&format!(
+        "refusing to send the store token in cleartext to {url}"
+    ));
+    run.stderr_has("RH_VAULT_ALLOW_HTTP=1");
     assert!(!run.stderr.contains("cannot connect"), "{run:?}");
     // Loopback by name and by address stays allowed: the request is made.
     for loopback in [
@@ -209,12 +198,9 @@ fn plain_http_off_this_machine_needs_an_opt_in() {
     home.set_env("RH_VAULT_ALLOW_HTTP", "1");
     let run = home.run(&["vault", "list"]);
     assert!(!run.stderr.contains("refusing"), "{run:?}");
-    assert!(
-        run.stderr.contains(&format!(
-            "warning: the store token goes to {url} in cleartext"
-        )),
-        "{run:?}"
-    );
+    run.stderr_has(&format!(
+        "warning: the store token goes to {url} in cleartext"
+    ));
     // The opt-in may also live in the config file.
     home.env.retain(|(k, _)| k != "RH_VAULT_ALLOW_HTTP");
     std::fs::create_dir_all(home.file(".rh")).unwrap();
@@ -225,7 +211,7 @@ fn plain_http_off_this_machine_needs_an_opt_in() {
     .unwrap();
     let run = home.run(&["vault", "list"]);
     assert!(!run.stderr.contains("refusing"), "{run:?}");
-    assert!(run.stderr.contains("in cleartext"), "{run:?}");
+    run.stderr_has("in cleartext");
 }
 
 #[test]
@@ -259,22 +245,15 @@ fn a_self_signed_store_certificate_is_trusted_when_it_is_the_pinned_one() {
         home.set_env("VAULT_CACERT", &pinned.display().to_string());
         let run = home.run(&["vault", "list"]);
         assert_eq!(run.code, 1, "{run:?}");
-        assert!(
-            run.stderr.contains(&format!(
-                "TLS handshake with {url} failed (CA file {}): the server's TLS certificate \
+        run.stderr_has(&format!(
+            "TLS handshake with {url} failed (CA file {}): the server's TLS certificate \
                  was refused",
-                pinned.display()
-            )),
-            "{run:?}"
-        );
+            pinned.display()
+        ));
         assert!(run.stderr.contains(problem), "{problem}: {run:?}");
         assert!(!run.stderr.contains("cannot connect"), "{run:?}");
         if problem == "CaUsedAsEndEntity" {
-            assert!(
-                run.stderr
-                    .contains("not one of the pinned certificates: a pinned certificate"),
-                "{run:?}"
-            );
+            run.stderr_has("not one of the pinned certificates: a pinned certificate");
         }
     }
 }

@@ -78,15 +78,7 @@ fn login_upload_then_download_writes_files_merged_and_private() {
 /// Put a secret into the store the way anyone with write access to the
 /// prefix could: values, then `custom_metadata` of their choosing.
 fn plant(server: &DevServer, name: &str, values: Value, meta: Value) {
-    let (status, body) = raw(
-        &server.url,
-        ROOT_TOKEN,
-        "POST",
-        &format!("secret/data/rh/alice/{name}"),
-        Some(json!({ "data": values })),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "planting {name}: {body}");
+    root_put(server, &format!("secret/data/rh/alice/{name}"), values);
     let (status, _) = raw(
         &server.url,
         ROOT_TOKEN,
@@ -104,49 +96,43 @@ fn store_metadata_cannot_place_files_outside_the_providers_locations() {
         return;
     };
     const ATTACKER_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIattacker evil@x";
-    plant(
-        &server,
-        "evil-ssh",
-        json!({"private_key": ATTACKER_KEY, "public_key": ATTACKER_KEY}),
-        json!({"provider": "ssh", "path": "~/.ssh/authorized_keys"}),
-    );
-    plant(
-        &server,
-        "evil-rc",
-        json!({"token": V_OTHER}),
-        json!({"provider": "mytool", "path": "~/.bashrc"}),
-    );
-    plant(
-        &server,
-        "evil-generic",
-        json!({"token": V_OTHER}),
-        json!({"provider": "mytool", "path": "~/notes/creds.json"}),
-    );
-    plant(
-        &server,
-        "evil-var",
-        json!({"api_key": V_OTHER}),
-        json!({"provider": "myapi", "env_vars": "{\"api_key\": \"LD_PRELOAD=x\"}"}),
-    );
-    plant(
-        &server,
-        "evil-aws",
-        json!({"access_key": "AKIAX", "secret_key": V_OTHER}),
-        json!({"provider": "aws", "path": "~/.rh/agent/token"}),
-    );
+    let refused = [
+        (
+            "evil-ssh",
+            json!({"private_key": ATTACKER_KEY, "public_key": ATTACKER_KEY}),
+            json!({"provider": "ssh", "path": "~/.ssh/authorized_keys"}),
+        ),
+        (
+            "evil-rc",
+            json!({"token": V_OTHER}),
+            json!({"provider": "mytool", "path": "~/.bashrc"}),
+        ),
+        (
+            "evil-generic",
+            json!({"token": V_OTHER}),
+            json!({"provider": "mytool", "path": "~/notes/creds.json"}),
+        ),
+        (
+            "evil-var",
+            json!({"api_key": V_OTHER}),
+            json!({"provider": "myapi", "env_vars": "{\"api_key\": \"LD_PRELOAD=x\"}"}),
+        ),
+        (
+            "evil-aws",
+            json!({"access_key": "AKIAX", "secret_key": V_OTHER}),
+            json!({"provider": "aws", "path": "~/.rh/agent/token"}),
+        ),
+    ];
+    for (name, values, meta) in &refused {
+        plant(&server, name, values.clone(), meta.clone());
+    }
     plant(
         &server,
         "good-aws",
         json!({"access_key": "AKIAGOOD", "secret_key": V_AWS}),
         json!({"provider": "aws"}),
     );
-    let refused = [
-        "evil-ssh",
-        "evil-rc",
-        "evil-generic",
-        "evil-var",
-        "evil-aws",
-    ];
+    let refused = refused.map(|(name, _, _)| name);
     // login --download: the refused ones are reported, not saved, no file
     // written; the good one proceeds; the exit code says something failed.
     let mut home = home_for(&server, "alice");
@@ -190,7 +176,7 @@ fn store_metadata_cannot_place_files_outside_the_providers_locations() {
     std::os::unix::fs::symlink(linked.file(".bashrc"), linked.file(".aws/credentials")).unwrap();
     let run = linked.run(&["login", "--url", &server.url, "--download"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("~/.bashrc"), "{run:?}");
+    run.stderr_has("~/.bashrc");
     assert_eq!(
         std::fs::read_to_string(linked.file(".bashrc")).unwrap(),
         "# mine\n"
@@ -313,17 +299,13 @@ fn logout_yes_deletes_and_non_terminal_without_yes_deletes_nothing() {
 
     // stdin is /dev/null and no --yes: nothing deleted.
     let run = a.ok(&["logout"]);
-    assert!(run.stderr.contains("nothing deleted"), "{run:?}");
+    run.stderr_has("nothing deleted");
     assert!(creds.exists());
     assert!(saved(&a, "tool").is_some() && saved(&a, "api").is_some());
     assert!(a.file(".rh/config").exists() && a.file(".rh/vault-token").exists());
 
     let run = a.ok(&["logout", "--yes"]);
-    assert!(
-        run.stderr
-            .contains("Delete credentials in [~/.config/tool/creds.json] for tool?"),
-        "{run:?}"
-    );
+    run.stderr_has("Delete credentials in [~/.config/tool/creds.json] for tool?");
     assert!(run.stdout.contains("MYAPI_KEY"), "{run:?}");
     // Only the secret's key left the shared file.
     let file: Value = serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap();
@@ -333,10 +315,7 @@ fn logout_yes_deletes_and_non_terminal_without_yes_deletes_nothing() {
     assert!(!a.file(".rh/vault-token").exists());
     assert!(!a.file(".rh/vault-state.json").exists());
     // The remote copies are untouched.
-    assert_eq!(
-        remote_values(&server.url, "alice", "tool"),
-        Some(json!({"token": V_AWS}))
-    );
+    assert_remote(&server.url, "alice", "tool", json!({"token": V_AWS}));
 }
 
 #[test]
@@ -348,16 +327,20 @@ fn detected_provider_secrets_upload_download_and_logout() {
     const AWS_KEY: &str = "sv-aws-secret-key-e2b7";
     const OPENAI: &str = "sk-sv-openai-3c4d5e";
     // Machine A: nothing saved; aws in its file, openai in the environment.
-    let mut a = home_for(&server, "alice");
-    a.env.retain(|(k, _)| k != "VAULT_ADDR");
-    a.forbidden
-        .extend([AWS_KEY.to_string(), OPENAI.to_string()]);
-    std::fs::create_dir_all(a.file(".aws")).unwrap();
-    std::fs::write(
-        a.file(".aws/credentials"),
-        format!("[default]\naws_access_key_id = {AWS_ID}\naws_secret_access_key = {AWS_KEY}\n"),
-    )
-    .unwrap();
+    // A machine of alice's with no VAULT_ADDR (login names the URL) and
+    // `credentials` as its ~/.aws/credentials.
+    let machine = |credentials: &str| {
+        let mut home = home_for(&server, "alice");
+        home.env.retain(|(k, _)| k != "VAULT_ADDR");
+        home.forbidden
+            .extend([AWS_KEY.to_string(), OPENAI.to_string()]);
+        std::fs::create_dir_all(home.file(".aws")).unwrap();
+        std::fs::write(home.file(".aws/credentials"), credentials).unwrap();
+        home
+    };
+    let mut a = machine(&format!(
+        "[default]\naws_access_key_id = {AWS_ID}\naws_secret_access_key = {AWS_KEY}\n"
+    ));
     a.set_env("OPENAI_API_KEY", OPENAI);
     let run = a.ok(&["login", "--url", &server.url, "--upload", "--json"]);
     let doc: Value = serde_json::from_str(&run.stdout).unwrap();
@@ -374,16 +357,7 @@ fn detected_provider_secrets_upload_download_and_logout() {
     );
 
     // Machine B: another profile in ~/.aws/credentials is kept by the download.
-    let mut b = home_for(&server, "alice");
-    b.env.retain(|(k, _)| k != "VAULT_ADDR");
-    b.forbidden
-        .extend([AWS_KEY.to_string(), OPENAI.to_string()]);
-    std::fs::create_dir_all(b.file(".aws")).unwrap();
-    std::fs::write(
-        b.file(".aws/credentials"),
-        "[work]\naws_access_key_id = AKIAOTHER\n",
-    )
-    .unwrap();
+    let b = machine("[work]\naws_access_key_id = AKIAOTHER\n");
     b.ok(&["login", "--url", &server.url, "--download"]);
     let text = std::fs::read_to_string(b.file(".aws/credentials")).unwrap();
     assert!(
@@ -402,11 +376,7 @@ fn detected_provider_secrets_upload_download_and_logout() {
 
     // Logout on A: the aws file goes, openai is named as a shell variable to unset.
     let run = a.ok(&["logout", "--yes"]);
-    assert!(
-        run.stderr
-            .contains("Delete credentials in [~/.aws/credentials] for aws? [y/N]"),
-        "{run:?}"
-    );
+    run.stderr_has("Delete credentials in [~/.aws/credentials] for aws? [y/N]");
     assert!(run.stdout.contains("OPENAI_API_KEY"), "{run:?}");
     assert!(!a.file(".aws/credentials").exists());
     assert!(!a.file(".rh/config").exists());

@@ -13,7 +13,6 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/../lib.sh"
 pinned_store_bench 62-fleet-store-cost
-echo "62-fleet-store-cost: store pinned to CPU 0, load on CPU 1; before: $(uptime)"
 store_cost_load 3000 <<'PY'
 import http.client, json, sys, threading, time, os
 from store_cost import Store

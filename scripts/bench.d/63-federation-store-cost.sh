@@ -18,8 +18,7 @@
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/../lib.sh"
-pinned_store_bench 63-federation-store-cost
-echo "63-federation-store-cost: $(bao version | head -1); store pinned to CPU 0, load on CPU 1; before: $(uptime)"
+pinned_store_bench 63-federation-store-cost "$(bao version 2>/dev/null | head -1)"
 store_cost_load 2000 <<'PY'
 import base64, json, os, sys
 from store_cost import Store

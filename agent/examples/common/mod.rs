@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,18 @@ fn healthz(addr: &str) -> bool {
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
     buf.starts_with("HTTP/1.1 200")
+}
+
+/// A benchmark's setup: the agent binary (its one argument; `usage: NAME
+/// AGENT_BINARY` otherwise), a temp home, and the agent's state directory
+/// in it.
+pub(crate) fn bench_args(name: &str) -> (String, tempfile::TempDir, PathBuf) {
+    let bin = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| panic!("usage: {name} AGENT_BINARY"));
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join(".rh/agent");
+    (bin, home, state)
 }
 
 /// Start `bin serve` on 127.0.0.1:0 with `home` (and `config`, written to

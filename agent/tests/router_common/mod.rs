@@ -77,6 +77,24 @@ impl Fixture {
         .await
     }
 
+    /// POST `body` to `uri` and assert it is refused with `status` and the
+    /// error `code` ([`assert_error`]).
+    pub async fn post_refused(&self, uri: &str, body: &str, status: StatusCode, code: &str) {
+        assert_error(&self.post(uri, body).await, status, code);
+    }
+
+    /// [`Fixture::post_refused`] for each `(uri, body, status, code)`.
+    pub async fn all_refused(&self, cases: &[(&str, &str, StatusCode, &str)]) {
+        for &(uri, body, status, code) in cases {
+            self.post_refused(uri, body, status, code).await;
+        }
+    }
+
+    pub async fn delete(&self, uri: &str) -> (StatusCode, String) {
+        self.send(Method::DELETE, uri, Some(&self.token.clone()), None)
+            .await
+    }
+
     pub async fn get(&self, uri: &str) -> (StatusCode, String) {
         self.send(Method::GET, uri, Some(&self.token.clone()), None)
             .await

@@ -93,6 +93,29 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The arguments of `controller cluster add NAME --user USER
+/// --identity-file KEY --host H...` for these hosts.
+pub fn cluster_add_args<'a>(
+    name: &'a str,
+    user: &'a str,
+    key: &'a str,
+    hosts: impl IntoIterator<Item = &'a str>,
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "cluster",
+        "add",
+        name,
+        "--user",
+        user,
+        "--identity-file",
+        key,
+    ];
+    for host in hosts {
+        args.extend(["--host", host]);
+    }
+    args
+}
+
 /// Split a command line of plain words (no quoting) into its arguments:
 /// `argv("sync --cluster gpu")` is `["sync", "--cluster", "gpu"]`.
 pub fn argv(line: &str) -> Vec<&str> {

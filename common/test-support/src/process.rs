@@ -86,6 +86,17 @@ impl Run {
         self.code(0)
     }
 
+    /// Assert stderr contains `needle` (the run in the message otherwise).
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            self.show()
+        );
+        self
+    }
+
     /// Assert it ended by itself, not killed at the deadline.
     #[track_caller]
     pub fn finished(self) -> Self {

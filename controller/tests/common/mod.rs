@@ -85,21 +85,15 @@ impl Agent {
         let port = free_port();
         let state = home.join(".rh/agent");
         fs::create_dir_all(&state).unwrap();
-        let log = fs::File::create(home.join("agent-test.log")).unwrap();
-        let child = Command::new(agent_bin())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--home"])
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--home"])
             .arg(home)
             .arg("--state-dir")
             .arg(&state)
             .env_clear()
             .env("HOME", home)
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start the agent");
-        wait_for_port(port, "agent");
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        let child = spawn_listening(cmd, &home.join("agent-test.log"), port, "agent");
         let token = state.join("token");
         let start = Instant::now();
         while !token.is_file() && start.elapsed() < Duration::from_secs(5) {
@@ -108,9 +102,23 @@ impl Agent {
         Agent {
             port,
             home: home.to_path_buf(),
-            child: KillOnDrop(child),
+            child,
         }
     }
+}
+
+/// Start `cmd` with no stdin and its output to `log`, then wait until it
+/// listens on `port` (`what` names it in failures); killed on drop.
+fn spawn_listening(mut cmd: Command, log: &Path, port: u16, what: &str) -> KillOnDrop {
+    let log = fs::File::create(log).unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    wait_for_port(port, what);
+    KillOnDrop(child)
 }
 
 /// An sshd on a loopback port whose sessions get `HOME=<node home>`.
@@ -157,22 +165,12 @@ impl Sshd {
             ),
         )
         .unwrap();
-        let log = fs::File::create(dir.join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start /usr/sbin/sshd");
-        wait_for_port(port, "sshd");
+        let mut cmd = Command::new("/usr/sbin/sshd");
+        cmd.arg("-D").arg("-e").arg("-f").arg(&config);
         Sshd {
             port,
             host_key,
-            child: KillOnDrop(child),
+            child: spawn_listening(cmd, &dir.join("sshd.log"), port, "sshd"),
         }
     }
 
@@ -367,18 +365,8 @@ impl World {
     pub fn add_cluster_with(&self, name: &str, nodes: &[usize], extra: &[&str]) {
         let hosts: Vec<String> = nodes.iter().map(|&i| self.nodes[i].host()).collect();
         let key = self.client_key.display().to_string();
-        let mut args = vec![
-            "cluster",
-            "add",
-            name,
-            "--user",
-            "root",
-            "--identity-file",
-            &key,
-        ];
-        for h in &hosts {
-            args.extend(["--host", h.as_str()]);
-        }
+        let hosts = hosts.iter().map(String::as_str);
+        let mut args = test_support::cluster_add_args(name, "root", &key, hosts);
         args.extend(extra);
         self.controller(&args).ok();
     }

@@ -98,6 +98,11 @@ impl Relay {
         relay
     }
 
+    /// A relay to `server` (its port, from its URL).
+    pub fn to(server: &DevServer) -> Relay {
+        Relay::start(server.url.rsplit(':').next().unwrap().parse().unwrap())
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -305,24 +310,6 @@ pub fn enroll(home: &Home, cluster: &str, dir: &Path, n: usize) -> Vec<PathBuf> 
 /// `controller status --cluster C --json`.
 pub fn status(home: &Home, cluster: &str) -> Value {
     serde_json::from_str(&home.ok(&["status", "--cluster", cluster, "--json"]).stdout).unwrap()
-}
-
-/// A raw call as root (bypassing the controller): the answer, once its
-/// status is checked to be `want`.
-pub fn root(server: &DevServer, method: &str, path: &str, body: Option<Value>, want: u16) -> Value {
-    let (st, answer) = raw(&server.url, ROOT_TOKEN, method, path, body).unwrap();
-    assert_eq!(st, want, "{method} {path}: {answer}");
-    answer
-}
-
-/// The data of the current version of a KV v2 document, read as root.
-pub fn root_doc(server: &DevServer, path: &str) -> Value {
-    root(server, "GET", path, None, 200)["data"]["data"].clone()
-}
-
-/// Write a KV v2 document as root; the answer.
-pub fn root_put(server: &DevServer, path: &str, data: Value) -> Value {
-    root(server, "POST", path, Some(json!({ "data": data })), 200)
 }
 
 /// Wait until `n` nodes report the published version.

@@ -179,6 +179,30 @@ pub fn raw(
     })
 }
 
+/// A raw call as root (bypassing the controller): the answer, once its
+/// status is checked to be `want`.
+pub fn root(server: &DevServer, method: &str, path: &str, body: Option<Value>, want: u16) -> Value {
+    let (st, answer) = raw(&server.url, ROOT_TOKEN, method, path, body).unwrap();
+    assert_eq!(st, want, "{method} {path}: {answer}");
+    answer
+}
+
+/// The data of the current version of a KV v2 document, read as root.
+pub fn root_doc(server: &DevServer, path: &str) -> Value {
+    root(server, "GET", path, None, 200)["data"]["data"].clone()
+}
+
+/// Write a KV v2 document as root; the answer.
+pub fn root_put(server: &DevServer, path: &str, data: Value) -> Value {
+    root(
+        server,
+        "POST",
+        path,
+        Some(serde_json::json!({ "data": data })),
+        200,
+    )
+}
+
 /// The current values of `<mount>/data/rh/<user>/<name>` (raw read).
 pub fn remote_values(url: &str, user: &str, name: &str) -> Option<Value> {
     let (status, body) = raw(
@@ -190,6 +214,17 @@ pub fn remote_values(url: &str, user: &str, name: &str) -> Option<Value> {
     )
     .unwrap();
     (status == 200).then(|| body["data"]["data"].clone())
+}
+
+/// Assert that `user`'s secret `name` in the store at `url` holds exactly
+/// `values`.
+#[track_caller]
+pub fn assert_remote(url: &str, user: &str, name: &str, values: Value) {
+    assert_eq!(
+        remote_values(url, user, name),
+        Some(values),
+        "{user}/{name}"
+    );
 }
 
 /// A temp HOME for one "machine" of user `user`.

@@ -68,12 +68,10 @@ fn t01_bootstrap_installs_and_starts_the_agent_on_bare_nodes() {
     let out = s.sync(BARE, &[]);
     out.assert_code(0);
     assert_sync_rows(&out, &s.bare, &["written", "unchanged"]);
-    let mut problems = Vec::new();
-    for n in &s.bare {
-        problems.extend(check_provider_files(s, n));
-    }
-    problems.extend(check_env_vars(s, BARE, "base_env", &s.bare));
-    assert_no_problems("bare nodes after bootstrap and sync", problems);
+    assert_no_problems(
+        "bare nodes after bootstrap and sync",
+        check_synced(s, BARE, &s.bare),
+    );
 }
 
 #[test]
@@ -125,12 +123,7 @@ fn t02_sync_puts_all_16_providers_on_every_node() {
     let out = s.sync(BOOT, &[]);
     out.assert_code(0);
     assert_sync_rows(&out, &s.agents, &["written", "unchanged"]);
-    let mut problems = Vec::new();
-    for n in &s.agents {
-        problems.extend(check_provider_files(s, n));
-    }
-    problems.extend(check_env_vars(s, BOOT, "base_env", &s.agents));
-    assert_no_problems("agent nodes after sync", problems);
+    assert_no_problems("agent nodes after sync", check_synced(s, BOOT, &s.agents));
 }
 
 #[test]

@@ -16,12 +16,7 @@ fn t06_stopped_node_partial_failure_then_recovery_by_boot_script() {
     let out = s.sync(BOOT, &["--timeout", "10"]);
     let started = docker(&["start", &down.container]);
     out.assert_code(3);
-    assert!(
-        mentions_host(&out.text(), &down.host),
-        "the stopped node {} is not named: {}",
-        down.host,
-        out.show()
-    );
+    assert_names(&out, down, "the stopped node");
     let rows = rows(&out.json());
     for n in s.agents.iter().filter(|n| n.host != down.host) {
         let mine = rows_for(&rows, &n.host);
@@ -43,6 +38,35 @@ fn t06_stopped_node_partial_failure_then_recovery_by_boot_script() {
     again.assert_code(0);
     assert_sync_rows(&again, &s.agents, &["written", "unchanged"]);
     assert_no_problems("restarted node", check_provider_files(s, down));
+}
+
+/// Assert `out` names `node` (`what` says which node it is).
+fn assert_names(out: &Run, node: &Node, what: &str) {
+    assert!(
+        mentions_host(&out.text(), &node.host),
+        "{what} {} is not named: {}",
+        node.host,
+        out.show()
+    );
+}
+
+/// [`assert_cut_off_node_reported`] once `docker cut_with` cut `cut` off;
+/// `restore` runs whatever the outcome, before a failure is passed on.
+fn assert_reported_while_cut_off(
+    s: &Suite,
+    cut: &Node,
+    how: &str,
+    cut_with: &[&str],
+    restore: impl FnOnce(),
+) {
+    docker(cut_with).assert_code(0);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert_cut_off_node_reported(s, cut, how)
+    }));
+    restore();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }
 
 /// A sync with one node unreachable ends within `--timeout` (plus process
@@ -69,12 +93,7 @@ fn assert_cut_off_node_reported(s: &Suite, cut: &Node, how: &str) {
         out.show()
     );
     out.assert_code(3);
-    assert!(
-        mentions_host(&out.text(), &cut.host),
-        "{how}: node {} not named: {}",
-        cut.host,
-        out.show()
-    );
+    assert_names(&out, cut, &format!("{how}: node"));
     eprintln!(
         "{how}: sync ended in {:.2?} (--timeout {timeout})",
         out.elapsed
@@ -89,23 +108,19 @@ fn t07_disconnected_node_reported_within_timeout() {
     // kept) when the node drops off the network, as in real life.
     s.sync(BOOT, &[]).assert_code(0);
     let cut = &s.agents[s.agents.len() / 2];
-    docker(&["network", "disconnect", &s.network, &cut.container]).assert_code(0);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        assert_cut_off_node_reported(s, cut, "disconnected")
-    }));
-    docker(&[
-        "network",
-        "connect",
-        "--ip",
-        &cut.host,
-        &s.network,
-        &cut.container,
-    ])
-    .assert_code(0);
-    assert!(wait_sshd(&cut.host, Duration::from_secs(30)));
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    let disconnect = ["network", "disconnect", &s.network, &cut.container];
+    assert_reported_while_cut_off(s, cut, "disconnected", &disconnect, || {
+        docker(&[
+            "network",
+            "connect",
+            "--ip",
+            &cut.host,
+            &s.network,
+            &cut.container,
+        ])
+        .assert_code(0);
+        assert!(wait_sshd(&cut.host, Duration::from_secs(30)));
+    });
     s.sync(BOOT, &[]).assert_code(0);
 }
 
@@ -117,17 +132,15 @@ fn t08_frozen_node_reported_within_timeout() {
     let s = booted();
     s.sync(BOOT, &[]).assert_code(0);
     let cut = &s.agents[0];
-    docker(&["pause", &cut.container]).assert_code(0);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        assert_cut_off_node_reported(s, cut, "paused")
-    }));
-    docker(&["unpause", &cut.container]).assert_code(0);
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    assert_reported_while_cut_off(s, cut, "paused", &["pause", &cut.container], || {
+        docker(&["unpause", &cut.container]).assert_code(0);
+    });
     assert!(wait_agent(&cut.container, Duration::from_secs(30)));
     s.sync(BOOT, &[]).assert_code(0);
 }
+
+/// The sync of t09's secret to its one-node cluster.
+const KILL_SYNC: &str = "sync --cluster kill1 --secret e2e-kill --overwrite";
 
 fn blob_values(run: &str, version: usize) -> Value {
     let chunk = format!("{run}-kill-v{version}-");
@@ -176,16 +189,7 @@ fn t09_kill9_of_the_agent_during_a_sync_loop_leaves_no_torn_file() {
                     "--force",
                 ])
                 .assert_code(0);
-                let out = s.ctl(&[
-                    "sync",
-                    "--cluster",
-                    "kill1",
-                    "--secret",
-                    "e2e-kill",
-                    "--overwrite",
-                    "--timeout",
-                    "5",
-                ]);
+                let out = s.ctl(&test_support::argv(&format!("{KILL_SYNC} --timeout 5")));
                 done.fetch_add(1, Ordering::SeqCst);
                 if out.code == 0 {
                     ok.fetch_add(1, Ordering::SeqCst);
@@ -251,15 +255,7 @@ fn t09_kill9_of_the_agent_during_a_sync_loop_leaves_no_torn_file() {
     assert!(kills >= 3, "too few kills happened: {problems:?}");
     assert_no_problems("kill -9 during sync", problems);
     // The node is healthy again and takes a sync.
-    s.ctl(&[
-        "sync",
-        "--cluster",
-        "kill1",
-        "--secret",
-        "e2e-kill",
-        "--overwrite",
-    ])
-    .assert_code(0);
+    s.ctl(&test_support::argv(KILL_SYNC)).assert_code(0);
 }
 
 /// The blob file on the node is absent (not yet written) or one whole version.

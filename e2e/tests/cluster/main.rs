@@ -225,6 +225,17 @@ fn check_env_vars(s: &Suite, cluster: &str, env: &str, nodes: &[Node]) -> Vec<St
     p
 }
 
+/// [`check_provider_files`] on each of `nodes` and [`check_env_vars`] in
+/// `cluster`'s `base_env`: what a full sync must leave.
+fn check_synced(s: &Suite, cluster: &str, nodes: &[Node]) -> Vec<String> {
+    let mut p: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| check_provider_files(s, n))
+        .collect();
+    p.extend(check_env_vars(s, cluster, "base_env", nodes));
+    p
+}
+
 /// [`check_env_vars`] in `base_env` and in the named env.
 fn check_both_envs(s: &Suite, cluster: &str, nodes: &[Node]) -> Vec<String> {
     let mut p = check_env_vars(s, cluster, "base_env", nodes);

@@ -315,19 +315,8 @@ impl Suite {
     /// `controller cluster add NAME` for these nodes (replaces an existing one).
     pub(crate) fn add_cluster(&self, name: &str, nodes: &[Node]) {
         let key = self.ssh_key.to_string_lossy().into_owned();
-        let mut args = vec![
-            "cluster",
-            "add",
-            name,
-            "--user",
-            "ubuntu",
-            "--identity-file",
-        ];
-        args.push(&key);
-        for n in nodes {
-            args.push("--host");
-            args.push(&n.host);
-        }
+        let hosts = nodes.iter().map(|n| n.host.as_str());
+        let args = test_support::cluster_add_args(name, "ubuntu", &key, hosts);
         self.ctl(&args).assert_code(0);
     }
 

@@ -33,7 +33,6 @@ by the checks; only their claims, methods and the stand-ins' own tokens.
 import argparse
 import datetime
 import hashlib
-import http.server
 import json
 import os
 import ssl
@@ -43,6 +42,9 @@ import time
 import urllib.parse
 
 import jwt
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from stand_in import Quiet, answer, serve  # noqa: E402
 
 
 def jwks_client(source):
@@ -131,14 +133,6 @@ class Log:
             f.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
-def serve(handler, port, context=None):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    if context is not None:
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    print("ready", flush=True)
-    server.serve_forever()
-
-
 def form(handler):
     length = int(handler.headers.get("Content-Length", 0))
     body = handler.rfile.read(length).decode()
@@ -146,15 +140,6 @@ def form(handler):
     if "json" in ctype:
         return json.loads(body)
     return {k: v[0] for k, v in urllib.parse.parse_qs(body).items()}
-
-
-def answer(handler, status, doc):
-    data = json.dumps(doc).encode()
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
 
 
 def cmd_gcp_sts(a):
@@ -168,10 +153,7 @@ def cmd_gcp_sts(a):
         issued.add(token)
         return token
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
+    class Handler(Quiet):
         def do_POST(self):
             if self.path == "/v1/token":
                 f = form(self)
@@ -254,10 +236,7 @@ def cmd_azure_authority(a):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(a.cert, key_path)
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
+    class Handler(Quiet):
         def do_POST(self):
             if self.path != f"/{a.tenant}/oauth2/v2.0/token":
                 log.write({"endpoint": "token", "ok": False, "error": "path " + self.path})

@@ -2,19 +2,18 @@
 GetRoleCredentials (moto has none), on 127.0.0.1:PORT: answers the cached
 SSO access token ACCESS_TOKEN with role credentials whose access key id is
 KEY_ID, valid for an hour. Usage: fake_sso.py PORT ACCESS_TOKEN KEY_ID"""
-import json
+import os
 import sys
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, HTTPServer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from stand_in import Quiet, answer, serve  # noqa: E402
 
 PORT, TOKEN, KEY_ID = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
+class Handler(Quiet):
     def do_GET(self):
         url = urllib.parse.urlparse(self.path)
         query = urllib.parse.parse_qs(url.query)
@@ -27,12 +26,7 @@ class Handler(BaseHTTPRequestHandler):
                 "sessionToken": "sso-session-token",
                 "expiration": int((time.time() + 3600) * 1000),
             }}
-        body = json.dumps(doc).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer(self, code, doc)
 
 
-HTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+serve(Handler, PORT)
