@@ -384,6 +384,23 @@ pub fn boot_spread_secs(nodes: u64) -> u64 {
     (nodes / BOOT_LOGINS_PER_SEC).min(MAX_BOOT_SPREAD_SECS)
 }
 
+/// After failed polls a node waits its poll interval doubled per failure,
+/// at most this many intervals ...
+pub const MAX_BACKOFF_POLLS: u32 = 8;
+/// ... and at most this long (seconds) ...
+pub const MAX_BACKOFF_SECS: u64 = 300;
+/// ... each wait jittered by up to this fraction either way.
+pub const BACKOFF_JITTER: f64 = 0.5;
+
+/// The longest a node with poll interval `poll_secs` waits between two
+/// polls while its polls fail (whole seconds, rounded up).
+pub fn longest_retry_secs(poll_secs: u64) -> u64 {
+    let base = poll_secs
+        .saturating_mul(u64::from(MAX_BACKOFF_POLLS))
+        .min(MAX_BACKOFF_SECS);
+    (base as f64 * (1.0 + BACKOFF_JITTER)).ceil() as u64
+}
+
 /// What a node reports under `nodes/<node-id>`: names and versions only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeReport {
@@ -423,9 +440,16 @@ pub struct NodeReport {
 impl NodeReport {
     /// Whether the node reported recently enough to count: within three of
     /// its heartbeats (reports are written on change and on the heartbeat,
-    /// never on every poll).
+    /// never on every poll), plus its longest backoff when its last poll
+    /// failed (a node backing off reports at its next poll, which can come
+    /// later than three short heartbeats: it is still there, and a
+    /// `sync --wait` must wait for it).
     pub fn is_live(&self, now: u64) -> bool {
-        now.saturating_sub(self.reported_at) <= 3 * self.heartbeat_secs.max(self.poll_interval_secs)
+        let mut window = 3 * self.heartbeat_secs.max(self.poll_interval_secs);
+        if self.last_error.is_some() {
+            window += longest_retry_secs(self.poll_interval_secs);
+        }
+        now.saturating_sub(self.reported_at) <= window
     }
 }
 
@@ -605,6 +629,26 @@ mod tests {
         };
         assert!(r.is_live(1180));
         assert!(!r.is_live(1181));
+    }
+
+    #[test]
+    fn a_node_whose_polls_fail_stays_live_for_its_longest_backoff() {
+        // Poll 1 s, heartbeat 2 s: three heartbeats are 6 s, but after
+        // failed polls the node waits up to 8 polls +50% (12 s) before its
+        // next poll and report.
+        assert_eq!(longest_retry_secs(1), 12);
+        assert_eq!(longest_retry_secs(10), 120);
+        assert_eq!(longest_retry_secs(3600), 450);
+        let mut r = NodeReport {
+            reported_at: 1000,
+            poll_interval_secs: 1,
+            heartbeat_secs: 2,
+            ..Default::default()
+        };
+        assert!(!r.is_live(1007));
+        r.last_error = Some("the manifest is missing from the store".into());
+        assert!(r.is_live(1018));
+        assert!(!r.is_live(1019));
     }
 
     #[test]

@@ -36,12 +36,15 @@ pub(crate) fn next_wait(poll: Duration, failures: u32, first: bool) -> Duration 
 }
 
 /// The wait after `failures` failed polls in a row: doubling from the poll
-/// interval, at most 8 intervals (and 5 minutes), ±50% jitter.
+/// interval, at most [`fleet::MAX_BACKOFF_POLLS`] intervals (and
+/// [`fleet::MAX_BACKOFF_SECS`]), jittered by [`fleet::BACKOFF_JITTER`]
+/// (the controller counts a failing node as live for that long:
+/// [`fleet::longest_retry_secs`]).
 pub(crate) fn backoff(poll: Duration, failures: u32) -> Duration {
     let base = poll
-        .saturating_mul(1 << failures.min(3))
-        .min(Duration::from_secs(300));
-    jitter(base, 0.5)
+        .saturating_mul(1 << failures.min(fleet::MAX_BACKOFF_POLLS.ilog2()))
+        .min(Duration::from_secs(fleet::MAX_BACKOFF_SECS));
+    jitter(base, fleet::BACKOFF_JITTER)
 }
 
 /// The wait before the first poll: uniform in `[0, boot spread]` for a
@@ -95,6 +98,8 @@ mod tests {
                 b >= Duration::from_secs(40) && b <= Duration::from_secs(120),
                 "{b:?}"
             );
+            // The controller's bound for a failing node's silence.
+            assert!(b <= Duration::from_secs(fleet::longest_retry_secs(10)));
         }
     }
 }
