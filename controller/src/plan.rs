@@ -115,12 +115,17 @@ pub(crate) fn env(def: &EnvDef, secrets: &[Secret]) -> Result<(Vec<SyncItem>, Ve
     Ok((items, skipped))
 }
 
-/// The item of `send`: its file (at `path` when given), its vars (in `env`
-/// when given, else in `base_env` when it has no file); a usage error when
-/// it cannot go where asked, or anywhere.
-pub(crate) fn send(secret: &Secret, path: Option<&str>, env: Option<&str>) -> Result<SyncItem> {
+/// The item of `send`, in `form`: its file (at `path` when given), its
+/// vars (in `env` when given, else in `base_env` when it has no file); a
+/// usage error when it cannot go where asked, or anywhere.
+pub(crate) fn send(
+    secret: &Secret,
+    path: Option<&str>,
+    env: Option<&str>,
+    form: Form,
+) -> Result<SyncItem> {
     let opts = PlaceOpts::send(path, env);
-    let placed = match item(secret, &opts, Form::Placed) {
+    let placed = match item(secret, &opts, form) {
         Err(e) if matches!(e.downcast_ref(), Some(PlaceError::NoVars { .. })) => {
             return Err(UsageError(format!(
                 "secret {:?} has no env vars to set in env {:?}",

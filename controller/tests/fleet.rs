@@ -515,3 +515,37 @@ fn a_pull_cluster_serves_published_sessions_refreshed_by_keep_fresh() {
     assert_eq!(holds(long_secret), "");
     assert_eq!(holds("AKIAFLEETLONGLIVED"), "");
 }
+
+/// `send` on a pull cluster publishes the one secret beside what is
+/// published (same command, another transport); what only a push can do
+/// (`--secret-json`, `--overwrite`) is refused before anything is written.
+#[test]
+fn send_to_a_pull_cluster_publishes_the_secret_beside_the_others() {
+    let Some((_server, home)) = setup() else {
+        return;
+    };
+    home.ok(&["cluster", "add", "gpu", "--pull"]);
+    let out = tempfile::tempdir().unwrap();
+    let bundles = enroll(&home, "gpu", &out.path().join("b"), 1);
+    local::save(home.path(), &file_secret(V1)).unwrap();
+    home.ok(&["sync", "--cluster", "gpu", "--wait", "30"]);
+    let agent = start_agent(&bundles[0]);
+    assert_eq!(agent.token_value().as_deref(), Some(V1));
+
+    local::save(home.path(), &env_secret()).unwrap();
+    for refused in [
+        "send myapi --cluster gpu --overwrite",
+        "send --secret-json - --cluster gpu",
+    ] {
+        home.run(&test_support::argv(refused))
+            .code(2)
+            .stderr_has("pull cluster");
+    }
+    let run = home.ok(&["send", "myapi", "--cluster", "gpu", "--json"]);
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["published"]["changed"], json!(["myapi"]), "{doc:#}");
+    let s = wait_converged(&home, "gpu", 1);
+    assert_eq!(s["secrets"], json!(["myapi", "mytool"]), "{s:#}");
+    assert_eq!(agent.env_var("MYAPI_KEY").as_deref(), Some(V_ENV));
+    assert_eq!(agent.token_value().as_deref(), Some(V1));
+}

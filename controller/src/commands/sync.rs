@@ -27,15 +27,7 @@ pub async fn run(args: SyncArgs, ctx: &Context) -> Result<u8> {
     let mode = Mode::load(ctx, &args.cluster, &args.remote, args.output.json)?;
     match &mode {
         Mode::Pull(cluster) => {
-            if args.secret_json.is_some() {
-                return Err(UsageError(format!(
-                    "--secret-json is for push clusters; {} is a pull cluster: save the secret \
-                     (`controller secret create`) and publish it with --secret NAME",
-                    args.cluster
-                ))
-                .into());
-            }
-            cluster.refuse_push_flags(args.dry_run, args.overwrite)?;
+            cluster.refuse_push_flags(args.secret_json.is_some(), args.dry_run, args.overwrite)?;
         }
         Mode::Push(_) if args.new_epoch => {
             return Err(UsageError(format!(

@@ -71,7 +71,20 @@ impl PullCluster {
     }
 
     /// The flags a push takes that mean nothing here.
-    pub fn refuse_push_flags(&self, dry_run: bool, overwrite: bool) -> Result<()> {
+    pub fn refuse_push_flags(
+        &self,
+        secret_json: bool,
+        dry_run: bool,
+        overwrite: bool,
+    ) -> Result<()> {
+        if secret_json {
+            return Err(UsageError(format!(
+                "--secret-json is for push clusters; {} is a pull cluster: save the secret \
+                 (`controller secret create`) and publish it by name",
+                self.cluster.name
+            ))
+            .into());
+        }
         if dry_run || overwrite {
             return Err(UsageError(
                 "--dry-run and --overwrite do not apply to a pull cluster (the store holds the \
