@@ -96,12 +96,16 @@ pub(crate) fn items(
 /// Items for `env sync`: the env's secrets, each with its file when it has
 /// one and its vars in the env when it maps any (noted when it goes
 /// nowhere), then the env's plain vars ([`vars_secret`]).
-pub(crate) fn env(def: &EnvDef, secrets: &[Secret]) -> Result<(Vec<SyncItem>, Vec<Skipped>)> {
+pub(crate) fn env(
+    def: &EnvDef,
+    secrets: &[Secret],
+    form: Form,
+) -> Result<(Vec<SyncItem>, Vec<Skipped>)> {
     let opts = PlaceOpts::both(&def.name);
     let mut items: Vec<SyncItem> = vec![];
     let mut skipped = vec![];
     for s in secrets {
-        match item(s, &opts, Form::Placed)? {
+        match item(s, &opts, form)? {
             Some(i) => items.push(i),
             None => skipped.push(Skipped {
                 secret: s.name.clone(),
@@ -110,7 +114,7 @@ pub(crate) fn env(def: &EnvDef, secrets: &[Secret]) -> Result<(Vec<SyncItem>, Ve
         }
     }
     if !def.vars.is_empty() {
-        items.extend(item(&vars_secret(def), &opts, Form::Placed)?);
+        items.extend(item(&vars_secret(def), &opts, form)?);
     }
     Ok((items, skipped))
 }

@@ -516,11 +516,11 @@ fn a_pull_cluster_serves_published_sessions_refreshed_by_keep_fresh() {
     assert_eq!(holds("AKIAFLEETLONGLIVED"), "");
 }
 
-/// `send` on a pull cluster publishes the one secret beside what is
-/// published (same command, another transport); what only a push can do
+/// `send` and `env sync` on a pull cluster publish beside what is published
+/// (same commands, another transport); what only a push can do
 /// (`--secret-json`, `--overwrite`) is refused before anything is written.
 #[test]
-fn send_to_a_pull_cluster_publishes_the_secret_beside_the_others() {
+fn send_and_env_sync_to_a_pull_cluster_publish_beside_the_others() {
     let Some((_server, home)) = setup() else {
         return;
     };
@@ -547,5 +547,16 @@ fn send_to_a_pull_cluster_publishes_the_secret_beside_the_others() {
     let s = wait_converged(&home, "gpu", 1);
     assert_eq!(s["secrets"], json!(["myapi", "mytool"]), "{s:#}");
     assert_eq!(agent.env_var("MYAPI_KEY").as_deref(), Some(V_ENV));
+    assert_eq!(agent.token_value().as_deref(), Some(V1));
+
+    // env sync: the env's secret published into env `work`.
+    home.ok(&["env", "create", "work", "--secret", "myapi"]);
+    home.run(&["env", "sync", "work", "--cluster", "gpu", "--overwrite"])
+        .code(2)
+        .stderr_has("pull cluster");
+    home.ok(&["env", "sync", "work", "--cluster", "gpu"]);
+    let s = wait_converged(&home, "gpu", 1);
+    assert_eq!(s["secrets"], json!(["myapi", "mytool"]), "{s:#}");
+    assert_eq!(agent.env_var_in("work", "MYAPI_KEY").as_deref(), Some(V_ENV));
     assert_eq!(agent.token_value().as_deref(), Some(V1));
 }

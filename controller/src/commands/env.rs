@@ -2,22 +2,25 @@
 //! machine (`~/.rh/envs/NAME.json`: secret names and plain vars) and
 //! `env sync NAME --cluster C` creates or refreshes the env process on each
 //! node: its secrets' vars and its plain vars set in it, its path secrets'
-//! files written, all in one `POST /v1/sync` per node. Listings show var
-//! names only, never values.
+//! files written, all in one `POST /v1/sync` per node of a push cluster, or
+//! published beside what is there for a pull cluster (its nodes place them
+//! under their own policy). Listings show var names only, never values.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
-use common::wire::{SecretResult, SetEnvVarsRequest, SyncRequest};
+use common::wire::{SecretResult, SetEnvVarsRequest, SyncItem, SyncRequest};
 use serde::Serialize;
 
 use crate::cli::{EnvCommand, EnvCreateArgs, EnvNameArgs, EnvSyncArgs, ListArgs};
 use crate::envs::{self, EnvDef, EnvError};
 use crate::exit::UsageError;
+use crate::fleet::publish::PublishOpts;
 use crate::local_secrets::LocalSecrets;
+use crate::mode::Mode;
 use crate::output::{print_json, Table};
-use crate::plan;
+use crate::plan::{self, Skipped};
 use crate::remote::{finish, reports, Remote};
 use crate::Context;
 
@@ -128,13 +131,46 @@ fn delete(args: EnvNameArgs, ctx: &Context) -> Result<u8> {
 
 async fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
     let env = envs::load(&ctx.home, &args.name).map_err(usage)?;
-    let remote = Remote::resolve(ctx, &args.cluster, &args.remote, args.output.json)?;
+    let mode = Mode::load(ctx, &args.cluster, &args.remote, args.output.json)?;
+    if let Mode::Pull(cluster) = &mode {
+        cluster.refuse_push_flags(false, false, args.overwrite)?;
+    }
     let secrets = if env.secrets.is_empty() {
         vec![]
     } else {
         LocalSecrets::load(ctx)?.resolve(&env.secrets)?
     };
-    let (items, skipped) = plan::env(&env, &secrets)?;
+    let (items, skipped) = plan::env(&env, &secrets, mode.form())?;
+    match &mode {
+        Mode::Push(remote) => push(&args, &env, remote, items, &skipped).await,
+        Mode::Pull(cluster) => {
+            for s in &skipped {
+                eprintln!("note: skipped {}: {}", s.secret, s.reason);
+            }
+            if items.is_empty() {
+                // A node creates an env when a published secret sets a
+                // var in it: an empty one has nothing to publish.
+                anyhow::bail!(
+                    "nothing to publish: env {} has no secret or var to place",
+                    env.name
+                );
+            }
+            let opts = PublishOpts { new_epoch: false };
+            let published = cluster.publish(ctx, &items, opts, None).await?;
+            published.report(args.output.json, false)
+        }
+    }
+}
+
+/// `env sync` to a push cluster: one `/v1/sync` per node (and the env
+/// created empty when nothing sets a var in it).
+async fn push(
+    args: &EnvSyncArgs,
+    env: &EnvDef,
+    remote: &Remote,
+    items: Vec<SyncItem>,
+    skipped: &[Skipped],
+) -> Result<u8> {
     // An env with nothing to set is still created (empty) on each node.
     let create_empty = !items
         .iter()
@@ -172,7 +208,7 @@ async fn sync(args: EnvSyncArgs, ctx: &Context) -> Result<u8> {
         false,
         &names,
         &reports,
-        &skipped,
+        skipped,
         args.output.json,
     )?;
     if !args.output.json && create_empty && code == 0 {

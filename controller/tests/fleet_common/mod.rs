@@ -188,9 +188,14 @@ impl PullAgent {
 
     /// `printenv VAR` inside base_env: the value, or `None` when unset.
     pub fn env_var(&self, var: &str) -> Option<String> {
+        self.env_var_in("base_env", var)
+    }
+
+    /// `printenv VAR` inside env `env`: the value, or `None` when unset.
+    pub fn env_var_in(&self, env: &str, var: &str) -> Option<String> {
         let (status, body) = self.call(
             "POST",
-            "/v1/envs/base_env/run",
+            &format!("/v1/envs/{env}/run"),
             Some(json!({ "argv": ["printenv", var] })),
             true,
         );
