@@ -521,16 +521,9 @@ fn a_pull_cluster_serves_published_sessions_refreshed_by_keep_fresh() {
 /// (`--secret-json`, `--overwrite`) is refused before anything is written.
 #[test]
 fn send_and_env_sync_to_a_pull_cluster_publish_beside_the_others() {
-    let Some((_server, home)) = setup() else {
+    let Some((_server, home, _out, agent)) = one_pulling_node() else {
         return;
     };
-    home.ok(&["cluster", "add", "gpu", "--pull"]);
-    let out = tempfile::tempdir().unwrap();
-    let bundles = enroll(&home, "gpu", &out.path().join("b"), 1);
-    local::save(home.path(), &file_secret(V1)).unwrap();
-    home.ok(&["sync", "--cluster", "gpu", "--wait", "30"]);
-    let agent = start_agent(&bundles[0]);
-    assert_eq!(agent.token_value().as_deref(), Some(V1));
 
     local::save(home.path(), &env_secret()).unwrap();
     for refused in [
@@ -557,6 +550,9 @@ fn send_and_env_sync_to_a_pull_cluster_publish_beside_the_others() {
     home.ok(&["env", "sync", "work", "--cluster", "gpu"]);
     let s = wait_converged(&home, "gpu", 1);
     assert_eq!(s["secrets"], json!(["myapi", "mytool"]), "{s:#}");
-    assert_eq!(agent.env_var_in("work", "MYAPI_KEY").as_deref(), Some(V_ENV));
+    assert_eq!(
+        agent.env_var_in("work", "MYAPI_KEY").as_deref(),
+        Some(V_ENV)
+    );
     assert_eq!(agent.token_value().as_deref(), Some(V1));
 }

@@ -11,7 +11,7 @@ mod nodes;
 mod vault_common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::fleet;
@@ -22,18 +22,6 @@ use serde_json::{json, Value};
 
 use fleet_common::*;
 use vault_common::{kubeconfig, mode, raw, root, root_doc, root_put, DevServer, Home};
-
-/// A pull cluster `gpu` with `n` bundles enrolled into `<out>/b` and
-/// `mytool` (V1) published.
-fn published_cluster(n: usize) -> Option<(DevServer, Home, tempfile::TempDir, Vec<PathBuf>)> {
-    let (server, home) = setup()?;
-    home.ok(&["cluster", "add", "gpu", "--pull"]);
-    let out = tempfile::tempdir().unwrap();
-    let bundles = enroll(&home, "gpu", &out.path().join("b"), n);
-    local::save(home.path(), &file_secret(V1)).unwrap();
-    home.ok(&["sync", "--cluster", "gpu"]);
-    Some((server, home, out, bundles))
-}
 
 /// `controller cluster enroll gpu --out DIR EXTRA...`, expected to succeed.
 fn enroll_gpu(home: &Home, dir: &Path, extra: &[&str]) -> vault_common::Run {
@@ -311,11 +299,9 @@ fn unreadable_and_forged_reports_are_their_own_rows_and_foreign_text_is_escaped(
 /// revoked and published again reaches the node.
 #[test]
 fn a_deleted_or_rolled_back_manifest_keeps_the_node_as_it_is() {
-    let Some((server, home, _out, bundles)) = published_cluster(1) else {
+    let Some((server, home, _out, agent)) = one_pulling_node() else {
         return;
     };
-    let agent = start_agent(&bundles[0]);
-    assert_eq!(agent.token_value().as_deref(), Some(V1));
     let manifest = "secret/data/rh/alice/clusters/gpu/manifest";
 
     // A soft delete of the manifest: the node keeps its files and reports

@@ -350,3 +350,23 @@ pub fn login_status(server: &DevServer, bundle: &Path, secret_id: &str) -> u16 {
     .unwrap()
     .0
 }
+
+/// A pull cluster `gpu` with `n` bundles enrolled into `<out>/b` and
+/// `mytool` (V1) published.
+pub fn published_cluster(n: usize) -> Option<(DevServer, Home, tempfile::TempDir, Vec<PathBuf>)> {
+    let (server, home) = setup()?;
+    home.ok(&["cluster", "add", "gpu", "--pull"]);
+    let out = tempfile::tempdir().unwrap();
+    let bundles = enroll(&home, "gpu", &out.path().join("b"), n);
+    controller::vault::local::save(home.path(), &file_secret(V1)).unwrap();
+    home.ok(&["sync", "--cluster", "gpu"]);
+    Some((server, home, out, bundles))
+}
+
+/// [`published_cluster`] of one node whose pulling agent holds V1.
+pub fn one_pulling_node() -> Option<(DevServer, Home, tempfile::TempDir, PullAgent)> {
+    let (server, home, out, bundles) = published_cluster(1)?;
+    let agent = start_agent(&bundles[0]);
+    assert_eq!(agent.token_value().as_deref(), Some(V1));
+    Some((server, home, out, agent))
+}
