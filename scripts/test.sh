@@ -59,6 +59,19 @@ done
 step "cargo test"
 cargo test --workspace --quiet 2>&1 | tee "${TMPDIR:-/tmp}/rh-cargo-test.log"
 [ "${PIPESTATUS[0]}" -eq 0 ]
+# No test leaves an agent running in its temp home (a guard dropped after
+# the temp dir it reads the agent's pid from lets the agent outlive it).
+left_agents() { pgrep -f "$PWD/target/debug/agent serve .*--home ${TMPDIR:-/tmp}/" || true; }
+if [ -n "$(left_agents)" ]; then sleep 5; fi
+left=$(left_agents)
+if [ -n "$left" ]; then
+  echo "error: agents the tests left running:" >&2
+  # shellcheck disable=SC2086  # one pid per word
+  ps -o pid=,args= -p $left >&2
+  # shellcheck disable=SC2086
+  kill $left
+  exit 1
+fi
 
 step "Python package: wheel (maturin, dev profile: the binary cargo test built), fresh venv, pytest"
 ensure_maturin
