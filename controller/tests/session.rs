@@ -118,10 +118,8 @@ fn run_json(w: &World, env: &[(&str, &str)], argv: &[&str]) -> Value {
 }
 
 /// A laptop ([`laptop`]) whose STS is moto, syncing to its `local`
-/// cluster (the agent stopped at the end). Tests take it apart binding the
-/// guards after `w`, so they drop first: `StopAgents` reads the agent's pid
-/// file under `w`'s home, which `w`'s temp dir takes with it (guards left
-/// in a partly moved struct drop after `w` and the agent outlives the test).
+/// cluster (the agent stopped at the end). Tests take it apart with
+/// [`LocalLaptop::parts`].
 struct LocalLaptop {
     py: PathBuf,
     sts: String,
@@ -145,6 +143,14 @@ impl LocalLaptop {
             _stop: stop,
         })
     }
+
+    /// Its parts, the guards last: bound after `w`, they drop first.
+    /// `StopAgents` reads the agent's pid file under `w`'s home, which
+    /// `w`'s temp dir takes with it (guards left in a partly moved struct
+    /// drop after `w`, and the agent outlived its test).
+    fn parts(self) -> (PathBuf, String, World, (Killed, StopAgents)) {
+        (self.py, self.sts, self.w, (self._moto, self._stop))
+    }
 }
 
 #[test]
@@ -152,7 +158,7 @@ fn local_env_processes_get_minted_aws_sessions_and_the_users_files_stay() {
     let Some(laptop) = LocalLaptop::start() else {
         return;
     };
-    let LocalLaptop { py, sts, w, _moto, _stop } = laptop;
+    let (py, sts, w, _guards) = laptop.parts();
     let env = env_of(&sts);
     let before_config = fs::read(w.home.join(".aws/config")).unwrap();
     let before_creds = fs::read(w.home.join(".aws/credentials")).unwrap();
@@ -242,7 +248,7 @@ fn minting_with_trace_output_prints_no_key_of_the_laptop() {
     let Some(laptop) = LocalLaptop::start() else {
         return;
     };
-    let LocalLaptop { sts, w, _moto, _stop, .. } = laptop;
+    let (_, sts, w, _guards) = laptop.parts();
     let env = env_of(&sts);
     w.controller_with(
         &[
@@ -392,7 +398,7 @@ fn keep_fresh_refreshes_before_expiry_and_a_stopped_controller_leaves_503() {
     let Some(laptop) = LocalLaptop::start() else {
         return;
     };
-    let LocalLaptop { py, sts, w, _moto, _stop } = laptop;
+    let (py, sts, w, _guards) = laptop.parts();
     let env = env_of(&sts);
     // moto takes lifetimes below STS's 900 s minimum: 12 s, refreshed at 6 s.
     ok(&w, &env, "secret create short --provider aws --session --role-arn arn:aws:iam::123456789012:role/short --duration 12s");
