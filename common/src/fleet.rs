@@ -445,9 +445,13 @@ impl NodeReport {
     /// later than three short heartbeats: it is still there, and a
     /// `sync --wait` must wait for it).
     pub fn is_live(&self, now: u64) -> bool {
-        let mut window = 3 * self.heartbeat_secs.max(self.poll_interval_secs);
+        // The figures are the report's (its writer's word): saturating.
+        let mut window = self
+            .heartbeat_secs
+            .max(self.poll_interval_secs)
+            .saturating_mul(3);
         if self.last_error.is_some() {
-            window += longest_retry_secs(self.poll_interval_secs);
+            window = window.saturating_add(longest_retry_secs(self.poll_interval_secs));
         }
         now.saturating_sub(self.reported_at) <= window
     }
@@ -649,6 +653,11 @@ mod tests {
         r.last_error = Some("the manifest is missing from the store".into());
         assert!(r.is_live(1018));
         assert!(!r.is_live(1019));
+        // A report's own figures cannot overflow the window (a panic in
+        // `status` for a store writer's report).
+        r.heartbeat_secs = u64::MAX;
+        r.poll_interval_secs = u64::MAX;
+        assert!(r.is_live(u64::MAX));
     }
 
     #[test]
